@@ -1,0 +1,1 @@
+"""ipsecgw data plane: batches, ESP transforms, engines, packet I/O."""

@@ -1,0 +1,195 @@
+"""The negotiated state of one ESP SA, independent of any engine.
+
+An SA is what IKE (or a static SA file) agrees on; a *session* is how an engine
+executes it.  Engines take an ``SA`` plus a direction and build their own
+session from it.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Union
+
+from fastpath.algorithms import ENC_ALGS, INTEG_ALGS, EncAlg, IntegAlg
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+REPLAY_WINDOW_MAX = 4096
+
+
+class SAError(ValueError):
+    """An SA parameter is invalid; ``field`` names it, ``expected`` says what fits."""
+
+    def __init__(self, field_name: str, expected: str, got: object = None):
+        self.field = field_name
+        self.expected = expected
+        self.got = got
+        detail = f"{field_name}: expected {expected}"
+        if got is not None:
+            detail += f", got {got!r}"
+        super().__init__(detail)
+
+
+class Mode(str, enum.Enum):
+    TUNNEL = "tunnel"
+    TRANSPORT = "transport"
+
+
+class Direction(str, enum.Enum):
+    OUT = "out"
+    IN = "in"
+
+
+@dataclass(frozen=True)
+class TrafficSelector:
+    """Inclusive address range, protocol (0 = any) and inclusive port range."""
+
+    start: IPAddress
+    end: IPAddress
+    proto: int = 0
+    port_lo: int = 0
+    port_hi: int = 65535
+
+    @classmethod
+    def any(cls, version: int) -> TrafficSelector:
+        net = ipaddress.ip_network("0.0.0.0/0" if version == 4 else "::/0")
+        return cls(net[0], net[-1])
+
+    @classmethod
+    def from_network(cls, net: str, proto: int = 0, port_lo: int = 0, port_hi: int = 65535) -> TrafficSelector:
+        n = ipaddress.ip_network(net, strict=False)
+        return cls(n[0], n[-1], proto, port_lo, port_hi)
+
+    @property
+    def version(self) -> int:
+        return self.start.version
+
+    def contains(self, addr: IPAddress, proto: int, port: int | None) -> bool:
+        """Whether an address (with its protocol and port, if any) falls in this selector."""
+        if addr.version != self.version or not (self.start <= addr <= self.end):
+            return False
+        if self.proto and proto != self.proto:
+            return False
+        if port is not None and not (self.port_lo <= port <= self.port_hi):
+            return False
+        if port is None and (self.port_lo, self.port_hi) != (0, 65535):
+            return False
+        return True
+
+
+@dataclass
+class Lifetime:
+    """Limits in bytes/packets enforced by the data plane; seconds by control. 0 = none."""
+
+    soft_bytes: int = 0
+    hard_bytes: int = 0
+    soft_packets: int = 0
+    hard_packets: int = 0
+    soft_seconds: int = 0
+    hard_seconds: int = 0
+
+
+@dataclass
+class SA:
+    spi: int
+    src: IPAddress
+    dst: IPAddress
+    enc: str
+    enc_key: bytes
+    integ: str | None = None
+    integ_key: bytes = b""
+    mode: Mode = Mode.TUNNEL
+    esn: bool = False
+    seq: int = 1
+    replay_window: int = 64
+    udp_encap: bool = False
+    sport: int = 4500
+    dport: int = 4500
+    ttl: int = 64
+    df: str = "copy"            # copy | set | clear (IPv4 outer header)
+    dscp: int | None = None     # None copies the inner DSCP; else a fixed 0..63
+    ecn: str = "normal"         # RFC 6040: normal (copy) | compat (outer Not-ECT)
+    flowlabel: str = "copy"     # copy (6-in-6) | zero
+    local_ts: list[TrafficSelector] = field(default_factory=list)   # empty = any
+    remote_ts: list[TrafficSelector] = field(default_factory=list)
+    lifetime: Lifetime = field(default_factory=Lifetime)
+
+    def __post_init__(self) -> None:
+        self.mode = Mode(self.mode)
+        self.validate()
+
+    @property
+    def enc_alg(self) -> EncAlg:
+        return ENC_ALGS[self.enc]
+
+    @property
+    def integ_alg(self) -> IntegAlg | None:
+        return INTEG_ALGS[self.integ] if self.integ else None
+
+    @property
+    def icv_len(self) -> int:
+        integ = self.integ_alg
+        return integ.icv_len if integ else self.enc_alg.icv_len
+
+    @property
+    def cipher_key(self) -> bytes:
+        alg = self.enc_alg
+        return self.enc_key[: alg.key_len]
+
+    @property
+    def salt(self) -> bytes:
+        alg = self.enc_alg
+        return self.enc_key[alg.key_len:]
+
+    def validate(self) -> None:
+        """Raise SAError naming the first field that does not fit."""
+        if not isinstance(self.spi, int) or not 256 <= self.spi <= 0xFFFFFFFF:
+            raise SAError("spi", "an integer from 256 to 0xffffffff (0-255 are reserved)", self.spi)
+        if self.src.version != self.dst.version:
+            raise SAError("dst", f"an IPv{self.src.version} address like src", str(self.dst))
+        if self.enc not in ENC_ALGS:
+            raise SAError("enc", "one of " + ", ".join(ENC_ALGS), self.enc)
+        alg = self.enc_alg
+        if len(self.enc_key) != alg.config_key_len:
+            what = "key" if alg.aead else "cipher_key"
+            extra = " (cipher key + 4-byte salt)" if alg.salt_len else ""
+            raise SAError(what, f"{alg.config_key_len} bytes for {alg.name}{extra}", f"{len(self.enc_key)} bytes")
+        if alg.aead:
+            if self.integ:
+                raise SAError("integrity", f"none: {alg.name} is an AEAD and carries its own ICV", self.integ)
+        else:
+            if not self.integ:
+                raise SAError("integrity", "one of " + ", ".join(INTEG_ALGS) + f" with {alg.name}")
+            if self.integ not in INTEG_ALGS:
+                raise SAError("integrity", "one of " + ", ".join(INTEG_ALGS), self.integ)
+            if len(self.integ_key) != INTEG_ALGS[self.integ].key_len:
+                raise SAError("integrity_key", f"{INTEG_ALGS[self.integ].key_len} bytes for {self.integ}",
+                              f"{len(self.integ_key)} bytes")
+        seq_max = 2**64 - 1 if self.esn else 2**32 - 1
+        if not isinstance(self.seq, int) or not 1 <= self.seq <= seq_max + 1:
+            raise SAError("seq", f"an integer from 1 to {seq_max}", self.seq)
+        if not isinstance(self.replay_window, int) or not 0 <= self.replay_window <= REPLAY_WINDOW_MAX:
+            raise SAError("replay_window", f"an integer from 0 to {REPLAY_WINDOW_MAX}", self.replay_window)
+        for name in ("sport", "dport"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not 1 <= v <= 65535:
+                raise SAError(name, "a UDP port from 1 to 65535", v)
+        if not isinstance(self.ttl, int) or not 1 <= self.ttl <= 255:
+            raise SAError("ttl", "an integer from 1 to 255", self.ttl)
+        if self.df not in ("copy", "set", "clear"):
+            raise SAError("df", "copy, set or clear", self.df)
+        if self.dscp is not None and (not isinstance(self.dscp, int) or not 0 <= self.dscp <= 63):
+            raise SAError("dscp", "copy or an integer from 0 to 63", self.dscp)
+        if self.ecn not in ("normal", "compat"):
+            raise SAError("ecn", "normal or compat (RFC 6040)", self.ecn)
+        if self.flowlabel not in ("copy", "zero"):
+            raise SAError("flowlabel", "copy or zero", self.flowlabel)
+        for name in ("local_ts", "remote_ts"):
+            ts_list = getattr(self, name)
+            if len(ts_list) > 8:
+                raise SAError(name, "at most 8 traffic selectors", len(ts_list))
+        for name, v in vars(self.lifetime).items():
+            if not isinstance(v, int) or v < 0:
+                raise SAError(f"lifetime.{name}", "a non-negative integer (0 = no limit)", v)
