@@ -1,0 +1,41 @@
+# ipsecgw: every target does its own set-up on a fresh Debian 12 machine (run as root).
+#   make test   apt packages, virtualenv, editable install with the cffi build, lint, the whole suite
+#   make build  rebuild the C modules in place after editing cdefs/
+#   make lint   ruff
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := gcc make pkg-config libssl-dev libipsec-mb-dev iproute2 tcpdump tshark
+
+.PHONY: test lint build deps venv clean
+
+deps: .stamp-apt
+.stamp-apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt: installing $$missing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: .stamp-apt pyproject.toml setup.py $(wildcard cdefs/*.h cdefs/*.c cdefs/*.py)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+build: venv
+	@for b in cdefs/build_*.py; do $(PY) $$b; done
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: venv lint
+	$(VENV)/bin/ipsecgw caps
+	$(VENV)/bin/pytest -q
+
+clean:
+	rm -rf build $(VENV) .stamp-apt *.egg-info fastpath/*.so fastpath/_*.c
