@@ -1,6 +1,6 @@
 /* ESP batch engine: the C view of SAs, batches and statuses.
  *
- * This file is read twice: by the C compiler (cdefs/*.c include it) and by
+ * This file is read twice: by the C compiler (the C sources in cdefs/ include it) and by
  * cffi's cdef() through cdefs.cdef_text(), which drops preprocessor lines
  * other than integer #defines.  Keep it in the subset cffi parses: fixed-width
  * types, plain structs, integer #defines, prototypes.  Python reads the
@@ -163,6 +163,7 @@ int ipsg_aead_open(uint8_t enc, const uint8_t *key, uint32_t key_len,
                    const uint8_t *nonce, uint32_t nonce_len,
                    const uint8_t *aad, uint32_t aad_len,
                    const uint8_t *in, uint32_t in_len, uint8_t *out, const uint8_t *tag16);
+/* Full (untruncated) HMAC into out64; returns its length, or -1. */
 int ipsg_hmac(uint8_t integ, const uint8_t *key, uint32_t key_len,
               const uint8_t *data, uint32_t data_len, uint8_t *out64);
 const char *ipsg_backend_version(void);
