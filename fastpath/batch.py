@@ -24,6 +24,7 @@ class Batch:
                  headroom: int = DEFAULT_HEADROOM, tailroom: int = DEFAULT_TAILROOM):
         self.capacity = capacity
         self.headroom = headroom
+        self.tailroom = tailroom
         self.slot_size = (headroom + mtu + tailroom + 63) & ~63
         self.buf = np.zeros(capacity * self.slot_size, dtype=np.uint8)
         self.off = np.zeros(capacity, dtype=np.uint32)
@@ -35,7 +36,7 @@ class Batch:
     @property
     def max_packet(self) -> int:
         """Largest packet that fits a slot with room left for ESP framing."""
-        return self.slot_size - self.headroom - DEFAULT_TAILROOM
+        return self.slot_size - self.headroom - self.tailroom
 
     def clear(self) -> None:
         self.n = 0

@@ -207,8 +207,10 @@ class Session:
         if len(out) > slot_size or len(out) > (0xFFFF if out[0] >> 4 == 4 else 40 + 0xFFFF):
             raise Drop(Status.TOO_BIG)
 
-        # Commit only now, so a dropped packet burns no sequence number.
+        # Commit only now, so a dropped packet burns no sequence number or IPv4 ID.
         self.next_seq = seq + 1
+        if sa.mode is Mode.TUNNEL and sa.src.version == 4:
+            self.ip_id = (self.ip_id + 1) & 0xFFFF
         if seq >= self.seq_max:
             st.flags |= SAFlag.SEQ_EXHAUSTED
         st.seq = self.next_seq
@@ -232,7 +234,6 @@ class Session:
             else:
                 df = sa.df == "set"
             hdr = iphdr.build_ipv4(self.src, self.dst, proto, len(l4), tos, self.ip_id, sa.ttl, df)
-            self.ip_id = (self.ip_id + 1) & 0xFFFF
         else:
             flow = inner.flow if sa.flowlabel == "copy" and inner.version == 6 else 0
             hdr = iphdr.build_ipv6(self.src, self.dst, proto, len(l4), tos, flow, sa.ttl)

@@ -15,6 +15,7 @@ import struct
 import pytest
 from conftest import ALGORITHMS, ENGINES, alg_id, endpoints, inner_packet, install, make_sa, new_engine, run
 
+from fastpath.batch import Batch
 from fastpath.status import Status
 
 pytestmark = pytest.mark.skipif(not {"openssl", "reference"} <= set(ENGINES),
@@ -131,3 +132,22 @@ def test_inbound_verdicts_identical(alg) -> None:
     assert not diffs, f"{alg_id(alg)}: inbound differs (index, openssl, reference): {diffs[:10]}"
     assert o[1] == r[1], f"{alg_id(alg)}: per-SA stats differ"
     assert o[2] == r[2], f"{alg_id(alg)}: engine-wide drops differ: {o[2]} vs {r[2]}"
+
+
+def test_too_big_consumes_no_sequence_or_ip_id() -> None:
+    """A packet dropped TOO_BIG uses neither a sequence number nor an outer IPv4 ID, on both engines."""
+    sa = make_sa("aes-cbc-128", "hmac-sha256-128", family=4, seq=7)
+    big = inner_packet(4, bytes(100)).data        # 128 bytes: 204 once framed, over the 192-byte slot
+    small = inner_packet(4, bytes(8)).data
+    for name in ("openssl", "reference"):
+        eng = new_engine(name, 1)
+        install(eng, 0, sa, "out")
+        batch = Batch(capacity=2, mtu=128, headroom=64, tailroom=0)
+        assert batch.slot_size == 192
+        batch.extend([big, small])
+        eng.outbound(batch)
+        assert [Status(int(s)) for s in batch.status[:2]] == [Status.TOO_BIG, Status.OK], name
+        out = batch.packet(1)
+        assert struct.unpack_from("!H", out, 4)[0] == 0, f"{name}: outer IPv4 ID advanced past a dropped packet"
+        assert struct.unpack_from("!I", out, 24)[0] == 7, f"{name}: a dropped packet consumed a sequence number"
+        assert eng.stats(0).drops.get(Status.TOO_BIG) == 1
