@@ -10,11 +10,10 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Union
 
 from fastpath.algorithms import ENC_ALGS, INTEG_ALGS, EncAlg, IntegAlg
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 REPLAY_WINDOW_MAX = 4096
 
@@ -32,12 +31,12 @@ class SAError(ValueError):
         super().__init__(detail)
 
 
-class Mode(str, enum.Enum):
+class Mode(enum.StrEnum):
     TUNNEL = "tunnel"
     TRANSPORT = "transport"
 
 
-class Direction(str, enum.Enum):
+class Direction(enum.StrEnum):
     OUT = "out"
     IN = "in"
 
