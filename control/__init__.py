@@ -1,0 +1,1 @@
+"""Control plane and operator tooling: the ``ipsecgw`` command line, SA files."""

@@ -1,0 +1,66 @@
+"""The ``ipsecgw`` command line.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``,
+which adds its parser and sets ``func`` (``args -> exit code``).  Adding a
+command (run, status, list-sas, bench...) means writing such a module and
+listing it in ``COMMAND_MODULES``.
+
+Exit codes: 0 success, 1 some packets failed or input was damaged,
+2 usage, configuration or unreadable-input errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+COMMAND_MODULES: tuple[str, ...] = ("control.pcap_cmd",)
+
+
+def _register_caps(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("caps", help="show ESP engines, algorithms and CPU crypto features",
+                       description="Show which ESP engines can run here (and why not), the algorithms "
+                                   "each serves, and the CPU features that matter for crypto speed.")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=_run_caps)
+
+
+def _run_caps(args: argparse.Namespace) -> int:
+    from fastpath.caps import collect, format_table
+
+    caps = collect()
+    print(json.dumps(caps, indent=2) if args.json else format_table(caps))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ipsecgw", description="IPsec gateway with a batched ESP data plane.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    _register_caps(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Output piped into e.g. head: not an error worth a traceback.
+        sys.stderr.close()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
