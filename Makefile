@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := gcc make pkg-config libssl-dev libipsec-mb-dev iproute2 tcpdump tshark
 
-.PHONY: test lint build deps venv clean
+.PHONY: test lint build deps venv clean bench
 
 deps: .stamp-apt
 .stamp-apt:
@@ -36,6 +36,13 @@ lint: venv
 test: venv lint
 	$(VENV)/bin/ipsecgw caps
 	$(VENV)/bin/pytest -q
+
+# Throughput runs (pytest-benchmark); the table lands in bench/results/esp.md and esp.json.
+# dpdk-test-crypto-perf (apt: dpdk-dev) adds the crypto-only ceiling when it is installed.
+bench: venv
+	mkdir -p bench/results
+	$(VENV)/bin/pytest bench -q --benchmark-enable --benchmark-json=bench/results/raw.json -p no:cacheprovider
+	$(PY) bench/report.py bench/results/raw.json --out-json bench/results/esp.json --out-md bench/results/esp.md --crypto-perf
 
 clean:
 	rm -rf build $(VENV) .stamp-apt *.egg-info fastpath/*.so fastpath/_*.c

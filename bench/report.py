@@ -1,0 +1,112 @@
+"""Turn a pytest-benchmark JSON run of bench/test_esp_throughput.py into the ESP table.
+
+    python bench/report.py RAW.json [--out-json esp.json] [--out-md esp.md] [--crypto-perf]
+
+Rows: engine x algorithm x size x direction x batch, with Mpps, plaintext
+Gbit/s and the ratio to the per-packet Python baseline of the same run.  With
+--crypto-perf, also runs dpdk-test-crypto-perf on crypto_aesni_gcm (AES-128-GCM
+encrypt, the same sizes) when it is installed, and prints each engine's
+AES-128-GCM outbound rate as a ratio of that crypto-only ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+CRYPTO_PERF_SIZES = (64, 512, 1400)
+
+
+def load_cells(raw: dict) -> list[dict]:
+    return [dict(b["extra_info"]) for b in raw["benchmarks"] if "mpps" in b.get("extra_info", {})]
+
+
+def add_ratios(cells: list[dict]) -> None:
+    naive = {(c["alg"], c["size"], c["direction"]): c["mpps"] for c in cells if c["engine"] == "naive"}
+    for c in cells:
+        base = naive.get((c["alg"], c["size"], c["direction"]))
+        c["vs_naive"] = c["mpps"] / base if base else None
+
+
+def crypto_perf() -> dict[int, float] | None:
+    """Mops of dpdk-test-crypto-perf on crypto_aesni_gcm per buffer size, or None when not installed."""
+    exe = shutil.which("dpdk-test-crypto-perf")
+    if not exe:
+        return None
+    cmd = [exe, "-l", "0,1", "--no-huge", "--no-pci", "-m", "1024", "--vdev", "crypto_aesni_gcm0",
+           "--file-prefix", "ipsecgw-bench", "--log-level", "error", "--",
+           "--ptest", "throughput", "--devtype", "crypto_aesni_gcm", "--optype", "aead",
+           "--aead-algo", "aes-gcm", "--aead-op", "encrypt", "--aead-key-sz", "16", "--aead-iv-sz", "12",
+           "--aead-aad-sz", "8", "--digest-sz", "16", "--burst-sz", "32", "--total-ops", "5000000", "--silent",
+           "--buffer-sz", ",".join(str(s) for s in CRYPTO_PERF_SIZES)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    print("$ " + " ".join(cmd), file=sys.stderr)
+    mops = {}
+    for line in out.stdout.splitlines():
+        f = line.split()
+        if len(f) >= 8 and f[0].isdigit() and f[1].isdigit() and int(f[1]) in CRYPTO_PERF_SIZES:
+            mops[int(f[1])] = float(f[7])
+    return mops or None
+
+
+def markdown(cells: list[dict], ceiling: dict[int, float] | None, machine: str) -> str:
+    lines = [f"Machine: {machine}", "",
+             "| engine | algorithm | size | dir | batch | Mpps | Gbit/s | x naive |",
+             "|---|---|---|---|---|---:|---:|---:|"]
+    order = {"naive": 0}
+    for c in sorted(cells, key=lambda c: (c["alg"], c["size"], c["direction"], order.get(c["engine"], 1),
+                                          c["engine"], c["batch"])):
+        ratio = f"{c['vs_naive']:.1f}" if c.get("vs_naive") else "-"
+        lines.append(f"| {c['engine']} | {c['alg']} | {c['size']} | {c['direction']} | {c['batch']} | "
+                     f"{c['mpps']:.3f} | {c['gbps']:.2f} | {ratio} |")
+    if ceiling:
+        lines += ["", "AES-128-GCM outbound, batch 256, against dpdk-test-crypto-perf on crypto_aesni_gcm "
+                      "(crypto only, burst 32, one worker core), measured in the same run:", "",
+                  "| engine | size | our Mpps | crypto-perf Mops | ratio |", "|---|---|---:|---:|---:|"]
+        for c in cells:
+            if (c["alg"], c["direction"], c["batch"]) == ("aes-gcm-128", "out", 256) and c["engine"] != "naive" \
+                    and c["size"].isdigit() and int(c["size"]) in ceiling:
+                m = ceiling[int(c["size"])]
+                c["vs_crypto_perf"] = c["mpps"] / m
+                lines.append(f"| {c['engine']} | {c['size']} | {c['mpps']:.3f} | {m:.3f} | {c['mpps'] / m:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        m = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+        cpu = m.group(1) if m else cpu
+    except OSError:
+        pass
+    return f"{cpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("raw")
+    ap.add_argument("--out-json")
+    ap.add_argument("--out-md")
+    ap.add_argument("--crypto-perf", action="store_true")
+    args = ap.parse_args(argv)
+    cells = load_cells(json.loads(Path(args.raw).read_text()))
+    add_ratios(cells)
+    ceiling = crypto_perf() if args.crypto_perf else None
+    text = markdown(cells, ceiling, machine())
+    print(text)
+    if args.out_md:
+        Path(args.out_md).write_text(text)
+    if args.out_json:
+        Path(args.out_json).write_text(json.dumps({"machine": machine(), "crypto_perf_mops": ceiling,
+                                                    "cells": cells}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
