@@ -1,0 +1,32 @@
+"""`ipsecgw bench esp`: one cell from the command line, with the JSON fields users script against."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from control.cli import main
+from fastpath.engines import present_names
+
+
+@pytest.mark.parametrize("engine", ["naive", "best", *present_names()])
+def test_bench_esp_json(engine: str, capsys) -> None:
+    rc = main(["bench", "esp", "--engine", engine, "--alg", "aes-cbc-128-hmac-sha256-128", "--size", "imix",
+               "--direction", "in", "--batch", "32", "--seconds", "0.1", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"engine", "alg", "size", "direction", "mpps", "gbps"} <= out.keys()
+    assert out["engine"] in ({engine} if engine != "best" else set(present_names()))
+    assert (out["alg"], out["size"], out["direction"]) == ("aes-cbc-128-hmac-sha256-128", "imix", "in")
+    assert out["mpps"] > 0 and out["gbps"] > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--alg", "aes-gcm-999"], "unknown algorithm"),
+    (["--size", "10"], "--size"),
+    (["--engine", "nosuch"], "unknown engine"),
+])
+def test_bench_esp_bad_arguments(argv: list[str], message: str, capsys) -> None:
+    assert main(["bench", "esp", "--seconds", "0.05", *argv]) == 2
+    assert message in capsys.readouterr().err
