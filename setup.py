@@ -26,6 +26,10 @@ class OptionalBuildExt(build_ext):
 
 
 setup(
-    cffi_modules=["cdefs/build_esp.py:ffibuilder"],
+    cffi_modules=[
+        "cdefs/build_esp.py:ffibuilder",
+        "cdefs/build_esp_ipsecmb.py:ffibuilder",
+        "cdefs/build_shm.py:ffibuilder",
+    ],
     cmdclass={"build_ext": OptionalBuildExt},
 )

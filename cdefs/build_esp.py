@@ -1,4 +1,4 @@
-"""cffi builder for fastpath._esp_openssl: the batch ESP kernel on libcrypto."""
+"""cffi builder for fastpath._esp_openssl: the batch ESP core (esp_core.c) on libcrypto (crypto_openssl.c)."""
 
 from __future__ import annotations
 
@@ -29,10 +29,11 @@ _ROOT = str(HERE.parent) + "/" if __name__ == "__main__" else ""
 ffibuilder.set_source(
     "fastpath._esp_openssl",
     '#include "esp.h"\n',
-    sources=[_ROOT + "cdefs/esp_openssl.c"],
+    sources=[_ROOT + "cdefs/esp_core.c", _ROOT + "cdefs/crypto_openssl.c"],
     include_dirs=[_ROOT + "cdefs"] + _libcrypto.get("include_dirs", []),
     library_dirs=_libcrypto.get("library_dirs", []),
     libraries=_libcrypto.get("libraries", []),
+    depends=[_ROOT + "cdefs/esp.h", _ROOT + "cdefs/esp_core.h"],
     extra_compile_args=["-O3", "-march=x86-64-v2", "-Wall", "-Wno-unused-function"]
     + _libcrypto.get("extra_compile_args", []),
 )

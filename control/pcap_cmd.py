@@ -19,7 +19,7 @@ import numpy as np
 
 from control.sa_file import SAFileError, load_sa_file
 from fastpath.batch import Batch
-from fastpath.engines import Engine, EngineError, create
+from fastpath.engines import Engine, EngineError, create, known_names
 from fastpath.pcapfile import (
     DEFAULT_SNAPLEN,
     LINKTYPE_RAW,
@@ -34,7 +34,7 @@ from fastpath.pcapfile import (
 from fastpath.sa import SA, Direction, SAError
 from fastpath.status import N_STATUS, Status
 
-ENGINE_CHOICES = ("best", "openssl", "reference")
+ENGINE_CHOICES = ("best", *known_names())
 DEFAULT_BATCH = 256
 BATCH_MEMORY = 64 << 20     # cap on one batch buffer, for captures of huge (TSO/GRO) packets
 MIN_MTU = 1600

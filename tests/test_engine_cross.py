@@ -1,4 +1,4 @@
-"""The C engine and the reference engine agree.
+"""Each compiled engine and the reference engine agree.
 
 Same SA and same input batch: byte-identical outbound packets where the
 output is deterministic (AEADs use the sequence number as IV; NULL has no IV),
@@ -18,8 +18,15 @@ from conftest import ALGORITHMS, ENGINES, alg_id, endpoints, inner_packet, insta
 from fastpath.batch import Batch
 from fastpath.status import Status
 
-pytestmark = pytest.mark.skipif(not {"openssl", "reference"} <= set(ENGINES),
-                                reason="needs both the openssl and the reference engine")
+# Each compiled engine is checked against the reference.
+C_ENGINES = [n for n in ("openssl", "ipsec-mb") if n in ENGINES]
+pytestmark = pytest.mark.skipif(not C_ENGINES or "reference" not in ENGINES,
+                                reason="needs a compiled engine and the reference engine")
+
+
+@pytest.fixture(params=C_ENGINES or ["openssl"])
+def c_engine(request) -> str:
+    return request.param
 
 SHAPES = [("tunnel", 4, 4, False, False), ("tunnel", 6, 6, True, False), ("tunnel", 4, 6, False, True),
           ("tunnel", 6, 4, True, True), ("transport", 4, 4, True, True), ("transport", 6, 6, False, False)]
@@ -45,8 +52,8 @@ def _esp_offset(pkt: bytes | bytearray) -> int:
     return off + 8 if proto == 17 else off
 
 
-def _engines(sas, direction: str):
-    engs = {name: new_engine(name, len(sas)) for name in ("openssl", "reference")}
+def _engines(sas, direction: str, c_engine: str):
+    engs = {name: new_engine(name, len(sas)) for name in (c_engine, "reference")}
     for eng in engs.values():
         for k, sa in enumerate(sas):
             install(eng, k, sa, direction)
@@ -61,21 +68,21 @@ def _outbound(engs, inners):
 
 @pytest.mark.parametrize("alg", [a for a in ALGORITHMS if a[0] != "aes-cbc-128" and a[0] != "aes-cbc-256"],
                          ids=alg_id)
-def test_deterministic_outbound_identical(alg) -> None:
+def test_deterministic_outbound_identical(alg, c_engine: str) -> None:
     sas, inners = _setup(*alg, seed=f"det-{alg}")
-    res = _outbound(_engines(sas, "out"), inners)
-    diffs = [i for i, (a, b) in enumerate(zip(res["openssl"], res["reference"], strict=True)) if a[:2] != b[:2]]
+    res = _outbound(_engines(sas, "out", c_engine), inners)
+    diffs = [i for i, (a, b) in enumerate(zip(res[c_engine], res["reference"], strict=True)) if a[:2] != b[:2]]
     assert all(s == Status.OK for s, _, _ in res["reference"])
     assert not diffs, f"{alg_id(alg)}: outbound packets differ at {diffs[:10]} " \
-                      f"(shape {SHAPES[diffs[0] // 6][:3]}, first: {res['openssl'][diffs[0]][1][:48].hex()} vs " \
+                      f"(shape {SHAPES[diffs[0] // 6][:3]}, first: {res[c_engine][diffs[0]][1][:48].hex()} vs " \
                       f"{res['reference'][diffs[0]][1][:48].hex()})"
 
 
 @pytest.mark.parametrize("alg", [a for a in ALGORITHMS if a[0].startswith("aes-cbc")], ids=alg_id)
-def test_cbc_cross_decrypt(alg) -> None:
+def test_cbc_cross_decrypt(alg, c_engine: str) -> None:
     sas, inners = _setup(*alg, seed=f"cbc-{alg}")
-    out = _outbound(_engines(sas, "out"), inners)
-    for tx, rx in (("openssl", "reference"), ("reference", "openssl")):
+    out = _outbound(_engines(sas, "out", c_engine), inners)
+    for tx, rx in ((c_engine, "reference"), ("reference", c_engine)):
         rx_eng = new_engine(rx, len(sas))
         for k, sa in enumerate(sas):
             install(rx_eng, k, sa, "in")
@@ -86,7 +93,7 @@ def test_cbc_cross_decrypt(alg) -> None:
         assert [p for _, p, _ in back] == want, f"{tx} -> {rx}: decrypted packets differ"
     # Different random IVs, same framing: the headers before the IV (but an IPv6 UDP checksum,
     # which covers the IV) and the lengths match.
-    for (_, a, _), (_, b, _) in zip(out["openssl"], out["reference"], strict=True):
+    for (_, a, _), (_, b, _) in zip(out[c_engine], out["reference"], strict=True):
         off = _esp_offset(a)
         udp_sum = slice(off - 2, off) if a[0] >> 4 == 6 and a[6] == 17 else slice(0, 0)
         a, b = bytearray(a), bytearray(b)
@@ -95,7 +102,7 @@ def test_cbc_cross_decrypt(alg) -> None:
 
 
 @pytest.mark.parametrize("alg", ALGORITHMS, ids=alg_id)
-def test_inbound_verdicts_identical(alg) -> None:
+def test_inbound_verdicts_identical(alg, c_engine: str) -> None:
     """Genuine, tampered, truncated, replayed, unknown-SPI and junk packets: same answers from both."""
     sas, inners = _setup(*alg, seed=f"in-{alg}")
     tx = new_engine("reference", len(sas))
@@ -120,26 +127,26 @@ def test_inbound_verdicts_identical(alg) -> None:
             b = bytearray(rng.randbytes(rng.randrange(0, 120)))
         mixed.append(bytes(b))
     results = {}
-    for name in ("openssl", "reference"):
+    for name in (c_engine, "reference"):
         eng = new_engine(name, len(sas))
         for k, sa in enumerate(sas):
             install(eng, k, sa, "in")      # an inbound SA's seq: the first number it expects
         res = run(eng, "in", mixed)
         results[name] = ([(s, p if s == Status.OK else b"", i if s == Status.OK else None) for s, p, i in res],
                          [eng.stats(k) for k in range(len(sas))], eng.engine_drops())
-    o, r = results["openssl"], results["reference"]
+    o, r = results[c_engine], results["reference"]
     diffs = [(i, a[0].name, b[0].name) for i, (a, b) in enumerate(zip(o[0], r[0], strict=True)) if a != b]
-    assert not diffs, f"{alg_id(alg)}: inbound differs (index, openssl, reference): {diffs[:10]}"
+    assert not diffs, f"{alg_id(alg)}: inbound differs (index, {c_engine}, reference): {diffs[:10]}"
     assert o[1] == r[1], f"{alg_id(alg)}: per-SA stats differ"
     assert o[2] == r[2], f"{alg_id(alg)}: engine-wide drops differ: {o[2]} vs {r[2]}"
 
 
-def test_too_big_consumes_no_sequence_or_ip_id() -> None:
+def test_too_big_consumes_no_sequence_or_ip_id(c_engine: str) -> None:
     """A packet dropped TOO_BIG uses neither a sequence number nor an outer IPv4 ID, on both engines."""
     sa = make_sa("aes-cbc-128", "hmac-sha256-128", family=4, seq=7)
     big = inner_packet(4, bytes(100)).data        # 128 bytes: 204 once framed, over the 192-byte slot
     small = inner_packet(4, bytes(8)).data
-    for name in ("openssl", "reference"):
+    for name in (c_engine, "reference"):
         eng = new_engine(name, 1)
         install(eng, 0, sa, "out")
         batch = Batch(capacity=2, mtu=128, headroom=64, tailroom=0)

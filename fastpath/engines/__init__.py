@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fastpath.engines.base import Engine, EngineError, SAStats
 
-__all__ = ["Engine", "EngineError", "SAStats", "EngineInfo", "discover", "create", "present_names"]
+__all__ = ["Engine", "EngineError", "SAStats", "EngineInfo", "discover", "create", "present_names", "known_names"]
 
 
 @dataclass
@@ -25,6 +25,7 @@ class EngineInfo:
 
 # Fastest first: "best" takes the first present engine.
 _CANDIDATES: list[tuple[str, str, str]] = [
+    ("ipsec-mb", "fastpath.engines.ipsecmb", "IpsecMbEngine"),
     ("openssl", "fastpath.engines.openssl", "OpenSSLEngine"),
     ("reference", "fastpath.engines.reference", "ReferenceEngine"),
 ]
@@ -54,13 +55,18 @@ def discover() -> list[EngineInfo]:
     return out
 
 
+def known_names() -> list[str]:
+    """Every engine this build knows, present here or not, fastest first."""
+    return [n for n, _, _ in _CANDIDATES]
+
+
 def present_names() -> list[str]:
     return [i.name for i in discover() if i.present]
 
 
 def create(name: str = "best", capacity: int = 1024) -> Engine:
     """Instantiate an engine by name, or the fastest present one for ``best``."""
-    known = [n for n, _, _ in _CANDIDATES]
+    known = known_names()
     if name != "best" and name not in known:
         raise EngineError(f"unknown engine {name!r}; expected best or one of {', '.join(known)}")
     for cand, module, cls in _CANDIDATES:

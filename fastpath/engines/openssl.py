@@ -1,202 +1,23 @@
-"""The C batch ESP engine on OpenSSL libcrypto (fastpath._esp_openssl).
-
-Python only translates SAs into ``struct ipsg_sa_params`` and hands whole
-batches to C: one call per batch, no per-packet Python.
-"""
+"""The C batch ESP engine with OpenSSL libcrypto as crypto back end (fastpath._esp_openssl)."""
 
 from __future__ import annotations
 
-import numpy as np
+from fastpath.engines.cbatch import CBatchEngine, load_module, probe_module
 
-from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
-from fastpath.batch import Batch
-from fastpath.engines.base import Engine, EngineError, SAStats
-from fastpath.sa import SA, Direction, Mode, TrafficSelector
-from fastpath.status import N_STATUS, SAFlag, Status
-
-try:
-    from fastpath._esp_openssl import ffi, lib
-except ImportError as _exc:  # probe() reports it; the class is unusable without it
-    ffi = lib = None
-    _IMPORT_ERROR: ImportError | None = _exc
-else:
-    _IMPORT_ERROR = None
-
-_DF = {"copy": 0, "set": 1, "clear": 2}
-_ECN = {"normal": 0, "compat": 1}
-_FLOWLABEL = {"copy": 0, "zero": 1}
-_DSCP_COPY = 255
-_U64 = 2**64 - 1
+MODULE = "fastpath._esp_openssl"
+ffi, lib, _IMPORT_ERROR = load_module(MODULE)
 
 
 def probe() -> tuple[bool, str]:
     """Whether the compiled module loads here, with its OpenSSL version or the reason."""
-    if lib is None:
-        return False, f"fastpath._esp_openssl not importable: {_IMPORT_ERROR}"
-    return True, ffi.string(lib.ipsg_backend_version()).decode()
+    return probe_module(MODULE, ffi, lib, _IMPORT_ERROR)
 
 
-def _fill_ts(dst, selectors: list[TrafficSelector]) -> None:
-    for i, ts in enumerate(selectors):
-        c = dst[i]
-        c.family = ts.version
-        c.proto = ts.proto
-        c.port_lo = ts.port_lo
-        c.port_hi = ts.port_hi
-        ffi.memmove(c.addr_lo, ts.start.packed, len(ts.start.packed))
-        ffi.memmove(c.addr_hi, ts.end.packed, len(ts.end.packed))
-
-
-def _params(sa: SA, direction: Direction):
-    """A zero-initialised params struct describing sa; the caller zeroes it after use."""
-    p = ffi.new("struct ipsg_sa_params *")
-    alg = sa.enc_alg
-    p.spi = sa.spi
-    p.direction = 1 if direction == Direction.IN else 0
-    p.mode = 1 if sa.mode == Mode.TRANSPORT else 0
-    p.family = sa.src.version
-    p.esn = int(sa.esn)
-    p.enc = alg.code
-    p.integ = sa.integ_alg.code if sa.integ_alg else 0
-    p.enc_key_len = len(sa.enc_key)
-    p.integ_key_len = len(sa.integ_key)
-    ffi.memmove(p.enc_key, sa.enc_key, len(sa.enc_key))
-    ffi.memmove(p.integ_key, sa.integ_key, len(sa.integ_key))
-    ffi.memmove(p.src, sa.src.packed, len(sa.src.packed))
-    ffi.memmove(p.dst, sa.dst.packed, len(sa.dst.packed))
-    p.udp_encap = int(sa.udp_encap)
-    p.ttl = sa.ttl
-    p.df = _DF[sa.df]
-    p.dscp = _DSCP_COPY if sa.dscp is None else sa.dscp
-    p.ecn = _ECN[sa.ecn]
-    p.flowlabel = _FLOWLABEL[sa.flowlabel]
-    p.sport = sa.sport
-    p.dport = sa.dport
-    p.replay_window = sa.replay_window
-    p.seq = sa.seq & _U64  # ESN 2^64 (exhausted) travels as 0
-    lt = sa.lifetime
-    p.soft_bytes, p.hard_bytes = lt.soft_bytes & _U64, lt.hard_bytes & _U64
-    p.soft_packets, p.hard_packets = lt.soft_packets & _U64, lt.hard_packets & _U64
-    p.n_local_ts = len(sa.local_ts)
-    p.n_remote_ts = len(sa.remote_ts)
-    _fill_ts(p.local_ts, sa.local_ts)
-    _fill_ts(p.remote_ts, sa.remote_ts)
-    return p
-
-
-def _check_array(arr: np.ndarray, dtype: type, n: int, name: str) -> None:
-    if arr.dtype != dtype or not arr.flags.c_contiguous or not arr.flags.writeable or arr.shape[0] < n:
-        raise EngineError(f"batch.{name} must be a writable contiguous {np.dtype(dtype).name} array of >= {n} items")
-
-
-class OpenSSLEngine(Engine):
-    """ESP over batches in C; crypto by OpenSSL EVP with per-SA key schedules."""
+class OpenSSLEngine(CBatchEngine):
+    """ESP over batches in C; crypto by OpenSSL EVP with per-SA key schedules, one packet after another."""
 
     name = "openssl"
-    algorithms = tuple(ENC_ALGS) + tuple(INTEG_ALGS)
-
-    def __init__(self, capacity: int = 1024):
-        if lib is None:
-            raise EngineError(f"openssl engine unavailable: {_IMPORT_ERROR}")
-        self._e = None
-        self.capacity = capacity
-        self._e = lib.ipsg_engine_new(capacity)
-        if self._e == ffi.NULL:
-            self._e = None
-            raise EngineError(f"cannot create an engine of capacity {capacity}")
-        self._cb = ffi.new("struct ipsg_batch *")
-        self._err = ffi.new("char[256]")
-        self._stats = ffi.new("struct ipsg_sa_stats *")
-        self._esn: dict[int, bool] = {}
-
-    def _engine(self):
-        if self._e is None:
-            raise EngineError("engine is closed")
-        return self._e
-
-    def add_sa(self, index: int, sa: SA, direction: Direction) -> None:
-        e = self._engine()
-        if not 0 <= index < self.capacity:
-            raise EngineError(f"SA index {index} outside 0..{self.capacity - 1}")
-        if sa.enc not in ENC_ALGS or (sa.integ and sa.integ not in INTEG_ALGS):
-            raise EngineError(f"openssl engine does not serve {sa.enc}/{sa.integ}")
-        p = _params(sa, Direction(direction))
-        try:
-            rc = lib.ipsg_sa_add(e, index, p, self._err, len(self._err))
-        finally:
-            ffi.memmove(p, bytes(ffi.sizeof(p[0])), ffi.sizeof(p[0]))  # no key copy left behind
-        if rc != 0:
-            raise EngineError(f"SA {index}: {ffi.string(self._err).decode()}")
-        self._esn[index] = sa.esn
-
-    def remove_sa(self, index: int) -> None:
-        e = self._engine()
-        if not 0 <= index < self.capacity or lib.ipsg_sa_del(e, index) != 0:
-            raise EngineError(f"no SA at index {index}")
-        self._esn.pop(index, None)
-
-    def _run(self, batch: Batch, fn) -> None:
-        e = self._engine()
-        n = batch.n
-        if n == 0:
-            return
-        _check_array(batch.buf, np.uint8, n * batch.slot_size, "buf")
-        _check_array(batch.off, np.uint32, n, "off")
-        _check_array(batch.len, np.uint32, n, "len")
-        _check_array(batch.sa, np.uint32, n, "sa")
-        _check_array(batch.status, np.uint8, n, "status")
-        # Keep the buffer views alive across the call.
-        views = (
-            ffi.from_buffer("uint8_t[]", batch.buf, require_writable=True),
-            ffi.from_buffer("uint32_t[]", batch.off, require_writable=True),
-            ffi.from_buffer("uint32_t[]", batch.len, require_writable=True),
-            ffi.from_buffer("uint32_t[]", batch.sa, require_writable=True),
-            ffi.from_buffer("uint8_t[]", batch.status, require_writable=True),
-        )
-        cb = self._cb
-        cb.buf, cb.off, cb.len, cb.sa, cb.status = views
-        cb.slot_size = batch.slot_size
-        cb.n = n
-        try:
-            fn(e, cb)
-        finally:
-            cb.buf = cb.off = cb.len = cb.sa = cb.status = ffi.NULL
-
-    def outbound(self, batch: Batch) -> None:
-        self._run(batch, lib.ipsg_esp_outbound)
-
-    def inbound(self, batch: Batch) -> None:
-        self._run(batch, lib.ipsg_esp_inbound)
-
-    def stats(self, index: int) -> SAStats:
-        e = self._engine()
-        st = self._stats
-        if not 0 <= index < self.capacity or lib.ipsg_sa_stats(e, index, st) != 0:
-            raise EngineError(f"no SA at index {index}")
-        flags = SAFlag(st.flags)
-        seq = int(st.seq)
-        if self._esn.get(index) and seq == 0 and SAFlag.SEQ_EXHAUSTED in flags:
-            seq = 2**64  # the C side wraps the "next" number past 2^64-1
-        drops = {Status(i): int(st.drops[i]) for i in range(N_STATUS) if st.drops[i] and i in Status._value2member_map_}
-        return SAStats(packets=int(st.packets), bytes=int(st.bytes), drops=drops, seq=seq, flags=flags)
-
-    def engine_drops(self) -> dict[Status, int]:
-        e = self._engine()
-        out = ffi.new("uint64_t[]", N_STATUS)
-        lib.ipsg_engine_drops(e, out)
-        return {Status(i): int(out[i]) for i in range(N_STATUS) if out[i] and i in Status._value2member_map_}
-
-    def close(self) -> None:
-        if self._e is not None:
-            lib.ipsg_engine_free(self._e)
-            self._e = None
-            self._esn.clear()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
+    _ffi, _lib, _import_error = ffi, lib, _IMPORT_ERROR
 
 
-__all__ = ["OpenSSLEngine", "probe"]
+__all__ = ["OpenSSLEngine", "probe", "ffi", "lib"]

@@ -1,28 +1,31 @@
-/* Batch ESP kernel on OpenSSL 3 libcrypto (EVP).
+/* Batch ESP core: framing, parsing, SA state; crypto through a back end (esp_core.h).
  *
  * Behaviour contract: docs/esp.md.  One call processes a whole batch; every
  * packet gets a status and nothing is read or written outside its slot, so
- * arbitrary bytes in the buffer are safe.  Key schedules are built once per
- * SA at ipsg_sa_add; per packet only the IV (and the HMAC inner state, which
- * OpenSSL copies from its keyed context) is set.
+ * arbitrary bytes in the buffer are safe.
+ *
+ * A batch runs in rounds of up to IPSG_JOBS packets, each in three phases:
+ *  (a) prepare every packet (parse, SA checks, headers, padding) and fill a
+ *      crypto job for it;
+ *  (b) the back end runs all jobs of the round in one call;
+ *  (c) finish every packet in order.
+ * Outbound commits SA state (sequence number, IPv4 ID, counters) in (a): the
+ * crypto of a well-formed packet cannot fail for a reason of the packet.
+ * Inbound touches SA state only in (c), after the ICV result, re-evaluating
+ * each packet's checks in packet order against the state its predecessors
+ * left, so a batch gives the same verdicts as packets one at a time (two
+ * packets of a round may carry the same sequence number).  The one input of
+ * (a) that (c) cannot re-evaluate is the inferred ESN high half, which decides
+ * what the ICV covers: when an earlier packet of the round could change it,
+ * the round ends before that packet.
  */
-/* HMAC uses the one-shot SHA-2 structs: their state copies by assignment, so
- * per packet HMAC needs no allocation (EVP_MD_CTX/EVP_MAC copies malloc in
- * OpenSSL 3.0).  Their declarations are deprecated but present in 3.x. */
-#define OPENSSL_SUPPRESS_DEPRECATED 1
-#include "esp.h"
+#include "esp_core.h"
 
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/opensslv.h>
-#include <openssl/rand.h>
-#include <openssl/sha.h>
-
 #define NO_INDEX 0xFFFFFFFFu
+#define NO_JOB 0xFFFFFFFFu
 #define REPLAY_WORDS (IPSG_REPLAY_MAX / 64)
 #define RAND_POOL 4096
 #define ESP_HDR 8
@@ -40,6 +43,14 @@
 #define PROTO_DSTOPTS 60
 #define PROTO_SCTP 132
 
+#if defined(__GNUC__)
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#else
+#define likely(x) (x)
+#define unlikely(x) (x)
+#endif
+
 struct sa {
     uint8_t used;
     uint8_t iv_len;
@@ -48,12 +59,38 @@ struct sa {
     uint8_t salt[4];
     uint16_t ip_id;          /* outer IPv4 ID counter */
     uint32_t hnext;          /* next index in the SPI hash chain */
-    struct ipsg_sa_params p; /* key fields zeroed once the session is built */
+    struct ipsg_sa_params p; /* key fields zeroed once the back end has its copy */
     struct ipsg_sa_stats st;
-    EVP_CIPHER_CTX *cctx;    /* keyed once; per packet only the IV is set */
-    struct hmac_key *mac;    /* HMAC with precomputed inner/outer states */
+    void *cs;                /* back-end state: expanded keys */
     uint64_t top;            /* inbound: highest sequence number accepted */
+    uint64_t spec_top;       /* inbound ESN: highest number a pending job of round spec_round may accept */
+    uint64_t spec_round;
     uint64_t win[REPLAY_WORDS]; /* bit (seq mod 4096) set = seq seen */
+};
+
+/* Parsed outer packet: where ESP starts and ends, and what rewriting needs. */
+struct outer {
+    uint32_t end;     /* end of the IP packet (total length) */
+    uint32_t l4;      /* offset of the ESP or UDP header */
+    uint32_t esp;     /* offset of the ESP header */
+    uint32_t nh_off;  /* offset of the field naming the ESP/UDP protocol */
+    uint8_t fam;
+    uint8_t ecn;
+    const uint8_t *dst;
+};
+
+/* What phase (c) needs of one packet of the round. */
+struct pkt_ctx {
+    struct sa *s;
+    uint32_t index;   /* SA index (inbound) */
+    uint32_t rel;     /* packet offset in its slot */
+    uint32_t len;
+    uint32_t job;     /* index in jobs[], or NO_JOB */
+    uint8_t st;       /* verdict of phase (a) */
+    uint64_t seq;
+    uint32_t ct_len;
+    uint32_t udp6;    /* outbound: offset of a UDP header whose IPv6 checksum is due after crypto, or 0 */
+    struct outer o;
 };
 
 struct ipsg_engine {
@@ -61,9 +98,13 @@ struct ipsg_engine {
     uint32_t hbits;
     uint32_t *heads;
     struct sa *sas;
+    void *be;
+    uint64_t round;
     uint64_t drops[IPSG_ST_MAX];
+    struct ipsg_job jobs[IPSG_JOBS];
+    struct pkt_ctx ctx[IPSG_JOBS];
     uint32_t rnd_pos;
-    uint8_t rnd[RAND_POOL];  /* CBC IVs, drawn in bulk from RAND_bytes */
+    uint8_t rnd[RAND_POOL];  /* CBC IVs, drawn in bulk */
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -101,7 +142,7 @@ static uint64_t csum_add(uint64_t sum, const uint8_t *p, size_t n)
     return sum;
 }
 
-static uint16_t csum_fold(uint64_t sum)
+static inline uint16_t csum_fold(uint64_t sum)
 {
     while (sum >> 16)
         sum = (sum & 0xFFFF) + (sum >> 16);
@@ -112,6 +153,17 @@ static void ipv4_checksum(uint8_t *h, uint32_t ihl)
 {
     h[10] = h[11] = 0;
     wr16(h + 10, csum_fold(csum_add(0, h, ihl)));
+}
+
+/* The common case, a 20-byte header, without the generic loop. */
+static inline void ipv4_checksum20(uint8_t *h)
+{
+    uint64_t sum = 0;
+    int i;
+    h[10] = h[11] = 0;
+    for (i = 0; i < 20; i += 2)
+        sum += (uint32_t)((h[i] << 8) | h[i + 1]);
+    wr16(h + 10, csum_fold(sum));
 }
 
 /* UDP over IPv6 must carry a checksum (RFC 8200 8.1); zero is sent as 0xffff. */
@@ -132,135 +184,21 @@ static inline int is_aead(uint8_t enc)
     return enc == IPSG_ENC_AES_GCM || enc == IPSG_ENC_AES_GMAC || enc == IPSG_ENC_CHACHA20_POLY1305;
 }
 
-static const char *cipher_name(uint8_t enc, uint32_t key_len)
-{
-    switch (enc) {
-    case IPSG_ENC_AES_GCM:
-    case IPSG_ENC_AES_GMAC:
-        return key_len == 16 ? "AES-128-GCM" : key_len == 24 ? "AES-192-GCM" : key_len == 32 ? "AES-256-GCM" : NULL;
-    case IPSG_ENC_AES_CBC:
-        return key_len == 16 ? "AES-128-CBC" : key_len == 24 ? "AES-192-CBC" : key_len == 32 ? "AES-256-CBC" : NULL;
-    case IPSG_ENC_CHACHA20_POLY1305:
-        return key_len == 32 ? "ChaCha20-Poly1305" : NULL;
-    default:
-        return NULL;
-    }
-}
-
-static const char *digest_name(uint8_t integ, uint32_t *icv_len)
+static int icv_len_of(uint8_t integ)
 {
     switch (integ) {
     case IPSG_INTEG_HMAC_SHA256_128:
-        *icv_len = 16;
-        return "SHA256";
+        return 16;
     case IPSG_INTEG_HMAC_SHA384_192:
-        *icv_len = 24;
-        return "SHA384";
+        return 24;
     case IPSG_INTEG_HMAC_SHA512_256:
-        *icv_len = 32;
-        return "SHA512";
+        return 32;
     default:
-        return NULL;
+        return 0;
     }
 }
 
-
-/* HMAC (RFC 2104) on SHA-256/384/512 with the keyed inner and outer states
- * computed once per SA. */
-union sha2_ctx {
-    SHA256_CTX s256;
-    SHA512_CTX s512;         /* SHA-384 uses the SHA-512 state */
-};
-
-struct hmac_key {
-    uint8_t integ;
-    uint8_t out_len;         /* full digest length */
-    union sha2_ctx inner, outer;
-};
-
-static void sha2_init(uint8_t integ, union sha2_ctx *c)
-{
-    if (integ == IPSG_INTEG_HMAC_SHA256_128)
-        SHA256_Init(&c->s256);
-    else if (integ == IPSG_INTEG_HMAC_SHA384_192)
-        SHA384_Init(&c->s512);
-    else
-        SHA512_Init(&c->s512);
-}
-
-static void sha2_update(uint8_t integ, union sha2_ctx *c, const uint8_t *p, size_t n)
-{
-    if (integ == IPSG_INTEG_HMAC_SHA256_128)
-        SHA256_Update(&c->s256, p, n);
-    else
-        SHA512_Update(&c->s512, p, n);
-}
-
-static void sha2_final(uint8_t integ, union sha2_ctx *c, uint8_t *out)
-{
-    if (integ == IPSG_INTEG_HMAC_SHA256_128)
-        SHA256_Final(out, &c->s256);
-    else if (integ == IPSG_INTEG_HMAC_SHA384_192)
-        SHA384_Final(out, &c->s512);
-    else
-        SHA512_Final(out, &c->s512);
-}
-
-static struct hmac_key *hmac_new(uint8_t integ, const uint8_t *key, size_t key_len)
-{
-    uint8_t k0[128], pad[128];
-    size_t bs = integ == IPSG_INTEG_HMAC_SHA256_128 ? 64 : 128, i;
-    struct hmac_key *h;
-    uint32_t icv;
-    if (digest_name(integ, &icv) == NULL || (h = OPENSSL_zalloc(sizeof(*h))) == NULL)
-        return NULL;
-    h->integ = integ;
-    h->out_len = integ == IPSG_INTEG_HMAC_SHA256_128 ? 32 : integ == IPSG_INTEG_HMAC_SHA384_192 ? 48 : 64;
-    memset(k0, 0, sizeof(k0));
-    if (key_len > bs) { /* long keys are hashed first */
-        union sha2_ctx c;
-        sha2_init(integ, &c);
-        sha2_update(integ, &c, key, key_len);
-        sha2_final(integ, &c, k0);
-        OPENSSL_cleanse(&c, sizeof(c));
-    } else if (key_len) {
-        memcpy(k0, key, key_len);
-    }
-    for (i = 0; i < bs; i++)
-        pad[i] = k0[i] ^ 0x36;
-    sha2_init(integ, &h->inner);
-    sha2_update(integ, &h->inner, pad, bs);
-    for (i = 0; i < bs; i++)
-        pad[i] = k0[i] ^ 0x5c;
-    sha2_init(integ, &h->outer);
-    sha2_update(integ, &h->outer, pad, bs);
-    OPENSSL_cleanse(k0, sizeof(k0));
-    OPENSSL_cleanse(pad, sizeof(pad));
-    return h;
-}
-
-static void hmac_free(struct hmac_key *h)
-{
-    if (h != NULL)
-        OPENSSL_clear_free(h, sizeof(*h));
-}
-
-/* Full HMAC of data || tail (tail may be empty) into out64; returns the length. */
-static uint32_t hmac_calc(const struct hmac_key *h, const uint8_t *data, size_t len, const uint8_t *tail,
-                          size_t tail_len, uint8_t *out64)
-{
-    union sha2_ctx c = h->inner;
-    uint8_t ih[64];
-    sha2_update(h->integ, &c, data, len);
-    if (tail_len)
-        sha2_update(h->integ, &c, tail, tail_len);
-    sha2_final(h->integ, &c, ih);
-    c = h->outer;
-    sha2_update(h->integ, &c, ih, h->out_len);
-    sha2_final(h->integ, &c, out64);
-    OPENSSL_cleanse(&c, sizeof(c));
-    return h->out_len;
-}
+static int aes_key_len_ok(uint32_t n) { return n == 16 || n == 24 || n == 32; }
 
 /* ------------------------------------------------------- engine and SAs */
 
@@ -277,15 +215,16 @@ struct ipsg_engine *ipsg_engine_new(uint32_t capacity)
         return NULL;
     while ((1u << bits) < 2 * capacity)
         bits++;
-    e = calloc(1, sizeof(*e));
-    if (e == NULL)
+    if (posix_memalign((void **)&e, 64, sizeof(*e)) != 0)
         return NULL;
+    memset(e, 0, sizeof(*e));
     e->capacity = capacity;
     e->hbits = bits;
     e->rnd_pos = RAND_POOL;
     e->heads = malloc(sizeof(uint32_t) << bits);
     e->sas = calloc(capacity, sizeof(struct sa));
-    if (e->heads == NULL || e->sas == NULL) {
+    e->be = crypto_engine_new();
+    if (e->heads == NULL || e->sas == NULL || e->be == NULL) {
         ipsg_engine_free(e);
         return NULL;
     }
@@ -313,9 +252,8 @@ static void sa_clear(struct ipsg_engine *e, uint32_t index)
         return;
     if (s->p.direction == IPSG_DIR_IN)
         hash_unlink(e, index);
-    EVP_CIPHER_CTX_free(s->cctx); /* cleanses the key schedule */
-    hmac_free(s->mac);
-    OPENSSL_cleanse(s, sizeof(*s));
+    crypto_sa_free(s->cs); /* zeroes the expanded keys */
+    crypto_cleanse(s, sizeof(*s));
 }
 
 void ipsg_engine_free(struct ipsg_engine *e)
@@ -329,7 +267,9 @@ void ipsg_engine_free(struct ipsg_engine *e)
         free(e->sas);
     }
     free(e->heads);
-    OPENSSL_cleanse(e, sizeof(*e));
+    if (e->be != NULL)
+        crypto_engine_free(e->be);
+    crypto_cleanse(e, sizeof(*e)); /* jobs hold nonces, the pool unused IVs */
     free(e);
 }
 
@@ -374,13 +314,13 @@ static const char *check_params(const struct ipsg_sa_params *p)
     if (is_aead(p->enc)) {
         if (p->integ != IPSG_INTEG_NONE)
             return "AEAD algorithms take no integrity algorithm";
-        if (p->enc_key_len < 4 || cipher_name(p->enc, p->enc_key_len - 4u) == NULL)
+        if (p->enc_key_len < 4 ||
+            (p->enc == IPSG_ENC_CHACHA20_POLY1305 ? p->enc_key_len != 36 : !aes_key_len_ok(p->enc_key_len - 4u)))
             return "bad AEAD key length (cipher key + 4-byte salt)";
     } else if (p->enc == IPSG_ENC_AES_CBC || p->enc == IPSG_ENC_NULL) {
-        uint32_t icv;
-        if (p->enc == IPSG_ENC_AES_CBC && cipher_name(p->enc, p->enc_key_len) == NULL)
+        if (p->enc == IPSG_ENC_AES_CBC && !aes_key_len_ok(p->enc_key_len))
             return "bad AES-CBC key length";
-        if (digest_name(p->integ, &icv) == NULL)
+        if (icv_len_of(p->integ) == 0)
             return "a non-AEAD cipher needs an HMAC integrity algorithm";
         if (p->integ_key_len == 0)
             return "empty integrity key";
@@ -392,10 +332,10 @@ static const char *check_params(const struct ipsg_sa_params *p)
 
 int ipsg_sa_add(struct ipsg_engine *e, uint32_t index, const struct ipsg_sa_params *p, char *err, size_t errlen)
 {
-    struct sa fresh;
     struct sa *s;
-    const char *why;
-    uint32_t icv = 0, h;
+    const char *why = NULL;
+    void *cs;
+    uint32_t h;
 
     if (e == NULL || p == NULL)
         return fail(err, errlen, "no engine or parameters");
@@ -403,57 +343,33 @@ int ipsg_sa_add(struct ipsg_engine *e, uint32_t index, const struct ipsg_sa_para
         return fail(err, errlen, "SA index out of range");
     if ((why = check_params(p)) != NULL)
         return fail(err, errlen, why);
-
-    memset(&fresh, 0, sizeof(fresh));
-    fresh.p = *p;
-    if (p->enc != IPSG_ENC_NULL) {
-        uint32_t klen = is_aead(p->enc) ? p->enc_key_len - 4u : p->enc_key_len;
-        EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, cipher_name(p->enc, klen), NULL);
-        int enc = p->direction == IPSG_DIR_OUT;
-        fresh.cctx = EVP_CIPHER_CTX_new();
-        if (c == NULL || fresh.cctx == NULL || !EVP_CipherInit_ex(fresh.cctx, c, NULL, p->enc_key, NULL, enc)) {
-            EVP_CIPHER_free(c);
-            why = "cipher setup failed";
-            goto out;
-        }
-        EVP_CIPHER_free(c); /* the context keeps its own reference */
-        if (p->enc == IPSG_ENC_AES_CBC)
-            EVP_CIPHER_CTX_set_padding(fresh.cctx, 0);
-        if (is_aead(p->enc))
-            memcpy(fresh.salt, p->enc_key + klen, 4);
-    }
-    if (!is_aead(p->enc)) {
-        digest_name(p->integ, &icv);
-        fresh.mac = hmac_new(p->integ, p->integ_key, p->integ_key_len);
-        if (fresh.mac == NULL) {
-            why = "HMAC setup failed";
-            goto out;
-        }
-    } else {
-        icv = 16;
-    }
-    fresh.icv_len = (uint8_t)icv;
-    fresh.iv_len = p->enc == IPSG_ENC_AES_CBC ? 16 : p->enc == IPSG_ENC_NULL ? 0 : 8;
-    fresh.block = p->enc == IPSG_ENC_AES_CBC ? 16 : 4;
-    OPENSSL_cleanse(fresh.p.enc_key, sizeof(fresh.p.enc_key));
-    OPENSSL_cleanse(fresh.p.integ_key, sizeof(fresh.p.integ_key));
-
-    if (p->direction == IPSG_DIR_OUT) {
-        fresh.st.seq = p->seq;
-        /* ESN: 0 stands for 2^64, the value after the last usable one */
-        if ((!p->esn && p->seq > 0xFFFFFFFFull) || (p->esn && p->seq == 0))
-            fresh.st.flags |= IPSG_SAF_SEQ_EXHAUSTED;
-    } else {
-        /* The window starts just below the first expected number. */
-        fresh.top = p->seq ? p->seq - 1 : 0;
-        fresh.st.seq = fresh.top;
-    }
-    fresh.used = 1;
+    cs = crypto_sa_new(e->be, p, &why);
+    if (cs == NULL)
+        return fail(err, errlen, why ? why : "crypto setup failed");
 
     sa_clear(e, index); /* replacing an SA: drop the old session first */
     s = &e->sas[index];
-    *s = fresh;
-    OPENSSL_cleanse(&fresh, sizeof(fresh));
+    memset(s, 0, sizeof(*s));
+    s->p = *p;
+    crypto_cleanse(s->p.enc_key, sizeof(s->p.enc_key));
+    crypto_cleanse(s->p.integ_key, sizeof(s->p.integ_key));
+    s->cs = cs;
+    if (is_aead(p->enc))
+        memcpy(s->salt, p->enc_key + p->enc_key_len - 4, 4);
+    s->icv_len = (uint8_t)(is_aead(p->enc) ? 16 : icv_len_of(p->integ));
+    s->iv_len = p->enc == IPSG_ENC_AES_CBC ? 16 : p->enc == IPSG_ENC_NULL ? 0 : 8;
+    s->block = p->enc == IPSG_ENC_AES_CBC ? 16 : 4;
+    if (p->direction == IPSG_DIR_OUT) {
+        s->st.seq = p->seq;
+        /* ESN: 0 stands for 2^64, the value after the last usable one */
+        if ((!p->esn && p->seq > 0xFFFFFFFFull) || (p->esn && p->seq == 0))
+            s->st.flags |= IPSG_SAF_SEQ_EXHAUSTED;
+    } else {
+        /* The window starts just below the first expected number. */
+        s->top = p->seq ? p->seq - 1 : 0;
+        s->st.seq = s->top;
+    }
+    s->used = 1;
     s->hnext = NO_INDEX;
     if (s->p.direction == IPSG_DIR_IN) {
         h = spi_hash(e, s->p.spi);
@@ -461,12 +377,6 @@ int ipsg_sa_add(struct ipsg_engine *e, uint32_t index, const struct ipsg_sa_para
         e->heads[h] = index;
     }
     return 0;
-
-out:
-    EVP_CIPHER_CTX_free(fresh.cctx);
-    hmac_free(fresh.mac);
-    OPENSSL_cleanse(&fresh, sizeof(fresh));
-    return fail(err, errlen, why);
 }
 
 int ipsg_sa_del(struct ipsg_engine *e, uint32_t index)
@@ -495,22 +405,15 @@ void ipsg_engine_drops(struct ipsg_engine *e, uint64_t *out16)
 
 static int take_random_iv(struct ipsg_engine *e, uint8_t *iv16)
 {
-    if (e->rnd_pos + 16 > RAND_POOL) {
-        if (RAND_bytes(e->rnd, RAND_POOL) != 1)
+    if (unlikely(e->rnd_pos + 16 > RAND_POOL)) {
+        if (crypto_random(e->rnd, RAND_POOL) != 0)
             return -1;
         e->rnd_pos = 0;
     }
     memcpy(iv16, e->rnd + e->rnd_pos, 16);
-    OPENSSL_cleanse(e->rnd + e->rnd_pos, 16); /* never hand out the same IV twice */
+    memset(e->rnd + e->rnd_pos, 0, 16); /* never hand out the same IV twice */
     e->rnd_pos += 16;
     return 0;
-}
-
-static void hmac_run(const struct sa *s, const uint8_t *data, size_t len, uint64_t seq, uint8_t *out64)
-{
-    uint8_t hi[4];
-    wr32(hi, (uint32_t)(seq >> 32)); /* RFC 4303 3.3.2.1: ESN high half, not transmitted */
-    hmac_calc(s->mac, data, len, hi, s->p.esn ? 4 : 0, out64);
 }
 
 static void account(struct sa *s, uint32_t bytes)
@@ -542,7 +445,7 @@ static int hard_bytes_exceeded(struct sa *s, uint32_t bytes)
 }
 
 /* Whether packet i's off/len lie inside slot i; gives its offset in the slot. */
-static int slot_ok(const struct ipsg_batch *b, uint32_t i, uint32_t *rel)
+static inline int slot_ok(const struct ipsg_batch *b, uint32_t i, uint32_t *rel)
 {
     uint64_t base = (uint64_t)i * b->slot_size, off = b->off[i];
     if (off < base || off - base > b->slot_size || b->len[i] > b->slot_size - (off - base))
@@ -551,35 +454,68 @@ static int slot_ok(const struct ipsg_batch *b, uint32_t i, uint32_t *rel)
     return 1;
 }
 
+/* The AEAD AAD (RFC 4106 5, RFC 7634 2.1): SPI || [seq_hi ||] seq_lo. */
+static inline void fill_aad(struct ipsg_job *j, uint32_t spi, uint64_t seq, int esn)
+{
+    wr32(j->aad, spi);
+    if (esn) {
+        wr32(j->aad + 4, (uint32_t)(seq >> 32));
+        wr32(j->aad + 8, (uint32_t)seq);
+        j->aad_len = 12;
+    } else {
+        wr32(j->aad + 4, (uint32_t)seq);
+        j->aad_len = 8;
+    }
+}
+
+static inline void job_common(struct ipsg_job *j, const struct sa *s, uint8_t *esp, uint32_t len, uint64_t seq)
+{
+    const struct ipsg_sa_params *p = &s->p;
+    j->cs = s->cs;
+    j->esp = esp;
+    j->data = esp + ESP_HDR + s->iv_len;
+    j->len = len;
+    j->icv = j->data + len;
+    j->enc = p->enc;
+    j->integ = p->integ;
+    j->esn = p->esn;
+    j->icv_len = s->icv_len;
+    j->iv_len = s->iv_len;
+    j->st = IPSG_ST_INTERNAL;
+    wr32(j->seq_hi, (uint32_t)(seq >> 32));
+    if (is_aead(p->enc)) {
+        memcpy(j->nonce, s->salt, 4);
+        memcpy(j->nonce + 4, esp + ESP_HDR, 8);
+        fill_aad(j, p->spi, seq, p->esn);
+    }
+}
+
 /* --------------------------------------------------------------- outbound */
 
-static uint8_t out_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, uint32_t slot_size, uint32_t *rel_io,
-                       uint32_t *len_io)
+/* Phase (a) for one outbound packet: frame it and fill job j. */
+static uint8_t out_prepare(struct ipsg_engine *e, struct sa *s, uint8_t *slot, uint32_t slot_size,
+                           struct pkt_ctx *c, struct ipsg_job *j)
 {
     const struct ipsg_sa_params *p = &s->p;
     const int tunnel = p->mode == IPSG_MODE_TUNNEL;
-    uint32_t rel = *rel_io, plen = *len_io;
+    uint32_t rel = c->rel, plen = c->len;
     uint8_t *pkt = slot + rel;
     uint32_t ver, ip_len, hl, nh_off = 0, pay_off, pay_len, pad, body, prefix, total, outer, udp, k;
     uint32_t out_fam, inner_fl = 0;
     uint8_t next, tos, inner_df = 0;
-    uint8_t *pay, *start, *esp, *ivp, *icvp;
+    uint8_t *pay, *start, *esp, *ivp;
     uint64_t seq = s->st.seq;
-    uint8_t mac[64], nonce[12], aad[12];
-    int outl = 0, aadl;
 
-    if (s->st.flags & IPSG_SAF_HARD_EXPIRED)
-        return IPSG_ST_HARD_EXPIRED;
-    if (s->st.flags & IPSG_SAF_SEQ_EXHAUSTED)
-        return IPSG_ST_SEQ_EXHAUSTED;
+    if (unlikely(s->st.flags & (IPSG_SAF_HARD_EXPIRED | IPSG_SAF_SEQ_EXHAUSTED)))
+        return s->st.flags & IPSG_SAF_HARD_EXPIRED ? IPSG_ST_HARD_EXPIRED : IPSG_ST_SEQ_EXHAUSTED;
     if (hard_packets_reached(s))
         return IPSG_ST_HARD_EXPIRED;
 
     /* Parse the plaintext IP packet. */
-    if (plen < 1)
+    if (unlikely(plen < 1))
         return IPSG_ST_MALFORMED;
     ver = pkt[0] >> 4;
-    if (ver == 4) {
+    if (likely(ver == 4)) {
         if (plen < 20)
             return IPSG_ST_MALFORMED;
         hl = (pkt[0] & 15u) * 4;
@@ -620,7 +556,7 @@ static uint8_t out_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, uint3
     pay_off = tunnel ? 0 : hl;
     pay_len = ip_len - pay_off;
     next = tunnel ? (ver == 4 ? PROTO_IPIP : PROTO_IPV6) : pkt[nh_off];
-    pad = (s->block - (pay_len + 2) % s->block) % s->block;
+    pad = (0u - (pay_len + 2)) & (s->block - 1u); /* block is 4 or 16 */
     body = pay_len + pad + 2;
     udp = p->udp_encap ? UDP_HDR : 0;
     out_fam = tunnel ? p->family : ver;
@@ -631,9 +567,10 @@ static uint8_t out_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, uint3
         return IPSG_ST_TOO_BIG;
     if ((out_fam == 4 && total > 0xFFFF) || (out_fam == 6 && total - 40 > 0xFFFF))
         return IPSG_ST_TOO_BIG;
+    /* An ESN HMAC back end may borrow the 4 bytes after the ICV's start: covered, icv_len >= 16. */
 
     /* Make room around the payload inside the slot if its position leaves too little. */
-    if (rel + pay_off < prefix || rel + pay_off + body + s->icv_len > slot_size) {
+    if (unlikely(rel + pay_off < prefix || rel + pay_off + body + s->icv_len > slot_size)) {
         uint32_t nrel = prefix - pay_off;
         memmove(slot + nrel, pkt, ip_len);
         rel = nrel;
@@ -641,11 +578,12 @@ static uint8_t out_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, uint3
     }
     pay = pkt + pay_off;
     start = pay - prefix;
-    if (!tunnel)
-        memmove(start, pkt, hl); /* the original header moves in front of UDP/ESP */
     esp = start + outer + udp;
     ivp = esp + ESP_HDR;
-    icvp = pay + body;
+
+    /* Inner fields the outer header copies, read before anything overwrites them. */
+    if (!tunnel)
+        memmove(start, pkt, hl); /* the original header moves in front of UDP/ESP */
 
     for (k = 0; k < pad; k++)
         pay[pay_len + k] = (uint8_t)(k + 1);
@@ -653,49 +591,11 @@ static uint8_t out_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, uint3
     pay[pay_len + pad + 1] = next;
     wr32(esp, p->spi);
     wr32(esp + 4, (uint32_t)seq);
-
-    switch (p->enc) {
-    case IPSG_ENC_AES_GCM:
-    case IPSG_ENC_CHACHA20_POLY1305:
-    case IPSG_ENC_AES_GMAC:
-        wr64(ivp, seq);
-        memcpy(nonce, s->salt, 4);
-        memcpy(nonce + 4, ivp, 8);
-        wr32(aad, p->spi);
-        if (p->esn) {
-            wr32(aad + 4, (uint32_t)(seq >> 32));
-            wr32(aad + 8, (uint32_t)seq);
-            aadl = 12;
-        } else {
-            wr32(aad + 4, (uint32_t)seq);
-            aadl = 8;
-        }
-        if (!EVP_EncryptInit_ex(s->cctx, NULL, NULL, NULL, nonce) ||
-            !EVP_EncryptUpdate(s->cctx, NULL, &outl, aad, aadl))
+    if (p->enc == IPSG_ENC_AES_CBC) {
+        if (take_random_iv(e, ivp) != 0)
             return IPSG_ST_INTERNAL;
-        if (p->enc == IPSG_ENC_AES_GMAC) {
-            /* RFC 4543: IV and the whole payload are authenticated, not encrypted */
-            if (!EVP_EncryptUpdate(s->cctx, NULL, &outl, ivp, 8) ||
-                !EVP_EncryptUpdate(s->cctx, NULL, &outl, pay, (int)body))
-                return IPSG_ST_INTERNAL;
-        } else if (!EVP_EncryptUpdate(s->cctx, pay, &outl, pay, (int)body) || (uint32_t)outl != body) {
-            return IPSG_ST_INTERNAL;
-        }
-        if (!EVP_EncryptFinal_ex(s->cctx, mac, &outl) ||
-            EVP_CIPHER_CTX_ctrl(s->cctx, EVP_CTRL_AEAD_GET_TAG, 16, icvp) != 1)
-            return IPSG_ST_INTERNAL;
-        break;
-    case IPSG_ENC_AES_CBC:
-        if (take_random_iv(e, ivp) != 0 || !EVP_EncryptInit_ex(s->cctx, NULL, NULL, NULL, ivp) ||
-            !EVP_EncryptUpdate(s->cctx, pay, &outl, pay, (int)body) || (uint32_t)outl != body)
-            return IPSG_ST_INTERNAL;
-        /* fall through - CBC and NULL share the HMAC */
-    case IPSG_ENC_NULL:
-        hmac_run(s, esp, ESP_HDR + s->iv_len + body, seq, mac);
-        memcpy(icvp, mac, s->icv_len);
-        break;
-    default:
-        return IPSG_ST_INTERNAL;
+    } else if (s->iv_len) {
+        wr64(ivp, seq); /* RFC 4106 3.1: the sequence number is a fine unique IV */
     }
 
     if (udp) {
@@ -721,7 +621,7 @@ static uint8_t out_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, uint3
             start[9] = udp ? PROTO_UDP : PROTO_ESP;
             memcpy(start + 12, p->src, 4);
             memcpy(start + 16, p->dst, 4);
-            ipv4_checksum(start, 20);
+            ipv4_checksum20(start);
         } else {
             uint32_t fl = (p->flowlabel == IPSG_FLOWLABEL_COPY && ver == 6) ? inner_fl : 0;
             wr32(start, (6u << 28) | ((uint32_t)tc << 20) | fl);
@@ -739,55 +639,83 @@ static uint8_t out_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, uint3
         start[nh_off] = udp ? PROTO_UDP : PROTO_ESP;
         wr16(start + 4, total - 40);
     }
-    if (udp && out_fam == 6)
-        udp6_checksum(start, start + outer, total - outer);
+    /* The IPv6 UDP checksum covers the ciphertext: phase (c). */
+    c->udp6 = (udp && out_fam == 6) ? outer : 0;
 
-    /* Commit SA state only for a packet that leaves. */
+    job_common(j, s, esp, body, seq);
+
+    /* Commit SA state now: the packet leaves. */
     if (tunnel && p->family == 4)
         s->ip_id++;
     if ((!p->esn && seq >= 0xFFFFFFFFull) || (p->esn && seq == UINT64_MAX))
         s->st.flags |= IPSG_SAF_SEQ_EXHAUSTED;
     s->st.seq = seq + 1; /* with ESN 2^64 wraps to 0, read with the flag */
     account(s, ip_len);
-    *rel_io = (uint32_t)(start - slot);
-    *len_io = total;
+    c->rel = (uint32_t)(start - slot);
+    c->len = total;
     return IPSG_ST_OK;
 }
 
 void ipsg_esp_outbound(struct ipsg_engine *e, struct ipsg_batch *b)
 {
-    uint32_t i, rel, len;
+    uint32_t i0, i, n;
     if (e == NULL || b == NULL || b->status == NULL)
         return;
-    for (i = 0; i < b->n; i++) {
-        uint8_t st;
-        uint32_t idx;
-        struct sa *s;
-        if (b->buf == NULL || b->off == NULL || b->len == NULL || b->sa == NULL) {
+    if (b->buf == NULL || b->off == NULL || b->len == NULL || b->sa == NULL) {
+        for (i = 0; i < b->n; i++)
             b->status[i] = IPSG_ST_INTERNAL;
-            continue;
-        }
-        idx = b->sa[i];
-        s = idx < e->capacity ? &e->sas[idx] : NULL;
-        if (s == NULL || !s->used || s->p.direction != IPSG_DIR_OUT) {
-            e->drops[IPSG_ST_NO_SA]++;
-            b->status[i] = IPSG_ST_NO_SA;
-            continue;
-        }
-        if (!slot_ok(b, i, &rel)) {
-            st = IPSG_ST_MALFORMED;
-        } else {
-            uint8_t *slot = b->buf + (uint64_t)i * b->slot_size;
-            len = b->len[i];
-            st = out_one(e, s, slot, b->slot_size, &rel, &len);
-            if (st == IPSG_ST_OK) {
-                b->off[i] = (uint32_t)((uint64_t)i * b->slot_size + rel);
-                b->len[i] = len;
+        return;
+    }
+    for (i0 = 0; i0 < b->n; i0 += n) {
+        uint32_t nj = 0;
+        n = b->n - i0 < IPSG_JOBS ? b->n - i0 : IPSG_JOBS;
+        /* (a) */
+        for (i = 0; i < n; i++) {
+            struct pkt_ctx *c = &e->ctx[i];
+            uint32_t pi = i0 + i, idx = b->sa[pi];
+            struct sa *s = idx < e->capacity ? &e->sas[idx] : NULL;
+            c->job = NO_JOB;
+            c->s = NULL;
+            if (s == NULL || !s->used || s->p.direction != IPSG_DIR_OUT) {
+                c->st = IPSG_ST_NO_SA;
+                continue;
             }
+            c->s = s;
+            if (!slot_ok(b, pi, &c->rel)) {
+                c->st = IPSG_ST_MALFORMED;
+                continue;
+            }
+            c->len = b->len[pi];
+            c->st = out_prepare(e, s, b->buf + (uint64_t)pi * b->slot_size, b->slot_size, c, &e->jobs[nj]);
+            if (c->st == IPSG_ST_OK)
+                c->job = nj++;
         }
-        if (st != IPSG_ST_OK)
-            s->st.drops[st]++;
-        b->status[i] = st;
+        /* (b) */
+        if (nj)
+            crypto_run(e->be, e->jobs, nj, IPSG_DIR_OUT);
+        /* (c) */
+        for (i = 0; i < n; i++) {
+            struct pkt_ctx *c = &e->ctx[i];
+            uint32_t pi = i0 + i;
+            uint8_t st = c->st;
+            if (c->job != NO_JOB) {
+                st = e->jobs[c->job].st;
+                if (st == IPSG_ST_OK) {
+                    uint8_t *slot = b->buf + (uint64_t)pi * b->slot_size;
+                    if (c->udp6)
+                        udp6_checksum(slot + c->rel, slot + c->rel + c->udp6, c->len - c->udp6);
+                    b->off[pi] = (uint32_t)((uint64_t)pi * b->slot_size + c->rel);
+                    b->len[pi] = c->len;
+                }
+            }
+            if (st != IPSG_ST_OK) {
+                if (c->s != NULL)
+                    c->s->st.drops[st]++;
+                else
+                    e->drops[st]++;
+            }
+            b->status[pi] = st;
+        }
     }
 }
 
@@ -806,6 +734,7 @@ static void flow_of(const uint8_t *pkt, uint32_t len, struct flow *f)
 {
     uint32_t l4, end;
     f->has_ports = 0;
+    f->sport = f->dport = 0;
     if ((pkt[0] >> 4) == 4) {
         f->fam = 4;
         f->src = pkt + 12;
@@ -878,11 +807,11 @@ static struct sa *lookup(struct ipsg_engine *e, uint32_t spi, uint32_t fam, cons
     return idx == NO_INDEX ? NULL : &e->sas[idx];
 }
 
-/* RFC 4303 Appendix A: the high half of a 64-bit ESN from its low half and the window. */
-static uint64_t infer_esn(const struct sa *s, uint32_t seq_lo)
+/* RFC 4303 Appendix A: the high half of a 64-bit ESN from its low half and the window top. */
+static uint64_t infer_esn(const struct sa *s, uint64_t top, uint32_t seq_lo)
 {
     uint32_t w = s->p.replay_window ? s->p.replay_window : 64;
-    uint32_t tl = (uint32_t)s->top, th = (uint32_t)(s->top >> 32), hi;
+    uint32_t tl = (uint32_t)top, th = (uint32_t)(top >> 32), hi;
     uint32_t bottom = tl - w + 1; /* mod 2^32 */
     if (tl >= w - 1)
         hi = seq_lo >= bottom ? th : th + 1;
@@ -897,7 +826,8 @@ static inline int win_test(const struct sa *s, uint64_t seq)
     return (s->win[pos >> 6] >> (pos & 63)) & 1;
 }
 
-static int replay_seen(const struct sa *s, uint64_t seq)
+/* Once true for a number, stays true as the window advances: (a) may test early, (c) tests again. */
+static inline int replay_seen(const struct sa *s, uint64_t seq)
 {
     if (!s->p.replay_window || seq > s->top)
         return 0;
@@ -934,23 +864,12 @@ static void replay_accept(struct sa *s, uint64_t seq)
     }
 }
 
-/* Parsed outer packet: where ESP starts and ends, and what rewriting needs. */
-struct outer {
-    uint32_t end;     /* end of the IP packet (total length) */
-    uint32_t l4;      /* offset of the ESP or UDP header */
-    uint32_t esp;     /* offset of the ESP header */
-    uint32_t nh_off;  /* offset of the field naming the ESP/UDP protocol */
-    uint8_t fam;
-    uint8_t ecn;
-    const uint8_t *dst;
-};
-
 static uint8_t parse_outer(const uint8_t *pkt, uint32_t len, struct outer *o)
 {
     uint32_t frag = 0, proto;
     if (len < 1)
         return IPSG_ST_MALFORMED;
-    if ((pkt[0] >> 4) == 4) {
+    if (likely((pkt[0] >> 4) == 4)) {
         uint32_t ihl;
         if (len < 20)
             return IPSG_ST_MALFORMED;
@@ -1028,65 +947,6 @@ static uint8_t parse_outer(const uint8_t *pkt, uint32_t len, struct outer *o)
     return IPSG_ST_OK;
 }
 
-/* Verify and decrypt one ESP packet of SA s in place; the plaintext lands at ct. */
-static uint8_t in_crypto(struct sa *s, uint8_t *esp, uint32_t ct_len, uint64_t seq)
-{
-    const struct ipsg_sa_params *p = &s->p;
-    uint8_t *ivp = esp + ESP_HDR, *ct = ivp + s->iv_len, *icvp = ct + ct_len;
-    uint8_t nonce[12], aad[20], mac[64];
-    int outl = 0, aadl;
-
-    switch (p->enc) {
-    case IPSG_ENC_AES_GCM:
-    case IPSG_ENC_CHACHA20_POLY1305:
-    case IPSG_ENC_AES_GMAC:
-        memcpy(nonce, s->salt, 4);
-        memcpy(nonce + 4, ivp, 8);
-        memcpy(aad, esp, 4);
-        if (p->esn) {
-            wr32(aad + 4, (uint32_t)(seq >> 32));
-            memcpy(aad + 8, esp + 4, 4);
-            aadl = 12;
-        } else {
-            memcpy(aad + 4, esp + 4, 4);
-            aadl = 8;
-        }
-        if (p->enc == IPSG_ENC_AES_GMAC) {
-            memcpy(aad + aadl, ivp, 8);
-            aadl += 8;
-        }
-        if (!EVP_DecryptInit_ex(s->cctx, NULL, NULL, NULL, nonce) ||
-            !EVP_DecryptUpdate(s->cctx, NULL, &outl, aad, aadl))
-            return IPSG_ST_INTERNAL;
-        if (p->enc == IPSG_ENC_AES_GMAC) {
-            if (!EVP_DecryptUpdate(s->cctx, NULL, &outl, ct, (int)ct_len))
-                return IPSG_ST_INTERNAL;
-        } else if (!EVP_DecryptUpdate(s->cctx, ct, &outl, ct, (int)ct_len) || (uint32_t)outl != ct_len) {
-            return IPSG_ST_INTERNAL;
-        }
-        if (EVP_CIPHER_CTX_ctrl(s->cctx, EVP_CTRL_AEAD_SET_TAG, 16, icvp) != 1)
-            return IPSG_ST_INTERNAL;
-        /* the AEAD compares tags in constant time */
-        return EVP_DecryptFinal_ex(s->cctx, mac, &outl) > 0 ? IPSG_ST_OK : IPSG_ST_AUTH_FAILED;
-    case IPSG_ENC_AES_CBC:
-    case IPSG_ENC_NULL:
-        hmac_run(s, esp, ESP_HDR + s->iv_len + ct_len, seq, mac);
-        return CRYPTO_memcmp(mac, icvp, s->icv_len) == 0 ? IPSG_ST_OK : IPSG_ST_AUTH_FAILED;
-    default:
-        return IPSG_ST_INTERNAL;
-    }
-}
-
-static uint8_t cbc_decrypt(struct sa *s, uint8_t *esp, uint32_t ct_len)
-{
-    uint8_t *ivp = esp + ESP_HDR, *ct = ivp + 16;
-    int outl = 0;
-    if (!EVP_DecryptInit_ex(s->cctx, NULL, NULL, NULL, ivp) ||
-        !EVP_DecryptUpdate(s->cctx, ct, &outl, ct, (int)ct_len) || (uint32_t)outl != ct_len)
-        return IPSG_ST_INTERNAL;
-    return IPSG_ST_OK;
-}
-
 /* RFC 6040 section 4.2 decapsulation of the ECN field into the inner header. */
 static uint8_t ecn_decap(uint8_t outer, uint8_t *inner)
 {
@@ -1110,48 +970,69 @@ static uint8_t ecn_decap(uint8_t outer, uint8_t *inner)
     return IPSG_ST_OK;
 }
 
-static uint8_t in_one(struct ipsg_engine *e, uint8_t *slot, uint32_t *rel_io, uint32_t *len_io, struct sa **sp,
-                      uint32_t *index)
-{
-    uint8_t *pkt = slot + *rel_io, *esp, *pt, *res;
-    struct outer o;
-    struct sa *s;
-    struct flow f;
-    uint8_t st, padlen, nh;
-    uint32_t esp_len, ct_len, pay_len, res_len, k;
-    uint64_t seq;
+/* Result of in_prepare beyond the IPSG_ST_* values: end the round before this packet. */
+#define CUT_ROUND 0xFF
 
-    *sp = NULL;
-    *index = NO_INDEX;
-    if ((st = parse_outer(pkt, *len_io, &o)) != IPSG_ST_OK)
+/* Phase (a) for one inbound packet: parse, find the SA, pre-checks, fill job j. */
+static uint8_t in_prepare(struct ipsg_engine *e, uint8_t *slot, struct pkt_ctx *c, struct ipsg_job *j)
+{
+    uint8_t *pkt = slot + c->rel, *esp;
+    struct sa *s;
+    uint32_t esp_len, lo;
+    uint64_t seq;
+    uint8_t st;
+
+    if ((st = parse_outer(pkt, c->len, &c->o)) != IPSG_ST_OK)
         return st;
-    esp = pkt + o.esp;
-    s = lookup(e, rd32(esp), o.fam, o.dst, index);
+    esp = pkt + c->o.esp;
+    s = lookup(e, rd32(esp), c->o.fam, c->o.dst, &c->index);
     if (s == NULL)
         return IPSG_ST_NO_SA;
-    *sp = s;
+    if (s->p.esn && s->spec_round == e->round && s->spec_top > s->top) {
+        /* Pending packets may move the window top past a point where this
+         * packet's high half would be inferred differently. */
+        lo = rd32(esp + 4);
+        if (infer_esn(s, s->top, lo) != infer_esn(s, s->spec_top, lo))
+            return CUT_ROUND;
+    }
+    c->s = s;
     if (s->st.flags & IPSG_SAF_HARD_EXPIRED || hard_packets_reached(s))
         return IPSG_ST_HARD_EXPIRED;
 
-    esp_len = o.end - o.esp;
+    esp_len = c->o.end - c->o.esp;
     if (esp_len < ESP_HDR + s->iv_len + s->icv_len + 2u)
         return IPSG_ST_MALFORMED;
-    ct_len = esp_len - ESP_HDR - s->iv_len - s->icv_len;
-    if (s->p.enc == IPSG_ENC_AES_CBC && ct_len % 16)
+    c->ct_len = esp_len - ESP_HDR - s->iv_len - s->icv_len;
+    if (s->p.enc == IPSG_ENC_AES_CBC && c->ct_len % 16)
         return IPSG_ST_MALFORMED;
 
-    seq = s->p.esn ? infer_esn(s, rd32(esp + 4)) : rd32(esp + 4);
+    lo = rd32(esp + 4);
+    seq = s->p.esn ? infer_esn(s, s->top, lo) : lo;
+    c->seq = seq;
     if (seq == 0 || replay_seen(s, seq))
         return IPSG_ST_REPLAY;
-    if ((st = in_crypto(s, esp, ct_len, seq)) != IPSG_ST_OK)
-        return st;
-    if (replay_seen(s, seq))
-        return IPSG_ST_REPLAY;
-    replay_accept(s, seq);
-    if (s->p.enc == IPSG_ENC_AES_CBC && (st = cbc_decrypt(s, esp, ct_len)) != IPSG_ST_OK)
-        return st;
+    job_common(j, s, esp, c->ct_len, seq);
+    if (s->p.esn) {
+        if (s->spec_round != e->round) {
+            s->spec_round = e->round;
+            s->spec_top = s->top;
+        }
+        if (seq > s->spec_top)
+            s->spec_top = seq;
+    }
+    return IPSG_ST_OK;
+}
 
-    pt = esp + ESP_HDR + s->iv_len;
+/* Phase (c) for one inbound packet whose ICV checked out and whose number is fresh. */
+static uint8_t in_finish(struct sa *s, uint8_t *slot, struct pkt_ctx *c)
+{
+    uint8_t *pkt = slot + c->rel, *pt, *res;
+    const struct outer *o = &c->o;
+    struct flow f;
+    uint8_t st, padlen, nh;
+    uint32_t ct_len = c->ct_len, pay_len, res_len, k;
+
+    pt = pkt + o->esp + ESP_HDR + s->iv_len;
     padlen = pt[ct_len - 2];
     nh = pt[ct_len - 1];
     if (padlen > ct_len - 2)
@@ -1181,150 +1062,98 @@ static uint8_t in_one(struct ipsg_engine *e, uint8_t *slot, uint32_t *rel_io, ui
             if (res_len > pay_len || (res_len == 40 && pay_len > 40))
                 return IPSG_ST_MALFORMED;
         }
-        if ((st = ecn_decap(o.ecn, pt)) != IPSG_ST_OK)
+        if ((st = ecn_decap(o->ecn, pt)) != IPSG_ST_OK)
             return st;
         res = pt; /* anything after res_len is TFC padding */
     } else {
         /* Transport: the outer header (and extension headers) goes back in front of the payload. */
-        res = pt - o.l4;
-        memmove(res, pkt, o.l4);
-        res_len = o.l4 + pay_len;
-        res[o.nh_off] = nh;
-        if (o.fam == 4) {
+        res = pt - o->l4;
+        memmove(res, pkt, o->l4);
+        res_len = o->l4 + pay_len;
+        res[o->nh_off] = nh;
+        if (o->fam == 4) {
             wr16(res + 2, res_len);
-            ipv4_checksum(res, o.l4);
+            ipv4_checksum(res, o->l4);
         } else {
             wr16(res + 4, res_len - 40);
         }
     }
 
-    flow_of(res, res_len, &f);
-    if (!ts_match(s->p.remote_ts, s->p.n_remote_ts, &f, f.src, f.sport) ||
-        !ts_match(s->p.local_ts, s->p.n_local_ts, &f, f.dst, f.dport))
-        return IPSG_ST_SELECTOR;
+    if (s->p.n_remote_ts || s->p.n_local_ts) {
+        flow_of(res, res_len, &f);
+        if (!ts_match(s->p.remote_ts, s->p.n_remote_ts, &f, f.src, f.sport) ||
+            !ts_match(s->p.local_ts, s->p.n_local_ts, &f, f.dst, f.dport))
+            return IPSG_ST_SELECTOR;
+    }
     if (hard_bytes_exceeded(s, res_len))
         return IPSG_ST_HARD_EXPIRED;
     account(s, res_len);
-    *rel_io = (uint32_t)(res - slot);
-    *len_io = res_len;
+    c->rel = (uint32_t)(res - slot);
+    c->len = res_len;
     return IPSG_ST_OK;
 }
 
 void ipsg_esp_inbound(struct ipsg_engine *e, struct ipsg_batch *b)
 {
-    uint32_t i, rel, len, index;
+    uint32_t i0, i, n;
     if (e == NULL || b == NULL || b->status == NULL)
         return;
-    for (i = 0; i < b->n; i++) {
-        uint8_t st;
-        struct sa *s = NULL;
-        if (b->buf == NULL || b->off == NULL || b->len == NULL || b->sa == NULL) {
+    if (b->buf == NULL || b->off == NULL || b->len == NULL || b->sa == NULL) {
+        for (i = 0; i < b->n; i++)
             b->status[i] = IPSG_ST_INTERNAL;
-            continue;
-        }
-        index = NO_INDEX;
-        if (!slot_ok(b, i, &rel)) {
-            st = IPSG_ST_MALFORMED;
-        } else {
-            uint8_t *slot = b->buf + (uint64_t)i * b->slot_size;
-            len = b->len[i];
-            st = in_one(e, slot, &rel, &len, &s, &index);
-            if (st == IPSG_ST_OK) {
-                b->off[i] = (uint32_t)((uint64_t)i * b->slot_size + rel);
-                b->len[i] = len;
+        return;
+    }
+    for (i0 = 0; i0 < b->n; i0 += n) {
+        uint32_t nj = 0, limit = b->n - i0 < IPSG_JOBS ? b->n - i0 : IPSG_JOBS;
+        e->round++;
+        /* (a): stops early where a packet depends on the outcome of pending ones */
+        for (n = 0; n < limit; n++) {
+            struct pkt_ctx *c = &e->ctx[n];
+            uint32_t pi = i0 + n;
+            c->job = NO_JOB;
+            c->s = NULL;
+            c->index = NO_INDEX;
+            if (!slot_ok(b, pi, &c->rel)) {
+                c->st = IPSG_ST_MALFORMED;
+                continue;
             }
+            c->len = b->len[pi];
+            c->st = in_prepare(e, b->buf + (uint64_t)pi * b->slot_size, c, &e->jobs[nj]);
+            if (c->st == CUT_ROUND)
+                break;
+            if (c->st == IPSG_ST_OK)
+                c->job = nj++;
         }
-        if (st != IPSG_ST_OK) {
-            if (s != NULL)
-                s->st.drops[st]++;
-            else
+        /* (b) */
+        if (nj)
+            crypto_run(e->be, e->jobs, nj, IPSG_DIR_IN);
+        /* (c): every check of a packet in the order a lone packet meets them, against
+         * the state its predecessors left */
+        for (i = 0; i < n; i++) {
+            struct pkt_ctx *c = &e->ctx[i];
+            struct sa *s = c->s;
+            uint32_t pi = i0 + i;
+            uint8_t st = c->st;
+            if (s != NULL) {
+                if (s->st.flags & IPSG_SAF_HARD_EXPIRED || hard_packets_reached(s))
+                    st = IPSG_ST_HARD_EXPIRED;
+                else if (st == IPSG_ST_OK && replay_seen(s, c->seq))
+                    st = IPSG_ST_REPLAY;
+                else if (st == IPSG_ST_OK && (st = e->jobs[c->job].st) == IPSG_ST_OK) {
+                    replay_accept(s, c->seq);
+                    st = in_finish(s, b->buf + (uint64_t)pi * b->slot_size, c);
+                }
+                if (st == IPSG_ST_OK) {
+                    b->off[pi] = (uint32_t)((uint64_t)pi * b->slot_size + c->rel);
+                    b->len[pi] = c->len;
+                } else {
+                    s->st.drops[st]++;
+                }
+            } else {
                 e->drops[st]++;
-        }
-        b->sa[i] = index;
-        b->status[i] = st;
-    }
-}
-
-/* ------------------------------------------------- known-answer helpers */
-
-static int aead_run(int enc_dir, uint8_t enc, const uint8_t *key, uint32_t key_len, const uint8_t *nonce,
-                    uint32_t nonce_len, const uint8_t *aad, uint32_t aad_len, const uint8_t *in, uint32_t in_len,
-                    uint8_t *out, uint8_t *tag16)
-{
-    const char *name = is_aead(enc) ? cipher_name(enc, key_len) : NULL;
-    EVP_CIPHER *c = NULL;
-    EVP_CIPHER_CTX *ctx = NULL;
-    uint8_t fin[16];
-    int outl = 0, ok = 0;
-
-    if (name == NULL || key == NULL || nonce == NULL || nonce_len == 0 || nonce_len > 16 || tag16 == NULL ||
-        aad_len > INT_MAX || in_len > INT_MAX || (aad_len && aad == NULL) || (in_len && (in == NULL || out == NULL)))
-        return -1;
-    c = EVP_CIPHER_fetch(NULL, name, NULL);
-    ctx = EVP_CIPHER_CTX_new();
-    if (c == NULL || ctx == NULL || !EVP_CipherInit_ex(ctx, c, NULL, NULL, NULL, enc_dir) ||
-        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_IVLEN, (int)nonce_len, NULL) != 1 ||
-        !EVP_CipherInit_ex(ctx, NULL, NULL, key, nonce, enc_dir))
-        goto done;
-    if (aad_len && !EVP_CipherUpdate(ctx, NULL, &outl, aad, (int)aad_len))
-        goto done;
-    if (in_len) {
-        if (enc == IPSG_ENC_AES_GMAC) { /* GMAC: the input is authenticated, copied unchanged */
-            if (!EVP_CipherUpdate(ctx, NULL, &outl, in, (int)in_len))
-                goto done;
-            memmove(out, in, in_len);
-        } else if (!EVP_CipherUpdate(ctx, out, &outl, in, (int)in_len) || (uint32_t)outl != in_len) {
-            goto done;
+            }
+            b->sa[pi] = s != NULL ? c->index : NO_INDEX;
+            b->status[pi] = st;
         }
     }
-    if (!enc_dir && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, 16, tag16) != 1)
-        goto done;
-    if (EVP_CipherFinal_ex(ctx, fin, &outl) <= 0)
-        goto done;
-    if (enc_dir && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, 16, tag16) != 1)
-        goto done;
-    ok = 1;
-done:
-    EVP_CIPHER_CTX_free(ctx);
-    EVP_CIPHER_free(c);
-    if (!ok && !enc_dir && in_len && out != NULL)
-        OPENSSL_cleanse(out, in_len); /* release no unauthenticated plaintext */
-    return ok ? 0 : -1;
-}
-
-int ipsg_aead_seal(uint8_t enc, const uint8_t *key, uint32_t key_len, const uint8_t *nonce, uint32_t nonce_len,
-                   const uint8_t *aad, uint32_t aad_len, const uint8_t *in, uint32_t in_len, uint8_t *out,
-                   uint8_t *tag16)
-{
-    return aead_run(1, enc, key, key_len, nonce, nonce_len, aad, aad_len, in, in_len, out, tag16);
-}
-
-int ipsg_aead_open(uint8_t enc, const uint8_t *key, uint32_t key_len, const uint8_t *nonce, uint32_t nonce_len,
-                   const uint8_t *aad, uint32_t aad_len, const uint8_t *in, uint32_t in_len, uint8_t *out,
-                   const uint8_t *tag16)
-{
-    uint8_t tag[16];
-    if (tag16 == NULL)
-        return -1;
-    memcpy(tag, tag16, 16);
-    return aead_run(0, enc, key, key_len, nonce, nonce_len, aad, aad_len, in, in_len, out, tag);
-}
-
-int ipsg_hmac(uint8_t integ, const uint8_t *key, uint32_t key_len, const uint8_t *data, uint32_t data_len,
-              uint8_t *out64)
-{
-    struct hmac_key *h;
-    uint32_t n;
-    if (out64 == NULL || (key_len && key == NULL) || (data_len && data == NULL))
-        return -1;
-    if ((h = hmac_new(integ, key, key_len)) == NULL)
-        return -1;
-    n = hmac_calc(h, data, data_len, NULL, 0, out64);
-    hmac_free(h);
-    return (int)n;
-}
-
-const char *ipsg_backend_version(void)
-{
-    return OpenSSL_version(OPENSSL_VERSION);
 }

@@ -1,0 +1,62 @@
+/* Private interface between the ESP core (esp_core.c) and a crypto back end
+ * (crypto_openssl.c, crypto_ipsecmb.c).  Not read by cffi: Python sees only esp.h.
+ *
+ * The core frames and parses packets and owns every piece of SA state; a back
+ * end owns keys and does nothing but crypto.  Per batch the core fills an
+ * array of jobs (one per packet that needs crypto), the back end runs them all
+ * in one call (so it may run many packets in parallel lanes), and the core
+ * finishes each packet from the job's status.
+ */
+#ifndef IPSG_ESP_CORE_H
+#define IPSG_ESP_CORE_H
+#include "esp.h"
+
+/* Jobs per back-end call: a batch larger than this runs in several rounds. */
+#define IPSG_JOBS 256
+
+struct ipsg_job {
+    void *cs;               /* the SA's back-end state (crypto_sa_new) */
+    uint8_t *esp;           /* ESP header: SPI, seq_lo, then the IV */
+    uint8_t *data;          /* payload || trailer, encrypted/decrypted in place */
+    uint8_t *icv;           /* outbound: where the ICV goes; inbound: the received ICV */
+    uint32_t len;           /* bytes at data */
+    uint8_t enc, integ, esn;
+    uint8_t icv_len;        /* truncated ICV length (16/24/32) */
+    uint8_t iv_len;         /* 0, 8 or 16; the IV sits at esp + 8 */
+    uint8_t aad_len;        /* AEAD AAD: 8, or 12 with ESN */
+    uint8_t st;             /* set by the back end: IPSG_ST_OK, _AUTH_FAILED or _INTERNAL */
+    uint8_t pad_;
+    uint8_t aad[12];        /* SPI || [seq_hi ||] seq_lo */
+    uint8_t nonce[12];      /* AEAD: 4-byte salt || 8-byte IV */
+    uint8_t seq_hi[4];      /* ESN high half, appended to the HMAC input (never sent) */
+    uint8_t scratch[64];    /* back-end scratch (a computed or saved ICV...) */
+};
+
+/* Per-engine back-end state (a crypto manager...); NULL means failure. */
+void *crypto_engine_new(void);
+void crypto_engine_free(void *be);
+/* Per-SA state with expanded keys; NULL with *why set on failure.  The core has
+ * validated algorithms and key lengths (see esp_core.c check_params). */
+void *crypto_sa_new(void *be, const struct ipsg_sa_params *p, const char **why);
+/* Zeroes the keys and frees. */
+void crypto_sa_free(void *cs);
+/* Run n jobs of one direction; every job gets its st.  Outbound: encrypt and
+ * write the ICV.  Inbound: verify the ICV in constant time and decrypt (the
+ * plaintext of a job whose st is not OK must not be used). */
+void crypto_run(void *be, struct ipsg_job *jobs, uint32_t n, int dir);
+/* Cryptographically secure random bytes (CBC IVs, drawn in bulk); 0 or -1. */
+int crypto_random(uint8_t *out, size_t n);
+/* Secure zeroing that the compiler may not drop. */
+void crypto_cleanse(void *p, size_t n);
+
+/* Constant-time comparison: 0 when equal. */
+static inline int ipsg_ct_diff(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    uint8_t d = 0;
+    size_t i;
+    for (i = 0; i < n; i++)
+        d |= a[i] ^ b[i];
+    return d != 0;
+}
+
+#endif

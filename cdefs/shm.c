@@ -1,0 +1,1110 @@
+/* The shared-memory region: create/attach, seqlocked records, SPI index,
+ * compiled SPD, rings.  Layout and rules: cdefs/shm.h, docs/shared-memory.md.
+ *
+ * Memory ordering follows the usual seqlock recipe: a writer makes the lock
+ * word odd, issues a release fence (so the odd value is visible before any
+ * data store), writes, then release-stores the next even value; a reader
+ * acquire-loads the lock, copies, issues an acquire fence and re-reads the
+ * lock.  Double-buffered tables use the same scheme with a generation word.
+ */
+#define _GNU_SOURCE
+#include "shm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define LOAD_RLX(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define STORE_RLX(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define FENCE_ACQ() __atomic_thread_fence(__ATOMIC_ACQUIRE)
+#define FENCE_REL() __atomic_thread_fence(__ATOMIC_RELEASE)
+
+/* A writer preempted mid-update holds a lock for at most a scheduler slice;
+ * a writer that died holds it forever, so readers give up and say EBUSY. */
+#define SPIN_LIMIT 2000000u
+
+#define HASH_TOMB 0xffffffffu
+
+_Static_assert(sizeof(struct ipsg_sa_params) % 8 == 0, "digest reads params as 64-bit words");
+
+struct ipsg_shm {
+    uint8_t *base;
+    uint64_t size;
+    struct ipsg_shm_hdr *h;
+    struct ipsg_shm_sa *sa;
+    struct ipsg_shm_ctr *ctr;
+    uint64_t *hash[2];
+    struct ipsg_spd_policy *pol;
+    struct ipsg_spd_bind *bind;
+    uint64_t *acq;
+    uint8_t *spd[2];
+    struct ipsg_shm_ring *cmd;
+    struct ipsg_shm_cmd *cmd_e;
+    struct ipsg_shm_ring *evt;
+    struct ipsg_shm_event *evt_e;
+};
+
+static inline void cpu_relax(void) { __builtin_ia32_pause(); }
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || !errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+uint64_t ipsg_shm_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---------------------------------------------------------------- layout */
+
+static uint64_t align64(uint64_t x) { return (x + 63) & ~(uint64_t)63; }
+
+static uint32_t pow2_at_least(uint64_t x) {
+    uint64_t p = 16;
+    while (p < x) p <<= 1;
+    return (uint32_t)p;
+}
+
+static int is_pow2(uint32_t x) { return x && !(x & (x - 1)); }
+
+int ipsg_shm_layout(const struct ipsg_shm_caps *c, struct ipsg_shm_hdr *h, char *err, size_t errlen) {
+    if (c->n_sa < 1 || c->n_sa > (1u << 24)) {
+        set_err(err, errlen, "SA capacity %u out of range 1..16777216", c->n_sa);
+        return -1;
+    }
+    if (c->n_spd < 1 || c->n_spd > (1u << 22)) {
+        set_err(err, errlen, "policy capacity %u out of range 1..4194304", c->n_spd);
+        return -1;
+    }
+    if (!is_pow2(c->cmd_ring) || c->cmd_ring < 16 || c->cmd_ring > (1u << 22) || !is_pow2(c->evt_ring) ||
+        c->evt_ring < 16 || c->evt_ring > (1u << 22)) {
+        set_err(err, errlen, "ring sizes %u/%u must be powers of two from 16 to 4194304", c->cmd_ring, c->evt_ring);
+        return -1;
+    }
+    memset(h, 0, sizeof(*h));
+    h->magic = IPSG_SHM_MAGIC;
+    h->abi = IPSG_SHM_ABI;
+    h->hdr_size = sizeof(struct ipsg_shm_hdr);
+    h->sa_size = sizeof(struct ipsg_shm_sa);
+    h->ctr_size = sizeof(struct ipsg_shm_ctr);
+    h->policy_size = sizeof(struct ipsg_spd_policy);
+    h->event_size = sizeof(struct ipsg_shm_event);
+    h->caps = *c;
+    h->n_hash = pow2_at_least(2ull * c->n_sa);
+    h->n_spd_hash = pow2_at_least(2ull * c->n_spd);
+    uint64_t o = align64(sizeof(struct ipsg_shm_hdr));
+    h->off_sa = o;
+    o = align64(o + (uint64_t)c->n_sa * sizeof(struct ipsg_shm_sa));
+    h->off_ctr = o;
+    o = align64(o + (uint64_t)c->n_sa * sizeof(struct ipsg_shm_ctr));
+    for (int i = 0; i < 2; i++) {
+        h->off_hash[i] = o;
+        o = align64(o + (uint64_t)h->n_hash * 8);
+    }
+    h->off_policy = o;
+    o = align64(o + (uint64_t)c->n_spd * sizeof(struct ipsg_spd_policy));
+    h->off_bind = o;
+    o = align64(o + (uint64_t)c->n_spd * sizeof(struct ipsg_spd_bind));
+    h->off_acq = o;
+    o = align64(o + (uint64_t)c->n_spd * 8);
+    h->spd_size = align64(sizeof(struct ipsg_spd_compiled)) +
+                  align64((uint64_t)c->n_spd * sizeof(struct ipsg_spd_rule)) +
+                  align64((uint64_t)h->n_spd_hash * sizeof(struct ipsg_spd_bucket));
+    for (int i = 0; i < 2; i++) {
+        h->off_spd[i] = o;
+        o = align64(o + h->spd_size);
+    }
+    h->off_cmd = o;
+    o = align64(o + sizeof(struct ipsg_shm_ring) + (uint64_t)c->cmd_ring * sizeof(struct ipsg_shm_cmd));
+    h->off_evt = o;
+    o = align64(o + sizeof(struct ipsg_shm_ring) + (uint64_t)c->evt_ring * sizeof(struct ipsg_shm_event));
+    h->total_size = o;
+    return 0;
+}
+
+int ipsg_shm_validate(const struct ipsg_shm_hdr *h, uint64_t file_size, char *err, size_t errlen) {
+    if (file_size < sizeof(struct ipsg_shm_hdr)) {
+        set_err(err, errlen, "truncated: %llu bytes, smaller than the %zu-byte header",
+                (unsigned long long)file_size, sizeof(struct ipsg_shm_hdr));
+        return -1;
+    }
+    if (h->magic != IPSG_SHM_MAGIC) {
+        if (h->magic == 0)
+            set_err(err, errlen, "no region header (magic is zero: the creator died or is still initialising)");
+        else
+            set_err(err, errlen, "wrong magic 0x%016llx (expected 0x%016llx): not an ipsecgw region",
+                    (unsigned long long)h->magic, (unsigned long long)IPSG_SHM_MAGIC);
+        return -1;
+    }
+    if (h->abi != IPSG_SHM_ABI) {
+        set_err(err, errlen, "ABI version %u, this build speaks version %u: restart both processes from one build",
+                h->abi, IPSG_SHM_ABI);
+        return -1;
+    }
+    if (h->hdr_size != sizeof(struct ipsg_shm_hdr) || h->sa_size != sizeof(struct ipsg_shm_sa) ||
+        h->ctr_size != sizeof(struct ipsg_shm_ctr) || h->policy_size != sizeof(struct ipsg_spd_policy) ||
+        h->event_size != sizeof(struct ipsg_shm_event)) {
+        set_err(err, errlen, "record sizes differ from this build (header %u/%zu, SA slot %u/%zu): "
+                "same ABI number but another layout", h->hdr_size, sizeof(struct ipsg_shm_hdr),
+                h->sa_size, sizeof(struct ipsg_shm_sa));
+        return -1;
+    }
+    struct ipsg_shm_hdr want;
+    char why[160];
+    if (ipsg_shm_layout(&h->caps, &want, why, sizeof why) != 0) {
+        set_err(err, errlen, "corrupt header: %s", why);
+        return -1;
+    }
+    if (want.n_hash != h->n_hash || want.n_spd_hash != h->n_spd_hash || want.off_sa != h->off_sa ||
+        want.off_ctr != h->off_ctr || want.off_hash[0] != h->off_hash[0] || want.off_hash[1] != h->off_hash[1] ||
+        want.off_policy != h->off_policy || want.off_bind != h->off_bind || want.off_acq != h->off_acq ||
+        want.off_spd[0] != h->off_spd[0] || want.off_spd[1] != h->off_spd[1] || want.off_cmd != h->off_cmd ||
+        want.off_evt != h->off_evt || want.spd_size != h->spd_size || want.total_size != h->total_size) {
+        set_err(err, errlen, "corrupt header: table offsets do not follow from the capacities");
+        return -1;
+    }
+    if (file_size < h->total_size) {
+        set_err(err, errlen, "truncated: file is %llu bytes, the header needs %llu",
+                (unsigned long long)file_size, (unsigned long long)h->total_size);
+        return -1;
+    }
+    return 0;
+}
+
+static struct ipsg_shm *bind_region(uint8_t *base, uint64_t size) {
+    struct ipsg_shm *s = calloc(1, sizeof(*s));
+    if (!s) return NULL;
+    struct ipsg_shm_hdr *h = (struct ipsg_shm_hdr *)base;
+    s->base = base;
+    s->size = size;
+    s->h = h;
+    s->sa = (struct ipsg_shm_sa *)(base + h->off_sa);
+    s->ctr = (struct ipsg_shm_ctr *)(base + h->off_ctr);
+    for (int i = 0; i < 2; i++) {
+        s->hash[i] = (uint64_t *)(base + h->off_hash[i]);
+        s->spd[i] = base + h->off_spd[i];
+    }
+    s->pol = (struct ipsg_spd_policy *)(base + h->off_policy);
+    s->bind = (struct ipsg_spd_bind *)(base + h->off_bind);
+    s->acq = (uint64_t *)(base + h->off_acq);
+    s->cmd = (struct ipsg_shm_ring *)(base + h->off_cmd);
+    s->cmd_e = (struct ipsg_shm_cmd *)(s->cmd + 1);
+    s->evt = (struct ipsg_shm_ring *)(base + h->off_evt);
+    s->evt_e = (struct ipsg_shm_event *)(s->evt + 1);
+    return s;
+}
+
+struct ipsg_shm *ipsg_shm_create(const char *path, const struct ipsg_shm_caps *caps, char *err, size_t errlen) {
+    struct ipsg_shm_hdr h;
+    char why[200];
+    if (ipsg_shm_layout(caps, &h, why, sizeof why) != 0) {
+        set_err(err, errlen, "%s: %s", path, why);
+        return NULL;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        set_err(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+        return NULL;
+    }
+    /* The umask can only remove bits; make the mode exactly 0600 anyway. */
+    if (fchmod(fd, 0600) != 0 || ftruncate(fd, (off_t)h.total_size) != 0) {
+        set_err(err, errlen, "%s: cannot size to %llu bytes: %s", path, (unsigned long long)h.total_size,
+                strerror(errno));
+        close(fd);
+        unlink(path);
+        return NULL;
+    }
+    uint8_t *base = mmap(NULL, h.total_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (base == MAP_FAILED) {
+        set_err(err, errlen, "%s: mmap: %s", path, strerror(errno));
+        unlink(path);
+        return NULL;
+    }
+    /* Everything but the magic first: an attacher that sees the magic sees a whole header. */
+    uint64_t magic = h.magic;
+    h.magic = 0;
+    h.acquire_interval_ns = 1000000000ull;
+    h.alarm_window_ns = 1000000000ull;
+    h.alarm_threshold = 64;
+    memcpy(base, &h, sizeof h);
+    STORE_REL(&((struct ipsg_shm_hdr *)base)->magic, magic);
+    struct ipsg_shm *s = bind_region(base, h.total_size);
+    if (!s) {
+        munmap(base, h.total_size);
+        set_err(err, errlen, "%s: out of memory", path);
+    }
+    return s;
+}
+
+struct ipsg_shm *ipsg_shm_attach(const char *path, char *err, size_t errlen) {
+    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        set_err(err, errlen, "%s: stat: %s", path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        set_err(err, errlen, "%s: not a regular file", path);
+        close(fd);
+        return NULL;
+    }
+    if (st.st_mode & 077) {
+        set_err(err, errlen, "%s: mode %03o lets other users read SA keys; expected 0600", path,
+                (unsigned)(st.st_mode & 0777));
+        close(fd);
+        return NULL;
+    }
+    struct ipsg_shm_hdr h;
+    memset(&h, 0, sizeof h);
+    ssize_t got = pread(fd, &h, sizeof h, 0);
+    char why[240];
+    uint64_t usable = got < (ssize_t)sizeof h ? (uint64_t)(got < 0 ? 0 : got) : (uint64_t)st.st_size;
+    if (got < 0 || ipsg_shm_validate(&h, usable, why, sizeof why) != 0) {
+        set_err(err, errlen, "%s: refused: %s", path, got < 0 ? strerror(errno) : why);
+        close(fd);
+        return NULL;
+    }
+    uint8_t *base = mmap(NULL, h.total_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (base == MAP_FAILED) {
+        set_err(err, errlen, "%s: mmap: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct ipsg_shm *s = bind_region(base, h.total_size);
+    if (!s) {
+        munmap(base, h.total_size);
+        set_err(err, errlen, "%s: out of memory", path);
+    }
+    return s;
+}
+
+void ipsg_shm_detach(struct ipsg_shm *s) {
+    if (!s) return;
+    munmap(s->base, s->size);
+    free(s);
+}
+
+struct ipsg_shm_hdr *ipsg_shm_header(struct ipsg_shm *s) { return s->h; }
+uint8_t *ipsg_shm_base(struct ipsg_shm *s) { return s->base; }
+
+/* ------------------------------------------------------------- SA slots */
+
+uint64_t ipsg_shm_digest(const struct ipsg_sa_params *p) {
+    const uint8_t *b = (const uint8_t *)p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < sizeof(*p); i += 8) {
+        uint64_t w;
+        memcpy(&w, b + i, 8);
+        h = (h ^ w) * 0x100000001b3ull;
+        h ^= h >> 29;
+    }
+    return h;
+}
+
+static inline uint32_t write_begin(uint32_t *lock) {
+    uint32_t l = LOAD_RLX(lock);
+    uint32_t w = (l & 1) ? l + 2 : l + 1;   /* a dead writer's odd value stays odd */
+    STORE_RLX(lock, w);
+    FENCE_REL();
+    return w;
+}
+
+static inline void write_end(uint32_t *lock, uint32_t w) { STORE_REL(lock, w + 1); }
+
+int64_t ipsg_shm_sa_write(struct ipsg_shm *s, uint32_t slot, const struct ipsg_sa_params *p, uint8_t state,
+                          uint8_t placement, uint64_t id) {
+    if (slot >= s->h->caps.n_sa || state > IPSG_SHM_SA_DYING) return IPSG_SHM_EINVAL;
+    struct ipsg_shm_sa *x = &s->sa[slot];
+    uint64_t digest = ipsg_shm_digest(p);
+    uint32_t w = write_begin(&x->lock);
+    uint32_t v = x->version + 1;
+    if (v == 0) v = 1;   /* 0 means "nothing installed" in the counters */
+    STORE_RLX(&x->version, v);
+    STORE_RLX(&x->state, state);
+    x->placement = placement;
+    x->id = id;
+    x->digest = digest;
+    memcpy(&x->p, p, sizeof(*p));
+    write_end(&x->lock, w);
+    return v;
+}
+
+int64_t ipsg_shm_sa_clear(struct ipsg_shm *s, uint32_t slot) {
+    if (slot >= s->h->caps.n_sa) return IPSG_SHM_EINVAL;
+    struct ipsg_shm_sa *x = &s->sa[slot];
+    uint32_t w = write_begin(&x->lock);
+    uint32_t v = x->version + 1;
+    if (v == 0) v = 1;
+    STORE_RLX(&x->version, v);
+    STORE_RLX(&x->state, (uint8_t)IPSG_SHM_SA_FREE);
+    x->placement = 0;
+    x->id = 0;
+    /* Volatile stores: the key bytes are gone from the region, not merely unreferenced. */
+    volatile uint8_t *pp = (volatile uint8_t *)&x->p;
+    for (size_t i = 0; i < sizeof(x->p); i++) pp[i] = 0;
+    x->digest = ipsg_shm_digest(&x->p);
+    write_end(&x->lock, w);
+    return v;
+}
+
+static void maybe_compact(struct ipsg_shm *s);
+
+static void notify_slot(struct ipsg_shm *s, uint32_t slot, uint32_t version) {
+    struct ipsg_shm_cmd c = {IPSG_CMD_SA, slot, version, 0};
+    /* A full ring means the fastpath is not draining (dead or stalled): it rescans every slot. */
+    if (ipsg_shm_cmd_push(s, &c) != IPSG_SHM_OK) __atomic_add_fetch(&s->h->resync_gen, 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&s->h->generation, 1, __ATOMIC_RELEASE);
+}
+
+int64_t ipsg_shm_sa_install(struct ipsg_shm *s, uint32_t slot, const struct ipsg_sa_params *p, uint8_t state,
+                            uint8_t placement, uint64_t id, uint32_t old_spi) {
+    int64_t v = ipsg_shm_sa_write(s, slot, p, state, placement, id);
+    if (v < 0) return v;
+    if (old_spi && old_spi != p->spi) ipsg_shm_hash_remove(s, old_spi, slot);
+    int rc = ipsg_shm_hash_insert(s, p->spi, slot);
+    maybe_compact(s);
+    notify_slot(s, slot, (uint32_t)v);
+    return rc == IPSG_SHM_OK ? v : rc;
+}
+
+int64_t ipsg_shm_sa_delete(struct ipsg_shm *s, uint32_t slot) {
+    if (slot >= s->h->caps.n_sa) return IPSG_SHM_EINVAL;
+    if (s->sa[slot].state != IPSG_SHM_SA_FREE) ipsg_shm_hash_remove(s, s->sa[slot].p.spi, slot);
+    int64_t v = ipsg_shm_sa_clear(s, slot);
+    maybe_compact(s);
+    notify_slot(s, slot, (uint32_t)v);
+    return v;
+}
+
+int ipsg_shm_sa_read(struct ipsg_shm *s, uint32_t slot, struct ipsg_shm_sa *out) {
+    if (slot >= s->h->caps.n_sa) return IPSG_SHM_EINVAL;
+    const struct ipsg_shm_sa *x = &s->sa[slot];
+    for (uint32_t spin = 0; spin < SPIN_LIMIT; spin++) {
+        uint32_t l1 = LOAD_ACQ(&x->lock);
+        if (l1 & 1) {
+            cpu_relax();
+            continue;
+        }
+        memcpy(out, (const void *)x, sizeof(*out));
+        FENCE_ACQ();
+        if (LOAD_RLX(&x->lock) == l1) {
+            out->lock = l1;
+            return IPSG_SHM_OK;
+        }
+    }
+    return IPSG_SHM_EBUSY;
+}
+
+uint32_t ipsg_shm_repair(struct ipsg_shm *s) {
+    uint32_t fixed = 0;
+    for (uint32_t i = 0; i < s->h->caps.n_sa; i++) {
+        struct ipsg_shm_sa *x = &s->sa[i];
+        if (!(LOAD_RLX(&x->lock) & 1)) continue;
+        /* A control process died inside the write: the contents are unknown, so the slot is freed
+         * (keys zeroed) and reconciliation reinstalls the SA if control still wants it. */
+        ipsg_shm_sa_clear(s, i);
+        fixed++;
+    }
+    for (uint32_t i = 0; i < s->h->caps.n_spd; i++) {
+        struct ipsg_spd_policy *p = &s->pol[i];
+        struct ipsg_spd_bind *b = &s->bind[i];
+        if (LOAD_RLX(&p->lock) & 1) {
+            uint32_t w = write_begin(&p->lock);
+            memset((uint8_t *)p + sizeof(p->lock), 0, sizeof(*p) - sizeof(p->lock));
+            write_end(&p->lock, w);
+            fixed++;
+        }
+        if (LOAD_RLX(&b->lock) & 1) {
+            uint32_t w = write_begin(&b->lock);
+            b->n = 0;
+            write_end(&b->lock, w);
+            fixed++;
+        }
+    }
+    return fixed;
+}
+
+uint64_t ipsg_shm_audit(struct ipsg_shm *s, uint32_t first, uint32_t count, uint64_t rounds, uint64_t *bad) {
+    struct ipsg_shm_sa copy;
+    uint64_t reads = 0, mismatches = 0;
+    uint32_t n = s->h->caps.n_sa;
+    for (uint64_t r = 0; r < rounds; r++) {
+        for (uint32_t k = 0; k < count; k++) {
+            uint32_t slot = first + k;
+            if (slot >= n) break;
+            if (ipsg_shm_sa_read(s, slot, &copy) != IPSG_SHM_OK) continue;
+            reads++;
+            if (ipsg_shm_digest(&copy.p) != copy.digest) mismatches++;
+        }
+    }
+    if (bad) *bad = mismatches;
+    return reads;
+}
+
+/* ------------------------------------------------------------- counters */
+
+int ipsg_shm_ctr_read(struct ipsg_shm *s, uint32_t slot, struct ipsg_shm_ctr *out) {
+    if (slot >= s->h->caps.n_sa) return IPSG_SHM_EINVAL;
+    const struct ipsg_shm_ctr *c = &s->ctr[slot];
+    for (uint32_t spin = 0; spin < SPIN_LIMIT; spin++) {
+        uint32_t l1 = LOAD_ACQ(&c->lock);
+        if (l1 & 1) {
+            cpu_relax();
+            continue;
+        }
+        memcpy(out, (const void *)c, sizeof(*out));
+        FENCE_ACQ();
+        if (LOAD_RLX(&c->lock) == l1) {
+            out->lock = l1;
+            return IPSG_SHM_OK;
+        }
+    }
+    return IPSG_SHM_EBUSY;
+}
+
+static int post_sa_event(struct ipsg_shm *s, uint16_t type, uint32_t slot, uint64_t id, uint64_t packets,
+                          uint64_t bytes, uint64_t now) {
+    struct ipsg_shm_event e;
+    memset(&e, 0, sizeof e);
+    e.type = type;
+    e.slot = slot;
+    e.sa_id = id;
+    e.packets = packets;
+    e.bytes = bytes;
+    e.time_ns = now;
+    return ipsg_shm_event_post(s, &e) == IPSG_SHM_OK;
+}
+
+int ipsg_shm_ctr_update(struct ipsg_shm *s, uint32_t slot, uint32_t version, uint64_t id,
+                        const struct ipsg_sa_stats *st, uint64_t now) {
+    if (slot >= s->h->caps.n_sa) return IPSG_SHM_EINVAL;
+    struct ipsg_shm_ctr *c = &s->ctr[slot];
+    int same = c->id == id;
+    uint32_t before = same ? c->stats.flags : 0;
+    uint64_t window = LOAD_RLX(&s->h->alarm_window_ns), threshold = LOAD_RLX(&s->h->alarm_threshold);
+    uint64_t auth = st->drops[IPSG_ST_AUTH_FAILED], replay = st->drops[IPSG_ST_REPLAY];
+    uint64_t auth_burst = 0, replay_burst = 0;
+
+    uint32_t w = write_begin(&c->lock);
+    if (!same) {
+        /* A new SA's engine counters start at zero. */
+        c->alarm_ns = now;
+        c->alarm_auth = c->alarm_replay = 0;
+    } else if (now - c->alarm_ns >= window) {
+        /* A new window starts from the totals last published. */
+        c->alarm_ns = now;
+        c->alarm_auth = c->stats.drops[IPSG_ST_AUTH_FAILED];
+        c->alarm_replay = c->stats.drops[IPSG_ST_REPLAY];
+    }
+    if (threshold && auth >= c->alarm_auth && auth - c->alarm_auth >= threshold) {
+        auth_burst = auth - c->alarm_auth;
+        c->alarm_auth = auth;   /* the next alarm needs another threshold's worth */
+    }
+    if (threshold && replay >= c->alarm_replay && replay - c->alarm_replay >= threshold) {
+        replay_burst = replay - c->alarm_replay;
+        c->alarm_replay = replay;
+    }
+    c->id = id;
+    STORE_RLX(&c->version, version);
+    memcpy(&c->stats, st, sizeof(*st));
+    write_end(&c->lock, w);
+
+    int posted = 0;
+    uint32_t fresh = st->flags & ~before;
+    if (fresh & IPSG_SAF_SOFT_EXPIRED) {
+        posted += post_sa_event(s, IPSG_EV_SOFT_EXPIRE, slot, id, st->packets, st->bytes, now);
+    }
+    if (fresh & IPSG_SAF_HARD_EXPIRED) {
+        posted += post_sa_event(s, IPSG_EV_HARD_EXPIRE, slot, id, st->packets, st->bytes, now);
+    }
+    if (fresh & IPSG_SAF_SEQ_EXHAUSTED) {
+        posted += post_sa_event(s, IPSG_EV_SEQ_EXHAUSTED, slot, id, st->packets, st->bytes, now);
+    }
+    if (auth_burst) {
+        posted += post_sa_event(s, IPSG_EV_ALARM_AUTH, slot, id, auth_burst, 0, now);
+    }
+    if (replay_burst) {
+        posted += post_sa_event(s, IPSG_EV_ALARM_REPLAY, slot, id, replay_burst, 0, now);
+    }
+    return posted;
+}
+
+void ipsg_shm_seq_reserve(struct ipsg_shm *s, uint32_t slot, uint64_t upto) {
+    if (slot >= s->h->caps.n_sa) return;
+    struct ipsg_shm_ctr *c = &s->ctr[slot];
+    if (upto > c->seq_reserved) {
+        uint32_t w = write_begin(&c->lock);
+        STORE_RLX(&c->seq_reserved, upto);
+        write_end(&c->lock, w);
+    }
+}
+
+void ipsg_shm_ctr_clear(struct ipsg_shm *s, uint32_t slot) {
+    if (slot >= s->h->caps.n_sa) return;
+    struct ipsg_shm_ctr *c = &s->ctr[slot];
+    uint32_t w = write_begin(&c->lock);
+    STORE_RLX(&c->version, 0u);
+    c->id = 0;
+    c->seq_reserved = 0;
+    c->alarm_ns = c->alarm_auth = c->alarm_replay = 0;
+    memset(&c->stats, 0, sizeof(c->stats));
+    write_end(&c->lock, w);
+}
+
+uint32_t ipsg_shm_scan(struct ipsg_shm *s, uint32_t *cursor, uint32_t *out, uint32_t max) {
+    uint32_t n = s->h->caps.n_sa, k = 0, i = *cursor;
+    for (; i < n && k < max; i++) {
+        uint8_t state = LOAD_RLX(&s->sa[i].state);
+        uint32_t v = LOAD_RLX(&s->sa[i].version);
+        uint32_t have = LOAD_RLX(&s->ctr[i].version);
+        if (state != IPSG_SHM_SA_FREE ? v != have : have != 0) out[k++] = i;
+    }
+    *cursor = i;
+    return k;
+}
+
+/* ------------------------------------------------------------ SPI index */
+
+static inline uint32_t spi_hash(uint32_t spi, uint32_t mask) {
+    return (uint32_t)(((uint64_t)spi * 0x9E3779B97F4A7C15ull) >> 32) & mask;
+}
+
+static int slot_has_dst(struct ipsg_shm *s, uint32_t slot, uint8_t family, const uint8_t *dst) {
+    const struct ipsg_shm_sa *x = &s->sa[slot];
+    for (uint32_t spin = 0; spin < SPIN_LIMIT; spin++) {
+        uint32_t l1 = LOAD_ACQ(&x->lock);
+        if (l1 & 1) {
+            cpu_relax();
+            continue;
+        }
+        int ok = x->state != IPSG_SHM_SA_FREE && x->p.family == family &&
+                 memcmp(x->p.dst, dst, family == 4 ? 4 : 16) == 0;
+        FENCE_ACQ();
+        if (LOAD_RLX(&x->lock) == l1) return ok;
+    }
+    return 0;
+}
+
+int64_t ipsg_shm_spi_lookup(struct ipsg_shm *s, uint32_t spi, uint8_t family, const uint8_t *dst) {
+    uint32_t n = s->h->n_hash, mask = n - 1;
+    for (;;) {
+        uint32_t g = LOAD_ACQ(&s->h->hash_gen);
+        const uint64_t *t = s->hash[g & 1];
+        int64_t found = IPSG_SHM_ENOENT;
+        uint32_t i = spi_hash(spi, mask);
+        for (uint32_t probes = 0; probes < n; probes++, i = (i + 1) & mask) {
+            uint64_t e = LOAD_ACQ(&t[i]);
+            if (e == 0) break;
+            uint32_t ref = (uint32_t)e;
+            if ((uint32_t)(e >> 32) != spi || ref == HASH_TOMB || ref - 1 >= s->h->caps.n_sa) continue;
+            if (!dst || slot_has_dst(s, ref - 1, family, dst)) {
+                found = ref - 1;
+                break;
+            }
+        }
+        FENCE_ACQ();
+        if (LOAD_RLX(&s->h->hash_gen) == g) return found;
+    }
+}
+
+void ipsg_shm_spi_lookup_many(struct ipsg_shm *s, uint32_t n, const uint32_t *spi, int64_t *out) {
+    for (uint32_t i = 0; i < n; i++) out[i] = ipsg_shm_spi_lookup(s, spi[i], 0, NULL);
+}
+
+static int hash_put(struct ipsg_shm *s, uint64_t *t, uint32_t spi, uint32_t slot, int count) {
+    uint32_t mask = s->h->n_hash - 1, i = spi_hash(spi, mask), tomb = UINT32_MAX;
+    uint64_t want = ((uint64_t)spi << 32) | (slot + 1);
+    for (uint32_t probes = 0; probes < s->h->n_hash; probes++, i = (i + 1) & mask) {
+        uint64_t e = t[i];
+        if (e == want) return IPSG_SHM_OK;
+        if (e == 0) break;
+        if ((uint32_t)e == HASH_TOMB && tomb == UINT32_MAX) tomb = i;
+    }
+    if (tomb != UINT32_MAX) {
+        i = tomb;
+        if (count) s->h->hash_tomb--;
+    } else if (t[i] != 0) {
+        return IPSG_SHM_EFULL;
+    }
+    STORE_REL(&t[i], want);
+    if (count) s->h->hash_live++;
+    return IPSG_SHM_OK;
+}
+
+void ipsg_shm_hash_rebuild(struct ipsg_shm *s) {
+    uint32_t g = s->h->hash_gen;
+    uint64_t *t = s->hash[(g + 1) & 1];
+    FENCE_REL();   /* readers still on the previous generation retry once they see the flip */
+    memset(t, 0, (size_t)s->h->n_hash * 8);
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < s->h->caps.n_sa; i++) {
+        if (s->sa[i].state == IPSG_SHM_SA_FREE) continue;
+        if (hash_put(s, t, s->sa[i].p.spi, i, 0) == IPSG_SHM_OK) live++;
+    }
+    STORE_REL(&s->h->hash_gen, g + 1);
+    s->h->hash_live = live;
+    s->h->hash_tomb = 0;
+}
+
+static void maybe_compact(struct ipsg_shm *s) {
+    /* Tombstones lengthen misses (the NO_SA path an attacker controls), so rebuild when they pile up. */
+    if (s->h->hash_tomb > s->h->n_hash / 8 || s->h->hash_live + s->h->hash_tomb > s->h->n_hash / 4 * 3)
+        ipsg_shm_hash_rebuild(s);
+}
+
+/* Neither insert nor remove compacts: a rebuild reads the slots, so it must run only once
+ * the slot is in its final state (ipsg_shm_sa_install / _delete call maybe_compact last). */
+int ipsg_shm_hash_insert(struct ipsg_shm *s, uint32_t spi, uint32_t slot) {
+    if (slot >= s->h->caps.n_sa) return IPSG_SHM_EINVAL;
+    int rc = hash_put(s, s->hash[s->h->hash_gen & 1], spi, slot, 1);
+    if (rc == IPSG_SHM_EFULL) {
+        /* Only tombstones left to probe past: compact and retry once. */
+        ipsg_shm_hash_rebuild(s);
+        rc = hash_put(s, s->hash[s->h->hash_gen & 1], spi, slot, 1);
+    }
+    return rc;
+}
+
+int ipsg_shm_hash_remove(struct ipsg_shm *s, uint32_t spi, uint32_t slot) {
+    uint64_t *t = s->hash[s->h->hash_gen & 1];
+    uint32_t mask = s->h->n_hash - 1, i = spi_hash(spi, mask);
+    uint64_t want = ((uint64_t)spi << 32) | (slot + 1);
+    for (uint32_t probes = 0; probes < s->h->n_hash; probes++, i = (i + 1) & mask) {
+        uint64_t e = t[i];
+        if (e == 0) return IPSG_SHM_ENOENT;
+        if (e == want) {
+            STORE_REL(&t[i], ((uint64_t)spi << 32) | HASH_TOMB);
+            s->h->hash_live--;
+            s->h->hash_tomb++;
+            return IPSG_SHM_OK;
+        }
+    }
+    return IPSG_SHM_ENOENT;
+}
+
+/* ------------------------------------------------------------------ SPD */
+
+static uint64_t MASKS[129][2];
+
+__attribute__((constructor)) static void init_masks(void) {
+    for (int plen = 0; plen <= 128; plen++) {
+        uint8_t b[16] = {0};
+        for (int i = 0; i < 16; i++) {
+            int bits = plen - 8 * i;
+            b[i] = bits >= 8 ? 0xff : bits <= 0 ? 0 : (uint8_t)(0xff << (8 - bits));
+        }
+        memcpy(MASKS[plen], b, 16);
+    }
+}
+
+static inline void load_addr(uint64_t w[2], uint8_t family, const uint8_t *a) {
+    uint8_t b[16] = {0};
+    memcpy(b, a, family == 4 ? 4 : 16);
+    memcpy(w, b, 16);
+}
+
+static inline uint32_t spd_hash(const uint64_t k[2], uint8_t family, uint8_t plen, uint32_t mask) {
+    uint64_t x = k[0] * 0x9E3779B97F4A7C15ull ^ k[1] * 0xC2B2AE3D27D4EB4Full ^ ((uint64_t)family << 8 | plen);
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 29;
+    return (uint32_t)x & mask;
+}
+
+int ipsg_spd_write(struct ipsg_shm *s, uint32_t index, const struct ipsg_spd_policy *p) {
+    if (index >= s->h->caps.n_spd) return IPSG_SHM_EINVAL;
+    if (p->state && ((p->family != 4 && p->family != 6) || p->src_plen > (p->family == 4 ? 32 : 128) ||
+                     p->dst_plen > (p->family == 4 ? 32 : 128) || p->action > IPSG_SPD_DISCARD))
+        return IPSG_SHM_EINVAL;
+    struct ipsg_spd_policy *x = &s->pol[index];
+    uint32_t w = write_begin(&x->lock);
+    memcpy((uint8_t *)x + sizeof(x->lock), (const uint8_t *)p + sizeof(p->lock), sizeof(*p) - sizeof(p->lock));
+    write_end(&x->lock, w);
+    return IPSG_SHM_OK;
+}
+
+int ipsg_spd_read(struct ipsg_shm *s, uint32_t index, struct ipsg_spd_policy *out) {
+    if (index >= s->h->caps.n_spd) return IPSG_SHM_EINVAL;
+    const struct ipsg_spd_policy *x = &s->pol[index];
+    for (uint32_t spin = 0; spin < SPIN_LIMIT; spin++) {
+        uint32_t l1 = LOAD_ACQ(&x->lock);
+        if (l1 & 1) {
+            cpu_relax();
+            continue;
+        }
+        memcpy(out, (const void *)x, sizeof(*out));
+        FENCE_ACQ();
+        if (LOAD_RLX(&x->lock) == l1) return IPSG_SHM_OK;
+    }
+    return IPSG_SHM_EBUSY;
+}
+
+int ipsg_spd_bind(struct ipsg_shm *s, uint32_t index, uint32_t n, const uint32_t *sa) {
+    if (index >= s->h->caps.n_spd || n > IPSG_SPD_MAX_BUNDLE) return IPSG_SHM_EINVAL;
+    for (uint32_t i = 0; i < n; i++)
+        if (sa[i] >= s->h->caps.n_sa) return IPSG_SHM_EINVAL;
+    struct ipsg_spd_bind *b = &s->bind[index];
+    uint32_t w = write_begin(&b->lock);
+    b->n = n;
+    for (uint32_t i = 0; i < IPSG_SPD_MAX_BUNDLE; i++) b->sa[i] = i < n ? sa[i] : 0;
+    write_end(&b->lock, w);
+    return IPSG_SHM_OK;
+}
+
+struct sort_item {
+    uint64_t key[2];
+    uint64_t rank;
+    uint8_t family;
+    uint8_t plen;
+    uint32_t index;
+};
+
+static int cmp_item(const void *a_, const void *b_) {
+    const struct sort_item *a = a_, *b = b_;
+    if (a->family != b->family) return a->family < b->family ? -1 : 1;
+    if (a->plen != b->plen) return a->plen < b->plen ? -1 : 1;
+    for (int i = 0; i < 2; i++)
+        if (a->key[i] != b->key[i]) return a->key[i] < b->key[i] ? -1 : 1;
+    return a->rank < b->rank ? -1 : a->rank > b->rank;
+}
+
+static int cmp_group(const void *a_, const void *b_) {
+    const struct ipsg_spd_group *a = a_, *b = b_;
+    if (a->best != b->best) return a->best < b->best ? -1 : 1;
+    /* Shorter prefixes first on a tie: their buckets hold more rules, so they tend to
+     * produce a good match early and let the longer ones be skipped. */
+    return a->plen < b->plen ? -1 : a->plen > b->plen;
+}
+
+static void spd_parts(struct ipsg_shm *s, uint8_t *copy, struct ipsg_spd_compiled **c, struct ipsg_spd_rule **r,
+                      struct ipsg_spd_bucket **b) {
+    *c = (struct ipsg_spd_compiled *)copy;
+    *r = (struct ipsg_spd_rule *)(copy + align64(sizeof(struct ipsg_spd_compiled)));
+    *b = (struct ipsg_spd_bucket *)((uint8_t *)*r + align64((uint64_t)s->h->caps.n_spd * sizeof(struct ipsg_spd_rule)));
+}
+
+int64_t ipsg_spd_compile(struct ipsg_shm *s) {
+    uint32_t n = s->h->caps.n_spd, nb = s->h->n_spd_hash;
+    struct sort_item *items = malloc((size_t)n * sizeof(*items));
+    if (!items) return IPSG_SHM_EFULL;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const struct ipsg_spd_policy *p = &s->pol[i];   /* control is the only writer: no lock needed */
+        if (!p->state) continue;
+        struct sort_item *it = &items[k++];
+        load_addr(it->key, p->family, p->dst);
+        it->key[0] &= MASKS[p->dst_plen][0];
+        it->key[1] &= MASKS[p->dst_plen][1];
+        it->family = p->family;
+        it->plen = p->dst_plen;
+        it->rank = (uint64_t)p->priority << 32 | i;
+        it->index = i;
+    }
+    qsort(items, k, sizeof(*items), cmp_item);
+
+    uint32_t g = s->h->spd_gen;
+    struct ipsg_spd_compiled *c;
+    struct ipsg_spd_rule *rules;
+    struct ipsg_spd_bucket *bk;
+    spd_parts(s, s->spd[(g + 1) & 1], &c, &rules, &bk);
+    FENCE_REL();   /* a reader still on this copy two generations ago sees the generation move and retries */
+    memset(c, 0, sizeof(*c));
+    memset(bk, 0, (size_t)nb * sizeof(*bk));
+    uint64_t best_by_len[2][129];
+    for (int f = 0; f < 2; f++)
+        for (int l = 0; l < 129; l++) best_by_len[f][l] = UINT64_MAX;
+
+    for (uint32_t j = 0; j < k;) {
+        uint32_t start = j;
+        while (j < k && items[j].family == items[start].family && items[j].plen == items[start].plen &&
+               items[j].key[0] == items[start].key[0] && items[j].key[1] == items[start].key[1])
+            j++;
+        for (uint32_t m = start; m < j; m++) {
+            const struct ipsg_spd_policy *p = &s->pol[items[m].index];
+            struct ipsg_spd_rule *r = &rules[m];
+            memset(r, 0, sizeof(*r));
+            load_addr(r->src, p->family, p->src);
+            r->src_mask[0] = MASKS[p->src_plen][0];
+            r->src_mask[1] = MASKS[p->src_plen][1];
+            r->src[0] &= r->src_mask[0];
+            r->src[1] &= r->src_mask[1];
+            r->rank = items[m].rank;
+            r->action = p->action;
+            r->proto = p->proto;
+            r->sport_lo = p->sport_lo;
+            r->sport_hi = p->sport_hi;
+            r->dport_lo = p->dport_lo;
+            r->dport_hi = p->dport_hi;
+        }
+        const struct sort_item *it = &items[start];
+        int f = it->family == 6;
+        if (!f && it->plen >= 16) {
+            uint32_t top16 = (uint32_t)(((const uint8_t *)it->key)[0]) << 8 | ((const uint8_t *)it->key)[1];
+            c->v4_len16[top16] |= 1u << (it->plen - 16);
+        }
+        if (it->rank < best_by_len[f][it->plen]) best_by_len[f][it->plen] = it->rank;
+        uint32_t h = spd_hash(it->key, it->family, it->plen, nb - 1);
+        while (bk[h].count) h = (h + 1) & (nb - 1);
+        bk[h].key[0] = it->key[0];
+        bk[h].key[1] = it->key[1];
+        bk[h].family = it->family;
+        bk[h].plen = it->plen;
+        bk[h].start = start;
+        bk[h].count = j - start;
+        bk[h].best = items[start].rank;
+    }
+    for (int f = 0; f < 2; f++) {
+        uint32_t ng = 0;
+        for (int l = 0; l < 129; l++) {
+            if (best_by_len[f][l] == UINT64_MAX) continue;
+            c->groups[f * 129 + ng].best = best_by_len[f][l];
+            c->groups[f * 129 + ng].plen = (uint32_t)l;
+            ng++;
+        }
+        qsort(&c->groups[f * 129], ng, sizeof(struct ipsg_spd_group), cmp_group);
+        c->n_groups[f] = ng;
+    }
+    c->n_rules = k;
+    free(items);
+    STORE_REL(&s->h->spd_gen, g + 1);
+    struct ipsg_shm_cmd cmd = {IPSG_CMD_SPD, 0, g + 1, 0};
+    if (ipsg_shm_cmd_push(s, &cmd) != IPSG_SHM_OK) __atomic_add_fetch(&s->h->resync_gen, 1, __ATOMIC_RELEASE);
+    return k;
+}
+
+static inline int rule_matches(const struct ipsg_spd_rule *r, const uint64_t src[2], uint8_t proto, uint16_t sport,
+                               uint16_t dport) {
+    return (src[0] & r->src_mask[0]) == r->src[0] && (src[1] & r->src_mask[1]) == r->src[1] &&
+           (!r->proto || r->proto == proto) && sport >= r->sport_lo && sport <= r->sport_hi &&
+           dport >= r->dport_lo && dport <= r->dport_hi;
+}
+
+/* Best rule's rank, or UINT64_MAX; *action set from it. */
+static uint64_t spd_search(struct ipsg_shm *s, const uint8_t *copy, uint8_t family, const uint64_t src[2],
+                           const uint64_t dst[2], uint8_t proto, uint16_t sport, uint16_t dport, uint8_t *action) {
+    struct ipsg_spd_compiled *c;
+    struct ipsg_spd_rule *rules;
+    struct ipsg_spd_bucket *bk;
+    spd_parts(s, (uint8_t *)copy, &c, &rules, &bk);
+    uint32_t nb_mask = s->h->n_spd_hash - 1, cap = s->h->caps.n_spd;
+    int f = family == 6;
+    uint32_t ng = c->n_groups[f];
+    if (ng > 129) ng = 129;   /* a copy being rebuilt under a slow reader: bounds, then retry */
+    uint32_t lens = f ? 0 : c->v4_len16[((const uint8_t *)dst)[0] << 8 | ((const uint8_t *)dst)[1]];
+    uint64_t best = UINT64_MAX;
+    for (uint32_t gi = 0; gi < ng; gi++) {
+        const struct ipsg_spd_group *grp = &c->groups[f * 129 + gi];
+        if (grp->best >= best) break;
+        uint32_t plen = grp->plen > 128 ? 128 : grp->plen;
+        if (!f && plen >= 16 && (plen > 32 || !(lens >> (plen - 16) & 1))) continue;
+        uint64_t k0 = dst[0] & MASKS[plen][0], k1 = dst[1] & MASKS[plen][1];
+        uint64_t kk[2] = {k0, k1};
+        uint32_t h = spd_hash(kk, family, (uint8_t)plen, nb_mask);
+        for (uint32_t probes = 0; probes <= nb_mask; probes++, h = (h + 1) & nb_mask) {
+            const struct ipsg_spd_bucket *b = &bk[h];
+            if (!b->count) break;
+            if (b->key[0] != k0 || b->key[1] != k1 || b->plen != plen || b->family != family) continue;
+            if (b->best >= best) break;
+            uint32_t end = b->start + b->count;
+            if (end > cap || end < b->start) break;
+            for (uint32_t r = b->start; r < end; r++) {
+                if (rules[r].rank >= best) break;
+                if (rule_matches(&rules[r], src, proto, sport, dport)) {
+                    best = rules[r].rank;
+                    *action = rules[r].action;
+                    break;
+                }
+            }
+            break;
+        }
+    }
+    return best;
+}
+
+static int64_t spd_find(struct ipsg_shm *s, uint8_t family, const uint8_t *src, const uint8_t *dst, uint8_t proto,
+                        uint16_t sport, uint16_t dport, uint8_t *action) {
+    if (family != 4 && family != 6) return IPSG_SHM_EINVAL;
+    uint64_t sw[2], dw[2];
+    load_addr(sw, family, src);
+    load_addr(dw, family, dst);
+    for (;;) {
+        uint32_t g = LOAD_ACQ(&s->h->spd_gen);
+        uint64_t best = spd_search(s, s->spd[g & 1], family, sw, dw, proto, sport, dport, action);
+        FENCE_ACQ();
+        if (LOAD_RLX(&s->h->spd_gen) == g)
+            return best == UINT64_MAX ? IPSG_SHM_ENOENT : (int64_t)(uint32_t)best;
+    }
+}
+
+int ipsg_spd_lookup(struct ipsg_shm *s, uint8_t family, const uint8_t *src, const uint8_t *dst, uint8_t proto,
+                    uint16_t sport, uint16_t dport, struct ipsg_spd_result *out) {
+    uint8_t action = 0;
+    int64_t p = spd_find(s, family, src, dst, proto, sport, dport, &action);
+    if (p < 0) return (int)p;
+    memset(out, 0, sizeof(*out));
+    out->policy = (uint32_t)p;
+    out->action = action;
+    const struct ipsg_spd_bind *b = &s->bind[p];
+    for (uint32_t spin = 0; spin < SPIN_LIMIT; spin++) {
+        uint32_t l1 = LOAD_ACQ(&b->lock);
+        if (l1 & 1) {
+            cpu_relax();
+            continue;
+        }
+        uint32_t n = b->n;
+        out->n_sa = (uint8_t)(n > IPSG_SPD_MAX_BUNDLE ? IPSG_SPD_MAX_BUNDLE : n);
+        memcpy(out->sa, b->sa, sizeof(out->sa));
+        FENCE_ACQ();
+        if (LOAD_RLX(&b->lock) == l1) return IPSG_SHM_OK;
+    }
+    return IPSG_SHM_EBUSY;
+}
+
+/* Touch what a lookup will read, a few packets ahead, so a batch's cache misses overlap
+ * instead of queueing: stage 0 the IPv4 length filter entry, stage 1 (filter cached) the
+ * buckets, stage 2 (buckets cached) the first rule of each bucket that matches. */
+static void spd_prefetch(struct ipsg_shm *s, uint8_t family, const uint8_t *dst_bytes, int stage) {
+    if (family != 4 && family != 6) return;
+    struct ipsg_spd_compiled *c;
+    struct ipsg_spd_rule *rules;
+    struct ipsg_spd_bucket *bk;
+    spd_parts(s, s->spd[LOAD_ACQ(&s->h->spd_gen) & 1], &c, &rules, &bk);
+    if (stage == 0) {
+        if (family == 4) __builtin_prefetch(&c->v4_len16[dst_bytes[0] << 8 | dst_bytes[1]]);
+        return;
+    }
+    uint64_t dst[2];
+    load_addr(dst, family, dst_bytes);
+    int f = family == 6;
+    uint32_t ng = c->n_groups[f], nb_mask = s->h->n_spd_hash - 1;
+    if (ng > 129) ng = 129;
+    uint32_t lens = f ? 0 : c->v4_len16[dst_bytes[0] << 8 | dst_bytes[1]];
+    for (uint32_t gi = 0; gi < ng; gi++) {
+        uint32_t plen = c->groups[f * 129 + gi].plen;
+        if (plen > 128 || (!f && plen >= 16 && (plen > 32 || !(lens >> (plen - 16) & 1)))) continue;
+        uint64_t kk[2] = {dst[0] & MASKS[plen][0], dst[1] & MASKS[plen][1]};
+        uint32_t h = spd_hash(kk, family, (uint8_t)plen, nb_mask);
+        if (stage == 1) {
+            __builtin_prefetch(&bk[h]);
+            continue;
+        }
+        for (uint32_t probes = 0; probes <= nb_mask && bk[h].count; probes++, h = (h + 1) & nb_mask) {
+            if (bk[h].key[0] == kk[0] && bk[h].key[1] == kk[1] && bk[h].plen == plen && bk[h].family == family) {
+                if (bk[h].start < s->h->caps.n_spd) __builtin_prefetch(&rules[bk[h].start]);
+                break;
+            }
+        }
+    }
+}
+
+#define SPD_AHEAD_FILTER 24
+#define SPD_AHEAD_BUCKETS 16
+#define SPD_AHEAD_RULES 8
+
+void ipsg_spd_lookup_many(struct ipsg_shm *s, uint32_t n, const uint8_t *family, const uint8_t *src,
+                          const uint8_t *dst, const uint8_t *proto, const uint16_t *sport, const uint16_t *dport,
+                          int32_t *out) {
+    uint8_t action;
+    for (uint32_t i = 0; i < n && i < SPD_AHEAD_FILTER; i++) spd_prefetch(s, family[i], dst + 16 * (size_t)i, 0);
+    for (uint32_t i = 0; i < n && i < SPD_AHEAD_BUCKETS; i++) spd_prefetch(s, family[i], dst + 16 * (size_t)i, 1);
+    for (uint32_t i = 0; i < n && i < SPD_AHEAD_RULES; i++) spd_prefetch(s, family[i], dst + 16 * (size_t)i, 2);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t f = i + SPD_AHEAD_FILTER, a = i + SPD_AHEAD_BUCKETS, b = i + SPD_AHEAD_RULES;
+        if (f < n) spd_prefetch(s, family[f], dst + 16 * (size_t)f, 0);
+        if (a < n) spd_prefetch(s, family[a], dst + 16 * (size_t)a, 1);
+        if (b < n) spd_prefetch(s, family[b], dst + 16 * (size_t)b, 2);
+        int64_t p = spd_find(s, family[i], src + 16 * (size_t)i, dst + 16 * (size_t)i, proto[i], sport[i], dport[i],
+                             &action);
+        out[i] = p < 0 ? -1 : (int32_t)p;
+    }
+}
+
+int ipsg_shm_acquire(struct ipsg_shm *s, uint32_t policy, uint8_t family, const uint8_t *src, const uint8_t *dst,
+                     uint8_t proto, uint16_t sport, uint16_t dport, uint64_t now) {
+    if (policy >= s->h->caps.n_spd) return IPSG_SHM_EINVAL;
+    uint64_t last = s->acq[policy], interval = LOAD_RLX(&s->h->acquire_interval_ns);
+    if (last && now - last < interval) return 0;
+    struct ipsg_shm_event e;
+    memset(&e, 0, sizeof e);
+    e.type = IPSG_EV_ACQUIRE;
+    e.family = family;
+    e.proto = proto;
+    e.slot = policy;
+    e.policy = policy;
+    e.sport = sport;
+    e.dport = dport;
+    e.time_ns = now;
+    memcpy(e.src, src, family == 4 ? 4 : 16);
+    memcpy(e.dst, dst, family == 4 ? 4 : 16);
+    if (ipsg_shm_event_post(s, &e) != IPSG_SHM_OK) return IPSG_SHM_EFULL;
+    s->acq[policy] = now ? now : 1;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- rings */
+
+int ipsg_shm_cmd_push(struct ipsg_shm *s, const struct ipsg_shm_cmd *c) {
+    struct ipsg_shm_ring *r = s->cmd;
+    uint32_t size = s->h->caps.cmd_ring;
+    uint64_t head = r->head, tail = LOAD_ACQ(&r->tail);
+    if (head - tail >= size) {
+        STORE_RLX(&r->dropped, r->dropped + 1);
+        return IPSG_SHM_EFULL;
+    }
+    s->cmd_e[head & (size - 1)] = *c;
+    STORE_REL(&r->head, head + 1);
+    return IPSG_SHM_OK;
+}
+
+int ipsg_shm_cmd_pop(struct ipsg_shm *s, struct ipsg_shm_cmd *out) {
+    struct ipsg_shm_ring *r = s->cmd;
+    uint32_t size = s->h->caps.cmd_ring;
+    uint64_t tail = r->tail, head = LOAD_ACQ(&r->head);
+    if (tail == head) return IPSG_SHM_ENOENT;
+    *out = s->cmd_e[tail & (size - 1)];
+    STORE_REL(&r->tail, tail + 1);
+    return IPSG_SHM_OK;
+}
+
+int ipsg_shm_event_post(struct ipsg_shm *s, const struct ipsg_shm_event *e) {
+    struct ipsg_shm_ring *r = s->evt;
+    uint32_t size = s->h->caps.evt_ring;
+    uint64_t head = r->head, tail = LOAD_ACQ(&r->tail);
+    if (head - tail >= size) {
+        STORE_RLX(&r->dropped, r->dropped + 1);
+        return IPSG_SHM_EFULL;
+    }
+    s->evt_e[head & (size - 1)] = *e;
+    STORE_REL(&r->head, head + 1);
+    return IPSG_SHM_OK;
+}
+
+int ipsg_shm_event_pop(struct ipsg_shm *s, struct ipsg_shm_event *out) {
+    struct ipsg_shm_ring *r = s->evt;
+    uint32_t size = s->h->caps.evt_ring;
+    uint64_t tail = r->tail, head = LOAD_ACQ(&r->head);
+    if (tail == head) return IPSG_SHM_ENOENT;
+    *out = s->evt_e[tail & (size - 1)];
+    STORE_REL(&r->tail, tail + 1);
+    return IPSG_SHM_OK;
+}
