@@ -6,7 +6,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := gcc make pkg-config libssl-dev libipsec-mb-dev iproute2 tcpdump tshark
+APT_PACKAGES := gcc make pkg-config libssl-dev libipsec-mb-dev iproute2 tcpdump tshark \
+	charon-systemd strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins
 
 .PHONY: test lint build deps venv clean bench
 

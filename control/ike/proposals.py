@@ -1,0 +1,254 @@
+"""Proposals written with strongSwan's keywords, their transforms, and proposal selection.
+
+``parse_proposals("aes128gcm16-prfsha256-x25519, aes256-sha384-ecp384", "ike")``
+gives the transforms an SA payload carries, so operators can copy what they run
+in swanctl.conf.  Rules follow strongSwan's: algorithms of one type listed in
+one proposal are alternatives; an IKE proposal without a ``prf`` keyword takes
+its PRFs from the integrity keywords; an AEAD IKE proposal's integrity keywords
+only name PRFs; ESP proposals get "no ESN" unless ``esn`` is written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from control.ike.constants import DhGroup, Encr, Esn, Integ, Prf, ProtocolId, TransformType
+from control.ike.crypto import ENCR, INTEG, SUPPORTED_GROUPS, IkeSuite, encr_key_len
+from control.ike.message import Proposal, Transform
+
+
+class ProposalError(ValueError):
+    """A proposal string that does not parse; the message names the keyword."""
+
+
+_INTEG_KW = {
+    "sha1": Integ.HMAC_SHA1_96, "sha": Integ.HMAC_SHA1_96,
+    "sha256": Integ.HMAC_SHA2_256_128, "sha2_256": Integ.HMAC_SHA2_256_128,
+    "sha384": Integ.HMAC_SHA2_384_192, "sha2_384": Integ.HMAC_SHA2_384_192,
+    "sha512": Integ.HMAC_SHA2_512_256, "sha2_512": Integ.HMAC_SHA2_512_256,
+}
+_INTEG_TO_PRF = {
+    Integ.HMAC_SHA1_96: Prf.HMAC_SHA1, Integ.HMAC_SHA2_256_128: Prf.HMAC_SHA2_256,
+    Integ.HMAC_SHA2_384_192: Prf.HMAC_SHA2_384, Integ.HMAC_SHA2_512_256: Prf.HMAC_SHA2_512,
+}
+_PRF_KW = {"prfsha1": Prf.HMAC_SHA1, "prfsha256": Prf.HMAC_SHA2_256, "prfsha384": Prf.HMAC_SHA2_384,
+           "prfsha512": Prf.HMAC_SHA2_512}
+_DH_KW = {
+    "modp2048": DhGroup.MODP_2048, "ecp256": DhGroup.ECP_256, "ecp384": DhGroup.ECP_384, "ecp521": DhGroup.ECP_521,
+    "curve25519": DhGroup.CURVE25519, "x25519": DhGroup.CURVE25519,
+    "curve448": DhGroup.CURVE448, "x448": DhGroup.CURVE448,
+}
+_GCM_ICV = {"8": Encr.AES_GCM_8, "64": Encr.AES_GCM_8, "12": Encr.AES_GCM_12, "96": Encr.AES_GCM_12,
+            "16": Encr.AES_GCM_16, "128": Encr.AES_GCM_16}
+_AES_RE = re.compile(r"^aes(128|192|256)?(?:gcm(8|12|16|64|96|128))?$")
+_GMAC_RE = re.compile(r"^aes(128|192|256)gmac$")
+
+
+def _encr_keyword(kw: str) -> tuple[int, int | None] | None:
+    if kw in ("chacha20poly1305", "chacha20poly1305compat"):
+        return Encr.CHACHA20_POLY1305, None
+    m = _AES_RE.match(kw)
+    if m:
+        bits = int(m.group(1) or 128)
+        return (_GCM_ICV[m.group(2)] if m.group(2) else Encr.AES_CBC), bits
+    m = _GMAC_RE.match(kw)
+    if m:
+        return Encr.NULL_AUTH_AES_GMAC, int(m.group(1))
+    return None
+
+
+def parse_proposal(text: str, protocol: str = "ike") -> Proposal:
+    """One proposal ("aes128gcm16-prfsha256-x25519") as the transforms of an SA payload proposal."""
+    if protocol not in ("ike", "esp"):
+        raise ProposalError(f"protocol {protocol!r}: expected ike or esp")
+    encr: list[Transform] = []
+    integ: list[int] = []
+    prfs: list[int] = []
+    dh: list[int] = []
+    esn: list[int] = []
+    for kw in text.strip().lower().split("-"):
+        e = _encr_keyword(kw)
+        if e is not None:
+            if protocol == "ike" and e[0] == Encr.NULL_AUTH_AES_GMAC:
+                raise ProposalError(f"{kw}: AES-GMAC only protects ESP, not IKE")
+            encr.append(Transform(TransformType.ENCR, e[0], e[1]))
+        elif kw in _INTEG_KW:
+            integ.append(_INTEG_KW[kw])
+        elif kw in _PRF_KW:
+            if protocol == "esp":
+                raise ProposalError(f"{kw}: a PRF has no place in an ESP proposal")
+            prfs.append(_PRF_KW[kw])
+        elif kw in _DH_KW:
+            dh.append(_DH_KW[kw])
+        elif kw in ("esn", "noesn") and protocol == "esp":
+            esn.append(Esn.YES if kw == "esn" else Esn.NO)
+        else:
+            raise ProposalError(f"unknown or unsupported {protocol} proposal keyword {kw!r} in {text!r}")
+    if not encr:
+        raise ProposalError(f"{text!r}: no encryption algorithm")
+    aead = [ENCR[t.id].aead if t.id in ENCR else True for t in encr]
+    if any(aead) and not all(aead):
+        raise ProposalError(f"{text!r}: AEAD and non-AEAD algorithms cannot share one proposal")
+    is_aead = aead[0]
+    ts: list[Transform] = list(encr)
+    if protocol == "ike":
+        if not prfs:
+            prfs = [_INTEG_TO_PRF[i] for i in integ]
+        if not prfs:
+            raise ProposalError(f"{text!r}: an IKE proposal needs a PRF (prfsha256...) or an integrity algorithm")
+        if is_aead:
+            integ = []          # with an AEAD the integrity keywords only named PRFs
+        elif not integ:
+            raise ProposalError(f"{text!r}: a non-AEAD cipher needs an integrity algorithm")
+        if not dh:
+            raise ProposalError(f"{text!r}: an IKE proposal needs a key exchange group")
+        ts += [Transform(TransformType.PRF, p) for p in _unique(prfs)]
+        ts += [Transform(TransformType.INTEG, i) for i in _unique(integ)]
+        ts += [Transform(TransformType.DH, d) for d in _unique(dh)]
+        return Proposal(1, ProtocolId.IKE, b"", ts)
+    if is_aead and integ:
+        raise ProposalError(f"{text!r}: an AEAD ESP proposal takes no integrity algorithm")
+    if not is_aead and not integ:
+        raise ProposalError(f"{text!r}: a non-AEAD cipher needs an integrity algorithm")
+    ts += [Transform(TransformType.INTEG, i) for i in _unique(integ)]
+    ts += [Transform(TransformType.DH, d) for d in _unique(dh)]
+    ts += [Transform(TransformType.ESN, e) for e in _unique(esn or [Esn.NO])]
+    return Proposal(1, ProtocolId.ESP, b"", ts)
+
+
+def _unique(xs: list[int]) -> list[int]:
+    return list(dict.fromkeys(xs))
+
+
+def parse_proposals(text: str, protocol: str = "ike") -> list[Proposal]:
+    """Comma-separated proposals, numbered 1, 2, ... in order of preference."""
+    out = []
+    for i, part in enumerate(p for p in text.split(",") if p.strip()):
+        prop = parse_proposal(part, protocol)
+        prop.num = i + 1
+        out.append(prop)
+    if not out:
+        raise ProposalError("no proposal given")
+    return out
+
+
+# -- selection ---------------------------------------------------------------------------
+
+def _same(a: Transform, b: Transform) -> bool:
+    return a.type == b.type and a.id == b.id and a.key_length == b.key_length and not b.other_attrs
+
+
+def select_proposal(ours: list[Proposal], theirs: list[Proposal], *, strip_dh: bool = False) -> Proposal | None:
+    """The first of the peer's proposals that one of ours accepts, reduced to one transform per type.
+
+    The result keeps the peer's proposal number and SPI (RFC 7296 §3.3.1).  With
+    ``strip_dh`` (the first CHILD SA, created in IKE_AUTH) key exchange transforms
+    are ignored on both sides: that exchange has no KE payload.
+    """
+    for peer in theirs:
+        for mine in ours:
+            if peer.protocol != mine.protocol:
+                continue
+            chosen: list[Transform] = []
+            peer_types = {t.type for t in peer.transforms}
+            my_types = {t.type for t in mine.transforms}
+            if strip_dh:
+                peer_types.discard(TransformType.DH)
+                my_types.discard(TransformType.DH)
+            # an INTEG of NONE or a DH of NONE counts as absent
+            peer_types = {tt for tt in peer_types if any(t.id for t in peer.of_type(tt)) or tt == TransformType.ESN}
+            if peer_types != my_types:
+                continue
+            for ttype in sorted(my_types):
+                match = next((p for m in mine.of_type(ttype) for p in peer.of_type(ttype) if _same(m, p)), None)
+                if match is None:
+                    break
+                chosen.append(Transform(match.type, match.id, match.key_length))
+            else:
+                return Proposal(peer.num, peer.protocol, peer.spi, chosen)
+    return None
+
+
+def proposal_acceptable(ours: list[Proposal], chosen: Proposal, *, strip_dh: bool = False) -> bool:
+    """Whether a responder's choice (one transform per type) is one we offered."""
+    if len({t.type for t in chosen.transforms}) != len(chosen.transforms):
+        return False
+    return select_proposal(ours, [chosen], strip_dh=strip_dh) is not None
+
+
+def first_dh(proposals: list[Proposal]) -> int:
+    for p in proposals:
+        for t in p.of_type(TransformType.DH):
+            return t.id
+    raise ProposalError("no key exchange group proposed")
+
+
+def offered_groups(proposals: list[Proposal]) -> list[int]:
+    return _unique([t.id for p in proposals for t in p.of_type(TransformType.DH)])
+
+
+# -- chosen proposals as algorithms -------------------------------------------------------
+
+def _one(p: Proposal, ttype: int) -> Transform | None:
+    ts = p.of_type(ttype)
+    return ts[0] if ts else None
+
+
+def ike_suite(p: Proposal) -> IkeSuite:
+    """The IKE SA's algorithms from a chosen proposal; unsupported ones raise ProposalError."""
+    enc, prf_t, dh = _one(p, TransformType.ENCR), _one(p, TransformType.PRF), _one(p, TransformType.DH)
+    integ = _one(p, TransformType.INTEG)
+    if enc is None or enc.id not in ENCR or prf_t is None or dh is None or dh.id not in SUPPORTED_GROUPS:
+        raise ProposalError("chosen IKE proposal lacks a supported cipher, PRF or group")
+    info = ENCR[enc.id]
+    if (enc.key_length is None) != (not info.key_lengths) or (
+            enc.key_length is not None and enc.key_length not in info.key_lengths):
+        raise ProposalError("chosen IKE cipher has an unsupported key length")
+    integ_id = integ.id if integ else Integ.NONE
+    if info.aead != (integ_id == Integ.NONE) or (integ_id and integ_id not in INTEG):
+        raise ProposalError("chosen IKE proposal mixes an AEAD with integrity, or lacks integrity")
+    return IkeSuite(enc.id, enc.key_length, prf_t.id, integ_id, dh.id)
+
+
+@dataclass(frozen=True)
+class EspSuite:
+    """A chosen ESP proposal in fastpath.algorithms names and the key material sizes it needs."""
+
+    enc: str                # fastpath.algorithms.ENC_ALGS key
+    integ: str | None       # fastpath.algorithms.INTEG_ALGS key
+    enc_key_len: int        # bytes from KEYMAT, salt included
+    integ_key_len: int
+    esn: bool
+
+
+_FASTPATH_INTEG = {Integ.HMAC_SHA2_256_128: "hmac-sha256-128", Integ.HMAC_SHA2_384_192: "hmac-sha384-192",
+                   Integ.HMAC_SHA2_512_256: "hmac-sha512-256"}
+
+
+def esp_suite(p: Proposal) -> EspSuite:
+    enc, integ, esn = _one(p, TransformType.ENCR), _one(p, TransformType.INTEG), _one(p, TransformType.ESN)
+    if enc is None:
+        raise ProposalError("chosen ESP proposal has no cipher")
+    bits = enc.key_length
+    if enc.id == Encr.AES_GCM_16 and bits in (128, 192, 256):
+        name = f"aes-gcm-{bits}"
+    elif enc.id == Encr.NULL_AUTH_AES_GMAC and bits in (128, 192, 256):
+        name = f"aes-gmac-{bits}"
+    elif enc.id == Encr.CHACHA20_POLY1305 and bits is None:
+        name = "chacha20-poly1305"
+    elif enc.id == Encr.AES_CBC and bits in (128, 256):
+        name = f"aes-cbc-{bits}"
+    else:
+        raise ProposalError(f"ESP cipher {enc.id} with key length {bits} is not supported by the data plane")
+    integ_name = None
+    if integ is not None and integ.id != Integ.NONE:
+        if integ.id not in _FASTPATH_INTEG:
+            raise ProposalError(f"ESP integrity {integ.id} is not supported by the data plane")
+        integ_name = _FASTPATH_INTEG[Integ(integ.id)]
+    aead = name != f"aes-cbc-{bits}"
+    if aead == (integ_name is not None):
+        raise ProposalError("chosen ESP proposal mixes an AEAD with integrity, or lacks integrity")
+    enc_len = encr_key_len(Encr.AES_GCM_16 if enc.id == Encr.NULL_AUTH_AES_GMAC else enc.id, bits)
+    integ_len = INTEG[integ.id].key_len if integ_name else 0  # type: ignore[union-attr]
+    return EspSuite(name, integ_name, enc_len, integ_len, bool(esn and esn.id == Esn.YES))

@@ -1,0 +1,223 @@
+"""IKE_AUTH (RFC 7296 §1.2, §2.15) with pre-shared keys, creating the first CHILD SA (§1.3, §2.17)."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import TYPE_CHECKING
+
+from control.ike.config import ChildConfig, Identity
+from control.ike.constants import AuthMethod, ExchangeType, Notify, ProtocolId, TransformType
+from control.ike.crypto import child_keymat, prf
+from control.ike.message import (
+    AuthPayload,
+    IDPayload,
+    Message,
+    NotifyPayload,
+    Payload,
+    Proposal,
+    SAPayload,
+    TrafficSelectorEntry,
+    TSPayload,
+)
+from control.ike.proposals import ProposalError, esp_suite, proposal_acceptable, select_proposal
+from control.ike.sa import (
+    ChildSaEstablished,
+    ChildSaFailed,
+    ChildState,
+    IkeError,
+    IkeSaEstablished,
+    State,
+    random_esp_spi,
+)
+from control.ike.ts import covered, narrow, to_fastpath
+from fastpath.sa import SA, Mode
+
+if TYPE_CHECKING:
+    from control.ike.sa import IkeSA
+
+KEY_PAD = b"Key Pad for IKEv2"
+# errors about the CHILD SA only: the IKE SA still comes up (RFC 7296 §1.2)
+CHILD_ERRORS = (Notify.NO_PROPOSAL_CHOSEN, Notify.TS_UNACCEPTABLE, Notify.SINGLE_PAIR_REQUIRED,
+                Notify.INTERNAL_ADDRESS_FAILURE, Notify.FAILED_CP_REQUIRED, Notify.INVALID_SELECTORS,
+                Notify.NO_ADDITIONAL_SAS)
+
+
+def psk_auth(sa: IkeSA, of_initiator: bool, id_payload: IDPayload) -> bytes:
+    """AUTH data for the initiator's or the responder's identity (RFC 7296 §2.15)."""
+    assert sa.suite is not None and sa.keys is not None
+    p = sa.suite.prf
+    if of_initiator:
+        octets = sa.init_request + sa.nonce_r + prf(p, sa.keys.sk_pi, id_payload.body())
+    else:
+        octets = sa.init_response + sa.nonce_i + prf(p, sa.keys.sk_pr, id_payload.body())
+    return prf(p, prf(p, sa.config.psk, KEY_PAD), octets)
+
+
+def _verify_peer(sa: IkeSA, msg: Message, peer_is_initiator: bool) -> Identity:
+    idp, auth = msg.get(IDPayload, initiator=peer_is_initiator), msg.get(AuthPayload)
+    if idp is None or auth is None:
+        raise IkeError(Notify.AUTHENTICATION_FAILED, "IKE_AUTH without ID or AUTH payload")
+    assert isinstance(idp, IDPayload) and isinstance(auth, AuthPayload)
+    peer = Identity(idp.id_type, idp.data)
+    if sa.config.remote_id is not None and peer != sa.config.remote_id:
+        raise IkeError(Notify.AUTHENTICATION_FAILED, f"peer identity {peer} is not the configured one")
+    if auth.method != AuthMethod.PSK:
+        raise IkeError(Notify.AUTHENTICATION_FAILED, f"peer uses auth method {auth.method}, we expect PSK")
+    if not hmac.compare_digest(auth.data, psk_auth(sa, peer_is_initiator, idp)):
+        raise IkeError(Notify.AUTHENTICATION_FAILED, f"PSK authentication of {peer} failed")
+    return peer
+
+
+def _established(sa: IkeSA, peer: Identity) -> None:
+    assert sa.suite is not None
+    sa.state = State.ESTABLISHED
+    sa.remote_identity = peer
+    sa.emit(IkeSaEstablished(sa.spi_i, sa.spi_r, sa.initiator, sa.suite, sa.config.local_id, peer, sa.remote,
+                             sa.nat_local, sa.nat_remote))
+
+
+def install_child(sa: IkeSA, child: ChildState) -> ChildSaEstablished:
+    """Derive KEYMAT (no PFS in IKE_AUTH) and build the inbound and outbound fastpath SAs."""
+    assert sa.suite is not None and sa.keys is not None and child.suite is not None
+    s = child.suite
+    ei, ai, er, ar = child_keymat(sa.suite.prf, sa.keys.sk_d, sa.nonce_i, sa.nonce_r, s.enc_key_len,
+                                  s.integ_key_len)
+    (out_e, out_a), (in_e, in_a) = ((ei, ai), (er, ar)) if sa.initiator else ((er, ar), (ei, ai))
+    local, remote = sa.local_ip, ipaddress.ip_address(sa.remote[0])
+    encap = sa.use_natt
+    ours, theirs = sa.esp_ports
+    lts = [to_fastpath(t) for t in child.local_ts]
+    rts = [to_fastpath(t) for t in child.remote_ts]
+    common = dict(enc=s.enc, integ=s.integ, mode=child.config.mode, esn=s.esn, udp_encap=encap,
+                  local_ts=lts, remote_ts=rts)
+    outbound = SA(spi=child.spi_out, src=local, dst=remote, enc_key=out_e, integ_key=out_a, sport=ours,
+                  dport=theirs, **common)
+    inbound = SA(spi=child.spi_in, src=remote, dst=local, enc_key=in_e, integ_key=in_a, sport=theirs,
+                 dport=ours, **common)
+    sa.children.append(child)
+    return ChildSaEstablished(child.config.name, inbound, outbound, s, child.local_ts, child.remote_ts)
+
+
+def _esp_offer(child: ChildConfig, spi: int) -> list[Proposal]:
+    # the first CHILD SA has no KE payload, so no key exchange transforms are offered
+    return [Proposal(p.num, ProtocolId.ESP, spi.to_bytes(4, "big"),
+                     [t for t in p.transforms if t.type != TransformType.DH]) for p in child.proposals]
+
+
+class IkeAuthInitiator:
+    exchange = ExchangeType.IKE_AUTH
+
+    def __init__(self, child: ChildConfig | None):
+        self.child = child
+        self.state: ChildState | None = None
+
+    def build_request(self, sa: IkeSA) -> list[Payload]:
+        idi = sa.config.local_id.payload(True)
+        payloads: list[Payload] = [idi]
+        if sa.config.remote_id is not None:
+            payloads.append(sa.config.remote_id.payload(False))
+        payloads.append(AuthPayload(AuthMethod.PSK, psk_auth(sa, True, idi)))
+        if self.child is not None:
+            self.state = ChildState(self.child, random_esp_spi())
+            if self.child.mode == Mode.TRANSPORT:
+                payloads.append(NotifyPayload(Notify.USE_TRANSPORT_MODE))
+            payloads += [SAPayload(_esp_offer(self.child, self.state.spi_in)),
+                         TSPayload(list(self.child.local_ts), True), TSPayload(list(self.child.remote_ts), False)]
+        return payloads
+
+    def process_response(self, sa: IkeSA, msg: Message, now: float) -> bool:
+        errors = [n for n in msg.notifies() if n.notify_type < 16384]
+        fatal = [n for n in errors if n.notify_type not in CHILD_ERRORS]
+        if fatal:
+            raise IkeError(fatal[0].notify_type, "IKE_AUTH refused by the peer")
+        peer = _verify_peer(sa, msg, peer_is_initiator=False)
+        _established(sa, peer)
+        if self.child is None or self.state is None:
+            return False
+        try:
+            if errors:
+                raise IkeError(errors[0].notify_type, "peer refused the CHILD SA")
+            sa.emit(self._child(sa, msg))
+        except IkeError as exc:
+            # TODO(next slice): send an INFORMATIONAL Delete for a CHILD SA we refuse after the fact
+            sa.emit(ChildSaFailed(self.child.name, exc.notify, str(exc)))
+        return False
+
+    def _child(self, sa: IkeSA, msg: Message) -> ChildSaEstablished:
+        assert self.child is not None and self.state is not None
+        sa_p, tsi, tsr = msg.get(SAPayload), msg.get(TSPayload, initiator=True), msg.get(TSPayload, initiator=False)
+        if sa_p is None or tsi is None or tsr is None:
+            raise IkeError(Notify.INVALID_SYNTAX, "IKE_AUTH response lacks SA, TSi or TSr")
+        assert isinstance(sa_p, SAPayload) and isinstance(tsi, TSPayload) and isinstance(tsr, TSPayload)
+        offer = _esp_offer(self.child, self.state.spi_in)
+        if len(sa_p.proposals) != 1 or not proposal_acceptable(offer, sa_p.proposals[0]) \
+                or len(sa_p.proposals[0].spi) != 4:
+            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder chose an ESP proposal we did not offer")
+        try:
+            self.state.suite = esp_suite(sa_p.proposals[0])
+        except ProposalError as exc:
+            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, str(exc)) from None
+        self.state.spi_out = int.from_bytes(sa_p.proposals[0].spi, "big")
+        if self.state.spi_out < 256:
+            raise IkeError(Notify.INVALID_SYNTAX, "responder's ESP SPI is reserved")
+        if not all(covered(t, self.child.local_ts) for t in tsi.selectors) or \
+                not all(covered(t, self.child.remote_ts) for t in tsr.selectors):
+            raise IkeError(Notify.TS_UNACCEPTABLE, "responder widened the traffic selectors")
+        transport = bool(msg.notifies(Notify.USE_TRANSPORT_MODE))
+        if transport != (self.child.mode == Mode.TRANSPORT):
+            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder did not agree on the mode")
+        self.state.local_ts, self.state.remote_ts = list(tsi.selectors), list(tsr.selectors)
+        return install_child(sa, self.state)
+
+
+class IkeAuthResponder:
+    exchange = ExchangeType.IKE_AUTH
+
+    def process_request(self, sa: IkeSA, msg: Message, now: float) -> list[Payload]:
+        peer = _verify_peer(sa, msg, peer_is_initiator=True)
+        idr = sa.config.local_id.payload(False)
+        payloads: list[Payload] = [idr, AuthPayload(AuthMethod.PSK, psk_auth(sa, False, idr))]
+        _established(sa, peer)
+        sa_p, tsi, tsr = msg.get(SAPayload), msg.get(TSPayload, initiator=True), msg.get(TSPayload, initiator=False)
+        if sa_p is None:
+            return payloads             # IKE SA only (RFC 6023 childless is negotiated elsewhere)
+        if tsi is None or tsr is None:
+            sa.emit(ChildSaFailed("", Notify.INVALID_SYNTAX, "CHILD SA request without TSi/TSr"))
+            return payloads + [NotifyPayload(Notify.INVALID_SYNTAX)]
+        assert isinstance(sa_p, SAPayload) and isinstance(tsi, TSPayload) and isinstance(tsr, TSPayload)
+        transport = bool(msg.notifies(Notify.USE_TRANSPORT_MODE))
+        notify, reason, name = Notify.TS_UNACCEPTABLE, "no child matches the traffic selectors", ""
+        for child in sa.config.children:
+            # TSi is the initiator's side, our remote; TSr ours
+            n_i, n_r = narrow(tsi.selectors, child.remote_ts), narrow(tsr.selectors, child.local_ts)
+            if not n_i or not n_r:
+                continue
+            name = child.name
+            chosen = select_proposal([Proposal(p.num, p.protocol, b"", [t for t in p.transforms
+                                                                         if t.type != TransformType.DH])
+                                      for p in child.proposals], sa_p.proposals, strip_dh=True)
+            if chosen is None or len(chosen.spi) != 4 or int.from_bytes(chosen.spi, "big") < 256:
+                notify, reason = Notify.NO_PROPOSAL_CHOSEN, f"no acceptable ESP proposal for {child.name}"
+                continue
+            try:
+                suite = esp_suite(chosen)
+            except ProposalError as exc:
+                notify, reason = Notify.NO_PROPOSAL_CHOSEN, str(exc)
+                continue
+            if transport != (child.mode == Mode.TRANSPORT):
+                notify, reason = Notify.NO_PROPOSAL_CHOSEN, f"mode mismatch for {child.name}"
+                continue
+            state = ChildState(child, random_esp_spi(), int.from_bytes(chosen.spi, "big"), suite, n_r, n_i)
+            event = install_child(sa, state)
+            chosen.spi = state.spi_in.to_bytes(4, "big")
+            if transport:
+                payloads.append(NotifyPayload(Notify.USE_TRANSPORT_MODE))
+            payloads += [SAPayload([chosen]), TSPayload(n_i, True), TSPayload(n_r, False)]
+            sa.emit(event)
+            return payloads
+        sa.emit(ChildSaFailed(name, notify, reason))
+        return payloads + [NotifyPayload(notify)]
+
+
+__all__ = ["IkeAuthInitiator", "IkeAuthResponder", "psk_auth", "install_child", "TrafficSelectorEntry"]

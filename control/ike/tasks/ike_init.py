@@ -1,0 +1,171 @@
+"""IKE_SA_INIT (RFC 7296 §1.2): proposals, key exchange, nonces, NAT detection (§2.23), COOKIE and
+INVALID_KE_PAYLOAD retries (§2.6, §1.2)."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import struct
+from typing import TYPE_CHECKING
+
+from control.ike.constants import ExchangeType, Notify, TransformType
+from control.ike.crypto import CryptoError, KeyExchange, derive_ike_keys
+from control.ike.message import KEPayload, Message, NoncePayload, NotifyPayload, Payload, Proposal, SAPayload
+from control.ike.proposals import (
+    ProposalError,
+    first_dh,
+    ike_suite,
+    offered_groups,
+    proposal_acceptable,
+    select_proposal,
+)
+from control.ike.sa import IkeError
+
+if TYPE_CHECKING:
+    from control.ike.sa import IkeSA
+
+NONCE_LEN = 32
+MAX_RETRIES = 3         # COOKIE / INVALID_KE answers we follow before giving up
+
+
+def natd_hash(spi_i: bytes, spi_r: bytes, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
+              port: int) -> bytes:
+    return hashlib.sha1(spi_i + spi_r + ipaddress.ip_address(ip).packed + struct.pack("!H", port)).digest()
+
+
+def _natd_payloads(sa: IkeSA, spi_r: bytes, local: tuple[str, int], remote: tuple[str, int]) -> list[Payload]:
+    if sa.config.encap:
+        # like strongSwan's encap=yes: a source hash nobody can match makes both sides see a NAT
+        src = os.urandom(20)
+    else:
+        src = natd_hash(sa.spi_i, spi_r, local[0], local[1])
+    dst = natd_hash(sa.spi_i, spi_r, remote[0], remote[1])
+    return [NotifyPayload(Notify.NAT_DETECTION_SOURCE_IP, src), NotifyPayload(Notify.NAT_DETECTION_DESTINATION_IP, dst)]
+
+
+def _detect_nat(sa: IkeSA, msg: Message, spi_r: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
+    """Compare the peer's NAT-D hashes with what our addresses give (no NAT-D at all: no NAT-T)."""
+    srcs = msg.notifies(Notify.NAT_DETECTION_SOURCE_IP)
+    dsts = msg.notifies(Notify.NAT_DETECTION_DESTINATION_IP)
+    if not srcs or not dsts:
+        return
+    expect_src = natd_hash(sa.spi_i, spi_r, remote[0], remote[1])
+    expect_dst = natd_hash(sa.spi_i, spi_r, local[0], local[1])
+    sa.nat_remote = not any(n.data == expect_src for n in srcs)
+    sa.nat_local = sa.config.encap or not any(n.data == expect_dst for n in dsts)
+
+
+def _error_notify(msg: Message) -> NotifyPayload | None:
+    return next((n for n in msg.notifies() if n.notify_type < 16384), None)
+
+
+class IkeInitInitiator:
+    exchange = ExchangeType.IKE_SA_INIT
+
+    def __init__(self) -> None:
+        self.group: int | None = None
+        self.cookie: bytes | None = None
+        self.retries = 0
+
+    def build_request(self, sa: IkeSA) -> list[Payload]:
+        if self.group is None:
+            self.group = first_dh(sa.config.proposals)
+        sa.ke = KeyExchange(self.group)
+        if not sa.nonce_i:
+            sa.nonce_i = os.urandom(NONCE_LEN)
+        props = [Proposal(p.num, p.protocol, b"", list(p.transforms)) for p in sa.config.proposals]
+        payloads: list[Payload] = []
+        if self.cookie is not None:
+            payloads.append(NotifyPayload(Notify.COOKIE, self.cookie))   # RFC 7296 §2.6: first payload
+        payloads += [SAPayload(props), KEPayload(self.group, sa.ke.public), NoncePayload(sa.nonce_i)]
+        payloads += _natd_payloads(sa, bytes(8), (str(sa.local_ip), sa.config.local_port), sa.remote)
+        return payloads
+
+    def process_response(self, sa: IkeSA, msg: Message, now: float) -> bool:
+        cookie = msg.notifies(Notify.COOKIE)
+        if cookie and self.retries < MAX_RETRIES:
+            self.retries += 1
+            self.cookie = cookie[0].data
+            sa.retry_request(self, self.build_request(sa), now)
+            return True
+        bad_ke = msg.notifies(Notify.INVALID_KE_PAYLOAD)
+        if bad_ke:
+            if len(bad_ke[0].data) != 2:
+                raise IkeError(Notify.INVALID_SYNTAX, "INVALID_KE_PAYLOAD without a 2-byte group")
+            group = struct.unpack("!H", bad_ke[0].data)[0]
+            if group == self.group or group not in offered_groups(sa.config.proposals) \
+                    or self.retries >= MAX_RETRIES:
+                raise IkeError(Notify.INVALID_KE_PAYLOAD, f"peer asks for key exchange group {group}, not offered")
+            self.retries += 1
+            self.group = group
+            sa.retry_request(self, self.build_request(sa), now)
+            return True
+        err = _error_notify(msg)
+        if err is not None:
+            raise IkeError(err.notify_type, "IKE_SA_INIT refused by the peer")
+        sa_p, ke, nonce = msg.get(SAPayload), msg.get(KEPayload), msg.get(NoncePayload)
+        if sa_p is None or ke is None or nonce is None or msg.spi_r == bytes(8):
+            raise IkeError(Notify.INVALID_SYNTAX, "IKE_SA_INIT response lacks SA, KE, Nonce or responder SPI")
+        assert isinstance(sa_p, SAPayload) and isinstance(ke, KEPayload) and isinstance(nonce, NoncePayload)
+        if len(sa_p.proposals) != 1 or not proposal_acceptable(sa.config.proposals, sa_p.proposals[0]):
+            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder chose a proposal we did not offer")
+        try:
+            suite = ike_suite(sa_p.proposals[0])
+        except ProposalError as exc:
+            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, str(exc)) from None
+        if ke.group != suite.dh or ke.group != self.group:
+            raise IkeError(Notify.INVALID_KE_PAYLOAD, "responder's KE group differs from the chosen one")
+        assert sa.ke is not None
+        try:
+            g_ir = sa.ke.shared(ke.data)
+        except CryptoError as exc:
+            raise IkeError(Notify.INVALID_SYNTAX, str(exc)) from None
+        sa.spi_r = msg.spi_r
+        sa.nonce_r = nonce.data
+        sa.suite = suite
+        _detect_nat(sa, msg, sa.spi_r, (str(sa.local_ip), sa.config.local_port), sa.remote)
+        sa.set_keys(derive_ike_keys(suite, sa.nonce_i, sa.nonce_r, g_ir, sa.spi_i, sa.spi_r))
+        return False
+
+
+class IkeInitResponder:
+    exchange = ExchangeType.IKE_SA_INIT
+
+    def process_request(self, sa: IkeSA, msg: Message, now: float) -> list[Payload]:
+        sa_p, ke, nonce = msg.get(SAPayload), msg.get(KEPayload), msg.get(NoncePayload)
+        if sa_p is None or ke is None or nonce is None:
+            raise IkeError(Notify.INVALID_SYNTAX, "IKE_SA_INIT request lacks SA, KE or Nonce")
+        assert isinstance(sa_p, SAPayload) and isinstance(ke, KEPayload) and isinstance(nonce, NoncePayload)
+        ours = sa.config.proposals
+        # prefer a proposal that works with the KE the initiator already sent
+        with_ke = [Proposal(p.num, p.protocol, p.spi,
+                            [t for t in p.transforms if t.type != TransformType.DH or t.id == ke.group])
+                   for p in sa_p.proposals]
+        chosen = select_proposal(ours, with_ke)
+        if chosen is None:
+            other = select_proposal(ours, sa_p.proposals)
+            if other is None:
+                raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "no acceptable IKE proposal")
+            group = other.of_type(TransformType.DH)[0].id
+            raise IkeError(Notify.INVALID_KE_PAYLOAD, f"initiator's KE group {ke.group} is not the chosen {group}",
+                           struct.pack("!H", group))
+        try:
+            suite = ike_suite(chosen)
+        except ProposalError as exc:
+            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, str(exc)) from None
+        sa.ke = KeyExchange(suite.dh)
+        try:
+            g_ir = sa.ke.shared(ke.data)
+        except CryptoError as exc:
+            raise IkeError(Notify.INVALID_SYNTAX, str(exc)) from None
+        sa.nonce_i = nonce.data
+        sa.nonce_r = os.urandom(NONCE_LEN)
+        sa.suite = suite
+        local = (str(sa.local_ip), sa.local_port)
+        _detect_nat(sa, msg, bytes(8), local, sa.remote)
+        sa.set_keys(derive_ike_keys(suite, sa.nonce_i, sa.nonce_r, g_ir, sa.spi_i, sa.spi_r))
+        chosen.spi = b""
+        payloads: list[Payload] = [SAPayload([chosen]), KEPayload(suite.dh, sa.ke.public), NoncePayload(sa.nonce_r)]
+        payloads += _natd_payloads(sa, sa.spi_r, local, sa.remote)
+        return payloads

@@ -1,0 +1,42 @@
+"""Traffic selector arithmetic: intersection (narrowing, RFC 7296 §2.9) and containment."""
+
+from __future__ import annotations
+
+from control.ike.message import TrafficSelectorEntry
+from fastpath.sa import TrafficSelector
+
+
+def intersect(a: TrafficSelectorEntry, b: TrafficSelectorEntry) -> TrafficSelectorEntry | None:
+    """The selector both allow, or None.  Protocol 0 means any, so it yields to a specific one."""
+    if a.start.version != b.start.version:
+        return None
+    start, end = max(a.start, b.start), min(a.end, b.end)
+    if start > end:
+        return None
+    if a.proto and b.proto and a.proto != b.proto:
+        return None
+    proto = a.proto or b.proto
+    lo, hi = max(a.start_port, b.start_port), min(a.end_port, b.end_port)
+    if lo > hi:
+        return None
+    return TrafficSelectorEntry(start, end, proto, lo, hi)
+
+
+def narrow(proposed: list[TrafficSelectorEntry], policy: list[TrafficSelectorEntry]) -> list[TrafficSelectorEntry]:
+    """Every non-empty intersection of a proposed selector with a policy selector, in proposal order."""
+    out: list[TrafficSelectorEntry] = []
+    for p in proposed:
+        for q in policy:
+            x = intersect(p, q)
+            if x is not None and x not in out:
+                out.append(x)
+    return out
+
+
+def covered(ts: TrafficSelectorEntry, by: list[TrafficSelectorEntry]) -> bool:
+    """Whether one selector lies wholly inside one of ``by`` (what a responder may narrow to)."""
+    return any(intersect(ts, q) == ts for q in by)
+
+
+def to_fastpath(ts: TrafficSelectorEntry) -> TrafficSelector:
+    return TrafficSelector(ts.start, ts.end, ts.proto, ts.start_port, ts.end_port)

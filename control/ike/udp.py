@@ -1,0 +1,138 @@
+"""A thin asyncio UDP shell around the sans-IO IKE core.
+
+One socket on the IKE port and one on the NAT-T port of a local address.
+Datagrams are routed to IKE SAs by our SPI; the core decides everything else.
+Datagrams on the NAT-T port that are not IKE (ESP-in-UDP, keepalives) go to
+``on_esp`` so a caller (the fastpath later, the interop tests now) can take them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+
+from control.ike.config import IkeConfig
+from control.ike.sa import NATT_KEEPALIVE, NON_ESP_MARKER, Address, IkeSA
+
+
+class _Proto(asyncio.DatagramProtocol):
+    def __init__(self, owner: IkeUdpEndpoint, port: int):
+        self.owner, self.port = owner, port
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        self.owner._received(data, self.port, (addr[0], addr[1]))
+
+
+class IkeUdpEndpoint:
+    """Drives IKE SAs over real sockets; ``responder_config`` (if set) answers new IKE_SA_INIT requests."""
+
+    def __init__(self, local_ip: str, config_ports: tuple[int, int] = (500, 4500),
+                 responder_config: IkeConfig | None = None,
+                 on_event: Callable[[IkeSA, object], None] | None = None,
+                 on_esp: Callable[[bytes, Address], None] | None = None):
+        self.local_ip = local_ip
+        self.ports = config_ports
+        self.responder_config = responder_config
+        self.on_event = on_event
+        self.on_esp = on_esp
+        self.sas: dict[bytes, IkeSA] = {}
+        self._half_open: dict[tuple[bytes, str], IkeSA] = {}
+        self._protos: dict[int, _Proto] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for port in self.ports:
+            _, proto = await self._loop.create_datagram_endpoint(
+                lambda p=port: _Proto(self, p), local_addr=(self.local_ip, port))
+            self._protos[port] = proto
+
+    def close(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+        for p in self._protos.values():
+            if p.transport:
+                p.transport.close()
+
+    def initiate(self, config: IkeConfig, remote_ip: str) -> IkeSA:
+        sa = IkeSA(config, initiator=True, local=(self.local_ip, config.local_port),
+                   remote=(remote_ip, config.remote_port))
+        self.sas[sa.our_spi] = sa
+        sa.initiate(self._now())
+        self._flush(sa)
+        return sa
+
+    def send_raw(self, data: bytes, local_port: int, remote: Address) -> None:
+        """Send a UDP payload from one of our ports (ESP-in-UDP from the tests)."""
+        t = self._protos[local_port].transport
+        assert t is not None
+        t.sendto(data, remote)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _received(self, data: bytes, port: int, remote: Address) -> None:
+        natt = port == self.ports[1]
+        if natt and not data.startswith(NON_ESP_MARKER):
+            if data != NATT_KEEPALIVE and self.on_esp:
+                self.on_esp(data, remote)
+            return
+        msg = data[4:] if natt else data
+        if len(msg) < 28:
+            return
+        spi_i, spi_r, flags = msg[:8], msg[8:16], msg[19]
+        from_initiator = bool(flags & 0x08)
+        sa = self.sas.get(spi_r if from_initiator else spi_i)
+        if sa is None and from_initiator and spi_r == bytes(8) and not flags & 0x20 and self.responder_config:
+            key = (spi_i, remote[0])
+            sa = self._half_open.get(key)
+            if sa is None or sa.state.value == "dead":
+                sa = IkeSA(self.responder_config, initiator=False, local=(self.local_ip, port), remote=remote)
+                self._half_open[key] = sa
+                self.sas[sa.our_spi] = sa
+        if sa is None:
+            return
+        sa.receive_datagram(data, port, remote, self._now())
+        self._flush(sa)
+
+    def _flush(self, sa: IkeSA) -> None:
+        for d in sa.datagrams_to_send():
+            self.send_raw(d.data, d.local_port, d.remote)
+        while (ev := sa.next_event()) is not None:
+            if self.on_event:
+                self.on_event(sa, ev)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        timers = [t for t in (sa.get_timer() for sa in self.sas.values()) if t is not None]
+        if timers and self._loop:
+            self._timer = self._loop.call_at(min(timers), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self._now()
+        for sa in list(self.sas.values()):
+            sa.handle_timer(now)
+            for d in sa.datagrams_to_send():
+                self.send_raw(d.data, d.local_port, d.remote)
+            while (ev := sa.next_event()) is not None:
+                if self.on_event:
+                    self.on_event(sa, ev)
+        self._arm()
+
+
+def esp_spi(data: bytes) -> int:
+    """SPI of an ESP-in-UDP payload."""
+    return struct.unpack_from("!I", data)[0]

@@ -1,0 +1,217 @@
+"""A live strongSwan (Debian's charon-systemd) in a network namespace, for interop tests.
+
+charon runs with its own strongswan.conf (``STRONGSWAN_CONF``), an explicit
+plugin list with kernel-libipsec before kernel-netlink (there is no kernel
+ESP here, so ESP runs in charon's userspace over UDP 4500), and its own vici
+socket that every ``swanctl`` call names.  ``NetnsPair`` builds two namespaces
+joined by a veth pair; our side runs in the first through ``in_netns``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+CHARON = "/usr/sbin/charon-systemd"
+SWANCTL = "/usr/sbin/swanctl"
+PLUGINS = ("random nonce openssl aes sha1 sha2 hmac kdf gcm chapoly curve25519 pem pkcs1 pkcs8 x509 pubkey "
+           "kernel-libipsec kernel-netlink socket-default vici updown")
+CLONE_NEWNET = 0x40000000
+
+
+def unavailable_reason() -> str | None:
+    """Why a live strongSwan test cannot run here, or None when it can."""
+    if os.geteuid() != 0:
+        return "needs root for network namespaces"
+    for path in (CHARON, SWANCTL):
+        if not os.access(path, os.X_OK):
+            return f"{path} not installed (apt install charon-systemd strongswan-swanctl)"
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun missing (kernel-libipsec needs it)"
+    if shutil.which("ip") is None:
+        return "iproute2 missing"
+    return None
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+class NetnsPair:
+    """Namespaces ``<tag>a`` / ``<tag>b`` joined by a veth pair with addresses a_ip / b_ip (/24)."""
+
+    def __init__(self, tag: str, a_ip: str = "192.0.2.1", b_ip: str = "192.0.2.2"):
+        self.a, self.b = f"{tag}a", f"{tag}b"
+        self.a_ip, self.b_ip = a_ip, b_ip
+        self.veth_a, self.veth_b = f"{tag}va"[:15], f"{tag}vb"[:15]
+
+    def __enter__(self) -> NetnsPair:
+        _ip("netns", "add", self.a)
+        _ip("netns", "add", self.b)
+        try:
+            _ip("link", "add", self.veth_a, "netns", self.a, "type", "veth", "peer", "name", self.veth_b,
+                "netns", self.b)
+            for ns, dev, addr in ((self.a, self.veth_a, self.a_ip), (self.b, self.veth_b, self.b_ip)):
+                _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+                _ip("-n", ns, "link", "set", "lo", "up")
+                _ip("-n", ns, "link", "set", dev, "up")
+        except Exception:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def add_lo_address(self, ns: str, addr: str) -> None:
+        _ip("-n", ns, "addr", "add", addr, "dev", "lo")
+
+    def __exit__(self, *exc: object) -> None:
+        for ns in (self.a, self.b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def in_netns(ns: str, fn: Callable[[], object]) -> object:
+    """Run ``fn`` on a thread that has entered namespace ``ns`` (sockets it opens live there)."""
+    result: dict[str, object] = {}
+
+    def body() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns({ns}) failed")
+        finally:
+            os.close(fd)
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
+            result["error"] = exc
+
+    t = threading.Thread(target=body, name=f"netns-{ns}")
+    t.start()
+    t.join()
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    return result.get("value")
+
+
+class Charon:
+    """One charon-systemd instance in namespace ``ns`` with files under a private temp directory."""
+
+    def __init__(self, ns: str, swanctl_conf: str, *, port: int = 500, port_nat_t: int = 4500):
+        self.ns = ns
+        self.dir = Path(tempfile.mkdtemp(prefix="ipsecgw-charon-"))
+        self.vici = self.dir / "charon.vici"
+        self.log = self.dir / "charon.log"
+        self.conf = self.dir / "swanctl.conf"
+        self.conf.write_text(swanctl_conf)
+        (self.dir / "strongswan.conf").write_text(f"""charon {{
+    load_modular = no
+    load = {PLUGINS}
+    port = {port}
+    port_nat_t = {port_nat_t}
+    install_routes = yes
+    install_virtual_ip = no
+    retransmit_tries = 2
+    filelog {{
+        main {{
+            path = {self.log}
+            time_format = %T
+            append = no
+            flush_line = yes
+            default = 1
+            ike = 2
+            cfg = 2
+            knl = 1
+        }}
+    }}
+    plugins {{
+        vici {{
+            socket = unix://{self.vici}
+        }}
+    }}
+}}
+""")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, STRONGSWAN_CONF=str(self.dir / "strongswan.conf"))
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, CHARON], env=env,
+                                     stdout=open(self.dir / "stdout.log", "wb"), stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while not self.vici.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"charon did not start; log:\n{self.log_text()}")
+            time.sleep(0.1)
+        self.swanctl("--load-all", "--file", str(self.conf))
+
+    def swanctl(self, *args: str, timeout: float = 20) -> str:
+        out = subprocess.run(["ip", "netns", "exec", self.ns, SWANCTL, *args, "--uri", f"unix://{self.vici}"],
+                             capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise RuntimeError(f"swanctl {' '.join(args)} failed: {out.stdout}{out.stderr}")
+        return out.stdout
+
+    def list_sas(self) -> str:
+        return self.swanctl("--list-sas")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else "(no log)"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            # `ip netns exec` execs charon in place, so this pid is charon itself
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def swanctl_conf(*, local: str, remote: str, local_id: str, remote_id: str, psk: str, ike: str, esp: str,
+                 local_ts: str, remote_ts: str, remote_port: int = 500) -> str:
+    return f"""connections {{
+    peer {{
+        version = 2
+        local_addrs = {local}
+        remote_addrs = {remote}
+        remote_port = {remote_port}
+        proposals = {ike}
+        encap = yes
+        mobike = no
+        local {{
+            auth = psk
+            id = {local_id}
+        }}
+        remote {{
+            auth = psk
+            id = {remote_id}
+        }}
+        children {{
+            net {{
+                mode = tunnel
+                local_ts = {local_ts}
+                remote_ts = {remote_ts}
+                esp_proposals = {esp}
+                start_action = none
+            }}
+        }}
+    }}
+}}
+secrets {{
+    ike-peer {{
+        id-a = {local_id}
+        id-b = {remote_id}
+        secret = "{psk}"
+    }}
+}}
+"""

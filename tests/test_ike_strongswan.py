@@ -1,0 +1,171 @@
+"""Interop with a live strongSwan 5.9.8: our initiator against charon as responder.
+
+The handshake must complete on both sides with the SPIs we negotiated, and the
+CHILD SA keys must agree: ESP that charon sends is decrypted by our inbound SA,
+and ESP our outbound SA produces is accepted by charon (its reply comes back).
+charon's kernel-libipsec forces NAT-T, so IKE floats to 4500 and ESP is in UDP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import struct
+import subprocess
+import sys
+
+import pytest
+from conftest import inet_checksum, ipv4, udp
+from strongswan import Charon, NetnsPair, in_netns, swanctl_conf, unavailable_reason
+
+from control.ike.config import ChildConfig, Identity, IkeConfig
+from control.ike.message import TrafficSelectorEntry
+from control.ike.sa import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed
+from control.ike.udp import IkeUdpEndpoint
+from fastpath.batch import Batch
+from fastpath.engines import create
+from fastpath.sa import Direction
+from fastpath.status import Status
+
+REASON = unavailable_reason()
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=f"strongSwan interop: {REASON}"), pytest.mark.slow]
+
+PSK = "interop-psk-0123456789"
+OUR_TS, THEIR_TS = "10.1.0.0/16", "10.2.0.0/16"
+OUR_HOST, THEIR_HOST = "10.1.0.1", "10.2.0.1"
+
+
+def icmp_echo(src: str, dst: str, ident: int, seq: int, request: bool = True) -> bytes:
+    body = struct.pack("!BBHHH", 8 if request else 0, 0, 0, ident, seq) + b"ipsecgw-interop" * 2
+    body = body[:2] + struct.pack("!H", inet_checksum(body)) + body[4:]
+    return ipv4(src, dst, 1, body)
+
+
+def esp_in_udp(src: str, dst: str, esp: bytes) -> bytes:
+    return ipv4(src, dst, 17, udp(src, dst, 4500, 4500, esp, checksum=False))
+
+
+async def _initiator_session(a_ip: str, b_ip: str, charon_ns: str, ike: str, esp: str) -> dict:
+    events: list[object] = []
+    esp_rx: list[bytes] = []
+    got = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_event(sa, ev):
+        events.append(ev)
+        if isinstance(ev, ChildSaEstablished | ChildSaFailed | IkeSaFailed):
+            got.set()
+
+    def on_esp(data, remote):
+        esp_rx.append(data)
+        loop.call_soon(got.set)
+
+    ep = IkeUdpEndpoint(a_ip, (500, 4500), on_event=on_event, on_esp=on_esp)
+    await ep.start()
+    try:
+        cfg = IkeConfig(Identity.from_string("gw-a.example"), PSK.encode(), Identity.from_string("gw-b.example"),
+                        ike_proposals=ike, children=[ChildConfig("net", [TrafficSelectorEntry.from_network(OUR_TS)],
+                                                                 [TrafficSelectorEntry.from_network(THEIR_TS)],
+                                                                 esp_proposals=esp)],
+                        retransmit_timeout=1.0, retransmit_tries=3)
+        ep.initiate(cfg, b_ip)
+        await asyncio.wait_for(got.wait(), 15)
+        child = next((e for e in events if isinstance(e, ChildSaEstablished)), None)
+        out = {"events": events, "child": child, "esp_in": [], "reply": None}
+        if child is None:
+            return out
+        engine = create("best")
+        engine.add_sa(0, child.inbound, Direction.IN)
+        engine.add_sa(1, child.outbound, Direction.OUT)
+
+        # charon -> us: a UDP datagram from its protected host travels its CHILD SA to our inbound SA
+        # (charon installs its route into ipsec0 just after the CHILD SA: a few tries may be needed)
+        send = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                f"s.bind(('{THEIR_HOST}', 0)); s.sendto(b'hello from charon side', ('{OUR_HOST}', 9))")
+        for _ in range(20):
+            got.clear()
+            await asyncio.to_thread(subprocess.run, ["ip", "netns", "exec", charon_ns, sys.executable, "-c", send],
+                                    capture_output=True)
+            try:
+                await asyncio.wait_for(got.wait(), 0.2)
+            except TimeoutError:
+                continue
+            break
+        for data in list(esp_rx):
+            b = Batch(capacity=1)
+            b.append(esp_in_udp(b_ip, a_ip, data))
+            engine.inbound(b)
+            out["esp_in"].append((Status(int(b.status[0])), b.packet(0)))
+
+        # us -> charon: our outbound SA's ESP must reach charon's host, whose reply comes back through its SA
+        esp_rx.clear()
+        got.clear()
+        b = Batch(capacity=1)
+        b.append(icmp_echo(OUR_HOST, THEIR_HOST, 0x4242, 1), 1)
+        engine.outbound(b)
+        assert Status(int(b.status[0])) == Status.OK
+        ep.send_raw(b.packet(0)[28:], 4500, (b_ip, 4500))     # strip outer IPv4 + UDP
+        try:
+            await asyncio.wait_for(got.wait(), 5)
+        except TimeoutError:
+            pass
+        for data in esp_rx:
+            b = Batch(capacity=1)
+            b.append(esp_in_udp(b_ip, a_ip, data))
+            engine.inbound(b)
+            if Status(int(b.status[0])) == Status.OK:
+                out["reply"] = b.packet(0)
+        engine.close()
+        return out
+    finally:
+        ep.close()
+
+
+@pytest.mark.parametrize("ike,esp", [
+    ("aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+    ("aes256-sha384-ecp384", "aes256-sha256"),
+])
+def test_our_initiator_with_charon_responder(ike: str, esp: str) -> None:
+    tag = f"ikeS{os.getpid() % 100000}"
+    with NetnsPair(tag) as net:
+        net.add_lo_address(net.b, f"{THEIR_HOST}/32")
+        charon = Charon(net.b, swanctl_conf(local=net.b_ip, remote=net.a_ip, local_id="gw-b.example",
+                                            remote_id="gw-a.example", psk=PSK, ike=ike, esp=esp,
+                                            local_ts=THEIR_TS, remote_ts=OUR_TS))
+        try:
+            charon.start()
+            res = in_netns(net.a, lambda: asyncio.run(_initiator_session(net.a_ip, net.b_ip, net.b, ike, esp)))
+            listing = charon.list_sas()
+            log = charon.log_text()
+        finally:
+            charon.stop()
+    events = res["events"]
+    ike_up = next((e for e in events if isinstance(e, IkeSaEstablished)), None)
+    assert ike_up is not None, f"events {events}\ncharon log:\n{log}"
+    child = res["child"]
+    assert child is not None, f"events {events}\ncharon log:\n{log}"
+    assert ike_up.nat_remote        # charon with kernel-libipsec fakes its NAT-D hash to force NAT-T
+
+    # charon shows the IKE SA (SPIs) and the CHILD SA (its in SPI is our out SPI and vice versa)
+    assert "ESTABLISHED, IKEv2" in listing, listing
+    assert ike_up.spi_i.hex() in listing and ike_up.spi_r.hex() in listing, listing
+    assert "INSTALLED, TUNNEL-in-UDP" in listing, listing
+    spi_in = re.search(r"^\s+in\s+([0-9a-f]{8}),", listing, re.M)
+    spi_out = re.search(r"^\s+out\s+([0-9a-f]{8}),", listing, re.M)
+    assert spi_in and spi_out, listing
+    assert int(spi_in.group(1), 16) == child.outbound.spi
+    assert int(spi_out.group(1), 16) == child.inbound.spi
+    assert f"{OUR_TS}" in listing and f"{THEIR_TS}" in listing
+
+    # charon's ESP decrypts on our inbound SA into its host's UDP datagram
+    assert res["esp_in"], "charon sent no ESP"
+    status, inner = res["esp_in"][0]
+    assert status == Status.OK
+    assert inner[9] == 17 and inner[12:16] == bytes([10, 2, 0, 1]) and inner[16:20] == bytes([10, 1, 0, 1])
+    assert inner.endswith(b"hello from charon side")
+
+    # our ESP was accepted by charon: its host's echo reply came back through the tunnel
+    reply = res["reply"]
+    assert reply is not None, f"no echo reply through charon\n{log}"
+    assert reply[9] == 1 and reply[20] == 0 and reply[24:26] == b"\x42\x42"
