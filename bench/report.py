@@ -5,8 +5,9 @@
 Rows: engine x algorithm x size x direction x batch, with Mpps, plaintext
 Gbit/s and the ratio to the per-packet Python baseline of the same run.  With
 --crypto-perf, also runs dpdk-test-crypto-perf on crypto_aesni_gcm (AES-128-GCM
-encrypt, the same sizes) when it is installed, and prints each engine's
-AES-128-GCM outbound rate as a ratio of that crypto-only ceiling.
+encrypt, 64/512/1400 bytes) when it is installed, alternating with our
+AES-128-GCM outbound cells, and prints each engine's rate as a ratio of that
+crypto-only ceiling.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def add_ratios(cells: list[dict]) -> None:
         c["vs_naive"] = c["mpps"] / base if base else None
 
 
-def crypto_perf() -> dict[int, float] | None:
+def crypto_perf(sizes: tuple[int, ...] = CRYPTO_PERF_SIZES) -> dict[int, float] | None:
     """Mops of dpdk-test-crypto-perf on crypto_aesni_gcm per buffer size, or None when not installed."""
     exe = shutil.which("dpdk-test-crypto-perf")
     if not exe:
@@ -44,18 +45,42 @@ def crypto_perf() -> dict[int, float] | None:
            "--ptest", "throughput", "--devtype", "crypto_aesni_gcm", "--optype", "aead",
            "--aead-algo", "aes-gcm", "--aead-op", "encrypt", "--aead-key-sz", "16", "--aead-iv-sz", "12",
            "--aead-aad-sz", "8", "--digest-sz", "16", "--burst-sz", "32", "--total-ops", "5000000", "--silent",
-           "--buffer-sz", ",".join(str(s) for s in CRYPTO_PERF_SIZES)]
+           "--buffer-sz", ",".join(str(s) for s in sizes)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     print("$ " + " ".join(cmd), file=sys.stderr)
     mops = {}
     for line in out.stdout.splitlines():
         f = line.split()
-        if len(f) >= 8 and f[0].isdigit() and f[1].isdigit() and int(f[1]) in CRYPTO_PERF_SIZES:
+        if len(f) >= 8 and f[0].isdigit() and f[1].isdigit() and int(f[1]) in sizes:
             mops[int(f[1])] = float(f[7])
     return mops or None
 
 
-def markdown(cells: list[dict], ceiling: dict[int, float] | None, machine: str) -> str:
+def ceiling_comparison(engines: list[str], trials: int = 3) -> list[dict]:
+    """Our AES-128-GCM outbound (batch 256) against crypto-perf, measured back to back.
+
+    The two alternate ``trials`` times and the best of each is kept, so a burst of
+    load on this shared machine does not land on one side only.
+    """
+    from fastpath.bench_esp import measure
+
+    best_ceiling: dict[int, float] = {}
+    best_ours: dict[tuple[str, int], float] = {}
+    for _ in range(trials):
+        mops = crypto_perf()
+        if mops is None:
+            return []
+        for size, m in mops.items():
+            best_ceiling[size] = max(best_ceiling.get(size, 0.0), m)
+        for eng in engines:
+            for size in CRYPTO_PERF_SIZES:
+                r = measure(eng, "aes-gcm-128", str(size), "out", 256, seconds=1.0)
+                best_ours[eng, size] = max(best_ours.get((eng, size), 0.0), r.mpps)
+    return [{"engine": e, "size": s, "mpps": best_ours[e, s], "crypto_perf_mops": best_ceiling[s],
+             "ratio": best_ours[e, s] / best_ceiling[s]} for e in engines for s in CRYPTO_PERF_SIZES]
+
+
+def markdown(cells: list[dict], ceiling: list[dict], machine: str) -> str:
     lines = [f"Machine: {machine}", "",
              "| engine | algorithm | size | dir | batch | Mpps | Gbit/s | x naive |",
              "|---|---|---|---|---|---:|---:|---:|"]
@@ -66,15 +91,13 @@ def markdown(cells: list[dict], ceiling: dict[int, float] | None, machine: str) 
         lines.append(f"| {c['engine']} | {c['alg']} | {c['size']} | {c['direction']} | {c['batch']} | "
                      f"{c['mpps']:.3f} | {c['gbps']:.2f} | {ratio} |")
     if ceiling:
-        lines += ["", "AES-128-GCM outbound, batch 256, against dpdk-test-crypto-perf on crypto_aesni_gcm "
-                      "(crypto only, burst 32, one worker core), measured in the same run:", "",
+        lines += ["", "AES-128-GCM ESP outbound, batch 256, against dpdk-test-crypto-perf on crypto_aesni_gcm "
+                      "(AES-128-GCM encrypt only, burst 32, one worker core); the two alternate three times "
+                      "back to back and the best of each is kept:", "",
                   "| engine | size | our Mpps | crypto-perf Mops | ratio |", "|---|---|---:|---:|---:|"]
-        for c in cells:
-            if (c["alg"], c["direction"], c["batch"]) == ("aes-gcm-128", "out", 256) and c["engine"] != "naive" \
-                    and c["size"].isdigit() and int(c["size"]) in ceiling:
-                m = ceiling[int(c["size"])]
-                c["vs_crypto_perf"] = c["mpps"] / m
-                lines.append(f"| {c['engine']} | {c['size']} | {c['mpps']:.3f} | {m:.3f} | {c['mpps'] / m:.2f} |")
+        for c in ceiling:
+            lines.append(f"| {c['engine']} | {c['size']} | {c['mpps']:.3f} | {c['crypto_perf_mops']:.3f} | "
+                         f"{c['ratio']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -97,13 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cells = load_cells(json.loads(Path(args.raw).read_text()))
     add_ratios(cells)
-    ceiling = crypto_perf() if args.crypto_perf else None
+    engines = sorted({c["engine"] for c in cells} - {"naive"})
+    ceiling = ceiling_comparison(engines) if args.crypto_perf else []
     text = markdown(cells, ceiling, machine())
     print(text)
     if args.out_md:
         Path(args.out_md).write_text(text)
     if args.out_json:
-        Path(args.out_json).write_text(json.dumps({"machine": machine(), "crypto_perf_mops": ceiling,
+        Path(args.out_json).write_text(json.dumps({"machine": machine(), "vs_crypto_perf": ceiling,
                                                     "cells": cells}, indent=1))
     return 0
 

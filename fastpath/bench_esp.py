@@ -4,10 +4,12 @@ Shared by ``ipsecgw bench esp`` and the pytest-benchmark suite in bench/, so a
 number from the command line and a number from ``make bench`` mean the same.
 
 What one *step* does, and therefore what a figure includes:
-- engines: load one batch of packets into the batch buffer (a copy, as a
-  receive would do), then one engine call over the batch.  Inbound cycles
-  through ``rounds`` pre-encrypted batches with rising sequence numbers and
-  re-installs the SA once per cycle, so anti-replay stays on and never rejects.
+- engines: load one batch of packets into the batch buffer (a copy of each
+  slot's packet bytes, as a receive would do), then one engine call over the
+  batch.  Both directions load from ``rounds`` distinct buffers in turn, so
+  neither enjoys a hotter cache; inbound's buffers hold pre-encrypted packets
+  with rising sequence numbers, and the SA is re-installed once per cycle so
+  anti-replay stays on and never rejects.
 - naive: the per-packet Python loop of fastpath.naive over the same packets.
 Every step's statuses are checked afterwards: a cell whose packets were
 dropped is an error, never a fast figure.
@@ -89,7 +91,8 @@ class Workload:
     def _setup_naive(self) -> None:
         self.naive = NaiveESP(self.sa)
         if self.direction == "in":
-            self.esp = [NaiveESP(self.sa).encrypt(p) for p in self.inner]
+            tx = NaiveESP(self.sa)
+            self.esp = [tx.encrypt(p) for p in self.inner]
             self.step = self._naive_in
         else:
             self.step = self._naive_out
@@ -99,7 +102,7 @@ class Workload:
         self.last = [enc(p) for p in self.inner]
 
     def _naive_in(self) -> None:
-        self.naive.highest = 0        # the same packets again: a fresh window, as the engines get
+        self.naive.highest = self.naive.window = 0   # the same packets again: a fresh window, as the engines get
         dec = self.naive.decrypt
         self.last = [dec(p) for p in self.esp]
 
@@ -108,35 +111,37 @@ class Workload:
         self.engine = create(self.engine_name, capacity=4)
         mtu = max(len(p) for p in self.inner) + 64
         self.batch = Batch(capacity=batch, mtu=mtu)
+        b = self.batch
         if self.direction == "out":
             self.engine.add_sa(0, self.sa, Direction.OUT)
-            self.batch.extend(self.inner)
-            self.saved = [self._snapshot()]
+            b.extend(self.inner)
+            snaps = [self._snapshot() for _ in range(rounds)]
         else:
             tx = create(self.engine_name, capacity=1)
             tx.add_sa(0, self.sa, Direction.OUT)
-            self.saved = []
+            snaps = []
             for _ in range(rounds):
-                self.batch.clear()
-                self.batch.extend(self.inner)
-                tx.outbound(self.batch)
+                b.clear()
+                b.extend(self.inner)
+                tx.outbound(b)
                 self._require_ok("preparing inbound packets")
-                self.saved.append(self._snapshot())
+                snaps.append(self._snapshot())
             tx.close()
             self.engine.add_sa(0, self.sa, Direction.IN)
+        # Both directions load each step from one of `rounds` distinct buffers, so
+        # neither gets a cache advantage; only each slot's packet bytes are copied.
+        rel = [s[1] - np.arange(b.capacity, dtype=np.int64) * b.slot_size for s in snaps]
+        lo = int(min(r.min() for r in rel))
+        hi = int(max((r + s[2]).max() for r, s in zip(rel, snaps, strict=True)))
+        self.span = slice(lo, hi)
+        self.view = b.buf.reshape(b.capacity, b.slot_size)
+        self.saved = [(rows[:, self.span].copy(), off, ln) for rows, off, ln in snaps]
         self.round = 0
-        # Each slot's bytes that ever hold packet data, as a 2-D view: loading a batch
-        # copies exactly those rows' spans, not whole slots.
-        h = self.batch.headroom - 64
-        self.span = slice(max(0, h), self.batch.slot_size)
-        self.view = self.batch.buf.reshape(self.batch.capacity, self.batch.slot_size)
         self.step = self._engine_step
 
     def _snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         b = self.batch
-        span = slice(max(0, b.headroom - 64), b.slot_size)
-        rows = b.buf.reshape(b.capacity, b.slot_size)[:, span].copy()
-        return rows, b.off.copy(), b.len.copy()
+        return b.buf.reshape(b.capacity, b.slot_size).copy(), b.off.copy(), b.len.copy()
 
     def _engine_step(self) -> None:
         rows, off, ln = self.saved[self.round]
@@ -145,11 +150,13 @@ class Workload:
         np.copyto(b.off, off)
         np.copyto(b.len, ln)
         b.n = self.packets_per_step
+        self.round += 1
         if self.direction == "out":
             self.engine.outbound(b)
+            if self.round == len(self.saved):
+                self.round = 0
         else:
             self.engine.inbound(b)
-            self.round += 1
             if self.round == len(self.saved):
                 # Same sequence numbers next cycle: start a fresh window rather than count replays.
                 self.round = 0

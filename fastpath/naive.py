@@ -42,6 +42,7 @@ class NaiveESP:
         self.hash = integ.hash if integ else None
         self.icv_len = sa.icv_len
         self.highest = 0
+        self.window = 0
         # Hoisted out of the loop: a fair naive baseline is a tight one.
         self.spi = sa.spi
         self.salt = sa.salt
@@ -70,10 +71,16 @@ class NaiveESP:
         return hdr + esp_hdr + body
 
     def decrypt(self, packet: bytes) -> bytes | None:
+        """The inbound checks an ESP receiver owes (RFC 4303 3.4), one packet at a time."""
         ihl = (packet[0] & 0x0F) * 4
+        if packet[0] >> 4 != 4 or packet[9] != 50 or int.from_bytes(packet[2:4], "big") != len(packet):
+            return None
         esp = packet[ihl:]
         spi, seq = struct.unpack_from("!II", esp)
-        if spi != self.spi or (seq <= self.highest - 64 and self.highest > 64):
+        if spi != self.spi or seq == 0:
+            return None
+        # 64-packet sliding window: pre-check, authenticate, then update.
+        if seq <= self.highest and (self.highest - seq >= 64 or self.window >> (self.highest - seq) & 1):
             return None
         if self.aead is not None:
             iv = esp[8:16]
@@ -87,6 +94,16 @@ class NaiveESP:
                 return None
             dec = Cipher(algorithms.AES(self.cipher_key), modes.CBC(esp[8:24])).decryptor()
             plain = dec.update(body[24:]) + dec.finalize()
-        self.highest = max(self.highest, seq)
-        pad = plain[-2]
-        return plain[: len(plain) - 2 - pad]
+        if seq > self.highest:
+            self.window = ((self.window << (seq - self.highest)) | 1) & 0xFFFFFFFFFFFFFFFF
+            self.highest = seq
+        else:
+            self.window |= 1 << (self.highest - seq)
+        pad, nh = plain[-2], plain[-1]
+        end = len(plain) - 2 - pad
+        if end < 20 or plain[end:-2] != bytes(range(1, pad + 1)) or nh != 4 or plain[0] >> 4 != 4:
+            return None
+        inner = plain[:end]
+        if int.from_bytes(inner[2:4], "big") > len(inner):
+            return None
+        return inner
