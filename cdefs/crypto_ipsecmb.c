@@ -376,7 +376,7 @@ void crypto_run(void *be, struct ipsg_job *jobs, uint32_t n, int dir)
 
 /* ------------------------------------------------- known-answer helpers */
 
-static int aead_run(int seal, uint8_t enc, const uint8_t *key, uint32_t key_len, const uint8_t *nonce,
+int crypto_aead_run(int seal, uint8_t enc, const uint8_t *key, uint32_t key_len, const uint8_t *nonce,
                     uint32_t nonce_len, const uint8_t *aad, uint32_t aad_len, const uint8_t *in, uint32_t in_len,
                     uint8_t *out, uint8_t *tag16)
 {
@@ -457,24 +457,6 @@ done:
     if (m != NULL)
         free_mb_mgr(m);
     return ok ? 0 : -1;
-}
-
-int ipsg_aead_seal(uint8_t enc, const uint8_t *key, uint32_t key_len, const uint8_t *nonce, uint32_t nonce_len,
-                   const uint8_t *aad, uint32_t aad_len, const uint8_t *in, uint32_t in_len, uint8_t *out,
-                   uint8_t *tag16)
-{
-    return aead_run(1, enc, key, key_len, nonce, nonce_len, aad, aad_len, in, in_len, out, tag16);
-}
-
-int ipsg_aead_open(uint8_t enc, const uint8_t *key, uint32_t key_len, const uint8_t *nonce, uint32_t nonce_len,
-                   const uint8_t *aad, uint32_t aad_len, const uint8_t *in, uint32_t in_len, uint8_t *out,
-                   const uint8_t *tag16)
-{
-    uint8_t tag[16];
-    if (tag16 == NULL)
-        return -1;
-    memcpy(tag, tag16, 16);
-    return aead_run(0, enc, key, key_len, nonce, nonce_len, aad, aad_len, in, in_len, out, tag);
 }
 
 int ipsg_hmac(uint8_t integ, const uint8_t *key, uint32_t key_len, const uint8_t *data, uint32_t data_len,

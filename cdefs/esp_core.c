@@ -656,16 +656,25 @@ static uint8_t out_prepare(struct ipsg_engine *e, struct sa *s, uint8_t *slot, u
     return IPSG_ST_OK;
 }
 
-void ipsg_esp_outbound(struct ipsg_engine *e, struct ipsg_batch *b)
+/* A batch call can proceed; otherwise every packet it can mark is INTERNAL. */
+static int batch_usable(const struct ipsg_engine *e, struct ipsg_batch *b)
 {
-    uint32_t i0, i, n;
+    uint32_t i;
     if (e == NULL || b == NULL || b->status == NULL)
-        return;
+        return 0;
     if (b->buf == NULL || b->off == NULL || b->len == NULL || b->sa == NULL) {
         for (i = 0; i < b->n; i++)
             b->status[i] = IPSG_ST_INTERNAL;
-        return;
+        return 0;
     }
+    return 1;
+}
+
+void ipsg_esp_outbound(struct ipsg_engine *e, struct ipsg_batch *b)
+{
+    uint32_t i0, i, n;
+    if (!batch_usable(e, b))
+        return;
     for (i0 = 0; i0 < b->n; i0 += n) {
         uint32_t nj = 0;
         n = b->n - i0 < IPSG_JOBS ? b->n - i0 : IPSG_JOBS;
@@ -1096,13 +1105,8 @@ static uint8_t in_finish(struct sa *s, uint8_t *slot, struct pkt_ctx *c)
 void ipsg_esp_inbound(struct ipsg_engine *e, struct ipsg_batch *b)
 {
     uint32_t i0, i, n;
-    if (e == NULL || b == NULL || b->status == NULL)
+    if (!batch_usable(e, b))
         return;
-    if (b->buf == NULL || b->off == NULL || b->len == NULL || b->sa == NULL) {
-        for (i = 0; i < b->n; i++)
-            b->status[i] = IPSG_ST_INTERNAL;
-        return;
-    }
     for (i0 = 0; i0 < b->n; i0 += n) {
         uint32_t nj = 0, limit = b->n - i0 < IPSG_JOBS ? b->n - i0 : IPSG_JOBS;
         e->round++;
@@ -1156,4 +1160,23 @@ void ipsg_esp_inbound(struct ipsg_engine *e, struct ipsg_batch *b)
             b->status[pi] = st;
         }
     }
+}
+
+/* Known-answer entry points: the same for every back end. */
+int ipsg_aead_seal(uint8_t enc, const uint8_t *key, uint32_t key_len, const uint8_t *nonce, uint32_t nonce_len,
+                   const uint8_t *aad, uint32_t aad_len, const uint8_t *in, uint32_t in_len, uint8_t *out,
+                   uint8_t *tag16)
+{
+    return crypto_aead_run(1, enc, key, key_len, nonce, nonce_len, aad, aad_len, in, in_len, out, tag16);
+}
+
+int ipsg_aead_open(uint8_t enc, const uint8_t *key, uint32_t key_len, const uint8_t *nonce, uint32_t nonce_len,
+                   const uint8_t *aad, uint32_t aad_len, const uint8_t *in, uint32_t in_len, uint8_t *out,
+                   const uint8_t *tag16)
+{
+    uint8_t tag[16];
+    if (tag16 == NULL)
+        return -1;
+    memcpy(tag, tag16, 16); /* the back end takes a writable tag buffer for both directions */
+    return crypto_aead_run(0, enc, key, key_len, nonce, nonce_len, aad, aad_len, in, in_len, out, tag);
 }

@@ -44,6 +44,12 @@ void crypto_sa_free(void *cs);
  * write the ICV.  Inbound: verify the ICV in constant time and decrypt (the
  * plaintext of a job whose st is not OK must not be used). */
 void crypto_run(void *be, struct ipsg_job *jobs, uint32_t n, int dir);
+/* One-shot AEAD (GCM, GMAC, ChaCha20-Poly1305; 16-byte tag) behind the
+ * ipsg_aead_seal/open known-answer entry points; 0 or -1 (open: ICV mismatch,
+ * with the output wiped). */
+int crypto_aead_run(int seal, uint8_t enc, const uint8_t *key, uint32_t key_len, const uint8_t *nonce,
+                    uint32_t nonce_len, const uint8_t *aad, uint32_t aad_len, const uint8_t *in, uint32_t in_len,
+                    uint8_t *out, uint8_t *tag16);
 /* Cryptographically secure random bytes (CBC IVs, drawn in bulk); 0 or -1. */
 int crypto_random(uint8_t *out, size_t n);
 /* Secure zeroing that the compiler may not drop. */
