@@ -7,7 +7,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := gcc make pkg-config libssl-dev libipsec-mb-dev iproute2 tcpdump tshark \
-	charon-systemd strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins
+	charon-systemd strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins \
+	dpdk dpdk-dev libdpdk-dev
 
 .PHONY: test lint build deps venv clean bench
 
