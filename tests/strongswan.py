@@ -178,7 +178,8 @@ class Charon:
 
 
 def swanctl_conf(*, local: str, remote: str, local_id: str, remote_id: str, psk: str, ike: str, esp: str,
-                 local_ts: str, remote_ts: str, remote_port: int = 500) -> str:
+                 local_ts: str, remote_ts: str, remote_port: int = 500, conn_extra: str = "",
+                 child_extra: str = "") -> str:
     return f"""connections {{
     peer {{
         version = 2
@@ -188,6 +189,7 @@ def swanctl_conf(*, local: str, remote: str, local_id: str, remote_id: str, psk:
         proposals = {ike}
         encap = yes
         mobike = no
+        {conn_extra}
         local {{
             auth = psk
             id = {local_id}
@@ -203,6 +205,7 @@ def swanctl_conf(*, local: str, remote: str, local_id: str, remote_id: str, psk:
                 remote_ts = {remote_ts}
                 esp_proposals = {esp}
                 start_action = none
+                {child_extra}
             }}
         }}
     }}

@@ -51,6 +51,8 @@ class ChildConfig:
     remote_ts: list[TrafficSelectorEntry]
     esp_proposals: str = "aes128gcm16"
     mode: Mode = Mode.TUNNEL
+    rekey_time: float = 0.0         # seconds after creation to rekey (0: never), like swanctl's rekey_time
+    rand_time: float = 0.0          # up to this much earlier, at random, so both ends rarely collide
 
     def __post_init__(self) -> None:
         self.proposals = parse_proposals(self.esp_proposals, "esp")
@@ -71,6 +73,10 @@ class IkeConfig:
     retransmit_timeout: float = 2.0
     retransmit_base: float = 1.8
     retransmit_tries: int = 4
+    dpd_delay: float = 0.0          # liveness check after this long without hearing from the peer (0: off)
+    rekey_time: float = 0.0         # IKE SA rekey after this long (0: never)
+    rand_time: float = 0.0
+    half_open_timeout: float = 30.0  # a responder SA that never completes IKE_AUTH is dropped after this
 
     def __post_init__(self) -> None:
         self.proposals = parse_proposals(self.ike_proposals, "ike")

@@ -245,6 +245,22 @@ def derive_ike_keys(suite: IkeSuite, ni: bytes, nr: bytes, g_ir: bytes, spi_i: b
     return IkeKeys(*parts)
 
 
+def derive_rekeyed_ike_keys(old_prf: int, old_sk_d: bytes, suite: IkeSuite, ni: bytes, nr: bytes, g_ir: bytes,
+                            spi_i: bytes, spi_r: bytes) -> IkeKeys:
+    """RFC 7296 §2.18: SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr) with the *old* SA's PRF; the
+    SK_* then come from prf+ of the *new* suite over Ni | Nr | SPIi | SPIr of the new SA."""
+    seed_key = prf(old_prf, old_sk_d, g_ir + ni + nr)
+    plen = prf_len(suite.prf)
+    alen = INTEG[suite.integ].key_len if suite.integ else 0
+    elen = encr_key_len(suite.encr, suite.key_bits)
+    km = prf_plus(suite.prf, seed_key, ni + nr + spi_i + spi_r, 3 * plen + 2 * alen + 2 * elen)
+    parts, pos = [], 0
+    for n in (plen, alen, alen, elen, elen, plen, plen):
+        parts.append(km[pos:pos + n])
+        pos += n
+    return IkeKeys(*parts)
+
+
 def child_keymat(prf_alg: int, sk_d: bytes, ni: bytes, nr: bytes, enc_len: int, integ_len: int,
                  g_ir: bytes = b"") -> tuple[bytes, bytes, bytes, bytes]:
     """RFC 7296 §2.17: KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr), taken as

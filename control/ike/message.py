@@ -584,6 +584,12 @@ class Message:
         msg.payloads = parse_payloads(hdr.next_payload, memoryview(data)[HEADER_LEN:].tobytes())
         return msg
 
+    @classmethod
+    def parse_header_only(cls, data: bytes) -> Message:
+        """The header fields of a message whose payloads did not parse (to answer it with an error)."""
+        hdr = parse_header(data)
+        return cls(hdr.spi_i, hdr.spi_r, hdr.exchange, hdr.flags, hdr.message_id, minor=hdr.minor)
+
     # small finders the tasks use
     def get(self, cls_: type, *, initiator: bool | None = None) -> Payload | None:
         for p in self.payloads:

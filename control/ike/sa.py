@@ -7,7 +7,14 @@ already added when NAT-T is in use) and what happened out of ``next_event()``.
 
 Exchanges are tasks (``control.ike.tasks``).  This module is the task manager:
 it owns Message IDs, the one outstanding request and its retransmission, the
-cached response for retransmitted requests, and SK protection.
+cached response for retransmitted requests, SK protection, and the timers
+(retransmission, liveness checks, rekeying, half-open expiry).
+
+After IKE_AUTH, requests from the peer are dispatched to responder tasks by
+exchange and content (``control.ike.tasks.dispatch``); our own exchanges are
+queued with ``create_child``, ``rekey_child``, ``rekey_ike``, ``delete_child``,
+``delete`` and ``dpd``.  An IKE SA rekey yields a *new* ``IkeSA`` object
+(``IkeSaRekeyed.new_sa``) that the caller must route the new SPIs to.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import os
+import random
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
@@ -22,6 +30,7 @@ from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.constants import ExchangeType, Flag, Notify, PayloadType
 from control.ike.crypto import CryptoError, IkeKeys, IkeSuite, KeyExchange, SKCipher
 from control.ike.message import (
+    HEADER_LEN,
     Message,
     NotifyPayload,
     ParseError,
@@ -71,10 +80,49 @@ class ChildSaEstablished:
     suite: EspSuite
     local_ts: list[TrafficSelectorEntry]
     remote_ts: list[TrafficSelectorEntry]
+    rekey_of: int | None = None     # inbound SPI of the CHILD SA this one replaces (a rekey)
 
     def __repr__(self) -> str:          # SAs carry keys
+        extra = f", rekey_of=0x{self.rekey_of:08x}" if self.rekey_of is not None else ""
         return (f"ChildSaEstablished({self.name!r}, in=0x{self.inbound.spi:08x}, out=0x{self.outbound.spi:08x}, "
-                f"{self.suite.enc})")
+                f"{self.suite.enc}{extra})")
+
+
+@dataclass
+class ChildSaDeleted:
+    """Remove both SAs of a CHILD SA from the data plane (after a rekey: the replaced pair)."""
+
+    name: str
+    spi_in: int
+    spi_out: int
+    reason: str
+
+
+@dataclass
+class IkeSaRekeyed:
+    """This IKE SA was replaced by ``new_sa``: route datagrams for ``new_sa.our_spi`` to it from now on.
+
+    The CHILD SAs moved to ``new_sa``.  With ``redundant`` (a simultaneous rekey, RFC 7296 §2.8.1) the
+    new SA is the losing duplicate: route to it only until it is deleted; the children are not on it."""
+
+    old_spi_i: bytes
+    old_spi_r: bytes
+    new_sa: IkeSA
+    redundant: bool = False
+
+    def __repr__(self) -> str:
+        return (f"IkeSaRekeyed({self.old_spi_i.hex()}_{self.old_spi_r.hex()} -> "
+                f"{self.new_sa.spi_i.hex()}_{self.new_sa.spi_r.hex()}{', redundant' if self.redundant else ''})")
+
+
+@dataclass
+class IkeSaDeleted:
+    """The IKE SA is gone after a Delete (ours or the peer's); ``rekeyed`` when it was replaced."""
+
+    spi_i: bytes
+    spi_r: bytes
+    reason: str
+    rekeyed: bool = False
 
 
 @dataclass
@@ -94,7 +142,16 @@ class State(enum.Enum):
     CREATED = "created"
     CONNECTING = "connecting"
     ESTABLISHED = "established"
+    REKEYED = "rekeyed"         # replaced by a new IKE SA; waits for (or sends) the Delete
+    DELETING = "deleting"       # our Delete is outstanding
     DEAD = "dead"
+
+
+class ChildStatus(enum.Enum):
+    INSTALLED = "installed"
+    REKEYING = "rekeying"       # our rekey is outstanding
+    REKEYED = "rekeyed"         # replaced; the old pair stays for inbound traffic until deleted
+    DELETING = "deleting"       # our Delete is outstanding
 
 
 class IkeError(Exception):
@@ -126,6 +183,19 @@ class ChildState:
     suite: EspSuite | None = None
     local_ts: list[TrafficSelectorEntry] = field(default_factory=list)
     remote_ts: list[TrafficSelectorEntry] = field(default_factory=list)
+    status: ChildStatus = ChildStatus.INSTALLED
+    rekey_at: float | None = None   # when to rekey (set by the manager from the config)
+    scheduled: bool = False
+    # a peer's rekey of this SA that crossed ours (RFC 7296 §2.8.1): (Ni, Nr, the new ChildState)
+    collision: tuple[bytes, bytes, ChildState] | None = None
+
+
+def lowest_nonce_wins(ours: tuple[bytes, bytes], theirs: tuple[bytes, bytes]) -> bool:
+    """True when our exchange holds the lowest of the four nonces, i.e. *its* result is redundant.
+
+    RFC 7296 §2.8.1 compares octet by octet and a nonce that is a prefix of another is lower:
+    exactly Python's ordering of bytes."""
+    return min(ours) < min(theirs)
 
 
 def random_spi() -> bytes:
@@ -187,6 +257,32 @@ class IkeSA:
         self._out: list[Datagram] = []
         self._events: deque = deque()
         self.stats: Counter[str] = Counter()
+        # timers (absolute times on the caller's clock)
+        self.created_at: float | None = None
+        self.established_at: float | None = None
+        self.last_heard: float | None = None    # last authenticated message from the peer
+        self.rekey_at: float | None = None
+        # a peer's IKE rekey that crossed ours: (Ni, Nr, the new IkeSA)
+        self.ike_collision: tuple[bytes, bytes, IkeSA] | None = None
+        self.redundant = False          # the losing duplicate of a simultaneous IKE rekey
+        self.replaced_by: IkeSA | None = None
+
+    @classmethod
+    def from_rekey(cls, old: IkeSA, *, initiator: bool, spi_i: bytes, spi_r: bytes, suite: IkeSuite,
+                   keys: IkeKeys, nonce_i: bytes, nonce_r: bytes, now: float) -> IkeSA:
+        """The IKE SA that replaces ``old`` (RFC 7296 §2.18): the rekey's initiator is its initiator."""
+        port, remote = old.endpoint
+        new = cls(old.config, initiator=initiator, local=(str(old.local_ip), port), remote=remote)
+        new.spi_i, new.spi_r = spi_i, spi_r
+        new.suite = suite
+        new.nonce_i, new.nonce_r = nonce_i, nonce_r
+        new.nat_local, new.nat_remote = old.nat_local, old.nat_remote
+        new.remote_identity = old.remote_identity
+        new.state = State.ESTABLISHED
+        new.created_at = new.established_at = new.last_heard = now
+        new._schedule_ike_rekey(now)
+        new.set_keys(keys)
+        return new
 
     # -- public sans-IO interface ----------------------------------------------------
 
@@ -198,10 +294,52 @@ class IkeSA:
         if not self.initiator or self.state != State.CREATED:
             raise RuntimeError("initiate() is for a fresh initiator SA")
         self.state = State.CONNECTING
+        self.created_at = now
         kids = list(self.config.children if children is None else children)
         self._tasks.append(IkeInitInitiator())
         self._tasks.append(IkeAuthInitiator(kids[0] if kids else None))
+        for extra in kids[1:]:
+            self.create_child(now, extra, start=False)
         self._start_next(now)
+
+    def create_child(self, now: float, child: ChildConfig, *, start: bool = True) -> None:
+        """Queue a CREATE_CHILD_SA exchange for a new CHILD SA."""
+        from control.ike.tasks.child_create import ChildCreateInitiator
+        self._queue(ChildCreateInitiator(child), now, start)
+
+    def rekey_child(self, now: float, spi_in: int) -> None:
+        """Queue a rekey of the CHILD SA whose inbound SPI is ``spi_in`` (e.g. on SOFT_EXPIRE)."""
+        from control.ike.tasks.child_rekey import ChildRekeyInitiator
+        self._queue(ChildRekeyInitiator(spi_in), now)
+
+    def delete_child(self, now: float, spi_in: int) -> None:
+        """Queue an INFORMATIONAL Delete of the CHILD SA whose inbound SPI is ``spi_in``."""
+        from control.ike.tasks.child_delete import ChildDeleteInitiator
+        self._queue(ChildDeleteInitiator([spi_in]), now)
+
+    def rekey_ike(self, now: float) -> None:
+        """Queue a rekey of this IKE SA (CREATE_CHILD_SA with new SPIs and keys)."""
+        from control.ike.tasks.ike_rekey import IkeRekeyInitiator
+        self._queue(IkeRekeyInitiator(), now)
+
+    def delete(self, now: float) -> None:
+        """Queue an INFORMATIONAL Delete of this IKE SA (and with it every CHILD SA)."""
+        from control.ike.tasks.ike_delete import IkeDeleteInitiator
+        if self.state in (State.CREATED, State.CONNECTING):
+            self._fail(0, "deleted before it was established")
+            return
+        self._queue(IkeDeleteInitiator(), now)
+
+    def dpd(self, now: float) -> None:
+        """Queue a liveness check (an empty INFORMATIONAL request)."""
+        from control.ike.tasks.ike_dpd import DpdInitiator
+        self._queue(DpdInitiator(), now)
+
+    def find_child(self, *, spi_in: int | None = None, spi_out: int | None = None) -> ChildState | None:
+        for c in self.children:
+            if (spi_in is not None and c.spi_in == spi_in) or (spi_out is not None and c.spi_out == spi_out):
+                return c
+        return None
 
     def receive_datagram(self, data: bytes, local_port: int, remote: Address, now: float) -> None:
         if self.state == State.DEAD:
@@ -213,28 +351,61 @@ class IkeSA:
             return
         try:
             hdr = parse_header(msg_bytes)
-        except ParseError:
-            self.stats["malformed"] += 1
+        except ParseError as exc:
+            if exc.notify == Notify.INVALID_MAJOR_VERSION:
+                self.stats["invalid_major_version"] += 1
+                reply = version_reply(msg_bytes)
+                if reply is not None:
+                    self._out.append(Datagram((NON_ESP_MARKER if natt else b"") + reply, local_port, remote))
+            else:
+                self.stats["malformed"] += 1
             return
         if hdr.flags & Flag.RESPONSE:
             self._on_response(msg_bytes, hdr.message_id, hdr.exchange, remote, now)
         else:
             self._on_request(msg_bytes, hdr.message_id, hdr.exchange, local_port, remote, now)
+        self._after(now)
 
     def handle_timer(self, now: float) -> None:
+        if self.state == State.DEAD:
+            return
+        if self.state == State.CONNECTING and not self.initiator and self.created_at is not None \
+                and now >= self.created_at + self.config.half_open_timeout:
+            self.stats["half_open_timeout"] += 1
+            self._fail(0, "half-open IKE SA timed out", quiet=True)
+            return
         o = self._outstanding
-        if o is None or self.state == State.DEAD or now < o.next_send:
-            return
-        if o.tries >= self.config.retransmit_tries:
-            self._fail(0, f"no response to {ExchangeType(o.exchange).name} after {o.tries + 1} transmissions")
-            return
-        o.tries += 1
-        self.stats["retransmits"] += 1
-        self._out.append(o.datagram)
-        o.next_send = now + self.config.retransmit_timeout * self.config.retransmit_base ** o.tries
+        if o is not None and now >= o.next_send:
+            if o.tries >= self.config.retransmit_tries:
+                give_up = getattr(o.task, "give_up", None)
+                reason = f"no response to {ExchangeType(o.exchange).name} after {o.tries + 1} transmissions"
+                if give_up is not None:
+                    give_up(self, reason)
+                else:
+                    self._fail(0, reason)
+                return
+            o.tries += 1
+            self.stats["retransmits"] += 1
+            self._out.append(o.datagram)
+            o.next_send = now + self.config.retransmit_timeout * self.config.retransmit_base ** o.tries
+        self._due(now)
 
     def get_timer(self) -> float | None:
-        return self._outstanding.next_send if self._outstanding and self.state != State.DEAD else None
+        if self.state == State.DEAD:
+            return None
+        times: list[float] = []
+        if self._outstanding is not None:
+            times.append(self._outstanding.next_send)
+        if self.state == State.CONNECTING and not self.initiator and self.created_at is not None:
+            times.append(self.created_at + self.config.half_open_timeout)
+        if self.state == State.ESTABLISHED:
+            if self.config.dpd_delay > 0 and self.last_heard is not None and self._outstanding is None:
+                times.append(self.last_heard + self.config.dpd_delay)
+            if self.rekey_at is not None:
+                times.append(self.rekey_at)
+            times += [c.rekey_at for c in self.children
+                      if c.rekey_at is not None and c.status == ChildStatus.INSTALLED]
+        return min(times) if times else None
 
     def datagrams_to_send(self) -> list[Datagram]:
         out, self._out = self._out, []
@@ -257,9 +428,16 @@ class IkeSA:
     @property
     def esp_ports(self) -> tuple[int, int]:
         """(our, the peer's) UDP ports for ESP-in-UDP: the NAT-T ports this SA floated to."""
-        if self.initiator:
+        if self.initiator and self.local_port == self.config.local_port:
             return self.config.local_natt_port, self.config.remote_natt_port
         return self.local_port, self.remote[1]
+
+    @property
+    def endpoint(self) -> tuple[int, Address]:
+        """(our port, the peer's address) that requests from us go between."""
+        if self.use_natt and self.initiator and self.local_port == self.config.local_port:
+            return self.config.local_natt_port, (self.remote[0], self.config.remote_natt_port)
+        return self.local_port, self.remote
 
     def emit(self, event: object) -> None:
         self._events.append(event)
@@ -272,6 +450,57 @@ class IkeSA:
         self._cipher_out = SKCipher(self.suite, *mine)
         self._cipher_in = SKCipher(self.suite, *theirs)
 
+    def queue_front(self, task: object) -> None:
+        """Run ``task`` before anything else queued (a follow-up such as the Delete after a rekey)."""
+        self._tasks.appendleft(task)
+
+    def queued(self, kind: type) -> list:
+        """Queued and outstanding tasks of one class."""
+        out = [t for t in self._tasks if isinstance(t, kind)]
+        if self._outstanding is not None and isinstance(self._outstanding.task, kind):
+            out.append(self._outstanding.task)
+        return out
+
+    @property
+    def outstanding_task(self) -> object | None:
+        return self._outstanding.task if self._outstanding is not None else None
+
+    def take_tasks(self) -> list:
+        """Hand queued tasks to the IKE SA that replaces this one."""
+        out = list(self._tasks)
+        self._tasks.clear()
+        return out
+
+    def adopt_tasks(self, tasks: list) -> None:
+        self._tasks.extend(tasks)
+
+    def remove_child(self, child: ChildState, reason: str) -> None:
+        if child in self.children:
+            self.children.remove(child)
+            self.emit(ChildSaDeleted(child.config.name, child.spi_in, child.spi_out, reason))
+
+    def schedule_child(self, child: ChildState, now: float) -> None:
+        if child.scheduled:
+            return
+        child.scheduled = True
+        if child.config.rekey_time > 0:
+            child.rekey_at = now + child.config.rekey_time - random.uniform(0, child.config.rand_time)
+
+    def _schedule_ike_rekey(self, now: float) -> None:
+        if self.config.rekey_time > 0:
+            self.rekey_at = now + self.config.rekey_time - random.uniform(0, self.config.rand_time)
+
+    def dead(self, reason: str, *, rekeyed: bool = False) -> None:
+        """The IKE SA ends after a Delete: its CHILD SAs go with it."""
+        if self.state == State.DEAD:
+            return
+        for c in list(self.children):
+            self.remove_child(c, reason)
+        self.state = State.DEAD
+        self._outstanding = None
+        self._tasks.clear()
+        self.emit(IkeSaDeleted(self.spi_i, self.spi_r, reason, rekeyed or self.redundant))
+
     def _flags(self, response: bool) -> int:
         return (Flag.INITIATOR if self.initiator else 0) | (Flag.RESPONSE if response else 0)
 
@@ -283,13 +512,15 @@ class IkeSA:
         assert self._cipher_out is not None
         return self._cipher_out.protect(msg, payloads)
 
-    def _datagram(self, data: bytes, local_port: int | None = None, remote: Address | None = None) -> Datagram:
+    def _datagram(self, data: bytes) -> Datagram:
+        port, remote = self.endpoint
         if self.use_natt:
-            return Datagram(NON_ESP_MARKER + data, self.config.local_natt_port,
-                            remote or (self.remote[0], self.config.remote_natt_port))
-        return Datagram(data, local_port or self.config.local_port, remote or self.remote)
+            return Datagram(NON_ESP_MARKER + data, port, remote)
+        return Datagram(data, port, remote)
 
     def _decode(self, data: bytes) -> Message:
+        """Parse and unprotect.  ParseError from the unprotected part means an unauthenticated problem
+        (drop); a ParseError from inside a verified SK payload carries ``authenticated = True``."""
         msg = Message.parse(data)
         if msg.exchange != ExchangeType.IKE_SA_INIT:
             sk = msg.payloads[-1] if msg.payloads else None
@@ -300,16 +531,26 @@ class IkeSA:
 
     # -- requests we send ----------------------------------------------------------------
 
+    def _queue(self, task: object, now: float, start: bool = True) -> None:
+        if self.state in (State.DEAD, State.DELETING):
+            return
+        self._tasks.append(task)
+        if start and self.state == State.ESTABLISHED:
+            self._start_next(now)
+
     def _start_next(self, now: float) -> None:
-        if self._outstanding is not None or not self._tasks or self.state == State.DEAD:
-            return
-        task = self._tasks.popleft()
-        try:
-            payloads = task.build_request(self)
-        except IkeError as exc:
-            self._fail(exc.notify, str(exc))
-            return
-        self._send_request(task, task.exchange, payloads, now)
+        while self._outstanding is None and self._tasks and self.state != State.DEAD:
+            if self.state == State.REKEYED and not getattr(self._tasks[0], "on_rekeyed_sa", False):
+                return              # the rest waits for (and moves to) the new IKE SA
+            task = self._tasks.popleft()
+            try:
+                payloads = task.build_request(self)
+            except IkeError as exc:
+                self._fail(exc.notify, str(exc))
+                return
+            if payloads is None:        # the task found nothing left to do
+                continue
+            self._send_request(task, task.exchange, payloads, now)
 
     def _send_request(self, task: object, exchange: int, payloads: list[Payload], now: float,
                       message_id: int | None = None) -> None:
@@ -350,6 +591,8 @@ class IkeSA:
             return
         if exchange == ExchangeType.IKE_SA_INIT:
             self.init_response = data
+        else:
+            self.last_heard = now
         task = o.task
         try:
             retry = task.process_response(self, msg, now)
@@ -367,6 +610,7 @@ class IkeSA:
 
     def _on_request(self, data: bytes, mid: int, exchange: int, local_port: int, remote: Address,
                     now: float) -> None:
+        from control.ike.tasks import dispatch
         from control.ike.tasks.ike_auth import IkeAuthResponder
         from control.ike.tasks.ike_init import IkeInitResponder
 
@@ -380,14 +624,20 @@ class IkeSA:
         if mid != self._peer_mid:
             self.stats["invalid_message_id"] += 1
             return
+        error_reply: ParseError | None = None
         try:
             msg = self._decode(data)
         except CryptoError:
             self.stats["integrity_failed"] += 1
             return
-        except ParseError:
-            self.stats["malformed"] += 1
-            return
+        except ParseError as exc:
+            # answerable only when the failure lies inside a verified SK payload, or in a clear
+            # IKE_SA_INIT request, which is unauthenticated by nature (RFC 7296 §2.21.1, §3.10.1)
+            if not self._answerable(data, exchange):
+                self.stats["malformed"] += 1
+                return
+            error_reply = exc
+            msg = Message.parse_header_only(data)
         if msg.from_initiator == self.initiator:
             self.stats["malformed"] += 1
             return
@@ -398,18 +648,27 @@ class IkeSA:
         if not spi_ok:
             self.stats["wrong_spi"] += 1
             return
+        if error_reply is not None:
+            self._answer_error(data, msg, error_reply, local_port, remote, now)
+            return
         if exchange == ExchangeType.IKE_SA_INIT and not self.initiator and self.state == State.CREATED:
             task: object = IkeInitResponder()
             self.spi_i = msg.spi_i
             self.init_request = data
             self.state = State.CONNECTING
+            if self.created_at is None:
+                self.created_at = now
         elif exchange == ExchangeType.IKE_AUTH and not self.initiator and self.keys is not None \
                 and self.state == State.CONNECTING:
             task = IkeAuthResponder()
+        elif exchange in (ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL) \
+                and self.state in (State.ESTABLISHED, State.REKEYED, State.DELETING):
+            task = dispatch(self, msg)
         else:
-            # CREATE_CHILD_SA and INFORMATIONAL come with the next slice
             self.stats["unsupported_exchange"] += 1
             return
+        if exchange != ExchangeType.IKE_SA_INIT:
+            self.last_heard = now
         # the reply goes back where the request came from, from the port it reached (RFC 7296 §2.23:
         # a verified request from a new address/port, e.g. after floating to NAT-T, moves the SA there)
         self.remote = remote
@@ -427,18 +686,110 @@ class IkeSA:
             resp = self._encode(exchange, mid, True, payloads)
         if exchange == ExchangeType.IKE_SA_INIT and fatal is None:
             self.init_response = resp
-        natt = local_port == self.config.local_natt_port and local_port != self.config.local_port
-        dgram = Datagram((NON_ESP_MARKER if natt else b"") + resp, local_port, remote)
-        self._out.append(dgram)
-        self._last_response = (mid, data, [dgram])
-        self._peer_mid += 1
+        self._reply(data, mid, resp, local_port, remote)
         if fatal is not None:
             # INVALID_KE_PAYLOAD is no failure: the initiator retries on a fresh responder SA
             self._fail(fatal.notify, str(fatal), quiet=fatal.notify == Notify.INVALID_KE_PAYLOAD)
+            return
+        after = getattr(task, "after_response", None)
+        if after is not None:
+            after(self, now)
+
+    def _reply(self, request: bytes, mid: int, resp: bytes, local_port: int, remote: Address) -> None:
+        natt = local_port == self.config.local_natt_port and local_port != self.config.local_port
+        dgram = Datagram((NON_ESP_MARKER if natt else b"") + resp, local_port, remote)
+        self._out.append(dgram)
+        self._last_response = (mid, request, [dgram])
+        self._peer_mid += 1
+
+    def _answerable(self, data: bytes, exchange: int) -> bool:
+        """Whether a request that failed to parse may be answered with an error notify."""
+        if exchange == ExchangeType.IKE_SA_INIT:
+            return not self.initiator and self.state == State.CREATED
+        if self._cipher_in is None or self.state not in (State.ESTABLISHED, State.REKEYED, State.DELETING,
+                                                          State.CONNECTING):
+            return False
+        try:    # an error raised while parsing the inner payloads comes after the ICV was verified
+            outer = Message.parse(data)
+            sk = outer.payloads[-1] if outer.payloads else None
+            if not isinstance(sk, SKPayload):
+                return False
+            self._cipher_in.unprotect(data, sk)
+        except CryptoError:
+            self.stats["integrity_failed"] += 1
+            return False
+        except ParseError:
+            return True
+        return False
+
+    def _answer_error(self, data: bytes, msg: Message, exc: ParseError, local_port: int, remote: Address,
+                      now: float) -> None:
+        """INVALID_SYNTAX / UNSUPPORTED_CRITICAL_PAYLOAD for a request we cannot parse (RFC 7296 §3.10.1).
+
+        IKE_SA_INIT: in the clear, and no state is kept.  Later exchanges: protected; an
+        INVALID_SYNTAX in IKE_AUTH also ends the IKE SA, as the initiator will give up on it too."""
+        self.stats[f"answered_{Notify(exc.notify).name.lower()}"] += 1
+        payloads: list[Payload] = [NotifyPayload(exc.notify, exc.data)]
+        if msg.exchange == ExchangeType.IKE_SA_INIT:
+            resp = Message(msg.spi_i, bytes(8), msg.exchange, self._flags(True), msg.message_id,
+                           payloads).serialize()
+            self._reply(data, msg.message_id, resp, local_port, remote)
+            self._fail(exc.notify, str(exc), quiet=True)
+            return
+        resp = self._encode(msg.exchange, msg.message_id, True, payloads)
+        self._reply(data, msg.message_id, resp, local_port, remote)
+        self.last_heard = now
+        if msg.exchange == ExchangeType.IKE_AUTH:
+            self._fail(exc.notify, f"IKE_AUTH request could not be parsed: {exc}")
+
+    # -- timers -------------------------------------------------------------------------
+
+    def _after(self, now: float) -> None:
+        """Bookkeeping after every message: start timers for what was just established."""
+        new = self.replaced_by
+        if self.state == State.REKEYED and new is not None and new.state == State.ESTABLISHED \
+                and (self.children or self._tasks):
+            # an exchange that was under way when this SA was replaced finished here: its CHILD SAs and
+            # follow-ups belong to the new IKE SA
+            from control.ike.tasks.ike_delete import IkeDeleteInitiator
+            from control.ike.tasks.ike_rekey import IkeRekeyInitiator
+            new.children += self.children
+            self.children = []
+            keep = [t for t in self._tasks if isinstance(t, IkeDeleteInitiator) and t.rekeyed]
+            new.adopt_tasks([t for t in self._tasks if t not in keep and not isinstance(t, IkeRekeyInitiator)])
+            self._tasks.clear()
+            self._tasks.extend(keep)
+            new._start_next(now)
+        if self.state == State.ESTABLISHED and self.established_at is None:
+            self.established_at = now
+            if self.last_heard is None:
+                self.last_heard = now
+            self._schedule_ike_rekey(now)
+        for c in self.children:
+            if not c.scheduled:
+                self.schedule_child(c, now)
+
+    def _due(self, now: float) -> None:
+        if self.state != State.ESTABLISHED:
+            return
+        self._after(now)
+        if self.rekey_at is not None and now >= self.rekey_at:
+            self.rekey_at = None
+            self.rekey_ike(now)
+        for c in list(self.children):
+            if c.rekey_at is not None and now >= c.rekey_at and c.status == ChildStatus.INSTALLED:
+                c.rekey_at = None
+                self.rekey_child(now, c.spi_in)
+        if self.config.dpd_delay > 0 and self._outstanding is None and not self._tasks \
+                and self.last_heard is not None and now >= self.last_heard + self.config.dpd_delay:
+            self.dpd(now)
+        self._start_next(now)
 
     def _fail(self, notify: int, reason: str, quiet: bool = False) -> None:
         if self.state == State.DEAD:
             return
+        for c in list(self.children):
+            self.remove_child(c, reason)
         self.state = State.DEAD
         self._outstanding = None
         self._tasks.clear()
@@ -446,5 +797,17 @@ class IkeSA:
             self.emit(IkeSaFailed(notify, reason))
 
 
+def version_reply(data: bytes) -> bytes | None:
+    """RFC 7296 §2.5: a request with a higher major version gets INVALID_MAJOR_VERSION, in the clear,
+    with the version we speak in the header.  Responses are never answered."""
+    if len(data) < HEADER_LEN or data[19] & Flag.RESPONSE or data[17] >> 4 <= 2:
+        return None
+    spi_i, spi_r, exchange, mid = data[:8], data[8:16], data[18], int.from_bytes(data[20:24], "big")
+    # the reply is a response from whichever side did not send the request
+    flags = Flag.RESPONSE | (0 if data[19] & Flag.INITIATOR else Flag.INITIATOR)
+    return Message(spi_i, spi_r, exchange, flags, mid, [NotifyPayload(Notify.INVALID_MAJOR_VERSION)]).serialize()
+
+
 __all__ = ["IkeSA", "Datagram", "IkeSaEstablished", "ChildSaEstablished", "ChildSaFailed", "IkeSaFailed", "IkeError",
-           "State", "strip_natt", "NON_ESP_MARKER", "Notify", "PayloadType"]
+           "ChildSaDeleted", "IkeSaRekeyed", "IkeSaDeleted", "ChildStatus", "ChildState", "lowest_nonce_wins",
+           "version_reply", "State", "strip_natt", "NON_ESP_MARKER", "Notify", "PayloadType"]

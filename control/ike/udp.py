@@ -4,6 +4,9 @@ One socket on the IKE port and one on the NAT-T port of a local address.
 Datagrams are routed to IKE SAs by our SPI; the core decides everything else.
 Datagrams on the NAT-T port that are not IKE (ESP-in-UDP, keepalives) go to
 ``on_esp`` so a caller (the fastpath later, the interop tests now) can take them.
+New IKE_SA_INIT requests pass a ``ResponderGate`` (cookies under load, bounded
+half-open state); IKE SAs that replace others (``IkeSaRekeyed``) are routed to
+as soon as they exist, and dead ones are forgotten.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import struct
 from collections.abc import Callable
 
 from control.ike.config import IkeConfig
-from control.ike.sa import NATT_KEEPALIVE, NON_ESP_MARKER, Address, IkeSA
+from control.ike.cookie import ResponderGate
+from control.ike.sa import NATT_KEEPALIVE, NON_ESP_MARKER, Address, IkeSA, IkeSaRekeyed, State
 
 
 class _Proto(asyncio.DatagramProtocol):
@@ -34,8 +38,10 @@ class IkeUdpEndpoint:
     def __init__(self, local_ip: str, config_ports: tuple[int, int] = (500, 4500),
                  responder_config: IkeConfig | None = None,
                  on_event: Callable[[IkeSA, object], None] | None = None,
-                 on_esp: Callable[[bytes, Address], None] | None = None):
+                 on_esp: Callable[[bytes, Address], None] | None = None,
+                 gate: ResponderGate | None = None):
         self.local_ip = local_ip
+        self.gate = gate or ResponderGate(natt_port=config_ports[1])
         self.ports = config_ports
         self.responder_config = responder_config
         self.on_event = on_event
@@ -95,7 +101,12 @@ class IkeUdpEndpoint:
         if sa is None and from_initiator and spi_r == bytes(8) and not flags & 0x20 and self.responder_config:
             key = (spi_i, remote[0])
             sa = self._half_open.get(key)
-            if sa is None or sa.state.value == "dead":
+            if sa is None or sa.state == State.DEAD:
+                ok, reply = self.gate.check(data, port, remote, self._now(), self.half_open())
+                if reply is not None:
+                    self.send_raw(reply.data, reply.local_port, reply.remote)
+                if not ok:
+                    return
                 sa = IkeSA(self.responder_config, initiator=False, local=(self.local_ip, port), remote=remote)
                 self._half_open[key] = sa
                 self.sas[sa.our_spi] = sa
@@ -104,12 +115,25 @@ class IkeUdpEndpoint:
         sa.receive_datagram(data, port, remote, self._now())
         self._flush(sa)
 
+    def half_open(self) -> int:
+        """Responder IKE SAs that have not completed IKE_AUTH (dead and finished ones are pruned)."""
+        for key, sa in list(self._half_open.items()):
+            if sa.state != State.CONNECTING and sa.state != State.CREATED:
+                del self._half_open[key]
+        return len(self._half_open)
+
     def _flush(self, sa: IkeSA) -> None:
         for d in sa.datagrams_to_send():
             self.send_raw(d.data, d.local_port, d.remote)
         while (ev := sa.next_event()) is not None:
+            if isinstance(ev, IkeSaRekeyed):
+                self.sas[ev.new_sa.our_spi] = ev.new_sa
             if self.on_event:
                 self.on_event(sa, ev)
+            if isinstance(ev, IkeSaRekeyed):
+                self._flush(ev.new_sa)
+        if sa.state == State.DEAD and self.sas.get(sa.our_spi) is sa:
+            del self.sas[sa.our_spi]
         self._arm()
 
     def _arm(self) -> None:
@@ -125,12 +149,13 @@ class IkeUdpEndpoint:
         now = self._now()
         for sa in list(self.sas.values()):
             sa.handle_timer(now)
-            for d in sa.datagrams_to_send():
-                self.send_raw(d.data, d.local_port, d.remote)
-            while (ev := sa.next_event()) is not None:
-                if self.on_event:
-                    self.on_event(sa, ev)
+            self._flush(sa)
         self._arm()
+
+    def call(self, sa: IkeSA, method: str, *args: object) -> None:
+        """Run one of the SA's operations (``rekey_child``, ``delete``...) now and send what it produced."""
+        getattr(sa, method)(self._now(), *args)
+        self._flush(sa)
 
 
 def esp_spi(data: bytes) -> int:

@@ -77,13 +77,21 @@ def _established(sa: IkeSA, peer: Identity) -> None:
                              sa.nat_local, sa.nat_remote))
 
 
-def install_child(sa: IkeSA, child: ChildState) -> ChildSaEstablished:
-    """Derive KEYMAT (no PFS in IKE_AUTH) and build the inbound and outbound fastpath SAs."""
+def install_child(sa: IkeSA, child: ChildState, *, exchange_initiator: bool | None = None,
+                  nonce_i: bytes | None = None, nonce_r: bytes | None = None, g_ir: bytes = b"",
+                  rekey_of: int | None = None) -> ChildSaEstablished:
+    """Derive KEYMAT and build the inbound and outbound fastpath SAs (RFC 7296 §2.17).
+
+    In IKE_AUTH the nonces are the IKE SA's and there is no g^ir; in CREATE_CHILD_SA they are the
+    exchange's nonces and, with PFS, its new shared secret.  "Initiator" is the exchange's initiator:
+    its outbound keys come first in KEYMAT."""
     assert sa.suite is not None and sa.keys is not None and child.suite is not None
     s = child.suite
-    ei, ai, er, ar = child_keymat(sa.suite.prf, sa.keys.sk_d, sa.nonce_i, sa.nonce_r, s.enc_key_len,
-                                  s.integ_key_len)
-    (out_e, out_a), (in_e, in_a) = ((ei, ai), (er, ar)) if sa.initiator else ((er, ar), (ei, ai))
+    ini = sa.initiator if exchange_initiator is None else exchange_initiator
+    ei, ai, er, ar = child_keymat(sa.suite.prf, sa.keys.sk_d, sa.nonce_i if nonce_i is None else nonce_i,
+                                  sa.nonce_r if nonce_r is None else nonce_r, s.enc_key_len, s.integ_key_len,
+                                  g_ir)
+    (out_e, out_a), (in_e, in_a) = ((ei, ai), (er, ar)) if ini else ((er, ar), (ei, ai))
     local, remote = sa.local_ip, ipaddress.ip_address(sa.remote[0])
     encap = sa.use_natt
     ours, theirs = sa.esp_ports
@@ -96,7 +104,7 @@ def install_child(sa: IkeSA, child: ChildState) -> ChildSaEstablished:
     inbound = SA(spi=child.spi_in, src=remote, dst=local, enc_key=in_e, integ_key=in_a, sport=theirs,
                  dport=ours, **common)
     sa.children.append(child)
-    return ChildSaEstablished(child.config.name, inbound, outbound, s, child.local_ts, child.remote_ts)
+    return ChildSaEstablished(child.config.name, inbound, outbound, s, child.local_ts, child.remote_ts, rekey_of)
 
 
 def _esp_offer(child: ChildConfig, spi: int) -> list[Proposal]:

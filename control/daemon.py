@@ -1,0 +1,1094 @@
+"""The IKE control daemon: one asyncio process around the sans-IO IKE core.
+
+It binds UDP on the IKE and NAT-T ports of every local address the
+configuration names, creates responder ``IkeSA`` objects for new IKE_SA_INIT
+requests, initiates connections (start_action=start, ACQUIREs, the operator),
+drives retransmission and lifetime timers, and writes what the core negotiates
+into the shared-memory region: two SA slots per CHILD SA and outbound SPD
+policies bound to the outbound slot.  It drains the fastpath's event ring:
+ACQUIRE starts a negotiation, SOFT_EXPIRE a rekey, HARD_EXPIRE/SEQ_EXHAUSTED a
+delete.  ``ipsecgw list-sas`` and friends talk to it over ``control.ctl``.
+
+The core grows exchanges (CREATE_CHILD_SA, INFORMATIONAL) separately.  The
+daemon uses them when the ``IkeSA`` has them (see ``_CoreOps``) and otherwise
+falls back: a rekey becomes a make-before-break replacement of the IKE SA, a
+delete is local only.  Events it does not know are logged, and any event
+carrying ``inbound``/``outbound`` SAs is installed like ``ChildSaEstablished``.
+
+Logs say what an operator needs (who, which proposal, why it failed), never keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from control.config import ChildSpec, Config, ConnectionConfig, core_schedules_rekeys
+from control.ctl import CommandError, ControlError, ControlServer
+from control.ike.constants import DhGroup, Encr, ExchangeType, Integ, Notify, Prf
+from control.ike.message import TrafficSelectorEntry
+from control.ike.sa import (
+    NON_ESP_MARKER,
+    ChildSaEstablished,
+    ChildSaFailed,
+    Datagram,
+    IkeSA,
+    IkeSaEstablished,
+    IkeSaFailed,
+    State,
+)
+from control.shm import PROTECT, ControlRegion, Policy, RegionError
+from fastpath.sa import SA, Direction
+
+__all__ = ["Daemon", "run_daemon", "ike_proposal_name", "esp_proposal_name", "wireshark_tables"]
+
+log = logging.getLogger("ipsecgw.daemon")
+
+HALF_OPEN_TIMEOUT = 30.0        # responder SAs that never finish IKE_AUTH are dropped after this
+HALF_OPEN_MAX = 1024            # beyond this, new IKE_SA_INIT requests are dropped (cookies: core's job)
+REKEY_OVERLAP = 10.0            # a replaced CHILD SA's inbound slot stays this long for packets in flight
+REKEY_OVERLAP_MAX = 60.0        # ... or, when the core deletes it itself, at most this long
+EVENT_POLL = 0.05               # seconds between event ring drains
+PRIO_INSTALLED = 10_000         # SPD priorities (lower wins): negotiated policies beat trap policies
+PRIO_TRAP = 20_000
+
+
+def _notify_name(n: int) -> str:
+    try:
+        return Notify(n).name
+    except ValueError:
+        return f"notify {n}" if n else "no notify"
+
+
+def ike_proposal_name(suite: Any) -> str:
+    """A chosen IKE proposal as IANA names: AES_GCM_16_128/PRF_HMAC_SHA2_256/CURVE25519."""
+    def name(enum_cls: Any, v: int) -> str:
+        try:
+            return enum_cls(v).name
+        except ValueError:
+            return str(v)
+    parts = [name(Encr, suite.encr) + (f"_{suite.key_bits}" if suite.key_bits else "")]
+    if suite.integ:
+        parts.append(name(Integ, suite.integ))
+    parts += ["PRF_" + name(Prf, suite.prf), name(DhGroup, suite.dh)]
+    return "/".join(parts)
+
+
+def esp_proposal_name(suite: Any) -> str:
+    return suite.enc + (f"/{suite.integ}" if suite.integ else "") + ("/ESN" if suite.esn else "")
+
+
+def _ts_text(ts: TrafficSelectorEntry) -> str:
+    nets = list(ipaddress.summarize_address_range(ts.start, ts.end))
+    base = str(nets[0]) if len(nets) == 1 else f"{ts.start}-{ts.end}"
+    if ts.proto or (ts.start_port, ts.end_port) != (0, 65535):
+        ports = "" if (ts.start_port, ts.end_port) == (0, 65535) else (
+            f"/{ts.start_port}" if ts.start_port == ts.end_port else f"/{ts.start_port}-{ts.end_port}")
+        base += f"[{ts.proto}{ports}]"
+    return base
+
+
+def _policies_for(local: list[TrafficSelectorEntry], remote: list[TrafficSelectorEntry],
+                  base_prio: int) -> list[Policy]:
+    """Outbound SPD entries (prefix pairs) covering local_ts -> remote_ts."""
+    out = []
+    for lts in local:
+        for rts in remote:
+            if lts.start.version != rts.start.version or (lts.proto and rts.proto and lts.proto != rts.proto):
+                continue
+            for src in ipaddress.summarize_address_range(lts.start, lts.end):
+                for dst in ipaddress.summarize_address_range(rts.start, rts.end):
+                    out.append(Policy(str(src), str(dst), lts.proto or rts.proto,
+                                      (lts.start_port, lts.end_port), (rts.start_port, rts.end_port), PROTECT,
+                                      base_prio - src.prefixlen - dst.prefixlen))
+    return out
+
+
+# -- the optional parts of the core's API -------------------------------------------------------
+
+class _CoreOps:
+    """What this IkeSA can do beyond IKE_SA_INIT/IKE_AUTH; None where the core has nothing yet.
+
+    Signatures (the core's CREATE_CHILD_SA/INFORMATIONAL tasks):
+    ``create_child(now, child_config)``, ``rekey_child(now, spi_in)``, ``delete_child(now, spi_in)``,
+    ``rekey_ike(now)``, ``delete(now)`` (IKE SA), ``dpd(now)`` (liveness check).
+    """
+
+    NAMES = ("create_child", "rekey_child", "delete_child", "rekey_ike", "delete", "dpd")
+
+    def __init__(self, ike: IkeSA):
+        for n in self.NAMES:
+            setattr(self, n, getattr(ike, n, None))
+
+
+# -- runtime records ------------------------------------------------------------------------------
+
+@dataclass
+class ChildEntry:
+    conn: str
+    name: str
+    ike_spi: bytes
+    spi_in: int
+    spi_out: int
+    slot_in: int
+    slot_out: int
+    id_in: int
+    id_out: int
+    proposal: str
+    mode: str
+    encap: bool
+    local_ts: list[TrafficSelectorEntry]
+    remote_ts: list[TrafficSelectorEntry]
+    installed_wall: float
+    installed: float
+    rekey_at: float | None
+    expire_at: float | None
+    state: str = "INSTALLED"            # INSTALLED | REKEYING | REKEYED (outbound replaced, inbound kept)
+    remove_at: float | None = None      # REKEYED: inbound slot removal time
+    keys: tuple[SA, SA] | None = field(default=None, repr=False)   # only with gateway.export_keys
+
+
+@dataclass
+class IkeEntry:
+    conn: ConnectionConfig
+    ike: IkeSA
+    created: float
+    local_ip: str
+    ops: _CoreOps
+    established: IkeSaEstablished | None = None
+    established_wall: float = 0.0
+    rekey_at: float | None = None
+    dpd_at: float | None = None
+    pending: list[ChildSpec] = field(default_factory=list)     # children to create once up
+    replaces: bytes | None = None                               # IKE SA this one is replacing
+    unique: int = 0
+
+    @property
+    def spi(self) -> bytes:
+        return self.ike.our_spi
+
+
+class _Proto(asyncio.DatagramProtocol):
+    def __init__(self, daemon: Daemon, local_ip: str, port: int):
+        self.daemon, self.local_ip, self.port = daemon, local_ip, port
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        try:
+            self.daemon._received(data, self.local_ip, self.port, (addr[0], addr[1]))
+        except Exception:           # noqa: BLE001 - one bad datagram must never end the daemon
+            log.exception("internal error handling a datagram from %s", addr[0])
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP error on %s:%d: %s", self.local_ip, self.port, exc)
+
+
+class Daemon:
+    """The control process.  ``await start()``, then ``await serve()`` until ``stop()``."""
+
+    def __init__(self, config: Config, *, control_only: bool = True):
+        self.config = config
+        self.gw = config.gateway
+        self.control_only = control_only
+        self.region: ControlRegion | None = None
+        self.ike_sas: dict[bytes, IkeEntry] = {}
+        self.half_open: dict[tuple[bytes, str], bytes] = {}
+        self.children: list[ChildEntry] = []
+        self.slot_child: dict[int, ChildEntry] = {}
+        # SPD: per (connection, child) the policy indices and what they cover
+        self.policies: dict[tuple[str, str], list[int]] = {}
+        self.policy_sel: dict[tuple[str, str], list[Policy]] = {}
+        self.policy_key: dict[int, tuple[str, str]] = {}
+        self.stats: dict[str, int] = {}
+        self._socks: dict[tuple[str, int], _Proto] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._ctl: ControlServer | None = None
+        self._unique = 0
+        self.started_wall = time.time()
+        # the core keeps rekey and DPD timers itself when its configs carry them; else the daemon does
+        self.core_timers = core_schedules_rekeys()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._open_region()
+        await self._open_sockets()
+        self._ctl = ControlServer(self.gw.control_socket, {
+            "list-sas": self._cmd_list_sas, "initiate": self._cmd_initiate, "terminate": self._cmd_terminate,
+            "rekey": self._cmd_rekey, "export-keys": self._cmd_export_keys, "status": self._cmd_status,
+        })
+        await self._ctl.start()
+        self._install_traps()
+        self._tasks.append(asyncio.create_task(self._poll_events()))
+        for conn in self.config.connections.values():
+            starts = [c for c in conn.children if c.start_action == "start"]
+            if starts:
+                self.initiate(conn, starts[0], starts[1:])
+        log.info("ipsecgw control started: %d connection(s), IKE on %s ports %d/%d, shm %s, control socket %s%s",
+                 len(self.config.connections), ", ".join(sorted({ip for ip, _ in self._socks})), self.gw.ike_port,
+                 self.gw.natt_port, self.gw.shm_path, self.gw.control_socket,
+                 " (control only: no fastpath attached)" if self.control_only else "")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self) -> None:
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        log.info("shutting down: deleting %d IKE SA(s) and %d CHILD SA(s)", len(self.ike_sas), len(self.children))
+        for t in self._tasks:
+            t.cancel()
+        now = self._now()
+        for entry in list(self.ike_sas.values()):
+            if entry.established is not None and entry.ops.delete is not None:
+                try:
+                    entry.ops.delete(now)
+                    self._send_all(entry)
+                except Exception:      # noqa: BLE001 - shutting down regardless
+                    log.exception("IKE SA delete failed")
+        for child in list(self.children):
+            self._remove_child(child, reason="shutdown", keep_trap=False)
+        if self.region is not None:
+            for key in list(self.policies):
+                self._drop_policies(key)
+            self.region.commit_policies()
+        if self._timer:
+            self._timer.cancel()
+        await asyncio.sleep(0)          # let the delete datagrams leave
+        for p in self._socks.values():
+            if p.transport:
+                p.transport.close()
+        if self._ctl is not None:
+            await self._ctl.close()
+        if self.region is not None:
+            self.region.close()
+            self.region = None
+        self.ike_sas.clear()
+        log.info("stopped")
+
+    def _open_region(self) -> None:
+        path = self.gw.shm_path
+        if os.path.exists(path):
+            region = ControlRegion.attach(path)
+            rec = region.reconcile()
+            # Our IKE state died with the previous process, so its SAs cannot be rekeyed or deleted
+            # properly: remove them (keys zeroed) and renegotiate from the configuration.
+            for slot in rec.sas:
+                region.delete_sa(slot)
+            for index in rec.policies:
+                region.delete_policy(index, commit=False)
+            region.commit_policies()
+            log.info("attached to existing region %s: removed %d SA(s) and %d policy(ies) left by a previous "
+                     "control process%s", path, len(rec.sas), len(rec.policies),
+                     f", repaired {rec.repaired} torn record(s)" if rec.repaired else "")
+            self.region = region
+        else:
+            self.region = ControlRegion.create(path, self.gw.capacities)
+            c = self.gw.capacities
+            log.info("created region %s (%d SA slots, %d policies)", path, c.n_sa, c.n_spd)
+
+    async def _open_sockets(self) -> None:
+        assert self._loop is not None
+        addrs = sorted({a for c in self.config.connections.values() for a in c.local_addrs})
+        for ip in addrs:
+            for port in (self.gw.ike_port, self.gw.natt_port):
+                try:
+                    _, proto = await self._loop.create_datagram_endpoint(
+                        lambda ip=ip, port=port: _Proto(self, ip, port), local_addr=(ip, port))
+                except OSError as exc:
+                    raise RegionError(f"cannot listen on UDP {ip} port {port}: {exc.strerror}") from None
+                self._socks[(ip, port)] = proto
+
+    # -- datagrams ------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _count(self, what: str) -> None:
+        self.stats[what] = self.stats.get(what, 0) + 1
+
+    def _received(self, data: bytes, local_ip: str, port: int, remote: tuple[str, int]) -> None:
+        natt = port == self.gw.natt_port
+        if natt and not data.startswith(NON_ESP_MARKER):
+            self._count("natt_non_ike")     # ESP-in-UDP or keepalives: the fastpath's business
+            return
+        msg = data[4:] if natt else data
+        if len(msg) < 28:
+            self._count("short_datagrams")
+            return
+        spi_i, spi_r, exchange, flags = msg[:8], msg[8:16], msg[18], msg[19]
+        from_initiator = bool(flags & 0x08)
+        entry = self.ike_sas.get(spi_r if from_initiator else spi_i)
+        if entry is None and from_initiator and spi_r == bytes(8) and not flags & 0x20 \
+                and exchange == ExchangeType.IKE_SA_INIT:
+            entry = self._responder_for(spi_i, local_ip, port, remote)
+        if entry is None:
+            self._count("unknown_spi")
+            return
+        entry.ike.receive_datagram(data, port, remote, self._now())
+        self._process(entry)
+
+    def _responder_for(self, spi_i: bytes, local_ip: str, port: int, remote: tuple[str, int]) -> IkeEntry | None:
+        key = (spi_i, remote[0])
+        known = self.half_open.get(key)
+        if known is not None and known in self.ike_sas:
+            return self.ike_sas[known]
+        conn = next((c for c in self.config.connections.values() if local_ip in c.local_addrs
+                     and (remote[0] in c.remote_addrs or "%any" in c.remote_addrs)), None)
+        if conn is None:
+            self._count("no_connection")
+            log.info("IKE_SA_INIT from %s to %s: no connection configured for this peer, ignored", remote[0],
+                     local_ip)
+            return None
+        if len(self.half_open) >= HALF_OPEN_MAX:
+            self._count("half_open_full")
+            return None
+        ike = IkeSA(conn.ike_config(self.gw), initiator=False, local=(local_ip, port), remote=remote)
+        entry = self._add_entry(conn, ike, local_ip)
+        self.half_open[key] = entry.spi
+        return entry
+
+    def _add_entry(self, conn: ConnectionConfig, ike: IkeSA, local_ip: str) -> IkeEntry:
+        self._unique += 1
+        entry = IkeEntry(conn, ike, self._now(), local_ip, _CoreOps(ike), unique=self._unique)
+        self.ike_sas[entry.spi] = entry
+        return entry
+
+    def _send_all(self, entry: IkeEntry) -> None:
+        for d in entry.ike.datagrams_to_send():
+            self._send(entry.local_ip, d)
+
+    def _send(self, local_ip: str, d: Datagram) -> None:
+        p = self._socks.get((local_ip, d.local_port))
+        if p is None or p.transport is None:
+            log.warning("no socket on %s port %d to send an IKE message from", local_ip, d.local_port)
+            return
+        p.transport.sendto(d.data, d.remote)
+
+    # -- driving the core ------------------------------------------------------------------------------
+
+    def _process(self, entry: IkeEntry) -> None:
+        """Send what the core queued, act on its events, notice a dead SA; then re-arm the timer."""
+        self._send_all(entry)
+        while (ev := entry.ike.next_event()) is not None:
+            try:
+                self._on_event(entry, ev)
+            except RegionError as exc:
+                log.error("%s: cannot install into shared memory: %s", entry.conn.name, exc)
+        self._send_all(entry)           # events may have queued requests (create_child...)
+        self._reconcile_entry(entry)
+        self._arm()
+
+    def _label(self, entry: IkeEntry) -> str:
+        return f"{entry.conn.name}[{entry.unique}]"
+
+    def _on_event(self, entry: IkeEntry, ev: object) -> None:
+        now = self._now()
+        if isinstance(ev, IkeSaEstablished):
+            entry.established = ev
+            entry.established_wall = time.time()
+            self._forget_half_open(entry)
+            if not self.core_timers:
+                if entry.conn.rekey_time:
+                    entry.rekey_at = now + entry.conn.rekey_time * random.uniform(0.9, 1.0)
+                if entry.conn.dpd_delay:
+                    entry.dpd_at = now + entry.conn.dpd_delay
+            log.info("IKE SA %s established with %s (%s), %s, local id %s, %s%s", self._label(entry),
+                     ev.remote[0], ev.remote_id, ike_proposal_name(ev.suite), ev.local_id,
+                     "we initiated" if ev.initiator else "peer initiated",
+                     ", NAT-T (UDP 4500)" if ev.nat_local or ev.nat_remote else "")
+            self._create_pending(entry, now)
+            if not ev.initiator:
+                # like strongSwan's uniqueids: a peer that connects again replaces its older IKE SA
+                for old in list(self.ike_sas.values()):
+                    if old is not entry and old.conn is entry.conn and old.established is not None \
+                            and str(old.established.remote_id) == str(ev.remote_id) and entry.replaces is None:
+                        entry.replaces = old.spi
+                        self._maybe_drop_replaced(old.spi)
+        elif isinstance(ev, ChildSaEstablished) or (hasattr(ev, "inbound") and hasattr(ev, "outbound")
+                                                   and isinstance(ev.inbound, SA)):
+            self._install_child(entry, ev)
+        elif type(ev).__name__ == "ChildSaDeleted":
+            child = next((c for c in self.children if c.spi_in == getattr(ev, "spi_in", None)), None)
+            if child is not None:
+                self._remove_child(child, reason=str(getattr(ev, "reason", "deleted")))
+        elif type(ev).__name__ == "IkeSaRekeyed":
+            self._ike_rekeyed(entry, ev)
+        elif type(ev).__name__ == "IkeSaDeleted":
+            if not getattr(ev, "rekeyed", False):
+                log.info("IKE SA %s with %s deleted: %s", self._label(entry), entry.ike.remote[0],
+                         getattr(ev, "reason", ""))
+        elif isinstance(ev, ChildSaFailed):
+            log.warning("CHILD SA %s of %s failed: %s (%s)", ev.name or "?", self._label(entry),
+                        _notify_name(ev.notify), ev.reason)
+        elif isinstance(ev, IkeSaFailed):
+            log.warning("IKE SA %s with %s failed: %s (%s)", self._label(entry), entry.ike.remote[0],
+                        _notify_name(ev.notify), ev.reason)
+        else:
+            log.info("IKE SA %s: %s", self._label(entry), ev.__class__.__name__)
+
+    def _ike_rekeyed(self, entry: IkeEntry, ev: Any) -> None:
+        """The core replaced this IKE SA by ``ev.new_sa``: route its SPI, move the children to it."""
+        new: IkeSA = ev.new_sa
+        n = self._add_entry(entry.conn, new, entry.local_ip)
+        old_est = entry.established
+        if old_est is not None and new.suite is not None:
+            n.established = IkeSaEstablished(new.spi_i, new.spi_r, new.initiator, new.suite, old_est.local_id,
+                                             old_est.remote_id, new.remote, new.nat_local, new.nat_remote)
+            n.established_wall = time.time()
+        if getattr(ev, "redundant", False):
+            log.info("IKE SA %s: simultaneous rekey, the duplicate %s will be deleted", self._label(entry),
+                     self._label(n))
+        else:
+            for c in self.children:
+                if c.ike_spi == entry.spi:
+                    c.ike_spi = n.spi
+            log.info("IKE SA %s rekeyed: now %s, SPIs %s_i %s_r, %s", self._label(entry), self._label(n),
+                     new.spi_i.hex(), new.spi_r.hex(), ike_proposal_name(new.suite) if new.suite else "")
+        self._process(n)
+
+    def _forget_half_open(self, entry: IkeEntry) -> None:
+        for k, v in list(self.half_open.items()):
+            if v == entry.spi:
+                del self.half_open[k]
+
+    def _create_pending(self, entry: IkeEntry, now: float) -> None:
+        while entry.pending:
+            spec = entry.pending.pop(0)
+            if entry.ops.create_child is None:
+                log.warning("%s: child %s needs a CREATE_CHILD_SA exchange, which this IKE core does not "
+                            "support yet; only the first child of a connection comes up", self._label(entry),
+                            spec.name)
+                continue
+            entry.ops.create_child(now, spec.child_config())
+
+    def _reconcile_entry(self, entry: IkeEntry) -> None:
+        """The core is the truth about which SAs exist: drop what it no longer has."""
+        if entry.ike.state == State.DEAD:
+            self._drop_entry(entry, "IKE SA gone")
+            return
+        live = getattr(entry.ike, "children", None)
+        if isinstance(live, list):
+            spis = {getattr(c, "spi_in", None) for c in live}
+            for child in [c for c in self.children if c.ike_spi == entry.spi and c.state != "REKEYED"]:
+                if child.spi_in not in spis:
+                    self._remove_child(child, reason="deleted by the IKE SA")
+
+    def _drop_entry(self, entry: IkeEntry, reason: str) -> None:
+        if self.ike_sas.pop(entry.spi, None) is None:
+            return
+        self._forget_half_open(entry)
+        for child in [c for c in self.children if c.ike_spi == entry.spi]:
+            self._remove_child(child, reason=reason)
+        if entry.established is not None:
+            log.info("IKE SA %s with %s removed (%s)", self._label(entry), entry.ike.remote[0], reason)
+
+    # -- CHILD SAs in shared memory ------------------------------------------------------------------
+
+    def _spec(self, conn: ConnectionConfig, name: str) -> ChildSpec | None:
+        return next((c for c in conn.children if c.name == name), None)
+
+    def _install_child(self, entry: IkeEntry, ev: Any) -> None:
+        assert self.region is not None
+        spec = self._spec(entry.conn, ev.name)
+        inbound, outbound = ev.inbound, ev.outbound
+        if spec is not None:
+            for sa in (inbound, outbound):
+                lt = sa.lifetime
+                lt.soft_bytes, lt.hard_bytes = spec.rekey_bytes, spec.life_bytes
+                lt.soft_packets, lt.hard_packets = spec.rekey_packets, spec.life_packets
+                lt.soft_seconds, lt.hard_seconds = spec.rekey_time, spec.hard_seconds
+        h_in = self.region.install_sa(inbound, Direction.IN)
+        try:
+            h_out = self.region.install_sa(outbound, Direction.OUT)
+        except BaseException:
+            self.region.delete_sa(h_in.slot)
+            raise
+        now = self._now()
+        rekey_at = expire_at = None
+        if spec is not None and spec.rekey_time and not self.core_timers:
+            rekey_at = now + spec.rekey_time * random.uniform(0.9, 1.0)     # jitter: both ends won't collide
+        if spec is not None and spec.hard_seconds:
+            expire_at = now + spec.hard_seconds
+        suite = getattr(ev, "suite", None)
+        child = ChildEntry(entry.conn.name, ev.name, entry.spi, inbound.spi, outbound.spi, h_in.slot, h_out.slot,
+                           h_in.sa_id, h_out.sa_id, esp_proposal_name(suite) if suite else outbound.enc,
+                           str(outbound.mode), outbound.udp_encap, list(getattr(ev, "local_ts", [])),
+                           list(getattr(ev, "remote_ts", [])), time.time(), now, rekey_at, expire_at)
+        if self.gw.export_keys:
+            child.keys = (inbound, outbound)
+        # the older instance(s) of this child (a rekey or a replacement): outbound moves to the new SA now,
+        # their inbound SAs stay a moment for packets already in flight
+        rekey_of = getattr(ev, "rekey_of", None)
+        if rekey_of is not None:
+            olds = [c for c in self.children if c.spi_in == rekey_of and c.state != "REKEYED"]
+        else:
+            olds = [c for c in self.children if (c.conn, c.name) == (child.conn, child.name)
+                    and c.state != "REKEYED"]
+        self.children.append(child)
+        self.slot_child[h_in.slot] = child
+        self.slot_child[h_out.slot] = child
+        key = (child.conn, child.name)
+        self._set_policies(key, _policies_for(child.local_ts, child.remote_ts, PRIO_INSTALLED), (h_out.slot,))
+        log.info("CHILD SA %s{%s} installed: %s, SPIs in 0x%08x out 0x%08x, %s %s === %s%s", child.name,
+                 self._label(entry), child.proposal, child.spi_in, child.spi_out, child.mode,
+                 ", ".join(_ts_text(t) for t in child.local_ts), ", ".join(_ts_text(t) for t in child.remote_ts),
+                 ", ESP in UDP" if child.encap else "")
+        for old in olds:
+            log.info("CHILD SA %s of %s rekeyed: SPIs in 0x%08x out 0x%08x replace in 0x%08x out 0x%08x", child.name,
+                     child.conn, child.spi_in, child.spi_out, old.spi_in, old.spi_out)
+            self._retire(old, now)
+
+    def _retire(self, old: ChildEntry, now: float) -> None:
+        """A newer instance took over: free the outbound slot now, the inbound after the overlap."""
+        assert self.region is not None
+        old.state = "REKEYED"
+        entry = self.ike_sas.get(old.ike_spi)
+        core_deletes = entry is not None and entry.ops.delete_child is not None
+        # a core with INFORMATIONAL deletes the old pair itself (ChildSaDeleted); the timer is a safety net
+        old.remove_at = now + (REKEY_OVERLAP_MAX if core_deletes else REKEY_OVERLAP)
+        old.rekey_at = old.expire_at = None
+        if old.slot_out in self.slot_child:
+            self.slot_child.pop(old.slot_out, None)
+            self.region.delete_sa(old.slot_out)
+        old.slot_out = -1
+        old.keys = None
+        if entry is not None and entry.ops.delete_child is not None and not self._child_rekeyed_by_core(old):
+            entry.ops.delete_child(now, old.spi_in)
+            self._send_all(entry)
+        self._maybe_drop_replaced(old.ike_spi)
+        self._arm()
+
+    def _child_rekeyed_by_core(self, old: ChildEntry) -> bool:
+        # a core that rekeys CHILD SAs deletes the old one itself as part of the exchange
+        entry = self.ike_sas.get(old.ike_spi)
+        return entry is not None and entry.ops.rekey_child is not None
+
+    def _maybe_drop_replaced(self, ike_spi: bytes) -> None:
+        """An IKE SA whose children were all taken over by a replacement is no longer needed."""
+        entry = self.ike_sas.get(ike_spi)
+        if entry is None or not any(e.replaces == ike_spi for e in self.ike_sas.values()):
+            return
+        if any(c.ike_spi == ike_spi and c.state != "REKEYED" for c in self.children):
+            return
+        if entry.ops.delete is not None:
+            entry.ops.delete(self._now())
+            self._send_all(entry)
+        else:
+            log.info("IKE SA %s replaced; the peer is not told (this IKE core has no INFORMATIONAL Delete yet)",
+                     self._label(entry))
+        for c in [c for c in self.children if c.ike_spi == ike_spi]:
+            c.ike_spi = b""             # keep the overlapping inbound slots until their time
+        self.ike_sas.pop(ike_spi, None)
+
+    def _remove_child(self, child: ChildEntry, reason: str, keep_trap: bool = True) -> None:
+        """Delete both SAs of a CHILD SA (keys zeroed in the region) and fix up its policies."""
+        assert self.region is not None
+        if child not in self.children:
+            return
+        self.children.remove(child)
+        for slot in (child.slot_in, child.slot_out):
+            if slot >= 0 and self.slot_child.get(slot) is child:
+                del self.slot_child[slot]
+                try:
+                    self.region.delete_sa(slot)
+                except KeyError:
+                    pass            # already deleted (e.g. by the fastpath's hard expiry handling)
+        child.keys = None
+        if child.state != "REKEYED":
+            log.info("CHILD SA %s of %s removed (%s): SPIs in 0x%08x out 0x%08x", child.name, child.conn, reason,
+                     child.spi_in, child.spi_out)
+            key = (child.conn, child.name)
+            if not any((c.conn, c.name) == key and c.state != "REKEYED" for c in self.children):
+                conn = self.config.connections.get(child.conn)
+                spec = self._spec(conn, child.name) if conn else None
+                if keep_trap and spec is not None and spec.start_action == "trap":
+                    self._set_policies(key, _policies_for(spec.local_ts, spec.remote_ts, PRIO_TRAP), ())
+                else:
+                    self._drop_policies(key)
+
+    # -- SPD -------------------------------------------------------------------------------------------
+
+    def _install_traps(self) -> None:
+        for conn in self.config.connections.values():
+            for spec in conn.children:
+                if spec.start_action == "trap":
+                    pols = _policies_for(spec.local_ts, spec.remote_ts, PRIO_TRAP)
+                    self._set_policies((conn.name, spec.name), pols, ())
+                    log.info("trap policies for %s/%s installed: %s === %s", conn.name, spec.name,
+                             ", ".join(spec.local_ts_text), ", ".join(spec.remote_ts_text))
+
+    def _set_policies(self, key: tuple[str, str], pols: list[Policy], sas: tuple[int, ...]) -> None:
+        """Make ``key``'s SPD entries exactly ``pols``, bound to ``sas`` (empty: trap, ACQUIRE on match)."""
+        assert self.region is not None
+        cur = self.policies.get(key)
+        if cur is not None and self.policy_sel.get(key) == pols:
+            for index in cur:
+                self.region.bind_policy(index, sas)      # same selectors: rebinding needs no recompile
+            return
+        self._drop_policies(key, commit=False)
+        idx = []
+        for i, p in enumerate(pols):
+            index = self.region.add_policy(Policy(p.src, p.dst, p.proto, p.sport, p.dport, p.action, p.priority,
+                                                  policy_id=hash((key, i)) & 0xFFFFFFFF), sas, commit=False)
+            idx.append(index)
+            self.policy_key[index] = key
+        self.policies[key], self.policy_sel[key] = idx, pols
+        self.region.commit_policies()
+
+    def _drop_policies(self, key: tuple[str, str], commit: bool = True) -> None:
+        assert self.region is not None
+        idx = self.policies.pop(key, None)
+        self.policy_sel.pop(key, None)
+        if not idx:
+            return
+        for index in idx:
+            self.region.delete_policy(index, commit=False)
+            self.policy_key.pop(index, None)
+        if commit:
+            self.region.commit_policies()
+
+    # -- initiating, rekeying, deleting ---------------------------------------------------------------
+
+    def initiate(self, conn: ConnectionConfig, first: ChildSpec | None, more: list[ChildSpec] | None = None,
+                 replaces: bytes | None = None) -> IkeEntry | None:
+        if not conn.can_initiate:
+            log.warning("%s: cannot initiate: remote_addrs is %%any", conn.name)
+            return None
+        remote_ip = next(a for a in conn.remote_addrs if a != "%any")
+        local_ip = conn.local_addrs[0]
+        kids = [first] if first is not None else []
+        ike = IkeSA(conn.ike_config(self.gw, kids + list(more or [])), initiator=True,
+                    local=(local_ip, self.gw.ike_port), remote=(remote_ip, conn.remote_port))
+        entry = self._add_entry(conn, ike, local_ip)
+        entry.pending = list(more or [])
+        entry.replaces = replaces
+        ike.initiate(self._now(), children=[first.child_config()] if first is not None else [])
+        log.info("initiating IKE SA %s to %s:%d%s", self._label(entry), remote_ip, conn.remote_port,
+                 f" with child {first.name}" if first else "")
+        self._process(entry)
+        return entry
+
+    def _connecting(self, conn_name: str) -> IkeEntry | None:
+        return next((e for e in self.ike_sas.values() if e.conn.name == conn_name and e.replaces is None
+                     and e.ike.state in (State.CREATED, State.CONNECTING)), None)
+
+    def _up(self, conn_name: str) -> IkeEntry | None:
+        return next((e for e in self.ike_sas.values() if e.conn.name == conn_name
+                     and e.ike.state == State.ESTABLISHED), None)
+
+    def _child_up(self, conn: str, name: str) -> ChildEntry | None:
+        return next((c for c in self.children if (c.conn, c.name) == (conn, name) and c.state != "REKEYED"), None)
+
+    def bring_up(self, conn: ConnectionConfig, spec: ChildSpec, why: str) -> str:
+        """Make sure ``spec`` gets negotiated: reuse an IKE SA that is up or coming up."""
+        if self._child_up(conn.name, spec.name):
+            return f"{spec.name} is already up"
+        if (entry := self._connecting(conn.name)) is not None:
+            if spec.name not in [c.name for c in entry.pending] and entry.ike.config.children[:1] \
+                    and entry.ike.config.children[0].name != spec.name:
+                entry.pending.append(spec)
+            return f"{conn.name} is connecting"
+        if (entry := self._up(conn.name)) is not None:
+            if entry.ops.create_child is None:
+                return (f"{conn.name} is up but {spec.name} needs CREATE_CHILD_SA, which this IKE core does not "
+                        "support yet")
+            entry.ops.create_child(self._now(), spec.child_config())
+            self._process(entry)
+            return f"creating {spec.name} on {self._label(entry)}"
+        log.info("%s: negotiating %s (%s)", conn.name, spec.name, why)
+        self.initiate(conn, spec)
+        return f"initiating {conn.name} with {spec.name}"
+
+    def rekey_child(self, child: ChildEntry, why: str) -> None:
+        if child.state != "INSTALLED":
+            return
+        entry = self.ike_sas.get(child.ike_spi)
+        conn = self.config.connections.get(child.conn)
+        now = self._now()
+        child.rekey_at = None
+        if entry is not None and entry.ops.rekey_child is not None:
+            log.info("rekeying CHILD SA %s{%s} (%s)", child.name, self._label(entry), why)
+            child.state = "REKEYING"
+            entry.ops.rekey_child(now, child.spi_in)
+            self._process(entry)
+            return
+        if conn is None or not conn.can_initiate:
+            log.warning("CHILD SA %s of %s needs a rekey (%s) but the IKE core cannot rekey and the peer is %%any: "
+                        "it stays until its hard lifetime", child.name, child.conn, why)
+            return
+        # No CREATE_CHILD_SA in the core yet: replace the whole IKE SA, make before break.
+        spec = self._spec(conn, child.name)
+        log.info("CHILD SA %s of %s needs a rekey (%s): this IKE core has no CREATE_CHILD_SA yet, so the IKE SA "
+                 "is re-established and replaces the old one", child.name, child.conn, why)
+        child.state = "REKEYING"
+        self.initiate(conn, spec, replaces=child.ike_spi)
+
+    def rekey_ike(self, entry: IkeEntry, why: str) -> None:
+        entry.rekey_at = None
+        if entry.ops.rekey_ike is not None:
+            log.info("rekeying IKE SA %s (%s)", self._label(entry), why)
+            entry.ops.rekey_ike(self._now())
+            self._process(entry)
+            return
+        kids = [c for c in self.children if c.ike_spi == entry.spi and c.state == "INSTALLED"]
+        if not entry.conn.can_initiate or not entry.ike.initiator and not kids:
+            log.info("IKE SA %s reached its rekey time (%s); the core cannot rekey IKE SAs yet and this side does "
+                     "not re-authenticate it", self._label(entry), why)
+            return
+        spec = self._spec(entry.conn, kids[0].name) if kids else None
+        log.info("IKE SA %s reached its rekey time (%s): re-establishing it (make before break)", self._label(entry),
+                 why)
+        for c in kids:
+            c.state = "REKEYING"
+        self.initiate(entry.conn, spec, replaces=entry.spi)
+
+    def terminate_conn(self, conn_name: str) -> int:
+        n = 0
+        now = self._now()
+        for entry in [e for e in self.ike_sas.values() if e.conn.name == conn_name]:
+            if entry.ops.delete is not None and entry.established is not None:
+                entry.ops.delete(now)
+                self._send_all(entry)
+            elif entry.established is not None:
+                log.info("IKE SA %s deleted locally; the peer is not told (no INFORMATIONAL Delete in this IKE core "
+                         "yet)", self._label(entry))
+            self._drop_entry(entry, "terminated by the operator")
+            n += 1
+        return n
+
+    def terminate_child(self, conn_name: str, name: str) -> int:
+        n = 0
+        now = self._now()
+        for child in [c for c in self.children if (c.conn, c.name) == (conn_name, name)]:
+            entry = self.ike_sas.get(child.ike_spi)
+            if entry is not None and entry.ops.delete_child is not None:
+                entry.ops.delete_child(now, child.spi_in)
+                self._send_all(entry)
+            self._remove_child(child, reason="terminated by the operator")
+            n += 1
+        return n
+
+    # -- timers -------------------------------------------------------------------------------------
+
+    def _deadlines(self) -> list[float]:
+        out = []
+        for e in self.ike_sas.values():
+            t = e.ike.get_timer()
+            if t is not None:
+                out.append(t)
+            for t in (e.rekey_at, e.dpd_at):
+                if t is not None:
+                    out.append(t)
+            if e.established is None:
+                out.append(e.created + HALF_OPEN_TIMEOUT)
+        for c in self.children:
+            out += [t for t in (c.rekey_at, c.expire_at, c.remove_at) if t is not None]
+        return out
+
+    def _arm(self) -> None:
+        if self._loop is None or self._stop.is_set():
+            return
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        ds = self._deadlines()
+        if ds:
+            self._timer = self._loop.call_at(min(ds), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        try:
+            self._run_timers(self._now())
+        except Exception:       # noqa: BLE001 - keep the daemon alive, say what broke
+            log.exception("internal error in the timer handler")
+        self._arm()
+
+    def _run_timers(self, now: float) -> None:
+        for entry in list(self.ike_sas.values()):
+            if entry.spi not in self.ike_sas:
+                continue
+            t = entry.ike.get_timer()
+            if t is not None and t <= now:
+                entry.ike.handle_timer(now)
+                self._process(entry)
+            if entry.spi not in self.ike_sas:
+                continue
+            if entry.established is None and now >= entry.created + HALF_OPEN_TIMEOUT \
+                    and entry.ike.state != State.ESTABLISHED:
+                log.info("IKE SA %s with %s did not complete within %.0f s, dropped", self._label(entry),
+                         entry.ike.remote[0], HALF_OPEN_TIMEOUT)
+                self._drop_entry(entry, "half-open timeout")
+                continue
+            if entry.rekey_at is not None and now >= entry.rekey_at:
+                self.rekey_ike(entry, "rekey_time")
+            if entry.dpd_at is not None and now >= entry.dpd_at:
+                entry.dpd_at = now + entry.conn.dpd_delay
+                if entry.ops.dpd is not None:
+                    entry.ops.dpd(now)
+                    self._process(entry)
+        for child in list(self.children):
+            if child.remove_at is not None and now >= child.remove_at:
+                self._remove_child(child, reason="replaced")
+            elif child.expire_at is not None and now >= child.expire_at:
+                self._expire_child(child, "life_time reached")
+            elif child.rekey_at is not None and now >= child.rekey_at:
+                self.rekey_child(child, "rekey_time")
+
+    def _expire_child(self, child: ChildEntry, why: str) -> None:
+        entry = self.ike_sas.get(child.ike_spi)
+        if entry is not None and entry.ops.delete_child is not None:
+            entry.ops.delete_child(self._now(), child.spi_in)
+            self._send_all(entry)
+        self._remove_child(child, reason=why)
+
+    # -- fastpath events ----------------------------------------------------------------------------
+
+    async def _poll_events(self) -> None:
+        beat = 0.0
+        while True:
+            try:
+                self.drain_events()
+                if self.region is not None and time.monotonic() - beat > 1.0:
+                    self.region.heartbeat()
+                    beat = time.monotonic()
+            except Exception:    # noqa: BLE001
+                log.exception("internal error draining fastpath events")
+            await asyncio.sleep(EVENT_POLL)
+
+    def drain_events(self) -> None:
+        assert self.region is not None
+        for ev in self.region.events(delete_expired=False):
+            self._count(f"event_{ev.kind}")
+            if ev.kind == "acquire":
+                key = self.policy_key.get(ev.policy)
+                if key is None:
+                    continue
+                conn = self.config.connections.get(key[0])
+                spec = self._spec(conn, key[1]) if conn else None
+                if conn is not None and spec is not None:
+                    log.info("ACQUIRE for %s/%s: %s -> %s proto %d", key[0], key[1], ev.src, ev.dst, ev.proto)
+                    self.bring_up(conn, spec, f"traffic {ev.src} -> {ev.dst}")
+                continue
+            child = self.slot_child.get(ev.slot)
+            if child is None or ev.sa_id not in (child.id_in, child.id_out):
+                continue
+            if ev.kind == "soft-expire":
+                self.rekey_child(child, f"soft limit reached after {ev.packets} packets / {ev.bytes} bytes")
+            elif ev.kind in ("hard-expire", "seq-exhausted"):
+                self._expire_child(child, f"{ev.kind} reported by the fastpath")
+            elif ev.kind.startswith("alarm"):
+                log.warning("CHILD SA %s of %s: %s: %d drops in the alarm window (SPI 0x%08x)", child.name,
+                            child.conn, ev.kind, ev.packets, child.spi_in)
+        self._arm()
+
+    # -- control socket -----------------------------------------------------------------------------
+
+    def _resolve(self, name: Any) -> tuple[ConnectionConfig, ChildSpec | None]:
+        if not isinstance(name, str) or not name:
+            raise CommandError("expected a connection or child name")
+        if name in self.config.connections:
+            return self.config.connections[name], None
+        found = self.config.child(name)
+        if found is None:
+            raise CommandError(f"no connection or child named {name!r} (connections: "
+                               f"{', '.join(self.config.connections)})")
+        return found
+
+    def _cmd_initiate(self, args: dict[str, Any], uid: int) -> str:
+        conn, spec = self._resolve(args.get("name"))
+        if not conn.can_initiate:
+            raise CommandError(f"{conn.name}: remote_addrs is %any, there is nobody to initiate to")
+        if spec is None:
+            if self._up(conn.name) or self._connecting(conn.name):
+                return f"{conn.name} is already up or connecting"
+            first = next((c for c in conn.children if c.start_action == "start"), conn.children[0])
+            self.initiate(conn, first, [c for c in conn.children if c is not first and c.start_action != "trap"])
+            return f"initiating {conn.name}"
+        return self.bring_up(conn, spec, "operator request")
+
+    def _cmd_terminate(self, args: dict[str, Any], uid: int) -> str:
+        conn, spec = self._resolve(args.get("name"))
+        if spec is None:
+            n = self.terminate_conn(conn.name)
+            return f"terminated {n} IKE SA(s) of {conn.name}"
+        n = self.terminate_child(conn.name, spec.name)
+        return f"terminated {n} CHILD SA(s) named {spec.name}"
+
+    def _cmd_rekey(self, args: dict[str, Any], uid: int) -> str:
+        conn, spec = self._resolve(args.get("name"))
+        if spec is None:
+            entries = [e for e in self.ike_sas.values() if e.conn.name == conn.name and e.established is not None]
+            if not entries:
+                raise CommandError(f"{conn.name} has no established IKE SA")
+            for e in entries:
+                self.rekey_ike(e, "operator request")
+            return f"rekeying {len(entries)} IKE SA(s) of {conn.name}"
+        kids = [c for c in self.children if (c.conn, c.name) == (conn.name, spec.name) and c.state == "INSTALLED"]
+        if not kids:
+            raise CommandError(f"{spec.name} has no installed CHILD SA")
+        for c in kids:
+            self.rekey_child(c, "operator request")
+        return f"rekeying {len(kids)} CHILD SA(s) named {spec.name}"
+
+    def _cmd_status(self, args: dict[str, Any], uid: int) -> dict[str, Any]:
+        return {"pid": os.getpid(), "uptime": time.time() - self.started_wall, "control_only": self.control_only,
+                "shm": self.gw.shm_path, "ike_sas": len(self.ike_sas), "child_sas": len(self.children),
+                "policies": sum(len(v) for v in self.policies.values()),
+                "fastpath_alive": bool(self.region and self.region.fastpath_alive()), "counters": dict(self.stats)}
+
+    def _cmd_list_sas(self, args: dict[str, Any], uid: int) -> list[dict[str, Any]]:
+        now, wall = self._now(), time.time()
+
+        def until(t: float | None) -> float | None:
+            return None if t is None else round(t - now, 1)
+
+        out = []
+        for e in sorted(self.ike_sas.values(), key=lambda e: e.unique):
+            ike, est = e.ike, e.established
+            item: dict[str, Any] = {
+                "name": e.conn.name, "unique": e.unique,
+                "state": ike.state.name, "initiator": ike.initiator,
+                "spi_i": ike.spi_i.hex(), "spi_r": ike.spi_r.hex(),
+                "local": {"addr": e.local_ip, "port": ike.local_port,
+                          "id": str(est.local_id) if est else e.conn.local_id},
+                "remote": {"addr": ike.remote[0], "port": ike.remote[1],
+                           "id": str(est.remote_id) if est else e.conn.remote_id},
+                "proposal": ike_proposal_name(est.suite) if est else None,
+                "nat": {"local": est.nat_local, "remote": est.nat_remote} if est else None,
+                "established": round(wall - e.established_wall, 1) if est else None,
+                "rekey_in": until(e.rekey_at if not self.core_timers else getattr(ike, "rekey_at", None)),
+                "children": [],
+            }
+            for c in [c for c in self.children if c.ike_spi == e.spi]:
+                cj = self._child_json(c, now, wall)
+                find = getattr(ike, "find_child", None)
+                if self.core_timers and find is not None and c.state != "REKEYED":
+                    st = find(spi_in=c.spi_in)
+                    cj["rekey_in"] = until(getattr(st, "rekey_at", None))
+                    status = getattr(st, "status", None)
+                    if status is not None and c.state == "INSTALLED":
+                        cj["state"] = str(status.name)
+                item["children"].append(cj)
+            out.append(item)
+        orphans = [c for c in self.children if c.ike_spi not in self.ike_sas]
+        if orphans:
+            out.append({"name": None, "state": "REPLACED", "children": [self._child_json(c, now, wall)
+                                                                        for c in orphans]})
+        return out
+
+    def _child_json(self, c: ChildEntry, now: float, wall: float) -> dict[str, Any]:
+        def until(t: float | None) -> float | None:
+            return None if t is None else round(t - now, 1)
+        return {"name": c.name, "state": c.state, "mode": c.mode, "proposal": c.proposal,
+                "spi_in": f"{c.spi_in:08x}", "spi_out": f"{c.spi_out:08x}",
+                "slot_in": c.slot_in, "slot_out": c.slot_out if c.slot_out >= 0 else None, "encap": c.encap,
+                "local_ts": [_ts_text(t) for t in c.local_ts], "remote_ts": [_ts_text(t) for t in c.remote_ts],
+                "installed": round(wall - c.installed_wall, 1), "rekey_in": until(c.rekey_at),
+                "expire_in": until(c.expire_at), "remove_in": until(c.remove_at)}
+
+    def _cmd_export_keys(self, args: dict[str, Any], uid: int) -> dict[str, str]:
+        if not self.gw.export_keys:
+            raise CommandError("key export is off: set gateway.export_keys: yes in the configuration and restart")
+        if uid != 0:
+            raise CommandError("key export is for root only")
+        fmt = args.get("format", "wireshark")
+        if fmt != "wireshark":
+            raise CommandError(f"unknown format {fmt!r}: expected wireshark")
+        log.warning("SA keys exported over the control socket (uid %d)", uid)
+        return wireshark_tables(self)
+
+
+# -- Wireshark key tables ----------------------------------------------------------------------------
+
+_WS_IKE_ENCR = {Encr.AES_CBC: "AES-CBC-{bits} [RFC3602]", Encr.AES_GCM_8: "AES-GCM-{bits} with 8 octet ICV [RFC5282]",
+                Encr.AES_GCM_12: "AES-GCM-{bits} with 12 octet ICV [RFC5282]",
+                Encr.AES_GCM_16: "AES-GCM-{bits} with 16 octet ICV [RFC5282]"}
+_WS_IKE_INTEG = {Integ.NONE: "NONE [RFC4306]", Integ.HMAC_SHA1_96: "HMAC_SHA1_96 [RFC2404]",
+                 Integ.HMAC_SHA2_256_128: "HMAC_SHA2_256_128 [RFC4868]",
+                 Integ.HMAC_SHA2_384_192: "HMAC_SHA2_384_192 [RFC4868]",
+                 Integ.HMAC_SHA2_512_256: "HMAC_SHA2_512_256 [RFC4868]"}
+_WS_GCM16 = "AES-GCM with 16 octet ICV [RFC4106]"
+_WS_ESP_ENC = {"aes-gcm-128": _WS_GCM16, "aes-gcm-192": _WS_GCM16, "aes-gcm-256": _WS_GCM16,
+               "aes-cbc-128": "AES-CBC [RFC3602]",
+               "aes-cbc-192": "AES-CBC [RFC3602]", "aes-cbc-256": "AES-CBC [RFC3602]", "null": "NULL"}
+_WS_ESP_INTEG = {None: "NULL", "hmac-sha256-128": "HMAC-SHA-256-128 [RFC4868]",
+                 "hmac-sha384-192": "HMAC-SHA-384-192 [RFC4868]", "hmac-sha512-256": "HMAC-SHA-512-256 [RFC4868]",
+                 "hmac-sha1-96": "HMAC-SHA-1-96 [RFC2404]"}
+
+
+def wireshark_tables(daemon: Daemon) -> dict[str, str]:
+    """Wireshark's ``ikev2_decryption_table`` and ``esp_sa`` UAT files, as strongSwan's save-keys writes them.
+
+    Algorithms Wireshark cannot decrypt (ChaCha20-Poly1305, AES-GMAC) appear as comment lines.
+    """
+    ike_lines, esp_lines = [], []
+    for e in daemon.ike_sas.values():
+        keys, suite = e.ike.keys, e.ike.suite
+        if keys is None or suite is None or e.established is None:
+            continue
+        enc = _WS_IKE_ENCR.get(suite.encr)
+        integ = _WS_IKE_INTEG.get(suite.integ)
+        if enc is None or integ is None:
+            ike_lines.append(f"# {e.conn.name}: {ike_proposal_name(suite)} is not in Wireshark's IKEv2 table")
+            continue
+        ike_lines.append(f'{e.ike.spi_i.hex()},{e.ike.spi_r.hex()},{keys.sk_ei.hex()},{keys.sk_er.hex()},'
+                         f'"{enc.format(bits=suite.key_bits)}",{keys.sk_ai.hex()},{keys.sk_ar.hex()},"{integ}"')
+    for c in daemon.children:
+        if c.keys is None:
+            continue
+        for sa in c.keys:
+            enc, integ = _WS_ESP_ENC.get(sa.enc), _WS_ESP_INTEG.get(sa.integ)
+            if enc is None or integ is None:
+                esp_lines.append(f"# {c.name} SPI 0x{sa.spi:08x}: {sa.enc} is not in Wireshark's ESP table")
+                continue
+            fam = f"IPv{sa.src.version}"
+            ikey = f"0x{sa.integ_key.hex()}" if sa.integ_key else ""
+            esp_lines.append(f'"{fam}","{sa.src}","{sa.dst}","0x{sa.spi:08x}","{enc}","0x{sa.enc_key.hex()}",'
+                             f'"{integ}","{ikey}"')
+    return {"ikev2_decryption_table": "".join(line + "\n" for line in ike_lines),
+            "esp_sa": "".join(line + "\n" for line in esp_lines)}
+
+
+# -- entry point ------------------------------------------------------------------------------------
+
+def setup_logging(level: str, stream: Any = None) -> None:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger("ipsecgw")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+async def run_daemon(config: Config, *, control_only: bool = True) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    daemon = Daemon(config, control_only=control_only)
+    loop = asyncio.get_running_loop()
+    try:
+        await daemon.start()
+    except (RegionError, OSError, ControlError) as exc:
+        log.error("cannot start: %s", exc)
+        await daemon.shutdown()
+        return 1
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.stop)
+    await daemon.serve()
+    return 0

@@ -1,0 +1,117 @@
+"""The responder's front door for new IKE_SA_INIT requests (RFC 7296 §2.6): stateless COOKIEs
+under load and a hard bound on half-open IKE SAs.
+
+Before an ``IkeSA`` exists for a request, ``ResponderGate.check`` decides whether to create one.
+Below ``cookie_threshold`` half-open SAs every well-formed request is let in.  At or above it a
+request must carry a valid COOKIE as its first payload, else it is answered, in the clear and
+without keeping any state, with a COOKIE notify:
+
+    Cookie = <secret version> | HMAC-SHA256(<secret>, Ni | IPi | SPIi)[:16]
+
+The secret rotates every ``secret_lifetime`` seconds; cookies made with the previous secret are
+still accepted, so a rotation between challenge and retry does not cost a round trip.  At
+``max_half_open`` new requests are dropped outright.  Every decision is counted in ``stats``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+from collections import Counter
+
+from control.ike.constants import ExchangeType, Flag, Notify
+from control.ike.message import Message, NoncePayload, NotifyPayload, ParseError, parse_header
+from control.ike.sa import NON_ESP_MARKER, Address, Datagram, version_reply
+
+COOKIE_HASH_LEN = 16
+
+
+class ResponderGate:
+    def __init__(self, *, cookie_threshold: int = 50, max_half_open: int = 5000, secret_lifetime: float = 60.0,
+                 natt_port: int = 4500):
+        if not 0 <= cookie_threshold <= max_half_open:
+            raise ValueError("cookie_threshold must lie between 0 and max_half_open")
+        self.cookie_threshold = cookie_threshold
+        self.max_half_open = max_half_open
+        self.secret_lifetime = secret_lifetime
+        self.natt_port = natt_port
+        self.stats: Counter[str] = Counter()
+        self._secrets: dict[int, bytes] = {}
+        self._epoch: int | None = None
+
+    def _rotate(self, now: float) -> int:
+        epoch = int(now // self.secret_lifetime)
+        if epoch != self._epoch:
+            # keep the current and the previous secret only
+            self._secrets = {v: s for v, s in self._secrets.items() if v == (epoch - 1) & 0xFF}
+            self._secrets[epoch & 0xFF] = os.urandom(32)
+            self._epoch = epoch
+        return epoch & 0xFF
+
+    def cookie(self, nonce: bytes, ip: str, spi_i: bytes, now: float, version: int | None = None) -> bytes | None:
+        current = self._rotate(now)
+        v = current if version is None else version
+        secret = self._secrets.get(v)
+        if secret is None:
+            return None
+        return bytes([v]) + hmac.digest(secret, nonce + ipaddress.ip_address(ip).packed + spi_i,
+                                        "sha256")[:COOKIE_HASH_LEN]
+
+    def check(self, data: bytes, local_port: int, remote: Address, now: float,
+              half_open: int) -> tuple[bool, Datagram | None]:
+        """(let it in, datagram to answer with) for a datagram that matches no IKE SA."""
+        natt = local_port == self.natt_port
+        marker = NON_ESP_MARKER if natt else b""
+        if natt:
+            if not data.startswith(NON_ESP_MARKER):
+                self.stats["not_ike"] += 1
+                return False, None
+            data = data[4:]
+        try:
+            hdr = parse_header(data)
+        except ParseError as exc:
+            if exc.notify == Notify.INVALID_MAJOR_VERSION:
+                reply = version_reply(data)
+                if reply is not None:
+                    self.stats["invalid_major_version"] += 1
+                    return False, Datagram(marker + reply, local_port, remote)
+            self.stats["malformed"] += 1
+            return False, None
+        if hdr.exchange != ExchangeType.IKE_SA_INIT or hdr.flags & Flag.RESPONSE or \
+                not hdr.flags & Flag.INITIATOR or hdr.spi_r != bytes(8) or hdr.message_id != 0:
+            self.stats["no_such_sa"] += 1
+            return False, None
+        if half_open >= self.max_half_open:
+            self.stats["half_open_limit"] += 1
+            return False, None
+        if half_open < self.cookie_threshold:
+            self.stats["accepted"] += 1
+            return True, None
+        try:
+            msg = Message.parse(data)
+        except ParseError:
+            # the IkeSA would answer INVALID_SYNTAX; under load we do not spend state on it
+            self.stats["malformed"] += 1
+            return False, None
+        nonce = msg.get(NoncePayload)
+        if not isinstance(nonce, NoncePayload):
+            self.stats["malformed"] += 1
+            return False, None
+        first = msg.payloads[0]
+        if isinstance(first, NotifyPayload) and first.notify_type == Notify.COOKIE:
+            got = first.data
+            want = self.cookie(nonce.data, remote[0], hdr.spi_i, now, got[0] if got else None)
+            if want is not None and len(got) == len(want) and hmac.compare_digest(got, want):
+                self.stats["cookie_accepted"] += 1
+                return True, None
+            self.stats["cookie_invalid"] += 1
+        value = self.cookie(nonce.data, remote[0], hdr.spi_i, now)
+        assert value is not None
+        reply = Message(hdr.spi_i, bytes(8), ExchangeType.IKE_SA_INIT, Flag.RESPONSE, 0,
+                        [NotifyPayload(Notify.COOKIE, value)]).serialize()
+        self.stats["cookie_sent"] += 1
+        return False, Datagram(marker + reply, local_port, remote)
+
+
+__all__ = ["ResponderGate", "COOKIE_HASH_LEN"]

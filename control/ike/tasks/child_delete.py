@@ -1,0 +1,62 @@
+"""Deleting CHILD SAs with INFORMATIONAL Delete payloads (RFC 7296 §1.4.1).
+
+A Delete names the sender's *inbound* SPIs; the responder removes those pairs and answers with its
+own inbound SPIs of the same pairs, except for pairs it is deleting itself at the same time."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from control.ike.constants import ExchangeType, ProtocolId
+from control.ike.message import DeletePayload, Message, Payload
+from control.ike.sa import ChildState, ChildStatus
+
+if TYPE_CHECKING:
+    from control.ike.sa import IkeSA
+
+
+class ChildDeleteInitiator:
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, spis: list[int], reason: str = "deleted", orphans: list[ChildState] | None = None):
+        self.spis = spis
+        self.reason = reason
+        self.orphans = list(orphans or [])      # pairs the peer installed that we never did
+        self.children: list[ChildState] = []
+
+    def build_request(self, sa: IkeSA) -> list[Payload] | None:
+        self.children = [c for c in sa.children if c.spi_in in self.spis and c.status != ChildStatus.DELETING]
+        victims = self.children + self.orphans
+        if not victims:
+            return None
+        for c in self.children:
+            c.status = ChildStatus.DELETING
+        return [DeletePayload(ProtocolId.ESP, [c.spi_in.to_bytes(4, "big") for c in victims], 4)]
+
+    def process_response(self, sa: IkeSA, msg: Message, now: float) -> bool:
+        for c in self.children:
+            sa.remove_child(c, self.reason)
+        return False
+
+
+class ChildDeleteResponder:
+    exchange = ExchangeType.INFORMATIONAL
+
+    def process_request(self, sa: IkeSA, msg: Message, now: float) -> list[Payload]:
+        ours: list[bytes] = []
+        for d in (p for p in msg.payloads if isinstance(p, DeletePayload)):
+            if d.protocol != ProtocolId.ESP:
+                sa.stats["delete_unsupported_protocol"] += 1
+                continue
+            for spi in d.spis:
+                c = sa.find_child(spi_out=int.from_bytes(spi, "big"))
+                if c is None:
+                    sa.stats["delete_unknown_spi"] += 1
+                    continue
+                if c.status != ChildStatus.DELETING:      # a simultaneous delete gets no Delete back
+                    ours.append(c.spi_in.to_bytes(4, "big"))
+                sa.remove_child(c, "deleted by the peer")
+        return [DeletePayload(ProtocolId.ESP, ours, 4)] if ours else []
+
+
+__all__ = ["ChildDeleteInitiator", "ChildDeleteResponder"]

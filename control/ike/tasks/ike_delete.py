@@ -1,0 +1,49 @@
+"""Deleting the IKE SA (RFC 7296 §1.4.1): a Delete payload for protocol IKE, answered with an empty
+INFORMATIONAL; the IKE SA and all its CHILD SAs end on both sides."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from control.ike.constants import ExchangeType, ProtocolId
+from control.ike.message import DeletePayload, Message, Payload
+from control.ike.sa import State
+
+if TYPE_CHECKING:
+    from control.ike.sa import IkeSA
+
+
+class IkeDeleteInitiator:
+    exchange = ExchangeType.INFORMATIONAL
+    on_rekeyed_sa = True        # the Delete of a replaced IKE SA runs on that SA
+
+    def __init__(self, rekeyed: bool = False):
+        self.rekeyed = rekeyed
+
+    def build_request(self, sa: IkeSA) -> list[Payload] | None:
+        if sa.state == State.REKEYED and not self.rekeyed:
+            return None
+        if not self.rekeyed:
+            sa.state = State.DELETING
+        return [DeletePayload(ProtocolId.IKE)]
+
+    def process_response(self, sa: IkeSA, msg: Message, now: float) -> bool:
+        sa.dead("rekeyed" if self.rekeyed else "deleted", rekeyed=self.rekeyed)
+        return False
+
+    def give_up(self, sa: IkeSA, reason: str) -> None:
+        # nobody answers our Delete: the SA is gone all the same (RFC 7296 §1.4.1)
+        sa.dead(f"deleted ({reason})", rekeyed=self.rekeyed)
+
+
+class IkeDeleteResponder:
+    exchange = ExchangeType.INFORMATIONAL
+
+    def process_request(self, sa: IkeSA, msg: Message, now: float) -> list[Payload]:
+        return []
+
+    def after_response(self, sa: IkeSA, now: float) -> None:
+        sa.dead("deleted by the peer", rekeyed=sa.state == State.REKEYED)
+
+
+__all__ = ["IkeDeleteInitiator", "IkeDeleteResponder"]

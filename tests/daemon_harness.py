@@ -1,0 +1,128 @@
+"""Run ``ipsecgw run --control-only`` as a real process and talk to it through its control socket."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from control.ctl import ControlError, call
+from fastpath.sa import SA, Direction
+from fastpath.shm import STATE_FREE, FastpathRegion, params_to_sa
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def gateway_yaml(*, shm: Path, sock: Path, ike_port: int, natt_port: int, local: str, remote: str,
+                 remote_port: int, remote_natt_port: int, local_id: str, remote_id: str, local_ts: str,
+                 remote_ts: str, start_action: str, psk: str = "daemon-test-psk-0123456789",
+                 ike: str = "aes128gcm16-prfsha256-x25519", esp: str = "aes128gcm16", export_keys: bool = True,
+                 extra_child: str = "") -> str:
+    return f"""\
+gateway:
+  shm: {{path: {shm}, sa_capacity: 64, policy_capacity: 64, ring_size: 64}}
+  control_socket: {sock}
+  ike_port: {ike_port}
+  natt_port: {natt_port}
+  export_keys: {"yes" if export_keys else "no"}
+  log_level: debug
+connections:
+  peer:
+    local_addrs: [{local}]
+    remote_addrs: [{remote}]
+    remote_port: {remote_port}
+    remote_natt_port: {remote_natt_port}
+    proposals: [{ike}]
+    local: {{auth: psk, id: {local_id}}}
+    remote: {{auth: psk, id: {remote_id}}}
+    children:
+      net:
+        local_ts: [{local_ts}]
+        remote_ts: [{remote_ts}]
+        esp_proposals: [{esp}]
+        start_action: {start_action}
+{extra_child}secrets:
+  ike-peer:
+    id: [{local_id}, {remote_id}]
+    secret: "{psk}"
+"""
+
+
+class DaemonProc:
+    """One daemon process (optionally inside a network namespace)."""
+
+    def __init__(self, config: Path, sock: Path, shm: Path, netns: str | None = None):
+        self.config, self.sock, self.shm = config, sock, shm
+        self.log = config.with_suffix(".log")
+        cmd = [sys.executable, "-m", "control.cli", "run", "-c", str(config), "--control-only"]
+        if netns:
+            cmd = ["ip", "netns", "exec", netns, *cmd]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                call(str(sock), "status", timeout=2)
+                break
+            except ControlError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"daemon did not start:\n{self.log_text()}") from None
+                time.sleep(0.05)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def call(self, cmd: str, **args: Any) -> Any:
+        return call(str(self.sock), cmd, **args)
+
+    def wait_for(self, what: Callable[[list[dict]], Any], timeout: float = 15) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            sas = self.call("list-sas")
+            got = what(sas)
+            if got:
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; list-sas: {sas}\nlog:\n{self.log_text()}")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            # ip netns exec execs the daemon in place, so this pid is the daemon itself
+            os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def installed_child(sas: list[dict], name: str = "net") -> dict | None:
+    for ike in sas:
+        if ike.get("state") != "ESTABLISHED":
+            continue
+        for c in ike["children"]:
+            if c["name"] == name and c["state"] == "INSTALLED":
+                return c
+    return None
+
+
+def region_sas(path: Path) -> dict[int, tuple[SA, Direction]]:
+    """Every SA installed in a region, read the way the fastpath reads it (seqlocked slot copies)."""
+    r = FastpathRegion.attach(path)
+    try:
+        states = r.slot_states()
+        out = {}
+        for slot in (states != STATE_FREE).nonzero()[0].tolist():
+            cur = r.read_slot(slot)
+            if cur is not None:
+                out[slot] = params_to_sa(cur.p)
+        return out
+    finally:
+        r.close()

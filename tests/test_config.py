@@ -1,0 +1,145 @@
+"""The YAML configuration: the examples load, and every mistake is reported with file, line, field path and
+what was expected, never echoing a secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from control.cli import main
+from control.config import ConfigError, load_config, parse_config, parse_duration
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
+
+GOOD = """\
+gateway:
+  shm: {path: /tmp/x.shm, sa_capacity: 64}
+  control_socket: /tmp/x.sock
+connections:
+  site-b:
+    local_addrs: [192.0.2.1]
+    remote_addrs: 192.0.2.2
+    proposals: [aes128gcm16-prfsha256-x25519, aes256-sha384-ecp384]
+    local: {auth: psk, id: gw-a.example}
+    remote: {auth: psk, id: gw-b.example}
+    children:
+      net:
+        local_ts: [10.1.0.0/16, "10.3.0.0/24[tcp/443]"]
+        remote_ts: 10.2.0.0/16
+        esp_proposals: [aes128gcm16, aes256-sha256-esn]
+        start_action: trap
+        rekey_time: 1h
+        rekey_bytes: 500M
+        life_bytes: 600M
+secrets:
+  ike-b:
+    id: [gw-a.example, gw-b.example]
+    secret: 0x00112233445566778899
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, "gw.yaml")
+    return exc.value.problems
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_load(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.connections
+    for conn in cfg.connections.values():
+        assert conn.psk
+        conn.ike_config(cfg.gateway)            # the core accepts what the loader produced
+        for c in conn.children:
+            c.child_config()
+
+
+def test_good_config_converts() -> None:
+    cfg = parse_config(GOOD, "gw.yaml")
+    conn = cfg.connections["site-b"]
+    assert conn.remote_addrs == ["192.0.2.2"] and conn.local_id == "gw-a.example"
+    assert conn.psk == bytes.fromhex("00112233445566778899")        # hex kept, leading zero byte too
+    child = conn.children[0]
+    assert child.start_action == "trap" and child.rekey_time == 3600 and child.hard_seconds == 3960
+    assert child.rekey_bytes == 500 << 20 and child.life_bytes == 600 << 20
+    assert child.local_ts[1].proto == 6 and (child.local_ts[1].start_port, child.local_ts[1].end_port) == (443, 443)
+    assert cfg.gateway.capacities.n_sa == 64 and cfg.gateway.ike_port == 500
+    assert "0011" not in repr(cfg) and "0011" not in repr(conn)
+    ike = conn.ike_config(cfg.gateway)
+    assert len(ike.proposals) == 2 and ike.children[0].name == "net"
+
+
+def test_error_names_file_line_path_and_expectation() -> None:
+    bad = GOOD.replace("esp_proposals: [aes128gcm16, aes256-sha256-esn]", "esp_proposals: [aes999gcm16]")
+    (msg,) = problems(bad)
+    assert msg.startswith("gw.yaml:15: connections.site-b.children.net.esp_proposals[0]: expected an ESP proposal")
+    assert "aes999gcm16" in msg
+
+
+@pytest.mark.parametrize("old,new,where", [
+    ("remote_addrs: 192.0.2.2", "remote_addrs: gw-b.example.org", "gw.yaml:7: connections.site-b.remote_addrs"),
+    ("    proposals: [aes128gcm16-prfsha256-x25519, aes256-sha384-ecp384]", "    proposals: [aes128gcm16-x25519]",
+     "gw.yaml:8: connections.site-b.proposals[0]: expected an IKE proposal"),
+    ("remote_ts: 10.2.0.0/16", "remote_ts: 10.2.0.0/33", "gw.yaml:14: connections.site-b.children.net.remote_ts"),
+    ("start_action: trap", "start_action: always", "gw.yaml:16: connections.site-b.children.net.start_action: "
+     "expected none, trap or start"),
+    ("rekey_time: 1h", "rekey_time: 1 hour", "gw.yaml:17: connections.site-b.children.net.rekey_time: expected a "
+     "duration"),
+    ("life_bytes: 600M", "life_bytes: 400M", "gw.yaml:19: connections.site-b.children.net.life_bytes: expected "
+     "more than rekey_bytes"),
+    ("sa_capacity: 64", "sa_capacity: lots", "gw.yaml:2: gateway.shm.sa_capacity: expected an integer"),
+    ("    local: {auth: psk, id: gw-a.example}", "    local: {auth: pubkey, id: gw-a.example, certs: [/nonexist.pem]}",
+     "gw.yaml:9: connections.site-b.local.auth: expected psk: certificate (pubkey) authentication is accepted"),
+    ("        rekey_time: 1h", "        rekey_time: 1h\n        colour: blue",
+     "gw.yaml:18: connections.site-b.children.net.colour: expected one of the known keys"),
+])
+def test_each_error(old: str, new: str, where: str) -> None:
+    assert old in GOOD
+    got = problems(GOOD.replace(old, new))
+    assert any(p.startswith(where) for p in got), got
+
+
+def test_all_problems_listed_at_once() -> None:
+    bad = GOOD.replace("start_action: trap", "start_action: x").replace("remote_ts: 10.2.0.0/16", "remote_ts: y")
+    got = problems(bad)
+    assert len(got) == 2 and "start_action" in got[1] and "remote_ts" in got[0]
+
+
+def test_secrets_never_echoed() -> None:
+    bad = GOOD.replace("secret: 0x00112233445566778899", "secret: 0xNOTHEXsupersecret")
+    got = problems(bad)
+    assert any("secrets.ike-b.secret: expected" in p for p in got), got
+    assert not any("supersecret" in p for p in got)
+    # a connection without a matching secret says what it needs, no key shown
+    got = problems(GOOD.replace("id: [gw-a.example, gw-b.example]", "id: [other.example]"))
+    assert any("connections.site-b: expected a secrets entry" in p for p in got), got
+
+
+def test_structural_errors() -> None:
+    assert problems("")[0] == "gw.yaml: the file is empty: expected gateway, connections and secrets sections"
+    assert problems("connections: [\n")[0].startswith("gw.yaml:2: not valid YAML")
+    dup = problems(GOOD.replace("    remote_addrs: 192.0.2.2\n", "    remote_addrs: 192.0.2.2\n    remote_addrs: x\n"))
+    assert dup == ["gw.yaml:8: key 'remote_addrs' appears twice (first on line 7)"]
+    got = problems(GOOD.replace("remote_addrs: 192.0.2.2", "remote_addrs: '%any'"))
+    assert any("start_action: expected none: remote_addrs is %any" in p for p in got), got
+    got = problems(GOOD.replace("        local_ts: [10.1.0.0/16, \"10.3.0.0/24[tcp/443]\"]\n", ""))
+    assert any(p.startswith("gw.yaml:13: connections.site-b.children.net.local_ts: expected") for p in got), got
+
+
+def test_durations() -> None:
+    assert [parse_duration(t) for t in ("90", "90s", "10m", "4h", "1d", "1w")] == [90, 90, 600, 14400, 86400, None]
+
+
+def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "gw.yaml"
+    f.write_text(GOOD)
+    assert main(["check", "-c", str(f)]) == 0
+    assert "OK (1 connection(s), 1 child(ren))" in capsys.readouterr().out
+    f.write_text(GOOD.replace("mode: tunnel", "").replace("start_action: trap", "start_action: now"))
+    assert main(["check", "-c", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert f"{f}:16: connections.site-b.children.net.start_action" in err
+    assert main(["check", "-c", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err

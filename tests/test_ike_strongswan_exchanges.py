@@ -1,0 +1,265 @@
+"""Interop with a live strongSwan 5.9.8 after IKE_AUTH: ours as RESPONDER with charon initiating, then
+CHILD SA and IKE SA rekeys started by either side, DPD both ways, new CHILD SAs and deletes from
+either side.  After every step the SPIs in ``swanctl --list-sas`` must be ours, and charon's ESP must
+decrypt on our current inbound SA (so both sides derived the same KEYMAT, PFS included)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+from strongswan import Charon, NetnsPair, in_netns, swanctl_conf, unavailable_reason
+from test_ike_strongswan import OUR_HOST, OUR_TS, PSK, THEIR_HOST, THEIR_TS, esp_in_udp
+
+from control.ike.config import ChildConfig, Identity, IkeConfig
+from control.ike.message import TrafficSelectorEntry
+from control.ike.sa import (
+    ChildSaDeleted,
+    ChildSaEstablished,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    IkeSaFailed,
+    IkeSaRekeyed,
+)
+from control.ike.udp import IkeUdpEndpoint
+from fastpath.batch import Batch
+from fastpath.engines import create
+from fastpath.sa import Direction
+from fastpath.status import Status
+
+REASON = unavailable_reason()
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=f"strongSwan interop: {REASON}"), pytest.mark.slow]
+
+
+class Session:
+    """Our responder endpoint plus what the tests look at: the current IKE SA and CHILD SAs."""
+
+    def __init__(self, a_ip: str, b_ip: str, charon: Charon, cfg: IkeConfig):
+        self.a_ip, self.b_ip, self.charon, self.cfg = a_ip, b_ip, charon, cfg
+        self.events: list[object] = []
+        self.esp_rx: list[bytes] = []
+        self.ike = None
+        self.children: dict[int, ChildSaEstablished] = {}
+        self.ep = IkeUdpEndpoint(a_ip, (500, 4500), responder_config=cfg, on_event=self._on_event,
+                                 on_esp=lambda data, remote: self.esp_rx.append(data))
+
+    def _on_event(self, sa, ev) -> None:
+        self.events.append(ev)
+        if isinstance(ev, IkeSaEstablished):
+            self.ike = sa
+        elif isinstance(ev, IkeSaRekeyed) and not ev.redundant:
+            self.ike = ev.new_sa
+        elif isinstance(ev, ChildSaEstablished):
+            self.children[ev.inbound.spi] = ev
+        elif isinstance(ev, ChildSaDeleted):
+            self.children.pop(ev.spi_in, None)
+
+    async def wait(self, pred, what: str, timeout: float = 15.0) -> object:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            hit = next((e for e in self.events if pred(e)), None)
+            if hit is not None:
+                return hit
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; events {self.events}\n{self.charon.log_text()[-6000:]}")
+
+    async def swanctl(self, *args: str) -> str:
+        return await asyncio.to_thread(self.charon.swanctl, *args)
+
+    def newest_child(self) -> ChildSaEstablished:
+        assert self.children, "no CHILD SA"
+        return list(self.children.values())[-1]
+
+    async def check(self) -> None:
+        """charon lists our IKE SPIs and our newest CHILD SPIs, and its ESP decrypts on our inbound SA."""
+        listing = await self.swanctl("--list-sas")
+        assert self.ike.spi_i.hex() in listing and self.ike.spi_r.hex() in listing, listing
+        child = self.newest_child()
+        ins = {int(x, 16) for x in re.findall(r"^\s+in\s+([0-9a-f]{8}),", listing, re.M)}
+        outs = {int(x, 16) for x in re.findall(r"^\s+out\s+([0-9a-f]{8}),", listing, re.M)}
+        assert child.outbound.spi in ins and child.inbound.spi in outs, listing
+        await self.esp_check(child)
+
+    async def esp_check(self, child: ChildSaEstablished) -> None:
+        engine = create("best")
+        engine.add_sa(0, child.inbound, Direction.IN)
+        send = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                f"s.bind(('{THEIR_HOST}', 0)); s.sendto(b'hello from charon side', ('{OUR_HOST}', 9))")
+        try:
+            for _ in range(30):
+                self.esp_rx.clear()
+                await asyncio.to_thread(subprocess.run, ["ip", "netns", "exec", self.charon.ns, sys.executable,
+                                                         "-c", send], capture_output=True)
+                await asyncio.sleep(0.1)
+                for data in list(self.esp_rx):
+                    if int.from_bytes(data[:4], "big") != child.inbound.spi:
+                        continue        # charon may still be on the old SA for a moment
+                    b = Batch(capacity=1)
+                    b.append(esp_in_udp(self.b_ip, self.a_ip, data))
+                    engine.inbound(b)
+                    assert Status(int(b.status[0])) == Status.OK
+                    assert b.packet(0).endswith(b"hello from charon side")
+                    return
+            raise AssertionError(f"no ESP from charon on our SA 0x{child.inbound.spi:08x}")
+        finally:
+            engine.close()
+
+
+async def _scenario(a_ip: str, b_ip: str, charon: Charon, cfg: IkeConfig) -> dict:
+    s = Session(a_ip, b_ip, charon, cfg)
+    await s.ep.start()
+    ep = s.ep
+    try:
+        # 1. charon initiates; we answer IKE_SA_INIT and IKE_AUTH
+        await s.swanctl("--initiate", "--child", "net", "--timeout", "15")
+        await s.wait(lambda e: isinstance(e, ChildSaEstablished), "first CHILD SA")
+        await s.check()
+
+        # 2. charon rekeys the CHILD SA
+        old = s.newest_child().inbound.spi
+        s.events.clear()
+        await s.swanctl("--rekey", "--child", "net")
+        await s.wait(lambda e: isinstance(e, ChildSaDeleted) and e.spi_in == old, "charon's CHILD rekey")
+        assert s.newest_child().rekey_of == old
+        await s.check()
+
+        # 3. we rekey the CHILD SA
+        old = s.newest_child().inbound.spi
+        s.events.clear()
+        ep.call(s.ike, "rekey_child", old)
+        await s.wait(lambda e: isinstance(e, ChildSaDeleted) and e.spi_in == old, "our CHILD rekey")
+        await s.check()
+
+        # 4. charon rekeys the IKE SA, 5. we do
+        for who in ("charon", "us"):
+            before = s.ike
+            s.events.clear()
+            if who == "charon":
+                await s.swanctl("--rekey", "--ike", "peer")
+            else:
+                ep.call(s.ike, "rekey_ike")
+            await s.wait(lambda e: isinstance(e, IkeSaDeleted) and e.rekeyed, f"{who}'s IKE rekey")
+            assert s.ike is not before and s.ike.children and not before.children
+            listing = await s.swanctl("--list-sas")
+            assert before.spi_i.hex() not in listing
+            await s.check()
+
+        # 6. DPD: ours answered by charon, charon's (dpd_delay) answered by us
+        ep.call(s.ike, "dpd")
+        deadline = time.monotonic() + 10
+        while s.ike.stats["dpd_answered"] < 1 or s.ike.stats["dpd_received"] < 1:
+            assert time.monotonic() < deadline, s.ike.stats
+            await asyncio.sleep(0.1)
+
+        # 7. charon deletes the CHILD SA, then creates a new one with CREATE_CHILD_SA
+        s.events.clear()
+        await s.swanctl("--terminate", "--child", "net", "--timeout", "10")
+        await s.wait(lambda e: isinstance(e, ChildSaDeleted), "charon's CHILD delete")
+        assert not s.children
+        await s.swanctl("--initiate", "--child", "net", "--timeout", "15")
+        await s.wait(lambda e: isinstance(e, ChildSaEstablished), "charon's CREATE_CHILD_SA")
+        await s.check()
+
+        # 8. we delete the CHILD SA, then create one ourselves
+        s.events.clear()
+        ep.call(s.ike, "delete_child", s.newest_child().inbound.spi)
+        await s.wait(lambda e: isinstance(e, ChildSaDeleted), "our CHILD delete")
+        assert "INSTALLED" not in await s.swanctl("--list-sas")
+        ep.call(s.ike, "create_child", cfg.children[0])
+        await s.wait(lambda e: isinstance(e, ChildSaEstablished), "our CREATE_CHILD_SA")
+        await s.check()
+
+        # 9. we delete the IKE SA
+        s.events.clear()
+        ep.call(s.ike, "delete")
+        await s.wait(lambda e: isinstance(e, IkeSaDeleted), "our IKE delete")
+        await asyncio.sleep(0.3)
+        assert "ESTABLISHED" not in await s.swanctl("--list-sas")
+
+        # 10. charon again, and charon deletes the IKE SA
+        s.events.clear()
+        await s.swanctl("--initiate", "--child", "net", "--timeout", "15")
+        await s.wait(lambda e: isinstance(e, ChildSaEstablished), "second IKE SA")
+        await s.check()
+        s.events.clear()
+        await s.swanctl("--terminate", "--ike", "peer", "--timeout", "10")
+        gone = await s.wait(lambda e: isinstance(e, IkeSaDeleted), "charon's IKE delete")
+        assert not gone.rekeyed and any(isinstance(e, ChildSaDeleted) for e in s.events)
+        assert not any(isinstance(e, IkeSaFailed) for e in s.events)
+        return {"ok": True}
+    finally:
+        ep.close()
+
+
+@pytest.mark.parametrize("ike,esp", [
+    ("aes128gcm16-prfsha256-x25519", "aes128gcm16-x25519"),      # PFS in every CREATE_CHILD_SA
+    ("aes256-sha384-ecp384", "aes256-sha256"),
+])
+def test_charon_initiates_then_rekeys_dpd_deletes(ike: str, esp: str) -> None:
+    tag = f"ikeX{os.getpid() % 100000}"
+    with NetnsPair(tag) as net:
+        net.add_lo_address(net.b, f"{THEIR_HOST}/32")
+        charon = Charon(net.b, swanctl_conf(local=net.b_ip, remote=net.a_ip, local_id="gw-b.example",
+                                            remote_id="gw-a.example", psk=PSK, ike=ike, esp=esp,
+                                            local_ts=THEIR_TS, remote_ts=OUR_TS, conn_extra="dpd_delay = 1s"))
+        cfg = IkeConfig(Identity.from_string("gw-a.example"), PSK.encode(), Identity.from_string("gw-b.example"),
+                        ike_proposals=ike, children=[ChildConfig("net", [TrafficSelectorEntry.from_network(OUR_TS)],
+                                                                 [TrafficSelectorEntry.from_network(THEIR_TS)],
+                                                                 esp_proposals=esp)],
+                        retransmit_timeout=1.0, retransmit_tries=3)
+        try:
+            charon.start()
+            res = in_netns(net.a, lambda: asyncio.run(_scenario(net.a_ip, net.b_ip, charon, cfg)))
+        finally:
+            charon.stop()
+    assert res == {"ok": True}
+
+
+async def _timers(a_ip: str, b_ip: str, charon: Charon, cfg: IkeConfig) -> dict:
+    s = Session(a_ip, b_ip, charon, cfg)
+    await s.ep.start()
+    try:
+        await s.swanctl("--initiate", "--child", "net", "--timeout", "15")
+        first = s.ike
+        # Generous deadlines: charon's timers carry jitter, and CI machines are busy.
+        await s.wait(lambda e: isinstance(e, IkeSaDeleted) and e.rekeyed, "charon's timed IKE rekey", 30)
+        deadline = time.monotonic() + 30
+        while sum(isinstance(e, ChildSaDeleted) for e in s.events) < 2:
+            assert time.monotonic() < deadline, s.events
+            await asyncio.sleep(0.1)
+        assert s.ike is not first and s.ike.children
+        await s.check()
+        return {"ok": True, "events": [type(e).__name__ for e in s.events]}
+    finally:
+        s.ep.close()
+
+
+def test_charon_rekeys_on_its_timers() -> None:
+    """Short strongSwan rekey_time settings: charon rekeys the CHILD SA and the IKE SA on its own."""
+    ike, esp = "aes128gcm16-prfsha256-x25519", "aes128gcm16"
+    tag = f"ikeT{os.getpid() % 100000}"
+    with NetnsPair(tag) as net:
+        net.add_lo_address(net.b, f"{THEIR_HOST}/32")
+        charon = Charon(net.b, swanctl_conf(local=net.b_ip, remote=net.a_ip, local_id="gw-b.example",
+                                            remote_id="gw-a.example", psk=PSK, ike=ike, esp=esp,
+                                            local_ts=THEIR_TS, remote_ts=OUR_TS,
+                                            conn_extra="rekey_time = 4s\n        rand_time = 0s\n"
+                                                       "        over_time = 20s",
+                                            child_extra="rekey_time = 2s\n                rand_time = 0s\n"
+                                                        "                life_time = 20s"))
+        cfg = IkeConfig(Identity.from_string("gw-a.example"), PSK.encode(), Identity.from_string("gw-b.example"),
+                        ike_proposals=ike, children=[ChildConfig("net", [TrafficSelectorEntry.from_network(OUR_TS)],
+                                                                 [TrafficSelectorEntry.from_network(THEIR_TS)],
+                                                                 esp_proposals=esp)],
+                        retransmit_timeout=1.0, retransmit_tries=3)
+        try:
+            charon.start()
+            res = in_netns(net.a, lambda: asyncio.run(_timers(net.a_ip, net.b_ip, charon, cfg)))
+        finally:
+            charon.stop()
+    assert res["ok"], res
