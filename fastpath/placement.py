@@ -47,6 +47,13 @@ ALL_ALGORITHMS = frozenset(ENC_ALGS) | frozenset(INTEG_ALGS)
 DEFAULT_SOFTWARE = (SoftwareEngine("software", ALL_ALGORITHMS),)
 
 
+def present_software() -> tuple[SoftwareEngine, ...]:
+    """The software batch engines present on this machine, fastest first, with what each serves."""
+    from fastpath.engines import discover
+
+    return tuple(SoftwareEngine(i.name, frozenset(i.algorithms)) for i in discover() if i.present)
+
+
 @dataclass(frozen=True)
 class Candidate:
     kind: EngineKind

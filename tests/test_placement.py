@@ -292,3 +292,20 @@ def test_ranges():
 def test_tables_round_trip_json():
     caps = tables(eth=[IXGBE, CNXK], cdev=[LA_PROTO, QAT])
     assert DpdkCaps.from_dict(json.loads(json.dumps(caps.to_dict()))) == caps
+
+
+def test_software_back_end_picked_per_sa_by_what_it_serves() -> None:
+    """Without DPDK, each SA goes to the fastest present software engine that implements its algorithms."""
+    from fastpath.placement import ALL_ALGORITHMS, present_software
+
+    present = present_software()
+    assert present and present[-1].name == "reference"     # the pure-Python fallback is always there
+    gcm = make_sa("aes-gcm-128")
+    assert place(gcm, Direction.OUT, None, present).engine.device == present[0].name
+    # A faster engine lacking ChaCha20-Poly1305 loses that SA, and only that SA, to the next one.
+    partial = SoftwareEngine("fast-no-chacha", frozenset(ALL_ALGORITHMS) - {"chacha20-poly1305"})
+    engines = (partial, *present)
+    assert place(gcm, Direction.OUT, None, engines).engine.device == "fast-no-chacha"
+    chacha = place(make_sa("chacha20-poly1305"), Direction.OUT, None, engines)
+    assert chacha.engine.device == present[0].name
+    assert any("chacha20-poly1305" in why for cand, why in chacha.skipped if cand.device == "fast-no-chacha")
