@@ -12,6 +12,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -39,32 +40,59 @@ def _sa(spi: int) -> SA:
 
 
 POLLER = textwrap.dedent("""
-    import sys
+    import os, sys
     from fastpath.shm import ffi, lib
     err = ffi.new("char[]", 256)
     h = lib.ipsg_shm_attach(sys.argv[1].encode(), err, 256)
     n = int(sys.argv[2])
+    fifo = False
+    if sys.argv[3] == "fifo":
+        # What a production fastpath has: a core of its own.  SCHED_FIFO lets it preempt the other
+        # jobs on this 2-core machine; the deadline below bounds the spin if control dies.
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+            fifo = True
+        except OSError:
+            pass
     cmd = ffi.new("struct ipsg_shm_cmd *")
     seen = [0] * n
+    # Time since the ring was last seen empty: more than a few us means the poller was off-CPU
+    # (or still draining what piled up while it was).
+    gap = [0] * n
     got = 0
-    print("ready", flush=True)
+    print("ready", int(fifo), flush=True)
     pop, now = lib.ipsg_shm_cmd_pop, lib.ipsg_shm_now_ns
-    while got < n:
+    last_empty = now()
+    deadline = last_empty + 60_000_000_000
+    while got < n and last_empty < deadline:
         if pop(h, cmd) == 0:
-            seen[cmd.slot] = now()
+            t = now()
+            seen[cmd.slot] = t
+            gap[cmd.slot] = t - last_empty
             got += 1
+        else:
+            last_empty = now()
     print(" ".join(map(str, seen)), flush=True)
+    print(" ".join(map(str, gap)), flush=True)
 """)
 
 
-def test_install_to_visible_latency(benchmark, shm_path):
-    """From install_sa returning in control to the fastpath process popping its command."""
+@pytest.mark.parametrize("sched", ["normal", "fifo"])
+def test_install_to_visible_latency(benchmark, shm_path, sched):
+    """From install_sa returning in control to the fastpath process popping its command.
+
+    normal: the poller competes for the 2 cores with everything else (a busy machine shows its
+    scheduler, not the ring).  fifo: the poller runs SCHED_FIFO, as a fastpath on a dedicated core.
+    Samples whose poll gap exceeds 10 us had the poller off-CPU; both the overall and the
+    on-CPU percentiles are reported.
+    """
     n = 2000
     c = ControlRegion.create(shm_path, Capacities(n_sa=n, n_spd=16, cmd_ring=4096, evt_ring=16))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    poller = subprocess.Popen([sys.executable, "-c", POLLER, str(shm_path), str(n)], stdout=subprocess.PIPE,
+    poller = subprocess.Popen([sys.executable, "-c", POLLER, str(shm_path), str(n), sched], stdout=subprocess.PIPE,
                               text=True, env=env)
-    assert poller.stdout.readline().strip() == "ready"
+    ready, fifo = poller.stdout.readline().split()
+    assert ready == "ready"
     sas = [_sa(0x1000 + i) for i in range(n)]
     returned = []
 
@@ -79,22 +107,31 @@ def test_install_to_visible_latency(benchmark, shm_path):
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     seen = list(map(int, poller.stdout.readline().split()))
-    poller.wait(timeout=10)
+    gap = list(map(int, poller.stdout.readline().split()))
+    poller.wait(timeout=70)
+    assert len(seen) == n and all(seen), "the poller missed commands"
     # Seen before install_sa returned counts as 0: it was already visible.
     lat = np.array([max(seen[slot] - ret, 0) for slot, _, ret in returned], dtype=np.float64) / 1000.0
     # From the call, for scale: includes install_sa's own work.
     from_call = np.array([seen[slot] - called for slot, called, _ in returned], dtype=np.float64) / 1000.0
-    pct = {f"{name}_p{q}_us": float(np.percentile(arr, q)) for name, arr in (("return", lat), ("call", from_call))
-           for q in (50, 99)}
-    benchmark.extra_info.update(pct, samples=n, seen_before_return=float((lat == 0).mean()))
-    print(f"\ninstall->visible from return: p50 {pct['return_p50_us']:.2f} us p99 {pct['return_p99_us']:.2f} us; "
-          f"from call: p50 {pct['call_p50_us']:.2f} us p99 {pct['call_p99_us']:.2f} us; "
-          f"seen before return {(lat == 0).mean():.0%}")
+    on_cpu = np.array([gap[slot] < 10_000 for slot, _, _ in returned])
+    pct = {f"{name}_p{q}_us": float(np.percentile(arr, q)) for name, arr in
+           (("return", lat), ("call", from_call), ("return_on_cpu", lat[on_cpu]), ("call_on_cpu", from_call[on_cpu]))
+           for q in (50, 99) if len(arr)}
+    benchmark.extra_info.update(pct, samples=n, sched=sched, got_fifo=bool(int(fifo)),
+                                seen_before_return=float((lat == 0).mean()), poller_on_cpu=float(on_cpu.mean()))
+    print(f"\ninstall->visible ({sched}, fifo={bool(int(fifo))}): from return p50 {pct['return_p50_us']:.2f} us "
+          f"p99 {pct['return_p99_us']:.2f} us; from call p50 {pct['call_p50_us']:.2f} us "
+          f"p99 {pct['call_p99_us']:.2f} us; seen before return {(lat == 0).mean():.0%}; "
+          f"poller on CPU for {on_cpu.mean():.1%} (on-CPU p99 from return "
+          f"{pct.get('return_on_cpu_p99_us', float('nan')):.2f} us, from call "
+          f"{pct.get('call_on_cpu_p99_us', float('nan')):.2f} us)")
     c.close()
 
 
-@pytest.mark.parametrize("validate", [False, True])
-def test_installs_per_second(benchmark, shm_path, validate):
+@pytest.mark.parametrize("how, validate", [("one", False), ("one", True), ("bulk", True)])
+def test_installs_per_second(benchmark, shm_path, how, validate):
+    """install_sa one call per SA, or install_sas over the whole list; the fastpath's ring is kept drained."""
     n = 20_000
     c = ControlRegion.create(shm_path, Capacities(n_sa=n, n_spd=16, cmd_ring=1 << 15, evt_ring=16))
     sas = [_sa(0x1000 + i) for i in range(n)]
@@ -107,13 +144,18 @@ def test_installs_per_second(benchmark, shm_path, validate):
             pass
 
     def run():
-        for sa in sas:
-            c.install_sa(sa, "in", validate=validate)
+        if how == "bulk":
+            c.install_sas([(sa, "in") for sa in sas], validate=validate)
+        else:
+            for sa in sas:
+                c.install_sa(sa, "in", validate=validate)
 
-    benchmark.pedantic(run, setup=setup, rounds=3, iterations=1)
+    benchmark.pedantic(run, setup=setup, rounds=5, iterations=1)
     rate = n / benchmark.stats.stats.min
-    benchmark.extra_info.update(installs_per_s=rate)
-    print(f"\ninstalls/s (validate={validate}): {rate:,.0f}")
+    median = n / benchmark.stats.stats.median
+    benchmark.extra_info.update(installs_per_s=rate, installs_per_s_median=median)
+    print(f"\ninstalls/s ({how}, validate={validate}): best {rate:,.0f}, median {median:,.0f}")
+    assert len(c.installed()) == n
     c.close()
 
 
@@ -178,7 +220,9 @@ def test_spd_lookup_cost(benchmark, shm_path, layout, n):
     c = ControlRegion.create(shm_path, Capacities(n_sa=16, n_spd=n, cmd_ring=16, evt_ring=16))
     rng = random.Random(n)
     prefixes = _fill_policies(c, n, rng, spread=layout == "spread")
+    t0 = time.perf_counter()
     compiled = c.commit_policies()
+    compile_ms = (time.perf_counter() - t0) * 1000
     assert compiled == n
     k = 100_000
     fam = np.full(k, 4, dtype=np.uint8)
@@ -203,9 +247,19 @@ def test_spd_lookup_cost(benchmark, shm_path, layout, n):
             ffi.from_buffer("int32_t[]", out))
     benchmark.pedantic(lib.ipsg_spd_lookup_many, args=args, rounds=20, iterations=1)
     ns = benchmark.stats.stats.median / k * 1e9
+    best_ns = benchmark.stats.stats.min / k * 1e9
     hit = float((out >= 0).mean())
-    benchmark.extra_info.update(layout=layout, policies=n, ns_per_lookup=ns, hit_ratio=hit,
-                                groups=int(ffi.cast("struct ipsg_spd_compiled *", lib.ipsg_shm_base(c.handle)
-                                                    + c.hdr.off_spd[c.hdr.spd_gen & 1]).n_groups[0]))
-    print(f"\nSPD lookup, {layout} {n} policies: {ns:.1f} ns (hit ratio {hit:.2f})")
+    comp = ffi.cast("struct ipsg_spd_compiled *", lib.ipsg_shm_base(c.handle) + c.hdr.off_spd[c.hdr.spd_gen & 1])
+    # Spot check against the one-at-a-time lookup (the tests check both against a linear scan).
+    for i in range(0, k, k // 200):
+        r = c.lookup_policy(str(ipaddress.IPv4Address(int(srcs[i]))), str(ipaddress.IPv4Address(int(dsts[i]))), 17,
+                            4500, 4500)
+        assert (r.policy if r else -1) == out[i]
+    benchmark.extra_info.update(layout=layout, policies=n, ns_per_lookup=ns, ns_per_lookup_best=best_ns,
+                                hit_ratio=hit, compile_ms=compile_ms, groups=int(comp.n_groups[0]),
+                                v4_prefixes=int(comp.v4_prefixes), v4_chunks=int(comp.v4_chunks),
+                                v4_cands=int(comp.v4_cands), v4_cut=int(comp.v4_cut))
+    print(f"\nSPD lookup, {layout} {n} policies: median {ns:.1f} ns, best {best_ns:.1f} ns (hit ratio {hit:.2f}; "
+          f"compile {compile_ms:.0f} ms; {comp.v4_prefixes} prefixes, {comp.v4_chunks} chunks, "
+          f"{comp.v4_cands} candidates, {comp.v4_cut} lists cut)")
     c.close()

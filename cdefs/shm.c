@@ -47,6 +47,9 @@ struct ipsg_shm {
     struct ipsg_spd_bind *bind;
     uint64_t *acq;
     uint8_t *spd[2];
+    uint32_t *spd_chunk[2];          /* IPv4 trie chunks of each compiled copy */
+    struct ipsg_spd_cand *spd_cand[2];
+    uint32_t chunk_cap, cand_cap;
     struct ipsg_shm_ring *cmd;
     struct ipsg_shm_cmd *cmd_e;
     struct ipsg_shm_ring *evt;
@@ -80,6 +83,12 @@ static uint32_t pow2_at_least(uint64_t x) {
 }
 
 static int is_pow2(uint32_t x) { return x && !(x & (x - 1)); }
+
+/* IPv4 trie sizes: a prefix longer than /16 allocates at most 4 chunks (one per 4-bit level),
+ * and every distinct prefix needs at least one candidate entry; the 4x candidate budget leaves
+ * room for lists of several entries (a list that does not fit is cut and falls back). */
+static uint32_t chunk_cap(const struct ipsg_shm_caps *c) { return 4 * c->n_spd + 1; }
+static uint32_t cand_cap(const struct ipsg_shm_caps *c) { return 4 * c->n_spd + 16; }
 
 int ipsg_shm_layout(const struct ipsg_shm_caps *c, struct ipsg_shm_hdr *h, char *err, size_t errlen) {
     if (c->n_sa < 1 || c->n_sa > (1u << 24)) {
@@ -123,7 +132,8 @@ int ipsg_shm_layout(const struct ipsg_shm_caps *c, struct ipsg_shm_hdr *h, char 
     o = align64(o + (uint64_t)c->n_spd * 8);
     h->spd_size = align64(sizeof(struct ipsg_spd_compiled)) +
                   align64((uint64_t)c->n_spd * sizeof(struct ipsg_spd_rule)) +
-                  align64((uint64_t)h->n_spd_hash * sizeof(struct ipsg_spd_bucket));
+                  align64((uint64_t)h->n_spd_hash * sizeof(struct ipsg_spd_bucket)) +
+                  align64((uint64_t)chunk_cap(c) * 64) + align64((uint64_t)cand_cap(c) * sizeof(struct ipsg_spd_cand));
     for (int i = 0; i < 2; i++) {
         h->off_spd[i] = o;
         o = align64(o + h->spd_size);
@@ -197,7 +207,14 @@ static struct ipsg_shm *bind_region(uint8_t *base, uint64_t size) {
     for (int i = 0; i < 2; i++) {
         s->hash[i] = (uint64_t *)(base + h->off_hash[i]);
         s->spd[i] = base + h->off_spd[i];
+        uint8_t *x = s->spd[i] + align64(sizeof(struct ipsg_spd_compiled)) +
+                     align64((uint64_t)h->caps.n_spd * sizeof(struct ipsg_spd_rule)) +
+                     align64((uint64_t)h->n_spd_hash * sizeof(struct ipsg_spd_bucket));
+        s->spd_chunk[i] = (uint32_t *)x;
+        s->spd_cand[i] = (struct ipsg_spd_cand *)(x + align64((uint64_t)chunk_cap(&h->caps) * 64));
     }
+    s->chunk_cap = chunk_cap(&h->caps);
+    s->cand_cap = cand_cap(&h->caps);
     s->pol = (struct ipsg_spd_policy *)(base + h->off_policy);
     s->bind = (struct ipsg_spd_bind *)(base + h->off_bind);
     s->acq = (uint64_t *)(base + h->off_acq);
@@ -385,6 +402,50 @@ int64_t ipsg_shm_sa_install(struct ipsg_shm *s, uint32_t slot, const struct ipsg
     maybe_compact(s);
     notify_slot(s, slot, (uint32_t)v);
     return rc == IPSG_SHM_OK ? v : rc;
+}
+
+int64_t ipsg_shm_sa_install_fields(struct ipsg_shm *s, uint32_t slot, uint8_t state, uint8_t placement, uint64_t id,
+                                   uint32_t old_spi, uint32_t spi, uint8_t direction, uint8_t mode, uint8_t esn,
+                                   uint8_t enc, uint8_t integ, const uint8_t *enc_key, uint8_t enc_key_len,
+                                   const uint8_t *integ_key, uint8_t integ_key_len, const uint8_t *src,
+                                   const uint8_t *dst, uint8_t addr_len, uint8_t udp_encap, uint8_t ttl, uint8_t df,
+                                   uint8_t dscp, uint8_t ecn, uint8_t flowlabel, uint16_t sport, uint16_t dport,
+                                   uint32_t replay_window, uint64_t seq, uint64_t soft_bytes, uint64_t hard_bytes,
+                                   uint64_t soft_packets, uint64_t hard_packets) {
+    struct ipsg_sa_params p;
+    if (enc_key_len > sizeof(p.enc_key) || integ_key_len > sizeof(p.integ_key) || (addr_len != 4 && addr_len != 16))
+        return IPSG_SHM_EINVAL;
+    memset(&p, 0, sizeof p);
+    p.spi = spi;
+    p.direction = direction;
+    p.mode = mode;
+    p.family = addr_len == 4 ? 4 : 6;
+    p.esn = esn;
+    p.enc = enc;
+    p.integ = integ;
+    p.enc_key_len = enc_key_len;
+    memcpy(p.enc_key, enc_key, enc_key_len);
+    p.integ_key_len = integ_key_len;
+    if (integ_key_len) memcpy(p.integ_key, integ_key, integ_key_len);
+    memcpy(p.src, src, addr_len);
+    memcpy(p.dst, dst, addr_len);
+    p.udp_encap = udp_encap;
+    p.ttl = ttl;
+    p.df = df;
+    p.dscp = dscp;
+    p.ecn = ecn;
+    p.flowlabel = flowlabel;
+    p.sport = sport;
+    p.dport = dport;
+    p.replay_window = replay_window;
+    p.seq = seq;
+    p.soft_bytes = soft_bytes;
+    p.hard_bytes = hard_bytes;
+    p.soft_packets = soft_packets;
+    p.hard_packets = hard_packets;
+    int64_t v = ipsg_shm_sa_install(s, slot, &p, state, placement, id, old_spi);
+    explicit_bzero(&p, sizeof p);   /* no key copy left on the stack */
+    return v;
 }
 
 int64_t ipsg_shm_sa_delete(struct ipsg_shm *s, uint32_t slot) {
@@ -803,6 +864,137 @@ static void spd_parts(struct ipsg_shm *s, uint8_t *copy, struct ipsg_spd_compile
     *b = (struct ipsg_spd_bucket *)((uint8_t *)*r + align64((uint64_t)s->h->caps.n_spd * sizeof(struct ipsg_spd_rule)));
 }
 
+
+/* ------------------------------------------------------ SPD: IPv4 trie */
+
+struct v4pfx {
+    uint32_t addr;           /* host order */
+    uint32_t plen;
+    uint32_t start, count;   /* own rules in the compiled rule array, best first */
+    uint32_t cand;           /* its candidate list */
+    uint32_t ncand;
+    int complete;            /* the list holds every candidate that can win */
+};
+
+static const struct v4pfx *SORT_PX;
+
+static int cmp_px_nest(const void *a_, const void *b_) {
+    const struct v4pfx *a = &SORT_PX[*(const uint32_t *)a_], *b = &SORT_PX[*(const uint32_t *)b_];
+    if (a->addr != b->addr) return a->addr < b->addr ? -1 : 1;
+    return a->plen < b->plen ? -1 : a->plen > b->plen;
+}
+
+static inline uint32_t v4_mask(uint32_t plen) { return plen ? 0xffffffffu << (32 - plen) : 0; }
+
+static void cand_from_rule(struct ipsg_spd_cand *o, const struct ipsg_spd_rule *r) {
+    memset(o, 0, sizeof(*o));
+    o->rank = r->rank;
+    o->src = (uint32_t)r->src[0];
+    o->src_mask = (uint32_t)r->src_mask[0];
+    o->sport_lo = r->sport_lo;
+    o->sport_hi = r->sport_hi;
+    o->dport_lo = r->dport_lo;
+    o->dport_hi = r->dport_hi;
+    o->proto = r->proto;
+    o->action = r->action;
+}
+
+static inline int cand_always(const struct ipsg_spd_cand *c) {
+    return !c->src_mask && !c->proto && !c->sport_lo && c->sport_hi == 0xffff && !c->dport_lo && c->dport_hi == 0xffff;
+}
+
+/* Candidate lists (each prefix's rules merged with its enclosing prefix's list, parents
+ * first), then the trie (prefixes in ascending length, so a longer one overwrites the
+ * entries of the shorter ones it lies in, and a new chunk inherits the entry it replaces).
+ * px is in ascending prefix length order. */
+static void build_v4_trie(struct ipsg_shm *s, int copy, struct ipsg_spd_compiled *c, const struct ipsg_spd_rule *rules,
+                          struct v4pfx *px, uint32_t np) {
+    uint32_t *chunks = s->spd_chunk[copy];
+    struct ipsg_spd_cand *cands = s->spd_cand[copy];
+    uint32_t *order = malloc((size_t)(np ? np : 1) * sizeof(*order));
+    uint32_t *stack = malloc((size_t)(np ? np : 1) * sizeof(*stack));
+    uint32_t used = 0, cut = 0, nchunks = 0;
+    if (!order || !stack) {
+        /* No trie: every entry stays 0, and spd_v4 sends each packet to the hash search. */
+        free(order);
+        free(stack);
+        c->v4_cut = UINT32_MAX;
+        return;
+    }
+    for (uint32_t i = 0; i < np; i++) order[i] = i;
+    SORT_PX = px;
+    qsort(order, np, sizeof(*order), cmp_px_nest);
+    uint32_t depth = 0;
+    for (uint32_t oi = 0; oi < np; oi++) {
+        struct v4pfx *q = &px[order[oi]];
+        /* In (address, length) order, the enclosing prefixes of q are exactly the stack. */
+        while (depth && ((q->addr & v4_mask(px[stack[depth - 1]].plen)) != px[stack[depth - 1]].addr))
+            depth--;
+        const struct v4pfx *par = depth ? &px[stack[depth - 1]] : NULL;
+        stack[depth++] = order[oi];
+        uint32_t lim = IPSG_SPD_CAND_MAX, left = s->cand_cap - used, need_after = np - oi - 1;
+        if (left - need_after < lim) lim = left - need_after;   /* >= 1: the budget covers one per prefix */
+        const struct ipsg_spd_cand *pl = par ? &cands[par->cand] : NULL;
+        uint32_t pn = par ? par->ncand : 0, i = 0, j = 0, n = 0;
+        int pcomplete = par ? par->complete : 1, complete = 0;
+        struct ipsg_spd_cand *out = &cands[used];
+        for (;;) {
+            int own_left = i < q->count, par_left = j < pn;
+            if (!par_left && !pcomplete) break;   /* the enclosing list was cut: unseen ranks unknown */
+            if (!own_left && !par_left) {
+                complete = 1;
+                break;
+            }
+            if (n == lim) break;
+            if (own_left && (!par_left || rules[q->start + i].rank < pl[j].rank))
+                cand_from_rule(&out[n], &rules[q->start + i++]);
+            else
+                out[n] = pl[j++];
+            out[n].flags = 0;
+            if (cand_always(&out[n++])) {
+                complete = 1;
+                break;
+            }
+        }
+        out[n - 1].flags = IPSG_SPD_CAND_LAST | (complete ? 0 : IPSG_SPD_CAND_MORE);
+        q->cand = used;
+        q->ncand = n;
+        q->complete = complete;
+        used += n;
+        cut += !complete;
+    }
+    for (uint32_t pi = 0; pi < np; pi++) {
+        const struct v4pfx *q = &px[pi];
+        uint32_t v = q->cand + 1;
+        if (q->plen <= 16) {
+            uint32_t first = q->addr >> 16, span = 1u << (16 - q->plen);
+            for (uint32_t e = 0; e < span; e++) c->v4_root[first + e] = v;
+            continue;
+        }
+        uint32_t *slot = &c->v4_root[q->addr >> 16];
+        for (uint32_t end = 20;; end += 4) {
+            if (!(*slot & IPSG_SPD_CHUNK)) {
+                uint32_t *ch = &chunks[16 * (size_t)nchunks];
+                for (int e = 0; e < 16; e++) ch[e] = *slot;
+                *slot = IPSG_SPD_CHUNK | nchunks++;
+            }
+            uint32_t *ch = &chunks[16 * (size_t)(*slot & ~IPSG_SPD_CHUNK)];
+            uint32_t idx = (q->addr >> (32 - end)) & 15;
+            if (q->plen <= end) {
+                for (uint32_t e = 0; e < 1u << (end - q->plen); e++) ch[idx + e] = v;
+                break;
+            }
+            slot = &ch[idx];
+        }
+    }
+    c->v4_chunks = nchunks;
+    c->v4_cands = used;
+    c->v4_prefixes = np;
+    c->v4_cut = cut;
+    free(order);
+    free(stack);
+}
+
 int64_t ipsg_spd_compile(struct ipsg_shm *s) {
     uint32_t n = s->h->caps.n_spd, nb = s->h->n_spd_hash;
     struct sort_item *items = malloc((size_t)n * sizeof(*items));
@@ -830,6 +1022,8 @@ int64_t ipsg_spd_compile(struct ipsg_shm *s) {
     FENCE_REL();   /* a reader still on this copy two generations ago sees the generation move and retries */
     memset(c, 0, sizeof(*c));
     memset(bk, 0, (size_t)nb * sizeof(*bk));
+    struct v4pfx *px = malloc((size_t)(k ? k : 1) * sizeof(*px));
+    uint32_t np = 0;
     uint64_t best_by_len[2][129];
     for (int f = 0; f < 2; f++)
         for (int l = 0; l < 129; l++) best_by_len[f][l] = UINT64_MAX;
@@ -858,6 +1052,13 @@ int64_t ipsg_spd_compile(struct ipsg_shm *s) {
         }
         const struct sort_item *it = &items[start];
         int f = it->family == 6;
+        if (!f && px) {
+            struct v4pfx *q = &px[np++];
+            q->addr = __builtin_bswap32((uint32_t)it->key[0]);
+            q->plen = it->plen;
+            q->start = start;
+            q->count = j - start;
+        }
         if (!f && it->plen >= 16) {
             uint32_t top16 = (uint32_t)(((const uint8_t *)it->key)[0]) << 8 | ((const uint8_t *)it->key)[1];
             c->v4_len16[top16] |= 1u << (it->plen - 16);
@@ -885,6 +1086,11 @@ int64_t ipsg_spd_compile(struct ipsg_shm *s) {
         c->n_groups[f] = ng;
     }
     c->n_rules = k;
+    if (px)
+        build_v4_trie(s, (g + 1) & 1, c, rules, px, np);
+    else
+        c->v4_cut = UINT32_MAX;
+    free(px);
     free(items);
     STORE_REL(&s->h->spd_gen, g + 1);
     struct ipsg_shm_cmd cmd = {IPSG_CMD_SPD, 0, g + 1, 0};
@@ -941,6 +1147,48 @@ static uint64_t spd_search(struct ipsg_shm *s, const uint8_t *copy, uint8_t fami
     return best;
 }
 
+/* Scan an IPv4 candidate list: the first match is the best rule.  Returns its rank, or
+ * UINT64_MAX with *more set when the list was cut short and the caller must search on. */
+static inline uint64_t cand_scan(const struct ipsg_spd_cand *cl, uint32_t room, uint32_t src, uint8_t proto,
+                                 uint16_t sport, uint16_t dport, uint8_t *action, int *more) {
+    if (room > IPSG_SPD_CAND_MAX) room = IPSG_SPD_CAND_MAX;   /* bounds a copy torn by a rebuild */
+    for (uint32_t i = 0; i < room; i++) {
+        const struct ipsg_spd_cand *x = &cl[i];
+        if ((src & x->src_mask) == x->src && (!x->proto || x->proto == proto) && sport >= x->sport_lo &&
+            sport <= x->sport_hi && dport >= x->dport_lo && dport <= x->dport_hi) {
+            *action = x->action;
+            return x->rank;
+        }
+        if (x->flags & IPSG_SPD_CAND_LAST) {
+            *more = (x->flags & IPSG_SPD_CAND_MORE) != 0;
+            return UINT64_MAX;
+        }
+    }
+    *more = 1;
+    return UINT64_MAX;
+}
+
+/* IPv4 through the trie; falls back to the hash search for a list cut short. */
+static uint64_t spd_v4(struct ipsg_shm *s, int copy, const uint64_t src[2], const uint64_t dst[2], uint8_t proto,
+                       uint16_t sport, uint16_t dport, uint8_t *action) {
+    const struct ipsg_spd_compiled *c = (const struct ipsg_spd_compiled *)s->spd[copy];
+    uint32_t d = __builtin_bswap32((uint32_t)dst[0]);
+    uint32_t e = c->v4_root[d >> 16];
+    for (int shift = 12; (e & IPSG_SPD_CHUNK) && shift >= 0; shift -= 4) {
+        uint32_t ci = e & ~IPSG_SPD_CHUNK;
+        if (ci >= s->chunk_cap) return UINT64_MAX;   /* torn copy: the generation check retries */
+        e = s->spd_chunk[copy][16 * (size_t)ci + ((d >> shift) & 15)];
+    }
+    if (e & IPSG_SPD_CHUNK || e > s->cand_cap) return UINT64_MAX;
+    int more = 0;
+    uint64_t best = UINT64_MAX;
+    if (e) best = cand_scan(&s->spd_cand[copy][e - 1], s->cand_cap - (e - 1), (uint32_t)src[0], proto, sport,
+                            dport, action, &more);
+    if (more || c->v4_cut == UINT32_MAX)
+        best = spd_search(s, s->spd[copy], 4, src, dst, proto, sport, dport, action);
+    return best;
+}
+
 static int64_t spd_find(struct ipsg_shm *s, uint8_t family, const uint8_t *src, const uint8_t *dst, uint8_t proto,
                         uint16_t sport, uint16_t dport, uint8_t *action) {
     if (family != 4 && family != 6) return IPSG_SHM_EINVAL;
@@ -949,7 +1197,8 @@ static int64_t spd_find(struct ipsg_shm *s, uint8_t family, const uint8_t *src, 
     load_addr(dw, family, dst);
     for (;;) {
         uint32_t g = LOAD_ACQ(&s->h->spd_gen);
-        uint64_t best = spd_search(s, s->spd[g & 1], family, sw, dw, proto, sport, dport, action);
+        uint64_t best = family == 4 ? spd_v4(s, g & 1, sw, dw, proto, sport, dport, action)
+                                    : spd_search(s, s->spd[g & 1], family, sw, dw, proto, sport, dport, action);
         FENCE_ACQ();
         if (LOAD_RLX(&s->h->spd_gen) == g)
             return best == UINT64_MAX ? IPSG_SHM_ENOENT : (int64_t)(uint32_t)best;
@@ -980,62 +1229,93 @@ int ipsg_spd_lookup(struct ipsg_shm *s, uint8_t family, const uint8_t *src, cons
     return IPSG_SHM_EBUSY;
 }
 
-/* Touch what a lookup will read, a few packets ahead, so a batch's cache misses overlap
- * instead of queueing: stage 0 the IPv4 length filter entry, stage 1 (filter cached) the
- * buckets, stage 2 (buckets cached) the first rule of each bucket that matches. */
-static void spd_prefetch(struct ipsg_shm *s, uint8_t family, const uint8_t *dst_bytes, int stage) {
-    if (family != 4 && family != 6) return;
-    struct ipsg_spd_compiled *c;
-    struct ipsg_spd_rule *rules;
-    struct ipsg_spd_bucket *bk;
-    spd_parts(s, s->spd[LOAD_ACQ(&s->h->spd_gen) & 1], &c, &rules, &bk);
-    if (stage == 0) {
-        if (family == 4) __builtin_prefetch(&c->v4_len16[dst_bytes[0] << 8 | dst_bytes[1]]);
-        return;
-    }
-    uint64_t dst[2];
-    load_addr(dst, family, dst_bytes);
-    int f = family == 6;
-    uint32_t ng = c->n_groups[f], nb_mask = s->h->n_spd_hash - 1;
-    if (ng > 129) ng = 129;
-    uint32_t lens = f ? 0 : c->v4_len16[dst_bytes[0] << 8 | dst_bytes[1]];
-    for (uint32_t gi = 0; gi < ng; gi++) {
-        uint32_t plen = c->groups[f * 129 + gi].plen;
-        if (plen > 128 || (!f && plen >= 16 && (plen > 32 || !(lens >> (plen - 16) & 1)))) continue;
-        uint64_t kk[2] = {dst[0] & MASKS[plen][0], dst[1] & MASKS[plen][1]};
-        uint32_t h = spd_hash(kk, family, (uint8_t)plen, nb_mask);
-        if (stage == 1) {
-            __builtin_prefetch(&bk[h]);
-            continue;
+/* A batch walks the IPv4 trie a group of packets at a time, one level per pass, prefetching
+ * what the next pass reads: the group's cache misses overlap instead of queueing one after
+ * another.  IPv6 packets and cut lists take the one-at-a-time path. */
+#define SPD_GROUP 32
+
+static void spd_group_v4(struct ipsg_shm *s, uint32_t m, const uint8_t *family, const uint8_t *src, const uint8_t *dst,
+                         const uint8_t *proto, const uint16_t *sport, const uint16_t *dport, int32_t *out) {
+    uint32_t d[SPD_GROUP], e[SPD_GROUP];
+    uint8_t action;
+    for (;;) {
+        uint32_t g = LOAD_ACQ(&s->h->spd_gen), copy = g & 1;
+        const struct ipsg_spd_compiled *c = (const struct ipsg_spd_compiled *)s->spd[copy];
+        const uint32_t *chunks = s->spd_chunk[copy];
+        const struct ipsg_spd_cand *cands = s->spd_cand[copy];
+        for (uint32_t k = 0; k < m; k++) {
+            uint32_t raw;
+            memcpy(&raw, dst + 16 * (size_t)k, 4);
+            d[k] = __builtin_bswap32(raw);
+            __builtin_prefetch(&c->v4_root[d[k] >> 16]);
         }
-        for (uint32_t probes = 0; probes <= nb_mask && bk[h].count; probes++, h = (h + 1) & nb_mask) {
-            if (bk[h].key[0] == kk[0] && bk[h].key[1] == kk[1] && bk[h].plen == plen && bk[h].family == family) {
-                if (bk[h].start < s->h->caps.n_spd) __builtin_prefetch(&rules[bk[h].start]);
-                break;
+        for (uint32_t k = 0; k < m; k++) {
+            e[k] = family[k] == 4 ? c->v4_root[d[k] >> 16] : 0;
+            if (e[k] & IPSG_SPD_CHUNK && (e[k] & ~IPSG_SPD_CHUNK) < s->chunk_cap)
+                __builtin_prefetch(&chunks[16 * (size_t)(e[k] & ~IPSG_SPD_CHUNK)]);
+        }
+        int torn = 0;
+        for (int shift = 12; shift >= 0; shift -= 4) {
+            int again = 0;
+            for (uint32_t k = 0; k < m; k++) {
+                if (!(e[k] & IPSG_SPD_CHUNK)) continue;
+                uint32_t ci = e[k] & ~IPSG_SPD_CHUNK;
+                if (ci >= s->chunk_cap) {
+                    e[k] = 0;
+                    torn = 1;
+                    continue;
+                }
+                e[k] = chunks[16 * (size_t)ci + ((d[k] >> shift) & 15)];
+                if (e[k] & IPSG_SPD_CHUNK) {
+                    again = 1;
+                    if ((e[k] & ~IPSG_SPD_CHUNK) < s->chunk_cap)
+                        __builtin_prefetch(&chunks[16 * (size_t)(e[k] & ~IPSG_SPD_CHUNK)]);
+                } else if (e[k] && e[k] <= s->cand_cap) {
+                    __builtin_prefetch(&cands[e[k] - 1]);
+                }
             }
+            if (!again) break;
         }
+        for (uint32_t k = 0; k < m; k++) {
+            if (family[k] != 4) continue;
+            if (!(e[k] & IPSG_SPD_CHUNK) && e[k] && e[k] <= s->cand_cap) __builtin_prefetch(&cands[e[k] - 1]);
+        }
+        for (uint32_t k = 0; k < m; k++) {
+            if (family[k] != 4) {
+                out[k] = -2;   /* the slow path below */
+                continue;
+            }
+            uint32_t x = e[k];
+            int more = 0;
+            uint64_t best = UINT64_MAX;
+            if (x & IPSG_SPD_CHUNK || x > s->cand_cap) {
+                torn = 1;
+            } else if (x) {
+                uint32_t sraw;
+                memcpy(&sraw, src + 16 * (size_t)k, 4);
+                best = cand_scan(&cands[x - 1], s->cand_cap - (x - 1), sraw, proto[k], sport[k], dport[k], &action,
+                                 &more);
+            }
+            out[k] = more || c->v4_cut == UINT32_MAX ? -2 : best == UINT64_MAX ? -1 : (int32_t)(uint32_t)best;
+        }
+        FENCE_ACQ();
+        if (!torn && LOAD_RLX(&s->h->spd_gen) == g) break;
+    }
+    for (uint32_t k = 0; k < m; k++) {
+        if (out[k] != -2) continue;
+        int64_t p = spd_find(s, family[k], src + 16 * (size_t)k, dst + 16 * (size_t)k, proto[k], sport[k], dport[k],
+                             &action);
+        out[k] = p < 0 ? -1 : (int32_t)p;
     }
 }
-
-#define SPD_AHEAD_FILTER 24
-#define SPD_AHEAD_BUCKETS 16
-#define SPD_AHEAD_RULES 8
 
 void ipsg_spd_lookup_many(struct ipsg_shm *s, uint32_t n, const uint8_t *family, const uint8_t *src,
                           const uint8_t *dst, const uint8_t *proto, const uint16_t *sport, const uint16_t *dport,
                           int32_t *out) {
-    uint8_t action;
-    for (uint32_t i = 0; i < n && i < SPD_AHEAD_FILTER; i++) spd_prefetch(s, family[i], dst + 16 * (size_t)i, 0);
-    for (uint32_t i = 0; i < n && i < SPD_AHEAD_BUCKETS; i++) spd_prefetch(s, family[i], dst + 16 * (size_t)i, 1);
-    for (uint32_t i = 0; i < n && i < SPD_AHEAD_RULES; i++) spd_prefetch(s, family[i], dst + 16 * (size_t)i, 2);
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t f = i + SPD_AHEAD_FILTER, a = i + SPD_AHEAD_BUCKETS, b = i + SPD_AHEAD_RULES;
-        if (f < n) spd_prefetch(s, family[f], dst + 16 * (size_t)f, 0);
-        if (a < n) spd_prefetch(s, family[a], dst + 16 * (size_t)a, 1);
-        if (b < n) spd_prefetch(s, family[b], dst + 16 * (size_t)b, 2);
-        int64_t p = spd_find(s, family[i], src + 16 * (size_t)i, dst + 16 * (size_t)i, proto[i], sport[i], dport[i],
-                             &action);
-        out[i] = p < 0 ? -1 : (int32_t)p;
+    for (uint32_t i = 0; i < n; i += SPD_GROUP) {
+        uint32_t m = n - i < SPD_GROUP ? n - i : SPD_GROUP;
+        spd_group_v4(s, m, family + i, src + 16 * (size_t)i, dst + 16 * (size_t)i, proto + i, sport + i, dport + i,
+                     out + i);
     }
 }
 

@@ -23,7 +23,7 @@
 
 /* "IPSGSHM1" read as a little-endian 64-bit word. */
 #define IPSG_SHM_MAGIC 0x314D485347535049
-#define IPSG_SHM_ABI 1
+#define IPSG_SHM_ABI 2
 
 /* ipsg_shm_sa.state */
 #define IPSG_SHM_SA_FREE 0
@@ -35,6 +35,15 @@
 #define IPSG_SPD_BYPASS 1
 #define IPSG_SPD_DISCARD 2
 #define IPSG_SPD_MAX_BUNDLE 4
+
+/* IPv4 destination trie of the compiled SPD: a candidate list holds at most this many rules;
+ * ipsg_spd_cand.flags marks a list's last entry, and IPSG_SPD_CAND_MORE on it says the list
+ * was cut short (the lookup then falls back to the per-length hash search). */
+#define IPSG_SPD_CAND_MAX 8
+#define IPSG_SPD_CAND_LAST 1
+#define IPSG_SPD_CAND_MORE 2
+/* Trie entry: 0 = no policy covers the range, IPSG_SPD_CHUNK | n = chunk n, else candidate list + 1. */
+#define IPSG_SPD_CHUNK 0x80000000
 
 /* Command ring ops (control -> fastpath). */
 #define IPSG_CMD_SA 1
@@ -175,13 +184,22 @@ struct ipsg_spd_result {
     uint32_t sa[4];
 };
 
-/* One compiled SPD copy (built by control, read by the fastpath):
- * ipsg_spd_compiled, then n_spd rules, then n_spd_hash buckets.  Rules are
- * grouped by (family, destination prefix); a bucket, found by hashing the
- * masked destination, names its group's run of rules, sorted best first.
- * groups[] lists, per family (v4 = 0, v6 = 1), the destination prefix
- * lengths present, in order of the best rule they hold, so a lookup stops as
- * soon as no remaining length can beat what it found, and skips IPv4 lengths that
+/* One compiled SPD copy (built by control, read by the fastpath): ipsg_spd_compiled, then
+ * n_spd rules, then n_spd_hash buckets, then the IPv4 trie chunks and candidate lists.
+ *
+ * IPv4 (the fast path): a multibit trie on the destination, strides 16-4-4-4-4.  v4_root is
+ * indexed by the destination's top 16 bits; a chunk is 16 entries (one cache line) indexed by
+ * the next 4 bits.  Prefixes are leaf-pushed, so the entry a walk ends on names the most
+ * specific destination prefix covering the packet, through its candidate list: every rule of
+ * that prefix and of the prefixes containing it, merged best first and cut after the first
+ * rule with no source, protocol or port constraint (it always matches, so nothing after it
+ * can win).  The first candidate that matches the packet is the answer.
+ *
+ * Both families (and the IPv4 fallback for lists cut at IPSG_SPD_CAND_MAX): rules grouped
+ * by (family, destination prefix); a bucket, found by hashing the masked destination, names
+ * its group's run of rules, sorted best first.  groups[] lists, per family (v4 = 0, v6 = 1),
+ * the destination prefix lengths present, in order of the best rule they hold, so a lookup
+ * stops as soon as no remaining length can beat what it found, and skips IPv4 lengths that
  * v4_len16 says are absent under the packet's destination /16. */
 struct ipsg_spd_group {
     uint64_t best;           /* (priority << 32) | policy of its best rule */
@@ -197,6 +215,27 @@ struct ipsg_spd_compiled {
     /* IPv4: for each destination /16, bit (plen - 16) is set when some rule with that
      * destination prefix length (16..32) lies inside it; lookups skip the other lengths. */
     uint32_t v4_len16[65536];
+    uint32_t v4_chunks;      /* trie chunks in use */
+    uint32_t v4_cands;       /* candidate entries in use */
+    uint32_t v4_prefixes;    /* distinct IPv4 destination prefixes */
+    uint32_t v4_cut;         /* candidate lists cut short (their lookups may fall back) */
+    uint32_t v4_root[65536];
+};
+
+/* One candidate of an IPv4 list: the rule's selectors (addresses as loaded from network
+ * byte order, so no swap at lookup time), rank and action. */
+struct ipsg_spd_cand {
+    uint64_t rank;           /* (priority << 32) | policy */
+    uint32_t src;            /* masked source prefix */
+    uint32_t src_mask;
+    uint16_t sport_lo;
+    uint16_t sport_hi;
+    uint16_t dport_lo;
+    uint16_t dport_hi;
+    uint8_t proto;
+    uint8_t action;
+    uint8_t flags;           /* IPSG_SPD_CAND_LAST, IPSG_SPD_CAND_MORE */
+    uint8_t reserved_;
 };
 
 struct ipsg_spd_rule {
@@ -280,6 +319,17 @@ int64_t ipsg_shm_sa_write(struct ipsg_shm *s, uint32_t slot, const struct ipsg_s
  * under before (an update that changed it), or 0. */
 int64_t ipsg_shm_sa_install(struct ipsg_shm *s, uint32_t slot, const struct ipsg_sa_params *p,
                             uint8_t state, uint8_t placement, uint64_t id, uint32_t old_spi);
+/* ipsg_shm_sa_install with the parameters as arguments (no traffic selectors): Python's
+ * install path makes this one call instead of thirty cffi attribute writes.  The params are
+ * assembled on the C stack, installed exactly as ipsg_shm_sa_install does, and wiped. */
+int64_t ipsg_shm_sa_install_fields(struct ipsg_shm *s, uint32_t slot, uint8_t state, uint8_t placement, uint64_t id,
+                                   uint32_t old_spi, uint32_t spi, uint8_t direction, uint8_t mode, uint8_t esn,
+                                   uint8_t enc, uint8_t integ, const uint8_t *enc_key, uint8_t enc_key_len,
+                                   const uint8_t *integ_key, uint8_t integ_key_len, const uint8_t *src,
+                                   const uint8_t *dst, uint8_t addr_len, uint8_t udp_encap, uint8_t ttl, uint8_t df,
+                                   uint8_t dscp, uint8_t ecn, uint8_t flowlabel, uint16_t sport, uint16_t dport,
+                                   uint32_t replay_window, uint64_t seq, uint64_t soft_bytes, uint64_t hard_bytes,
+                                   uint64_t soft_packets, uint64_t hard_packets);
 /* Unindex, zero and free a slot, and tell the fastpath; the new version or a negative code. */
 int64_t ipsg_shm_sa_delete(struct ipsg_shm *s, uint32_t slot);
 /* Zeroes the keys and every parameter, state FREE. */

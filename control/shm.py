@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from fastpath.shm import (
     ffi,
     lib,
     params_to_sa,
+    sa_fields,
     sa_to_params,
 )
 from fastpath.status import SAFlag
@@ -56,8 +58,10 @@ def default_path(name: str = "ipsecgw") -> Path:
     return Path("/dev/shm") / f"{name}.shm"
 
 
-@dataclass(frozen=True)
-class SAHandle:
+class SAHandle(NamedTuple):
+    """Where an install landed (immutable; a named tuple because a frozen dataclass costs more to
+    build than the rest of an install's Python work)."""
+
     slot: int
     sa_id: int
     version: int
@@ -181,14 +185,58 @@ class ControlRegion(Region):
         if validate:
             sa.validate()
         slot = self._free_sa.pop()
-        self.hdr.next_sa_id += 1
-        sa_id = self.hdr.next_sa_id
+        hdr = self.hdr
+        sa_id = hdr.next_sa_id + 1
+        hdr.next_sa_id = sa_id
         try:
             version = self._write(slot, sa, direction, STATE_ACTIVE, placement, sa_id)
         except BaseException:
             self._free_sa.append(slot)
             raise
         return SAHandle(slot, sa_id, version)
+
+    def install_sas(self, items: Iterable[tuple[SA, Direction | str]], placement: int = 0,
+                    validate: bool = True) -> list[SAHandle]:
+        """Install many SAs, each as ``install_sa`` would (one seqlocked slot write, index entry and
+        command each), with the per-call Python overhead paid once.
+
+        All or nothing: if an SA is invalid or cannot be written, the ones this call already
+        installed are deleted again (keys zeroed) before the error is raised.  A fastpath syncing
+        meanwhile may see them come and go, as with any install followed by a delete.
+        """
+        items = items if isinstance(items, list) else list(items)
+        if len(items) > len(self._free_sa):
+            raise RegionError(f"{self.path}: {len(items)} SAs do not fit the {len(self._free_sa)} free SA slots")
+        hdr = self.hdr
+        first_id = hdr.next_sa_id + 1
+        hdr.next_sa_id = first_id + len(items) - 1
+        handles: list[SAHandle] = []
+        free, spis, h = self._free_sa, self._spi, self.handle
+        install = lib.ipsg_shm_sa_install_fields
+        try:
+            for n, (sa, direction) in enumerate(items):
+                # Validated as it is written, not in a pass of its own: one walk over the SA objects.
+                if validate:
+                    sa.validate()
+                slot = free.pop()
+                args = sa_fields(sa, direction)
+                try:
+                    if args is None:
+                        version = self._write(slot, sa, direction, STATE_ACTIVE, placement, first_id + n)
+                    else:
+                        version = install(h, slot, STATE_ACTIVE, placement, first_id + n, spis.get(slot, 0), *args)
+                        if version < 0:
+                            self._failed(slot, version)
+                        spis[slot] = sa.spi
+                except BaseException:
+                    free.append(slot)
+                    raise
+                handles.append(SAHandle(slot, first_id + n, version))
+        except BaseException:
+            for done in handles:
+                self.delete_sa(done.slot)
+            raise
+        return handles
 
     def update_sa(self, slot: int, sa: SA, direction: Direction | str, placement: int = 0,
                   dying: bool = False) -> SAHandle:
@@ -208,20 +256,29 @@ class ControlRegion(Region):
         return cur
 
     def _write(self, slot: int, sa: SA, direction: Direction, state: int, placement: int, sa_id: int) -> int:
-        p = sa_to_params(sa, direction, self._params)
-        try:
-            # One C call: slot (seqlocked), then its SPI index entry, then the command and generation.
-            version = lib.ipsg_shm_sa_install(self.handle, slot, p, state, placement, sa_id, self._spi.get(slot, 0))
-        finally:
-            ffi.memmove(p, _ZERO_PARAMS, len(_ZERO_PARAMS))   # no key copy left behind
+        # One C call: slot (seqlocked), then its SPI index entry, then the command and generation.
+        args = sa_fields(sa, direction)
+        if args is not None:
+            version = lib.ipsg_shm_sa_install_fields(self.handle, slot, state, placement, sa_id,
+                                                     self._spi.get(slot, 0), *args)
+        else:   # traffic selectors: the full struct
+            p = sa_to_params(sa, direction, self._params)
+            try:
+                version = lib.ipsg_shm_sa_install(self.handle, slot, p, state, placement, sa_id,
+                                                  self._spi.get(slot, 0))
+            finally:
+                ffi.memmove(p, _ZERO_PARAMS, len(_ZERO_PARAMS))   # no key copy left behind
         if version < 0:
-            if version == D["IPSG_SHM_EFULL"]:
-                lib.ipsg_shm_sa_delete(self.handle, slot)
-                self._spi.pop(slot, None)
-                raise RegionError(f"{self.path}: SPI index is full")
-            raise RegionError(f"{self.path}: cannot write SA slot {slot} (code {version})")
+            self._failed(slot, version)
         self._spi[slot] = sa.spi
         return version
+
+    def _failed(self, slot: int, code: int) -> None:
+        if code == D["IPSG_SHM_EFULL"]:
+            lib.ipsg_shm_sa_delete(self.handle, slot)
+            self._spi.pop(slot, None)
+            raise RegionError(f"{self.path}: SPI index is full")
+        raise RegionError(f"{self.path}: cannot write SA slot {slot} (code {code})")
 
     def delete_sa(self, slot: int) -> None:
         """Remove an SA: unindex it, zero its keys in the slot, tell the fastpath."""

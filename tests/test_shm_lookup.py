@@ -7,13 +7,14 @@ import os
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from control.shm import BYPASS, DISCARD, PROTECT, ControlRegion, Policy
 from fastpath.sa import SA
-from fastpath.shm import Capacities
+from fastpath.shm import Capacities, ffi, lib
 
 
 def _path() -> Path:
@@ -166,12 +167,138 @@ def test_spd_lookup_matches_a_linear_scan(region, pols, pkts, data):
         region.delete_policy(idx, commit=False)
         del model[idx]
     region.commit_policies()
-    for pkt in pkts:
-        want = _model_lookup(model, pkt)
+    _check(region, model, pkts)
+
+
+def _lookup_many(region, pkts) -> list[int | None]:
+    """The batch path (grouped trie walk) for the same packets."""
+    n = len(pkts)
+    fam = np.zeros(n, np.uint8)
+    src = np.zeros((n, 16), np.uint8)
+    dst = np.zeros((n, 16), np.uint8)
+    proto = np.zeros(n, np.uint8)
+    sport = np.zeros(n, np.uint16)
+    dport = np.zeros(n, np.uint16)
+    for i, (s, d, pr, sp, dp) in enumerate(pkts):
+        a, b = ipaddress.ip_address(s), ipaddress.ip_address(d)
+        fam[i] = a.version
+        src[i, :len(a.packed)] = list(a.packed)
+        dst[i, :len(b.packed)] = list(b.packed)
+        proto[i], sport[i], dport[i] = pr, sp, dp
+    out = np.empty(n, np.int32)
+    lib.ipsg_spd_lookup_many(region.handle, n, ffi.from_buffer("uint8_t[]", fam), ffi.from_buffer("uint8_t[]", src),
+                             ffi.from_buffer("uint8_t[]", dst), ffi.from_buffer("uint8_t[]", proto),
+                             ffi.from_buffer("uint16_t[]", sport), ffi.from_buffer("uint16_t[]", dport),
+                             ffi.from_buffer("int32_t[]", out))
+    return [None if x < 0 else int(x) for x in out]
+
+
+def _check(region, model: dict[int, Policy], pkts) -> None:
+    wants = [_model_lookup(model, pkt) for pkt in pkts]
+    for pkt, want in zip(pkts, wants, strict=True):
         got = region.lookup_policy(*pkt)
         assert (got.policy if got else None) == want, (pkt, want and model[want], got)
         if got:
             assert got.action == model[want].action
+    # Batches longer than one lookup group, so groups and their tails both run.
+    reps = 1 + 70 // len(pkts)
+    assert _lookup_many(region, pkts * reps) == wants * reps
+
+
+def _compiled(region):
+    base = lib.ipsg_shm_base(region.handle) + region.hdr.off_spd[region.hdr.spd_gen & 1]
+    return ffi.cast("struct ipsg_spd_compiled *", base)
+
+
+def _reset(region) -> None:
+    for i in range(region.caps.n_spd):
+        try:
+            region.delete_policy(i, commit=False)
+        except KeyError:
+            pass
+
+
+# Every prefix length, on addresses that straddle /16 and nibble boundaries, so the trie's
+# root entries, chunk levels and leaf pushing all meet overlapping prefixes.
+_V4_BASE = int(ipaddress.ip_address("10.1.255.0"))
+_V6_BASE = int(ipaddress.ip_address("2001:db8::ff00"))
+
+
+def any_prefix(v6: bool):
+    base, bits = (_V6_BASE, 128) if v6 else (_V4_BASE, 32)
+    return st.tuples(st.integers(0, 511), st.integers(0, bits)).map(
+        lambda t: str(ipaddress.ip_network((base + t[0], t[1]), strict=False)))
+
+
+@st.composite
+def policies_any_length(draw):
+    v6 = draw(st.integers(0, 3)) == 0
+    constrained = draw(st.booleans())
+    src = draw(any_prefix(v6)) if constrained and draw(st.booleans()) else ("::/0" if v6 else "0.0.0.0/0")
+    return Policy(src=src, dst=draw(any_prefix(v6)), proto=draw(st.sampled_from([0, 0, 6, 17])) if constrained else 0,
+                  sport=draw(port_range()) if constrained else (0, 65535),
+                  dport=draw(st.one_of(port_range(), st.just((20, 20)), st.just((0, 0)), st.just((65535, 65535))))
+                  if constrained else (0, 65535),
+                  action=draw(st.sampled_from([PROTECT, BYPASS, DISCARD])), priority=draw(st.integers(0, 3)))
+
+
+@st.composite
+def packets_any(draw):
+    v6 = draw(st.integers(0, 3)) == 0
+    base = _V6_BASE if v6 else _V4_BASE
+    addr = st.integers(0, 511).map(lambda i: str(ipaddress.ip_address(base + i)))
+    far = st.just("2001:db9::1" if v6 else "11.0.0.1")   # outside every prefix but /0 and other short ones
+    port = st.one_of(st.integers(0, 21), st.just(65535))
+    return (draw(addr), draw(st.one_of(addr, far)), draw(st.sampled_from([1, 6, 17])), draw(port), draw(port))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(policies_any_length(), max_size=60), st.lists(packets_any(), min_size=1, max_size=40))
+def test_trie_matches_a_linear_scan_at_every_prefix_length(region, pols, pkts):
+    """/0 to /32 (/128), nested and overlapping, ports at range edges, priority ties (broken by index)."""
+    _reset(region)
+    model = {region.add_policy(p, commit=False): p for p in pols}
+    region.commit_policies()
+    _check(region, model, pkts)
+
+
+def test_long_candidate_lists_are_cut_and_fall_back(region):
+    """33 nested prefixes (/0 .. /32) whose rules all restrict the source: their merged lists are
+    longer than a list may be, and the 64-policy region's candidate budget runs out, so lookups
+    take the fallback search; the answers still match the linear scan."""
+    _reset(region)
+    model = {}
+    for plen in range(33):
+        pol = Policy(src=f"192.168.{plen}.0/24", dst=str(ipaddress.ip_network(f"10.1.2.3/{plen}", strict=False)),
+                     priority=(plen * 7) % 11, action=plen % 3)
+        model[region.add_policy(pol, commit=False)] = pol
+    for i in range(31):   # more prefixes competing for the candidate budget
+        pol = Policy(src="192.168.99.0/24", dst=f"10.9.{i}.1/32", priority=i)
+        model[region.add_policy(pol, commit=False)] = pol
+    region.commit_policies()
+    c = _compiled(region)
+    assert c.v4_prefixes == 64 and c.v4_cut > 0
+    assert c.v4_cands <= 4 * region.caps.n_spd + 16
+    pkts = [(f"192.168.{s}.5", "10.1.2.3", 6, 1, 2) for s in range(0, 40)]
+    pkts += [(f"192.168.{s}.5", "10.1.2.200", 17, 1, 2) for s in range(0, 40, 3)]
+    pkts += [("192.168.99.1", f"10.9.{i}.1", 6, 1, 2) for i in range(31)]
+    _check(region, model, pkts)
+
+
+def test_unconstrained_rule_ends_the_list(region):
+    """A rule with no source, protocol or port constraint hides every worse rule behind it."""
+    _reset(region)
+    model = {}
+    for pol in (Policy(dst="10.0.0.0/8", priority=5, action=BYPASS),
+                Policy(dst="10.1.0.0/16", priority=1, proto=6, action=DISCARD),
+                Policy(dst="10.1.2.0/24", priority=9, action=PROTECT),
+                Policy(dst="10.1.2.0/24", priority=5, dport=(53, 53)),
+                Policy(dst="10.1.2.0/24", priority=5, action=DISCARD)):   # tie with the /8: index decides
+        model[region.add_policy(pol, commit=False)] = pol
+    region.commit_policies()
+    assert _compiled(region).v4_cut == 0
+    _check(region, model, [("1.1.1.1", d, p, 1, dp) for d in ("10.1.2.9", "10.1.3.9", "10.2.0.1", "11.0.0.1")
+                           for p in (6, 17) for dp in (53, 54)])
 
 
 def test_spd_binding_changes_without_recompiling(region):
