@@ -30,6 +30,7 @@ setup(
         "cdefs/build_esp.py:ffibuilder",
         "cdefs/build_esp_ipsecmb.py:ffibuilder",
         "cdefs/build_shm.py:ffibuilder",
+        "cdefs/build_kio.py:ffibuilder",
         "cdefs/build_dpdk.py:ffibuilder",
     ],
     cmdclass={"build_ext": OptionalBuildExt},

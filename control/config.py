@@ -9,7 +9,8 @@ in a message or a repr: a bad secret is described by its shape only.
 Layout (see examples/ and docs/daemon.md)::
 
     gateway:      shm {path, sa_capacity, policy_capacity, ring_size}, control_socket,
-                  ike_port, natt_port, export_keys, log_level
+                  ike_port, natt_port, export_keys, log_level,
+                  fastpath {io, engine, tun, tun_mtu, tun_addrs, outer_mtu, batch, hold}
     connections:  NAME: local_addrs, remote_addrs, remote_port, remote_natt_port, proposals,
                   encap, dpd_delay, rekey_time, local {auth, id, certs}, remote {auth, id, cacerts},
                   children: NAME: local_ts, remote_ts, esp_proposals, mode, start_action,
@@ -124,6 +125,20 @@ class GatewayConfig:
     natt_port: int = 4500
     export_keys: bool = False
     log_level: str = "info"
+    fastpath: FastpathConfig = field(default_factory=lambda: FastpathConfig())
+
+
+@dataclass
+class FastpathConfig:
+    """gateway.fastpath: how ``ipsecgw fastpath`` moves packets (docs/fastpath.md)."""
+    io: str = "kernel"              # kernel: TUN + UDP/raw sockets (the only mode so far)
+    engine: str = "best"            # an ESP engine name (ipsecgw caps) or best
+    tun: str = "ipsecgw0"
+    tun_mtu: int = 0                # 0 = outer_mtu minus the largest ESP overhead of the configured proposals
+    tun_addrs: list[str] = field(default_factory=list)     # e.g. [10.1.0.1/32]: also the ICMP error source
+    outer_mtu: int = 1500
+    batch: int = 256                # packets per batch
+    hold: int = 64                  # packets held per gateway while an ACQUIRE is answered; 0 = drop them
 
 
 @dataclass
@@ -389,7 +404,9 @@ def _parse_secret(node: _Node) -> bytes | None:
 
 # -- sections -------------------------------------------------------------------------------
 
-_GATEWAY_KEYS = ("shm", "control_socket", "ike_port", "natt_port", "export_keys", "log_level")
+_GATEWAY_KEYS = ("shm", "control_socket", "ike_port", "natt_port", "export_keys", "log_level", "fastpath")
+_FASTPATH_KEYS = ("io", "engine", "tun", "tun_mtu", "tun_addrs", "outer_mtu", "batch", "hold")
+_IO_MODES = ("kernel",)
 _SHM_KEYS = ("path", "sa_capacity", "policy_capacity", "ring_size")
 _CONN_KEYS = ("local_addrs", "remote_addrs", "remote_port", "remote_natt_port", "proposals", "encap", "dpd_delay",
               "rekey_time", "local", "remote", "children", "version", "mobike")
@@ -439,7 +456,54 @@ def _gateway(ck: _Checker, node: _Node | None) -> GatewayConfig:
             ck.error(m["log_level"], "gateway.log_level", "one of " + ", ".join(_LOG_LEVELS), repr(lv))
         elif lv is not None:
             g.log_level = lv.lower()
+    if "fastpath" in m:
+        g.fastpath = _fastpath(ck, m["fastpath"])
     return g
+
+
+def _fastpath(ck: _Checker, node: _Node) -> FastpathConfig:
+    f = FastpathConfig()
+    m = ck.mapping(node, "gateway.fastpath", _FASTPATH_KEYS)
+    if "io" in m:
+        io = ck.string(m["io"], "gateway.fastpath.io")
+        if io is not None and io not in _IO_MODES:
+            ck.error(m["io"], "gateway.fastpath.io", "one of " + ", ".join(_IO_MODES), repr(io))
+        elif io is not None:
+            f.io = io
+    if "engine" in m:
+        from fastpath.engines import known_names
+
+        e = ck.string(m["engine"], "gateway.fastpath.engine")
+        names = ["best", *known_names()]
+        if e is not None and e not in names:
+            ck.error(m["engine"], "gateway.fastpath.engine", "one of " + ", ".join(names), repr(e))
+        elif e is not None:
+            f.engine = e
+    if "tun" in m:
+        t = ck.string(m["tun"], "gateway.fastpath.tun")
+        if t is not None and (len(t.encode()) > 15 or "/" in t or " " in t):
+            ck.error(m["tun"], "gateway.fastpath.tun", "an interface name of 1 to 15 characters", repr(t))
+        elif t is not None:
+            f.tun = t
+    for key, lo, hi, what in (("tun_mtu", 0, 65535, "0 (auto) or an MTU from 576 to 65535"),
+                              ("outer_mtu", 576, 65535, "an MTU from 576 to 65535"),
+                              ("batch", 1, 4096, "an integer from 1 to 4096"),
+                              ("hold", 0, 4096, "an integer from 0 to 4096")):
+        if key in m:
+            n = ck.integer(m[key], f"gateway.fastpath.{key}", lo, hi, what)
+            if n is not None and key == "tun_mtu" and 0 < n < 576:
+                ck.error(m[key], "gateway.fastpath.tun_mtu", what, str(n))
+            elif n is not None:
+                setattr(f, key, n)
+    if "tun_addrs" in m:
+        for a, item, path in ck.str_list(m["tun_addrs"], "gateway.fastpath.tun_addrs"):
+            try:
+                ipaddress.ip_interface(a)
+            except ValueError:
+                ck.error(item, path, "an address with an optional prefix length (10.1.0.1/32)", repr(a))
+            else:
+                f.tun_addrs.append(a)
+    return f
 
 
 def _addrs(ck: _Checker, node: _Node, path: str, allow_any: bool) -> list[str]:

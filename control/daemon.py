@@ -309,8 +309,11 @@ class Daemon:
         for ip in addrs:
             for port in (self.gw.ike_port, self.gw.natt_port):
                 try:
+                    # NAT-T port: SO_REUSEPORT so the fastpath can join the port and steer ESP-in-UDP to
+                    # itself with a reuseport BPF program (fastpath/io/sockets.py); IKE still comes here
                     _, proto = await self._loop.create_datagram_endpoint(
-                        lambda ip=ip, port=port: _Proto(self, ip, port), local_addr=(ip, port))
+                        lambda ip=ip, port=port: _Proto(self, ip, port), local_addr=(ip, port),
+                        reuse_port=port == self.gw.natt_port)
                 except OSError as exc:
                     raise RegionError(f"cannot listen on UDP {ip} port {port}: {exc.strerror}") from None
                 self._socks[(ip, port)] = proto

@@ -1,0 +1,485 @@
+/* Kernel packet I/O and the outbound classifier; see kio.h.
+ *
+ * Everything here works on whole batches so the Python loop above it costs a
+ * few calls per batch, never a call per packet.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "kio.h"
+#include "shm.h"
+
+_Static_assert(sizeof(struct kio_spd_result) == sizeof(struct ipsg_spd_result), "spd result layout");
+_Static_assert(offsetof(struct kio_spd_result, sa) == offsetof(struct ipsg_spd_result, sa), "spd result layout");
+
+typedef int (*spd_lookup_fn)(void *, uint8_t, const uint8_t *, const uint8_t *, uint8_t, uint16_t, uint16_t,
+                             struct kio_spd_result *);
+typedef int (*acquire_fn)(void *, uint32_t, uint8_t, const uint8_t *, const uint8_t *, uint8_t, uint16_t, uint16_t,
+                          uint64_t);
+
+#define CHUNK 256
+#define PROBE_MAGIC0 0x49505347u   /* "IPSG" */
+#define PROBE_MAGIC1 0x50524f42u   /* "PROB" */
+
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+static inline void wr16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = (uint8_t)v; }
+static inline void wr32(uint8_t *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = (uint8_t)v; }
+
+static inline uint8_t *slot_data(const struct kio_batch *b, uint32_t i) {
+    return b->buf + (uint64_t)i * b->slot_size + b->headroom;
+}
+
+static inline uint32_t room(const struct kio_batch *b) { return b->slot_size - b->headroom - b->tailroom; }
+
+static uint32_t csum_add(uint32_t sum, const uint8_t *p, uint32_t n) {
+    for (; n > 1; n -= 2, p += 2)
+        sum += rd16(p);
+    if (n)
+        sum += (uint32_t)p[0] << 8;
+    return sum;
+}
+
+static uint16_t csum_fold(uint32_t sum) {
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+
+/* ---- TUN --------------------------------------------------------------------------------- */
+
+int kio_tun_read(int fd, struct kio_batch *b, uint32_t start, uint32_t max) {
+    uint32_t i, got = 0;
+    for (i = start; i < b->capacity && got < max; i++) {
+        ssize_t r = read(fd, slot_data(b, i), room(b));
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || got)
+                break;
+            return -errno;
+        }
+        b->off[i] = (uint32_t)(slot_data(b, i) - b->buf);
+        b->len[i] = (uint32_t)r;
+        b->sa[i] = KIO_NO_SA;
+        b->status[i] = 0;
+        got++;
+    }
+    return (int)got;
+}
+
+int kio_tun_write(int fd, const struct kio_batch *b, uint32_t n, const uint8_t *sel, uint8_t want) {
+    uint32_t i;
+    int done = 0;
+    for (i = 0; i < n; i++) {
+        if (sel[i] != want)
+            continue;
+        /* A full TUN queue (EAGAIN) drops the packet: the kernel's own behaviour for a busy device. */
+        if (write(fd, b->buf + b->off[i], b->len[i]) == (ssize_t)b->len[i])
+            done++;
+    }
+    return done;
+}
+
+/* ---- sockets ----------------------------------------------------------------------------- */
+
+int kio_recv_udp4(int fd, struct kio_batch *b, uint32_t start, uint32_t max, const uint8_t *local_addr,
+                  uint16_t local_port, uint64_t *ike, uint64_t *probe) {
+    struct mmsghdr m[CHUNK];
+    struct iovec iov[CHUNK];
+    struct sockaddr_in from[CHUNK];
+    uint32_t i, j, k, want = b->capacity - start;
+    int r;
+
+    if (b->headroom < 28)
+        return -EINVAL;
+    if (want > max)
+        want = max;
+    if (want > CHUNK)
+        want = CHUNK;
+    if (want == 0)
+        return 0;
+    memset(m, 0, sizeof(m[0]) * want);
+    for (i = 0; i < want; i++) {
+        iov[i].iov_base = slot_data(b, start + i);
+        iov[i].iov_len = room(b) - 28;
+        m[i].msg_hdr.msg_iov = &iov[i];
+        m[i].msg_hdr.msg_iovlen = 1;
+        m[i].msg_hdr.msg_name = &from[i];
+        m[i].msg_hdr.msg_namelen = sizeof(from[i]);
+    }
+    do
+        r = recvmmsg(fd, m, want, MSG_DONTWAIT, NULL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EAGAIN ? 0 : -errno;
+    for (i = 0, j = start; i < (uint32_t)r; i++) {
+        uint8_t *pay = slot_data(b, start + i), *dst, *h;
+        uint32_t plen = m[i].msg_len;
+        if (plen >= 4 && rd32(pay) == 0) {
+            (*ike)++;                          /* IKE reached the wrong socket: steering needs a look */
+            continue;
+        }
+        if (plen == 16 && rd32(pay) == PROBE_MAGIC0 && rd32(pay + 4) == PROBE_MAGIC1) {
+            *probe = (uint64_t)rd32(pay + 8) << 32 | rd32(pay + 12);
+            continue;
+        }
+        if (plen == 1 && pay[0] == 0xff)
+            continue;                          /* NAT keepalive */
+        dst = slot_data(b, j);
+        if (j != start + i)
+            memmove(dst, pay, plen);           /* close the gap an IKE datagram left */
+        h = dst - 28;
+        h[0] = 0x45;
+        h[1] = 0;
+        wr16(h + 2, (uint16_t)(plen + 28));
+        wr32(h + 4, 0);
+        h[8] = 64;
+        h[9] = IPPROTO_UDP;
+        wr16(h + 10, 0);
+        memcpy(h + 12, &from[i].sin_addr, 4);
+        memcpy(h + 16, local_addr, 4);
+        wr16(h + 10, csum_fold(csum_add(0, h, 20)));
+        memcpy(h + 20, &from[i].sin_port, 2);
+        wr16(h + 22, local_port);
+        wr16(h + 24, (uint16_t)(plen + 8));
+        wr16(h + 26, 0);
+        b->off[j] = (uint32_t)(h - b->buf);
+        b->len[j] = plen + 28;
+        b->sa[j] = KIO_NO_SA;
+        b->status[j] = 0;
+        j++;
+    }
+    k = j - start;
+    return (int)k;
+}
+
+int kio_recv_raw4(int fd, struct kio_batch *b, uint32_t start, uint32_t max) {
+    struct mmsghdr m[CHUNK];
+    struct iovec iov[CHUNK];
+    uint32_t i, want = b->capacity - start;
+    int r;
+
+    if (want > max)
+        want = max;
+    if (want > CHUNK)
+        want = CHUNK;
+    if (want == 0)
+        return 0;
+    memset(m, 0, sizeof(m[0]) * want);
+    for (i = 0; i < want; i++) {
+        iov[i].iov_base = slot_data(b, start + i);
+        iov[i].iov_len = room(b);
+        m[i].msg_hdr.msg_iov = &iov[i];
+        m[i].msg_hdr.msg_iovlen = 1;
+    }
+    do
+        r = recvmmsg(fd, m, want, MSG_DONTWAIT, NULL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EAGAIN ? 0 : -errno;
+    for (i = 0; i < (uint32_t)r; i++) {
+        b->off[start + i] = (uint32_t)(slot_data(b, start + i) - b->buf);
+        b->len[start + i] = m[i].msg_len;
+        b->sa[start + i] = KIO_NO_SA;
+        b->status[start + i] = 0;
+    }
+    return r;
+}
+
+/* Send count prepared messages; a message the kernel refuses is skipped and counted. */
+static uint32_t send_all(int fd, struct mmsghdr *m, uint32_t count, uint64_t *failed) {
+    uint32_t done = 0, sent = 0;
+    while (done < count) {
+        int r = sendmmsg(fd, m + done, count - done, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            (*failed)++;     /* the first remaining message failed (EMSGSIZE, EHOSTUNREACH...) */
+            done++;
+            continue;
+        }
+        done += (uint32_t)r;
+        sent += (uint32_t)r;
+    }
+    return sent;
+}
+
+int kio_send(int raw_fd, int udp_fd, uint16_t udp_port, const struct kio_batch *b, uint32_t n,
+             const uint8_t *sel, uint8_t want, uint64_t *failed) {
+    struct mmsghdr mr[CHUNK], mu[CHUNK];
+    struct iovec ir[CHUNK], iu[CHUNK];
+    struct sockaddr_in ar[CHUNK], au[CHUNK];
+    uint32_t i0, i, nr, nu, sent = 0;
+
+    for (i0 = 0; i0 < n; i0 += CHUNK) {
+        uint32_t end = n - i0 < CHUNK ? n : i0 + CHUNK;
+        nr = nu = 0;
+        for (i = i0; i < end; i++) {
+            uint8_t *p = b->buf + b->off[i];
+            uint32_t len = b->len[i], ihl;
+            if (sel[i] != want)
+                continue;
+            if (len < 20 || p[0] >> 4 != 4) {
+                (*failed)++;
+                continue;
+            }
+            ihl = (p[0] & 15u) * 4;
+            if (udp_fd >= 0 && p[9] == IPPROTO_UDP && len >= ihl + 8 && rd16(p + ihl) == udp_port) {
+                memset(&mu[nu], 0, sizeof(mu[nu]));
+                memset(&au[nu], 0, sizeof(au[nu]));
+                au[nu].sin_family = AF_INET;
+                memcpy(&au[nu].sin_addr, p + 16, 4);
+                memcpy(&au[nu].sin_port, p + ihl + 2, 2);
+                iu[nu].iov_base = p + ihl + 8;
+                iu[nu].iov_len = len - ihl - 8;
+                mu[nu].msg_hdr.msg_iov = &iu[nu];
+                mu[nu].msg_hdr.msg_iovlen = 1;
+                mu[nu].msg_hdr.msg_name = &au[nu];
+                mu[nu].msg_hdr.msg_namelen = sizeof(au[nu]);
+                nu++;
+            } else {
+                memset(&mr[nr], 0, sizeof(mr[nr]));
+                memset(&ar[nr], 0, sizeof(ar[nr]));
+                ar[nr].sin_family = AF_INET;
+                memcpy(&ar[nr].sin_addr, p + 16, 4);
+                ir[nr].iov_base = p;
+                ir[nr].iov_len = len;
+                mr[nr].msg_hdr.msg_iov = &ir[nr];
+                mr[nr].msg_hdr.msg_iovlen = 1;
+                mr[nr].msg_hdr.msg_name = &ar[nr];
+                mr[nr].msg_hdr.msg_namelen = sizeof(ar[nr]);
+                nr++;
+            }
+        }
+        if (nu)
+            sent += send_all(udp_fd, mu, nu, failed);
+        if (nr)
+            sent += send_all(raw_fd, mr, nr, failed);
+    }
+    return (int)sent;
+}
+
+/* ---- classifier -------------------------------------------------------------------------- */
+
+struct flow {
+    uint8_t family, proto;
+    uint16_t sport, dport;
+    const uint8_t *src, *dst;
+    uint32_t hlen;           /* IP header bytes, extension headers included */
+    int df;
+};
+
+static int has_ports(uint8_t proto) { return proto == 6 || proto == 17 || proto == 132; }
+
+static int parse_flow(const uint8_t *p, uint32_t len, struct flow *f) {
+    memset(f, 0, sizeof(*f));
+    if (len < 1)
+        return -1;
+    if (p[0] >> 4 == 4) {
+        uint32_t ihl = (p[0] & 15u) * 4, tot;
+        if (len < 20 || ihl < 20 || ihl > len)
+            return -1;
+        tot = rd16(p + 2);
+        if (tot < ihl || tot > len)
+            return -1;
+        f->family = 4;
+        f->proto = p[9];
+        f->src = p + 12;
+        f->dst = p + 16;
+        f->hlen = ihl;
+        f->df = (p[6] & 0x40) != 0;
+        if ((rd16(p + 6) & 0x1fff) == 0 && has_ports(f->proto) && tot >= ihl + 4) {
+            f->sport = rd16(p + ihl);
+            f->dport = rd16(p + ihl + 2);
+        }
+        return 0;
+    }
+    if (p[0] >> 4 == 6) {
+        uint32_t off = 40, end;
+        uint8_t nh;
+        int first = 1;
+        if (len < 40)
+            return -1;
+        end = 40 + rd16(p + 4);
+        if (end > len)
+            return -1;
+        nh = p[6];
+        while (nh == 0 || nh == 43 || nh == 60 || nh == 44) {
+            if (off + 8 > end)
+                return -1;
+            if (nh == 44) {
+                first = (rd16(p + off + 2) & 0xfff8) == 0;
+                nh = p[off];
+                off += 8;
+            } else {
+                uint32_t l = 8 + p[off + 1] * 8u;
+                nh = p[off];
+                off += l;
+            }
+        }
+        if (off > end)
+            return -1;
+        f->family = 6;
+        f->proto = nh;
+        f->src = p + 8;
+        f->dst = p + 24;
+        f->hlen = off;
+        f->df = 1;
+        if (first && has_ports(nh) && end >= off + 4) {
+            f->sport = rd16(p + off);
+            f->dport = rd16(p + off + 2);
+        }
+        return 0;
+    }
+    return -1;
+}
+
+static int is_icmp_error(const uint8_t *p, const struct flow *f, uint32_t len) {
+    if (f->family == 4 && f->proto == 1 && len >= f->hlen + 1)
+        return p[f->hlen] != 0 && p[f->hlen] != 8;
+    if (f->family == 6 && f->proto == 58 && len >= f->hlen + 1)
+        return p[f->hlen] < 128;
+    return 0;
+}
+
+/* Replace packet i by an ICMP "fragmentation needed" (IPv4) or "packet too big" (IPv6). */
+static void make_icmp(const struct kio_cls *c, struct kio_batch *b, uint32_t i, const struct flow *f, uint32_t mtu) {
+    uint8_t r[1280];
+    const uint8_t *p = b->buf + b->off[i];
+    uint32_t len = b->len[i], q, tot;
+    uint8_t *out;
+    static const uint8_t zero16[16];
+
+    if (f->family == 4) {
+        q = f->hlen + 8 < len ? f->hlen + 8 : len;
+        tot = 28 + q;
+        memset(r, 0, 28);
+        r[0] = 0x45;
+        wr16(r + 2, (uint16_t)tot);
+        r[8] = 64;
+        r[9] = 1;
+        memcpy(r + 12, memcmp(c->icmp_src4, zero16, 4) ? c->icmp_src4 : f->dst, 4);
+        memcpy(r + 16, f->src, 4);
+        wr16(r + 10, csum_fold(csum_add(0, r, 20)));
+        r[20] = 3;
+        r[21] = 4;
+        wr16(r + 26, (uint16_t)mtu);
+        memcpy(r + 28, p, q);
+        wr16(r + 22, csum_fold(csum_add(0, r + 20, 8 + q)));
+    } else {
+        uint32_t sum, plen;
+        q = len < 1280 - 48 ? len : 1280 - 48;
+        tot = 48 + q;
+        plen = 8 + q;
+        memset(r, 0, 48);
+        r[0] = 0x60;
+        wr16(r + 4, (uint16_t)plen);
+        r[6] = 58;
+        r[7] = 64;
+        memcpy(r + 8, memcmp(c->icmp_src6, zero16, 16) ? c->icmp_src6 : f->dst, 16);
+        memcpy(r + 24, f->src, 16);
+        r[40] = 2;
+        wr32(r + 44, mtu < 1280 ? 1280 : mtu);
+        memcpy(r + 48, p, q);
+        sum = csum_add(0, r + 8, 32);          /* pseudo header: addresses, length, next header */
+        sum += plen;
+        sum += 58;
+        sum = csum_add(sum, r + 40, plen);
+        wr16(r + 42, csum_fold(sum));
+    }
+    out = slot_data(b, i);
+    memcpy(out, r, tot);
+    b->off[i] = (uint32_t)(out - b->buf);
+    b->len[i] = tot;
+}
+
+uint32_t kio_classify(struct kio_cls *c, struct kio_batch *b, uint32_t n, uint8_t *verdict) {
+    spd_lookup_fn lookup = (spd_lookup_fn)c->spd_lookup;
+    acquire_fn acquire = (acquire_fn)c->acquire;
+    struct kio_spd_result res;
+    struct flow f;
+    uint32_t i, protect = 0;
+
+    for (i = 0; i < n; i++) {
+        const uint8_t *p = b->buf + b->off[i];
+        uint32_t len = b->len[i], sa;
+        b->sa[i] = KIO_NO_SA;
+        b->status[i] = 0;
+        if (parse_flow(p, len, &f) != 0) {
+            verdict[i] = KIO_V_MALFORMED;
+            continue;
+        }
+        if (f.proto == 17 && (f.sport == 500 || f.dport == 500 || f.sport == 4500 || f.dport == 4500 ||
+                              f.sport == c->ike_port || f.dport == c->ike_port || f.sport == c->natt_port ||
+                              f.dport == c->natt_port)) {
+            verdict[i] = KIO_V_BYPASS;        /* IKE is never tunnelled through its own SAs */
+            continue;
+        }
+        if (lookup(c->shm, f.family, f.src, f.dst, f.proto, f.sport, f.dport, &res) < 0) {
+            verdict[i] = KIO_V_NO_POLICY;
+            continue;
+        }
+        if (res.action == IPSG_SPD_BYPASS) {
+            verdict[i] = KIO_V_BYPASS;
+            continue;
+        }
+        if (res.action != IPSG_SPD_PROTECT) {
+            verdict[i] = KIO_V_DISCARD;
+            continue;
+        }
+        if (res.n_sa == 0) {
+            if (c->acquire_on &&
+                acquire(c->shm, res.policy, f.family, f.src, f.dst, f.proto, f.sport, f.dport, c->now_ns) == 1)
+                c->acquires++;
+            verdict[i] = KIO_V_ACQUIRE;
+            continue;
+        }
+        sa = res.sa[0];
+        if (c->outer_mtu && sa < c->n_sa && c->ovh[sa] && c->blk[sa]) {
+            uint32_t blk = c->blk[sa], need = c->ovh[sa] + (len + 2 + blk - 1) / blk * blk;
+            if (need > c->outer_mtu) {
+                uint32_t fit = c->outer_mtu > c->ovh[sa] ? (c->outer_mtu - c->ovh[sa]) / blk * blk : 0;
+                uint32_t mtu = fit >= 2 ? fit - 2 : 0;
+                if (f.df && !is_icmp_error(p, &f, len) && mtu >= 68) {
+                    make_icmp(c, b, i, &f, mtu);
+                    verdict[i] = KIO_V_ICMP;
+                } else {
+                    verdict[i] = KIO_V_TOO_BIG;
+                }
+                continue;
+            }
+        }
+        b->sa[i] = sa;
+        verdict[i] = KIO_V_PROTECT;
+        protect++;
+    }
+    return protect;
+}
+
+uint32_t kio_move(const struct kio_batch *src, uint32_t n, const uint8_t *sel, uint8_t want,
+                  struct kio_batch *dst, uint32_t dst_start) {
+    uint32_t i, j = dst_start;
+    for (i = 0; i < n && j < dst->capacity; i++) {
+        uint8_t *to;
+        if (sel[i] != want)
+            continue;
+        if (src->len[i] > room(dst))
+            continue;
+        to = slot_data(dst, j);
+        if (src != dst || i != j)
+            memmove(to, src->buf + src->off[i], src->len[i]);
+        else
+            to = src->buf + src->off[i];
+        dst->off[j] = (uint32_t)(to - dst->buf);
+        dst->len[j] = src->len[i];
+        dst->sa[j] = src->sa[i];
+        dst->status[j] = src->status[i];
+        j++;
+    }
+    return j - dst_start;
+}

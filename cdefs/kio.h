@@ -1,0 +1,115 @@
+/* Kernel packet I/O for the fastpath: TUN reads/writes, recvmmsg/sendmmsg on
+ * UDP and raw sockets straight into and out of batch slots, and the outbound
+ * classifier (SPD lookup through the shared-memory region).
+ *
+ * Read by the C compiler (cdefs/kio.c) and by cffi (fastpath._kio) through
+ * cdefs.cdef_text(), so it stays in the subset cffi parses.  The SPD lookup
+ * and ACQUIRE functions are the ones compiled into fastpath._shm, passed in as
+ * pointers, so one build of cdefs/shm.c serves both modules.
+ */
+#ifndef IPSG_KIO_H
+#define IPSG_KIO_H
+#include <stdint.h>
+
+/* Classifier verdicts (one per packet, beside the engine's status):
+ *   PROTECT    SPD PROTECT with an SA: batch.sa[i] names it
+ *   BYPASS     sent in the clear
+ *   DISCARD    SPD DISCARD
+ *   ACQUIRE    PROTECT without an SA: held while control negotiates
+ *   ICMP       replaced by an ICMP error for the TUN (IPv4 with DF, or IPv6, too big)
+ *   NO_POLICY  no SPD entry: dropped
+ *   TOO_BIG    too big for the outer MTU and not to be answered (IPv4 without DF): dropped
+ *   DROPPED    PROTECT, but the engine dropped it (its status says why) */
+#define KIO_V_PROTECT 0
+#define KIO_V_BYPASS 1
+#define KIO_V_DISCARD 2
+#define KIO_V_ACQUIRE 3
+#define KIO_V_ICMP 4
+#define KIO_V_NO_POLICY 5
+#define KIO_V_MALFORMED 6
+#define KIO_V_TOO_BIG 7
+#define KIO_V_DROPPED 8
+#define KIO_V_MAX 9
+
+/* batch.sa value for packets the engine must leave alone (it answers NO_SA). */
+#define KIO_NO_SA 0xffffffff
+
+/* The arrays of a fastpath.batch.Batch. */
+struct kio_batch {
+    uint8_t *buf;
+    uint32_t slot_size;
+    uint32_t headroom;
+    uint32_t capacity;
+    uint32_t tailroom;       /* reads leave this much of a slot free for the ESP trailer */
+    uint32_t *off;
+    uint32_t *len;
+    uint32_t *sa;
+    uint8_t *status;
+};
+
+/* Same layout as struct ipsg_spd_result (cdefs/shm.h; kio.c checks it). */
+struct kio_spd_result {
+    uint32_t policy;
+    uint8_t action;
+    uint8_t n_sa;
+    uint16_t reserved_;
+    uint32_t sa[4];
+};
+
+/* What the classifier needs besides the packets. */
+struct kio_cls {
+    void *shm;               /* struct ipsg_shm * of fastpath._shm */
+    void *spd_lookup;        /* ipsg_spd_lookup */
+    void *acquire;           /* ipsg_shm_acquire */
+    uint64_t now_ns;
+    /* per SA slot: bytes ESP adds to a tunnel-mode packet besides padding
+     * (outer IP + UDP + ESP header + IV + ICV) and the padding block size;
+     * 0 = unknown (no MTU check) */
+    const uint16_t *ovh;
+    const uint8_t *blk;
+    uint32_t n_sa;
+    uint32_t outer_mtu;      /* 0 = no MTU check */
+    uint16_t natt_port;      /* IKE ports always bypass */
+    uint16_t ike_port;
+    uint8_t icmp_src4[4];    /* source of ICMP errors; all zero = the packet's destination */
+    uint8_t icmp_src6[16];
+    uint32_t acquire_on;     /* 0: do not post ACQUIREs (re-classifying held packets) */
+    uint64_t acquires;       /* out: ACQUIRE events posted */
+};
+
+/* TUN: read up to max packets (non-blocking fd) into slots start.., at headroom.
+ * Returns packets read (0 when nothing was waiting) or -errno. */
+int kio_tun_read(int fd, struct kio_batch *b, uint32_t start, uint32_t max);
+/* TUN: write packets i < n with sel[i] == want; returns packets written. */
+int kio_tun_write(int fd, const struct kio_batch *b, uint32_t n, const uint8_t *sel, uint8_t want);
+
+/* UDP (ESP-in-UDP): recvmmsg up to max datagrams into slots start.., then put
+ * an IPv4 + UDP header (source from the datagram, destination local_addr:local_port)
+ * in front of each payload so the engine sees the outer packet.  *ike counts
+ * datagrams with the non-ESP marker (they belong to control). *probe is set to
+ * the nonce of a steering probe seen (kept out of the batch).  Returns count or -errno. */
+int kio_recv_udp4(int fd, struct kio_batch *b, uint32_t start, uint32_t max, const uint8_t *local_addr,
+                  uint16_t local_port, uint64_t *ike, uint64_t *probe);
+/* Raw IPv4 socket (protocol 50): recvmmsg whole IP packets into slots start..; count or -errno. */
+int kio_recv_raw4(int fd, struct kio_batch *b, uint32_t start, uint32_t max);
+
+/* sendmmsg packets i < n with sel[i] == want.  Each is a whole IPv4 packet; if
+ * udp_fd >= 0 and it is UDP from udp_port, its UDP payload goes out on udp_fd
+ * to the packet's destination address and port; anything else goes out whole
+ * on raw_fd (IPPROTO_RAW, header included).  Returns packets sent; *failed
+ * counts those the kernel refused. */
+int kio_send(int raw_fd, int udp_fd, uint16_t udp_port, const struct kio_batch *b, uint32_t n,
+             const uint8_t *sel, uint8_t want, uint64_t *failed);
+
+/* Classify n packets read from the TUN: verdict[i], and b->sa[i] (the SA slot
+ * for PROTECT, KIO_NO_SA otherwise); posts rate-limited ACQUIREs; rewrites
+ * too-big DF/IPv6 packets into ICMP errors in place.  Returns PROTECT count. */
+uint32_t kio_classify(struct kio_cls *c, struct kio_batch *b, uint32_t n, uint8_t *verdict);
+
+/* Copy packets i < n with sel[i] == want from src into dst slots dst_start..
+ * (src may equal dst: order is kept, so compaction in place is safe).
+ * Returns packets copied (at most dst_cap - dst_start). */
+uint32_t kio_move(const struct kio_batch *src, uint32_t n, const uint8_t *sel, uint8_t want,
+                  struct kio_batch *dst, uint32_t dst_start);
+
+#endif

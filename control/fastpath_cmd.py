@@ -1,0 +1,57 @@
+"""``ipsecgw fastpath -c CONFIG``: run the fastpath process (kernel I/O) beside a running control process."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from control.config import ConfigError, load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fastpath", help="run the fastpath process (packet I/O and ESP) from a YAML configuration",
+                       description="Run the fastpath: attach to the shared-memory region control creates (waiting "
+                                   "for it), open the TUN device and the protected-side sockets named by the "
+                                   "gateway section, and forward until SIGTERM/SIGINT. A restarted fastpath "
+                                   "re-attaches and resumes the installed SAs. See docs/fastpath.md.")
+    p.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   help="override gateway.log_level")
+    p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for control to create the region (default 30)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from control.daemon import setup_logging
+    from fastpath.daemon import Fastpath
+    from fastpath.io.kio import KioError
+    from fastpath.io.tun import TunError
+    from fastpath.shm import RegionError
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 2
+    setup_logging(args.log_level or cfg.gateway.log_level)
+    import logging
+    import signal
+
+    log = logging.getLogger("ipsecgw.fastpath")
+    try:
+        fp = Fastpath(cfg, region_timeout=args.wait)
+    except (RegionError, TunError, KioError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+
+    def stop(signum: int, frame: object) -> None:
+        fp.stop_requested = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        return fp.run()
+    finally:
+        fp.close()

@@ -1,0 +1,177 @@
+"""Outbound classification against the shared-memory SPD, in C (cdefs/kio.c ``kio_classify``).
+
+Per packet read from the TUN: parse the inner IPv4/IPv6 header (extension headers walked, ports of
+TCP/UDP/SCTP first fragments), look up the best policy in the region's compiled SPD, and decide:
+
+- PROTECT bound to an SA: ``batch.sa[i]`` = the SA slot (first SA of a bundle);
+- PROTECT with no SA: ACQUIRE posted to control (rate-limited per policy by the region), packet held;
+- BYPASS, DISCARD, no policy (dropped), malformed;
+- IKE (UDP to or from the IKE/NAT-T ports) always bypasses;
+- a packet whose ESP form would exceed the outer MTU: IPv4 with DF and IPv6 are rewritten in place into
+  ICMP fragmentation-needed / Packet Too Big carrying the largest inner size that fits, to be written
+  back to the TUN; IPv4 without DF is dropped (too-big), since outer fragmentation is avoided.
+
+``classify_model`` is a plain-Python statement of the same rules, for tests.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastpath.batch import Batch
+from fastpath.io import kio
+from fastpath.sa import SA
+
+
+def esp_overhead(sa: SA) -> tuple[int, int]:
+    """(bytes ESP adds to a tunnel-mode packet besides padding, padding block) for an outbound SA."""
+    enc = sa.enc_alg
+    icv = enc.icv_len if enc.aead else (sa.integ_alg.icv_len if sa.integ_alg else 0)
+    outer = 20 if sa.src.version == 4 else 40
+    return outer + (8 if sa.udp_encap else 0) + 8 + enc.iv_len + icv, enc.block
+
+
+def inner_mtu(outer_mtu: int, ovh: int, blk: int) -> int:
+    """The largest inner packet whose ESP form fits outer_mtu."""
+    return max((outer_mtu - ovh) // blk * blk - 2, 0)
+
+
+class Classifier:
+    """Binds a region (fastpath.shm.FastpathRegion) to kio_classify."""
+
+    def __init__(self, region, outer_mtu: int = 1500, ike_port: int = 500, natt_port: int = 4500,
+                 icmp_src4: str | None = None, icmp_src6: str | None = None):
+        kio.need_lib()
+        from fastpath import shm as fshm
+
+        ffi = kio.ffi
+        self.region = region
+        n_sa = region.caps.n_sa
+        self.ovh = np.zeros(n_sa, dtype=np.uint16)
+        self.blk = np.zeros(n_sa, dtype=np.uint8)
+        self._keep = [ffi.from_buffer(self.ovh), ffi.from_buffer(self.blk)]
+        c = ffi.new("struct kio_cls *")
+
+        def fn(name: str):
+            p = fshm.ffi.cast("uintptr_t", fshm.ffi.addressof(fshm.lib, name))
+            return ffi.cast("void *", int(p))
+
+        c.shm = ffi.cast("void *", int(fshm.ffi.cast("uintptr_t", region.handle)))
+        c.spd_lookup = fn("ipsg_spd_lookup")
+        c.acquire = fn("ipsg_shm_acquire")
+        c.ovh = ffi.cast("uint16_t *", self._keep[0])
+        c.blk = ffi.cast("uint8_t *", self._keep[1])
+        c.n_sa = n_sa
+        c.outer_mtu = outer_mtu
+        c.ike_port = ike_port
+        c.natt_port = natt_port
+        if icmp_src4:
+            ffi.memmove(c.icmp_src4, ipaddress.IPv4Address(icmp_src4).packed, 4)
+        if icmp_src6:
+            ffi.memmove(c.icmp_src6, ipaddress.IPv6Address(icmp_src6).packed, 16)
+        c.acquire_on = 1
+        self.c = c
+        self._now = fshm.lib.ipsg_shm_now_ns
+        self.verdict = None
+
+    @property
+    def acquires(self) -> int:
+        return int(self.c.acquires)
+
+    def set_sa(self, slot: int, sa: SA | None) -> None:
+        """Record an outbound SA's overhead for the MTU check (None: forget it)."""
+        if sa is None:
+            self.ovh[slot] = self.blk[slot] = 0
+        else:
+            self.ovh[slot], self.blk[slot] = esp_overhead(sa)
+
+    def classify(self, kb: kio.KBatch, n: int, verdict: np.ndarray, acquire: bool = True) -> int:
+        """Fill verdict[:n] and kb.batch.sa[:n]; returns the PROTECT count."""
+        self.c.now_ns = self._now()
+        self.c.acquire_on = int(acquire)
+        return kio.lib.kio_classify(self.c, kb.c, n, kio.ffi.from_buffer(verdict))
+
+
+# -- the same rules in Python, for tests ----------------------------------------------------------
+
+@dataclass
+class Flow:
+    family: int
+    src: str
+    dst: str
+    proto: int
+    sport: int
+    dport: int
+    df: bool
+
+
+def parse_flow(p: bytes) -> Flow | None:
+    if not p:
+        return None
+    if p[0] >> 4 == 4:
+        if len(p) < 20:
+            return None
+        ihl = (p[0] & 15) * 4
+        tot = struct.unpack_from("!H", p, 2)[0]
+        if ihl < 20 or ihl > len(p) or tot < ihl or tot > len(p):
+            return None
+        proto = p[9]
+        frag = struct.unpack_from("!H", p, 6)[0]
+        sport = dport = 0
+        if frag & 0x1FFF == 0 and proto in (6, 17, 132) and tot >= ihl + 4:
+            sport, dport = struct.unpack_from("!HH", p, ihl)
+        return Flow(4, str(ipaddress.IPv4Address(p[12:16])), str(ipaddress.IPv4Address(p[16:20])), proto, sport,
+                    dport, bool(p[6] & 0x40))
+    if p[0] >> 4 == 6:
+        if len(p) < 40:
+            return None
+        end = 40 + struct.unpack_from("!H", p, 4)[0]
+        if end > len(p):
+            return None
+        nh, off, first = p[6], 40, True
+        while nh in (0, 43, 60, 44):
+            if off + 8 > end:
+                return None
+            if nh == 44:
+                first = struct.unpack_from("!H", p, off + 2)[0] & 0xFFF8 == 0
+                nh, off = p[off], off + 8
+            else:
+                nh, off = p[off], off + 8 + p[off + 1] * 8
+        if off > end:
+            return None
+        sport = dport = 0
+        if first and nh in (6, 17, 132) and end >= off + 4:
+            sport, dport = struct.unpack_from("!HH", p, off)
+        return Flow(6, str(ipaddress.IPv6Address(p[8:24])), str(ipaddress.IPv6Address(p[24:40])), nh, sport, dport,
+                    True)
+    return None
+
+
+def classify_model(region, packet: bytes, ike_ports: tuple[int, int] = (500, 4500)) -> tuple[int, int]:
+    """(verdict, SA slot or NO_SA) for one packet, by the rules above (no MTU check)."""
+    from fastpath.shm import D
+
+    f = parse_flow(packet)
+    if f is None:
+        return kio.V_MALFORMED, kio.NO_SA
+    ports = {500, 4500, *ike_ports}
+    if f.proto == 17 and (f.sport in ports or f.dport in ports):
+        return kio.V_BYPASS, kio.NO_SA
+    m = region.lookup_policy(f.src, f.dst, f.proto, f.sport, f.dport)
+    if m is None:
+        return kio.V_NO_POLICY, kio.NO_SA
+    if m.action == D["IPSG_SPD_BYPASS"]:
+        return kio.V_BYPASS, kio.NO_SA
+    if m.action != D["IPSG_SPD_PROTECT"]:
+        return kio.V_DISCARD, kio.NO_SA
+    if not m.sas:
+        return kio.V_ACQUIRE, kio.NO_SA
+    return kio.V_PROTECT, m.sas[0]
+
+
+def new_verdicts(batch: Batch) -> np.ndarray:
+    return np.zeros(batch.capacity, dtype=np.uint8)

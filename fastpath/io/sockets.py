@@ -1,0 +1,151 @@
+"""Protected-side sockets of the kernel I/O mode.
+
+- **UDP 4500 (RFC 3948 ESP-in-UDP)**, shared with the control process, which needs the same port for
+  IKE with the non-ESP marker.  Both processes bind it with SO_REUSEPORT, and the fastpath attaches a
+  classic-BPF program to the reuseport group (SO_ATTACH_REUSEPORT_CBPF).  For reuseport programs the
+  packet starts at the UDP payload, so the program reads the first 4 bytes: zero (IKE) selects
+  control's socket, anything else the fastpath's.  The program returns an index into the group, and the
+  kernel renumbers the group when a member leaves (the last member takes the free place), so the
+  fastpath does not assume its index: it sends itself a *probe* datagram that the program always steers
+  to index 0, and learns from whether the probe arrived which index it holds.  It probes at start, when
+  control's pid in the region changes, when IKE reaches its socket anyway, and every few seconds.
+  Without control in the group the program's index for it is out of range and the kernel falls back to
+  its hash, so nothing is lost while control restarts but IKE may land here (counted, dropped; the peer
+  retransmits).
+- **Raw IP protocol 50** for plain ESP: the kernel has no ESP of its own here, so a raw socket receives
+  ESP packets whole (IPv4 header included) and nothing else consumes them.
+- **IPPROTO_RAW** for sending whole IPv4 packets the engine built (outer header included, so DSCP,
+  ECN, DF and the IP ID are the engine's), and for bypass traffic.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import struct
+import time
+
+SO_ATTACH_REUSEPORT_CBPF = 51
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+IPPROTO_ESP = 50
+PROBE_MAGIC = b"IPSGPROB"
+PROBE_EVERY = 5.0       # seconds between routine probes
+PROBE_WAIT = 0.2        # a probe not seen by then went to the other socket
+SOCK_BUF = 8 << 20
+
+# classic BPF opcodes
+_LD_W_ABS = 0x20
+_JEQ_K = 0x15
+_RET_K = 0x06
+
+
+def steering_program(control_index: int, fastpath_index: int) -> bytes:
+    """The reuseport cBPF program: IKE (first 4 payload bytes zero) -> control, probes -> 0, else fastpath."""
+    magic0 = struct.unpack("!I", PROBE_MAGIC[:4])[0]
+    insns = [
+        (_LD_W_ABS, 0, 0, 0),              # A = payload[0:4] (short datagrams end the program: index 0)
+        (_JEQ_K, 3, 0, 0),                 # IKE -> ret control
+        (_JEQ_K, 1, 0, magic0),            # probe -> ret 0
+        (_RET_K, 0, 0, fastpath_index),
+        (_RET_K, 0, 0, 0),
+        (_RET_K, 0, 0, control_index),
+    ]
+    return b"".join(struct.pack("HBBI", *i) for i in insns)
+
+
+def _tune(sock: socket.socket) -> None:
+    for opt, fallback in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCK_BUF)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, fallback, SOCK_BUF)
+
+
+class NattSocket:
+    """The fastpath's member of the UDP 4500 reuseport group on one local IPv4 address."""
+
+    def __init__(self, local_ip: str, port: int):
+        self.local_ip, self.port = local_ip, port
+        self.local_packed = socket.inet_aton(local_ip)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        _tune(self.sock)
+        try:
+            self.sock.bind((local_ip, port))
+        except OSError as exc:
+            self.sock.close()
+            raise OSError(exc.errno, f"cannot join UDP {local_ip}:{port} ({exc.strerror}); the control process "
+                          "must bind it with SO_REUSEPORT") from None
+        self.sock.setblocking(False)
+        self.index = 1                      # a guess until the first probe answers
+        self._attach()
+        self._probe_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._nonce = 0
+        self._probe_at: float | None = None
+        self.next_probe = 0.0
+        self.reattached = 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def _attach(self) -> None:
+        prog = steering_program(1 - self.index, self.index)
+        buf = ctypes.create_string_buffer(prog)
+        fprog = struct.pack("H6xQ", len(prog) // 8, ctypes.addressof(buf))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+
+    def probe(self, now: float | None = None) -> None:
+        """Start a probe: its arrival (reported by kio_recv_udp4) tells which index we hold."""
+        now = time.monotonic() if now is None else now
+        self._nonce = int.from_bytes(os.urandom(8), "big") or 1
+        self._probe_at = now
+        self.next_probe = now + PROBE_EVERY
+        try:
+            self._probe_sock.sendto(PROBE_MAGIC + self._nonce.to_bytes(8, "big"), (self.local_ip, self.port))
+        except OSError:
+            self._probe_at = None
+
+    def tick(self, seen_nonce: int, now: float) -> bool:
+        """Feed the last probe nonce the receive path saw; True when the steering was re-attached."""
+        if self._probe_at is None:
+            if now >= self.next_probe:
+                self.probe(now)
+            return False
+        if seen_nonce == self._nonce:
+            index = 0
+        elif now - self._probe_at > PROBE_WAIT:
+            index = 1
+        else:
+            return False
+        self._probe_at = None
+        if index != self.index:
+            self.index = index
+            self._attach()
+            self.reattached += 1
+            return True
+        return False
+
+    @property
+    def probing(self) -> bool:
+        return self._probe_at is not None
+
+    def close(self) -> None:
+        self.sock.close()
+        self._probe_sock.close()
+
+
+def esp_socket() -> socket.socket:
+    """Raw IPv4 socket receiving every ESP packet (IP header included)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_ESP)
+    _tune(s)
+    s.setblocking(False)
+    return s
+
+
+def send_socket() -> socket.socket:
+    """IPPROTO_RAW: sends whole IPv4 packets, header included (blocking: a full queue holds the batch back)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    _tune(s)
+    return s
