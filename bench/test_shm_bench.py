@@ -7,29 +7,24 @@ Figures land in each benchmark's extra_info (and are printed); docs/shared-memor
 from __future__ import annotations
 
 import ipaddress
-import os
 import random
 import subprocess
 import sys
 import textwrap
 import time
-import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
+from shm_helpers import child_env, region_file
 
 from control.shm import ControlRegion
 from fastpath.sa import SA
 from fastpath.shm import Capacities, ffi, lib, sa_to_params
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture
 def shm_path(tmp_path):
-    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else tmp_path
-    path = base / f"ipsecgw-bench-{uuid.uuid4().hex}.shm"
+    path = region_file(tmp_path, "ipsecgw-bench")
     yield path
     path.unlink(missing_ok=True)
 
@@ -88,9 +83,8 @@ def test_install_to_visible_latency(benchmark, shm_path, sched):
     """
     n = 2000
     c = ControlRegion.create(shm_path, Capacities(n_sa=n, n_spd=16, cmd_ring=4096, evt_ring=16))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     poller = subprocess.Popen([sys.executable, "-c", POLLER, str(shm_path), str(n), sched], stdout=subprocess.PIPE,
-                              text=True, env=env)
+                              text=True, env=child_env())
     ready, fifo = poller.stdout.readline().split()
     assert ready == "ready"
     sas = [_sa(0x1000 + i) for i in range(n)]

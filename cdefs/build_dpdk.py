@@ -14,55 +14,26 @@ from pathlib import Path
 
 from cffi import FFI
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cdefs import cdef_text  # noqa: E402
-from cdefs.pkgconfig import NotFound, flags  # noqa: E402
+from cdefs.builder import pkg_flags, rebuild, set_source  # noqa: E402
 
 MODULE = "fastpath._dpdk"
 
 ffibuilder = FFI()
 ffibuilder.cdef(cdef_text("dpdk.h"))
 
-try:
-    _libdpdk = flags("libdpdk")
-    WHY_NOT: str | None = None
-except NotFound as exc:  # the compile below then fails and setup.py records it
-    WHY_NOT = f"libdpdk not found by pkg-config (Debian: libdpdk-dev): {exc}"
-    print(f"ipsecgw: {WHY_NOT}", file=sys.stderr)
-    _libdpdk = {"libraries": ["rte_eal"]}
+_libdpdk, WHY_NOT = pkg_flags("libdpdk", ["rte_eal"], " (Debian: libdpdk-dev)")
 
 # pkg-config's cflags carry "-include rte_config.h" and a -march of DPDK's own
-# choosing; keep them, since DPDK's inline headers are compiled against them.
-_CFLAGS = _libdpdk.get("extra_compile_args", [])
-
-# setuptools wants paths relative to the project root; a direct run compiles
-# inside build/cffi, so it needs absolute ones.
-_ROOT = str(HERE.parent) + "/" if __name__ == "__main__" else ""
-
-ffibuilder.set_source(
-    MODULE,
-    "#include <rte_eal.h>\n#include <rte_cryptodev.h>\n#include <rte_ethdev.h>\n"
-    "#include <rte_version.h>\n#include \"dpdk.h\"\n",
-    sources=[_ROOT + "cdefs/dpdk_glue.c"],
-    include_dirs=[_ROOT + "cdefs"] + _libdpdk.get("include_dirs", []),
-    library_dirs=_libdpdk.get("library_dirs", []),
-    libraries=_libdpdk.get("libraries", []),
-    depends=[_ROOT + "cdefs/dpdk.h"],
-    extra_compile_args=["-O2", "-Wall", "-Wno-unused-function", "-DALLOW_EXPERIMENTAL_API", *_CFLAGS],
-)
+# choosing; keep them (set_source puts them after ours), since DPDK's inline
+# headers are compiled against them.
+set_source(ffibuilder, MODULE,
+           "#include <rte_eal.h>\n#include <rte_cryptodev.h>\n#include <rte_ethdev.h>\n"
+           "#include <rte_version.h>\n#include \"dpdk.h\"\n",
+           direct=__name__ == "__main__", sources=["dpdk_glue.c"], depends=["dpdk.h"], lib=_libdpdk,
+           cflags=["-O2", "-Wall", "-Wno-unused-function", "-DALLOW_EXPERIMENTAL_API"])
 
 if __name__ == "__main__":
-    # Developer rebuild without reinstalling: python cdefs/build_dpdk.py (from the repo root).
-    import os
-    import shutil
-
-    if WHY_NOT:
-        sys.exit(f"not built: {WHY_NOT}")
-    os.chdir(HERE.parent)
-    built = ffibuilder.compile(tmpdir="build/cffi")
-    for stale in (HERE.parent / "fastpath").glob("_dpdk.*so"):
-        stale.unlink()  # an older build under another suffix would shadow this one
-    shutil.copy(built, HERE.parent / "fastpath")
-    print(f"built {built}")
+    rebuild(ffibuilder, MODULE, WHY_NOT)

@@ -17,10 +17,12 @@ from pathlib import Path
 
 from cffi import FFI
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cdefs import cdef_text  # noqa: E402
+from cdefs.builder import rebuild, set_source  # noqa: E402
+
+MODULE = "fastpath._esp_ipsecmb"
 
 LIBRARY = "IPSec_MB"
 _PROBE = """
@@ -60,27 +62,9 @@ _WHY_NOT = probe()
 if _WHY_NOT:  # the compile below then fails and setup.py records it
     print(f"ipsecgw: {_WHY_NOT}", file=sys.stderr)
 
-# setuptools wants paths relative to the project root; a direct run compiles
-# inside build/cffi, so it needs absolute ones.
-_ROOT = str(HERE.parent) + "/" if __name__ == "__main__" else ""
-
-ffibuilder.set_source(
-    "fastpath._esp_ipsecmb",
-    '#include "esp.h"\n',
-    sources=[_ROOT + "cdefs/esp_core.c", _ROOT + "cdefs/crypto_ipsecmb.c"],
-    depends=[_ROOT + "cdefs/esp.h", _ROOT + "cdefs/esp_core.h"],
-    include_dirs=[_ROOT + "cdefs"],
-    libraries=[LIBRARY],
-    extra_compile_args=["-O3", "-march=x86-64-v2", "-Wall", "-Wno-unused-function"],
-)
+set_source(ffibuilder, MODULE, '#include "esp.h"\n', direct=__name__ == "__main__",
+           sources=["esp_core.c", "crypto_ipsecmb.c"], depends=["esp.h", "esp_core.h"], libraries=[LIBRARY],
+           cflags=["-O3", "-march=x86-64-v2", "-Wall", "-Wno-unused-function"])
 
 if __name__ == "__main__":
-    # Developer rebuild without reinstalling: python cdefs/build_esp_ipsecmb.py (from the repo root).
-    if _WHY_NOT:
-        sys.exit(f"not built: {_WHY_NOT}")
-    os.chdir(HERE.parent)
-    built = ffibuilder.compile(tmpdir="build/cffi")
-    for stale in (HERE.parent / "fastpath").glob("_esp_ipsecmb*.so"):
-        stale.unlink()  # an older build under another suffix would shadow this one
-    shutil.copy(built, HERE.parent / "fastpath")
-    print(f"built {built}")
+    rebuild(ffibuilder, MODULE, _WHY_NOT)

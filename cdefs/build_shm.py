@@ -7,10 +7,12 @@ from pathlib import Path
 
 from cffi import FFI
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cdefs import cdef_text  # noqa: E402
+from cdefs.builder import rebuild, set_source  # noqa: E402
+
+MODULE = "fastpath._shm"
 
 
 def _esp_types() -> str:
@@ -27,26 +29,8 @@ ffibuilder = FFI()
 ffibuilder.cdef(_esp_types())
 ffibuilder.cdef(cdef_text("shm.h"))
 
-# setuptools wants paths relative to the project root; a direct run compiles
-# inside build/cffi, so it needs absolute ones.
-_ROOT = str(HERE.parent) + "/" if __name__ == "__main__" else ""
-
-ffibuilder.set_source(
-    "fastpath._shm",
-    '#include "shm.h"\n',
-    sources=[_ROOT + "cdefs/shm.c"],
-    include_dirs=[_ROOT + "cdefs"],
-    extra_compile_args=["-O3", "-march=x86-64-v2", "-Wall", "-Wno-unused-function"],
-)
+set_source(ffibuilder, MODULE, '#include "shm.h"\n', direct=__name__ == "__main__", sources=["shm.c"],
+           cflags=["-O3", "-march=x86-64-v2", "-Wall", "-Wno-unused-function"])
 
 if __name__ == "__main__":
-    # Developer rebuild without reinstalling: python cdefs/build_shm.py (from the repo root).
-    import os
-    import shutil
-
-    os.chdir(HERE.parent)
-    built = ffibuilder.compile(tmpdir="build/cffi")
-    for stale in (HERE.parent / "fastpath").glob("_shm.*so"):
-        stale.unlink()  # an older build under another suffix would shadow this one
-    shutil.copy(built, HERE.parent / "fastpath")
-    print(f"built {built}")
+    rebuild(ffibuilder, MODULE)

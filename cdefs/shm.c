@@ -348,6 +348,26 @@ static inline uint32_t write_begin(uint32_t *lock) {
 
 static inline void write_end(uint32_t *lock, uint32_t w) { STORE_REL(lock, w + 1); }
 
+/* Seqlock read: a copy of the size bytes at rec (which start with its lock word) taken while no
+ * writer held the lock; IPSG_SHM_EBUSY if one held it through every attempt.  *seen is the
+ * (even) lock value the copy is consistent with. */
+static inline int read_begin_end(const uint32_t *lock, const void *rec, void *out, size_t size, uint32_t *seen) {
+    for (uint32_t spin = 0; spin < SPIN_LIMIT; spin++) {
+        uint32_t l1 = LOAD_ACQ(lock);
+        if (l1 & 1) {
+            cpu_relax();
+            continue;
+        }
+        memcpy(out, rec, size);
+        FENCE_ACQ();
+        if (LOAD_RLX(lock) == l1) {
+            *seen = l1;
+            return IPSG_SHM_OK;
+        }
+    }
+    return IPSG_SHM_EBUSY;
+}
+
 int64_t ipsg_shm_sa_write(struct ipsg_shm *s, uint32_t slot, const struct ipsg_sa_params *p, uint8_t state,
                           uint8_t placement, uint64_t id) {
     if (slot >= s->h->caps.n_sa || state > IPSG_SHM_SA_DYING) return IPSG_SHM_EINVAL;
@@ -460,20 +480,10 @@ int64_t ipsg_shm_sa_delete(struct ipsg_shm *s, uint32_t slot) {
 int ipsg_shm_sa_read(struct ipsg_shm *s, uint32_t slot, struct ipsg_shm_sa *out) {
     if (slot >= s->h->caps.n_sa) return IPSG_SHM_EINVAL;
     const struct ipsg_shm_sa *x = &s->sa[slot];
-    for (uint32_t spin = 0; spin < SPIN_LIMIT; spin++) {
-        uint32_t l1 = LOAD_ACQ(&x->lock);
-        if (l1 & 1) {
-            cpu_relax();
-            continue;
-        }
-        memcpy(out, (const void *)x, sizeof(*out));
-        FENCE_ACQ();
-        if (LOAD_RLX(&x->lock) == l1) {
-            out->lock = l1;
-            return IPSG_SHM_OK;
-        }
-    }
-    return IPSG_SHM_EBUSY;
+    uint32_t seen;
+    int rc = read_begin_end(&x->lock, x, out, sizeof(*out), &seen);
+    if (rc == IPSG_SHM_OK) out->lock = seen;
+    return rc;
 }
 
 uint32_t ipsg_shm_repair(struct ipsg_shm *s) {
@@ -527,20 +537,10 @@ uint64_t ipsg_shm_audit(struct ipsg_shm *s, uint32_t first, uint32_t count, uint
 int ipsg_shm_ctr_read(struct ipsg_shm *s, uint32_t slot, struct ipsg_shm_ctr *out) {
     if (slot >= s->h->caps.n_sa) return IPSG_SHM_EINVAL;
     const struct ipsg_shm_ctr *c = &s->ctr[slot];
-    for (uint32_t spin = 0; spin < SPIN_LIMIT; spin++) {
-        uint32_t l1 = LOAD_ACQ(&c->lock);
-        if (l1 & 1) {
-            cpu_relax();
-            continue;
-        }
-        memcpy(out, (const void *)c, sizeof(*out));
-        FENCE_ACQ();
-        if (LOAD_RLX(&c->lock) == l1) {
-            out->lock = l1;
-            return IPSG_SHM_OK;
-        }
-    }
-    return IPSG_SHM_EBUSY;
+    uint32_t seen;
+    int rc = read_begin_end(&c->lock, c, out, sizeof(*out), &seen);
+    if (rc == IPSG_SHM_OK) out->lock = seen;
+    return rc;
 }
 
 static int post_sa_event(struct ipsg_shm *s, uint16_t type, uint32_t slot, uint64_t id, uint64_t packets,
@@ -807,17 +807,8 @@ int ipsg_spd_write(struct ipsg_shm *s, uint32_t index, const struct ipsg_spd_pol
 int ipsg_spd_read(struct ipsg_shm *s, uint32_t index, struct ipsg_spd_policy *out) {
     if (index >= s->h->caps.n_spd) return IPSG_SHM_EINVAL;
     const struct ipsg_spd_policy *x = &s->pol[index];
-    for (uint32_t spin = 0; spin < SPIN_LIMIT; spin++) {
-        uint32_t l1 = LOAD_ACQ(&x->lock);
-        if (l1 & 1) {
-            cpu_relax();
-            continue;
-        }
-        memcpy(out, (const void *)x, sizeof(*out));
-        FENCE_ACQ();
-        if (LOAD_RLX(&x->lock) == l1) return IPSG_SHM_OK;
-    }
-    return IPSG_SHM_EBUSY;
+    uint32_t seen;
+    return read_begin_end(&x->lock, x, out, sizeof(*out), &seen);
 }
 
 int ipsg_spd_bind(struct ipsg_shm *s, uint32_t index, uint32_t n, const uint32_t *sa) {
@@ -1343,48 +1334,39 @@ int ipsg_shm_acquire(struct ipsg_shm *s, uint32_t policy, uint8_t family, const 
 
 /* ---------------------------------------------------------------- rings */
 
-int ipsg_shm_cmd_push(struct ipsg_shm *s, const struct ipsg_shm_cmd *c) {
-    struct ipsg_shm_ring *r = s->cmd;
-    uint32_t size = s->h->caps.cmd_ring;
+/* Single-producer single-consumer rings of size (a power of two) fixed-size items. */
+
+static inline int ring_push(struct ipsg_shm_ring *r, uint32_t size, void *items, const void *item, size_t item_size) {
     uint64_t head = r->head, tail = LOAD_ACQ(&r->tail);
     if (head - tail >= size) {
         STORE_RLX(&r->dropped, r->dropped + 1);
         return IPSG_SHM_EFULL;
     }
-    s->cmd_e[head & (size - 1)] = *c;
+    memcpy((uint8_t *)items + (head & (size - 1)) * item_size, item, item_size);
     STORE_REL(&r->head, head + 1);
     return IPSG_SHM_OK;
+}
+
+static inline int ring_pop(struct ipsg_shm_ring *r, uint32_t size, const void *items, void *out, size_t item_size) {
+    uint64_t tail = r->tail, head = LOAD_ACQ(&r->head);
+    if (tail == head) return IPSG_SHM_ENOENT;
+    memcpy(out, (const uint8_t *)items + (tail & (size - 1)) * item_size, item_size);
+    STORE_REL(&r->tail, tail + 1);
+    return IPSG_SHM_OK;
+}
+
+int ipsg_shm_cmd_push(struct ipsg_shm *s, const struct ipsg_shm_cmd *c) {
+    return ring_push(s->cmd, s->h->caps.cmd_ring, s->cmd_e, c, sizeof(*c));
 }
 
 int ipsg_shm_cmd_pop(struct ipsg_shm *s, struct ipsg_shm_cmd *out) {
-    struct ipsg_shm_ring *r = s->cmd;
-    uint32_t size = s->h->caps.cmd_ring;
-    uint64_t tail = r->tail, head = LOAD_ACQ(&r->head);
-    if (tail == head) return IPSG_SHM_ENOENT;
-    *out = s->cmd_e[tail & (size - 1)];
-    STORE_REL(&r->tail, tail + 1);
-    return IPSG_SHM_OK;
+    return ring_pop(s->cmd, s->h->caps.cmd_ring, s->cmd_e, out, sizeof(*out));
 }
 
 int ipsg_shm_event_post(struct ipsg_shm *s, const struct ipsg_shm_event *e) {
-    struct ipsg_shm_ring *r = s->evt;
-    uint32_t size = s->h->caps.evt_ring;
-    uint64_t head = r->head, tail = LOAD_ACQ(&r->tail);
-    if (head - tail >= size) {
-        STORE_RLX(&r->dropped, r->dropped + 1);
-        return IPSG_SHM_EFULL;
-    }
-    s->evt_e[head & (size - 1)] = *e;
-    STORE_REL(&r->head, head + 1);
-    return IPSG_SHM_OK;
+    return ring_push(s->evt, s->h->caps.evt_ring, s->evt_e, e, sizeof(*e));
 }
 
 int ipsg_shm_event_pop(struct ipsg_shm *s, struct ipsg_shm_event *out) {
-    struct ipsg_shm_ring *r = s->evt;
-    uint32_t size = s->h->caps.evt_ring;
-    uint64_t tail = r->tail, head = LOAD_ACQ(&r->head);
-    if (tail == head) return IPSG_SHM_ENOENT;
-    *out = s->evt_e[tail & (size - 1)];
-    STORE_REL(&r->tail, tail + 1);
-    return IPSG_SHM_OK;
+    return ring_pop(s->evt, s->h->caps.evt_ring, s->evt_e, out, sizeof(*out));
 }

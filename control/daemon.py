@@ -21,7 +21,6 @@ Logs say what an operator needs (who, which proposal, why it failed), never keys
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import random
@@ -31,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control.config import ChildSpec, Config, ConnectionConfig, core_schedules_rekeys
-from control.ctl import CommandError, ControlError, ControlServer
-from control.ike.constants import DhGroup, Encr, ExchangeType, Integ, Notify, Prf
+from control.ctl import ControlError, ControlServer
+from control.daemon_commands import DaemonCommands
+from control.ike.constants import ExchangeType
 from control.ike.message import TrafficSelectorEntry
 from control.ike.sa import (
     NON_ESP_MARKER,
@@ -44,12 +44,17 @@ from control.ike.sa import (
     IkeSaFailed,
     State,
 )
-from control.shm import PROTECT, ControlRegion, Policy, RegionError
+from control.sa_text import esp_proposal_name, ike_proposal_name, notify_text, ts_text
+from control.shm import ControlRegion, Policy, RegionError
+from control.ts_policies import policies_for
+from control.wireshark_keys import wireshark_tables
 from fastpath.sa import SA, Direction
 
 __all__ = ["Daemon", "run_daemon", "ike_proposal_name", "esp_proposal_name", "wireshark_tables"]
 
 log = logging.getLogger("ipsecgw.daemon")
+
+_policies_for = policies_for    # the old private name, still imported by control/gateway.py
 
 HALF_OPEN_TIMEOUT = 30.0        # responder SAs that never finish IKE_AUTH are dropped after this
 HALF_OPEN_MAX = 1024            # beyond this, new IKE_SA_INIT requests are dropped (cookies: core's job)
@@ -58,57 +63,6 @@ REKEY_OVERLAP_MAX = 60.0        # ... or, when the core deletes it itself, at mo
 EVENT_POLL = 0.05               # seconds between event ring drains
 PRIO_INSTALLED = 10_000         # SPD priorities (lower wins): negotiated policies beat trap policies
 PRIO_TRAP = 20_000
-
-
-def _notify_name(n: int) -> str:
-    try:
-        return Notify(n).name
-    except ValueError:
-        return f"notify {n}" if n else "no notify"
-
-
-def ike_proposal_name(suite: Any) -> str:
-    """A chosen IKE proposal as IANA names: AES_GCM_16_128/PRF_HMAC_SHA2_256/CURVE25519."""
-    def name(enum_cls: Any, v: int) -> str:
-        try:
-            return enum_cls(v).name
-        except ValueError:
-            return str(v)
-    parts = [name(Encr, suite.encr) + (f"_{suite.key_bits}" if suite.key_bits else "")]
-    if suite.integ:
-        parts.append(name(Integ, suite.integ))
-    parts += ["PRF_" + name(Prf, suite.prf), name(DhGroup, suite.dh)]
-    return "/".join(parts)
-
-
-def esp_proposal_name(suite: Any) -> str:
-    return suite.enc + (f"/{suite.integ}" if suite.integ else "") + ("/ESN" if suite.esn else "")
-
-
-def _ts_text(ts: TrafficSelectorEntry) -> str:
-    nets = list(ipaddress.summarize_address_range(ts.start, ts.end))
-    base = str(nets[0]) if len(nets) == 1 else f"{ts.start}-{ts.end}"
-    if ts.proto or (ts.start_port, ts.end_port) != (0, 65535):
-        ports = "" if (ts.start_port, ts.end_port) == (0, 65535) else (
-            f"/{ts.start_port}" if ts.start_port == ts.end_port else f"/{ts.start_port}-{ts.end_port}")
-        base += f"[{ts.proto}{ports}]"
-    return base
-
-
-def _policies_for(local: list[TrafficSelectorEntry], remote: list[TrafficSelectorEntry],
-                  base_prio: int) -> list[Policy]:
-    """Outbound SPD entries (prefix pairs) covering local_ts -> remote_ts."""
-    out = []
-    for lts in local:
-        for rts in remote:
-            if lts.start.version != rts.start.version or (lts.proto and rts.proto and lts.proto != rts.proto):
-                continue
-            for src in ipaddress.summarize_address_range(lts.start, lts.end):
-                for dst in ipaddress.summarize_address_range(rts.start, rts.end):
-                    out.append(Policy(str(src), str(dst), lts.proto or rts.proto,
-                                      (lts.start_port, lts.end_port), (rts.start_port, rts.end_port), PROTECT,
-                                      base_prio - src.prefixlen - dst.prefixlen))
-    return out
 
 
 # -- the optional parts of the core's API -------------------------------------------------------
@@ -193,7 +147,7 @@ class _Proto(asyncio.DatagramProtocol):
         log.debug("UDP error on %s:%d: %s", self.local_ip, self.port, exc)
 
 
-class Daemon:
+class Daemon(DaemonCommands):
     """The control process.  ``await start()``, then ``await serve()`` until ``stop()``."""
 
     def __init__(self, config: Config, *, control_only: bool = True):
@@ -227,10 +181,7 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         self._open_region()
         await self._open_sockets()
-        self._ctl = ControlServer(self.gw.control_socket, {
-            "list-sas": self._cmd_list_sas, "initiate": self._cmd_initiate, "terminate": self._cmd_terminate,
-            "rekey": self._cmd_rekey, "export-keys": self._cmd_export_keys, "status": self._cmd_status,
-        })
+        self._ctl = ControlServer(self.gw.control_socket, self.control_handlers())
         await self._ctl.start()
         self._install_traps()
         self._tasks.append(asyncio.create_task(self._poll_events()))
@@ -440,10 +391,10 @@ class Daemon:
                          getattr(ev, "reason", ""))
         elif isinstance(ev, ChildSaFailed):
             log.warning("CHILD SA %s of %s failed: %s (%s)", ev.name or "?", self._label(entry),
-                        _notify_name(ev.notify), ev.reason)
+                        notify_text(ev.notify), ev.reason)
         elif isinstance(ev, IkeSaFailed):
             log.warning("IKE SA %s with %s failed: %s (%s)", self._label(entry), entry.ike.remote[0],
-                        _notify_name(ev.notify), ev.reason)
+                        notify_text(ev.notify), ev.reason)
         else:
             log.info("IKE SA %s: %s", self._label(entry), ev.__class__.__name__)
 
@@ -549,10 +500,10 @@ class Daemon:
         self.slot_child[h_in.slot] = child
         self.slot_child[h_out.slot] = child
         key = (child.conn, child.name)
-        self._set_policies(key, _policies_for(child.local_ts, child.remote_ts, PRIO_INSTALLED), (h_out.slot,))
+        self._set_policies(key, policies_for(child.local_ts, child.remote_ts, PRIO_INSTALLED), (h_out.slot,))
         log.info("CHILD SA %s{%s} installed: %s, SPIs in 0x%08x out 0x%08x, %s %s === %s%s", child.name,
                  self._label(entry), child.proposal, child.spi_in, child.spi_out, child.mode,
-                 ", ".join(_ts_text(t) for t in child.local_ts), ", ".join(_ts_text(t) for t in child.remote_ts),
+                 ", ".join(ts_text(t) for t in child.local_ts), ", ".join(ts_text(t) for t in child.remote_ts),
                  ", ESP in UDP" if child.encap else "")
         for old in olds:
             log.info("CHILD SA %s of %s rekeyed: SPIs in 0x%08x out 0x%08x replace in 0x%08x out 0x%08x", child.name,
@@ -623,7 +574,7 @@ class Daemon:
                 conn = self.config.connections.get(child.conn)
                 spec = self._spec(conn, child.name) if conn else None
                 if keep_trap and spec is not None and spec.start_action == "trap":
-                    self._set_policies(key, _policies_for(spec.local_ts, spec.remote_ts, PRIO_TRAP), ())
+                    self._set_policies(key, policies_for(spec.local_ts, spec.remote_ts, PRIO_TRAP), ())
                 else:
                     self._drop_policies(key)
 
@@ -633,7 +584,7 @@ class Daemon:
         for conn in self.config.connections.values():
             for spec in conn.children:
                 if spec.start_action == "trap":
-                    pols = _policies_for(spec.local_ts, spec.remote_ts, PRIO_TRAP)
+                    pols = policies_for(spec.local_ts, spec.remote_ts, PRIO_TRAP)
                     self._set_policies((conn.name, spec.name), pols, ())
                     log.info("trap policies for %s/%s installed: %s === %s", conn.name, spec.name,
                              ", ".join(spec.local_ts_text), ", ".join(spec.remote_ts_text))
@@ -901,173 +852,6 @@ class Daemon:
                 log.warning("CHILD SA %s of %s: %s: %d drops in the alarm window (SPI 0x%08x)", child.name,
                             child.conn, ev.kind, ev.packets, child.spi_in)
         self._arm()
-
-    # -- control socket -----------------------------------------------------------------------------
-
-    def _resolve(self, name: Any) -> tuple[ConnectionConfig, ChildSpec | None]:
-        if not isinstance(name, str) or not name:
-            raise CommandError("expected a connection or child name")
-        if name in self.config.connections:
-            return self.config.connections[name], None
-        found = self.config.child(name)
-        if found is None:
-            raise CommandError(f"no connection or child named {name!r} (connections: "
-                               f"{', '.join(self.config.connections)})")
-        return found
-
-    def _cmd_initiate(self, args: dict[str, Any], uid: int) -> str:
-        conn, spec = self._resolve(args.get("name"))
-        if not conn.can_initiate:
-            raise CommandError(f"{conn.name}: remote_addrs is %any, there is nobody to initiate to")
-        if spec is None:
-            if self._up(conn.name) or self._connecting(conn.name):
-                return f"{conn.name} is already up or connecting"
-            first = next((c for c in conn.children if c.start_action == "start"), conn.children[0])
-            self.initiate(conn, first, [c for c in conn.children if c is not first and c.start_action != "trap"])
-            return f"initiating {conn.name}"
-        return self.bring_up(conn, spec, "operator request")
-
-    def _cmd_terminate(self, args: dict[str, Any], uid: int) -> str:
-        conn, spec = self._resolve(args.get("name"))
-        if spec is None:
-            n = self.terminate_conn(conn.name)
-            return f"terminated {n} IKE SA(s) of {conn.name}"
-        n = self.terminate_child(conn.name, spec.name)
-        return f"terminated {n} CHILD SA(s) named {spec.name}"
-
-    def _cmd_rekey(self, args: dict[str, Any], uid: int) -> str:
-        conn, spec = self._resolve(args.get("name"))
-        if spec is None:
-            entries = [e for e in self.ike_sas.values() if e.conn.name == conn.name and e.established is not None]
-            if not entries:
-                raise CommandError(f"{conn.name} has no established IKE SA")
-            for e in entries:
-                self.rekey_ike(e, "operator request")
-            return f"rekeying {len(entries)} IKE SA(s) of {conn.name}"
-        kids = [c for c in self.children if (c.conn, c.name) == (conn.name, spec.name) and c.state == "INSTALLED"]
-        if not kids:
-            raise CommandError(f"{spec.name} has no installed CHILD SA")
-        for c in kids:
-            self.rekey_child(c, "operator request")
-        return f"rekeying {len(kids)} CHILD SA(s) named {spec.name}"
-
-    def _cmd_status(self, args: dict[str, Any], uid: int) -> dict[str, Any]:
-        return {"pid": os.getpid(), "uptime": time.time() - self.started_wall, "control_only": self.control_only,
-                "shm": self.gw.shm_path, "ike_sas": len(self.ike_sas), "child_sas": len(self.children),
-                "policies": sum(len(v) for v in self.policies.values()),
-                "fastpath_alive": bool(self.region and self.region.fastpath_alive()), "counters": dict(self.stats)}
-
-    def _cmd_list_sas(self, args: dict[str, Any], uid: int) -> list[dict[str, Any]]:
-        now, wall = self._now(), time.time()
-
-        def until(t: float | None) -> float | None:
-            return None if t is None else round(t - now, 1)
-
-        out = []
-        for e in sorted(self.ike_sas.values(), key=lambda e: e.unique):
-            ike, est = e.ike, e.established
-            item: dict[str, Any] = {
-                "name": e.conn.name, "unique": e.unique,
-                "state": ike.state.name, "initiator": ike.initiator,
-                "spi_i": ike.spi_i.hex(), "spi_r": ike.spi_r.hex(),
-                "local": {"addr": e.local_ip, "port": ike.local_port,
-                          "id": str(est.local_id) if est else e.conn.local_id},
-                "remote": {"addr": ike.remote[0], "port": ike.remote[1],
-                           "id": str(est.remote_id) if est else e.conn.remote_id},
-                "proposal": ike_proposal_name(est.suite) if est else None,
-                "nat": {"local": est.nat_local, "remote": est.nat_remote} if est else None,
-                "established": round(wall - e.established_wall, 1) if est else None,
-                "rekey_in": until(e.rekey_at if not self.core_timers else getattr(ike, "rekey_at", None)),
-                "children": [],
-            }
-            for c in [c for c in self.children if c.ike_spi == e.spi]:
-                cj = self._child_json(c, now, wall)
-                find = getattr(ike, "find_child", None)
-                if self.core_timers and find is not None and c.state != "REKEYED":
-                    st = find(spi_in=c.spi_in)
-                    cj["rekey_in"] = until(getattr(st, "rekey_at", None))
-                    status = getattr(st, "status", None)
-                    if status is not None and c.state == "INSTALLED":
-                        cj["state"] = str(status.name)
-                item["children"].append(cj)
-            out.append(item)
-        orphans = [c for c in self.children if c.ike_spi not in self.ike_sas]
-        if orphans:
-            out.append({"name": None, "state": "REPLACED", "children": [self._child_json(c, now, wall)
-                                                                        for c in orphans]})
-        return out
-
-    def _child_json(self, c: ChildEntry, now: float, wall: float) -> dict[str, Any]:
-        def until(t: float | None) -> float | None:
-            return None if t is None else round(t - now, 1)
-        return {"name": c.name, "state": c.state, "mode": c.mode, "proposal": c.proposal,
-                "spi_in": f"{c.spi_in:08x}", "spi_out": f"{c.spi_out:08x}",
-                "slot_in": c.slot_in, "slot_out": c.slot_out if c.slot_out >= 0 else None, "encap": c.encap,
-                "local_ts": [_ts_text(t) for t in c.local_ts], "remote_ts": [_ts_text(t) for t in c.remote_ts],
-                "installed": round(wall - c.installed_wall, 1), "rekey_in": until(c.rekey_at),
-                "expire_in": until(c.expire_at), "remove_in": until(c.remove_at)}
-
-    def _cmd_export_keys(self, args: dict[str, Any], uid: int) -> dict[str, str]:
-        if not self.gw.export_keys:
-            raise CommandError("key export is off: set gateway.export_keys: yes in the configuration and restart")
-        if uid != 0:
-            raise CommandError("key export is for root only")
-        fmt = args.get("format", "wireshark")
-        if fmt != "wireshark":
-            raise CommandError(f"unknown format {fmt!r}: expected wireshark")
-        log.warning("SA keys exported over the control socket (uid %d)", uid)
-        return wireshark_tables(self)
-
-
-# -- Wireshark key tables ----------------------------------------------------------------------------
-
-_WS_IKE_ENCR = {Encr.AES_CBC: "AES-CBC-{bits} [RFC3602]", Encr.AES_GCM_8: "AES-GCM-{bits} with 8 octet ICV [RFC5282]",
-                Encr.AES_GCM_12: "AES-GCM-{bits} with 12 octet ICV [RFC5282]",
-                Encr.AES_GCM_16: "AES-GCM-{bits} with 16 octet ICV [RFC5282]"}
-_WS_IKE_INTEG = {Integ.NONE: "NONE [RFC4306]", Integ.HMAC_SHA1_96: "HMAC_SHA1_96 [RFC2404]",
-                 Integ.HMAC_SHA2_256_128: "HMAC_SHA2_256_128 [RFC4868]",
-                 Integ.HMAC_SHA2_384_192: "HMAC_SHA2_384_192 [RFC4868]",
-                 Integ.HMAC_SHA2_512_256: "HMAC_SHA2_512_256 [RFC4868]"}
-_WS_GCM16 = "AES-GCM with 16 octet ICV [RFC4106]"
-_WS_ESP_ENC = {"aes-gcm-128": _WS_GCM16, "aes-gcm-192": _WS_GCM16, "aes-gcm-256": _WS_GCM16,
-               "aes-cbc-128": "AES-CBC [RFC3602]",
-               "aes-cbc-192": "AES-CBC [RFC3602]", "aes-cbc-256": "AES-CBC [RFC3602]", "null": "NULL"}
-_WS_ESP_INTEG = {None: "NULL", "hmac-sha256-128": "HMAC-SHA-256-128 [RFC4868]",
-                 "hmac-sha384-192": "HMAC-SHA-384-192 [RFC4868]", "hmac-sha512-256": "HMAC-SHA-512-256 [RFC4868]",
-                 "hmac-sha1-96": "HMAC-SHA-1-96 [RFC2404]"}
-
-
-def wireshark_tables(daemon: Daemon) -> dict[str, str]:
-    """Wireshark's ``ikev2_decryption_table`` and ``esp_sa`` UAT files, as strongSwan's save-keys writes them.
-
-    Algorithms Wireshark cannot decrypt (ChaCha20-Poly1305, AES-GMAC) appear as comment lines.
-    """
-    ike_lines, esp_lines = [], []
-    for e in daemon.ike_sas.values():
-        keys, suite = e.ike.keys, e.ike.suite
-        if keys is None or suite is None or e.established is None:
-            continue
-        enc = _WS_IKE_ENCR.get(suite.encr)
-        integ = _WS_IKE_INTEG.get(suite.integ)
-        if enc is None or integ is None:
-            ike_lines.append(f"# {e.conn.name}: {ike_proposal_name(suite)} is not in Wireshark's IKEv2 table")
-            continue
-        ike_lines.append(f'{e.ike.spi_i.hex()},{e.ike.spi_r.hex()},{keys.sk_ei.hex()},{keys.sk_er.hex()},'
-                         f'"{enc.format(bits=suite.key_bits)}",{keys.sk_ai.hex()},{keys.sk_ar.hex()},"{integ}"')
-    for c in daemon.children:
-        if c.keys is None:
-            continue
-        for sa in c.keys:
-            enc, integ = _WS_ESP_ENC.get(sa.enc), _WS_ESP_INTEG.get(sa.integ)
-            if enc is None or integ is None:
-                esp_lines.append(f"# {c.name} SPI 0x{sa.spi:08x}: {sa.enc} is not in Wireshark's ESP table")
-                continue
-            fam = f"IPv{sa.src.version}"
-            ikey = f"0x{sa.integ_key.hex()}" if sa.integ_key else ""
-            esp_lines.append(f'"{fam}","{sa.src}","{sa.dst}","0x{sa.spi:08x}","{enc}","0x{sa.enc_key.hex()}",'
-                             f'"{integ}","{ikey}"')
-    return {"ikev2_decryption_table": "".join(line + "\n" for line in ike_lines),
-            "esp_sa": "".join(line + "\n" for line in esp_lines)}
 
 
 # -- entry point ------------------------------------------------------------------------------------

@@ -17,6 +17,11 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 REPLAY_WINDOW_MAX = 4096
 
+_DF_VALUES = ("copy", "set", "clear")
+_ECN_VALUES = ("normal", "compat")
+_FLOWLABEL_VALUES = ("copy", "zero")
+_ADDRESS_CLASSES = frozenset({ipaddress.IPv4Address, ipaddress.IPv6Address})
+
 
 class SAError(ValueError):
     """An SA parameter is invalid; ``field`` names it, ``expected`` says what fits."""
@@ -144,51 +149,68 @@ class SA:
 
     def validate(self) -> None:
         """Raise SAError naming the first field that does not fit."""
-        if not isinstance(self.spi, int) or not 256 <= self.spi <= 0xFFFFFFFF:
-            raise SAError("spi", "an integer from 256 to 0xffffffff (0-255 are reserved)", self.spi)
-        if self.src.version != self.dst.version:
-            raise SAError("dst", f"an IPv{self.src.version} address like src", str(self.dst))
-        if self.enc not in ENC_ALGS:
+        # Called per SA on control's bulk install path: each attribute is read once, the
+        # algorithm entries are looked up once, and field names are only built for a failure.
+        spi = self.spi
+        if not isinstance(spi, int) or not 256 <= spi <= 0xFFFFFFFF:
+            raise SAError("spi", "an integer from 256 to 0xffffffff (0-255 are reserved)", spi)
+        src, dst = self.src, self.dst
+        # Two addresses of one ipaddress class have one version; anything else asks the property.
+        kind = type(src)
+        if (kind is not type(dst) or kind not in _ADDRESS_CLASSES) and src.version != dst.version:
+            raise SAError("dst", f"an IPv{src.version} address like src", str(dst))
+        alg = ENC_ALGS.get(self.enc)
+        if alg is None:
             raise SAError("enc", "one of " + ", ".join(ENC_ALGS), self.enc)
-        alg = self.enc_alg
-        if len(self.enc_key) != alg.config_key_len:
+        key_len = alg.key_len + alg.salt_len
+        if len(self.enc_key) != key_len:
             what = "key" if alg.aead else "cipher_key"
             extra = " (cipher key + 4-byte salt)" if alg.salt_len else ""
-            raise SAError(what, f"{alg.config_key_len} bytes for {alg.name}{extra}", f"{len(self.enc_key)} bytes")
+            raise SAError(what, f"{key_len} bytes for {alg.name}{extra}", f"{len(self.enc_key)} bytes")
+        integ = self.integ
         if alg.aead:
-            if self.integ:
-                raise SAError("integrity", f"none: {alg.name} is an AEAD and carries its own ICV", self.integ)
+            if integ:
+                raise SAError("integrity", f"none: {alg.name} is an AEAD and carries its own ICV", integ)
         else:
-            if not self.integ:
+            if not integ:
                 raise SAError("integrity", "one of " + ", ".join(INTEG_ALGS) + f" with {alg.name}")
-            if self.integ not in INTEG_ALGS:
-                raise SAError("integrity", "one of " + ", ".join(INTEG_ALGS), self.integ)
-            if len(self.integ_key) != INTEG_ALGS[self.integ].key_len:
-                raise SAError("integrity_key", f"{INTEG_ALGS[self.integ].key_len} bytes for {self.integ}",
+            integ_alg = INTEG_ALGS.get(integ)
+            if integ_alg is None:
+                raise SAError("integrity", "one of " + ", ".join(INTEG_ALGS), integ)
+            if len(self.integ_key) != integ_alg.key_len:
+                raise SAError("integrity_key", f"{integ_alg.key_len} bytes for {integ}",
                               f"{len(self.integ_key)} bytes")
-        seq_max = 2**64 - 1 if self.esn else 2**32 - 1
-        if not isinstance(self.seq, int) or not 1 <= self.seq <= seq_max + 1:
-            raise SAError("seq", f"an integer from 1 to {seq_max}", self.seq)
-        if not isinstance(self.replay_window, int) or not 0 <= self.replay_window <= REPLAY_WINDOW_MAX:
-            raise SAError("replay_window", f"an integer from 0 to {REPLAY_WINDOW_MAX}", self.replay_window)
-        for name in ("sport", "dport"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or not 1 <= v <= 65535:
-                raise SAError(name, "a UDP port from 1 to 65535", v)
-        if not isinstance(self.ttl, int) or not 1 <= self.ttl <= 255:
-            raise SAError("ttl", "an integer from 1 to 255", self.ttl)
-        if self.df not in ("copy", "set", "clear"):
+        seq = self.seq
+        seq_max = 0xFFFFFFFFFFFFFFFF if self.esn else 0xFFFFFFFF
+        if not isinstance(seq, int) or not 1 <= seq <= seq_max + 1:
+            raise SAError("seq", f"an integer from 1 to {seq_max}", seq)
+        v = self.replay_window
+        if not isinstance(v, int) or not 0 <= v <= REPLAY_WINDOW_MAX:
+            raise SAError("replay_window", f"an integer from 0 to {REPLAY_WINDOW_MAX}", v)
+        v = self.sport
+        if not isinstance(v, int) or not 1 <= v <= 65535:
+            raise SAError("sport", "a UDP port from 1 to 65535", v)
+        v = self.dport
+        if not isinstance(v, int) or not 1 <= v <= 65535:
+            raise SAError("dport", "a UDP port from 1 to 65535", v)
+        v = self.ttl
+        if not isinstance(v, int) or not 1 <= v <= 255:
+            raise SAError("ttl", "an integer from 1 to 255", v)
+        if self.df not in _DF_VALUES:
             raise SAError("df", "copy, set or clear", self.df)
-        if self.dscp is not None and (not isinstance(self.dscp, int) or not 0 <= self.dscp <= 63):
-            raise SAError("dscp", "copy or an integer from 0 to 63", self.dscp)
-        if self.ecn not in ("normal", "compat"):
+        v = self.dscp
+        if v is not None and (not isinstance(v, int) or not 0 <= v <= 63):
+            raise SAError("dscp", "copy or an integer from 0 to 63", v)
+        if self.ecn not in _ECN_VALUES:
             raise SAError("ecn", "normal or compat (RFC 6040)", self.ecn)
-        if self.flowlabel not in ("copy", "zero"):
+        if self.flowlabel not in _FLOWLABEL_VALUES:
             raise SAError("flowlabel", "copy or zero", self.flowlabel)
-        for name in ("local_ts", "remote_ts"):
-            ts_list = getattr(self, name)
-            if len(ts_list) > 8:
-                raise SAError(name, "at most 8 traffic selectors", len(ts_list))
-        for name, v in vars(self.lifetime).items():
+        if len(self.local_ts) > 8:
+            raise SAError("local_ts", "at most 8 traffic selectors", len(self.local_ts))
+        if len(self.remote_ts) > 8:
+            raise SAError("remote_ts", "at most 8 traffic selectors", len(self.remote_ts))
+        limits = vars(self.lifetime)
+        for v in limits.values():
             if not isinstance(v, int) or v < 0:
+                name = next(k for k, x in limits.items() if x is v)
                 raise SAError(f"lifetime.{name}", "a non-negative integer (0 = no limit)", v)

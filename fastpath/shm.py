@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cdefs import defines
-from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
+from fastpath import sa_params
 from fastpath.engines.base import Engine, SAStats
-from fastpath.sa import SA, Direction, Lifetime, Mode, TrafficSelector
+from fastpath.sa import SA, Direction
 from fastpath.status import N_STATUS, SAFlag, Status
 
 try:
@@ -31,8 +31,7 @@ else:
     _IMPORT_ERROR = None
 
 D = defines("shm.h")
-_E = defines("esp.h")
-_U64 = (1 << 64) - 1
+_U64 = sa_params.U64
 
 STATE_FREE = D["IPSG_SHM_SA_FREE"]
 STATE_ACTIVE = D["IPSG_SHM_SA_ACTIVE"]
@@ -42,15 +41,6 @@ STATE_DYING = D["IPSG_SHM_SA_DYING"]
 # reservation word is written once per many batches, and a restarted fastpath
 # skips at most this many numbers.
 SEQ_CHUNK = 1 << 16
-
-_DF = {"copy": _E["IPSG_DF_COPY"], "set": _E["IPSG_DF_SET"], "clear": _E["IPSG_DF_CLEAR"]}
-_ECN = {"normal": _E["IPSG_ECN_NORMAL"], "compat": _E["IPSG_ECN_COMPAT"]}
-_FLOWLABEL = {"copy": _E["IPSG_FLOWLABEL_COPY"], "zero": _E["IPSG_FLOWLABEL_ZERO"]}
-_ENC_BY_CODE = {(a.code, a.config_key_len): name for name, a in ENC_ALGS.items()}
-_INTEG_BY_CODE = {a.code: name for name, a in INTEG_ALGS.items()}
-
-
-_ZERO_PARAMS = bytes(ffi.sizeof("struct ipsg_sa_params")) if ffi is not None else b""
 
 
 class RegionError(RuntimeError):
@@ -66,76 +56,13 @@ def _err_buf():
     return ffi.new("char[]", 512)
 
 
-# -- SA <-> struct ipsg_sa_params ----------------------------------------------------------
-
-
-def _fill_ts(dst, selectors: list[TrafficSelector]) -> None:
-    for i, ts in enumerate(selectors):
-        c = dst[i]
-        c.family = ts.version
-        c.proto = ts.proto
-        c.port_lo = ts.port_lo
-        c.port_hi = ts.port_hi
-        ffi.memmove(c.addr_lo, ts.start.packed, len(ts.start.packed))
-        ffi.memmove(c.addr_hi, ts.end.packed, len(ts.end.packed))
-
-
-_DIR_IN = _E["IPSG_DIR_IN"]
-_DIR_OUT = _E["IPSG_DIR_OUT"]
-_MODE_TRANSPORT = _E["IPSG_MODE_TRANSPORT"]
-_MODE_TUNNEL = _E["IPSG_MODE_TUNNEL"]
+# -- SA <-> struct ipsg_sa_params (fastpath.sa_params, on this module's ffi) --------------------
 
 
 def sa_to_params(sa: SA, direction: Direction | str, p=None):
     """Fill (or allocate) a ``struct ipsg_sa_params`` describing sa (control's install path: kept lean)."""
     _need_lib()
-    if p is None:
-        p = ffi.new("struct ipsg_sa_params *")
-    else:
-        ffi.memmove(p, _ZERO_PARAMS, len(_ZERO_PARAMS))
-    alg = ENC_ALGS[sa.enc]
-    p.spi = sa.spi
-    p.direction = _DIR_IN if direction == Direction.IN or direction == "in" else _DIR_OUT
-    p.mode = _MODE_TRANSPORT if sa.mode == Mode.TRANSPORT else _MODE_TUNNEL
-    src, dst = sa.src.packed, sa.dst.packed
-    p.family = 4 if len(src) == 4 else 6
-    p.esn = sa.esn
-    p.enc = alg.code
-    if sa.integ:
-        p.integ = INTEG_ALGS[sa.integ].code
-    key = sa.enc_key
-    p.enc_key_len = len(key)
-    ffi.memmove(p.enc_key, key, len(key))
-    if sa.integ_key:
-        p.integ_key_len = len(sa.integ_key)
-        ffi.memmove(p.integ_key, sa.integ_key, len(sa.integ_key))
-    ffi.memmove(p.src, src, len(src))
-    ffi.memmove(p.dst, dst, len(dst))
-    p.udp_encap = int(sa.udp_encap)
-    p.ttl = sa.ttl
-    p.df = _DF[sa.df]
-    p.dscp = _E["IPSG_DSCP_COPY"] if sa.dscp is None else sa.dscp
-    p.ecn = _ECN[sa.ecn]
-    p.flowlabel = _FLOWLABEL[sa.flowlabel]
-    p.sport = sa.sport
-    p.dport = sa.dport
-    p.replay_window = sa.replay_window
-    p.seq = sa.seq & _U64   # ESN 2^64 (exhausted) travels as 0
-    lt = sa.lifetime
-    p.soft_bytes, p.hard_bytes = lt.soft_bytes, lt.hard_bytes
-    p.soft_packets, p.hard_packets = lt.soft_packets, lt.hard_packets
-    if sa.local_ts:
-        p.n_local_ts = len(sa.local_ts)
-        _fill_ts(p.local_ts, sa.local_ts)
-    if sa.remote_ts:
-        p.n_remote_ts = len(sa.remote_ts)
-        _fill_ts(p.remote_ts, sa.remote_ts)
-    return p
-
-
-_DSCP_COPY = _E["IPSG_DSCP_COPY"]
-_ENC_CODE = {name: a.code for name, a in ENC_ALGS.items()}
-_INTEG_CODE = {name: a.code for name, a in INTEG_ALGS.items()}
+    return sa_params.sa_to_params(ffi, sa, direction, p)
 
 
 def sa_fields(sa: SA, direction: Direction | str) -> tuple | None:
@@ -143,69 +70,12 @@ def sa_fields(sa: SA, direction: Direction | str) -> tuple | None:
     placement, id, old SPI), or None for an SA with traffic selectors, which goes through
     ``sa_to_params``.  Control's install path: one C call instead of a struct filled field
     by field through cffi."""
-    if sa.local_ts or sa.remote_ts:
-        return None
-    src = sa.src.packed
-    integ_key = sa.integ_key
-    lt = sa.lifetime
-    dscp = sa.dscp
-    return (sa.spi, _DIR_IN if direction == "in" else _DIR_OUT,
-            _MODE_TRANSPORT if sa.mode == "transport" else _MODE_TUNNEL, sa.esn,
-            _ENC_CODE[sa.enc], _INTEG_CODE[sa.integ] if sa.integ else 0,
-            sa.enc_key, len(sa.enc_key), integ_key or ffi.NULL, len(integ_key),
-            src, sa.dst.packed, len(src), sa.udp_encap, sa.ttl, _DF[sa.df],
-            _DSCP_COPY if dscp is None else dscp, _ECN[sa.ecn], _FLOWLABEL[sa.flowlabel],
-            sa.sport, sa.dport, sa.replay_window, sa.seq & _U64,
-            lt.soft_bytes, lt.hard_bytes, lt.soft_packets, lt.hard_packets)
-
-
-def _addr(family: int, raw) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    data = bytes(ffi.buffer(raw, 4 if family == 4 else 16))
-    return ipaddress.IPv4Address(data) if family == 4 else ipaddress.IPv6Address(data)
-
-
-def _read_ts(arr, n: int) -> list[TrafficSelector]:
-    out = []
-    for i in range(min(n, _E["IPSG_MAX_TS"])):
-        c = arr[i]
-        out.append(TrafficSelector(_addr(c.family, c.addr_lo), _addr(c.family, c.addr_hi), c.proto, c.port_lo,
-                                   c.port_hi))
-    return out
+    return sa_params.sa_fields(ffi, sa, direction)
 
 
 def params_to_sa(p) -> tuple[SA, Direction]:
     """The SA and direction a ``struct ipsg_sa_params`` describes (raises SAError if it is not valid)."""
-    enc = _ENC_BY_CODE.get((p.enc, p.enc_key_len), f"code {p.enc}/{p.enc_key_len}")
-    integ = _INTEG_BY_CODE.get(p.integ) if p.integ else None
-    seq = p.seq
-    if seq == 0 and p.esn:
-        seq = 1 << 64
-    sa = SA(
-        spi=p.spi,
-        src=_addr(p.family, p.src),
-        dst=_addr(p.family, p.dst),
-        enc=enc,
-        enc_key=bytes(ffi.buffer(p.enc_key, p.enc_key_len)),
-        integ=integ,
-        integ_key=bytes(ffi.buffer(p.integ_key, p.integ_key_len)),
-        mode=Mode.TRANSPORT if p.mode == _E["IPSG_MODE_TRANSPORT"] else Mode.TUNNEL,
-        esn=bool(p.esn),
-        seq=seq,
-        replay_window=p.replay_window,
-        udp_encap=bool(p.udp_encap),
-        sport=p.sport,
-        dport=p.dport,
-        ttl=p.ttl,
-        df={v: k for k, v in _DF.items()}.get(p.df, "copy"),
-        dscp=None if p.dscp == _E["IPSG_DSCP_COPY"] else p.dscp,
-        ecn={v: k for k, v in _ECN.items()}.get(p.ecn, "normal"),
-        flowlabel={v: k for k, v in _FLOWLABEL.items()}.get(p.flowlabel, "copy"),
-        local_ts=_read_ts(p.local_ts, p.n_local_ts),
-        remote_ts=_read_ts(p.remote_ts, p.n_remote_ts),
-        lifetime=Lifetime(p.soft_bytes, p.hard_bytes, p.soft_packets, p.hard_packets),
-    )
-    direction = Direction.IN if p.direction == _E["IPSG_DIR_IN"] else Direction.OUT
-    return sa, direction
+    return sa_params.params_to_sa(ffi, p)
 
 
 def stats_from_c(st) -> SAStats:

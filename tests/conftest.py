@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass
 
 import pytest
+from shm_helpers import region_file
 
 from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
 from fastpath.batch import Batch
@@ -152,3 +153,13 @@ def run(engine, direction: str, packets: list[bytes], sa: list[int] | int = 0,
 
 def install(engine, index: int, sa: SA, direction: str) -> None:
     engine.add_sa(index, sa, Direction.OUT if direction == "out" else Direction.IN)
+
+
+# -- shared-memory regions -----------------------------------------------------
+
+@pytest.fixture
+def shm_path(tmp_path):
+    """A region file name no other test uses, removed afterwards."""
+    path = region_file(tmp_path)
+    yield path
+    path.unlink(missing_ok=True)

@@ -152,6 +152,17 @@ class Charon:
             time.sleep(0.1)
         self.swanctl("--load-all", "--file", str(self.conf))
 
+    def __enter__(self) -> Charon:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()     # a half-started charon still has a process and a temp directory
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def swanctl(self, *args: str, timeout: float = 20) -> str:
         out = subprocess.run(["ip", "netns", "exec", self.ns, SWANCTL, *args, "--uri", f"unix://{self.vici}"],
                              capture_output=True, text=True, timeout=timeout)

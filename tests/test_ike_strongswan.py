@@ -36,6 +36,23 @@ OUR_TS, THEIR_TS = "10.1.0.0/16", "10.2.0.0/16"
 OUR_HOST, THEIR_HOST = "10.1.0.1", "10.2.0.1"
 
 
+def our_config(ike: str, esp: str) -> IkeConfig:
+    """Our side (gw-a, OUR_TS) of the one connection every interop test runs, with one child "net"."""
+    return IkeConfig(Identity.from_string("gw-a.example"), PSK.encode(), Identity.from_string("gw-b.example"),
+                     ike_proposals=ike, children=[ChildConfig("net", [TrafficSelectorEntry.from_network(OUR_TS)],
+                                                              [TrafficSelectorEntry.from_network(THEIR_TS)],
+                                                              esp_proposals=esp)],
+                     retransmit_timeout=1.0, retransmit_tries=3)
+
+
+def charon_peer(net: NetnsPair, ike: str, esp: str, **conf_extra: str) -> Charon:
+    """charon in net's namespace b as gw-b (THEIR_TS, with THEIR_HOST on its loopback); not started."""
+    net.add_lo_address(net.b, f"{THEIR_HOST}/32")
+    return Charon(net.b, swanctl_conf(local=net.b_ip, remote=net.a_ip, local_id="gw-b.example",
+                                      remote_id="gw-a.example", psk=PSK, ike=ike, esp=esp,
+                                      local_ts=THEIR_TS, remote_ts=OUR_TS, **conf_extra))
+
+
 def icmp_echo(src: str, dst: str, ident: int, seq: int, request: bool = True) -> bytes:
     body = struct.pack("!BBHHH", 8 if request else 0, 0, 0, ident, seq) + b"ipsecgw-interop" * 2
     body = body[:2] + struct.pack("!H", inet_checksum(body)) + body[4:]
@@ -64,11 +81,7 @@ async def _initiator_session(a_ip: str, b_ip: str, charon_ns: str, ike: str, esp
     ep = IkeUdpEndpoint(a_ip, (500, 4500), on_event=on_event, on_esp=on_esp)
     await ep.start()
     try:
-        cfg = IkeConfig(Identity.from_string("gw-a.example"), PSK.encode(), Identity.from_string("gw-b.example"),
-                        ike_proposals=ike, children=[ChildConfig("net", [TrafficSelectorEntry.from_network(OUR_TS)],
-                                                                 [TrafficSelectorEntry.from_network(THEIR_TS)],
-                                                                 esp_proposals=esp)],
-                        retransmit_timeout=1.0, retransmit_tries=3)
+        cfg = our_config(ike, esp)
         ep.initiate(cfg, b_ip)
         await asyncio.wait_for(got.wait(), 15)
         child = next((e for e in events if isinstance(e, ChildSaEstablished)), None)
@@ -129,17 +142,10 @@ async def _initiator_session(a_ip: str, b_ip: str, charon_ns: str, ike: str, esp
 def test_our_initiator_with_charon_responder(ike: str, esp: str) -> None:
     tag = f"ikeS{os.getpid() % 100000}"
     with NetnsPair(tag) as net:
-        net.add_lo_address(net.b, f"{THEIR_HOST}/32")
-        charon = Charon(net.b, swanctl_conf(local=net.b_ip, remote=net.a_ip, local_id="gw-b.example",
-                                            remote_id="gw-a.example", psk=PSK, ike=ike, esp=esp,
-                                            local_ts=THEIR_TS, remote_ts=OUR_TS))
-        try:
-            charon.start()
+        with charon_peer(net, ike, esp) as charon:
             res = in_netns(net.a, lambda: asyncio.run(_initiator_session(net.a_ip, net.b_ip, net.b, ike, esp)))
             listing = charon.list_sas()
             log = charon.log_text()
-        finally:
-            charon.stop()
     events = res["events"]
     ike_up = next((e for e in events if isinstance(e, IkeSaEstablished)), None)
     assert ike_up is not None, f"events {events}\ncharon log:\n{log}"

@@ -13,11 +13,10 @@ import sys
 import time
 
 import pytest
-from strongswan import Charon, NetnsPair, in_netns, swanctl_conf, unavailable_reason
-from test_ike_strongswan import OUR_HOST, OUR_TS, PSK, THEIR_HOST, THEIR_TS, esp_in_udp
+from strongswan import Charon, NetnsPair, in_netns, unavailable_reason
+from test_ike_strongswan import OUR_HOST, THEIR_HOST, charon_peer, esp_in_udp, our_config
 
-from control.ike.config import ChildConfig, Identity, IkeConfig
-from control.ike.message import TrafficSelectorEntry
+from control.ike.config import IkeConfig
 from control.ike.sa import (
     ChildSaDeleted,
     ChildSaEstablished,
@@ -203,20 +202,9 @@ async def _scenario(a_ip: str, b_ip: str, charon: Charon, cfg: IkeConfig) -> dic
 def test_charon_initiates_then_rekeys_dpd_deletes(ike: str, esp: str) -> None:
     tag = f"ikeX{os.getpid() % 100000}"
     with NetnsPair(tag) as net:
-        net.add_lo_address(net.b, f"{THEIR_HOST}/32")
-        charon = Charon(net.b, swanctl_conf(local=net.b_ip, remote=net.a_ip, local_id="gw-b.example",
-                                            remote_id="gw-a.example", psk=PSK, ike=ike, esp=esp,
-                                            local_ts=THEIR_TS, remote_ts=OUR_TS, conn_extra="dpd_delay = 1s"))
-        cfg = IkeConfig(Identity.from_string("gw-a.example"), PSK.encode(), Identity.from_string("gw-b.example"),
-                        ike_proposals=ike, children=[ChildConfig("net", [TrafficSelectorEntry.from_network(OUR_TS)],
-                                                                 [TrafficSelectorEntry.from_network(THEIR_TS)],
-                                                                 esp_proposals=esp)],
-                        retransmit_timeout=1.0, retransmit_tries=3)
-        try:
-            charon.start()
-            res = in_netns(net.a, lambda: asyncio.run(_scenario(net.a_ip, net.b_ip, charon, cfg)))
-        finally:
-            charon.stop()
+        charon = charon_peer(net, ike, esp, conn_extra="dpd_delay = 1s")
+        with charon:
+            res = in_netns(net.a, lambda: asyncio.run(_scenario(net.a_ip, net.b_ip, charon, our_config(ike, esp))))
     assert res == {"ok": True}
 
 
@@ -244,22 +232,10 @@ def test_charon_rekeys_on_its_timers() -> None:
     ike, esp = "aes128gcm16-prfsha256-x25519", "aes128gcm16"
     tag = f"ikeT{os.getpid() % 100000}"
     with NetnsPair(tag) as net:
-        net.add_lo_address(net.b, f"{THEIR_HOST}/32")
-        charon = Charon(net.b, swanctl_conf(local=net.b_ip, remote=net.a_ip, local_id="gw-b.example",
-                                            remote_id="gw-a.example", psk=PSK, ike=ike, esp=esp,
-                                            local_ts=THEIR_TS, remote_ts=OUR_TS,
-                                            conn_extra="rekey_time = 4s\n        rand_time = 0s\n"
-                                                       "        over_time = 20s",
-                                            child_extra="rekey_time = 2s\n                rand_time = 0s\n"
-                                                        "                life_time = 20s"))
-        cfg = IkeConfig(Identity.from_string("gw-a.example"), PSK.encode(), Identity.from_string("gw-b.example"),
-                        ike_proposals=ike, children=[ChildConfig("net", [TrafficSelectorEntry.from_network(OUR_TS)],
-                                                                 [TrafficSelectorEntry.from_network(THEIR_TS)],
-                                                                 esp_proposals=esp)],
-                        retransmit_timeout=1.0, retransmit_tries=3)
-        try:
-            charon.start()
-            res = in_netns(net.a, lambda: asyncio.run(_timers(net.a_ip, net.b_ip, charon, cfg)))
-        finally:
-            charon.stop()
+        charon = charon_peer(net, ike, esp,
+                             conn_extra="rekey_time = 4s\n        rand_time = 0s\n        over_time = 20s",
+                             child_extra="rekey_time = 2s\n                rand_time = 0s\n"
+                                         "                life_time = 20s")
+        with charon:
+            res = in_netns(net.a, lambda: asyncio.run(_timers(net.a_ip, net.b_ip, charon, our_config(ike, esp))))
     assert res["ok"], res

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import random
 import time
-import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,14 +15,6 @@ from fastpath.shm import Capacities, FastpathRegion, ffi, lib, sa_to_params
 
 N_SA = 1_000_000
 N_SPD = 100_000
-
-
-@pytest.fixture
-def shm_path(tmp_path):
-    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else tmp_path
-    path = base / f"ipsecgw-test-{uuid.uuid4().hex}.shm"
-    yield path
-    path.unlink(missing_ok=True)
 
 
 @pytest.mark.slow   # 10 to 20 s here: a million slots and 100,000 policies are filled from Python

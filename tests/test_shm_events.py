@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
-import uuid
-from pathlib import Path
 
 import pytest
 
@@ -19,15 +16,13 @@ from fastpath.status import SAFlag, Status
 
 
 @pytest.fixture
-def pair():
-    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path("/tmp")
-    path = base / f"ipsecgw-test-{uuid.uuid4().hex}.shm"
+def pair(shm_path):
+    path = shm_path
     c = ControlRegion.create(path, Capacities(n_sa=64, n_spd=16, cmd_ring=16, evt_ring=16))
     f = FastpathRegion.attach(path)
     yield c, f
     f.close()
     c.close()
-    path.unlink(missing_ok=True)
 
 
 def _sa(spi=0x2000, **kw) -> SA:

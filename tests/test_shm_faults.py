@@ -9,10 +9,8 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
-from pathlib import Path
 
-import pytest
+from shm_helpers import child_env
 
 from control.shm import PROTECT, ControlRegion, Policy
 from fastpath import engines
@@ -21,7 +19,6 @@ from fastpath.sa import SA
 from fastpath.shm import Capacities, FastpathRegion, ffi, lib
 from fastpath.status import Status
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY = bytes(range(20))
 
 COMMON = textwrap.dedent("""
@@ -75,20 +72,6 @@ FASTPATH = COMMON + textwrap.dedent("""
 """)
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-@pytest.fixture
-def shm_path(tmp_path):
-    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else tmp_path
-    path = base / f"ipsecgw-test-{uuid.uuid4().hex}.shm"
-    yield path
-    path.unlink(missing_ok=True)
-
-
 def _packet() -> bytes:
     from scapy.layers.inet import IP, UDP
 
@@ -112,7 +95,7 @@ def _kill(proc: subprocess.Popen) -> None:
 
 def test_kill_control_fastpath_keeps_forwarding_and_control_reconciles(shm_path):
     ctl = subprocess.Popen([sys.executable, "-c", CONTROL, str(shm_path)], stdout=subprocess.PIPE, text=True,
-                           env=_env())
+                           env=child_env())
     try:
         assert ctl.stdout.readline().strip() == "ready"
         f = FastpathRegion.attach(shm_path)
@@ -182,7 +165,7 @@ def test_kill_fastpath_restart_resumes_same_sas_and_sequence_never_goes_back(shm
     out = c.install_sa(mk(0x1111, "192.0.2.1", "192.0.2.2"), "out")
     inb = c.install_sa(mk(0x2222, "192.0.2.2", "192.0.2.1"), "in")
     fp = subprocess.Popen([sys.executable, "-c", FASTPATH, str(shm_path)], stdout=subprocess.PIPE, text=True,
-                          env=_env())
+                          env=child_env())
     seen = 0
     try:
         for line in fp.stdout:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
-import uuid
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,13 +15,10 @@ from fastpath.shm import Capacities, RegionError, ffi, lib, sa_to_params
 
 
 @pytest.fixture
-def region():
-    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path("/tmp")
-    path = base / f"ipsecgw-test-{uuid.uuid4().hex}.shm"
-    r = ControlRegion.create(path, Capacities(n_sa=64, n_spd=4, cmd_ring=16, evt_ring=16))
+def region(shm_path):
+    r = ControlRegion.create(shm_path, Capacities(n_sa=64, n_spd=4, cmd_ring=16, evt_ring=16))
     yield r
     r.close()
-    path.unlink(missing_ok=True)
 
 
 @st.composite

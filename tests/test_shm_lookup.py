@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
-import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,18 +14,11 @@ from fastpath.sa import SA
 from fastpath.shm import Capacities, ffi, lib
 
 
-def _path() -> Path:
-    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path("/tmp")
-    return base / f"ipsecgw-test-{uuid.uuid4().hex}.shm"
-
-
 @pytest.fixture
-def region():
-    path = _path()
-    r = ControlRegion.create(path, Capacities(n_sa=64, n_spd=64, cmd_ring=1024, evt_ring=16))
+def region(shm_path):
+    r = ControlRegion.create(shm_path, Capacities(n_sa=64, n_spd=64, cmd_ring=1024, evt_ring=16))
     yield r
     r.close()
-    path.unlink(missing_ok=True)
 
 
 DSTS = ["192.0.2.1", "192.0.2.2", "2001:db8::1"]

@@ -6,7 +6,6 @@ import ipaddress
 import os
 import stat
 import struct
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,6 @@ from fastpath.shm import Capacities, FastpathRegion, RegionError, ffi, lib, para
 
 D = defines("shm.h")
 SMALL = Capacities(n_sa=32, n_spd=16, cmd_ring=16, evt_ring=16)
-
-
-@pytest.fixture
-def shm_path(tmp_path):
-    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else tmp_path
-    path = base / f"ipsecgw-test-{uuid.uuid4().hex}.shm"
-    yield path
-    path.unlink(missing_ok=True)
 
 
 def _sa(spi=0x1000, **kw) -> SA:

@@ -8,19 +8,14 @@ the same way, to show the test can see tearing when it happens.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
-import uuid
-from pathlib import Path
 
-import pytest
+from shm_helpers import child_env
 
 from control.shm import ControlRegion
 from fastpath.shm import Capacities
-
-ROOT = Path(__file__).resolve().parent.parent
 
 WRITER = textwrap.dedent("""
     import os, sys
@@ -64,31 +59,17 @@ READER = textwrap.dedent("""
 """)
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-@pytest.fixture
-def shm_path(tmp_path):
-    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else tmp_path
-    path = base / f"ipsecgw-test-{uuid.uuid4().hex}.shm"
-    yield path
-    path.unlink(missing_ok=True)
-
-
 def test_reader_never_sees_a_torn_slot(shm_path, tmp_path):
     n_slots = 4   # few slots: the reader and the writer collide on nearly every read
     region = ControlRegion.create(shm_path, Capacities(n_sa=n_slots, n_spd=16))
     stop = tmp_path / "stop"
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(shm_path), str(n_slots), str(stop)],
-                              stdout=subprocess.PIPE, text=True, env=_env())
+                              stdout=subprocess.PIPE, text=True, env=child_env())
     try:
         assert writer.stdout.readline().strip() == "ready"
         rounds = 1_000_000   # 4,000,000 reads
         reader = subprocess.run([sys.executable, "-c", READER, str(shm_path), str(n_slots), str(rounds), "300000"],
-                                capture_output=True, text=True, env=_env(), timeout=120)
+                                capture_output=True, text=True, env=child_env(), timeout=120)
         assert reader.returncode == 0, reader.stderr
     finally:
         stop.touch()

@@ -231,9 +231,8 @@ def skeyseed(prf_alg: int, ni: bytes, nr: bytes, g_ir: bytes) -> bytes:
     return prf(prf_alg, ni + nr, g_ir)
 
 
-def derive_ike_keys(suite: IkeSuite, ni: bytes, nr: bytes, g_ir: bytes, spi_i: bytes, spi_r: bytes) -> IkeKeys:
-    """RFC 7296 §2.14: SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr = prf+(SKEYSEED, Ni|Nr|SPIi|SPIr)."""
-    seed_key = skeyseed(suite.prf, ni, nr, g_ir)
+def _ike_keys(suite: IkeSuite, seed_key: bytes, ni: bytes, nr: bytes, spi_i: bytes, spi_r: bytes) -> IkeKeys:
+    """SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr), sized by suite."""
     plen = prf_len(suite.prf)
     alen = INTEG[suite.integ].key_len if suite.integ else 0
     elen = encr_key_len(suite.encr, suite.key_bits)
@@ -243,22 +242,18 @@ def derive_ike_keys(suite: IkeSuite, ni: bytes, nr: bytes, g_ir: bytes, spi_i: b
         parts.append(km[pos:pos + n])
         pos += n
     return IkeKeys(*parts)
+
+
+def derive_ike_keys(suite: IkeSuite, ni: bytes, nr: bytes, g_ir: bytes, spi_i: bytes, spi_r: bytes) -> IkeKeys:
+    """RFC 7296 §2.14: SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr = prf+(SKEYSEED, Ni|Nr|SPIi|SPIr)."""
+    return _ike_keys(suite, skeyseed(suite.prf, ni, nr, g_ir), ni, nr, spi_i, spi_r)
 
 
 def derive_rekeyed_ike_keys(old_prf: int, old_sk_d: bytes, suite: IkeSuite, ni: bytes, nr: bytes, g_ir: bytes,
                             spi_i: bytes, spi_r: bytes) -> IkeKeys:
     """RFC 7296 §2.18: SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr) with the *old* SA's PRF; the
     SK_* then come from prf+ of the *new* suite over Ni | Nr | SPIi | SPIr of the new SA."""
-    seed_key = prf(old_prf, old_sk_d, g_ir + ni + nr)
-    plen = prf_len(suite.prf)
-    alen = INTEG[suite.integ].key_len if suite.integ else 0
-    elen = encr_key_len(suite.encr, suite.key_bits)
-    km = prf_plus(suite.prf, seed_key, ni + nr + spi_i + spi_r, 3 * plen + 2 * alen + 2 * elen)
-    parts, pos = [], 0
-    for n in (plen, alen, alen, elen, elen, plen, plen):
-        parts.append(km[pos:pos + n])
-        pos += n
-    return IkeKeys(*parts)
+    return _ike_keys(suite, prf(old_prf, old_sk_d, g_ir + ni + nr), ni, nr, spi_i, spi_r)
 
 
 def child_keymat(prf_alg: int, sk_d: bytes, ni: bytes, nr: bytes, enc_len: int, integ_len: int,

@@ -170,6 +170,14 @@ def select_proposal(ours: list[Proposal], theirs: list[Proposal], *, strip_dh: b
     return None
 
 
+def with_group(proposals: list[Proposal], group: int) -> list[Proposal]:
+    """The proposals with every key exchange transform but group removed: what the peer's KE
+    payload (of group) already works with, so selection can prefer it over a retry."""
+    return [Proposal(p.num, p.protocol, p.spi,
+                     [t for t in p.transforms if t.type != TransformType.DH or t.id == group])
+            for p in proposals]
+
+
 def proposal_acceptable(ours: list[Proposal], chosen: Proposal, *, strip_dh: bool = False) -> bool:
     """Whether a responder's choice (one transform per type) is one we offered."""
     if len({t.type for t in chosen.transforms}) != len(chosen.transforms):

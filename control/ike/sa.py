@@ -492,14 +492,19 @@ class IkeSA:
 
     def dead(self, reason: str, *, rekeyed: bool = False) -> None:
         """The IKE SA ends after a Delete: its CHILD SAs go with it."""
+        if self._end(reason):
+            self.emit(IkeSaDeleted(self.spi_i, self.spi_r, reason, rekeyed or self.redundant))
+
+    def _end(self, reason: str) -> bool:
+        """Remove the CHILD SAs and drop all work: False if the IKE SA had already ended."""
         if self.state == State.DEAD:
-            return
+            return False
         for c in list(self.children):
             self.remove_child(c, reason)
         self.state = State.DEAD
         self._outstanding = None
         self._tasks.clear()
-        self.emit(IkeSaDeleted(self.spi_i, self.spi_r, reason, rekeyed or self.redundant))
+        return True
 
     def _flags(self, response: bool) -> int:
         return (Flag.INITIATOR if self.initiator else 0) | (Flag.RESPONSE if response else 0)
@@ -786,14 +791,7 @@ class IkeSA:
         self._start_next(now)
 
     def _fail(self, notify: int, reason: str, quiet: bool = False) -> None:
-        if self.state == State.DEAD:
-            return
-        for c in list(self.children):
-            self.remove_child(c, reason)
-        self.state = State.DEAD
-        self._outstanding = None
-        self._tasks.clear()
-        if not quiet:
+        if self._end(reason) and not quiet:
             self.emit(IkeSaFailed(notify, reason))
 
 

@@ -17,14 +17,9 @@ import numpy as np
 from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
 from fastpath.batch import Batch
 from fastpath.engines.base import Engine, EngineError, SAStats
-from fastpath.sa import SA, Direction, Mode, TrafficSelector
+from fastpath.sa import SA, Direction
+from fastpath.sa_params import sa_to_params
 from fastpath.status import N_STATUS, SAFlag, Status
-
-_DF = {"copy": 0, "set": 1, "clear": 2}
-_ECN = {"normal": 0, "compat": 1}
-_FLOWLABEL = {"copy": 0, "zero": 1}
-_DSCP_COPY = 255
-_U64 = 2**64 - 1
 
 
 def load_module(name: str) -> tuple[Any, Any, ImportError | None]:
@@ -41,53 +36,6 @@ def probe_module(name: str, ffi: Any, lib: Any, error: ImportError | None) -> tu
     if lib is None:
         return False, f"{name} not importable: {error}"
     return True, ffi.string(lib.ipsg_backend_version()).decode()
-
-
-def _fill_ts(ffi: Any, dst: Any, selectors: list[TrafficSelector]) -> None:
-    for i, ts in enumerate(selectors):
-        c = dst[i]
-        c.family = ts.version
-        c.proto = ts.proto
-        c.port_lo = ts.port_lo
-        c.port_hi = ts.port_hi
-        ffi.memmove(c.addr_lo, ts.start.packed, len(ts.start.packed))
-        ffi.memmove(c.addr_hi, ts.end.packed, len(ts.end.packed))
-
-
-def sa_params(ffi: Any, sa: SA, direction: Direction) -> Any:
-    """A zero-initialised ``struct ipsg_sa_params *`` describing sa; the caller zeroes it after use."""
-    p = ffi.new("struct ipsg_sa_params *")
-    p.spi = sa.spi
-    p.direction = 1 if direction == Direction.IN else 0
-    p.mode = 1 if sa.mode == Mode.TRANSPORT else 0
-    p.family = sa.src.version
-    p.esn = int(sa.esn)
-    p.enc = sa.enc_alg.code
-    p.integ = sa.integ_alg.code if sa.integ_alg else 0
-    p.enc_key_len = len(sa.enc_key)
-    p.integ_key_len = len(sa.integ_key)
-    ffi.memmove(p.enc_key, sa.enc_key, len(sa.enc_key))
-    ffi.memmove(p.integ_key, sa.integ_key, len(sa.integ_key))
-    ffi.memmove(p.src, sa.src.packed, len(sa.src.packed))
-    ffi.memmove(p.dst, sa.dst.packed, len(sa.dst.packed))
-    p.udp_encap = int(sa.udp_encap)
-    p.ttl = sa.ttl
-    p.df = _DF[sa.df]
-    p.dscp = _DSCP_COPY if sa.dscp is None else sa.dscp
-    p.ecn = _ECN[sa.ecn]
-    p.flowlabel = _FLOWLABEL[sa.flowlabel]
-    p.sport = sa.sport
-    p.dport = sa.dport
-    p.replay_window = sa.replay_window
-    p.seq = sa.seq & _U64  # ESN 2^64 (exhausted) travels as 0
-    lt = sa.lifetime
-    p.soft_bytes, p.hard_bytes = lt.soft_bytes & _U64, lt.hard_bytes & _U64
-    p.soft_packets, p.hard_packets = lt.soft_packets & _U64, lt.hard_packets & _U64
-    p.n_local_ts = len(sa.local_ts)
-    p.n_remote_ts = len(sa.remote_ts)
-    _fill_ts(ffi, p.local_ts, sa.local_ts)
-    _fill_ts(ffi, p.remote_ts, sa.remote_ts)
-    return p
 
 
 def _check_array(arr: np.ndarray, dtype: type, n: int, name: str) -> None:
@@ -136,7 +84,7 @@ class CBatchEngine(Engine):
             raise EngineError(f"SA index {index} outside 0..{self.capacity - 1}")
         if sa.enc not in self.algorithms or (sa.integ and sa.integ not in self.algorithms):
             raise EngineError(f"{self.name} engine does not serve {sa.enc}/{sa.integ}")
-        p = sa_params(ffi, sa, Direction(direction))
+        p = sa_to_params(ffi, sa, Direction(direction))
         try:
             rc = lib.ipsg_sa_add(e, index, p, self._err, len(self._err))
         finally:
@@ -230,4 +178,4 @@ class CBatchEngine(Engine):
             pass
 
 
-__all__ = ["CBatchEngine", "load_module", "probe_module", "sa_params"]
+__all__ = ["CBatchEngine", "load_module", "probe_module"]

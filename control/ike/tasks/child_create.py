@@ -25,10 +25,17 @@ from control.ike.message import (
     TrafficSelectorEntry,
     TSPayload,
 )
-from control.ike.proposals import ProposalError, esp_suite, offered_groups, proposal_acceptable, select_proposal
+from control.ike.proposals import (
+    ProposalError,
+    esp_suite,
+    offered_groups,
+    proposal_acceptable,
+    select_proposal,
+    with_group,
+)
 from control.ike.sa import ChildSaEstablished, ChildSaFailed, ChildState, IkeError, random_esp_spi
-from control.ike.tasks.ike_auth import install_child
-from control.ike.ts import covered, narrow
+from control.ike.tasks.ike_auth import accept_selectors, esp_choice, install_child
+from control.ike.ts import narrow
 from fastpath.sa import Mode
 
 if TYPE_CHECKING:
@@ -41,6 +48,17 @@ MAX_KE_RETRIES = 2
 def dh_group(p: Proposal) -> int:
     """The proposal's key exchange group, 0 for none."""
     return next((t.id for t in p.of_type(TransformType.DH) if t.id), 0)
+
+
+def _child_payloads(msg: Message, what: str) -> tuple[SAPayload, NoncePayload, Payload | None, TSPayload, TSPayload]:
+    """SA, Nonce, KE (optional) and TSi/TSr of a CREATE_CHILD_SA request or response."""
+    sa_p, nonce, ke = msg.get(SAPayload), msg.get(NoncePayload), msg.get(KEPayload)
+    tsi, tsr = msg.get(TSPayload, initiator=True), msg.get(TSPayload, initiator=False)
+    if sa_p is None or nonce is None or tsi is None or tsr is None:
+        raise IkeError(Notify.INVALID_SYNTAX, f"CREATE_CHILD_SA {what} lacks SA, Nonce, TSi or TSr")
+    assert isinstance(sa_p, SAPayload) and isinstance(nonce, NoncePayload)
+    assert isinstance(tsi, TSPayload) and isinstance(tsr, TSPayload)
+    return sa_p, nonce, ke, tsi, tsr
 
 
 class ChildCreateInitiator:
@@ -114,12 +132,7 @@ class ChildCreateInitiator:
 
     def _accept(self, sa: IkeSA, msg: Message) -> tuple[ChildSaEstablished, bytes]:
         assert self.config is not None and self.state is not None
-        sa_p, nonce, ke = msg.get(SAPayload), msg.get(NoncePayload), msg.get(KEPayload)
-        tsi, tsr = msg.get(TSPayload, initiator=True), msg.get(TSPayload, initiator=False)
-        if sa_p is None or nonce is None or tsi is None or tsr is None:
-            raise IkeError(Notify.INVALID_SYNTAX, "CREATE_CHILD_SA response lacks SA, Nonce, TSi or TSr")
-        assert isinstance(sa_p, SAPayload) and isinstance(nonce, NoncePayload)
-        assert isinstance(tsi, TSPayload) and isinstance(tsr, TSPayload)
+        sa_p, nonce, ke, tsi, tsr = _child_payloads(msg, "response")
         if len(sa_p.proposals) != 1 or len(sa_p.proposals[0].spi) != 4:
             raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder's SA payload is not one ESP proposal")
         prop = sa_p.proposals[0]
@@ -142,12 +155,7 @@ class ChildCreateInitiator:
                 g_ir = self.ke.shared(ke.data)
             except CryptoError as exc:
                 raise IkeError(Notify.INVALID_SYNTAX, str(exc)) from None
-        lts, rts = self.selectors()
-        if not all(covered(t, lts) for t in tsi.selectors) or not all(covered(t, rts) for t in tsr.selectors):
-            raise IkeError(Notify.TS_UNACCEPTABLE, "responder widened the traffic selectors")
-        if bool(msg.notifies(Notify.USE_TRANSPORT_MODE)) != (self.config.mode == Mode.TRANSPORT):
-            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder did not agree on the mode")
-        self.state.local_ts, self.state.remote_ts = list(tsi.selectors), list(tsr.selectors)
+        accept_selectors(self.state, msg, tsi, tsr, *self.selectors(), self.config.mode)
         event = install_child(sa, self.state, exchange_initiator=True, nonce_i=self.nonce, nonce_r=nonce.data,
                               g_ir=g_ir, rekey_of=self.rekey_of())
         return event, nonce.data
@@ -186,12 +194,7 @@ class ChildCreateResponder:
             return [NotifyPayload(exc.notify, exc.data)]
 
     def _negotiate(self, sa: IkeSA, msg: Message) -> list[Payload]:
-        sa_p, nonce, ke = msg.get(SAPayload), msg.get(NoncePayload), msg.get(KEPayload)
-        tsi, tsr = msg.get(TSPayload, initiator=True), msg.get(TSPayload, initiator=False)
-        if sa_p is None or nonce is None or tsi is None or tsr is None:
-            raise IkeError(Notify.INVALID_SYNTAX, "CREATE_CHILD_SA request lacks SA, Nonce, TSi or TSr")
-        assert isinstance(sa_p, SAPayload) and isinstance(nonce, NoncePayload)
-        assert isinstance(tsi, TSPayload) and isinstance(tsr, TSPayload)
+        sa_p, nonce, ke, tsi, tsr = _child_payloads(msg, "request")
         transport = bool(msg.notifies(Notify.USE_TRANSPORT_MODE))
         notify, reason, data = Notify.TS_UNACCEPTABLE, "no child matches the traffic selectors", b""
         for child in self.candidates(sa):
@@ -204,10 +207,7 @@ class ChildCreateResponder:
             chosen = None
             if isinstance(ke, KEPayload):
                 # prefer a proposal that works with the KE the initiator already sent
-                with_ke = [Proposal(p.num, p.protocol, p.spi,
-                                    [t for t in p.transforms if t.type != TransformType.DH or t.id == ke.group])
-                           for p in sa_p.proposals]
-                chosen = select_proposal(ours, with_ke)
+                chosen = select_proposal(ours, with_group(sa_p.proposals, ke.group))
             if chosen is None:
                 chosen = select_proposal(ours, sa_p.proposals)
                 if chosen is not None and dh_group(chosen):
@@ -215,16 +215,10 @@ class ChildCreateResponder:
                     notify, reason, data = (Notify.INVALID_KE_PAYLOAD, f"CHILD SA needs a KE of group {group}",
                                             struct.pack("!H", group))
                     break
-            if chosen is None or len(chosen.spi) != 4 or int.from_bytes(chosen.spi, "big") < 256:
-                notify, reason = Notify.NO_PROPOSAL_CHOSEN, f"no acceptable ESP proposal for {child.name}"
-                continue
             try:
-                suite = esp_suite(chosen)
-            except ProposalError as exc:
-                notify, reason = Notify.NO_PROPOSAL_CHOSEN, str(exc)
-                continue
-            if transport != (child.mode == Mode.TRANSPORT):
-                notify, reason = Notify.NO_PROPOSAL_CHOSEN, f"mode mismatch for {child.name}"
+                suite = esp_choice(child, chosen, transport)
+            except IkeError as exc:
+                notify, reason = exc.notify, str(exc)
                 continue
             g_ir, my_ke = b"", None
             group = dh_group(chosen)

@@ -20,7 +20,7 @@ from control.ike.message import (
     TrafficSelectorEntry,
     TSPayload,
 )
-from control.ike.proposals import ProposalError, esp_suite, proposal_acceptable, select_proposal
+from control.ike.proposals import EspSuite, ProposalError, esp_suite, proposal_acceptable, select_proposal
 from control.ike.sa import (
     ChildSaEstablished,
     ChildSaFailed,
@@ -107,6 +107,32 @@ def install_child(sa: IkeSA, child: ChildState, *, exchange_initiator: bool | No
     return ChildSaEstablished(child.config.name, inbound, outbound, s, child.local_ts, child.remote_ts, rekey_of)
 
 
+def esp_choice(child: ChildConfig, chosen: Proposal | None, transport: bool) -> EspSuite:
+    """A responder's checks on the ESP proposal it chose for child (None: none fitted): the suite,
+    or IkeError with what to refuse the child with."""
+    if chosen is None or len(chosen.spi) != 4 or int.from_bytes(chosen.spi, "big") < 256:
+        raise IkeError(Notify.NO_PROPOSAL_CHOSEN, f"no acceptable ESP proposal for {child.name}")
+    try:
+        suite = esp_suite(chosen)
+    except ProposalError as exc:
+        raise IkeError(Notify.NO_PROPOSAL_CHOSEN, str(exc)) from None
+    if transport != (child.mode == Mode.TRANSPORT):
+        raise IkeError(Notify.NO_PROPOSAL_CHOSEN, f"mode mismatch for {child.name}")
+    return suite
+
+
+def accept_selectors(state: ChildState, msg: Message, tsi: TSPayload, tsr: TSPayload,
+                     local_ts: list[TrafficSelectorEntry], remote_ts: list[TrafficSelectorEntry], mode: Mode) -> None:
+    """An initiator's checks on the responder's TSi/TSr (within what it asked for) and mode;
+    the selectors then become the CHILD SA's."""
+    if not all(covered(t, local_ts) for t in tsi.selectors) or \
+            not all(covered(t, remote_ts) for t in tsr.selectors):
+        raise IkeError(Notify.TS_UNACCEPTABLE, "responder widened the traffic selectors")
+    if bool(msg.notifies(Notify.USE_TRANSPORT_MODE)) != (mode == Mode.TRANSPORT):
+        raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder did not agree on the mode")
+    state.local_ts, state.remote_ts = list(tsi.selectors), list(tsr.selectors)
+
+
 def _esp_offer(child: ChildConfig, spi: int) -> list[Proposal]:
     # the first CHILD SA has no KE payload, so no key exchange transforms are offered
     return [Proposal(p.num, ProtocolId.ESP, spi.to_bytes(4, "big"),
@@ -169,13 +195,7 @@ class IkeAuthInitiator:
         self.state.spi_out = int.from_bytes(sa_p.proposals[0].spi, "big")
         if self.state.spi_out < 256:
             raise IkeError(Notify.INVALID_SYNTAX, "responder's ESP SPI is reserved")
-        if not all(covered(t, self.child.local_ts) for t in tsi.selectors) or \
-                not all(covered(t, self.child.remote_ts) for t in tsr.selectors):
-            raise IkeError(Notify.TS_UNACCEPTABLE, "responder widened the traffic selectors")
-        transport = bool(msg.notifies(Notify.USE_TRANSPORT_MODE))
-        if transport != (self.child.mode == Mode.TRANSPORT):
-            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder did not agree on the mode")
-        self.state.local_ts, self.state.remote_ts = list(tsi.selectors), list(tsr.selectors)
+        accept_selectors(self.state, msg, tsi, tsr, self.child.local_ts, self.child.remote_ts, self.child.mode)
         return install_child(sa, self.state)
 
 
@@ -205,16 +225,10 @@ class IkeAuthResponder:
             chosen = select_proposal([Proposal(p.num, p.protocol, b"", [t for t in p.transforms
                                                                          if t.type != TransformType.DH])
                                       for p in child.proposals], sa_p.proposals, strip_dh=True)
-            if chosen is None or len(chosen.spi) != 4 or int.from_bytes(chosen.spi, "big") < 256:
-                notify, reason = Notify.NO_PROPOSAL_CHOSEN, f"no acceptable ESP proposal for {child.name}"
-                continue
             try:
-                suite = esp_suite(chosen)
-            except ProposalError as exc:
-                notify, reason = Notify.NO_PROPOSAL_CHOSEN, str(exc)
-                continue
-            if transport != (child.mode == Mode.TRANSPORT):
-                notify, reason = Notify.NO_PROPOSAL_CHOSEN, f"mode mismatch for {child.name}"
+                suite = esp_choice(child, chosen, transport)
+            except IkeError as exc:
+                notify, reason = exc.notify, str(exc)
                 continue
             state = ChildState(child, random_esp_spi(), int.from_bytes(chosen.spi, "big"), suite, n_r, n_i)
             event = install_child(sa, state)
@@ -228,4 +242,5 @@ class IkeAuthResponder:
         return payloads + [NotifyPayload(notify)]
 
 
-__all__ = ["IkeAuthInitiator", "IkeAuthResponder", "psk_auth", "install_child", "TrafficSelectorEntry"]
+__all__ = ["IkeAuthInitiator", "IkeAuthResponder", "psk_auth", "install_child", "esp_choice", "accept_selectors",
+           "TrafficSelectorEntry"]

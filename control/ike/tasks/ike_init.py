@@ -19,6 +19,7 @@ from control.ike.proposals import (
     offered_groups,
     proposal_acceptable,
     select_proposal,
+    with_group,
 )
 from control.ike.sa import IkeError
 
@@ -139,10 +140,7 @@ class IkeInitResponder:
         assert isinstance(sa_p, SAPayload) and isinstance(ke, KEPayload) and isinstance(nonce, NoncePayload)
         ours = sa.config.proposals
         # prefer a proposal that works with the KE the initiator already sent
-        with_ke = [Proposal(p.num, p.protocol, p.spi,
-                            [t for t in p.transforms if t.type != TransformType.DH or t.id == ke.group])
-                   for p in sa_p.proposals]
-        chosen = select_proposal(ours, with_ke)
+        chosen = select_proposal(ours, with_group(sa_p.proposals, ke.group))
         if chosen is None:
             other = select_proposal(ours, sa_p.proposals)
             if other is None:

@@ -15,7 +15,14 @@ import struct
 from control.ike.constants import ExchangeType, Notify, ProtocolId, TransformType, notify_name
 from control.ike.crypto import CryptoError, KeyExchange, derive_rekeyed_ike_keys
 from control.ike.message import KEPayload, Message, NoncePayload, NotifyPayload, Payload, Proposal, SAPayload
-from control.ike.proposals import ProposalError, ike_suite, offered_groups, proposal_acceptable, select_proposal
+from control.ike.proposals import (
+    ProposalError,
+    ike_suite,
+    offered_groups,
+    proposal_acceptable,
+    select_proposal,
+    with_group,
+)
 from control.ike.sa import IkeError, IkeSA, IkeSaRekeyed, State, lowest_nonce_wins, random_spi
 from control.ike.tasks.ike_delete import IkeDeleteInitiator
 
@@ -165,10 +172,7 @@ class IkeRekeyResponder:
         if not isinstance(sa_p, SAPayload) or not isinstance(nonce, NoncePayload) or not isinstance(ke, KEPayload):
             raise IkeError(Notify.INVALID_SYNTAX, "IKE rekey request lacks SA, Nonce or KE")
         ours = [Proposal(p.num, ProtocolId.IKE, b"", list(p.transforms)) for p in sa.config.proposals]
-        with_ke = [Proposal(p.num, p.protocol, p.spi,
-                            [t for t in p.transforms if t.type != TransformType.DH or t.id == ke.group])
-                   for p in sa_p.proposals]
-        chosen = select_proposal(ours, with_ke)
+        chosen = select_proposal(ours, with_group(sa_p.proposals, ke.group))
         if chosen is None:
             other = select_proposal(ours, sa_p.proposals)
             if other is None:
