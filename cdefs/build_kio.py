@@ -22,9 +22,9 @@ _ROOT = str(HERE.parent) + "/" if __name__ == "__main__" else ""
 ffibuilder.set_source(
     "fastpath._kio",
     '#include "kio.h"\n',
-    sources=[_ROOT + "cdefs/kio.c"],
+    sources=[_ROOT + "cdefs/kio.c", _ROOT + "cdefs/kio_gso.c"],
     include_dirs=[_ROOT + "cdefs"],
-    depends=[_ROOT + "cdefs/kio.h", _ROOT + "cdefs/shm.h", _ROOT + "cdefs/esp.h"],
+    depends=[_ROOT + "cdefs/kio.h", _ROOT + "cdefs/kio_util.h", _ROOT + "cdefs/shm.h", _ROOT + "cdefs/esp.h"],
     extra_compile_args=["-O2", "-march=x86-64-v2", "-Wall", "-Wno-unused-function"],
 )
 

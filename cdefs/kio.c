@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "kio.h"
+#include "kio_util.h"
 #include "shm.h"
 
 _Static_assert(sizeof(struct kio_spd_result) == sizeof(struct ipsg_spd_result), "spd result layout");
@@ -22,33 +23,6 @@ typedef int (*acquire_fn)(void *, uint32_t, uint8_t, const uint8_t *, const uint
                           uint64_t);
 
 #define CHUNK 256
-#define PROBE_MAGIC0 0x49505347u   /* "IPSG" */
-#define PROBE_MAGIC1 0x50524f42u   /* "PROB" */
-
-static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static inline uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
-static inline void wr16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = (uint8_t)v; }
-static inline void wr32(uint8_t *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = (uint8_t)v; }
-
-static inline uint8_t *slot_data(const struct kio_batch *b, uint32_t i) {
-    return b->buf + (uint64_t)i * b->slot_size + b->headroom;
-}
-
-static inline uint32_t room(const struct kio_batch *b) { return b->slot_size - b->headroom - b->tailroom; }
-
-static uint32_t csum_add(uint32_t sum, const uint8_t *p, uint32_t n) {
-    for (; n > 1; n -= 2, p += 2)
-        sum += rd16(p);
-    if (n)
-        sum += (uint32_t)p[0] << 8;
-    return sum;
-}
-
-static uint16_t csum_fold(uint32_t sum) {
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
-    return (uint16_t)~sum;
-}
 
 /* ---- TUN --------------------------------------------------------------------------------- */
 
@@ -120,34 +94,13 @@ int kio_recv_udp4(int fd, struct kio_batch *b, uint32_t start, uint32_t max, con
     for (i = 0, j = start; i < (uint32_t)r; i++) {
         uint8_t *pay = slot_data(b, start + i), *dst, *h;
         uint32_t plen = m[i].msg_len;
-        if (plen >= 4 && rd32(pay) == 0) {
-            (*ike)++;                          /* IKE reached the wrong socket: steering needs a look */
+        if (!udp_payload_kind(pay, plen, ike, probe))
             continue;
-        }
-        if (plen == 16 && rd32(pay) == PROBE_MAGIC0 && rd32(pay + 4) == PROBE_MAGIC1) {
-            *probe = (uint64_t)rd32(pay + 8) << 32 | rd32(pay + 12);
-            continue;
-        }
-        if (plen == 1 && pay[0] == 0xff)
-            continue;                          /* NAT keepalive */
         dst = slot_data(b, j);
         if (j != start + i)
             memmove(dst, pay, plen);           /* close the gap an IKE datagram left */
         h = dst - 28;
-        h[0] = 0x45;
-        h[1] = 0;
-        wr16(h + 2, (uint16_t)(plen + 28));
-        wr32(h + 4, 0);
-        h[8] = 64;
-        h[9] = IPPROTO_UDP;
-        wr16(h + 10, 0);
-        memcpy(h + 12, &from[i].sin_addr, 4);
-        memcpy(h + 16, local_addr, 4);
-        wr16(h + 10, csum_fold(csum_add(0, h, 20)));
-        memcpy(h + 20, &from[i].sin_port, 2);
-        wr16(h + 22, local_port);
-        wr16(h + 24, (uint16_t)(plen + 8));
-        wr16(h + 26, 0);
+        udp4_outer(h, &from[i], local_addr, local_port, plen);
         b->off[j] = (uint32_t)(h - b->buf);
         b->len[j] = plen + 28;
         b->sa[j] = KIO_NO_SA;

@@ -112,4 +112,63 @@ uint32_t kio_classify(struct kio_cls *c, struct kio_batch *b, uint32_t n, uint8_
 uint32_t kio_move(const struct kio_batch *src, uint32_t n, const uint8_t *sel, uint8_t want,
                   struct kio_batch *dst, uint32_t dst_start);
 
+/* ---- offloads (cdefs/kio_gso.c) -----------------------------------------------------------
+ * The TUN is opened with IFF_VNET_HDR and TUNSETOFFLOAD(CSUM | TSO4 | TSO6): one read returns a TCP
+ * super-segment of up to 64 KiB behind a 10-byte struct virtio_net_hdr, and one write can hand the
+ * kernel such a super-segment built from many decrypted segments.  The protected side sends runs of
+ * equal-size ESP-in-UDP datagrams with UDP_SEGMENT and receives coalesced ones with UDP_GRO. */
+#define KIO_VNET_HDR_LEN 10
+#define KIO_GSO_MAX 65535
+
+/* One pending TUN read (virtio_net_hdr + packet) being cut into batch slots. */
+struct kio_tun_rx {
+    uint8_t *buf;            /* KIO_VNET_HDR_LEN + KIO_GSO_MAX bytes */
+    uint32_t len;            /* bytes in buf; 0 = nothing pending */
+    uint32_t next;           /* next segment to emit */
+    uint64_t reads;          /* out: read() calls that returned a packet */
+    uint64_t gso_reads;      /* out: ... of which were TCP super-segments */
+    uint64_t segments;       /* out: packets emitted into slots */
+    uint64_t bad;            /* out: reads dropped (unknown GSO type, bad headers, segment bigger than a slot) */
+};
+
+/* TUN with IFF_VNET_HDR: fill slots start.. (up to max packets) with the pending packet's remaining
+ * segments, then with new reads; a super-segment that does not fit the slots left stays pending for
+ * the next call.  Segments are whole IP packets with correct lengths, IPv4 IDs and checksums, TCP
+ * sequence numbers and flags (FIN/PSH on the last segment only, CWR on the first only).
+ * Returns packets emitted or -errno. */
+int kio_tun_read_vnet(int fd, struct kio_batch *b, uint32_t start, uint32_t max, struct kio_tun_rx *rx);
+/* The segmentation step alone (rx->buf holds a virtio_net_hdr + packet): packets emitted. */
+uint32_t kio_vnet_emit(struct kio_tun_rx *rx, struct kio_batch *b, uint32_t start, uint32_t max);
+
+/* Counters of kio_tun_write_vnet. */
+struct kio_tun_tx {
+    uint64_t writes;         /* write calls */
+    uint64_t packets;        /* packets they carried */
+    uint64_t failed;         /* packets the kernel refused (a full queue drops them) */
+};
+
+/* TUN with IFF_VNET_HDR: write packets i < n with sel[i] == want, coalescing runs of in-order TCP
+ * segments of one flow (verified checksums, identical headers but for length/ID/sequence, equal sizes
+ * but the last) into one GSO write; headers of the first packet of a run are rewritten in place.
+ * Returns packets delivered. */
+int kio_tun_write_vnet(int fd, struct kio_batch *b, uint32_t n, const uint8_t *sel, uint8_t want,
+                       struct kio_tun_tx *tx);
+/* The coalescing step alone: how many packets from index i (selected ones, in order) join packet i's
+ * run (1 = alone), and the virtio_net_hdr (10 bytes) for it written to hdr; rewrites packet i's headers
+ * when the run is longer than 1.  For tests. */
+uint32_t kio_coalesce(struct kio_batch *b, uint32_t n, const uint8_t *sel, uint8_t want, uint32_t i, uint8_t *hdr);
+
+/* sendmmsg like kio_send, but runs of ESP-in-UDP packets to one destination whose UDP payloads have one
+ * size (the last may be shorter) go out as one message with UDP_SEGMENT. */
+int kio_send_gso(int raw_fd, int udp_fd, uint16_t udp_port, const struct kio_batch *b, uint32_t n,
+                 const uint8_t *sel, uint8_t want, uint64_t *failed);
+
+/* UDP socket with UDP_GRO: like kio_recv_udp4, but a coalesced datagram (its segment size in the
+ * UDP_GRO control message) is split into one slot per segment.  scratch: max_msgs * KIO_GSO_MAX bytes.
+ * Reads only as many bundles (64 segments at most each) as the free slots surely take; *dropped counts
+ * segments that found no slot anyway (batches under 64 slots). */
+int kio_recv_udp4_gro(int fd, struct kio_batch *b, uint32_t start, uint32_t max, const uint8_t *local_addr,
+                      uint16_t local_port, uint64_t *ike, uint64_t *probe, uint64_t *dropped, uint8_t *scratch,
+                      uint32_t max_msgs);
+
 #endif

@@ -10,7 +10,7 @@ Layout (see examples/ and docs/daemon.md)::
 
     gateway:      shm {path, sa_capacity, policy_capacity, ring_size}, control_socket,
                   ike_port, natt_port, export_keys, log_level,
-                  fastpath {io, engine, tun, tun_mtu, tun_addrs, outer_mtu, batch, hold}
+                  fastpath {io, engine, tun, tun_mtu, tun_addrs, outer_mtu, batch, hold, offload}
     connections:  NAME: local_addrs, remote_addrs, remote_port, remote_natt_port, proposals,
                   encap, dpd_delay, rekey_time, local {auth, id, certs}, remote {auth, id, cacerts},
                   children: NAME: local_ts, remote_ts, esp_proposals, mode, start_action,
@@ -125,6 +125,7 @@ class GatewayConfig:
     natt_port: int = 4500
     export_keys: bool = False
     log_level: str = "info"
+    log_file: str = ""              # `ipsecgw run` logs here (appended) instead of stderr; "" = stderr
     fastpath: FastpathConfig = field(default_factory=lambda: FastpathConfig())
 
 
@@ -139,6 +140,7 @@ class FastpathConfig:
     outer_mtu: int = 1500
     batch: int = 256                # packets per batch
     hold: int = 64                  # packets held per gateway while an ACQUIRE is answered; 0 = drop them
+    offload: bool = True            # TUN TSO/GSO (IFF_VNET_HDR), UDP_SEGMENT and UDP_GRO (docs/fastpath.md)
 
 
 @dataclass
@@ -404,8 +406,9 @@ def _parse_secret(node: _Node) -> bytes | None:
 
 # -- sections -------------------------------------------------------------------------------
 
-_GATEWAY_KEYS = ("shm", "control_socket", "ike_port", "natt_port", "export_keys", "log_level", "fastpath")
-_FASTPATH_KEYS = ("io", "engine", "tun", "tun_mtu", "tun_addrs", "outer_mtu", "batch", "hold")
+_GATEWAY_KEYS = ("shm", "control_socket", "ike_port", "natt_port", "export_keys", "log_level", "log_file",
+                 "fastpath")
+_FASTPATH_KEYS = ("io", "engine", "tun", "tun_mtu", "tun_addrs", "outer_mtu", "batch", "hold", "offload")
 _IO_MODES = ("kernel",)
 _SHM_KEYS = ("path", "sa_capacity", "policy_capacity", "ring_size")
 _CONN_KEYS = ("local_addrs", "remote_addrs", "remote_port", "remote_natt_port", "proposals", "encap", "dpd_delay",
@@ -456,6 +459,8 @@ def _gateway(ck: _Checker, node: _Node | None) -> GatewayConfig:
             ck.error(m["log_level"], "gateway.log_level", "one of " + ", ".join(_LOG_LEVELS), repr(lv))
         elif lv is not None:
             g.log_level = lv.lower()
+    if "log_file" in m:
+        g.log_file = ck.string(m["log_file"], "gateway.log_file") or ""
     if "fastpath" in m:
         g.fastpath = _fastpath(ck, m["fastpath"])
     return g
@@ -495,6 +500,10 @@ def _fastpath(ck: _Checker, node: _Node) -> FastpathConfig:
                 ck.error(m[key], "gateway.fastpath.tun_mtu", what, str(n))
             elif n is not None:
                 setattr(f, key, n)
+    if "offload" in m:
+        o = ck.boolean(m["offload"], "gateway.fastpath.offload")
+        if o is not None:
+            f.offload = o
     if "tun_addrs" in m:
         for a, item, path in ck.str_list(m["tun_addrs"], "gateway.fastpath.tun_addrs"):
             try:

@@ -2,10 +2,12 @@
 
 One thread, one epoll.  Every wake-up drains whole batches:
 
-- outbound: TUN -> ``kio_tun_read`` (many packets per call) -> ``kio_classify`` (SPD in C) -> sequence
-  reservation -> ``engine.outbound`` -> ``kio_send`` (sendmmsg; ESP-in-UDP on the NAT-T socket, plain ESP
-  and bypass traffic whole on IPPROTO_RAW) and ICMP errors back into the TUN;
-- inbound: raw ESP + UDP 4500 -> ``kio_recv_*`` (recvmmsg) -> ``engine.inbound`` -> ``kio_tun_write``.
+- outbound: TUN -> ``kio_tun_read_vnet`` (TSO super-segments cut into packets in C; ``kio_tun_read``
+  without offloads) -> ``kio_classify`` (SPD in C) -> sequence reservation -> ``engine.outbound`` ->
+  ``kio_send_gso`` (sendmmsg; ESP-in-UDP on the NAT-T socket in UDP_SEGMENT runs, plain ESP and bypass
+  traffic whole on IPPROTO_RAW) and ICMP errors back into the TUN;
+- inbound: raw ESP + UDP 4500 -> ``kio_recv_raw4`` / ``kio_recv_udp4_gro`` (recvmmsg, UDP_GRO bundles
+  split) -> ``engine.inbound`` -> ``kio_tun_write_vnet`` (in-order TCP runs coalesced into GSO writes).
 
 Between batches: ``FastpathRegion.sync`` applies control's SA changes, counters and events are published
 every 100 ms, packets held for an ACQUIRE are retried when the SPD or the SAs change, and the NAT-T
@@ -51,10 +53,12 @@ class Totals:
     send_failed: int = 0
     held_dropped: int = 0
     ike_misdirected: int = 0
+    gro_dropped: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {"tun_in": self.tun_in, "tun_out": self.tun_out, "sent": self.sent, "send_failed": self.send_failed,
                 "held_dropped": self.held_dropped, "ike_misdirected": self.ike_misdirected,
+                "gro_dropped": self.gro_dropped,
                 "outbound": {kio.VERDICT_NAMES[i]: int(v) for i, v in enumerate(self.verdicts) if v},
                 "inbound": {Status(i).label: int(v) for i, v in enumerate(self.inbound) if v and i in
                             Status._value2member_map_}}
@@ -118,7 +122,13 @@ class Fastpath:
         gw, fp = config.gateway, self.fp
         self.engine = engines.create(fp.engine, capacity=self.region.caps.n_sa)
         self.tun_mtu = fp.tun_mtu or auto_tun_mtu(config)
-        self.tun = Tun(fp.tun, self.tun_mtu, fp.tun_addrs, tun_routes(config))
+        self.offload = fp.offload
+        self.tun = Tun(fp.tun, self.tun_mtu, fp.tun_addrs, tun_routes(config), vnet=self.offload)
+        # offloads: TUN reads may be TCP super-segments (cut into packets in C), TUN writes coalesce TCP runs,
+        # ESP-in-UDP leaves in UDP_SEGMENT runs and arrives in UDP_GRO bundles
+        self.tun_rx = kio.TunRx() if self.offload else None
+        self.tun_tx = kio.new_tun_tx()
+        self.gro_scratch = kio.new_gro_scratch() if self.offload else None
         src4 = src6 = None
         for a in fp.tun_addrs:
             ip = ipaddress.ip_interface(a).ip
@@ -141,7 +151,7 @@ class Fastpath:
         self.natt: list[NattSocket] = []
         for a in local4:
             try:
-                self.natt.append(NattSocket(a, gw.natt_port))
+                self.natt.append(NattSocket(a, gw.natt_port, gro=self.offload))
             except OSError as exc:
                 log.error("%s; ESP-in-UDP on %s is not received", exc.strerror, a)
         self.udp_fd = self.natt[0].fileno() if len(self.natt) == 1 else -1
@@ -149,8 +159,9 @@ class Fastpath:
         self.ep = select.epoll()
         for fd in (self.tun.fileno(), self.esp.fileno(), *(s.fileno() for s in self.natt)):
             self.ep.register(fd, select.EPOLLIN)
-        log.info("fastpath up: engine %s, TUN %s (MTU %d, routes %s), outer MTU %d, NAT-T %s, region %s",
-                 self.engine.name, self.tun.name, self.tun_mtu, ", ".join(self.tun.routes) or "none",
+        log.info("fastpath up: engine %s, TUN %s (MTU %d, routes %s, offloads %s), outer MTU %d, NAT-T %s, "
+                 "region %s", self.engine.name, self.tun.name, self.tun_mtu, ", ".join(self.tun.routes) or "none",
+                 "on" if self.offload else "off",
                  fp.outer_mtu, ", ".join(f"{s.local_ip}:{s.port}" for s in self.natt) or "none",
                  self.region.path)
 
@@ -186,8 +197,9 @@ class Fastpath:
             self.region.reserve_batch(b.sa, n)
             self.engine.outbound(b)
             v[(v == kio.V_PROTECT) & (b.status[:n] != 0)] = kio.V_DROPPED
-            sent, failed = kb.send(self.raw.fileno(), n, verdict, kio.V_PROTECT, self.udp_fd,
-                                   self.config.gateway.natt_port)
+            send = kb.send_gso if self.offload else kb.send
+            sent, failed = send(self.raw.fileno(), n, verdict, kio.V_PROTECT, self.udp_fd,
+                                self.config.gateway.natt_port)
             self.totals.sent += sent
             self.totals.send_failed += failed
         counts = np.bincount(v, minlength=kio.V_MAX)
@@ -196,7 +208,7 @@ class Fastpath:
             self.totals.sent += sent
             self.totals.send_failed += failed
         if counts[kio.V_ICMP]:
-            self.totals.tun_out += kb.tun_write(self.tun.fileno(), n, verdict, kio.V_ICMP)
+            self.totals.tun_out += self._tun_write(kb, n, verdict, kio.V_ICMP)
         if kb is self.kout:
             self.totals.verdicts += counts[:kio.V_MAX].astype(np.uint64)
             if counts[kio.V_ACQUIRE]:
@@ -227,15 +239,23 @@ class Fastpath:
             self.totals.held_dropped += self.hold.n
             self.hold.n = 0
 
+    def _tun_write(self, kb: kio.KBatch, n: int, sel: np.ndarray, want: int) -> int:
+        if self.offload:
+            return kb.tun_write_vnet(self.tun.fileno(), n, sel, want, self.tun_tx)
+        return kb.tun_write(self.tun.fileno(), n, sel, want)
+
     def drain_tun(self) -> None:
         cap = self.out.capacity
         for _ in range(DRAIN_ROUNDS):
-            n = self.kout.tun_read(self.tun.fileno())
+            if self.tun_rx is not None:
+                n = self.kout.tun_read_vnet(self.tun.fileno(), self.tun_rx)
+            else:
+                n = self.kout.tun_read(self.tun.fileno())
             if n == 0:
                 return
             self.totals.tun_in += n
             self._outbound(self.kout, n, self.v_out, acquire=True)
-            if n < cap:
+            if n < cap and not (self.tun_rx is not None and self.tun_rx.pending):
                 return
 
     def drain_sockets(self, now: float) -> None:
@@ -245,7 +265,12 @@ class Fastpath:
             for s in self.natt:
                 if n >= cap:
                     break
-                got, ike, probe = self.kin.recv_udp4(s.fileno(), s.local_packed, s.port, start=n)
+                if s.gro:
+                    got, ike, probe, dropped = self.kin.recv_udp4_gro(s.fileno(), s.local_packed, s.port,
+                                                                      self.gro_scratch, start=n)
+                    self.totals.gro_dropped += dropped
+                else:
+                    got, ike, probe = self.kin.recv_udp4(s.fileno(), s.local_packed, s.port, start=n)
                 n += got
                 if probe:
                     s.tick(probe, now)
@@ -259,8 +284,8 @@ class Fastpath:
             self.engine.inbound(self.inb)
             st = self.inb.status[:n]
             self.totals.inbound += np.bincount(st, minlength=N_STATUS)[:N_STATUS].astype(np.uint64)
-            self.totals.tun_out += self.kin.tun_write(self.tun.fileno(), n, self.inb.status, 0)
-            if n < cap:
+            self.totals.tun_out += self._tun_write(self.kin, n, self.inb.status, 0)
+            if n < cap - 64:       # a GRO receive stops short of a full batch when a bundle might not fit
                 return
 
     def _steering(self, now: float) -> None:
@@ -327,5 +352,10 @@ class Fastpath:
             log.info("control is still running: TUN %s kept (traffic for the remote selectors is dropped, not "
                      "leaked, until a fastpath runs again)", self.tun.name)
         self.region.close()
-        log.info("fastpath stopped: %s", self.totals.as_dict())
+        done = self.totals.as_dict()
+        if self.tun_rx is not None:
+            done["tun_reads"] = self.tun_rx.counters()
+        done["tun_writes"] = {"writes": int(self.tun_tx.writes), "packets": int(self.tun_tx.packets),
+                              "failed": int(self.tun_tx.failed)}
+        log.info("fastpath stopped: %s", done)
 

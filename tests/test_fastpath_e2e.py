@@ -21,12 +21,9 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import DaemonProc, installed_child
+from netns_tools import TOOLS, FastpathProc, Topology, gateway_config
 
 from fastpath.shm import Region
-
-ROOT = Path(__file__).resolve().parent.parent
-TOOLS = str(Path(__file__).resolve().parent / "netns_tools.py")
-PSK = "fastpath-e2e-psk-0123456789"
 
 
 def _unavailable() -> str | None:
@@ -43,119 +40,6 @@ def _unavailable() -> str | None:
 
 REASON = _unavailable()
 pytestmark = [pytest.mark.skipif(REASON is not None, reason=str(REASON)), pytest.mark.slow]
-
-
-def _ip(*args: str, ns: str | None = None) -> None:
-    cmd = ["ip", *args] if ns is None else ["ip", "-n", ns, *args]
-    subprocess.run(cmd, check=True, capture_output=True)
-
-
-def _sysctl(ns: str, key: str, value: str) -> None:
-    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}={value}"], check=True, capture_output=True)
-
-
-class Topology:
-    """hA (10.1.0.2) - gA (10.1.0.1 | 192.0.2.1) === gB (192.0.2.2 | 10.2.0.1) - hB (10.2.0.2)."""
-
-    def __init__(self, tag: str):
-        self.hA, self.gA, self.gB, self.hB = (f"{n}{tag}" for n in ("hA", "gA", "gB", "hB"))
-
-    def __enter__(self) -> Topology:
-        self.names = [self.hA, self.gA, self.gB, self.hB]
-        for ns in self.names:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-            _ip("netns", "add", ns)
-            _ip("link", "set", "lo", "up", ns=ns)
-        links = [(self.hA, "10.1.0.2/24", self.gA, "10.1.0.1/24"), (self.gA, "192.0.2.1/24", self.gB, "192.0.2.2/24"),
-                 (self.gB, "10.2.0.1/24", self.hB, "10.2.0.2/24")]
-        for i, (a, a_ip, b, b_ip) in enumerate(links):
-            _ip("link", "add", f"v{i}a", "netns", a, "type", "veth", "peer", "name", f"v{i}b", "netns", b)
-            _ip("addr", "add", a_ip, "dev", f"v{i}a", ns=a)
-            _ip("addr", "add", b_ip, "dev", f"v{i}b", ns=b)
-            _ip("link", "set", f"v{i}a", "up", ns=a)
-            _ip("link", "set", f"v{i}b", "up", ns=b)
-        _ip("route", "add", "default", "via", "10.1.0.1", ns=self.hA)
-        _ip("route", "add", "default", "via", "10.2.0.1", ns=self.hB)
-        for g in (self.gA, self.gB):
-            _sysctl(g, "net.ipv4.ip_forward", "1")
-            _sysctl(g, "net.ipv4.conf.all.rp_filter", "0")
-            _sysctl(g, "net.ipv4.conf.default.rp_filter", "0")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for ns in self.names:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
-    def run(self, ns: str, *args: str, timeout: float = 60) -> str:
-        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, TOOLS, *args], capture_output=True,
-                           text=True, timeout=timeout)
-        assert r.returncode == 0, r.stderr
-        return r.stdout
-
-    def ping(self, count: int, interval: float, dst: str = "10.2.0.2", size: int = 56) -> dict:
-        out = json.loads(self.run(self.hA, "ping", dst, str(count), str(interval), str(size)))
-        out["sent"] = {int(k): v for k, v in out["sent"].items()}
-        return out
-
-
-def _config(tmp: Path, side: str, *, encap: bool) -> tuple[Path, Path, Path]:
-    a = side == "A"
-    local, remote = ("192.0.2.1", "192.0.2.2") if a else ("192.0.2.2", "192.0.2.1")
-    lts, rts = ("10.1.0.0/24", "10.2.0.0/24") if a else ("10.2.0.0/24", "10.1.0.0/24")
-    lid, rid = ("gw-a.example", "gw-b.example") if a else ("gw-b.example", "gw-a.example")
-    shm, sock, cfg = tmp / f"gw{side}.shm", tmp / f"gw{side}.sock", tmp / f"gw{side}.yaml"
-    cfg.write_text(f"""\
-gateway:
-  shm: {{path: {shm}, sa_capacity: 64, policy_capacity: 64, ring_size: 64}}
-  control_socket: {sock}
-  log_level: debug
-  fastpath: {{tun: ipsg{side}, tun_addrs: [{"10.1.0.1/32" if a else "10.2.0.1/32"}], engine: best}}
-connections:
-  peer:
-    local_addrs: [{local}]
-    remote_addrs: [{remote}]
-    proposals: [aes128gcm16-prfsha256-x25519]
-    encap: {"yes" if encap else "no"}
-    local: {{auth: psk, id: {lid}}}
-    remote: {{auth: psk, id: {rid}}}
-    children:
-      net:
-        local_ts: [{lts}]
-        remote_ts: [{rts}]
-        esp_proposals: [aes128gcm16]
-        start_action: trap
-secrets:
-  ike-peer:
-    id: [{lid}, {rid}]
-    secret: "{PSK}"
-""")
-    return cfg, sock, shm
-
-
-class FastpathProc:
-    def __init__(self, ns: str, config: Path, log: Path):
-        self.log = log
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "control.cli", "fastpath",
-                                      "-c", str(config)], cwd=ROOT, stdout=open(log, "ab"),
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while "fastpath up" not in self.text():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"fastpath did not start:\n{self.text()}")
-            time.sleep(0.02)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 def _outbound_seq(shm: Path, slot: int) -> int:
@@ -181,8 +65,8 @@ def _longest_gap(ping: dict, interval: float) -> float:
 def test_gateway_pair_end_to_end(tmp_path: Path, encap: bool) -> None:
     tag = f"{os.getpid() % 10000}{int(encap)}"
     with Topology(tag) as net:
-        cfg_a, sock_a, shm_a = _config(tmp_path, "A", encap=encap)
-        cfg_b, sock_b, shm_b = _config(tmp_path, "B", encap=encap)
+        cfg_a, sock_a, shm_a = gateway_config(tmp_path, "A", encap=encap)
+        cfg_b, sock_b, shm_b = gateway_config(tmp_path, "B", encap=encap)
         procs: list = []
         try:
             ctl_a = DaemonProc(cfg_a, sock_a, shm_a, netns=net.gA)

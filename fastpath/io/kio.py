@@ -35,6 +35,11 @@ VERDICT_NAMES = {V_PROTECT: "protect", V_BYPASS: "bypass", V_DISCARD: "discard",
                  V_TOO_BIG: "too-big", V_DROPPED: "engine-drop"}
 
 
+VNET_HDR_LEN = K["KIO_VNET_HDR_LEN"]
+GSO_MAX = K["KIO_GSO_MAX"]
+GRO_BUNDLES = 4          # UDP_GRO bundles per receive call (each up to 64 segments)
+
+
 class KioError(RuntimeError):
     pass
 
@@ -63,6 +68,7 @@ class KBatch:
         c.capacity = batch.capacity
         self.c = c
         self._u64 = ffi.new("uint64_t[2]")
+        self._u4 = ffi.new("uint64_t[4]")
 
     def tun_read(self, fd: int, start: int = 0, limit: int | None = None) -> int:
         n = lib.kio_tun_read(fd, self.c, start, self.batch.capacity if limit is None else limit)
@@ -97,5 +103,86 @@ class KBatch:
         sent = lib.kio_send(raw_fd, udp_fd, udp_port, self.c, n, ffi.from_buffer(sel), want, u)
         return sent, int(u[0])
 
+    # -- offloads (cdefs/kio_gso.c) ----------------------------------------------------------------
+
+    def tun_read_vnet(self, fd: int, rx: TunRx, start: int = 0, limit: int | None = None) -> int:
+        """Segments of TUN reads (IFF_VNET_HDR) into slots start..; a super-segment that does not fit
+        stays pending in rx for the next call."""
+        n = lib.kio_tun_read_vnet(fd, self.c, start, self.batch.capacity if limit is None else limit, rx.c)
+        if n < 0:
+            raise OSError(-n, "TUN read failed")
+        return n
+
+    def tun_write_vnet(self, fd: int, n: int, sel: Any, want: int, tx: Any) -> int:
+        """Write the selected packets, in-order TCP runs coalesced into GSO writes; tx: struct kio_tun_tx *."""
+        return lib.kio_tun_write_vnet(fd, self.c, n, ffi.from_buffer(sel), want, tx)
+
+    def send_gso(self, raw_fd: int, n: int, sel: Any, want: int, udp_fd: int = -1,
+                 udp_port: int = 4500) -> tuple[int, int]:
+        """Like send, with UDP_SEGMENT runs on udp_fd."""
+        u = self._u64
+        u[0] = 0
+        sent = lib.kio_send_gso(raw_fd, udp_fd, udp_port, self.c, n, ffi.from_buffer(sel), want, u)
+        return sent, int(u[0])
+
+    def recv_udp4_gro(self, fd: int, local_addr: bytes, local_port: int, scratch: Any, start: int = 0,
+                      limit: int | None = None) -> tuple[int, int, int, int]:
+        """(segments kept, IKE datagrams seen, probe nonce seen or 0, segments dropped for want of a slot)."""
+        u = self._u4
+        u[0] = u[1] = u[2] = 0
+        n = lib.kio_recv_udp4_gro(fd, self.c, start, self.batch.capacity if limit is None else limit,
+                                  local_addr, local_port, u, u + 1, u + 2, scratch, ffi.sizeof(scratch) // GSO_MAX)
+        if n < 0:
+            raise OSError(-n, "UDP receive failed")
+        return n, int(u[0]), int(u[1]), int(u[2])
+
     def move_to(self, n: int, sel: Any, want: int, dst: KBatch, dst_start: int = 0) -> int:
         return lib.kio_move(self.c, n, ffi.from_buffer(sel), want, dst.c, dst_start)
+
+
+class TunRx:
+    """The read side of a TUN opened with IFF_VNET_HDR: one read's buffer, kept while its segments wait for
+    free slots, and counters (reads, super-segment reads, segments, bad reads)."""
+
+    def __init__(self) -> None:
+        need_lib()
+        self.buf = ffi.new("uint8_t[]", VNET_HDR_LEN + GSO_MAX)
+        self.c = ffi.new("struct kio_tun_rx *")
+        self.c.buf = self.buf
+
+    @property
+    def pending(self) -> bool:
+        return self.c.len != 0
+
+    def load(self, vnet_hdr: bytes, packet: bytes) -> None:
+        """Make vnet_hdr + packet the pending read (tests feed the segmenter this way)."""
+        data = vnet_hdr + packet
+        ffi.memmove(self.buf, data, len(data))
+        self.c.len = len(data)
+        self.c.next = 0
+
+    def emit(self, kb: KBatch, start: int = 0, limit: int | None = None) -> int:
+        return lib.kio_vnet_emit(self.c, kb.c, start, kb.batch.capacity if limit is None else limit)
+
+    def counters(self) -> dict[str, int]:
+        return {"reads": self.c.reads, "gso_reads": self.c.gso_reads, "segments": self.c.segments,
+                "bad": self.c.bad}
+
+
+def new_gro_scratch(bundles: int = GRO_BUNDLES) -> Any:
+    """Receive buffer for KBatch.recv_udp4_gro: room for `bundles` coalesced datagrams of up to 64 KiB."""
+    need_lib()
+    return ffi.new("uint8_t[]", bundles * GSO_MAX)
+
+
+def new_tun_tx() -> Any:
+    """Counters for KBatch.tun_write_vnet (struct kio_tun_tx: writes, packets, failed)."""
+    need_lib()
+    return ffi.new("struct kio_tun_tx *")
+
+
+def coalesce(kb: KBatch, n: int, sel: Any, want: int, i: int) -> tuple[int, bytes]:
+    """(packets joining packet i's run, its virtio_net_hdr); rewrites packet i's headers for a run (tests)."""
+    hdr = ffi.new("uint8_t[]", VNET_HDR_LEN)
+    cnt = lib.kio_coalesce(kb.c, n, ffi.from_buffer(sel), want, i, hdr)
+    return cnt, bytes(ffi.buffer(hdr, VNET_HDR_LEN))

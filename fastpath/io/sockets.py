@@ -27,6 +27,8 @@ import struct
 import time
 
 SO_ATTACH_REUSEPORT_CBPF = 51
+SOL_UDP = 17
+UDP_GRO = 104
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 IPPROTO_ESP = 50
@@ -66,7 +68,7 @@ def _tune(sock: socket.socket) -> None:
 class NattSocket:
     """The fastpath's member of the UDP 4500 reuseport group on one local IPv4 address."""
 
-    def __init__(self, local_ip: str, port: int):
+    def __init__(self, local_ip: str, port: int, gro: bool = False):
         self.local_ip, self.port = local_ip, port
         self.local_packed = socket.inet_aton(local_ip)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -79,6 +81,15 @@ class NattSocket:
             raise OSError(exc.errno, f"cannot join UDP {local_ip}:{port} ({exc.strerror}); the control process "
                           "must bind it with SO_REUSEPORT") from None
         self.sock.setblocking(False)
+        # UDP_GRO: a run of datagrams (a peer's UDP_SEGMENT send, or the kernel's GRO) arrives as one
+        # bundle with its segment size; kio_recv_udp4_gro splits it into slots
+        self.gro = False
+        if gro:
+            try:
+                self.sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+                self.gro = True
+            except OSError:
+                pass
         self.index = 1                      # a guess until the first probe answers
         self._attach()
         self._probe_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
