@@ -2,18 +2,19 @@
 #   make test   apt packages, virtualenv, editable install with the cffi build, lint, the whole suite
 #   make build  rebuild the C modules in place after editing cdefs/
 #   make lint   ruff
+#   make demo   two ipsecgw gateways and a strongSwan site in network namespaces: ping, iperf3, list-sas
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := gcc make pkg-config libssl-dev libipsec-mb-dev iproute2 tcpdump tshark \
+APT_PACKAGES := gcc make pkg-config libssl-dev libipsec-mb-dev iproute2 tcpdump tshark iputils-ping iperf3 \
 	charon-systemd strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins \
 	dpdk dpdk-dev libdpdk-dev
 
-.PHONY: test lint build deps venv clean bench
+.PHONY: test lint build deps venv clean bench demo
 
 deps: .stamp-apt
-.stamp-apt:
+.stamp-apt: Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "apt: installing $$missing"; \
@@ -45,6 +46,11 @@ bench: venv
 	mkdir -p bench/results
 	$(VENV)/bin/pytest bench -q --benchmark-enable --benchmark-json=bench/results/raw.json -p no:cacheprovider
 	$(PY) bench/report.py bench/results/raw.json --out-json bench/results/esp.json --out-md bench/results/esp.md --crypto-perf
+
+# The README's demo: builds namespaces, runs `ipsecgw run` on two gateways plus strongSwan, shows the
+# ACQUIRE, pings, iperf3 and list-sas, and tears everything down (also on Ctrl-C or failure).
+demo: venv
+	IPSECGW=$(abspath $(VENV))/bin/ipsecgw demo/demo.sh
 
 clean:
 	rm -rf build $(VENV) .stamp-apt *.egg-info fastpath/*.so fastpath/_*.c

@@ -1,4 +1,9 @@
-"""``ipsecgw run -c CONFIG --control-only`` and ``ipsecgw check -c CONFIG``."""
+"""``ipsecgw run -c CONFIG [--control-only]`` and ``ipsecgw check -c CONFIG``.
+
+``run`` without ``--control-only`` is the whole gateway: a supervisor (control/supervisor.py) that starts
+the control process (``run --supervised``, control/gateway.py) and the fastpath process
+(``ipsecgw fastpath``) and restarts either when it dies.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,19 @@ from control.config import ConfigError, load_config
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the gateway from a YAML configuration",
-                       description="Run the gateway. With --control-only only the control process runs: IKE "
-                                   "negotiates and SAs/policies go into the shared-memory region with no fastpath "
-                                   "attached. Stops cleanly (SAs deleted, keys zeroed) on SIGTERM or Ctrl-C.")
+                       description="Run the gateway: the control process (IKEv2, SAs and policies into shared "
+                                   "memory) and the fastpath process (TUN, ESP sockets, the ESP engine), "
+                                   "supervised: either is restarted if it dies. SIGTERM or Ctrl-C stops control "
+                                   "first (Deletes sent, keys zeroed), then the fastpath, then removes the TUN. "
+                                   "SIGHUP reloads the configuration. With --control-only only the control "
+                                   "process runs, with no fastpath attached.")
     p.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
     p.add_argument("--control-only", action="store_true", help="run the IKE control process alone")
+    p.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)   # the control worker of `run`
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    help="override gateway.log_level")
+    p.add_argument("--log-file", metavar="PATH", help="append the log here instead of stderr (default: "
+                                                      "gateway.log_file)")
     p.set_defaults(func=_run)
     c = sub.add_parser("check", help="validate a configuration without starting anything",
                        description="Check a configuration file; every problem is listed with the file, line, "
@@ -45,14 +56,19 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from control.daemon import run_daemon, setup_logging
+    from control.daemon import setup_logging
 
     cfg = _load(args.config)
     if cfg is None:
         return 2
-    if not args.control_only:
-        print("ipsecgw run: the fastpath process is not part of this build yet; use --control-only to run the "
-              "control process alone", file=sys.stderr)
-        return 2
-    setup_logging(args.log_level or cfg.gateway.log_level)
-    return asyncio.run(run_daemon(cfg, control_only=True))
+    if args.control_only or args.supervised:
+        from control.gateway import run_gateway
+
+        stream = None
+        if args.control_only and (args.log_file or cfg.gateway.log_file):
+            stream = open(args.log_file or cfg.gateway.log_file, "a", buffering=1)  # noqa: SIM115 - process lifetime
+        setup_logging(args.log_level or cfg.gateway.log_level, stream)
+        return asyncio.run(run_gateway(cfg, args.config, supervised=args.supervised))
+    from control.supervisor import run_supervisor
+
+    return run_supervisor(args.config, cfg, args.log_level, args.log_file)

@@ -1,4 +1,5 @@
-"""Operator verbs on a running daemon: list-sas, initiate, terminate, rekey, export-keys."""
+"""Operator verbs on a running daemon: status, list-sas, list-policies, reload, initiate, terminate, rekey,
+export-keys."""
 
 from __future__ import annotations
 
@@ -38,6 +39,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         _add_target(v)
         v.add_argument("--json", action="store_true")
         v.set_defaults(func=_verb, verb=verb)
+    st = sub.add_parser("status", help="processes, engines, I/O and traffic totals of the running gateway",
+                        description="Show the gateway's processes (pids, uptime, restarts), the I/O mode, the ESP "
+                                    "engines, SA and policy counts, and packet/byte totals with drops by reason.")
+    _add_target(st)
+    st.add_argument("--json", action="store_true", help="print the daemon's JSON")
+    st.set_defaults(func=_status)
+    lp = sub.add_parser("list-policies", help="the SPD entries of the running gateway",
+                        description="Show the security policies control installed in the fastpath's SPD: "
+                                    "selectors, action, priority (lower wins) and the SA each is bound to (or "
+                                    "trap: the first matching packet raises an ACQUIRE).")
+    _add_target(lp)
+    lp.add_argument("--json", action="store_true", help="print the daemon's JSON")
+    lp.set_defaults(func=_list_policies)
+    rl = sub.add_parser("reload", help="apply a changed configuration file without dropping unaffected SAs",
+                        description="Make the daemon re-read the configuration file it was started with: new "
+                                    "connections are added, removed ones terminated (Deletes sent), changed ones "
+                                    "terminated and added again; unchanged connections keep their SAs. Changes "
+                                    "to the gateway section (except log_level, export_keys) need a restart.")
+    _add_target(rl)
+    rl.add_argument("--json", action="store_true", help="print the daemon's JSON")
+    rl.set_defaults(func=_reload)
     e = sub.add_parser("export-keys", help="print SA keys for Wireshark (root only, off unless enabled)",
                        description="Print the IKE and ESP keys of the live SAs in Wireshark's "
                                    "ikev2_decryption_table and esp_sa formats (as strongSwan's save-keys). Needs "
@@ -101,6 +123,12 @@ def format_sas(sas: list[dict[str, Any]]) -> str:
         return "no IKE SAs\n"
     lines = []
     for ike in sas:
+        if ike.get("state") == "ADOPTED":
+            lines.append("adopted from a previous control process (forwarding until renegotiated):")
+            for a in ike.get("adopted", []):
+                lines.append(f"  slot {a['slot']}: {a['direction']} 0x{a['spi']}, {a['proposal']}, "
+                             f"{a['placement']}: {_ctr_text(a.get('counters'))}")
+            continue
         if ike.get("name") is None:
             lines.append("replaced CHILD SAs (inbound kept for packets in flight):")
         else:
@@ -128,7 +156,112 @@ def format_sas(sas: list[dict[str, Any]]) -> str:
                          + (f", removed in {_dur(c['remove_in'])}" if c.get("remove_in") is not None else ""))
             lines.append(f"    local  {', '.join(c['local_ts'])}")
             lines.append(f"    remote {', '.join(c['remote_ts'])}")
+            if c.get("placement"):
+                lines.append(f"    engine {c['engine']} (placement {c['placement']})")
+            ctr = c.get("counters")
+            if ctr:
+                lines.append(f"    in   {_ctr_text(ctr['in'])}")
+                lines.append(f"    out  {_ctr_text(ctr['out'])}")
     return "\n".join(lines) + "\n"
+
+
+def _size(n: int) -> str:
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} B"
+
+
+def _ctr_text(c: dict[str, Any] | None) -> str:
+    if c is None:
+        return "-"
+    drops = ", ".join(f"{k} {v}" for k, v in sorted(c["drops"].items()))
+    return f"{c['packets']} packets, {_size(c['bytes'])}" + (f" (dropped: {drops})" if drops else "")
+
+
+def _status(args: argparse.Namespace) -> int:
+    rc, st = _call(args, "status")
+    if rc:
+        return rc
+    print(json.dumps(st, indent=2) if args.json else format_status(st), end="" if not args.json else "\n")
+    return 0
+
+
+def format_status(st: dict[str, Any]) -> str:
+    lines = [f"ipsecgw {st.get('mode', 'gateway')}" + (f", config {st['config']}" if st.get("config") else "")]
+    procs = st.get("processes") or {}
+    if procs:
+        lines.append("processes:")
+        for name in ("supervisor", "control", "fastpath"):
+            p = procs.get(name)
+            if p is None:
+                continue
+            state = "running" if p.get("running") or p.get("alive") else "NOT RUNNING"
+            extra = ""
+            if name != "supervisor":
+                extra = f", restarts {p.get('restarts', 0)}"
+                if p.get("last_exit"):
+                    extra += f" (last: {p['last_exit']})"
+            if name == "fastpath" and p.get("heartbeat_age") is not None:
+                extra += f", heartbeat {p['heartbeat_age']:.1f}s ago"
+            pid = p.get("pid") or "-"
+            lines.append(f"  {name:<10} {state:<11} pid {pid:<8} up {_dur(p.get('uptime'))}{extra}")
+    io, eng = st.get("io"), st.get("engines")
+    if io:
+        lines.append(f"I/O: {io['mode']} (TUN {io['tun']}, outer MTU {io['outer_mtu']}), IKE on UDP "
+                     f"{io['ike_port']}/{io['natt_port']}")
+    if eng:
+        lines.append(f"ESP engine: {eng['used']} (configured: {eng['configured']}; present: "
+                     f"{', '.join(eng['present']) or 'none'})")
+    lines.append(f"SAs: {st['ike_sas']} IKE, {st['child_sas']} CHILD"
+                 + (f", {st['adopted_sas']} adopted from a previous control" if st.get("adopted_sas") else "")
+                 + f"; {st['policies']} policies; connections: {', '.join(st.get('connections', [])) or '-'}")
+    tot = st.get("totals")
+    if tot:
+        lines.append(f"traffic in:  {_ctr_text(tot['in'])}")
+        lines.append(f"traffic out: {_ctr_text(tot['out'])}")
+    return "\n".join(lines) + "\n"
+
+
+def _list_policies(args: argparse.Namespace) -> int:
+    rc, pols = _call(args, "list-policies")
+    if rc:
+        return rc
+    print(json.dumps(pols, indent=2) if args.json else format_policies(pols), end="" if not args.json else "\n")
+    return 0
+
+
+def _sel_text(net: str, proto: int, ports: list[int]) -> str:
+    if not proto and tuple(ports) == (0, 65535):
+        return net
+    p = "" if tuple(ports) == (0, 65535) else f"/{ports[0]}" if ports[0] == ports[1] else f"/{ports[0]}-{ports[1]}"
+    return f"{net}[{proto}{p}]"
+
+
+def format_policies(pols: list[dict[str, Any]]) -> str:
+    if not pols:
+        return "no policies\n"
+    lines = []
+    for p in pols:
+        owner = f"{p['connection']}/{p['child']}" if p.get("connection") else "-"
+        lines.append(f"{p['index']:>4}  {owner:<16} out {_sel_text(p['src'], p['proto'], p['sport'])} -> "
+                     f"{_sel_text(p['dst'], p['proto'], p['dport'])}  {p['action'].upper()} prio {p['priority']}  "
+                     f"{p['state']}" + (f" (slot {p['sa_slots'][0]})" if p.get("sa_slots") else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _reload(args: argparse.Namespace) -> int:
+    rc, res = _call(args, "reload")
+    if rc:
+        return rc
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(f"reloaded: {res['summary']}")
+    for what in ("added", "removed", "changed", "unchanged"):
+        if res[what]:
+            print(f"  {what}: {', '.join(res[what])}")
+    return 0
 
 
 def _verb(args: argparse.Namespace) -> int:

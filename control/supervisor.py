@@ -1,0 +1,259 @@
+"""``ipsecgw run -c CONFIG``: start the control and fastpath processes and keep them running.
+
+The supervisor is a small process of its own: it forwards no packets and speaks no IKE, so it has
+little reason to crash, and the two workers can each die and come back without taking the other
+along.
+
+- **Start.** Control first (it creates the region and binds IKE), then the fastpath (it waits for the
+  region).  Each runs as ``python -m control.cli ...`` in its own process group (a Ctrl-C in the
+  terminal reaches only the supervisor, which then stops the workers in order) with a parent-death
+  signal (a supervisor killed with -9 takes its workers with it instead of leaving orphans).
+- **Restart.** A worker that exits while the gateway runs is started again: at once if it had run
+  for a while, with a growing delay (up to 5 s) if it keeps dying right after starting.  A restarted
+  fastpath re-attaches to the region and resumes the SAs (no renegotiation); a restarted control adopts
+  the SAs it finds there, so traffic keeps flowing, and renegotiates them (control/gateway.py).
+  Exit code 2 (configuration error) is not retried: the gateway stops.
+- **Stop** (SIGTERM, SIGINT): control first (Deletes to the peers, SAs and policies removed, keys
+  zeroed in the region), then the fastpath (engine keys dropped, sockets closed), then the TUN device
+  is deleted (the fastpath keeps it while control's heartbeat is fresh, which it still is right after
+  control stopped) and the region file removed.  SIGHUP asks control to reload the configuration.
+- **Status.** The supervisor writes a small JSON state file (processes, pids, start times, restarts)
+  that control serves through ``ipsecgw status``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from control.config import Config
+
+__all__ = ["Supervisor", "STATE_ENV", "state_path"]
+
+log = logging.getLogger("ipsecgw.supervisor")
+
+STATE_ENV = "IPSECGW_SUPERVISOR_STATE"
+POLL = 0.02                 # seconds between checks of the workers: a dead fastpath is noticed at once
+STABLE_AFTER = 10.0         # a worker that ran this long is restarted without delay
+MAX_DELAY = 5.0
+CONTROL_STOP_TIMEOUT = 15.0
+FASTPATH_STOP_TIMEOUT = 10.0
+PR_SET_PDEATHSIG = 1
+EXIT_CONFIG = 2
+
+
+def state_path(config: Config) -> str:
+    """Where the supervisor keeps its state file: beside the control socket."""
+    return config.gateway.control_socket + ".state"
+
+
+def _child_setup() -> None:
+    # runs in the child between fork and exec: die with the supervisor
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class Worker:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    started: float = 0.0            # wall clock
+    started_mono: float = 0.0
+    restarts: int = 0
+    crashes_in_a_row: int = 0
+    last_exit: str | None = None
+    restart_at: float | None = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pid": self.proc.pid if self.alive() else None, "started": self.started, "restarts": self.restarts,
+                "last_exit": self.last_exit, "running": self.alive()}
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class Supervisor:
+    config_path: str
+    config: Config
+    log_level: str | None = None
+    out: IO[bytes] | None = None            # where the workers' stderr goes (None: ours)
+    workers: dict[str, Worker] = field(default_factory=dict)
+    stopping: bool = False
+    reload_requested: bool = False
+    exit_code: int = 0
+
+    def __post_init__(self) -> None:
+        base = [sys.executable, "-m", "control.cli"]
+        lv = ["--log-level", self.log_level] if self.log_level else []
+        self.workers["control"] = Worker("control", [*base, "run", "-c", self.config_path, "--supervised", *lv])
+        self.workers["fastpath"] = Worker("fastpath", [*base, "fastpath", "-c", self.config_path, "--wait", "60",
+                                                       *lv])
+        self.state_file = state_path(self.config)
+        self.started = time.time()
+
+    # -- workers ----------------------------------------------------------------------------------
+
+    def _spawn(self, w: Worker) -> None:
+        env = dict(os.environ, **{STATE_ENV: self.state_file})
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        err = self.out if self.out is not None else None
+        w.proc = subprocess.Popen(w.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
+                                  preexec_fn=_child_setup, process_group=0)
+        w.started, w.started_mono, w.restart_at = time.time(), time.monotonic(), None
+        log.info("%s started, pid %d", w.name, w.proc.pid)
+        self._write_state()
+
+    def _reap(self, w: Worker, now: float) -> None:
+        """A worker ended while the gateway runs: schedule its restart (or give up on a config error)."""
+        assert w.proc is not None
+        code = w.proc.returncode
+        ran = now - w.started_mono
+        w.last_exit = _describe_exit(code)
+        if code == EXIT_CONFIG:
+            log.error("%s stopped with a configuration error (exit code 2): stopping the gateway", w.name)
+            self.exit_code = EXIT_CONFIG
+            self.stopping = True
+            return
+        w.crashes_in_a_row = 0 if ran >= STABLE_AFTER else w.crashes_in_a_row + 1
+        delay = 0.0 if w.crashes_in_a_row <= 1 else min(MAX_DELAY, 0.25 * 2 ** (w.crashes_in_a_row - 2))
+        log.warning("%s (pid %d) ended after %.1f s: %s; restarting%s", w.name, w.proc.pid, ran, w.last_exit,
+                    f" in {delay:.2f} s" if delay else "")
+        w.proc = None
+        w.restarts += 1
+        w.restart_at = now + delay
+        self._write_state()
+
+    def _write_state(self) -> None:
+        state = {"supervisor": {"pid": os.getpid(), "started": self.started, "config": self.config_path},
+                 "processes": {n: w.as_dict() for n, w in self.workers.items()}}
+        tmp = self.state_file + ".tmp"
+        try:
+            Path(tmp).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(state, f)
+            os.replace(tmp, self.state_file)
+        except OSError as exc:
+            log.warning("cannot write the state file %s: %s", self.state_file, exc)
+
+    # -- signals ------------------------------------------------------------------------------------
+
+    def _on_stop(self, signum: int, frame: object) -> None:
+        if not self.stopping:
+            log.info("%s received: stopping the gateway", signal.Signals(signum).name)
+        self.stopping = True
+
+    def _on_hup(self, signum: int, frame: object) -> None:
+        self.reload_requested = True
+
+    def _reload(self) -> None:
+        from control.ctl import ControlError, call
+
+        self.reload_requested = False
+        try:
+            res = call(self.config.gateway.control_socket, "reload", timeout=20)
+            log.info("reload: %s", res.get("summary", res) if isinstance(res, dict) else res)
+        except ControlError as exc:
+            log.error("reload failed: %s", exc)
+
+    # -- main loop ------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        log.info("ipsecgw gateway starting from %s (supervisor pid %d)", self.config_path, os.getpid())
+        self._spawn(self.workers["control"])
+        self._spawn(self.workers["fastpath"])
+        while not self.stopping:
+            time.sleep(POLL)
+            now = time.monotonic()
+            for w in self.workers.values():
+                if w.proc is not None and w.proc.poll() is not None and not self.stopping:
+                    self._reap(w, now)
+                if w.proc is None and w.restart_at is not None and now >= w.restart_at and not self.stopping:
+                    self._spawn(w)
+            if self.reload_requested:
+                self._reload()
+        self.shutdown()
+        return self.exit_code
+
+    def _stop_worker(self, w: Worker, timeout: float) -> None:
+        if not w.alive():
+            return
+        assert w.proc is not None
+        w.proc.send_signal(signal.SIGTERM)
+        try:
+            code = w.proc.wait(timeout=timeout)
+            log.info("%s stopped (%s)", w.name, _describe_exit(code))
+        except subprocess.TimeoutExpired:
+            log.error("%s did not stop within %.0f s: killed", w.name, timeout)
+            w.proc.kill()
+            w.proc.wait()
+
+    def shutdown(self) -> None:
+        # control first: it sends the Deletes and removes the SAs (keys zeroed) while the fastpath still runs
+        self._stop_worker(self.workers["control"], CONTROL_STOP_TIMEOUT)
+        self._stop_worker(self.workers["fastpath"], FASTPATH_STOP_TIMEOUT)
+        tun = self.config.gateway.fastpath.tun
+        if Path(f"/sys/class/net/{tun}").exists():
+            r = subprocess.run(["ip", "link", "del", tun], capture_output=True, text=True)
+            if r.returncode == 0:
+                log.info("TUN %s removed", tun)
+            else:
+                log.warning("cannot remove TUN %s: %s", tun, r.stderr.strip())
+        # nothing is attached any more, and control left no SA in it: the next start creates a fresh region
+        for path in (self.config.gateway.shm_path, self.state_file):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("cannot remove %s: %s", path, exc)
+        log.info("gateway stopped")
+
+
+def run_supervisor(config_path: str, config: Config, log_level: str | None, log_file: str | None) -> int:
+    """``ipsecgw run`` without ``--control-only``: returns the exit code."""
+    from control.daemon import setup_logging
+
+    path = log_file or config.gateway.log_file
+    out: IO[bytes] | None = None
+    stream: Any = None
+    if path:
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            out = open(path, "ab", buffering=0)       # noqa: SIM115 - shared with the workers for their lifetime
+        except OSError as exc:
+            print(f"ipsecgw run: cannot open the log file {path}: {exc.strerror}", file=sys.stderr)
+            return 1
+        stream = open(out.fileno(), "w", buffering=1, closefd=False)   # noqa: SIM115
+    setup_logging(log_level or config.gateway.log_level, stream)
+    try:
+        return Supervisor(config_path, config, log_level, out).run()
+    finally:
+        if out is not None:
+            out.close()
