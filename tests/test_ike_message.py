@@ -130,8 +130,14 @@ def test_specific_checks() -> None:
         Message.parse(msg([NoncePayload(b"n" * 15)]).serialize())
     with pytest.raises(ParseError):     # nonce longer than 256
         Message.parse(msg([NoncePayload(b"n" * 257)]).serialize())
-    with pytest.raises(ParseError):     # proposals must be numbered from 1
-        Message.parse(msg([SAPayload([Proposal(2, 1, b"", [Transform(1, 12, 128)])])]).serialize())
+    with pytest.raises(ParseError):     # an offer's proposals are numbered from 1
+        Message.parse(msg([SAPayload([Proposal(2, 1, b"", [Transform(1, 12, 128)]),
+                                      Proposal(3, 1, b"", [Transform(1, 20, 128)])])]).serialize())
+    with pytest.raises(ParseError):     # proposal number 0 never exists
+        Message.parse(msg([SAPayload([Proposal(0, 1, b"", [Transform(1, 12, 128)])])]).serialize())
+    # ...but an answer carries the proposal it accepted under its offered number (RFC 7296 3.3.1)
+    answer = Message.parse(msg([SAPayload([Proposal(2, 1, b"", [Transform(1, 12, 128)])])]).serialize())
+    assert answer.get(SAPayload).proposals[0].num == 2
     with pytest.raises(ParseError):     # proposal numbers rise by one
         Message.parse(msg([SAPayload([Proposal(1, 1, b"", []), Proposal(3, 1, b"", [])])]).serialize())
     with pytest.raises(ParseError):     # ESP delete with a 2-byte SPI

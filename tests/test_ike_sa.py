@@ -381,3 +381,12 @@ def test_initiator_follows_cookie() -> None:
             i.receive_datagram(dg.data, dg.remote[1], (R_ADDR[0], dg.local_port), 0.2)
             pending += [("r", x) for x in i.datagrams_to_send()]
     assert i.state == r.state == State.ESTABLISHED
+
+
+def test_responder_picks_a_later_proposal() -> None:
+    """The responder accepts our second ESP proposal; its answer keeps number 2 and we take it."""
+    net = Net(*configs(esp_i="aes256gcm16,aes128gcm16", esp_r="aes128gcm16")).run()
+    (ci,), (cr,) = net.of("i", ChildSaEstablished), net.of("r", ChildSaEstablished)
+    assert ci.suite == cr.suite and ci.outbound.enc == "aes-gcm-128"
+    assert net.i.state == net.r.state == State.ESTABLISHED
+    assert_esp_works(ci, cr)

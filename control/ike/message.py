@@ -169,12 +169,16 @@ class SAPayload(Payload):
         while pos < len(data):
             _need(not done, "data after the last proposal")
             p, done, used = Proposal.parse(data[pos:])
-            expected = 1 if not out.proposals else out.proposals[-1].num
-            _need(p.num in (expected, expected + 1) if out.proposals else p.num == 1,
-                  "proposal numbers must start at 1 and rise by one")
+            if out.proposals:
+                expected = out.proposals[-1].num
+                _need(p.num in (expected, expected + 1), "proposal numbers must start at 1 and rise by one")
             out.proposals.append(p)
             pos += used
         _need(done, "SA payload ends without a last proposal")
+        # An offer numbers its proposals from 1; an answer carries the one proposal it accepted, under
+        # the number it had in the offer (RFC 7296 3.3.1), so a lone proposal may have any number.
+        _need(out.proposals[0].num == 1 or (len(out.proposals) == 1 and out.proposals[0].num > 0),
+              "proposal numbers must start at 1 and rise by one")
         return out
 
 
