@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
 
+from control.ike.certs import CertError, Credentials, dn_to_string, load_cert, load_key
 from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.message import TrafficSelectorEntry
 from control.ike.proposals import ProposalError, parse_proposals
@@ -192,6 +194,9 @@ class ConnectionConfig:
     dpd_delay: int = 0
     rekey_time: int = 14400
     psk: bytes = field(default=b"", repr=False)     # resolved from secrets; never printed
+    credentials: Credentials | None = field(default=None, repr=False)   # auth: pubkey, our cert + key
+    cacerts: list[x509.Certificate] = field(default_factory=list, repr=False)
+    rsa_pss: bool = False
 
     def __repr__(self) -> str:
         return (f"ConnectionConfig({self.name!r}, local={self.local_addrs}, remote={self.remote_addrs}, "
@@ -213,7 +218,8 @@ class ConnectionConfig:
                          ike_proposals=",".join(self.proposals), children=[c.child_config() for c in kids],
                          local_port=gateway.ike_port, local_natt_port=gateway.natt_port,
                          remote_port=self.remote_port, remote_natt_port=self.remote_natt_port,
-                         encap=self.encap, **extra)
+                         encap=self.encap, local_auth=self.local_auth, remote_auth=self.remote_auth,
+                         credentials=self.credentials, cacerts=list(self.cacerts), rsa_pss=self.rsa_pss, **extra)
 
 
 @dataclass
@@ -413,7 +419,7 @@ _IO_MODES = ("kernel",)
 _SHM_KEYS = ("path", "sa_capacity", "policy_capacity", "ring_size")
 _CONN_KEYS = ("local_addrs", "remote_addrs", "remote_port", "remote_natt_port", "proposals", "encap", "dpd_delay",
               "rekey_time", "local", "remote", "children", "version", "mobike")
-_AUTH_KEYS = ("auth", "id", "certs", "cacerts", "pubkeys")
+_AUTH_KEYS = ("auth", "id", "certs", "cacerts", "pubkeys", "key", "rsa_pss")
 _CHILD_KEYS = ("local_ts", "remote_ts", "esp_proposals", "mode", "start_action", "rekey_time", "life_time",
                "rekey_bytes", "life_bytes", "rekey_packets", "life_packets", "dpd_action")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -536,7 +542,8 @@ def _identity(ck: _Checker, node: _Node, path: str) -> str | None:
     try:
         Identity.from_string(text)
     except ValueError as exc:
-        ck.error(node, path, "an IP address, an FQDN (@host.example) or an email-style ID (user@host)", str(exc))
+        ck.error(node, path, "an IP address, an FQDN (@host.example), an email-style ID (user@host) or a DN "
+                 "(C=CH, O=example, CN=gw-a)", str(exc))
         return None
     return text
 
@@ -550,11 +557,8 @@ def _auth(ck: _Checker, node: _Node | None, path: str, required_id: bool) -> tup
     method = "psk"
     if "auth" in m:
         method = (ck.string(m["auth"], f"{path}.auth") or "psk").lower()
-        if method == "pubkey":
-            ck.error(m["auth"], f"{path}.auth", "psk: certificate (pubkey) authentication is accepted in the "
-                     "file but not supported by this version yet", "'pubkey'")
-        elif method != "psk":
-            ck.error(m["auth"], f"{path}.auth", "psk (or pubkey, not supported yet)", repr(method))
+        if method not in ("psk", "pubkey"):
+            ck.error(m["auth"], f"{path}.auth", "psk or pubkey", repr(method))
     ident = None
     if "id" in m:
         ident = _identity(ck, m["id"], f"{path}.id")
@@ -566,6 +570,49 @@ def _auth(ck: _Checker, node: _Node | None, path: str, required_id: bool) -> tup
                 if not Path(text).exists():
                     ck.error(item, p, "a readable certificate/key file", f"{text!r} (no such file)")
     return method, ident
+
+
+def _pubkey_material(ck: _Checker, node: _Node | None, path: str, method: str, local: bool) -> tuple[
+        Credentials | None, list[x509.Certificate], bool]:
+    """Certificate authentication: for our side (local) the certificate (certs[0], then intermediates)
+    and its private key (key); for either side the trusted CA certificates (cacerts).  Files are read
+    here, so a wrong file is reported with its field; key material never reaches a message."""
+    m = node.value if node is not None and isinstance(node.value, dict) else {}
+    cas: list[x509.Certificate] = []
+    for text, item, p in ck.str_list(m["cacerts"], f"{path}.cacerts") if "cacerts" in m else []:
+        if Path(text).exists():
+            try:
+                cas.append(load_cert(text, f"{path}.cacerts"))
+            except CertError as exc:
+                ck.error(item, p, "a CA certificate (PEM or DER)", str(exc).split(": ", 1)[-1])
+    rsa_pss = bool(ck.boolean(m["rsa_pss"], f"{path}.rsa_pss")) if "rsa_pss" in m else False
+    if not local or method != "pubkey":
+        if "key" in m:
+            ck.error(m["key"], f"{path}.key", "key only in the local section with auth: pubkey", "a key file")
+        return None, cas, rsa_pss
+    certs = ck.str_list(m["certs"], f"{path}.certs") if "certs" in m else []
+    if not certs:
+        ck.error(node, f"{path}.certs", "our certificate file (auth: pubkey)", "nothing")
+    if "key" not in m:
+        ck.error(node, f"{path}.key", "the private key file of our certificate (auth: pubkey)", "nothing")
+        return None, cas, rsa_pss
+    key_path = ck.string(m["key"], f"{path}.key")
+    if not certs or key_path is None or not all(Path(t).exists() for t, _, _ in certs):
+        return None, cas, rsa_pss
+    if not Path(key_path).exists():
+        ck.error(m["key"], f"{path}.key", "a readable private key file", f"{key_path!r} (no such file)")
+        return None, cas, rsa_pss
+    try:
+        chain = [load_cert(t, p) for t, _, p in certs]
+    except CertError as exc:
+        ck.error(m["certs"], f"{path}.certs", "certificate files (PEM or DER)", str(exc).split(": ", 1)[-1])
+        return None, cas, rsa_pss
+    try:
+        return Credentials(chain[0], load_key(key_path, "key"), chain[1:]), cas, rsa_pss  # type: ignore[arg-type]
+    except CertError as exc:
+        ck.error(m["key"], f"{path}.key", f"the private key of {certs[0][0]} (RSA >= 2048 bits, ECDSA "
+                 "P-256/384/521 or Ed25519, unencrypted PEM/DER)", str(exc).split(": ", 1)[-1])
+    return None, cas, rsa_pss
 
 
 def _proposals(ck: _Checker, node: _Node, path: str, protocol: str) -> list[str]:
@@ -678,6 +725,16 @@ def _connection(ck: _Checker, name: str, node: _Node, gw: GatewayConfig) -> Conn
                 setattr(conn, key, d)
     conn.local_auth, local_id = _auth(ck, m.get("local"), f"{path}.local", required_id=False)
     conn.remote_auth, conn.remote_id = _auth(ck, m.get("remote"), f"{path}.remote", required_id=False)
+    conn.credentials, cas_l, conn.rsa_pss = _pubkey_material(ck, m.get("local"), f"{path}.local",
+                                                            conn.local_auth, True)
+    _, cas_r, _ = _pubkey_material(ck, m.get("remote"), f"{path}.remote", conn.remote_auth, False)
+    conn.cacerts = cas_l + cas_r
+    if conn.remote_auth == "pubkey" and not conn.cacerts and "remote" in m:
+        ck.error(m["remote"], f"{path}.remote.cacerts", "the CA certificate(s) the peer's certificate must "
+                 "chain to (auth: pubkey)", "nothing")
+    if local_id is None and conn.credentials is not None:
+        # as strongSwan: with a certificate, its subject is the default identity
+        local_id = dn_to_string(conn.credentials.cert.subject.public_bytes())
     if local_id is None and conn.local_addrs:
         local_id = conn.local_addrs[0]      # as strongSwan: the address is the default identity
     conn.local_id = local_id or ""
@@ -770,7 +827,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
                          f"connections.{conn.name}.children.{c.name}",
                          f"a child name not used elsewhere (connection {child_names[c.name]} has one)", repr(c.name))
             child_names[c.name] = conn.name
-        if conn.local_auth == "psk" and conn.local_id:
+        if "psk" in (conn.local_auth, conn.remote_auth) and conn.local_id:
             psk = _find_psk(secrets, conn.local_id, conn.remote_id)
             if psk is None:
                 ck.error(top["connections"].value[conn.name], f"connections.{conn.name}",

@@ -104,9 +104,18 @@ def in_netns(ns: str, fn: Callable[[], object]) -> object:
 class Charon:
     """One charon-systemd instance in namespace ``ns`` with files under a private temp directory."""
 
-    def __init__(self, ns: str, swanctl_conf: str, *, port: int = 500, port_nat_t: int = 4500):
+    def __init__(self, ns: str, swanctl_conf: str, *, port: int = 500, port_nat_t: int = 4500,
+                 files: dict[str, bytes] | None = None):
         self.ns = ns
         self.dir = Path(tempfile.mkdtemp(prefix="ipsecgw-charon-"))
+        # credentials under swanctl's layout (x509/, x509ca/, private/...): swanctl reads them from
+        # SWANCTL_DIR, which then is this instance's directory
+        self.files = dict(files or {})
+        for rel, data in self.files.items():
+            path = self.dir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            path.chmod(0o600)
         self.vici = self.dir / "charon.vici"
         self.log = self.dir / "charon.log"
         self.conf = self.dir / "swanctl.conf"
@@ -164,8 +173,9 @@ class Charon:
         self.stop()
 
     def swanctl(self, *args: str, timeout: float = 20) -> str:
+        env = dict(os.environ, SWANCTL_DIR=str(self.dir)) if self.files else None
         out = subprocess.run(["ip", "netns", "exec", self.ns, SWANCTL, *args, "--uri", f"unix://{self.vici}"],
-                             capture_output=True, text=True, timeout=timeout)
+                             capture_output=True, text=True, timeout=timeout, env=env)
         if out.returncode != 0:
             raise RuntimeError(f"swanctl {' '.join(args)} failed: {out.stdout}{out.stderr}")
         return out.stdout
@@ -226,6 +236,44 @@ secrets {{
         id-a = {local_id}
         id-b = {remote_id}
         secret = "{psk}"
+    }}
+}}
+"""
+
+
+def swanctl_conf_pubkey(*, local: str, remote: str, local_id: str, remote_id: str, cert: str, ike: str,
+                        esp: str, local_ts: str, remote_ts: str, remote_port: int = 500,
+                        conn_extra: str = "") -> str:
+    """One connection authenticated both ways with certificates (RFC 7427 signatures): our cert is
+    x509/<cert>, its key in private/, the CA in x509ca/ (see ``Charon(files=...)``)."""
+    return f"""connections {{
+    peer {{
+        version = 2
+        local_addrs = {local}
+        remote_addrs = {remote}
+        remote_port = {remote_port}
+        proposals = {ike}
+        encap = yes
+        mobike = no
+        {conn_extra}
+        local {{
+            auth = pubkey
+            certs = {cert}
+            id = "{local_id}"
+        }}
+        remote {{
+            auth = pubkey
+            id = "{remote_id}"
+        }}
+        children {{
+            net {{
+                mode = tunnel
+                local_ts = {local_ts}
+                remote_ts = {remote_ts}
+                esp_proposals = {esp}
+                start_action = none
+            }}
+        }}
     }}
 }}
 """

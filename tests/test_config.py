@@ -91,7 +91,7 @@ def test_error_names_file_line_path_and_expectation() -> None:
      "more than rekey_bytes"),
     ("sa_capacity: 64", "sa_capacity: lots", "gw.yaml:2: gateway.shm.sa_capacity: expected an integer"),
     ("    local: {auth: psk, id: gw-a.example}", "    local: {auth: pubkey, id: gw-a.example, certs: [/nonexist.pem]}",
-     "gw.yaml:9: connections.site-b.local.auth: expected psk: certificate (pubkey) authentication is accepted"),
+     "gw.yaml:9: connections.site-b.local.certs[0]: expected a readable certificate/key file"),
     ("        rekey_time: 1h", "        rekey_time: 1h\n        colour: blue",
      "gw.yaml:18: connections.site-b.children.net.colour: expected one of the known keys"),
 ])

@@ -17,8 +17,10 @@ import sys
 
 import pytest
 from conftest import inet_checksum, ipv4, udp
-from strongswan import Charon, NetnsPair, in_netns, swanctl_conf, unavailable_reason
+from pki import CA, pem_cert, pem_key
+from strongswan import Charon, NetnsPair, in_netns, swanctl_conf, swanctl_conf_pubkey, unavailable_reason
 
+from control.ike.certs import Credentials
 from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.message import TrafficSelectorEntry
 from control.ike.sa import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed
@@ -63,7 +65,8 @@ def esp_in_udp(src: str, dst: str, esp: bytes) -> bytes:
     return ipv4(src, dst, 17, udp(src, dst, 4500, 4500, esp, checksum=False))
 
 
-async def _initiator_session(a_ip: str, b_ip: str, charon_ns: str, ike: str, esp: str) -> dict:
+async def _initiator_session(a_ip: str, b_ip: str, charon_ns: str, ike: str, esp: str,
+                             cfg: IkeConfig | None = None) -> dict:
     events: list[object] = []
     esp_rx: list[bytes] = []
     got = asyncio.Event()
@@ -81,7 +84,7 @@ async def _initiator_session(a_ip: str, b_ip: str, charon_ns: str, ike: str, esp
     ep = IkeUdpEndpoint(a_ip, (500, 4500), on_event=on_event, on_esp=on_esp)
     await ep.start()
     try:
-        cfg = our_config(ike, esp)
+        cfg = cfg or our_config(ike, esp)
         ep.initiate(cfg, b_ip)
         await asyncio.wait_for(got.wait(), 15)
         child = next((e for e in events if isinstance(e, ChildSaEstablished)), None)
@@ -175,3 +178,87 @@ def test_our_initiator_with_charon_responder(ike: str, esp: str) -> None:
     reply = res["reply"]
     assert reply is not None, f"no echo reply through charon\n{log}"
     assert reply[9] == 1 and reply[20] == 0 and reply[24:26] == b"\x42\x42"
+
+
+def cert_cfg(ca: CA, cert, key, our_id: str, their_id: str, ike: str, esp: str, pss: bool = False) -> IkeConfig:
+    """Our side of the certificate interop tests: signs with cert/key, trusts only ca."""
+    return IkeConfig(Identity.from_string(our_id), b"", Identity.from_string(their_id), ike_proposals=ike,
+                     children=[ChildConfig("net", [TrafficSelectorEntry.from_network(OUR_TS)],
+                                           [TrafficSelectorEntry.from_network(THEIR_TS)], esp_proposals=esp)],
+                     retransmit_timeout=1.0, retransmit_tries=3, local_auth="pubkey", remote_auth="pubkey",
+                     credentials=Credentials(cert, key), cacerts=[ca.cert], rsa_pss=pss)
+
+
+def cert_charon(net: NetnsPair, ca: CA, cert, key, their_id: str, our_id: str, ike: str, esp: str) -> Charon:
+    """charon as gw-b with cert/key in swanctl's x509/ and private/, the CA in x509ca/; not started."""
+    net.add_lo_address(net.b, f"{THEIR_HOST}/32")
+    files = {"x509/gw-b.pem": pem_cert(cert), "private/gw-b.key": pem_key(key), "x509ca/ca.pem": pem_cert(ca.cert)}
+    conf = swanctl_conf_pubkey(local=net.b_ip, remote=net.a_ip, local_id=their_id, remote_id=our_id,
+                               cert="gw-b.pem", ike=ike, esp=esp, local_ts=THEIR_TS, remote_ts=OUR_TS)
+    return Charon(net.b, conf, files=files)
+
+
+@pytest.mark.parametrize("kind_ours,kind_theirs,ids,pss,scheme", [
+    ("p256", "p256", ("gw-a.example", "gw-b.example"), False, "ECDSA_WITH_SHA256_DER"),
+    ("rsa", "rsa", ("C=CH, O=ipsecgw test, CN=gw-a", "C=CH, O=ipsecgw test, CN=gw-b"), False,
+     "RSA_EMSA_PKCS1_SHA2_256"),
+    ("rsa", "p521", ("192.0.2.1", "192.0.2.2"), True, "RSA_EMSA_PSS"),
+    ("ed25519", "p384", ("gw-a@example.org", "gw-b.example"), False, "ED25519"),
+])
+def test_certificates_with_charon_responder(kind_ours: str, kind_theirs: str, ids: tuple[str, str], pss: bool,
+                                            scheme: str) -> None:
+    """RFC 7427 signatures both ways: our cert and charon's come from one test CA; charon loads its
+    cert, key and the CA from swanctl's x509/, private/ and x509ca/ directories."""
+    ike, esp = "aes128gcm16-prfsha256-ecp256", "aes128gcm16"
+    ca = CA("ipsecgw interop CA", "p256")
+    our_cert, our_key = ca.issue("gw-a", kind_ours, [ids[0]] if "=" not in ids[0] else [])
+    their_cert, their_key = ca.issue("gw-b", kind_theirs, [ids[1]] if "=" not in ids[1] else [])
+    cfg = cert_cfg(ca, our_cert, our_key, ids[0], ids[1], ike, esp, pss)
+    tag = f"ikeC{os.getpid() % 100000}"
+    with NetnsPair(tag) as net:
+        with cert_charon(net, ca, their_cert, their_key, ids[1], ids[0], ike, esp) as charon:
+            res = in_netns(net.a, lambda: asyncio.run(_initiator_session(net.a_ip, net.b_ip, net.b, ike, esp, cfg)))
+            listing = charon.list_sas()
+            log = charon.log_text()
+    events = res["events"]
+    ike_up = next((e for e in events if isinstance(e, IkeSaEstablished)), None)
+    assert ike_up is not None, f"events {events}\ncharon log:\n{log}"
+    assert str(ike_up.remote_id) == ids[1]
+    assert res["child"] is not None, f"events {events}\ncharon log:\n{log}"
+    assert ike_up.spi_i.hex() in listing and "ESTABLISHED, IKEv2" in listing, listing
+    # charon's log names the identity it authenticated with our certificate, and the scheme
+    assert re.search(rf"authentication of '{re.escape(ids[0])}' with {scheme}\S* successful", log), log
+    status, inner = res["esp_in"][0]
+    assert status == Status.OK and inner.endswith(b"hello from charon side")
+    assert res["reply"] is not None, f"no echo reply through charon\n{log}"
+
+
+async def _cert_responder(a_ip: str, b_ip: str, charon: Charon, cfg: IkeConfig) -> list[object]:
+    from test_ike_strongswan_exchanges import Session  # that module imports this one
+
+    s = Session(a_ip, b_ip, charon, cfg)
+    await s.ep.start()
+    try:
+        await s.swanctl("--initiate", "--child", "net", "--timeout", "15")
+        await s.wait(lambda e: isinstance(e, ChildSaEstablished), "the CHILD SA charon initiated")
+        await s.check()
+        return s.events
+    finally:
+        s.ep.close()
+
+
+@pytest.mark.parametrize("kind_ours,kind_theirs", [("p256", "rsa"), ("rsa", "p256")])
+def test_certificates_with_charon_initiator(kind_ours: str, kind_theirs: str) -> None:
+    """charon initiates with its certificate to our responder, which answers with its own."""
+    ike, esp = "aes256-sha384-ecp384", "aes256-sha256"
+    ca = CA("ipsecgw interop CA", "rsa")
+    our_cert, our_key = ca.issue("gw-a", kind_ours, ["gw-a.example"])
+    their_cert, their_key = ca.issue("gw-b", kind_theirs, ["gw-b.example"])
+    cfg = cert_cfg(ca, our_cert, our_key, "gw-a.example", "gw-b.example", ike, esp)
+    with NetnsPair(f"ikeR{os.getpid() % 100000}") as net:
+        with cert_charon(net, ca, their_cert, their_key, "gw-b.example", "gw-a.example", ike, esp) as charon:
+            events = in_netns(net.a, lambda: asyncio.run(_cert_responder(net.a_ip, net.b_ip, charon, cfg)))
+            log = charon.log_text()
+    up = next(e for e in events if isinstance(e, IkeSaEstablished))
+    assert not up.initiator and str(up.remote_id) == "gw-b.example"
+    assert "authentication of 'gw-a.example' with" in log and "successful" in log, log

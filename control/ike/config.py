@@ -5,6 +5,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from cryptography import x509
+
+from control.ike.certs import Credentials, dn_from_string, dn_to_string
 from control.ike.constants import IdType
 from control.ike.message import IDPayload, TrafficSelectorEntry
 from control.ike.proposals import parse_proposals
@@ -26,7 +29,7 @@ class Identity:
         else:
             return cls(IdType.IPV4_ADDR if addr.version == 4 else IdType.IPV6_ADDR, addr.packed)
         if "=" in text:
-            raise ValueError(f"identity {text!r}: distinguished names are not supported yet")
+            return cls(IdType.DER_ASN1_DN, dn_from_string(text))
         if text.startswith("@"):
             return cls(IdType.FQDN, text[1:].encode())
         if "@" in text:
@@ -41,6 +44,8 @@ class Identity:
             return str(ipaddress.ip_address(self.data))
         if self.id_type in (IdType.FQDN, IdType.RFC822_ADDR):
             return self.data.decode(errors="replace")
+        if self.id_type == IdType.DER_ASN1_DN:
+            return dn_to_string(self.data)
         return f"id-type-{self.id_type}:{self.data.hex()}"
 
 
@@ -77,11 +82,28 @@ class IkeConfig:
     rekey_time: float = 0.0         # IKE SA rekey after this long (0: never)
     rand_time: float = 0.0
     half_open_timeout: float = 30.0  # a responder SA that never completes IKE_AUTH is dropped after this
+    # certificate authentication (RFC 7427); each direction may differ, as in swanctl's local/remote auth
+    local_auth: str = "psk"                     # "psk" or "pubkey" (we sign with credentials)
+    remote_auth: str = "psk"                    # "psk" or "pubkey" (the peer's cert must chain to cacerts)
+    credentials: Credentials | None = None      # our certificate and private key
+    cacerts: list[x509.Certificate] = field(default_factory=list)
+    rsa_pss: bool = False                       # sign with RSASSA-PSS instead of PKCS#1 v1.5 (RSA keys)
 
     def __post_init__(self) -> None:
         self.proposals = parse_proposals(self.ike_proposals, "ike")
-        if len(self.psk) < 1:
+        for what, auth in (("local_auth", self.local_auth), ("remote_auth", self.remote_auth)):
+            if auth not in ("psk", "pubkey"):
+                raise ValueError(f"{what}: expected psk or pubkey, got {auth!r}")
+        if "psk" in (self.local_auth, self.remote_auth) and len(self.psk) < 1:
             raise ValueError("psk: expected a non-empty secret")
+        if self.local_auth == "pubkey" and self.credentials is None:
+            raise ValueError("credentials: pubkey authentication needs our certificate and key")
+        if self.remote_auth == "pubkey" and not self.cacerts:
+            raise ValueError("cacerts: pubkey authentication of the peer needs at least one CA certificate")
+
+    @property
+    def uses_certs(self) -> bool:
+        return "pubkey" in (self.local_auth, self.remote_auth)
 
     def __repr__(self) -> str:          # the PSK never reaches a log
         return f"IkeConfig(local_id={self.local_id}, remote_id={self.remote_id}, proposals={self.ike_proposals!r})"

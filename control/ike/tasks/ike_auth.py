@@ -6,11 +6,26 @@ import hmac
 import ipaddress
 from typing import TYPE_CHECKING
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from control.ike import auth_sig
+from control.ike.certs import (
+    CERT_X509_SIGNATURE,
+    CertError,
+    certreq_data,
+    check_key,
+    dn_equal,
+    dn_to_string,
+    id_matches_cert,
+    verify_chain,
+)
 from control.ike.config import ChildConfig, Identity
-from control.ike.constants import AuthMethod, ExchangeType, Notify, ProtocolId, TransformType
+from control.ike.constants import AuthMethod, ExchangeType, IdType, Notify, ProtocolId, TransformType
 from control.ike.crypto import child_keymat, prf
 from control.ike.message import (
     AuthPayload,
+    CertPayload,
     IDPayload,
     Message,
     NotifyPayload,
@@ -43,15 +58,87 @@ CHILD_ERRORS = (Notify.NO_PROPOSAL_CHOSEN, Notify.TS_UNACCEPTABLE, Notify.SINGLE
                 Notify.NO_ADDITIONAL_SAS)
 
 
-def psk_auth(sa: IkeSA, of_initiator: bool, id_payload: IDPayload) -> bytes:
-    """AUTH data for the initiator's or the responder's identity (RFC 7296 §2.15)."""
+def signed_octets(sa: IkeSA, of_initiator: bool, id_payload: IDPayload) -> bytes:
+    """What the initiator's or the responder's AUTH covers (RFC 7296 §2.15), for PSK and signatures."""
     assert sa.suite is not None and sa.keys is not None
     p = sa.suite.prf
     if of_initiator:
-        octets = sa.init_request + sa.nonce_r + prf(p, sa.keys.sk_pi, id_payload.body())
-    else:
-        octets = sa.init_response + sa.nonce_i + prf(p, sa.keys.sk_pr, id_payload.body())
-    return prf(p, prf(p, sa.config.psk, KEY_PAD), octets)
+        return sa.init_request + sa.nonce_r + prf(p, sa.keys.sk_pi, id_payload.body())
+    return sa.init_response + sa.nonce_i + prf(p, sa.keys.sk_pr, id_payload.body())
+
+
+def psk_auth(sa: IkeSA, of_initiator: bool, id_payload: IDPayload) -> bytes:
+    """AUTH data for the initiator's or the responder's identity (RFC 7296 §2.15)."""
+    assert sa.suite is not None
+    p = sa.suite.prf
+    return prf(p, prf(p, sa.config.psk, KEY_PAD), signed_octets(sa, of_initiator, id_payload))
+
+
+def _local_id(sa: IkeSA, initiator: bool) -> IDPayload:
+    ident, creds = sa.config.local_id, sa.config.credentials
+    if ident.id_type == IdType.DER_ASN1_DN and creds is not None:
+        subject = creds.cert.subject.public_bytes()
+        if dn_equal(ident.data, subject):
+            # the certificate's own encoding, so a peer comparing bytes or string types agrees
+            return IDPayload(IdType.DER_ASN1_DN, subject, initiator)
+    return ident.payload(initiator)
+
+
+def _our_auth(sa: IkeSA, initiator: bool, idp: IDPayload) -> list[Payload]:
+    """CERT payloads (ours, then intermediates) and AUTH for our side."""
+    cfg = sa.config
+    if cfg.local_auth != "pubkey":
+        return [AuthPayload(AuthMethod.PSK, psk_auth(sa, initiator, idp))]
+    assert cfg.credentials is not None
+    creds = cfg.credentials
+    certs: list[Payload] = [CertPayload(CERT_X509_SIGNATURE, c.public_bytes(Encoding.DER))
+                            for c in [creds.cert, *creds.chain]]
+    try:
+        data = auth_sig.sign(creds.key, signed_octets(sa, initiator, idp), getattr(sa, "peer_sig_hashes", None),
+                             cfg.rsa_pss)
+    except auth_sig.SignatureError as exc:
+        raise IkeError(Notify.AUTHENTICATION_FAILED, str(exc)) from None
+    return certs + [AuthPayload(AuthMethod.DIGITAL_SIGNATURE, data)]
+
+
+def certreq_payloads(sa: IkeSA) -> list[Payload]:
+    """A CERTREQ naming our CAs, when we authenticate the peer by certificate."""
+    if sa.config.remote_auth != "pubkey" or not sa.config.cacerts:
+        return []
+    return [CertPayload(CERT_X509_SIGNATURE, certreq_data(sa.config.cacerts), request=True)]
+
+
+def _same_identity(a: Identity, b: Identity) -> bool:
+    if a.id_type == b.id_type == IdType.DER_ASN1_DN:
+        return dn_equal(a.data, b.data)
+    if a.id_type == b.id_type and a.id_type in (IdType.FQDN, IdType.RFC822_ADDR):
+        return a.data.lower() == b.data.lower()
+    return a == b
+
+
+def _verify_signature(sa: IkeSA, msg: Message, peer_is_initiator: bool, idp: IDPayload, auth: AuthPayload,
+                      peer: Identity) -> None:
+    if auth.method != AuthMethod.DIGITAL_SIGNATURE:
+        raise IkeError(Notify.AUTHENTICATION_FAILED,
+                       f"peer uses auth method {auth.method}, we expect a digital signature (RFC 7427)")
+    ders = [p.data for p in msg.payloads if isinstance(p, CertPayload) and not p.request
+            and p.encoding == CERT_X509_SIGNATURE]
+    if not ders:
+        raise IkeError(Notify.AUTHENTICATION_FAILED, f"{peer} sent no X.509 certificate")
+    try:
+        certs = [x509.load_der_x509_certificate(d) for d in ders[:4]]
+        verify_chain(certs[0], certs[1:], sa.config.cacerts)
+        check_key(certs[0].public_key(), "peer certificate")
+    except (CertError, ValueError) as exc:
+        raise IkeError(Notify.AUTHENTICATION_FAILED, f"certificate of {peer}: {exc}") from None
+    if not id_matches_cert(idp.id_type, idp.data, certs[0]):
+        raise IkeError(Notify.AUTHENTICATION_FAILED,
+                       f"identity {peer} is not in its certificate "
+                       f"'{dn_to_string(certs[0].subject.public_bytes())}' (subject or subjectAltName)")
+    try:
+        auth_sig.verify(certs[0].public_key(), auth.data, signed_octets(sa, peer_is_initiator, idp))  # type: ignore[arg-type]
+    except auth_sig.SignatureError as exc:
+        raise IkeError(Notify.AUTHENTICATION_FAILED, f"signature of {peer}: {exc}") from None
 
 
 def _verify_peer(sa: IkeSA, msg: Message, peer_is_initiator: bool) -> Identity:
@@ -60,8 +147,11 @@ def _verify_peer(sa: IkeSA, msg: Message, peer_is_initiator: bool) -> Identity:
         raise IkeError(Notify.AUTHENTICATION_FAILED, "IKE_AUTH without ID or AUTH payload")
     assert isinstance(idp, IDPayload) and isinstance(auth, AuthPayload)
     peer = Identity(idp.id_type, idp.data)
-    if sa.config.remote_id is not None and peer != sa.config.remote_id:
+    if sa.config.remote_id is not None and not _same_identity(peer, sa.config.remote_id):
         raise IkeError(Notify.AUTHENTICATION_FAILED, f"peer identity {peer} is not the configured one")
+    if sa.config.remote_auth == "pubkey":
+        _verify_signature(sa, msg, peer_is_initiator, idp, auth, peer)
+        return peer
     if auth.method != AuthMethod.PSK:
         raise IkeError(Notify.AUTHENTICATION_FAILED, f"peer uses auth method {auth.method}, we expect PSK")
     if not hmac.compare_digest(auth.data, psk_auth(sa, peer_is_initiator, idp)):
@@ -147,11 +237,13 @@ class IkeAuthInitiator:
         self.state: ChildState | None = None
 
     def build_request(self, sa: IkeSA) -> list[Payload]:
-        idi = sa.config.local_id.payload(True)
-        payloads: list[Payload] = [idi]
+        idi = _local_id(sa, True)
+        ours = _our_auth(sa, True, idi)
+        # RFC 7296 §1.2 order: IDi, [CERT+], [CERTREQ], [IDr], AUTH
+        payloads: list[Payload] = [idi, *ours[:-1], *certreq_payloads(sa)]
         if sa.config.remote_id is not None:
             payloads.append(sa.config.remote_id.payload(False))
-        payloads.append(AuthPayload(AuthMethod.PSK, psk_auth(sa, True, idi)))
+        payloads.append(ours[-1])
         if self.child is not None:
             self.state = ChildState(self.child, random_esp_spi())
             if self.child.mode == Mode.TRANSPORT:
@@ -204,8 +296,8 @@ class IkeAuthResponder:
 
     def process_request(self, sa: IkeSA, msg: Message, now: float) -> list[Payload]:
         peer = _verify_peer(sa, msg, peer_is_initiator=True)
-        idr = sa.config.local_id.payload(False)
-        payloads: list[Payload] = [idr, AuthPayload(AuthMethod.PSK, psk_auth(sa, False, idr))]
+        idr = _local_id(sa, False)
+        payloads: list[Payload] = [idr, *_our_auth(sa, False, idr)]
         _established(sa, peer)
         sa_p, tsi, tsr = msg.get(SAPayload), msg.get(TSPayload, initiator=True), msg.get(TSPayload, initiator=False)
         if sa_p is None:
@@ -242,5 +334,6 @@ class IkeAuthResponder:
         return payloads + [NotifyPayload(notify)]
 
 
-__all__ = ["IkeAuthInitiator", "IkeAuthResponder", "psk_auth", "install_child", "esp_choice", "accept_selectors",
+__all__ = ["IkeAuthInitiator", "IkeAuthResponder", "psk_auth", "signed_octets", "certreq_payloads",
+           "install_child", "esp_choice", "accept_selectors",
            "TrafficSelectorEntry"]

@@ -9,9 +9,20 @@ import os
 import struct
 from typing import TYPE_CHECKING
 
+from control.ike.auth_sig import SignatureError, hash_algorithms_notify_data, parse_hash_algorithms
+from control.ike.certs import CERT_X509_SIGNATURE, certreq_data
 from control.ike.constants import ExchangeType, Notify, TransformType
 from control.ike.crypto import CryptoError, KeyExchange, derive_ike_keys
-from control.ike.message import KEPayload, Message, NoncePayload, NotifyPayload, Payload, Proposal, SAPayload
+from control.ike.message import (
+    CertPayload,
+    KEPayload,
+    Message,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    Proposal,
+    SAPayload,
+)
 from control.ike.proposals import (
     ProposalError,
     first_dh,
@@ -57,6 +68,29 @@ def _detect_nat(sa: IkeSA, msg: Message, spi_r: bytes, local: tuple[str, int], r
     sa.nat_local = sa.config.encap or not any(n.data == expect_dst for n in dsts)
 
 
+def _sig_hash_notify(sa: IkeSA) -> list[Payload]:
+    """RFC 7427 §4: announce the hashes we sign and verify with, when certificates are in use."""
+    if not sa.config.uses_certs:
+        return []
+    return [NotifyPayload(Notify.SIGNATURE_HASH_ALGORITHMS, hash_algorithms_notify_data())]
+
+
+def _note_sig_hashes(sa: IkeSA, msg: Message) -> None:
+    # None: the peer announced nothing, so we sign with our defaults
+    found = msg.notifies(Notify.SIGNATURE_HASH_ALGORITHMS)
+    try:
+        sa.peer_sig_hashes = parse_hash_algorithms(found[0].data) if found else None  # type: ignore[attr-defined]
+    except SignatureError:
+        sa.peer_sig_hashes = None  # type: ignore[attr-defined]
+
+
+def _certreq(sa: IkeSA) -> list[Payload]:
+    """RFC 7296 §1.2: the responder may ask for certificates in IKE_SA_INIT already."""
+    if sa.config.remote_auth != "pubkey" or not sa.config.cacerts:
+        return []
+    return [CertPayload(CERT_X509_SIGNATURE, certreq_data(sa.config.cacerts), request=True)]
+
+
 def _error_notify(msg: Message) -> NotifyPayload | None:
     return next((n for n in msg.notifies() if n.notify_type < 16384), None)
 
@@ -81,7 +115,7 @@ class IkeInitInitiator:
             payloads.append(NotifyPayload(Notify.COOKIE, self.cookie))   # RFC 7296 §2.6: first payload
         payloads += [SAPayload(props), KEPayload(self.group, sa.ke.public), NoncePayload(sa.nonce_i)]
         payloads += _natd_payloads(sa, bytes(8), (str(sa.local_ip), sa.config.local_port), sa.remote)
-        return payloads
+        return payloads + _sig_hash_notify(sa)
 
     def process_response(self, sa: IkeSA, msg: Message, now: float) -> bool:
         cookie = msg.notifies(Notify.COOKIE)
@@ -127,6 +161,7 @@ class IkeInitInitiator:
         sa.suite = suite
         _detect_nat(sa, msg, sa.spi_r, (str(sa.local_ip), sa.config.local_port), sa.remote)
         sa.set_keys(derive_ike_keys(suite, sa.nonce_i, sa.nonce_r, g_ir, sa.spi_i, sa.spi_r))
+        _note_sig_hashes(sa, msg)
         return False
 
 
@@ -166,4 +201,5 @@ class IkeInitResponder:
         chosen.spi = b""
         payloads: list[Payload] = [SAPayload([chosen]), KEPayload(suite.dh, sa.ke.public), NoncePayload(sa.nonce_r)]
         payloads += _natd_payloads(sa, sa.spi_r, local, sa.remote)
-        return payloads
+        _note_sig_hashes(sa, msg)
+        return payloads + _certreq(sa) + _sig_hash_notify(sa)
