@@ -22,7 +22,10 @@ from cdefs.builder import pkg_flags, rebuild, set_source  # noqa: E402
 MODULE = "fastpath._dpdk"
 
 ffibuilder = FFI()
-ffibuilder.cdef(cdef_text("dpdk.h"))
+# esp.h comes first: the loop (dpdk_loop.h) runs our ESP core, compiled into this module
+# (esp_core.c on intel-ipsec-mb, the same sources as fastpath._esp_ipsecmb), and Python
+# installs SAs into it through esp.h's API.
+ffibuilder.cdef(cdef_text("esp.h") + "\n" + cdef_text("dpdk.h") + "\n" + cdef_text("dpdk_loop.h"))
 
 _libdpdk, WHY_NOT = pkg_flags("libdpdk", ["rte_eal"], " (Debian: libdpdk-dev)")
 
@@ -31,9 +34,10 @@ _libdpdk, WHY_NOT = pkg_flags("libdpdk", ["rte_eal"], " (Debian: libdpdk-dev)")
 # headers are compiled against them.
 set_source(ffibuilder, MODULE,
            "#include <rte_eal.h>\n#include <rte_cryptodev.h>\n#include <rte_ethdev.h>\n"
-           "#include <rte_version.h>\n#include \"dpdk.h\"\n",
-           direct=__name__ == "__main__", sources=["dpdk_glue.c"], depends=["dpdk.h"], lib=_libdpdk,
-           cflags=["-O2", "-Wall", "-Wno-unused-function", "-DALLOW_EXPERIMENTAL_API"])
+           "#include <rte_version.h>\n#include \"dpdk.h\"\n#include \"dpdk_loop.h\"\n",
+           direct=__name__ == "__main__", sources=["dpdk_glue.c", "dpdk_loop.c", "esp_core.c", "crypto_ipsecmb.c"],
+           depends=["dpdk.h", "dpdk_loop.h", "esp.h", "esp_core.h"], lib=_libdpdk, libraries=["IPSec_MB"],
+           cflags=["-O3", "-Wall", "-Wno-unused-function", "-DALLOW_EXPERIMENTAL_API"])
 
 if __name__ == "__main__":
     rebuild(ffibuilder, MODULE, WHY_NOT)
