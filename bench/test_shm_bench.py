@@ -161,20 +161,74 @@ def _fill_sas(c: ControlRegion, n: int) -> None:
         install(c.handle, slot, p, 1, 0, slot + 1, 0)
 
 
+def _best_ns(fn, k: int, rounds: int) -> tuple[float, float]:
+    """(best, median) ns per lookup over rounds runs of fn (k lookups each): on a busy 2-core
+    machine the best run is the one least disturbed by other jobs."""
+    ts = []
+    for _ in range(rounds):
+        t = time.perf_counter_ns()
+        fn()
+        ts.append(time.perf_counter_ns() - t)
+    return min(ts) / k, float(np.median(ts)) / k
+
+
 @pytest.mark.parametrize("n", [10, 10_000, 1_000_000])
 def test_spi_lookup_cost(benchmark, shm_path, n):
+    """Single lookups (ipsg_shm_spi_lookup_many: one probe after another) beside the batched
+    ipsg_shm_spi_lookup_batch, by SPI and by (SPI, destination), on random keys.
+
+    batch_*: one call over all keys (chunks of 64 inside).  calls_of_32/256: one cffi call per
+    batch of 32 or 256 keys, as a fastpath loop makes them; net_* subtracts the cost of the same
+    loop of empty calls (the Python/cffi call, about 0.3 us), gross_* does not."""
     c = ControlRegion.create(shm_path, Capacities(n_sa=n, n_spd=16, cmd_ring=1 << 22, evt_ring=16))
     _fill_sas(c, n)
-    k = 100_000
+    k, rounds = 20_000, 40
     rng = np.random.default_rng(1)
     spis = (0x100 + rng.integers(0, n, k)).astype(np.uint32)
+    want = spis.astype(np.int64) - 0x100
+    fam = np.full(k, 4, np.uint8)
+    dst = np.zeros((k, 16), np.uint8)
+    dst[:, :4] = list(_sa(0x100).dst.packed)
     out = np.empty(k, dtype=np.int64)
+    h = c.handle
     sp, op = ffi.from_buffer("uint32_t[]", spis), ffi.from_buffer("int64_t[]", out)
-    benchmark.pedantic(lib.ipsg_shm_spi_lookup_many, args=(c.handle, k, sp, op), rounds=20, iterations=1)
-    assert np.array_equal(out, spis.astype(np.int64) - 0x100)
-    ns = benchmark.stats.stats.median / k * 1e9
-    benchmark.extra_info.update(entries=n, ns_per_lookup=ns)
-    print(f"\nSPI lookup, {n} SAs: {ns:.1f} ns")
+    fp, dp = ffi.from_buffer("uint8_t[]", fam), ffi.from_buffer("uint8_t[]", dst)
+    single, batch = lib.ipsg_shm_spi_lookup_many, lib.ipsg_shm_spi_lookup_batch
+
+    def check() -> None:
+        assert np.array_equal(out, want)
+        out[:] = -5
+
+    benchmark.pedantic(single, args=(h, k, sp, op), rounds=rounds, iterations=1)
+    check()
+    figures = {"single_ns": benchmark.stats.stats.min / k * 1e9,
+               "single_median_ns": benchmark.stats.stats.median / k * 1e9}
+    figures["batch_ns"], figures["batch_median_ns"] = _best_ns(lambda: batch(h, k, sp, ffi.NULL, ffi.NULL, op), k,
+                                                               rounds)
+    check()
+    figures["batch_dst_ns"], figures["batch_dst_median_ns"] = _best_ns(lambda: batch(h, k, sp, fp, dp, op), k, rounds)
+    check()
+    for size in (32, 256):
+        starts = range(0, k, size)
+        ptrs = [(sp + i, fp + i, dp + 16 * i, op + i, min(size, k - i)) for i in starts]
+
+        def calls(with_dst: bool, m: int | None = None, ptrs=ptrs) -> None:
+            for s_, f_, d_, o_, cnt in ptrs:
+                batch(h, cnt if m is None else m, s_, f_ if with_dst else ffi.NULL, d_ if with_dst else ffi.NULL, o_)
+
+        empty, _ = _best_ns(lambda: calls(False, 0), k, rounds)
+        for with_dst in (False, True):
+            gross, _ = _best_ns(lambda: calls(with_dst), k, rounds)   # noqa: B023 - called right here
+            check()
+            tag = f"calls_of_{size}{'_dst' if with_dst else ''}"
+            figures[f"{tag}_gross_ns"], figures[f"{tag}_net_ns"] = gross, gross - empty
+    benchmark.extra_info.update(entries=n, ns_per_lookup=figures["single_ns"], **figures)
+    print(f"\nSPI lookup, {n} SAs, best ns per lookup: single {figures['single_ns']:.1f}; batch "
+          f"{figures['batch_ns']:.1f}, with dst {figures['batch_dst_ns']:.1f}; calls of 32 "
+          f"{figures['calls_of_32_net_ns']:.1f} ({figures['calls_of_32_dst_net_ns']:.1f} with dst), of 256 "
+          f"{figures['calls_of_256_net_ns']:.1f} ({figures['calls_of_256_dst_net_ns']:.1f} with dst) net of the "
+          f"call; medians: single {figures['single_median_ns']:.1f}, batch {figures['batch_median_ns']:.1f}, "
+          f"with dst {figures['batch_dst_median_ns']:.1f}")
     c.close()
 
 
@@ -208,30 +262,73 @@ def _fill_policies(c: ControlRegion, n: int, rng: random.Random, spread: bool = 
     return prefixes
 
 
+_V6_SRC = int(ipaddress.ip_address("2001:db8:ffff::"))
+
+
+def _fill_policies_v6(c: ControlRegion, n: int, rng: random.Random) -> list[tuple[int, int]]:
+    """Write n IPv6 policies for remote sites anywhere in 2000::/3: mostly /48 and /64, some /56,
+    /128 and /32 (five lengths, so a lookup probes up to five buckets); a quarter also restrict
+    the source to a /64 under 2001:db8:ffff::/48; random priorities.  Returns their (dst, plen)."""
+    p = ffi.new("struct ipsg_spd_policy *")
+    p.state, p.family, p.sport_hi, p.dport_hi = 1, 6, 65535, 65535
+    prefixes = []
+    for i in range(n):
+        plen = rng.choice((32, 48, 48, 48, 56, 64, 64, 128))
+        dst = ((0x2 << 124) | rng.getrandbits(125)) & (((1 << 128) - 1) ^ ((1 << (128 - plen)) - 1))
+        prefixes.append((dst, plen))
+        p.dst_plen, p.dst[0:16] = plen, list(dst.to_bytes(16, "big"))
+        if rng.random() < 0.25:
+            p.src_plen, p.src[0:16] = 64, list((_V6_SRC | rng.randrange(256) << 64).to_bytes(16, "big"))
+        else:
+            p.src_plen = 0
+        p.action = rng.randrange(3)
+        p.priority = rng.randrange(1000)
+        lib.ipsg_spd_write(c.handle, i, p)
+    return prefixes
+
+
+def _v6_packets(prefixes: list[tuple[int, int]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k (src, dst) pairs as uint8[k, 16]: each destination inside a random policy's prefix."""
+    rng = random.Random(3)
+    src = np.zeros((k, 16), dtype=np.uint8)
+    dst = np.zeros((k, 16), dtype=np.uint8)
+    for i in range(k):
+        base, plen = prefixes[rng.randrange(len(prefixes))]
+        d = base | rng.getrandbits(128 - plen) if plen < 128 else base
+        dst[i] = np.frombuffer(d.to_bytes(16, "big"), np.uint8)
+        src[i] = np.frombuffer((_V6_SRC | rng.getrandbits(80)).to_bytes(16, "big"), np.uint8)
+    return src, dst
+
+
 @pytest.mark.parametrize("layout, n", [("dense", 10), ("dense", 10_000), ("dense", 100_000), ("dense", 1_000_000),
-                                       ("spread", 100_000), ("spread", 1_000_000)])
+                                       ("spread", 100_000), ("spread", 1_000_000),
+                                       ("v6", 10), ("v6", 10_000), ("v6", 100_000), ("v6", 1_000_000)])
 def test_spd_lookup_cost(benchmark, shm_path, layout, n):
     c = ControlRegion.create(shm_path, Capacities(n_sa=16, n_spd=n, cmd_ring=16, evt_ring=16))
     rng = random.Random(n)
-    prefixes = _fill_policies(c, n, rng, spread=layout == "spread")
+    v6 = layout == "v6"
+    prefixes = _fill_policies_v6(c, n, rng) if v6 else _fill_policies(c, n, rng, spread=layout == "spread")
     t0 = time.perf_counter()
     compiled = c.commit_policies()
     compile_ms = (time.perf_counter() - t0) * 1000
     assert compiled == n
     k = 100_000
-    fam = np.full(k, 4, dtype=np.uint8)
+    fam = np.full(k, 6 if v6 else 4, dtype=np.uint8)
     src = np.zeros((k, 16), dtype=np.uint8)
     dst = np.zeros((k, 16), dtype=np.uint8)
     srcs = np.random.default_rng(2).integers(0xC0A80000, 0xC0A8FFFF, k, dtype=np.uint32)
-    if layout == "dense":
+    if v6:
+        src, dst = _v6_packets(prefixes, k)
+    elif layout == "dense":
         dsts = np.random.default_rng(3).integers(0x0A000000, 0x0AFFFFFF, k, dtype=np.uint32)
     else:   # packets to random sites: an address inside a random policy's destination prefix
         pick = np.random.default_rng(3).integers(0, n, k)
         base = np.array([d for d, _ in prefixes], dtype=np.uint64)[pick]
         span = np.array([1 << (32 - plen) for _, plen in prefixes], dtype=np.uint64)[pick]
         dsts = (base + np.random.default_rng(4).integers(0, 1 << 32, k, dtype=np.uint64) % span).astype(np.uint32)
-    src[:, :4] = srcs.byteswap().view(np.uint8).reshape(k, 4)
-    dst[:, :4] = dsts.byteswap().view(np.uint8).reshape(k, 4)
+    if not v6:
+        src[:, :4] = srcs.byteswap().view(np.uint8).reshape(k, 4)
+        dst[:, :4] = dsts.byteswap().view(np.uint8).reshape(k, 4)
     proto = np.full(k, 17, dtype=np.uint8)
     ports = np.full(k, 4500, dtype=np.uint16)
     out = np.empty(k, dtype=np.int32)
@@ -245,15 +342,17 @@ def test_spd_lookup_cost(benchmark, shm_path, layout, n):
     hit = float((out >= 0).mean())
     comp = ffi.cast("struct ipsg_spd_compiled *", lib.ipsg_shm_base(c.handle) + c.hdr.off_spd[c.hdr.spd_gen & 1])
     # Spot check against the one-at-a-time lookup (the tests check both against a linear scan).
+    ip = ipaddress.IPv6Address if v6 else ipaddress.IPv4Address
     for i in range(0, k, k // 200):
-        r = c.lookup_policy(str(ipaddress.IPv4Address(int(srcs[i]))), str(ipaddress.IPv4Address(int(dsts[i]))), 17,
+        r = c.lookup_policy(str(ip(bytes(src[i, :16 if v6 else 4]))), str(ip(bytes(dst[i, :16 if v6 else 4]))), 17,
                             4500, 4500)
         assert (r.policy if r else -1) == out[i]
+    shape = ({"v6_prefixes": int(comp.v6_prefixes), "v6_lengths": int(comp.v6_nlens), "v6_cands": int(comp.v6_cands),
+              "v6_cut": int(comp.v6_cut)} if v6 else
+             {"v4_prefixes": int(comp.v4_prefixes), "v4_chunks": int(comp.v4_chunks), "v4_cands": int(comp.v4_cands),
+              "v4_cut": int(comp.v4_cut)})
     benchmark.extra_info.update(layout=layout, policies=n, ns_per_lookup=ns, ns_per_lookup_best=best_ns,
-                                hit_ratio=hit, compile_ms=compile_ms, groups=int(comp.n_groups[0]),
-                                v4_prefixes=int(comp.v4_prefixes), v4_chunks=int(comp.v4_chunks),
-                                v4_cands=int(comp.v4_cands), v4_cut=int(comp.v4_cut))
+                                hit_ratio=hit, compile_ms=compile_ms, groups=int(comp.n_groups[int(v6)]), **shape)
     print(f"\nSPD lookup, {layout} {n} policies: median {ns:.1f} ns, best {best_ns:.1f} ns (hit ratio {hit:.2f}; "
-          f"compile {compile_ms:.0f} ms; {comp.v4_prefixes} prefixes, {comp.v4_chunks} chunks, "
-          f"{comp.v4_cands} candidates, {comp.v4_cut} lists cut)")
+          f"compile {compile_ms:.0f} ms; {shape})")
     c.close()

@@ -35,6 +35,7 @@
 #define HASH_TOMB 0xffffffffu
 
 _Static_assert(sizeof(struct ipsg_sa_params) % 8 == 0, "digest reads params as 64-bit words");
+_Static_assert(sizeof(struct ipsg_spd_bucket) == 64, "an SPD bucket is one cache line");
 
 struct ipsg_shm {
     uint8_t *base;
@@ -49,6 +50,9 @@ struct ipsg_shm {
     uint8_t *spd[2];
     uint32_t *spd_chunk[2];          /* IPv4 trie chunks of each compiled copy */
     struct ipsg_spd_cand *spd_cand[2];
+    struct ipsg_spd_rule *spd_cand6[2];  /* IPv6 candidate lists of each compiled copy */
+    uint64_t *spd_v6f[2];                /* IPv6 length filter of each copy: 2 words per entry */
+    uint32_t v6f_mask;                   /* its entries - 1 */
     uint32_t chunk_cap, cand_cap;
     struct ipsg_shm_ring *cmd;
     struct ipsg_shm_cmd *cmd_e;
@@ -86,9 +90,12 @@ static int is_pow2(uint32_t x) { return x && !(x & (x - 1)); }
 
 /* IPv4 trie sizes: a prefix longer than /16 allocates at most 4 chunks (one per 4-bit level),
  * and every distinct prefix needs at least one candidate entry; the 4x candidate budget leaves
- * room for lists of several entries (a list that does not fit is cut and falls back). */
+ * room for lists of several entries (a list that does not fit is cut and falls back).  IPv6
+ * candidate lists have a budget of the same size. */
 static uint32_t chunk_cap(const struct ipsg_shm_caps *c) { return 4 * c->n_spd + 1; }
 static uint32_t cand_cap(const struct ipsg_shm_caps *c) { return 4 * c->n_spd + 16; }
+/* IPv6 length filter: one entry (two words) per policy, rounded up to a power of two. */
+static uint32_t v6f_entries(const struct ipsg_shm_caps *c) { return pow2_at_least(c->n_spd); }
 
 int ipsg_shm_layout(const struct ipsg_shm_caps *c, struct ipsg_shm_hdr *h, char *err, size_t errlen) {
     if (c->n_sa < 1 || c->n_sa > (1u << 24)) {
@@ -133,7 +140,8 @@ int ipsg_shm_layout(const struct ipsg_shm_caps *c, struct ipsg_shm_hdr *h, char 
     h->spd_size = align64(sizeof(struct ipsg_spd_compiled)) +
                   align64((uint64_t)c->n_spd * sizeof(struct ipsg_spd_rule)) +
                   align64((uint64_t)h->n_spd_hash * sizeof(struct ipsg_spd_bucket)) +
-                  align64((uint64_t)chunk_cap(c) * 64) + align64((uint64_t)cand_cap(c) * sizeof(struct ipsg_spd_cand));
+                  align64((uint64_t)chunk_cap(c) * 64) + align64((uint64_t)cand_cap(c) * sizeof(struct ipsg_spd_cand)) +
+                  align64((uint64_t)cand_cap(c) * sizeof(struct ipsg_spd_rule)) + (uint64_t)v6f_entries(c) * 16;
     for (int i = 0; i < 2; i++) {
         h->off_spd[i] = o;
         o = align64(o + h->spd_size);
@@ -212,9 +220,14 @@ static struct ipsg_shm *bind_region(uint8_t *base, uint64_t size) {
                      align64((uint64_t)h->n_spd_hash * sizeof(struct ipsg_spd_bucket));
         s->spd_chunk[i] = (uint32_t *)x;
         s->spd_cand[i] = (struct ipsg_spd_cand *)(x + align64((uint64_t)chunk_cap(&h->caps) * 64));
+        s->spd_cand6[i] = (struct ipsg_spd_rule *)((uint8_t *)s->spd_cand[i] +
+                                                   align64((uint64_t)cand_cap(&h->caps) * sizeof(struct ipsg_spd_cand)));
+        s->spd_v6f[i] = (uint64_t *)((uint8_t *)s->spd_cand6[i] +
+                                     align64((uint64_t)cand_cap(&h->caps) * sizeof(struct ipsg_spd_rule)));
     }
     s->chunk_cap = chunk_cap(&h->caps);
     s->cand_cap = cand_cap(&h->caps);
+    s->v6f_mask = v6f_entries(&h->caps) - 1;
     s->pol = (struct ipsg_spd_policy *)(base + h->off_policy);
     s->bind = (struct ipsg_spd_bind *)(base + h->off_bind);
     s->acq = (uint64_t *)(base + h->off_acq);
@@ -650,7 +663,8 @@ static inline uint32_t spi_hash(uint32_t spi, uint32_t mask) {
     return (uint32_t)(((uint64_t)spi * 0x9E3779B97F4A7C15ull) >> 32) & mask;
 }
 
-static int slot_has_dst(struct ipsg_shm *s, uint32_t slot, uint8_t family, const uint8_t *dst) {
+/* The slot holds a live SA with this SPI (re-checked: a batch probes before it checks) and destination. */
+static int slot_has_dst(struct ipsg_shm *s, uint32_t slot, uint32_t spi, uint8_t family, const uint8_t *dst) {
     const struct ipsg_shm_sa *x = &s->sa[slot];
     for (uint32_t spin = 0; spin < SPIN_LIMIT; spin++) {
         uint32_t l1 = LOAD_ACQ(&x->lock);
@@ -658,7 +672,7 @@ static int slot_has_dst(struct ipsg_shm *s, uint32_t slot, uint8_t family, const
             cpu_relax();
             continue;
         }
-        int ok = x->state != IPSG_SHM_SA_FREE && x->p.family == family &&
+        int ok = x->state != IPSG_SHM_SA_FREE && x->p.spi == spi && x->p.family == family &&
                  memcmp(x->p.dst, dst, family == 4 ? 4 : 16) == 0;
         FENCE_ACQ();
         if (LOAD_RLX(&x->lock) == l1) return ok;
@@ -678,7 +692,7 @@ int64_t ipsg_shm_spi_lookup(struct ipsg_shm *s, uint32_t spi, uint8_t family, co
             if (e == 0) break;
             uint32_t ref = (uint32_t)e;
             if ((uint32_t)(e >> 32) != spi || ref == HASH_TOMB || ref - 1 >= s->h->caps.n_sa) continue;
-            if (!dst || slot_has_dst(s, ref - 1, family, dst)) {
+            if (!dst || slot_has_dst(s, ref - 1, spi, family, dst)) {
                 found = ref - 1;
                 break;
             }
@@ -690,6 +704,63 @@ int64_t ipsg_shm_spi_lookup(struct ipsg_shm *s, uint32_t spi, uint8_t family, co
 
 void ipsg_shm_spi_lookup_many(struct ipsg_shm *s, uint32_t n, const uint32_t *spi, int64_t *out) {
     for (uint32_t i = 0; i < n; i++) out[i] = ipsg_shm_spi_lookup(s, spi[i], 0, NULL);
+}
+
+/* Batched lookup: a cache (and TLB) miss per key is what makes a single lookup at 1M SAs slow
+ * (a 16 MB index, an 848 MB slot table), not the work.  So every key of a chunk is hashed and
+ * its bucket prefetched first, then the probes run (and prefetch the slot lines the destination
+ * check reads), then the destination checks: the chunk's misses overlap instead of queueing.
+ * 32, 64 and 256 measured the same; 64 keeps the stack small. */
+#define SPI_CHUNK 64
+
+static void spi_chunk(struct ipsg_shm *s, uint32_t m, const uint32_t *spi, const uint8_t *family, const uint8_t *dst,
+                      int64_t *out) {
+    uint32_t n = s->h->n_hash, mask = n - 1, nsa = s->h->caps.n_sa;
+    uint32_t pos[SPI_CHUNK];
+    for (;;) {
+        uint32_t g = LOAD_ACQ(&s->h->hash_gen);
+        const uint64_t *t = s->hash[g & 1];
+        for (uint32_t k = 0; k < m; k++) {
+            pos[k] = spi_hash(spi[k], mask);
+            __builtin_prefetch(&t[pos[k]]);
+        }
+        for (uint32_t k = 0; k < m; k++) {
+            int64_t found = IPSG_SHM_ENOENT;
+            uint32_t i = pos[k];
+            for (uint32_t probes = 0; probes < n; probes++, i = (i + 1) & mask) {
+                uint64_t e = LOAD_ACQ(&t[i]);
+                if (e == 0) break;
+                uint32_t ref = (uint32_t)e;
+                if ((uint32_t)(e >> 32) != spi[k] || ref == HASH_TOMB || ref - 1 >= nsa) continue;
+                found = ref - 1;
+                break;
+            }
+            out[k] = found;
+            if (dst && found >= 0) {
+                const struct ipsg_shm_sa *x = &s->sa[found];
+                __builtin_prefetch(x);            /* lock, state */
+                __builtin_prefetch(&x->p.family); /* spi, family: the next line for some slots */
+                __builtin_prefetch(x->p.dst);
+            }
+        }
+        FENCE_ACQ();
+        if (LOAD_RLX(&s->h->hash_gen) == g) break;
+    }
+    if (!dst) return;
+    for (uint32_t k = 0; k < m; k++) {
+        /* The first SA with the SPI usually has the destination too; when it does not (SPIs
+         * shared across peers), the single lookup walks the rest of the chain. */
+        if (out[k] >= 0 && slot_has_dst(s, (uint32_t)out[k], spi[k], family[k], dst + 16 * (size_t)k)) continue;
+        if (out[k] >= 0) out[k] = ipsg_shm_spi_lookup(s, spi[k], family[k], dst + 16 * (size_t)k);
+    }
+}
+
+void ipsg_shm_spi_lookup_batch(struct ipsg_shm *s, uint32_t n, const uint32_t *spi, const uint8_t *family,
+                               const uint8_t *dst, int64_t *out) {
+    for (uint32_t i = 0; i < n; i += SPI_CHUNK) {
+        uint32_t m = n - i < SPI_CHUNK ? n - i : SPI_CHUNK;
+        spi_chunk(s, m, spi + i, dst ? family + i : NULL, dst ? dst + 16 * (size_t)i : NULL, out + i);
+    }
 }
 
 static int hash_put(struct ipsg_shm *s, uint64_t *t, uint32_t spi, uint32_t slot, int count) {
@@ -986,6 +1057,122 @@ static void build_v4_trie(struct ipsg_shm *s, int copy, struct ipsg_spd_compiled
     free(stack);
 }
 
+/* ------------------------------------------------- SPD: IPv6 candidate lists */
+
+/* The IPv6 length filter says which prefix lengths can hold a destination, so a lookup probes
+ * one or two buckets instead of one per length present.  Entry (two words) f48, picked by a
+ * hash of the destination's top 48 bits, has bit (plen - 48) set for every length >= 48 present
+ * under some /48 hashing there (bits 0..80).  Entry f32, picked by a hash of the top 32 bits,
+ * has bit (plen - 32 + 81) for lengths 32..47 (bits 81..96).  Lengths < 32 are always probed.
+ * Collisions only set extra bits; the two uses never share a bit. */
+static inline uint32_t v6f_index(const uint64_t dst[2], uint32_t plen, uint32_t mask) {
+    return (uint32_t)(((dst[0] & MASKS[plen][0]) * 0x9E3779B97F4A7C15ull ^ plen) >> 40) & mask;
+}
+
+static inline uint32_t v6f_bit(uint32_t plen) { return plen >= 48 ? plen - 48 : plen - 32 + 81; }
+
+static inline int v6f_allows(const uint64_t *f48, const uint64_t *f32, uint32_t plen) {
+    if (plen < 32) return 1;
+    const uint64_t *f = plen >= 48 ? f48 : f32;
+    uint32_t b = v6f_bit(plen);
+    return f[b >> 6] >> (b & 63) & 1;
+}
+
+struct v6pfx {
+    uint64_t key[2];         /* masked destination, as loaded (the form MASKS applies to) */
+    uint64_t hi, lo;         /* the same in host order, for sorting by address */
+    uint32_t plen;
+    uint32_t start, count;   /* own rules in the compiled rule array, best first */
+    uint32_t bucket;         /* its bucket */
+    uint32_t cand, ncand;
+    int complete;
+};
+
+static int cmp_px6_nest(const void *a_, const void *b_) {
+    const struct v6pfx *a = a_, *b = b_;
+    if (a->hi != b->hi) return a->hi < b->hi ? -1 : 1;
+    if (a->lo != b->lo) return a->lo < b->lo ? -1 : 1;
+    return a->plen < b->plen ? -1 : a->plen > b->plen;
+}
+
+static inline int rule_always(const struct ipsg_spd_rule *r) {
+    return !r->src_mask[0] && !r->src_mask[1] && !r->proto && !r->sport_lo && r->sport_hi == 0xffff &&
+           !r->dport_lo && r->dport_hi == 0xffff;
+}
+
+/* The IPv4 trie's candidate lists, for IPv6: in (address, length) order the enclosing prefixes
+ * of a prefix are exactly the stack, and its list is its own rules merged with its parent's
+ * list, best first, cut after the first rule that always matches.  Each prefix's bucket then
+ * names its list.  Sorting px6 loses nothing: buckets are reached through px6[].bucket. */
+static void build_v6_lists(struct ipsg_shm *s, int copy, struct ipsg_spd_compiled *c, const struct ipsg_spd_rule *rules,
+                           struct ipsg_spd_bucket *bk, struct v6pfx *px, uint32_t np) {
+    struct ipsg_spd_rule *cands = s->spd_cand6[copy];
+    uint64_t *filter = s->spd_v6f[copy];
+    memset(filter, 0, ((size_t)s->v6f_mask + 1) * 16);
+    for (uint32_t i = 0; i < np; i++) {
+        uint32_t plen = px[i].plen;
+        if (plen < 32) continue;
+        uint64_t *f = &filter[2 * (size_t)v6f_index(px[i].key, plen >= 48 ? 48 : 32, s->v6f_mask)];
+        f[v6f_bit(plen) >> 6] |= 1ull << (v6f_bit(plen) & 63);
+    }
+    uint32_t *stack = malloc((size_t)(np ? np : 1) * sizeof(*stack));
+    if (!stack) {
+        c->v6_cut = UINT32_MAX;   /* every IPv6 lookup takes the search */
+        return;
+    }
+    qsort(px, np, sizeof(*px), cmp_px6_nest);
+    uint32_t depth = 0, used = 0, cut = 0;
+    for (uint32_t oi = 0; oi < np; oi++) {
+        struct v6pfx *q = &px[oi];
+        while (depth) {
+            const struct v6pfx *t = &px[stack[depth - 1]];
+            if ((q->key[0] & MASKS[t->plen][0]) == t->key[0] && (q->key[1] & MASKS[t->plen][1]) == t->key[1]) break;
+            depth--;
+        }
+        const struct v6pfx *par = depth ? &px[stack[depth - 1]] : NULL;
+        stack[depth++] = oi;
+        uint32_t lim = IPSG_SPD_CAND_MAX, left = s->cand_cap - used, need_after = np - oi - 1;
+        if (left - need_after < lim) lim = left - need_after;
+        const struct ipsg_spd_rule *pl = par ? &cands[par->cand] : NULL;
+        uint32_t pn = par ? par->ncand : 0, i = 0, j = 0, n = 0;
+        int pcomplete = par ? par->complete : 1, complete = 0;
+        struct ipsg_spd_rule *out = &cands[used];
+        for (;;) {
+            int own_left = i < q->count, par_left = j < pn;
+            if (!par_left && !pcomplete) break;
+            if (!own_left && !par_left) {
+                complete = 1;
+                break;
+            }
+            if (n == lim) break;
+            if (own_left && (!par_left || rules[q->start + i].rank < pl[j].rank))
+                out[n] = rules[q->start + i++];
+            else
+                out[n] = pl[j++];
+            out[n].flags = 0;
+            if (rule_always(&out[n++])) {
+                complete = 1;
+                break;
+            }
+        }
+        out[n - 1].flags = IPSG_SPD_CAND_LAST | (complete ? 0 : IPSG_SPD_CAND_MORE);
+        q->cand = used;
+        q->ncand = n;
+        q->complete = complete;
+        used += n;
+        cut += !complete;
+        struct ipsg_spd_bucket *b = &bk[q->bucket];
+        b->cand = q->cand + 1;
+        b->head = out[0].rank;
+        b->head_action = out[0].action;
+        b->flags = rule_always(&out[0]) ? IPSG_SPD_BUCKET_HEAD : 0;
+    }
+    c->v6_cands = used;
+    c->v6_prefixes = np;
+    c->v6_cut = cut;
+    free(stack);
+}
+
 int64_t ipsg_spd_compile(struct ipsg_shm *s) {
     uint32_t n = s->h->caps.n_spd, nb = s->h->n_spd_hash;
     struct sort_item *items = malloc((size_t)n * sizeof(*items));
@@ -1014,7 +1201,8 @@ int64_t ipsg_spd_compile(struct ipsg_shm *s) {
     memset(c, 0, sizeof(*c));
     memset(bk, 0, (size_t)nb * sizeof(*bk));
     struct v4pfx *px = malloc((size_t)(k ? k : 1) * sizeof(*px));
-    uint32_t np = 0;
+    struct v6pfx *px6 = malloc((size_t)(k ? k : 1) * sizeof(*px6));
+    uint32_t np = 0, np6 = 0;
     uint64_t best_by_len[2][129];
     for (int f = 0; f < 2; f++)
         for (int l = 0; l < 129; l++) best_by_len[f][l] = UINT64_MAX;
@@ -1064,6 +1252,17 @@ int64_t ipsg_spd_compile(struct ipsg_shm *s) {
         bk[h].start = start;
         bk[h].count = j - start;
         bk[h].best = items[start].rank;
+        if (f && px6) {
+            struct v6pfx *q = &px6[np6++];
+            q->key[0] = it->key[0];
+            q->key[1] = it->key[1];
+            q->hi = __builtin_bswap64(it->key[0]);
+            q->lo = __builtin_bswap64(it->key[1]);
+            q->plen = it->plen;
+            q->start = start;
+            q->count = j - start;
+            q->bucket = h;
+        }
     }
     for (int f = 0; f < 2; f++) {
         uint32_t ng = 0;
@@ -1081,7 +1280,17 @@ int64_t ipsg_spd_compile(struct ipsg_shm *s) {
         build_v4_trie(s, (g + 1) & 1, c, rules, px, np);
     else
         c->v4_cut = UINT32_MAX;
+    if (px6)
+        build_v6_lists(s, (g + 1) & 1, c, rules, bk, px6, np6);
+    else
+        c->v6_cut = UINT32_MAX;
+    for (int l = 128; l >= 0; l--)
+        if (best_by_len[1][l] != UINT64_MAX) {
+            c->v6_lens[c->v6_nlens++] = (uint8_t)l;
+            c->v6_present[l >> 6] |= 1ull << (l & 63);
+        }
     free(px);
+    free(px6);
     free(items);
     STORE_REL(&s->h->spd_gen, g + 1);
     struct ipsg_shm_cmd cmd = {IPSG_CMD_SPD, 0, g + 1, 0};
@@ -1180,6 +1389,90 @@ static uint64_t spd_v4(struct ipsg_shm *s, int copy, const uint64_t src[2], cons
     return best;
 }
 
+/* IPv6: the lengths worth probing for a destination, as a 129-bit set (bit plen): those
+ * present in the copy that its filter entries allow. */
+static inline void v6_allowed(const struct ipsg_spd_compiled *c, const uint64_t *f48, const uint64_t *f32,
+                              uint64_t a[3]) {
+    uint64_t l32 = ((f32[1] >> 17) & 0xffff) << 32;   /* filter bits 81..96: lengths 32..47 */
+    a[0] = c->v6_present[0] & (0xffffffffull | l32 | f48[0] << 48);
+    a[1] = c->v6_present[1] & (f48[0] >> 16 | f48[1] << 48);
+    a[2] = c->v6_present[2] & (f48[1] >> 16) & 1;
+}
+
+/* The next (longest remaining) length of set a, removed from it; -1 when a is empty. */
+static inline int v6_next(uint64_t a[3]) {
+    for (int w = 2; w >= 0; w--) {
+        if (!a[w]) continue;
+        int b = 63 - __builtin_clzll(a[w]);
+        a[w] &= ~(1ull << b);
+        return 64 * w + b;
+    }
+    return -1;
+}
+
+/* The bucket of dst's longest matching destination prefix among the lengths in a (longest
+ * first; the i-th length probed uses hs[i] when i < nh), or NULL when none holds dst. */
+static const struct ipsg_spd_bucket *v6_lpm(const struct ipsg_spd_bucket *bk, uint32_t nb_mask, const uint64_t dst[2],
+                                            const uint64_t a_in[3], const uint32_t *hs, uint32_t nh) {
+    uint64_t a[3] = {a_in[0], a_in[1], a_in[2]};
+    int plen;
+    for (uint32_t i = 0; (plen = v6_next(a)) >= 0; i++) {
+        uint64_t kk[2] = {dst[0] & MASKS[plen][0], dst[1] & MASKS[plen][1]};
+        uint32_t h = i < nh ? hs[i] : spd_hash(kk, 6, (uint8_t)plen, nb_mask);
+        for (uint32_t probes = 0; probes <= nb_mask; probes++, h = (h + 1) & nb_mask) {
+            const struct ipsg_spd_bucket *b = &bk[h];
+            if (!b->count) break;
+            if (b->key[0] == kk[0] && b->key[1] == kk[1] && b->plen == plen && b->family == 6) return b;
+        }
+    }
+    return NULL;
+}
+
+/* Scan an IPv6 candidate list: cand_scan's contract, on ipsg_spd_rule records. */
+static inline uint64_t cand6_scan(const struct ipsg_spd_rule *cl, uint32_t room, const uint64_t src[2], uint8_t proto,
+                                  uint16_t sport, uint16_t dport, uint8_t *action, int *more) {
+    if (room > IPSG_SPD_CAND_MAX) room = IPSG_SPD_CAND_MAX;
+    for (uint32_t i = 0; i < room; i++) {
+        if (rule_matches(&cl[i], src, proto, sport, dport)) {
+            *action = cl[i].action;
+            return cl[i].rank;
+        }
+        if (cl[i].flags & IPSG_SPD_CAND_LAST) {
+            *more = (cl[i].flags & IPSG_SPD_CAND_MORE) != 0;
+            return UINT64_MAX;
+        }
+    }
+    *more = 1;
+    return UINT64_MAX;
+}
+
+/* IPv6 through the longest matching prefix's candidate list; falls back to the search for a
+ * list cut short (or a copy compiled without lists). */
+static uint64_t spd_v6(struct ipsg_shm *s, int copy, const uint64_t src[2], const uint64_t dst[2], uint8_t proto,
+                       uint16_t sport, uint16_t dport, uint8_t *action) {
+    struct ipsg_spd_compiled *c;
+    struct ipsg_spd_rule *rules;
+    struct ipsg_spd_bucket *bk;
+    spd_parts(s, s->spd[copy], &c, &rules, &bk);
+    if (c->v6_cut == UINT32_MAX) return spd_search(s, s->spd[copy], 6, src, dst, proto, sport, dport, action);
+    int more = 0;
+    uint64_t a[3];
+    v6_allowed(c, &s->spd_v6f[copy][2 * (size_t)v6f_index(dst, 48, s->v6f_mask)],
+               &s->spd_v6f[copy][2 * (size_t)v6f_index(dst, 32, s->v6f_mask)], a);
+    const struct ipsg_spd_bucket *b = v6_lpm(bk, s->h->n_spd_hash - 1, dst, a, NULL, 0);
+    if (!b) return UINT64_MAX;
+    if (b->flags & IPSG_SPD_BUCKET_HEAD) {
+        *action = b->head_action;
+        return b->head;
+    }
+    uint32_t e = b->cand;
+    if (!e || e > s->cand_cap) return spd_search(s, s->spd[copy], 6, src, dst, proto, sport, dport, action);
+    uint64_t best = cand6_scan(&s->spd_cand6[copy][e - 1], s->cand_cap - (e - 1), src, proto, sport, dport, action,
+                               &more);
+    if (more) best = spd_search(s, s->spd[copy], 6, src, dst, proto, sport, dport, action);
+    return best;
+}
+
 static int64_t spd_find(struct ipsg_shm *s, uint8_t family, const uint8_t *src, const uint8_t *dst, uint8_t proto,
                         uint16_t sport, uint16_t dport, uint8_t *action) {
     if (family != 4 && family != 6) return IPSG_SHM_EINVAL;
@@ -1189,7 +1482,7 @@ static int64_t spd_find(struct ipsg_shm *s, uint8_t family, const uint8_t *src, 
     for (;;) {
         uint32_t g = LOAD_ACQ(&s->h->spd_gen);
         uint64_t best = family == 4 ? spd_v4(s, g & 1, sw, dw, proto, sport, dport, action)
-                                    : spd_search(s, s->spd[g & 1], family, sw, dw, proto, sport, dport, action);
+                                    : spd_v6(s, g & 1, sw, dw, proto, sport, dport, action);
         FENCE_ACQ();
         if (LOAD_RLX(&s->h->spd_gen) == g)
             return best == UINT64_MAX ? IPSG_SHM_ENOENT : (int64_t)(uint32_t)best;
@@ -1222,8 +1515,88 @@ int ipsg_spd_lookup(struct ipsg_shm *s, uint8_t family, const uint8_t *src, cons
 
 /* A batch walks the IPv4 trie a group of packets at a time, one level per pass, prefetching
  * what the next pass reads: the group's cache misses overlap instead of queueing one after
- * another.  IPv6 packets and cut lists take the one-at-a-time path. */
+ * another.  IPv6 packets get the same treatment per probe stage (spd_group_v6); cut lists
+ * take the one-at-a-time path. */
 #define SPD_GROUP 32
+
+/* IPv6 lengths whose buckets a batch prefetches per packet before probing: after the filter,
+ * usually one or two; any beyond these are probed unprefetched. */
+#define V6_PREFETCH_LENS 8
+
+/* The group's IPv6 packets (out[k] == -2): their length filter entries prefetched, then the
+ * buckets of the lengths the filter allows, then each packet's longest match found and its
+ * candidate list prefetched, then the lists scanned.  Cut lists stay -2 for the caller's
+ * one-at-a-time search. */
+static void spd_group_v6(struct ipsg_shm *s, uint32_t m, const uint8_t *family, const uint8_t *src, const uint8_t *dst,
+                         const uint8_t *proto, const uint16_t *sport, const uint16_t *dport, int32_t *out) {
+    uint32_t idx[SPD_GROUP], nv = 0, mask = s->h->n_spd_hash - 1;
+    for (uint32_t k = 0; k < m; k++)
+        if (family[k] == 6 && out[k] == -2) idx[nv++] = k;
+    if (!nv) return;
+    uint64_t dw[SPD_GROUP][2];
+    uint32_t hs[SPD_GROUP][V6_PREFETCH_LENS], nh[SPD_GROUP], fi[SPD_GROUP][2];
+    uint64_t al[SPD_GROUP][3];
+    const struct ipsg_spd_bucket *hit[SPD_GROUP];
+    int32_t res[SPD_GROUP];
+    uint8_t action;
+    for (uint32_t v = 0; v < nv; v++) {
+        load_addr(dw[v], 6, dst + 16 * (size_t)idx[v]);
+        fi[v][0] = v6f_index(dw[v], 48, s->v6f_mask);
+        fi[v][1] = v6f_index(dw[v], 32, s->v6f_mask);
+    }
+    for (;;) {
+        uint32_t g = LOAD_ACQ(&s->h->spd_gen), copy = g & 1;
+        struct ipsg_spd_compiled *c;
+        struct ipsg_spd_rule *rules;
+        struct ipsg_spd_bucket *bk;
+        spd_parts(s, s->spd[copy], &c, &rules, &bk);
+        const struct ipsg_spd_rule *cands = s->spd_cand6[copy];
+        const uint64_t *filter = s->spd_v6f[copy];
+        if (c->v6_cut == UINT32_MAX) return;   /* no lists: the search, one at a time */
+        for (uint32_t v = 0; v < nv; v++) {
+            __builtin_prefetch(&filter[2 * (size_t)fi[v][0]]);
+            __builtin_prefetch(&filter[2 * (size_t)fi[v][1]]);
+        }
+        for (uint32_t v = 0; v < nv; v++) {
+            v6_allowed(c, &filter[2 * (size_t)fi[v][0]], &filter[2 * (size_t)fi[v][1]], al[v]);
+            uint64_t a[3] = {al[v][0], al[v][1], al[v][2]};
+            int plen;
+            for (nh[v] = 0; nh[v] < V6_PREFETCH_LENS && (plen = v6_next(a)) >= 0; nh[v]++) {
+                uint64_t kk[2] = {dw[v][0] & MASKS[plen][0], dw[v][1] & MASKS[plen][1]};
+                hs[v][nh[v]] = spd_hash(kk, 6, (uint8_t)plen, mask);
+                __builtin_prefetch(&bk[hs[v][nh[v]]]);
+            }
+        }
+        for (uint32_t v = 0; v < nv; v++) {
+            hit[v] = v6_lpm(bk, mask, dw[v], al[v], hs[v], nh[v]);
+            uint32_t e = hit[v] && !(hit[v]->flags & IPSG_SPD_BUCKET_HEAD) ? hit[v]->cand : 0;
+            if (e && e <= s->cand_cap) {
+                __builtin_prefetch(&cands[e - 1]);
+                __builtin_prefetch((const uint8_t *)&cands[e - 1] + 55);
+            }
+        }
+        for (uint32_t v = 0; v < nv; v++) {
+            uint32_t k = idx[v], e = hit[v] ? hit[v]->cand : 0;
+            int more = 0;
+            if (!hit[v]) {
+                res[v] = -1;
+            } else if (hit[v]->flags & IPSG_SPD_BUCKET_HEAD) {
+                res[v] = (int32_t)(uint32_t)hit[v]->head;
+            } else if (!e || e > s->cand_cap) {
+                res[v] = -2;
+            } else {
+                uint64_t sw[2];
+                load_addr(sw, 6, src + 16 * (size_t)k);
+                uint64_t best = cand6_scan(&cands[e - 1], s->cand_cap - (e - 1), sw, proto[k], sport[k], dport[k],
+                                           &action, &more);
+                res[v] = more ? -2 : best == UINT64_MAX ? -1 : (int32_t)(uint32_t)best;
+            }
+        }
+        FENCE_ACQ();
+        if (LOAD_RLX(&s->h->spd_gen) == g) break;
+    }
+    for (uint32_t v = 0; v < nv; v++) out[idx[v]] = res[v];
+}
 
 static void spd_group_v4(struct ipsg_shm *s, uint32_t m, const uint8_t *family, const uint8_t *src, const uint8_t *dst,
                          const uint8_t *proto, const uint16_t *sport, const uint16_t *dport, int32_t *out) {
@@ -1234,6 +1607,10 @@ static void spd_group_v4(struct ipsg_shm *s, uint32_t m, const uint8_t *family, 
         const struct ipsg_spd_compiled *c = (const struct ipsg_spd_compiled *)s->spd[copy];
         const uint32_t *chunks = s->spd_chunk[copy];
         const struct ipsg_spd_cand *cands = s->spd_cand[copy];
+        if (!memchr(family, 4, m)) {   /* no IPv4 packet in the group: no trie walk */
+            for (uint32_t k = 0; k < m; k++) out[k] = -2;
+            break;
+        }
         for (uint32_t k = 0; k < m; k++) {
             uint32_t raw;
             memcpy(&raw, dst + 16 * (size_t)k, 4);
@@ -1292,6 +1669,7 @@ static void spd_group_v4(struct ipsg_shm *s, uint32_t m, const uint8_t *family, 
         FENCE_ACQ();
         if (!torn && LOAD_RLX(&s->h->spd_gen) == g) break;
     }
+    spd_group_v6(s, m, family, src, dst, proto, sport, dport, out);
     for (uint32_t k = 0; k < m; k++) {
         if (out[k] != -2) continue;
         int64_t p = spd_find(s, family[k], src + 16 * (size_t)k, dst + 16 * (size_t)k, proto[k], sport[k], dport[k],

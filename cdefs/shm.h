@@ -23,7 +23,7 @@
 
 /* "IPSGSHM1" read as a little-endian 64-bit word. */
 #define IPSG_SHM_MAGIC 0x314D485347535049
-#define IPSG_SHM_ABI 2
+#define IPSG_SHM_ABI 3
 
 /* ipsg_shm_sa.state */
 #define IPSG_SHM_SA_FREE 0
@@ -36,9 +36,10 @@
 #define IPSG_SPD_DISCARD 2
 #define IPSG_SPD_MAX_BUNDLE 4
 
-/* IPv4 destination trie of the compiled SPD: a candidate list holds at most this many rules;
- * ipsg_spd_cand.flags marks a list's last entry, and IPSG_SPD_CAND_MORE on it says the list
- * was cut short (the lookup then falls back to the per-length hash search). */
+/* Candidate lists of the compiled SPD (IPv4 trie, IPv6 per-length hash): a list holds at most
+ * this many rules; ipsg_spd_cand.flags (ipsg_spd_rule.flags for IPv6) marks a list's last entry,
+ * and IPSG_SPD_CAND_MORE on it says the list was cut short (the lookup then falls back to the
+ * per-length hash search over the rules). */
 #define IPSG_SPD_CAND_MAX 8
 #define IPSG_SPD_CAND_LAST 1
 #define IPSG_SPD_CAND_MORE 2
@@ -195,7 +196,12 @@ struct ipsg_spd_result {
  * rule with no source, protocol or port constraint (it always matches, so nothing after it
  * can win).  The first candidate that matches the packet is the answer.
  *
- * Both families (and the IPv4 fallback for lists cut at IPSG_SPD_CAND_MAX): rules grouped
+ * IPv6: the same candidate lists (of ipsg_spd_rule records, after the IPv4 ones), reached
+ * through the buckets below instead of a trie: the lookup probes the destination lengths
+ * present, longest first (v6_lens); the first bucket that holds the packet's masked destination
+ * is its most specific prefix, and bucket.cand names that prefix's list.
+ *
+ * The search over every rule (lists cut at IPSG_SPD_CAND_MAX fall back to it): rules grouped
  * by (family, destination prefix); a bucket, found by hashing the masked destination, names
  * its group's run of rules, sorted best first.  groups[] lists, per family (v4 = 0, v6 = 1),
  * the destination prefix lengths present, in order of the best rule they hold, so a lookup
@@ -220,6 +226,15 @@ struct ipsg_spd_compiled {
     uint32_t v4_prefixes;    /* distinct IPv4 destination prefixes */
     uint32_t v4_cut;         /* candidate lists cut short (their lookups may fall back) */
     uint32_t v4_root[65536];
+    /* IPv6: the destination prefix lengths present, longest first; the first of them whose
+     * bucket holds the packet's masked destination is its longest matching prefix, and that
+     * bucket's cand names the prefix's candidate list (ipsg_spd_rule records). */
+    uint32_t v6_nlens;
+    uint32_t v6_cands;       /* candidate entries in use */
+    uint32_t v6_prefixes;    /* distinct IPv6 destination prefixes */
+    uint32_t v6_cut;         /* candidate lists cut short; UINT32_MAX = no lists (search only) */
+    uint8_t v6_lens[132];
+    uint64_t v6_present[3];  /* bit plen set when v6_lens holds plen (lookups walk these bits) */
 };
 
 /* One candidate of an IPv4 list: the rule's selectors (addresses as loaded from network
@@ -238,6 +253,7 @@ struct ipsg_spd_cand {
     uint8_t reserved_;
 };
 
+/* A rule (the rule array: each destination prefix's rules, best first), and an IPv6 candidate. */
 struct ipsg_spd_rule {
     uint64_t src[2];         /* masked source prefix (address bytes as two words) */
     uint64_t src_mask[2];
@@ -248,18 +264,28 @@ struct ipsg_spd_rule {
     uint16_t sport_hi;
     uint16_t dport_lo;
     uint16_t dport_hi;
-    uint16_t reserved_;
+    uint16_t flags;          /* IPv6 candidates: IPSG_SPD_CAND_LAST, IPSG_SPD_CAND_MORE */
     uint32_t reserved2_;
 };
 
+/* ipsg_spd_bucket.flags: the IPv6 list's first candidate has no source, protocol or port
+ * constraint, so it is the answer for every packet that reaches this bucket: head and
+ * head_action give it without reading the list. */
+#define IPSG_SPD_BUCKET_HEAD 1
+
+/* One cache line (the bucket array is 64-byte aligned), so a probe reads one line. */
 struct ipsg_spd_bucket {
     uint64_t key[2];         /* masked destination */
-    uint64_t best;           /* rank of its first (best) rule: skip the rules when it cannot win */
-    uint32_t start;
     uint32_t count;          /* 0 = empty bucket */
     uint8_t family;
     uint8_t plen;
-    uint8_t reserved_[6];
+    uint8_t flags;           /* IPSG_SPD_BUCKET_HEAD */
+    uint8_t head_action;
+    uint32_t cand;           /* IPv6: its candidate list + 1 (0 = none) */
+    uint32_t start;
+    uint64_t best;           /* rank of its first (best) rule: skip the rules when it cannot win */
+    uint64_t head;           /* IPv6: rank of its list's first candidate */
+    uint64_t reserved_[2];
 };
 
 struct ipsg_shm_cmd {
@@ -351,6 +377,12 @@ uint64_t ipsg_shm_audit(struct ipsg_shm *s, uint32_t first, uint32_t count, uint
  * the slot, or IPSG_SHM_ENOENT. */
 int64_t ipsg_shm_spi_lookup(struct ipsg_shm *s, uint32_t spi, uint8_t family, const uint8_t *dst);
 void ipsg_shm_spi_lookup_many(struct ipsg_shm *s, uint32_t n, const uint32_t *spi, int64_t *out);
+/* The same answers as n ipsg_shm_spi_lookup calls, for key i = (spi[i], family[i], the 16 bytes
+ * at dst + 16 * i; IPv4 in the first 4), or by SPI alone when dst is NULL (family unused);
+ * out[i] = slot or IPSG_SHM_ENOENT.  Keys are hashed and their buckets and slots prefetched a
+ * chunk at a time before probing, so the cost per key stays flat as the table outgrows the cache. */
+void ipsg_shm_spi_lookup_batch(struct ipsg_shm *s, uint32_t n, const uint32_t *spi, const uint8_t *family,
+                               const uint8_t *dst, int64_t *out);
 
 /* Fastpath side: counters.  Publishes stats for the SA id installed from
  * version; posts SOFT/HARD_EXPIRE and SEQ_EXHAUSTED on new flags and alarms on

@@ -203,6 +203,33 @@ class Region:
             r = lib.ipsg_shm_spi_lookup(self.handle, spi, a.version, a.packed)
         return None if r < 0 else r
 
+    def lookup_spis(self, spi: np.ndarray, family: np.ndarray | None = None, dst: np.ndarray | None = None,
+                    out: np.ndarray | None = None) -> np.ndarray:
+        """Slots for a batch of keys in one C call (``ipsg_shm_spi_lookup_batch``); -1 = no SA.
+
+        spi: uint32[n]; dst: None (SPI alone) or uint8[n, 16] (IPv4 in the first 4 bytes) with
+        family: uint8[n] (4 or 6).  out (int64[n]) is reused when given, so a fastpath loop
+        allocates nothing per batch."""
+        spi = np.ascontiguousarray(spi, dtype=np.uint32)
+        n = len(spi)
+        if out is None:
+            out = np.empty(n, dtype=np.int64)
+        elif out.dtype != np.int64 or len(out) < n or not out.flags.c_contiguous:
+            raise ValueError("out must be a contiguous int64 array of at least len(spi) entries")
+        if dst is None:
+            fp = dp = ffi.NULL
+        else:
+            if family is None:
+                raise ValueError("family is required with dst")
+            family = np.ascontiguousarray(family, dtype=np.uint8)
+            dst = np.ascontiguousarray(dst, dtype=np.uint8)
+            if family.shape != (n,) or dst.shape != (n, 16):
+                raise ValueError(f"family must be uint8[{n}] and dst uint8[{n}, 16]")
+            fp, dp = ffi.from_buffer("uint8_t[]", family), ffi.from_buffer("uint8_t[]", dst)
+        lib.ipsg_shm_spi_lookup_batch(self.handle, n, ffi.from_buffer("uint32_t[]", spi), fp, dp,
+                                      ffi.from_buffer("int64_t[]", out))
+        return out[:n]
+
     def lookup_policy(self, src: str, dst: str, proto: int = 0, sport: int = 0, dport: int = 0) -> PolicyMatch | None:
         """The best policy for an outbound packet's selector, or None."""
         s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)

@@ -56,6 +56,7 @@ def test_spi_index_matches_a_dict(region, ops):
             slot = sorted(model)[op[1] % len(model)]
             region.update_sa(slot, _sa(op[2], model[slot][1]), "in")
             model[slot] = (op[2], model[slot][1])
+        _check_spi_batch(region, model)
         for spi in range(256, 263):
             holders = {s for s, (m_spi, _) in model.items() if m_spi == spi}
             got = region.lookup_spi(spi)
@@ -64,6 +65,56 @@ def test_spi_index_matches_a_dict(region, ops):
                 want = {s for s, v in model.items() if v == (spi, dst)}
                 got = region.lookup_spi(spi, dst)
                 assert (got is None) == (not want) and (got is None or got in want)
+
+
+def _check_spi_batch(region, model: dict[int, tuple[int, str]]) -> None:
+    """The batch lookup against the model and the single lookup, on every key (in a shuffled
+    order, repeated past one chunk), by SPI alone and by (SPI, destination)."""
+    keys = [(spi, dst) for spi in range(255, 264) for dst in DSTS + ["192.0.2.3"]] * 3
+    rng = np.random.default_rng(len(model))
+    keys = [keys[i] for i in rng.permutation(len(keys))]
+    spi = np.array([k[0] for k in keys], np.uint32)
+    fam = np.array([ipaddress.ip_address(k[1]).version for k in keys], np.uint8)
+    dst = np.zeros((len(keys), 16), np.uint8)
+    for i, (_, d) in enumerate(keys):
+        b = ipaddress.ip_address(d).packed
+        dst[i, :len(b)] = list(b)
+    by_spi = region.lookup_spis(spi)
+    by_dst = region.lookup_spis(spi, fam, dst)
+    for i, (k_spi, k_dst) in enumerate(keys):
+        holders = {s for s, (m_spi, _) in model.items() if m_spi == k_spi}
+        want = {s for s, v in model.items() if v == (k_spi, k_dst)}
+        assert (by_spi[i] < 0) == (not holders) and (by_spi[i] < 0 or by_spi[i] in holders)
+        assert (by_dst[i] < 0) == (not want) and (by_dst[i] < 0 or by_dst[i] in want)
+        # Same answer as the single lookup, which picks the first SA on the probe chain.
+        assert by_spi[i] == (region.lookup_spi(k_spi) if holders else -1)
+        assert by_dst[i] == (region.lookup_spi(k_spi, k_dst) if want else -1)
+
+
+def test_spi_batch_lookup_at_scale(shm_path):
+    """Many SAs, several sharing each SPI across destinations, and absent keys: the batch path
+    agrees with the single lookup key for key (chunks, the destination fallback, misses)."""
+    n = 3000
+    r = ControlRegion.create(shm_path, Capacities(n_sa=n, n_spd=16, cmd_ring=1 << 13, evt_ring=16))
+    try:
+        for i in range(n):
+            r.install_sa(_sa(0x1000 + i // 3, f"192.0.2.{i % 3 + 1}"), "in", validate=False)
+        rng = np.random.default_rng(7)
+        k = 5000
+        spi = (0x1000 + rng.integers(-50, n // 3 + 50, k)).astype(np.uint32)
+        fam = np.full(k, 4, np.uint8)
+        dst = np.zeros((k, 16), np.uint8)
+        dst[:, :3] = (192, 0, 2)
+        dst[:, 3] = rng.integers(1, 5, k)
+        got = r.lookup_spis(spi, fam, dst)
+        want = [r.lookup_spi(int(s), f"192.0.2.{d}") for s, d in zip(spi, dst[:, 3], strict=True)]
+        assert got.tolist() == [-1 if w is None else w for w in want]
+        assert (got >= 0).sum() > k // 2 and (got < 0).sum() > k // 10
+        got = r.lookup_spis(spi)
+        assert got.tolist() == [-1 if w is None else w for w in map(r.lookup_spi, spi.tolist())]
+        assert r.lookup_spis(np.empty(0, np.uint32)).shape == (0,)
+    finally:
+        r.close()
 
 
 def test_spi_index_survives_many_deletes(region):
@@ -250,6 +301,89 @@ def test_trie_matches_a_linear_scan_at_every_prefix_length(region, pols, pkts):
     model = {region.add_policy(p, commit=False): p for p in pols}
     region.commit_policies()
     _check(region, model, pkts)
+
+
+# IPv6 on its own: prefixes of every length /0-/128 around byte and 64-bit boundaries (the
+# two address words, the probe order of the lengths), nested and overlapping.
+_V6_MID = int(ipaddress.ip_address("2001:db8:0:1:ffff:ffff:ffff:ff00"))
+
+
+def v6_any_prefix():
+    return st.tuples(st.integers(0, 767), st.integers(0, 128)).map(
+        lambda t: str(ipaddress.ip_network((_V6_MID + t[0], t[1]), strict=False)))
+
+
+@st.composite
+def v6_policies(draw):
+    constrained = draw(st.booleans())
+    return Policy(src=draw(v6_any_prefix()) if constrained and draw(st.booleans()) else "::/0",
+                  dst=draw(v6_any_prefix()), proto=draw(st.sampled_from([0, 0, 6, 17])) if constrained else 0,
+                  sport=draw(port_range()) if constrained else (0, 65535),
+                  dport=draw(st.one_of(port_range(), st.just((0, 0)), st.just((65535, 65535)))) if constrained
+                  else (0, 65535),
+                  action=draw(st.sampled_from([PROTECT, BYPASS, DISCARD])), priority=draw(st.integers(0, 3)))
+
+
+@st.composite
+def v6_packets(draw):
+    addr = st.integers(0, 767).map(lambda i: str(ipaddress.ip_address(_V6_MID + i)))
+    far = st.sampled_from(["2001:db9::1", "::1", "ffff::1"])
+    port = st.one_of(st.integers(0, 21), st.just(65535))
+    return (draw(addr), draw(st.one_of(addr, addr, far)), draw(st.sampled_from([1, 6, 17])), draw(port), draw(port))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(v6_policies(), max_size=60), st.lists(v6_packets(), min_size=1, max_size=40))
+def test_v6_lists_match_a_linear_scan_at_every_prefix_length(region, pols, pkts):
+    """IPv6 through the longest-prefix bucket and its candidate list (single and batch paths)."""
+    _reset(region)
+    model = {region.add_policy(p, commit=False): p for p in pols}
+    region.commit_policies()
+    c = _compiled(region)
+    assert c.v6_prefixes == len({ipaddress.ip_network(p.dst) for p in pols})
+    assert c.v6_nlens == len({ipaddress.ip_network(p.dst).prefixlen for p in pols})
+    assert list(c.v6_lens)[:c.v6_nlens] == sorted({ipaddress.ip_network(p.dst).prefixlen for p in pols},
+                                                  reverse=True)
+    _check(region, model, pkts)
+
+
+def test_v6_long_candidate_lists_are_cut_and_fall_back(region):
+    """64 nested IPv6 prefixes whose rules all restrict the source need longer lists than
+    allowed: some are cut (v6_cut > 0), and the lookups that reach a cut list still match the
+    linear scan."""
+    _reset(region)
+    model = {}
+    for plen in range(0, 128, 2):
+        pol = Policy(src=f"2001:db8:99:{plen:x}::/64", dst=str(ipaddress.ip_network(f"2001:db8::1:2:3/{plen}",
+                                                                                      strict=False)),
+                     priority=(plen * 7) % 11, action=plen % 3)
+        model[region.add_policy(pol, commit=False)] = pol
+    region.commit_policies()
+    c = _compiled(region)
+    assert c.v6_prefixes == 64 and c.v6_cut > 0 and c.v6_cands <= 4 * region.caps.n_spd + 16
+    pkts = [(f"2001:db8:99:{s:x}::5", "2001:db8::1:2:3", 6, 1, 2) for s in range(0, 130, 3)]
+    pkts += [(f"2001:db8:99:{s:x}::5", "2001:db8::1:2:4", 17, 1, 2) for s in range(0, 130, 5)]
+    pkts += [("2001:db8:99:80::1", "2001:db8:ff::1", 6, 1, 2)]
+    _check(region, model, pkts)
+
+
+def test_v6_unconstrained_rule_ends_the_list(region):
+    _reset(region)
+    model = {}
+    for pol in (Policy(src="::/0", dst="2001:db8::/32", priority=5, action=BYPASS),
+                Policy(src="::/0", dst="2001:db8:1::/48", priority=1, proto=6, action=DISCARD),
+                Policy(src="::/0", dst="2001:db8:1:2::/64", priority=9, action=PROTECT),
+                Policy(src="::/0", dst="2001:db8:1:2::/64", priority=5, dport=(53, 53)),
+                Policy(src="::/0", dst="2001:db8:1:2::/64", priority=5, action=DISCARD),
+                Policy(src="::/0", dst="2001:db8:1:2::7/128", priority=7, sport=(1, 1))):
+        model[region.add_policy(pol, commit=False)] = pol
+    region.commit_policies()
+    c = _compiled(region)
+    assert c.v6_cut == 0 and c.v6_prefixes == 4 and list(c.v6_lens)[:4] == [128, 64, 48, 32]
+    _check(region, model, [("2001:db8::9", d, p, sp, dp)
+                           for d in ("2001:db8:1:2::7", "2001:db8:1:2::9", "2001:db8:1:3::9", "2001:db8:2::1",
+                                     "2001:db9::1")
+                           for p in (6, 17) for sp in (1, 2) for dp in (53, 54)])
 
 
 def test_long_candidate_lists_are_cut_and_fall_back(region):
