@@ -134,15 +134,28 @@ class IkeUdpEndpoint:
                 self._flush(ev.new_sa)
         if sa.state == State.DEAD and self.sas.get(sa.our_spi) is sa:
             del self.sas[sa.our_spi]
-        self._arm()
+        self._arm_for(sa)
+
+    def _arm_for(self, sa: IkeSA) -> None:
+        """After one SA changed: only an earlier deadline moves the wake-up.  Scanning every SA per
+        datagram cost O(SAs) and dominated a busy responder; a wake-up left too early is harmless,
+        since ``_on_timer`` hands the time to every SA and then re-arms from all of them."""
+        t = sa.get_timer()
+        if t is not None and (self._timer is None or t < self._timer.when()):
+            self._arm_at(t)
+
+    def _arm_at(self, when: float) -> None:
+        if self._timer:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._on_timer) if self._loop else None
 
     def _arm(self) -> None:
         if self._timer:
             self._timer.cancel()
             self._timer = None
         timers = [t for t in (sa.get_timer() for sa in self.sas.values()) if t is not None]
-        if timers and self._loop:
-            self._timer = self._loop.call_at(min(timers), self._on_timer)
+        if timers:
+            self._arm_at(min(timers))
 
     def _on_timer(self) -> None:
         self._timer = None

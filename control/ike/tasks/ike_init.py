@@ -3,6 +3,7 @@ INVALID_KE_PAYLOAD retries (§2.6, §1.2)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import os
@@ -41,9 +42,15 @@ NONCE_LEN = 32
 MAX_RETRIES = 3         # COOKIE / INVALID_KE answers we follow before giving up
 
 
+@functools.lru_cache(maxsize=1024)
+def _packed(ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
+    # parsing the address text was a visible share of a busy responder's IKE_SA_INIT
+    return ipaddress.ip_address(ip).packed
+
+
 def natd_hash(spi_i: bytes, spi_r: bytes, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
               port: int) -> bytes:
-    return hashlib.sha1(spi_i + spi_r + ipaddress.ip_address(ip).packed + struct.pack("!H", port)).digest()
+    return hashlib.sha1(spi_i + spi_r + _packed(ip) + struct.pack("!H", port)).digest()
 
 
 def _natd_payloads(sa: IkeSA, spi_r: bytes, local: tuple[str, int], remote: tuple[str, int]) -> list[Payload]:
