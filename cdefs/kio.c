@@ -24,6 +24,13 @@ typedef int (*acquire_fn)(void *, uint32_t, uint8_t, const uint8_t *, const uint
 
 #define CHUNK 256
 
+/* How many messages one recvmmsg asks for: the free slots, at most max and CHUNK. */
+static inline uint32_t recv_want(uint32_t free_slots, uint32_t max) {
+    if (free_slots > max)
+        free_slots = max;
+    return free_slots > CHUNK ? CHUNK : free_slots;
+}
+
 /* ---- TUN --------------------------------------------------------------------------------- */
 
 int kio_tun_read(int fd, struct kio_batch *b, uint32_t start, uint32_t max) {
@@ -37,10 +44,7 @@ int kio_tun_read(int fd, struct kio_batch *b, uint32_t start, uint32_t max) {
                 break;
             return -errno;
         }
-        b->off[i] = (uint32_t)(slot_data(b, i) - b->buf);
-        b->len[i] = (uint32_t)r;
-        b->sa[i] = KIO_NO_SA;
-        b->status[i] = 0;
+        slot_set(b, i, slot_data(b, i), (uint32_t)r);
         got++;
     }
     return (int)got;
@@ -71,10 +75,7 @@ int kio_recv_udp4(int fd, struct kio_batch *b, uint32_t start, uint32_t max, con
 
     if (b->headroom < 28)
         return -EINVAL;
-    if (want > max)
-        want = max;
-    if (want > CHUNK)
-        want = CHUNK;
+    want = recv_want(want, max);
     if (want == 0)
         return 0;
     memset(m, 0, sizeof(m[0]) * want);
@@ -86,11 +87,9 @@ int kio_recv_udp4(int fd, struct kio_batch *b, uint32_t start, uint32_t max, con
         m[i].msg_hdr.msg_name = &from[i];
         m[i].msg_hdr.msg_namelen = sizeof(from[i]);
     }
-    do
-        r = recvmmsg(fd, m, want, MSG_DONTWAIT, NULL);
-    while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return errno == EAGAIN ? 0 : -errno;
+    r = recv_msgs(fd, m, want);
+    if (r <= 0)
+        return r;
     for (i = 0, j = start; i < (uint32_t)r; i++) {
         uint8_t *pay = slot_data(b, start + i), *dst, *h;
         uint32_t plen = m[i].msg_len;
@@ -101,10 +100,7 @@ int kio_recv_udp4(int fd, struct kio_batch *b, uint32_t start, uint32_t max, con
             memmove(dst, pay, plen);           /* close the gap an IKE datagram left */
         h = dst - 28;
         udp4_outer(h, &from[i], local_addr, local_port, plen);
-        b->off[j] = (uint32_t)(h - b->buf);
-        b->len[j] = plen + 28;
-        b->sa[j] = KIO_NO_SA;
-        b->status[j] = 0;
+        slot_set(b, j, h, plen + 28);
         j++;
     }
     k = j - start;
@@ -117,10 +113,7 @@ int kio_recv_raw4(int fd, struct kio_batch *b, uint32_t start, uint32_t max) {
     uint32_t i, want = b->capacity - start;
     int r;
 
-    if (want > max)
-        want = max;
-    if (want > CHUNK)
-        want = CHUNK;
+    want = recv_want(want, max);
     if (want == 0)
         return 0;
     memset(m, 0, sizeof(m[0]) * want);
@@ -130,16 +123,11 @@ int kio_recv_raw4(int fd, struct kio_batch *b, uint32_t start, uint32_t max) {
         m[i].msg_hdr.msg_iov = &iov[i];
         m[i].msg_hdr.msg_iovlen = 1;
     }
-    do
-        r = recvmmsg(fd, m, want, MSG_DONTWAIT, NULL);
-    while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return errno == EAGAIN ? 0 : -errno;
+    r = recv_msgs(fd, m, want);
+    if (r <= 0)
+        return r;
     for (i = 0; i < (uint32_t)r; i++) {
-        b->off[start + i] = (uint32_t)(slot_data(b, start + i) - b->buf);
-        b->len[start + i] = m[i].msg_len;
-        b->sa[start + i] = KIO_NO_SA;
-        b->status[start + i] = 0;
+        slot_set(b, start + i, slot_data(b, start + i), m[i].msg_len);
     }
     return r;
 }
@@ -174,38 +162,20 @@ int kio_send(int raw_fd, int udp_fd, uint16_t udp_port, const struct kio_batch *
         nr = nu = 0;
         for (i = i0; i < end; i++) {
             uint8_t *p = b->buf + b->off[i];
-            uint32_t len = b->len[i], ihl;
+            uint32_t len = b->len[i], ihl = 0;
+            int route;
             if (sel[i] != want)
                 continue;
-            if (len < 20 || p[0] >> 4 != 4) {
+            route = send_route(p, len, udp_fd, udp_port, &ihl);
+            if (route < 0) {
                 (*failed)++;
                 continue;
             }
-            ihl = (p[0] & 15u) * 4;
-            if (udp_fd >= 0 && p[9] == IPPROTO_UDP && len >= ihl + 8 && rd16(p + ihl) == udp_port) {
-                memset(&mu[nu], 0, sizeof(mu[nu]));
-                memset(&au[nu], 0, sizeof(au[nu]));
-                au[nu].sin_family = AF_INET;
-                memcpy(&au[nu].sin_addr, p + 16, 4);
-                memcpy(&au[nu].sin_port, p + ihl + 2, 2);
-                iu[nu].iov_base = p + ihl + 8;
-                iu[nu].iov_len = len - ihl - 8;
-                mu[nu].msg_hdr.msg_iov = &iu[nu];
-                mu[nu].msg_hdr.msg_iovlen = 1;
-                mu[nu].msg_hdr.msg_name = &au[nu];
-                mu[nu].msg_hdr.msg_namelen = sizeof(au[nu]);
+            if (route) {
+                msg_to4(&mu[nu], &iu[nu], &au[nu], p + 16, p + ihl + 2, p + ihl + 8, len - ihl - 8);
                 nu++;
             } else {
-                memset(&mr[nr], 0, sizeof(mr[nr]));
-                memset(&ar[nr], 0, sizeof(ar[nr]));
-                ar[nr].sin_family = AF_INET;
-                memcpy(&ar[nr].sin_addr, p + 16, 4);
-                ir[nr].iov_base = p;
-                ir[nr].iov_len = len;
-                mr[nr].msg_hdr.msg_iov = &ir[nr];
-                mr[nr].msg_hdr.msg_iovlen = 1;
-                mr[nr].msg_hdr.msg_name = &ar[nr];
-                mr[nr].msg_hdr.msg_namelen = sizeof(ar[nr]);
+                msg_to4(&mr[nr], &ir[nr], &ar[nr], p + 16, NULL, p, len);
                 nr++;
             }
         }

@@ -78,12 +78,7 @@ static void tcp_csum(uint8_t *p, uint32_t l4, uint32_t tot) {
 
 /* ---- TUN read: segmentation ------------------------------------------------------------------- */
 
-static void emit_slot(struct kio_batch *b, uint32_t i, uint32_t len) {
-    b->off[i] = (uint32_t)(slot_data(b, i) - b->buf);
-    b->len[i] = len;
-    b->sa[i] = KIO_NO_SA;
-    b->status[i] = 0;
-}
+static void emit_slot(struct kio_batch *b, uint32_t i, uint32_t len) { slot_set(b, i, slot_data(b, i), len); }
 
 uint32_t kio_vnet_emit(struct kio_tun_rx *rx, struct kio_batch *b, uint32_t start, uint32_t max) {
     const uint8_t *vh = rx->buf, *p = rx->buf + KIO_VNET_HDR_LEN;
@@ -424,15 +419,16 @@ int kio_send_gso(int raw_fd, int udp_fd, uint16_t udp_port, const struct kio_bat
         nr = nu = niu = 0;
         for (i = i0; i < end; i++) {
             uint8_t *p = b->buf + b->off[i];
-            uint32_t len = b->len[i], ihl;
+            uint32_t len = b->len[i], ihl = 0;
+            int route;
             if (sel[i] != want)
                 continue;
-            if (len < 20 || p[0] >> 4 != 4) {
+            route = send_route(p, len, udp_fd, udp_port, &ihl);
+            if (route < 0) {
                 (*failed)++;
                 continue;
             }
-            ihl = (p[0] & 15u) * 4;
-            if (udp_fd >= 0 && p[9] == IPPROTO_UDP && len >= ihl + 8 && rd16(p + ihl) == udp_port) {
+            if (route) {
                 uint32_t plen = len - ihl - 8;
                 struct mmsghdr *cur = nu ? &mu[nu - 1] : NULL;
                 /* join the open run: same destination, same size as its segments (a shorter one closes it) */
@@ -447,33 +443,14 @@ int kio_send_gso(int raw_fd, int udp_fd, uint16_t udp_port, const struct kio_bat
                     run_bytes += plen;
                     continue;
                 }
-                memset(&mu[nu], 0, sizeof(mu[nu]));
-                memset(&au[nu], 0, sizeof(au[nu]));
-                au[nu].sin_family = AF_INET;
-                memcpy(&au[nu].sin_addr, p + 16, 4);
-                memcpy(&au[nu].sin_port, p + ihl + 2, 2);
-                iu[niu].iov_base = p + ihl + 8;
-                iu[niu].iov_len = plen;
-                mu[nu].msg_hdr.msg_iov = &iu[niu];
-                mu[nu].msg_hdr.msg_iovlen = 1;
-                mu[nu].msg_hdr.msg_name = &au[nu];
-                mu[nu].msg_hdr.msg_namelen = sizeof(au[nu]);
+                msg_to4(&mu[nu], &iu[niu], &au[nu], p + 16, p + ihl + 2, p + ihl + 8, plen);
                 segu[nu] = 1;
                 run_size = (uint16_t)plen;
                 run_bytes = plen;
                 niu++;
                 nu++;
             } else {
-                memset(&mr[nr], 0, sizeof(mr[nr]));
-                memset(&ar[nr], 0, sizeof(ar[nr]));
-                ar[nr].sin_family = AF_INET;
-                memcpy(&ar[nr].sin_addr, p + 16, 4);
-                ir[nr].iov_base = p;
-                ir[nr].iov_len = len;
-                mr[nr].msg_hdr.msg_iov = &ir[nr];
-                mr[nr].msg_hdr.msg_iovlen = 1;
-                mr[nr].msg_hdr.msg_name = &ar[nr];
-                mr[nr].msg_hdr.msg_namelen = sizeof(ar[nr]);
+                msg_to4(&mr[nr], &ir[nr], &ar[nr], p + 16, NULL, p, len);
                 segr[nr] = 1;
                 nr++;
             }
@@ -540,11 +517,9 @@ int kio_recv_udp4_gro(int fd, struct kio_batch *b, uint32_t start, uint32_t max,
         m[i].msg_hdr.msg_control = ctl[i].buf;
         m[i].msg_hdr.msg_controllen = sizeof(ctl[i].buf);
     }
-    do
-        r = recvmmsg(fd, m, want, MSG_DONTWAIT, NULL);
-    while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return errno == EAGAIN ? 0 : -errno;
+    r = recv_msgs(fd, m, want);
+    if (r <= 0)
+        return r;
     for (i = 0; i < (uint32_t)r; i++) {
         const uint8_t *d = iov[i].iov_base;
         uint32_t total = m[i].msg_len, seg = total, off;
@@ -575,10 +550,7 @@ int kio_recv_udp4_gro(int fd, struct kio_batch *b, uint32_t start, uint32_t max,
             dst = slot_data(b, j);
             memcpy(dst, d + off, plen);
             udp4_outer(dst - 28, &from[i], local_addr, local_port, plen);
-            b->off[j] = (uint32_t)(dst - 28 - b->buf);
-            b->len[j] = plen + 28;
-            b->sa[j] = KIO_NO_SA;
-            b->status[j] = 0;
+            slot_set(b, j, dst - 28, plen + 28);
             j++;
         }
     }

@@ -1,9 +1,11 @@
 /* Helpers shared by cdefs/kio.c and cdefs/kio_gso.c (not read by cffi). */
 #ifndef IPSG_KIO_UTIL_H
 #define IPSG_KIO_UTIL_H
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "kio.h"
 
@@ -17,6 +19,52 @@ static inline uint8_t *slot_data(const struct kio_batch *b, uint32_t i) {
 }
 
 static inline uint32_t room(const struct kio_batch *b) { return b->slot_size - b->headroom - b->tailroom; }
+
+/* Hand slot i over as a fresh packet of len bytes at p (not yet bound to an SA). */
+static inline void slot_set(struct kio_batch *b, uint32_t i, const uint8_t *p, uint32_t len) {
+    b->off[i] = (uint32_t)(p - b->buf);
+    b->len[i] = len;
+    b->sa[i] = KIO_NO_SA;
+    b->status[i] = 0;
+}
+
+/* One sendmmsg entry: len bytes at base to IPv4 address daddr (4 bytes), UDP port dport (2 bytes,
+ * network order) or none (NULL, a raw socket). */
+static inline void msg_to4(struct mmsghdr *m, struct iovec *iov, struct sockaddr_in *a, const uint8_t *daddr,
+                           const uint8_t *dport, void *base, size_t len) {
+    memset(m, 0, sizeof(*m));
+    memset(a, 0, sizeof(*a));
+    a->sin_family = AF_INET;
+    memcpy(&a->sin_addr, daddr, 4);
+    if (dport)
+        memcpy(&a->sin_port, dport, 2);
+    iov->iov_base = base;
+    iov->iov_len = len;
+    m->msg_hdr.msg_iov = iov;
+    m->msg_hdr.msg_iovlen = 1;
+    m->msg_hdr.msg_name = a;
+    m->msg_hdr.msg_namelen = sizeof(*a);
+}
+
+/* Which socket kio_send* hand one outgoing packet to: -1 none (not IPv4: counted as failed), 1 the UDP
+ * socket (UDP from udp_port, i.e. ESP-in-UDP; sent as its payload), 0 the raw socket.  Sets *ihl. */
+static inline int send_route(const uint8_t *p, uint32_t len, int udp_fd, uint16_t udp_port, uint32_t *ihl) {
+    if (len < 20 || p[0] >> 4 != 4)
+        return -1;
+    *ihl = (p[0] & 15u) * 4;
+    return udp_fd >= 0 && p[9] == IPPROTO_UDP && len >= *ihl + 8 && rd16(p + *ihl) == udp_port;
+}
+
+/* Non-blocking recvmmsg of up to want messages: how many came, 0 when none is waiting, or -errno. */
+static inline int recv_msgs(int fd, struct mmsghdr *m, uint32_t want) {
+    int r;
+    do
+        r = recvmmsg(fd, m, want, MSG_DONTWAIT, NULL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == EAGAIN ? 0 : -errno;
+    return r;
+}
 
 /* Byte-wise Internet checksum pieces (headers, ICMP errors: short and off the bulk path). */
 static inline uint32_t csum_add(uint32_t sum, const uint8_t *p, uint32_t n) {

@@ -965,6 +965,38 @@ static inline int cand_always(const struct ipsg_spd_cand *c) {
     return !c->src_mask && !c->proto && !c->sport_lo && c->sport_hi == 0xffff && !c->dport_lo && c->dport_hi == 0xffff;
 }
 
+/* One prefix's candidate list, for the IPv4 (T = struct ipsg_spd_cand) and IPv6 (T = the rule itself)
+ * lists alike: its own rules (own, nown; best first) merged with its parent's list (pl, pn;
+ * pcomplete = 0 when that list was cut, so ranks past its end are unknown), at most lim entries, cut
+ * after the first that always matches.  *complete says nothing was left out; returns the count. */
+#define DEFINE_CAND_MERGE(name, T, FROM_RULE, ALWAYS)                                                        \
+    static uint32_t name(T *out, uint32_t lim, const struct ipsg_spd_rule *own, uint32_t nown, const T *pl,    \
+                         uint32_t pn, int pcomplete, int *complete) {                                        \
+        uint32_t i = 0, j = 0, n = 0;                                                                         \
+        *complete = 0;                                                                                        \
+        for (;;) {                                                                                            \
+            int own_left = i < nown, par_left = j < pn;                                                       \
+            if (!par_left && !pcomplete) break;                                                               \
+            if (!own_left && !par_left) {                                                                     \
+                *complete = 1;                                                                                \
+                break;                                                                                        \
+            }                                                                                                 \
+            if (n == lim) break;                                                                              \
+            if (own_left && (!par_left || own[i].rank < pl[j].rank))                                          \
+                FROM_RULE(&out[n], &own[i++]);                                                                \
+            else                                                                                              \
+                out[n] = pl[j++];                                                                             \
+            out[n].flags = 0;                                                                                 \
+            if (ALWAYS(&out[n++])) {                                                                          \
+                *complete = 1;                                                                                \
+                break;                                                                                        \
+            }                                                                                                 \
+        }                                                                                                     \
+        return n;                                                                                             \
+    }
+
+DEFINE_CAND_MERGE(merge_cands_v4, struct ipsg_spd_cand, cand_from_rule, cand_always)
+
 /* Candidate lists (each prefix's rules merged with its enclosing prefix's list, parents
  * first), then the trie (prefixes in ascending length, so a longer one overwrites the
  * entries of the shorter ones it lies in, and a new chunk inherits the entry it replaces).
@@ -996,28 +1028,10 @@ static void build_v4_trie(struct ipsg_shm *s, int copy, struct ipsg_spd_compiled
         stack[depth++] = order[oi];
         uint32_t lim = IPSG_SPD_CAND_MAX, left = s->cand_cap - used, need_after = np - oi - 1;
         if (left - need_after < lim) lim = left - need_after;   /* >= 1: the budget covers one per prefix */
-        const struct ipsg_spd_cand *pl = par ? &cands[par->cand] : NULL;
-        uint32_t pn = par ? par->ncand : 0, i = 0, j = 0, n = 0;
-        int pcomplete = par ? par->complete : 1, complete = 0;
         struct ipsg_spd_cand *out = &cands[used];
-        for (;;) {
-            int own_left = i < q->count, par_left = j < pn;
-            if (!par_left && !pcomplete) break;   /* the enclosing list was cut: unseen ranks unknown */
-            if (!own_left && !par_left) {
-                complete = 1;
-                break;
-            }
-            if (n == lim) break;
-            if (own_left && (!par_left || rules[q->start + i].rank < pl[j].rank))
-                cand_from_rule(&out[n], &rules[q->start + i++]);
-            else
-                out[n] = pl[j++];
-            out[n].flags = 0;
-            if (cand_always(&out[n++])) {
-                complete = 1;
-                break;
-            }
-        }
+        int complete;
+        uint32_t n = merge_cands_v4(out, lim, &rules[q->start], q->count, par ? &cands[par->cand] : NULL,
+                                    par ? par->ncand : 0, par ? par->complete : 1, &complete);
         out[n - 1].flags = IPSG_SPD_CAND_LAST | (complete ? 0 : IPSG_SPD_CAND_MORE);
         q->cand = used;
         q->ncand = n;
@@ -1100,6 +1114,10 @@ static inline int rule_always(const struct ipsg_spd_rule *r) {
            !r->dport_lo && r->dport_hi == 0xffff;
 }
 
+static inline void rule_copy(struct ipsg_spd_rule *o, const struct ipsg_spd_rule *r) { *o = *r; }
+
+DEFINE_CAND_MERGE(merge_cands_v6, struct ipsg_spd_rule, rule_copy, rule_always)
+
 /* The IPv4 trie's candidate lists, for IPv6: in (address, length) order the enclosing prefixes
  * of a prefix are exactly the stack, and its list is its own rules merged with its parent's
  * list, best first, cut after the first rule that always matches.  Each prefix's bucket then
@@ -1133,28 +1151,10 @@ static void build_v6_lists(struct ipsg_shm *s, int copy, struct ipsg_spd_compile
         stack[depth++] = oi;
         uint32_t lim = IPSG_SPD_CAND_MAX, left = s->cand_cap - used, need_after = np - oi - 1;
         if (left - need_after < lim) lim = left - need_after;
-        const struct ipsg_spd_rule *pl = par ? &cands[par->cand] : NULL;
-        uint32_t pn = par ? par->ncand : 0, i = 0, j = 0, n = 0;
-        int pcomplete = par ? par->complete : 1, complete = 0;
         struct ipsg_spd_rule *out = &cands[used];
-        for (;;) {
-            int own_left = i < q->count, par_left = j < pn;
-            if (!par_left && !pcomplete) break;
-            if (!own_left && !par_left) {
-                complete = 1;
-                break;
-            }
-            if (n == lim) break;
-            if (own_left && (!par_left || rules[q->start + i].rank < pl[j].rank))
-                out[n] = rules[q->start + i++];
-            else
-                out[n] = pl[j++];
-            out[n].flags = 0;
-            if (rule_always(&out[n++])) {
-                complete = 1;
-                break;
-            }
-        }
+        int complete;
+        uint32_t n = merge_cands_v6(out, lim, &rules[q->start], q->count, par ? &cands[par->cand] : NULL,
+                                    par ? par->ncand : 0, par ? par->complete : 1, &complete);
         out[n - 1].flags = IPSG_SPD_CAND_LAST | (complete ? 0 : IPSG_SPD_CAND_MORE);
         q->cand = used;
         q->ncand = n;

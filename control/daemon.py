@@ -255,9 +255,13 @@ class Daemon(DaemonCommands):
             log.info("created region %s (%d SA slots, %d policies)", path, c.n_sa, c.n_spd)
 
     async def _open_sockets(self) -> None:
+        await self._listen(sorted({a for c in self.config.connections.values() for a in c.local_addrs}),
+                           RegionError)
+
+    async def _listen(self, ips: list[str], error: type[Exception]) -> None:
+        """Bind the IKE and NAT-T ports on each of ips; a bind failure raises error."""
         assert self._loop is not None
-        addrs = sorted({a for c in self.config.connections.values() for a in c.local_addrs})
-        for ip in addrs:
+        for ip in ips:
             for port in (self.gw.ike_port, self.gw.natt_port):
                 try:
                     # NAT-T port: SO_REUSEPORT so the fastpath can join the port and steer ESP-in-UDP to
@@ -266,7 +270,7 @@ class Daemon(DaemonCommands):
                         lambda ip=ip, port=port: _Proto(self, ip, port), local_addr=(ip, port),
                         reuse_port=port == self.gw.natt_port)
                 except OSError as exc:
-                    raise RegionError(f"cannot listen on UDP {ip} port {port}: {exc.strerror}") from None
+                    raise error(f"cannot listen on UDP {ip} port {port}: {exc.strerror}") from None
                 self._socks[(ip, port)] = proto
 
     # -- datagrams ------------------------------------------------------------------------------
@@ -867,7 +871,11 @@ def setup_logging(level: str, stream: Any = None) -> None:
 
 async def run_daemon(config: Config, *, control_only: bool = True) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
-    daemon = Daemon(config, control_only=control_only)
+    return await run_until_signal(Daemon(config, control_only=control_only))
+
+
+async def run_until_signal(daemon: Daemon) -> int:
+    """Start daemon (1 when it cannot), then serve it until SIGTERM/SIGINT (0)."""
     loop = asyncio.get_running_loop()
     try:
         await daemon.start()

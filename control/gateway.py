@@ -30,9 +30,9 @@ import time
 from typing import Any
 
 from control.config import Config, ConfigError, ConnectionConfig, load_config
-from control.ctl import CommandError, ControlError
-from control.daemon import PRIO_INSTALLED, PRIO_TRAP, ChildEntry, Daemon, _Proto
-from control.shm import BYPASS, DISCARD, PROTECT, ControlRegion, Policy, RegionError
+from control.ctl import CommandError
+from control.daemon import PRIO_INSTALLED, PRIO_TRAP, ChildEntry, Daemon, run_until_signal
+from control.shm import BYPASS, DISCARD, PROTECT, ControlRegion, Policy
 from control.supervisor import STATE_ENV
 from control.ts_policies import policies_for as _policies_for
 from fastpath.sa import Direction
@@ -403,7 +403,7 @@ class GatewayDaemon(Daemon):
         self.config.connections = conns
         new_ips = sorted({a for c in conns.values() for a in c.local_addrs} - {ip for ip, _ in self._socks})
         if new_ips:
-            await self._listen(new_ips)
+            await self._listen(new_ips, CommandError)
         for name in added + changed:
             conn = conns[name]
             for spec in conn.children:
@@ -423,18 +423,6 @@ class GatewayDaemon(Daemon):
         log.info("configuration reloaded from %s: %s", self.config_path, summary)
         return {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged,
                 "restart_needed": restart, "routes": routes, "summary": summary}
-
-    async def _listen(self, ips: list[str]) -> None:
-        assert self._loop is not None
-        for ip in ips:
-            for port in (self.gw.ike_port, self.gw.natt_port):
-                try:
-                    _, proto = await self._loop.create_datagram_endpoint(
-                        lambda ip=ip, port=port: _Proto(self, ip, port), local_addr=(ip, port),
-                        reuse_port=port == self.gw.natt_port)
-                except OSError as exc:
-                    raise CommandError(f"cannot listen on UDP {ip} port {port}: {exc.strerror}") from None
-                self._socks[(ip, port)] = proto
 
     def _routes(self) -> set[str]:
         from fastpath.daemon import tun_routes
@@ -468,15 +456,4 @@ class GatewayDaemon(Daemon):
 
 async def run_gateway(config: Config, config_path: str, *, supervised: bool) -> int:
     """The control process: run until SIGTERM/SIGINT; returns the exit code."""
-    daemon = GatewayDaemon(config, config_path=config_path, supervised=supervised)
-    loop = asyncio.get_running_loop()
-    try:
-        await daemon.start()
-    except (RegionError, OSError, ControlError) as exc:
-        log.error("cannot start: %s", exc)
-        await daemon.shutdown()
-        return 1
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, daemon.stop)
-    await daemon.serve()
-    return 0
+    return await run_until_signal(GatewayDaemon(config, config_path=config_path, supervised=supervised))

@@ -23,13 +23,34 @@ def _add_target(p: argparse.ArgumentParser) -> None:
                                                      f"{GatewayConfig().control_socket})")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list-sas", help="IKE SAs and CHILD SAs of the running daemon",
-                       description="Show IKE SAs (peer, identities, proposal, SPIs, state, rekey time) and their "
-                                   "CHILD SAs (proposal, SPIs, shared-memory slots, traffic selectors, times).")
+def _add_query(sub: argparse._SubParsersAction, name: str, help_: str, description: str, func: Any) -> None:
+    """A read-style verb: the target options and --json."""
+    p = sub.add_parser(name, help=help_, description=description)
     _add_target(p)
     p.add_argument("--json", action="store_true", help="print the daemon's JSON")
-    p.set_defaults(func=_list_sas)
+    p.set_defaults(func=func)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    queries = [
+        ("list-sas", "IKE SAs and CHILD SAs of the running daemon",
+         "Show IKE SAs (peer, identities, proposal, SPIs, state, rekey time) and their CHILD SAs (proposal, "
+         "SPIs, shared-memory slots, traffic selectors, times).", _list_sas),
+        ("status", "processes, engines, I/O and traffic totals of the running gateway",
+         "Show the gateway's processes (pids, uptime, restarts), the I/O mode, the ESP engines, SA and policy "
+         "counts, and packet/byte totals with drops by reason.", _status),
+        ("list-policies", "the SPD entries of the running gateway",
+         "Show the security policies control installed in the fastpath's SPD: selectors, action, priority "
+         "(lower wins) and the SA each is bound to (or trap: the first matching packet raises an ACQUIRE).",
+         _list_policies),
+        ("reload", "apply a changed configuration file without dropping unaffected SAs",
+         "Make the daemon re-read the configuration file it was started with: new connections are added, "
+         "removed ones terminated (Deletes sent), changed ones terminated and added again; unchanged "
+         "connections keep their SAs. Changes to the gateway section (except log_level, export_keys) need a "
+         "restart.", _reload),
+    ]
+    # list-sas first, then the verbs that act on a name, then the rest: the order `ipsecgw --help` lists them
+    _add_query(sub, *queries[0])
     for verb, text in (("initiate", "negotiate a connection or one of its children"),
                        ("terminate", "delete a connection's IKE SA(s) or a child's CHILD SA(s)"),
                        ("rekey", "rekey a connection's IKE SA(s) or a child's CHILD SA(s)")):
@@ -39,27 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         _add_target(v)
         v.add_argument("--json", action="store_true")
         v.set_defaults(func=_verb, verb=verb)
-    st = sub.add_parser("status", help="processes, engines, I/O and traffic totals of the running gateway",
-                        description="Show the gateway's processes (pids, uptime, restarts), the I/O mode, the ESP "
-                                    "engines, SA and policy counts, and packet/byte totals with drops by reason.")
-    _add_target(st)
-    st.add_argument("--json", action="store_true", help="print the daemon's JSON")
-    st.set_defaults(func=_status)
-    lp = sub.add_parser("list-policies", help="the SPD entries of the running gateway",
-                        description="Show the security policies control installed in the fastpath's SPD: "
-                                    "selectors, action, priority (lower wins) and the SA each is bound to (or "
-                                    "trap: the first matching packet raises an ACQUIRE).")
-    _add_target(lp)
-    lp.add_argument("--json", action="store_true", help="print the daemon's JSON")
-    lp.set_defaults(func=_list_policies)
-    rl = sub.add_parser("reload", help="apply a changed configuration file without dropping unaffected SAs",
-                        description="Make the daemon re-read the configuration file it was started with: new "
-                                    "connections are added, removed ones terminated (Deletes sent), changed ones "
-                                    "terminated and added again; unchanged connections keep their SAs. Changes "
-                                    "to the gateway section (except log_level, export_keys) need a restart.")
-    _add_target(rl)
-    rl.add_argument("--json", action="store_true", help="print the daemon's JSON")
-    rl.set_defaults(func=_reload)
+    for q in queries[1:]:
+        _add_query(sub, *q)
     e = sub.add_parser("export-keys", help="print SA keys for Wireshark (root only, off unless enabled)",
                        description="Print the IKE and ESP keys of the live SAs in Wireshark's "
                                    "ikev2_decryption_table and esp_sa formats (as strongSwan's save-keys). Needs "

@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass
 
 import pytest
+from netns_tools import inet_checksum
 from shm_helpers import region_file
 
 from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
@@ -74,15 +75,6 @@ def make_sa(enc: str, integ: str | None = None, *, rng: random.Random | None = N
 
 
 # -- packets -------------------------------------------------------------------
-
-def inet_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
 
 def ipv4(src, dst, proto: int, payload: bytes, *, tos: int = 0, ttl: int = 64, ident: int = 0x1234,
          df: bool = False) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from netns_tools import stop_process
 
 from control.ctl import ControlError, call
 from fastpath.sa import SA, Direction
@@ -92,15 +93,8 @@ class DaemonProc:
             time.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            # ip netns exec execs the daemon in place, so this pid is the daemon itself
-            os.kill(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        # ip netns exec execs the daemon in place, so this pid is the daemon itself
+        return stop_process(self.proc, sig)
 
 
 def installed_child(sas: list[dict], name: str = "net") -> dict | None:

@@ -118,6 +118,18 @@ secrets:
     return cfg, sock, shm
 
 
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int | None:
+    """Signal proc, give it 10 s to exit, then kill it; its return code."""
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class FastpathProc:
     """``ipsecgw fastpath -c CONFIG`` in namespace ns, logging to log; waits for "fastpath up"."""
 
@@ -136,17 +148,11 @@ class FastpathProc:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, sig)
 
 
-def _csum(data: bytes) -> int:
+def inet_checksum(data: bytes) -> int:
+    """RFC 1071 Internet checksum (also the one conftest's packet builders use)."""
     if len(data) % 2:
         data += b"\0"
     s = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -169,7 +175,7 @@ def ping(dst: str, count: int, interval: float, size: int = 56, wait: float = 1.
         if seq < count and now >= next_send:
             payload = bytes(size)
             hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-            pkt = struct.pack("!BBHHH", 8, 0, _csum(hdr + payload), ident, seq) + payload
+            pkt = struct.pack("!BBHHH", 8, 0, inet_checksum(hdr + payload), ident, seq) + payload
             s.sendto(pkt, (dst, 0))
             sent[seq] = now - start
             seq += 1

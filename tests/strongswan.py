@@ -198,9 +198,10 @@ class Charon:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def swanctl_conf(*, local: str, remote: str, local_id: str, remote_id: str, psk: str, ike: str, esp: str,
-                 local_ts: str, remote_ts: str, remote_port: int = 500, conn_extra: str = "",
-                 child_extra: str = "") -> str:
+def _swanctl_connection(*, local: str, remote: str, remote_port: int, ike: str, esp: str, local_ts: str,
+                        remote_ts: str, conn_extra: str, child_extra: str, local_auth: str, remote_auth: str) -> str:
+    """The ``connections`` section shared by both builders; local_auth/remote_auth are the lines inside
+    the local and remote blocks."""
     return f"""connections {{
     peer {{
         version = 2
@@ -212,12 +213,10 @@ def swanctl_conf(*, local: str, remote: str, local_id: str, remote_id: str, psk:
         mobike = no
         {conn_extra}
         local {{
-            auth = psk
-            id = {local_id}
+{local_auth}
         }}
         remote {{
-            auth = psk
-            id = {remote_id}
+{remote_auth}
         }}
         children {{
             net {{
@@ -231,7 +230,17 @@ def swanctl_conf(*, local: str, remote: str, local_id: str, remote_id: str, psk:
         }}
     }}
 }}
-secrets {{
+"""
+
+
+def swanctl_conf(*, local: str, remote: str, local_id: str, remote_id: str, psk: str, ike: str, esp: str,
+                 local_ts: str, remote_ts: str, remote_port: int = 500, conn_extra: str = "",
+                 child_extra: str = "") -> str:
+    return _swanctl_connection(
+        local=local, remote=remote, remote_port=remote_port, ike=ike, esp=esp, local_ts=local_ts,
+        remote_ts=remote_ts, conn_extra=conn_extra, child_extra=child_extra,
+        local_auth=f"            auth = psk\n            id = {local_id}",
+        remote_auth=f"            auth = psk\n            id = {remote_id}") + f"""secrets {{
     ike-peer {{
         id-a = {local_id}
         id-b = {remote_id}
@@ -246,34 +255,8 @@ def swanctl_conf_pubkey(*, local: str, remote: str, local_id: str, remote_id: st
                         conn_extra: str = "") -> str:
     """One connection authenticated both ways with certificates (RFC 7427 signatures): our cert is
     x509/<cert>, its key in private/, the CA in x509ca/ (see ``Charon(files=...)``)."""
-    return f"""connections {{
-    peer {{
-        version = 2
-        local_addrs = {local}
-        remote_addrs = {remote}
-        remote_port = {remote_port}
-        proposals = {ike}
-        encap = yes
-        mobike = no
-        {conn_extra}
-        local {{
-            auth = pubkey
-            certs = {cert}
-            id = "{local_id}"
-        }}
-        remote {{
-            auth = pubkey
-            id = "{remote_id}"
-        }}
-        children {{
-            net {{
-                mode = tunnel
-                local_ts = {local_ts}
-                remote_ts = {remote_ts}
-                esp_proposals = {esp}
-                start_action = none
-            }}
-        }}
-    }}
-}}
-"""
+    return _swanctl_connection(
+        local=local, remote=remote, remote_port=remote_port, ike=ike, esp=esp, local_ts=local_ts,
+        remote_ts=remote_ts, conn_extra=conn_extra, child_extra="",
+        local_auth=f'            auth = pubkey\n            certs = {cert}\n            id = "{local_id}"',
+        remote_auth=f'            auth = pubkey\n            id = "{remote_id}"')
