@@ -141,6 +141,11 @@ class Fastpath:
         self.inb = Batch(fp.batch, mtu=INBOUND_MTU)
         self.hold = Batch(max(fp.hold, 1), mtu=max(self.tun_mtu, 1280))
         self.kout, self.kin, self.khold = kio.KBatch(self.out), kio.KBatch(self.inb), kio.KBatch(self.hold)
+        # Packets for an SA control installed after this loop's last sync (a rekey's new inbound SA, which
+        # the peer may use as soon as our answer leaves) get a second look here instead of a drop.
+        self.late = Batch(fp.batch, mtu=INBOUND_MTU)
+        self.klate = kio.KBatch(self.late)
+        self.synced_mid_loop = False
         self.v_out = np.zeros(fp.batch, dtype=np.uint8)
         self.v_hold = np.zeros(self.hold.capacity, dtype=np.uint8)
         self.hold_since = 0.0
@@ -186,12 +191,22 @@ class Fastpath:
             log.warning("SA slot %d not installed: %s", slot, why)
         return bool(r.installed or r.spd_changed)
 
+    def sync_now(self) -> bool:
+        """sync() in the middle of a loop; held packets get their retry at the top of the next one."""
+        if self.sync():
+            self.synced_mid_loop = True
+            return True
+        return False
+
     # -- packets -------------------------------------------------------------------------------
 
     def _outbound(self, kb: kio.KBatch, n: int, verdict: np.ndarray, acquire: bool) -> None:
         b = kb.batch
         b.n = n
         protect = self.cls.classify(kb, n, verdict, acquire)
+        if acquire and np.any(verdict[:n] == kio.V_ACQUIRE) and self.sync_now():
+            # control bound these policies to SAs after this loop's sync (a rekey): take them, classify again
+            protect = self.cls.classify(kb, n, verdict, acquire)
         v = verdict[:n]
         if protect:
             self.region.reserve_batch(b.sa, n)
@@ -283,10 +298,23 @@ class Fastpath:
             self.inb.n = n
             self.engine.inbound(self.inb)
             st = self.inb.status[:n]
-            self.totals.inbound += np.bincount(st, minlength=N_STATUS)[:N_STATUS].astype(np.uint64)
             self.totals.tun_out += self._tun_write(self.kin, n, self.inb.status, 0)
+            late = self._inbound_late(n) if np.any(st == Status.NO_SA) and self.sync_now() else 0
+            counts = np.bincount(st, minlength=N_STATUS)[:N_STATUS].astype(np.uint64)
+            counts[Status.NO_SA] -= np.uint64(late)      # counted again by their second verdict
+            self.totals.inbound += counts
             if n < cap - 64:       # a GRO receive stops short of a full batch when a bundle might not fit
                 return
+
+    def _inbound_late(self, n: int) -> int:
+        """Run the batch's no-SA packets again after a sync picked up new SAs; returns how many, counted."""
+        m = self.kin.move_to(n, self.inb.status, Status.NO_SA, self.klate, 0)
+        if m:
+            self.late.n = m
+            self.engine.inbound(self.late)
+            self.totals.tun_out += self._tun_write(self.klate, m, self.late.status, 0)
+            self.totals.inbound += np.bincount(self.late.status[:m], minlength=N_STATUS)[:N_STATUS].astype(np.uint64)
+        return m
 
     def _steering(self, now: float) -> None:
         pid = int(self.region.hdr.control_pid)
@@ -311,7 +339,8 @@ class Fastpath:
             except InterruptedError:
                 continue
             now = time.monotonic()
-            if self.sync():
+            if self.sync() or self.synced_mid_loop:
+                self.synced_mid_loop = False
                 self.retry_held()
             self.drain_tun()
             self.drain_sockets(now)
