@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from control import bench_dpdk_cmd
 from fastpath.bench_esp import BENCH_ALGS, NAIVE, measure, parse_alg
 
 
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--seconds", type=float, default=3.0, help="measuring time (default 3)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_run_esp)
+    bench_dpdk_cmd.add_verb(bsub)
 
 
 def _run_esp(args: argparse.Namespace) -> int:

@@ -1,7 +1,6 @@
 """``ipsecgw bench dpdk``: the DPDK fastpath on one worker core, in the set-up ipsec-secgw is measured with.
 
-Registers under the ``bench`` command that control.bench_cmd creates (listed
-before this module in COMMAND_MODULES).
+control.bench_cmd owns the ``bench`` command and adds this verb with ``add_verb``.
 """
 
 from __future__ import annotations
@@ -11,15 +10,11 @@ import json
 import sys
 
 
-def _bench_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    bench = sub.choices["bench"]
-    return next(a for a in bench._actions if isinstance(a, argparse._SubParsersAction))
-
-
-def register(sub: argparse._SubParsersAction) -> None:
+def add_verb(bench_sub: argparse._SubParsersAction) -> None:
+    """Add ``dpdk`` to the subcommands of ``ipsecgw bench``."""
     from fastpath.dpdk.bench import ENGINES
 
-    d = _bench_subparsers(sub).add_parser(
+    d = bench_sub.add_parser(
         "dpdk", help="DPDK fastpath throughput on virtual devices (one worker core)",
         description="Replay pre-built frames (net_pcap, infinite_rx=1) through the DPDK worker loop with a "
                     "single AES-128-GCM tunnel SA into net_null, on one core, and report the forwarding rate. "

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 COMMAND_MODULES: tuple[str, ...] = ("control.pcap_cmd", "control.bench_cmd", "control.run_cmd", "control.sas_cmd",
-                                   "control.fastpath_cmd", "control.bench_dpdk_cmd")
+                                   "control.fastpath_cmd")
 
 
 def _register_caps(sub: argparse._SubParsersAction) -> None:
