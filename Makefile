@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := gcc make pkg-config libssl-dev libipsec-mb-dev iproute2 tcpdump tshark iputils-ping iperf3 \
 	charon-systemd strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins \
-	dpdk dpdk-dev libdpdk-dev
+	dpdk dpdk-dev libdpdk-dev nftables
 
 .PHONY: test lint build deps venv clean bench demo
 

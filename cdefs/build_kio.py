@@ -14,6 +14,7 @@ from cdefs import cdef_text  # noqa: E402
 
 ffibuilder = FFI()
 ffibuilder.cdef(cdef_text("kio.h"))
+ffibuilder.cdef(cdef_text("kio_packet.h"))     # AF_PACKET clear side
 
 # setuptools wants paths relative to the project root; a direct run compiles
 # inside build/cffi, so it needs absolute ones.
@@ -21,10 +22,12 @@ _ROOT = str(HERE.parent) + "/" if __name__ == "__main__" else ""
 
 ffibuilder.set_source(
     "fastpath._kio",
-    '#include "kio.h"\n',
-    sources=[_ROOT + "cdefs/kio.c", _ROOT + "cdefs/kio_gso.c"],
+    '#include "kio.h"\n#include "kio_packet.h"\n',
+    sources=[_ROOT + "cdefs/kio.c", _ROOT + "cdefs/kio_gso.c", _ROOT + "cdefs/kio_packet.c",
+             _ROOT + "cdefs/kio_frag.c"],
     include_dirs=[_ROOT + "cdefs"],
-    depends=[_ROOT + "cdefs/kio.h", _ROOT + "cdefs/kio_util.h", _ROOT + "cdefs/shm.h", _ROOT + "cdefs/esp.h"],
+    depends=[_ROOT + "cdefs/kio.h", _ROOT + "cdefs/kio_util.h", _ROOT + "cdefs/shm.h", _ROOT + "cdefs/esp.h",
+             _ROOT + "cdefs/kio_packet.h"],
     extra_compile_args=["-O2", "-march=x86-64-v2", "-Wall", "-Wno-unused-function"],
 )
 

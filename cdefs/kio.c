@@ -65,15 +65,20 @@ int kio_tun_write(int fd, const struct kio_batch *b, uint32_t n, const uint8_t *
 
 /* ---- sockets ----------------------------------------------------------------------------- */
 
-int kio_recv_udp4(int fd, struct kio_batch *b, uint32_t start, uint32_t max, const uint8_t *local_addr,
-                  uint16_t local_port, uint64_t *ike, uint64_t *probe) {
+/* kio_recv_udp4/6: recvmmsg payloads into slots, then the outer header (28 or 48 bytes) in front. */
+static int recv_udp(int fd, struct kio_batch *b, uint32_t start, uint32_t max, int v6, const uint8_t *local_addr,
+                    uint16_t local_port, uint64_t *ike, uint64_t *probe) {
     struct mmsghdr m[CHUNK];
     struct iovec iov[CHUNK];
-    struct sockaddr_in from[CHUNK];
-    uint32_t i, j, k, want = b->capacity - start;
+    union kio_addr from[CHUNK];
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl[CHUNK];
+    uint32_t i, j, hl = udp_outer_len(v6), want = b->capacity - start;
     int r;
 
-    if (b->headroom < 28)
+    if (b->headroom < hl)
         return -EINVAL;
     want = recv_want(want, max);
     if (want == 0)
@@ -81,11 +86,15 @@ int kio_recv_udp4(int fd, struct kio_batch *b, uint32_t start, uint32_t max, con
     memset(m, 0, sizeof(m[0]) * want);
     for (i = 0; i < want; i++) {
         iov[i].iov_base = slot_data(b, start + i);
-        iov[i].iov_len = room(b) - 28;
+        iov[i].iov_len = room(b) - hl;
         m[i].msg_hdr.msg_iov = &iov[i];
         m[i].msg_hdr.msg_iovlen = 1;
         m[i].msg_hdr.msg_name = &from[i];
         m[i].msg_hdr.msg_namelen = sizeof(from[i]);
+        if (v6) {
+            m[i].msg_hdr.msg_control = ctl[i].buf;
+            m[i].msg_hdr.msg_controllen = sizeof(ctl[i].buf);
+        }
     }
     r = recv_msgs(fd, m, want);
     if (r <= 0)
@@ -98,13 +107,22 @@ int kio_recv_udp4(int fd, struct kio_batch *b, uint32_t start, uint32_t max, con
         dst = slot_data(b, j);
         if (j != start + i)
             memmove(dst, pay, plen);           /* close the gap an IKE datagram left */
-        h = dst - 28;
-        udp4_outer(h, &from[i], local_addr, local_port, plen);
-        slot_set(b, j, h, plen + 28);
+        h = dst - hl;
+        udp_outer(h, v6, &from[i], local_addr, local_port, plen, v6 ? cmsg_tclass(&m[i].msg_hdr) : 0);
+        slot_set(b, j, h, plen + hl);
         j++;
     }
-    k = j - start;
-    return (int)k;
+    return (int)(j - start);
+}
+
+int kio_recv_udp4(int fd, struct kio_batch *b, uint32_t start, uint32_t max, const uint8_t *local_addr,
+                  uint16_t local_port, uint64_t *ike, uint64_t *probe) {
+    return recv_udp(fd, b, start, max, 0, local_addr, local_port, ike, probe);
+}
+
+int kio_recv_udp6(int fd, struct kio_batch *b, uint32_t start, uint32_t max, const uint8_t *local_addr,
+                  uint16_t local_port, uint64_t *ike, uint64_t *probe) {
+    return recv_udp(fd, b, start, max, 1, local_addr, local_port, ike, probe);
 }
 
 int kio_recv_raw4(int fd, struct kio_batch *b, uint32_t start, uint32_t max) {
@@ -132,59 +150,69 @@ int kio_recv_raw4(int fd, struct kio_batch *b, uint32_t start, uint32_t max) {
     return r;
 }
 
-/* Send count prepared messages; a message the kernel refuses is skipped and counted. */
-static uint32_t send_all(int fd, struct mmsghdr *m, uint32_t count, uint64_t *failed) {
-    uint32_t done = 0, sent = 0;
-    while (done < count) {
-        int r = sendmmsg(fd, m + done, count - done, 0);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            (*failed)++;     /* the first remaining message failed (EMSGSIZE, EHOSTUNREACH...) */
-            done++;
-            continue;
-        }
-        done += (uint32_t)r;
-        sent += (uint32_t)r;
+int kio_recv_raw6(int fd, struct kio_batch *b, uint32_t start, uint32_t max) {
+    struct mmsghdr m[CHUNK];
+    struct iovec iov[CHUNK];
+    struct sockaddr_in6 from[CHUNK];
+    union {
+        char buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl[CHUNK];
+    uint32_t i, want = b->capacity - start;
+    int r;
+
+    if (b->headroom < 40)
+        return -EINVAL;
+    want = recv_want(want, max);
+    if (want == 0)
+        return 0;
+    memset(m, 0, sizeof(m[0]) * want);
+    for (i = 0; i < want; i++) {
+        iov[i].iov_base = slot_data(b, start + i);
+        iov[i].iov_len = room(b) - 40;
+        m[i].msg_hdr.msg_iov = &iov[i];
+        m[i].msg_hdr.msg_iovlen = 1;
+        m[i].msg_hdr.msg_name = &from[i];
+        m[i].msg_hdr.msg_namelen = sizeof(from[i]);
+        m[i].msg_hdr.msg_control = ctl[i].buf;
+        m[i].msg_hdr.msg_controllen = sizeof(ctl[i].buf);
     }
-    return sent;
+    r = recv_msgs(fd, m, want);
+    if (r <= 0)
+        return r;
+    for (i = 0; i < (uint32_t)r; i++) {
+        uint8_t *h = slot_data(b, start + i) - 40;
+        uint32_t plen = m[i].msg_len;
+        uint8_t tclass = 0;
+        struct cmsghdr *c;
+        memset(h + 24, 0, 16);     /* no IPV6_PKTINFO: a zero destination (the SPI alone then finds the SA) */
+        for (c = CMSG_FIRSTHDR(&m[i].msg_hdr); c; c = CMSG_NXTHDR(&m[i].msg_hdr, c)) {
+            if (c->cmsg_level != IPPROTO_IPV6)
+                continue;
+            if (c->cmsg_type == IPV6_PKTINFO && c->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
+                struct in6_pktinfo pi;
+                memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+                memcpy(h + 24, &pi.ipi6_addr, 16);
+            } else if (c->cmsg_type == IPV6_TCLASS && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                int t;
+                memcpy(&t, CMSG_DATA(c), sizeof(t));
+                tclass = (uint8_t)t;
+            }
+        }
+        wr32(h, 6u << 28 | (uint32_t)tclass << 20);
+        wr16(h + 4, (uint16_t)plen);
+        h[6] = IPPROTO_ESP;
+        h[7] = 64;
+        memcpy(h + 8, &from[i].sin6_addr, 16);
+        slot_set(b, start + i, h, plen + 40);
+    }
+    return r;
 }
 
 int kio_send(int raw_fd, int udp_fd, uint16_t udp_port, const struct kio_batch *b, uint32_t n,
              const uint8_t *sel, uint8_t want, uint64_t *failed) {
-    struct mmsghdr mr[CHUNK], mu[CHUNK];
-    struct iovec ir[CHUNK], iu[CHUNK];
-    struct sockaddr_in ar[CHUNK], au[CHUNK];
-    uint32_t i0, i, nr, nu, sent = 0;
-
-    for (i0 = 0; i0 < n; i0 += CHUNK) {
-        uint32_t end = n - i0 < CHUNK ? n : i0 + CHUNK;
-        nr = nu = 0;
-        for (i = i0; i < end; i++) {
-            uint8_t *p = b->buf + b->off[i];
-            uint32_t len = b->len[i], ihl = 0;
-            int route;
-            if (sel[i] != want)
-                continue;
-            route = send_route(p, len, udp_fd, udp_port, &ihl);
-            if (route < 0) {
-                (*failed)++;
-                continue;
-            }
-            if (route) {
-                msg_to4(&mu[nu], &iu[nu], &au[nu], p + 16, p + ihl + 2, p + ihl + 8, len - ihl - 8);
-                nu++;
-            } else {
-                msg_to4(&mr[nr], &ir[nr], &ar[nr], p + 16, NULL, p, len);
-                nr++;
-            }
-        }
-        if (nu)
-            sent += send_all(udp_fd, mu, nu, failed);
-        if (nr)
-            sent += send_all(raw_fd, mr, nr, failed);
-    }
-    return (int)sent;
+    struct kio_out o = {.raw4 = raw_fd, .raw6 = -1, .udp4 = udp_fd, .udp6 = -1, .udp_port = udp_port, .gso = 0};
+    return kio_send_out(&o, b, n, sel, want, failed);
 }
 
 /* ---- classifier -------------------------------------------------------------------------- */
@@ -328,6 +356,7 @@ uint32_t kio_classify(struct kio_cls *c, struct kio_batch *b, uint32_t n, uint8_
     struct flow f;
     uint32_t i, protect = 0;
 
+    c->to_fragment = 0;
     for (i = 0; i < n; i++) {
         const uint8_t *p = b->buf + b->off[i];
         uint32_t len = b->len[i], sa;
@@ -366,13 +395,16 @@ uint32_t kio_classify(struct kio_cls *c, struct kio_batch *b, uint32_t n, uint8_
         if (c->outer_mtu && sa < c->n_sa && c->ovh[sa] && c->blk[sa]) {
             uint32_t blk = c->blk[sa], need = c->ovh[sa] + (len + 2 + blk - 1) / blk * blk;
             if (need > c->outer_mtu) {
-                uint32_t fit = c->outer_mtu > c->ovh[sa] ? (c->outer_mtu - c->ovh[sa]) / blk * blk : 0;
-                uint32_t mtu = fit >= 2 ? fit - 2 : 0;
+                uint32_t mtu = kio_inner_mtu(c, sa);
                 if (f.df && !is_icmp_error(p, &f, len) && mtu >= 68) {
                     make_icmp(c, b, i, &f, mtu);
                     verdict[i] = KIO_V_ICMP;
                 } else {
                     verdict[i] = KIO_V_TOO_BIG;
+                    if (c->fragment && f.family == 4 && !f.df && mtu >= 68) {
+                        b->sa[i] = sa;        /* for kio_fragment (cdefs/kio_frag.c) */
+                        c->to_fragment++;
+                    }
                 }
                 continue;
             }

@@ -18,8 +18,10 @@
  *   ACQUIRE    PROTECT without an SA: held while control negotiates
  *   ICMP       replaced by an ICMP error for the TUN (IPv4 with DF, or IPv6, too big)
  *   NO_POLICY  no SPD entry: dropped
- *   TOO_BIG    too big for the outer MTU and not to be answered (IPv4 without DF): dropped
- *   DROPPED    PROTECT, but the engine dropped it (its status says why) */
+ *   TOO_BIG    too big for the outer MTU and not to be answered: dropped, unless kio_fragment cuts it
+ *              (IPv4 without DF, when kio_cls.fragment is set)
+ *   DROPPED    PROTECT, but the engine dropped it (its status says why)
+ *   FRAGMENTED was TOO_BIG; kio_fragment cut it into IPv4 fragments, each to be sent as its own ESP packet */
 #define KIO_V_PROTECT 0
 #define KIO_V_BYPASS 1
 #define KIO_V_DISCARD 2
@@ -29,7 +31,8 @@
 #define KIO_V_MALFORMED 6
 #define KIO_V_TOO_BIG 7
 #define KIO_V_DROPPED 8
-#define KIO_V_MAX 9
+#define KIO_V_FRAGMENTED 9
+#define KIO_V_MAX 10
 
 /* batch.sa value for packets the engine must leave alone (it answers NO_SA). */
 #define KIO_NO_SA 0xffffffff
@@ -75,6 +78,9 @@ struct kio_cls {
     uint8_t icmp_src6[16];
     uint32_t acquire_on;     /* 0: do not post ACQUIREs (re-classifying held packets) */
     uint64_t acquires;       /* out: ACQUIRE events posted */
+    uint32_t fragment;       /* 1: a too-big IPv4 packet without DF keeps its SA in b->sa (verdict TOO_BIG)
+                              * for kio_fragment, which must run before the engine sees the batch */
+    uint32_t to_fragment;    /* out: such packets in the last kio_classify call */
 };
 
 /* TUN: read up to max packets (non-blocking fd) into slots start.., at headroom.
@@ -90,14 +96,41 @@ int kio_tun_write(int fd, const struct kio_batch *b, uint32_t n, const uint8_t *
  * the nonce of a steering probe seen (kept out of the batch).  Returns count or -errno. */
 int kio_recv_udp4(int fd, struct kio_batch *b, uint32_t start, uint32_t max, const uint8_t *local_addr,
                   uint16_t local_port, uint64_t *ike, uint64_t *probe);
+/* The same on an AF_INET6 UDP socket: local_addr is 16 bytes and the header put in front is IPv6 + UDP
+ * (48 bytes), with the traffic class of the datagram when the socket has IPV6_RECVTCLASS. */
+int kio_recv_udp6(int fd, struct kio_batch *b, uint32_t start, uint32_t max, const uint8_t *local_addr,
+                  uint16_t local_port, uint64_t *ike, uint64_t *probe);
 /* Raw IPv4 socket (protocol 50): recvmmsg whole IP packets into slots start..; count or -errno. */
 int kio_recv_raw4(int fd, struct kio_batch *b, uint32_t start, uint32_t max);
+/* Raw IPv6 socket (protocol 50), which delivers the ESP packet without its IPv6 header: an IPv6 header
+ * is rebuilt in front of each (source from the datagram, destination from IPV6_PKTINFO, traffic class
+ * from IPV6_TCLASS: the socket needs IPV6_RECVPKTINFO and IPV6_RECVTCLASS), next header ESP.
+ * Extension headers the kernel processed are not rebuilt.  Count or -errno. */
+int kio_recv_raw6(int fd, struct kio_batch *b, uint32_t start, uint32_t max);
 
-/* sendmmsg packets i < n with sel[i] == want.  Each is a whole IPv4 packet; if
- * udp_fd >= 0 and it is UDP from udp_port, its UDP payload goes out on udp_fd
- * to the packet's destination address and port; anything else goes out whole
- * on raw_fd (IPPROTO_RAW, header included).  Returns packets sent; *failed
- * counts those the kernel refused. */
+/* The protected-side sockets a send uses, per outer family (-1: none).  raw4 is IPPROTO_RAW (AF_INET),
+ * raw6 is AF_INET6 IPPROTO_RAW (IPV6_HDRINCL), so whole packets go out as the engine built them;
+ * udp4/udp6 are the NAT-T sockets, bound to the only local address of their family (-1 when there are
+ * several: ESP-in-UDP then leaves whole on the raw socket, from the address the engine wrote).
+ * gso: runs of ESP-in-UDP datagrams to one peer go out with UDP_SEGMENT (see kio_send_gso). */
+struct kio_out {
+    int raw4;
+    int raw6;
+    int udp4;
+    int udp6;
+    uint16_t udp_port;
+    uint8_t gso;
+    uint8_t reserved_;
+};
+
+/* sendmmsg packets i < n with sel[i] == want.  Each is a whole IPv4 or IPv6 packet; ESP-in-UDP (UDP
+ * from o->udp_port) goes out on the UDP socket of its family as its UDP payload, to the packet's
+ * destination address and port; anything else goes out whole on the raw socket of its family.
+ * Returns packets sent; *failed counts those the kernel refused or that had no socket. */
+int kio_send_out(const struct kio_out *o, const struct kio_batch *b, uint32_t n, const uint8_t *sel,
+                 uint8_t want, uint64_t *failed);
+
+/* kio_send_out with IPv4 sockets only (raw_fd, and udp_fd unless -1), without UDP_SEGMENT. */
 int kio_send(int raw_fd, int udp_fd, uint16_t udp_port, const struct kio_batch *b, uint32_t n,
              const uint8_t *sel, uint8_t want, uint64_t *failed);
 
@@ -105,6 +138,19 @@ int kio_send(int raw_fd, int udp_fd, uint16_t udp_port, const struct kio_batch *
  * for PROTECT, KIO_NO_SA otherwise); posts rate-limited ACQUIREs; rewrites
  * too-big DF/IPv6 packets into ICMP errors in place.  Returns PROTECT count. */
 uint32_t kio_classify(struct kio_cls *c, struct kio_batch *b, uint32_t n, uint8_t *verdict);
+
+/* Cut the packets i < n that kio_classify left TOO_BIG with an SA (kio_cls.fragment) into IPv4
+ * fragments that fit the SA's path (cdefs/kio_frag.c, RFC 791 rules), written to dst slots dst_start..
+ * with dst->sa set: each is then encrypted and sent as its own ESP packet.  Starts at packet *cursor
+ * and stops before a packet whose fragments no longer fit dst (all or none of a packet's fragments go
+ * in); *cursor is then that packet, or n when done.  A cut packet becomes FRAGMENTED; one that cannot
+ * be cut stays TOO_BIG.  Every packet looked at leaves with b->sa = KIO_NO_SA.  Returns fragments
+ * written. */
+uint32_t kio_fragment(const struct kio_cls *c, struct kio_batch *src, uint32_t n, uint8_t *verdict,
+                      struct kio_batch *dst, uint32_t dst_start, uint32_t *cursor);
+
+/* Bytes in packets i < n (those with sel[i] == want; sel NULL: all of them), for the gateway totals. */
+uint64_t kio_bytes(const struct kio_batch *b, uint32_t n, const uint8_t *sel, uint8_t want);
 
 /* Copy packets i < n with sel[i] == want from src into dst slots dst_start..
  * (src may equal dst: order is kept, so compaction in place is safe).
@@ -158,8 +204,8 @@ int kio_tun_write_vnet(int fd, struct kio_batch *b, uint32_t n, const uint8_t *s
  * when the run is longer than 1.  For tests. */
 uint32_t kio_coalesce(struct kio_batch *b, uint32_t n, const uint8_t *sel, uint8_t want, uint32_t i, uint8_t *hdr);
 
-/* sendmmsg like kio_send, but runs of ESP-in-UDP packets to one destination whose UDP payloads have one
- * size (the last may be shorter) go out as one message with UDP_SEGMENT. */
+/* kio_send with UDP_SEGMENT: runs of ESP-in-UDP packets to one destination whose UDP payloads have one
+ * size (the last may be shorter) go out as one message. */
 int kio_send_gso(int raw_fd, int udp_fd, uint16_t udp_port, const struct kio_batch *b, uint32_t n,
                  const uint8_t *sel, uint8_t want, uint64_t *failed);
 
@@ -168,6 +214,10 @@ int kio_send_gso(int raw_fd, int udp_fd, uint16_t udp_port, const struct kio_bat
  * Reads only as many bundles (64 segments at most each) as the free slots surely take; *dropped counts
  * segments that found no slot anyway (batches under 64 slots). */
 int kio_recv_udp4_gro(int fd, struct kio_batch *b, uint32_t start, uint32_t max, const uint8_t *local_addr,
+                      uint16_t local_port, uint64_t *ike, uint64_t *probe, uint64_t *dropped, uint8_t *scratch,
+                      uint32_t max_msgs);
+/* The same on an AF_INET6 UDP socket (16-byte local_addr, IPv6 + UDP header in front of each segment). */
+int kio_recv_udp6_gro(int fd, struct kio_batch *b, uint32_t start, uint32_t max, const uint8_t *local_addr,
                       uint16_t local_port, uint64_t *ike, uint64_t *probe, uint64_t *dropped, uint8_t *scratch,
                       uint32_t max_msgs);
 

@@ -401,96 +401,128 @@ static uint32_t send_msgs(int fd, struct mmsghdr *m, const uint32_t *segs, uint3
     return sent;
 }
 
-int kio_send_gso(int raw_fd, int udp_fd, uint16_t udp_port, const struct kio_batch *b, uint32_t n,
-                 const uint8_t *sel, uint8_t want, uint64_t *failed) {
-    struct mmsghdr mr[CHUNK], mu[CHUNK];
-    struct iovec ir[CHUNK], iu[CHUNK];
-    struct sockaddr_in ar[CHUNK], au[CHUNK];
-    uint32_t segr[CHUNK], segu[CHUNK];
+/* The messages for one socket of a send: raw4, raw6, udp4 or udp6. */
+enum { LANE_RAW4, LANE_RAW6, LANE_UDP4, LANE_UDP6, LANES };
+
+struct lane {
+    int fd;
+    uint32_t n, niov;            /* messages, iovecs used */
+    uint32_t run_bytes;
+    uint16_t run_size;           /* payload size of the open UDP_SEGMENT run's segments */
+    struct mmsghdr m[CHUNK];
+    struct iovec iov[CHUNK];
+    union kio_addr a[CHUNK];
+    uint32_t segs[CHUNK];
     union {
         char buf[CMSG_SPACE(sizeof(uint16_t))];
         struct cmsghdr align;
     } ctl[CHUNK];
-    uint32_t i0, i, nr, nu, niu, sent = 0, run_bytes = 0;
-    uint16_t run_size = 0;
+};
 
+/* Add one packet's (payload's) message to lane l, or join it to the open UDP_SEGMENT run when gso allows. */
+static void lane_add(struct lane *l, int gso, const uint8_t *daddr, uint32_t alen, const uint8_t *dport,
+                     uint8_t *base, uint32_t len) {
+    if (gso && dport && l->n && l->segs[l->n - 1] < RUN_MAX && len <= l->run_size &&
+        l->run_bytes + len <= 65000 && l->iov[l->niov - 1].iov_len == l->run_size &&
+        same_dest(&l->m[l->n - 1], daddr, alen, dport)) {
+        /* same destination, same size as the run's segments (a shorter one closes it) */
+        l->iov[l->niov].iov_base = base;
+        l->iov[l->niov].iov_len = len;
+        l->niov++;
+        l->m[l->n - 1].msg_hdr.msg_iovlen++;
+        l->segs[l->n - 1]++;
+        l->run_bytes += len;
+        return;
+    }
+    msg_to(&l->m[l->n], &l->iov[l->niov], &l->a[l->n], daddr, alen, dport, base, len);
+    l->segs[l->n] = 1;
+    l->run_size = (uint16_t)len;
+    l->run_bytes = len;
+    l->niov++;
+    l->n++;
+}
+
+/* Send lane l's messages, a UDP_SEGMENT control message on each run of two or more; packets sent. */
+static uint32_t lane_flush(struct lane *l, uint64_t *failed) {
+    uint32_t i, sent;
+    for (i = 0; i < l->n; i++) {
+        struct cmsghdr *c;
+        uint16_t size;
+        if (l->segs[i] < 2)
+            continue;
+        size = (uint16_t)l->m[i].msg_hdr.msg_iov[0].iov_len;
+        l->m[i].msg_hdr.msg_control = l->ctl[i].buf;
+        l->m[i].msg_hdr.msg_controllen = sizeof(l->ctl[i].buf);
+        c = CMSG_FIRSTHDR(&l->m[i].msg_hdr);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        memcpy(CMSG_DATA(c), &size, sizeof(size));
+    }
+    sent = l->n ? send_msgs(l->fd, l->m, l->segs, l->n, failed) : 0;
+    l->n = l->niov = 0;
+    return sent;
+}
+
+int kio_send_out(const struct kio_out *o, const struct kio_batch *b, uint32_t n, const uint8_t *sel,
+                 uint8_t want, uint64_t *failed) {
+    /* too big for the stack of a thread that is not the main one: one set per thread */
+    static __thread struct lane lanes[LANES];
+    uint32_t i0, i, k, sent = 0;
+
+    lanes[LANE_RAW4].fd = o->raw4;
+    lanes[LANE_RAW6].fd = o->raw6;
+    lanes[LANE_UDP4].fd = o->udp4;
+    lanes[LANE_UDP6].fd = o->udp6;
+    for (k = 0; k < LANES; k++)
+        lanes[k].n = lanes[k].niov = 0;
     for (i0 = 0; i0 < n; i0 += CHUNK) {
         uint32_t end = n - i0 < CHUNK ? n : i0 + CHUNK;
-        nr = nu = niu = 0;
         for (i = i0; i < end; i++) {
             uint8_t *p = b->buf + b->off[i];
-            uint32_t len = b->len[i], ihl = 0;
+            uint32_t len = b->len[i];
+            struct send_path sp;
             int route;
             if (sel[i] != want)
                 continue;
-            route = send_route(p, len, udp_fd, udp_port, &ihl);
+            route = send_route(o, p, len, &sp);
             if (route < 0) {
                 (*failed)++;
                 continue;
             }
-            if (route) {
-                uint32_t plen = len - ihl - 8;
-                struct mmsghdr *cur = nu ? &mu[nu - 1] : NULL;
-                /* join the open run: same destination, same size as its segments (a shorter one closes it) */
-                if (cur && segu[nu - 1] < RUN_MAX && plen <= run_size && run_bytes + plen <= 65000 &&
-                    memcmp(&au[nu - 1].sin_addr, p + 16, 4) == 0 && memcmp(&au[nu - 1].sin_port, p + ihl + 2, 2) == 0 &&
-                    iu[niu - 1].iov_len == run_size) {
-                    iu[niu].iov_base = p + ihl + 8;
-                    iu[niu].iov_len = plen;
-                    niu++;
-                    cur->msg_hdr.msg_iovlen++;
-                    segu[nu - 1]++;
-                    run_bytes += plen;
-                    continue;
-                }
-                msg_to4(&mu[nu], &iu[niu], &au[nu], p + 16, p + ihl + 2, p + ihl + 8, plen);
-                segu[nu] = 1;
-                run_size = (uint16_t)plen;
-                run_bytes = plen;
-                niu++;
-                nu++;
-            } else {
-                msg_to4(&mr[nr], &ir[nr], &ar[nr], p + 16, NULL, p, len);
-                segr[nr] = 1;
-                nr++;
-            }
+            if (route)
+                lane_add(&lanes[sp.alen == 16 ? LANE_UDP6 : LANE_UDP4], o->gso, p + sp.daddr, sp.alen,
+                         p + sp.hl + 2, p + sp.hl + 8, len - sp.hl - 8);
+            else
+                lane_add(&lanes[sp.alen == 16 ? LANE_RAW6 : LANE_RAW4], 0, p + sp.daddr, sp.alen, NULL, p, len);
         }
-        for (i = 0; i < nu; i++) {
-            struct cmsghdr *c;
-            uint16_t size;
-            if (segu[i] < 2)
-                continue;
-            size = (uint16_t)mu[i].msg_hdr.msg_iov[0].iov_len;
-            mu[i].msg_hdr.msg_control = ctl[i].buf;
-            mu[i].msg_hdr.msg_controllen = sizeof(ctl[i].buf);
-            c = CMSG_FIRSTHDR(&mu[i].msg_hdr);
-            c->cmsg_level = SOL_UDP;
-            c->cmsg_type = UDP_SEGMENT;
-            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-            memcpy(CMSG_DATA(c), &size, sizeof(size));
-        }
-        if (nu)
-            sent += send_msgs(udp_fd, mu, segu, nu, failed);
-        if (nr)
-            sent += send_msgs(raw_fd, mr, segr, nr, failed);
+        for (k = 0; k < LANES; k++)
+            sent += lane_flush(&lanes[k], failed);
     }
     return (int)sent;
 }
 
-int kio_recv_udp4_gro(int fd, struct kio_batch *b, uint32_t start, uint32_t max, const uint8_t *local_addr,
-                      uint16_t local_port, uint64_t *ike, uint64_t *probe, uint64_t *dropped, uint8_t *scratch,
-                      uint32_t max_msgs) {
+int kio_send_gso(int raw_fd, int udp_fd, uint16_t udp_port, const struct kio_batch *b, uint32_t n,
+                 const uint8_t *sel, uint8_t want, uint64_t *failed) {
+    struct kio_out o = {.raw4 = raw_fd, .raw6 = -1, .udp4 = udp_fd, .udp6 = -1, .udp_port = udp_port, .gso = 1};
+    return kio_send_out(&o, b, n, sel, want, failed);
+}
+
+static int recv_udp_gro(int fd, struct kio_batch *b, uint32_t start, uint32_t max, int v6,
+                        const uint8_t *local_addr, uint16_t local_port, uint64_t *ike, uint64_t *probe,
+                        uint64_t *dropped, uint8_t *scratch, uint32_t max_msgs) {
     struct mmsghdr m[64];
     struct iovec iov[64];
-    struct sockaddr_in from[64];
+    union kio_addr from[64];
     union {
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[2 * CMSG_SPACE(sizeof(int))];      /* UDP_GRO, and IPV6_TCLASS on AF_INET6 */
         struct cmsghdr align;
     } ctl[64];
     uint32_t end = b->capacity - start < max ? b->capacity : start + max, j = start, want, i;
+    uint32_t hl = udp_outer_len(v6);
     int r;
 
-    if (b->headroom < 28)
+    if (b->headroom < hl)
         return -EINVAL;
     if (start >= end)
         return 0;
@@ -523,6 +555,7 @@ int kio_recv_udp4_gro(int fd, struct kio_batch *b, uint32_t start, uint32_t max,
     for (i = 0; i < (uint32_t)r; i++) {
         const uint8_t *d = iov[i].iov_base;
         uint32_t total = m[i].msg_len, seg = total, off;
+        uint8_t tclass = v6 ? cmsg_tclass(&m[i].msg_hdr) : 0;
         struct cmsghdr *c;
         for (c = CMSG_FIRSTHDR(&m[i].msg_hdr); c; c = CMSG_NXTHDR(&m[i].msg_hdr, c)) {
             if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
@@ -543,16 +576,28 @@ int kio_recv_udp4_gro(int fd, struct kio_batch *b, uint32_t start, uint32_t max,
             uint8_t *dst;
             if (!udp_payload_kind(d + off, plen, ike, probe))
                 continue;
-            if (j >= end || plen + 28 > room(b)) {
+            if (j >= end || plen + hl > room(b)) {
                 (*dropped)++;      /* no slot left (a batch under 64 slots), or larger than a slot */
                 continue;
             }
             dst = slot_data(b, j);
             memcpy(dst, d + off, plen);
-            udp4_outer(dst - 28, &from[i], local_addr, local_port, plen);
-            slot_set(b, j, dst - 28, plen + 28);
+            udp_outer(dst - hl, v6, &from[i], local_addr, local_port, plen, tclass);
+            slot_set(b, j, dst - hl, plen + hl);
             j++;
         }
     }
     return (int)(j - start);
+}
+
+int kio_recv_udp4_gro(int fd, struct kio_batch *b, uint32_t start, uint32_t max, const uint8_t *local_addr,
+                      uint16_t local_port, uint64_t *ike, uint64_t *probe, uint64_t *dropped, uint8_t *scratch,
+                      uint32_t max_msgs) {
+    return recv_udp_gro(fd, b, start, max, 0, local_addr, local_port, ike, probe, dropped, scratch, max_msgs);
+}
+
+int kio_recv_udp6_gro(int fd, struct kio_batch *b, uint32_t start, uint32_t max, const uint8_t *local_addr,
+                      uint16_t local_port, uint64_t *ike, uint64_t *probe, uint64_t *dropped, uint8_t *scratch,
+                      uint32_t max_msgs) {
+    return recv_udp_gro(fd, b, start, max, 1, local_addr, local_port, ike, probe, dropped, scratch, max_msgs);
 }

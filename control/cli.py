@@ -47,17 +47,23 @@ def _run_caps(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or only the module of ``command`` when it has one named after it
+    (``fastpath`` -> control/fastpath_cmd.py): a restarted fastpath or control process then skips importing
+    every other command's dependencies, which under load is most of its start-up time."""
     parser = argparse.ArgumentParser(prog="ipsecgw", description="IPsec gateway with a batched ESP data plane.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    own = f"control.{(command or '').replace('-', '_')}_cmd"
+    for name in (own,) if own in COMMAND_MODULES else COMMAND_MODULES:
         importlib.import_module(name).register(sub)
-    _register_caps(sub)
+    if own not in COMMAND_MODULES:
+        _register_caps(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_in[0] if args_in and not args_in[0].startswith("-") else None)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

@@ -9,10 +9,12 @@ in a message or a repr: a bad secret is described by its shape only.
 Layout (see examples/ and docs/daemon.md)::
 
     gateway:      shm {path, sa_capacity, policy_capacity, ring_size}, control_socket,
-                  ike_port, natt_port, export_keys, log_level,
-                  fastpath {io, engine, tun, tun_mtu, tun_addrs, outer_mtu, batch, hold, offload}
-    connections:  NAME: local_addrs, remote_addrs, remote_port, remote_natt_port, proposals,
-                  encap, dpd_delay, rekey_time, local {auth, id, certs}, remote {auth, id, cacerts},
+                  ike_port, natt_port, export_keys, log_level, keep_alive, window_size,
+                  fastpath {io, engine, clear, clear_interface, tun, tun_mtu, tun_addrs, outer_mtu, batch,
+                            hold, offload}
+    connections:  NAME: local_addrs (or %any), remote_addrs, remote_port, remote_natt_port, proposals,
+                  encap, dpd_delay, rekey_time, reauth_time, over_time, rand_time, fragmentation, fragment_size,
+                  local {auth, id, certs}, remote {auth, id, cacerts},
                   children: NAME: local_ts, remote_ts, esp_proposals, mode, start_action,
                             rekey_time, life_time, rekey_bytes, life_bytes, rekey_packets, life_packets
     secrets:      ike-NAME: {id: [..], secret: ..}
@@ -128,6 +130,8 @@ class GatewayConfig:
     export_keys: bool = False
     log_level: str = "info"
     log_file: str = ""              # `ipsecgw run` logs here (appended) instead of stderr; "" = stderr
+    keep_alive: int = 20            # NAT-T keepalive interval behind a NAT, seconds (charon.keep_alive); 0 = off
+    window_size: int = 1            # IKE Message ID window (charon.window_size)
     fastpath: FastpathConfig = field(default_factory=lambda: FastpathConfig())
 
 
@@ -143,6 +147,26 @@ class FastpathConfig:
     batch: int = 256                # packets per batch
     hold: int = 64                  # packets held per gateway while an ACQUIRE is answered; 0 = drop them
     offload: bool = True            # TUN TSO/GSO (IFF_VNET_HDR), UDP_SEGMENT and UDP_GRO (docs/fastpath.md)
+    clear: str = "tun"              # clear side: tun, or af_packet on clear_interface (docs/fastpath.md)
+    clear_interface: str = ""       # the LAN-facing interface with clear: af_packet
+    dpdk: DpdkConfig | None = None  # io: dpdk: the DPDK worker's ports and EAL (docs/dpdk.md)
+
+
+@dataclass
+class DpdkConfig:
+    """gateway.fastpath.dpdk (io: dpdk): EAL, the two ethdev ports and the worker (docs/dpdk.md)."""
+    vdevs: list[str] = field(default_factory=list)       # EAL --vdev values, e.g. net_af_packet0,iface=eth1
+    pci: list[str] = field(default_factory=list)         # EAL -a values (PCI devices)
+    eal_args: list[str] = field(default_factory=list)    # more EAL arguments, appended as written
+    clear_port: str = ""            # ethdev name of the clear (LAN) side
+    protected_port: str = ""        # ethdev name of the protected (WAN, ESP) side
+    clear_interface: str = ""       # the kernel interface of each port (ARP/ND, IKE, addresses); from iface=
+    protected_interface: str = ""
+    burst: int = 32
+    cores: str = "0"                # EAL -l
+    memory_mb: int = 256
+    idle_sleep_us: int = 50         # nap after 64 empty polls; 0 = busy poll
+    slice_ms: int = 2               # the C loop runs this long between Python's SA syncs
 
 
 @dataclass
@@ -193,10 +217,15 @@ class ConnectionConfig:
     encap: bool = False
     dpd_delay: int = 0
     rekey_time: int = 14400
+    reauth_time: int = 0                # make-before-break reauthentication; 0 = never (swanctl's default)
+    over_time: int | None = None        # None: 10 % of the larger of rekey_time and reauth_time
+    rand_time: int | None = None        # None: over_time, at most 10 % of the shorter lifetime
     psk: bytes = field(default=b"", repr=False)     # resolved from secrets; never printed
     credentials: Credentials | None = field(default=None, repr=False)   # auth: pubkey, our cert + key
     cacerts: list[x509.Certificate] = field(default_factory=list, repr=False)
     rsa_pss: bool = False
+    fragmentation: str = "yes"          # RFC 7383, as swanctl: yes | accept | force | no
+    fragment_size: int = 1280           # IP datagram size of a fragment (charon.fragment_size); 0 = per family
 
     def __repr__(self) -> str:
         return (f"ConnectionConfig({self.name!r}, local={self.local_addrs}, remote={self.remote_addrs}, "
@@ -206,20 +235,46 @@ class ConnectionConfig:
     def can_initiate(self) -> bool:
         return any(a != "%any" for a in self.remote_addrs)
 
-    def ike_config(self, gateway: GatewayConfig, children: list[ChildSpec] | None = None) -> IkeConfig:
-        """The sans-IO core's view of this connection (our ports from the gateway section)."""
+    @property
+    def hard_over_time(self) -> int:
+        """swanctl's over_time: how long past its rekey/reauth time an IKE SA may live unreplaced."""
+        if self.over_time is not None:
+            return self.over_time
+        return max(self.rekey_time, self.reauth_time) // 10
+
+    @property
+    def jitter(self) -> float:
+        """swanctl's rand_time, kept below 10 % of the shorter lifetime so a rekey never comes at once."""
+        if self.rand_time is not None:
+            return self.rand_time
+        times = [t for t in (self.rekey_time, self.reauth_time) if t]
+        return min(float(self.hard_over_time), 0.1 * min(times)) if times else 0.0
+
+    @property
+    def any_local(self) -> bool:
+        """local_addrs is %any (or was left out): IKE on every local address."""
+        return "%any" in self.local_addrs
+
+    def ike_config(self, gateway: GatewayConfig, children: list[ChildSpec] | None = None,
+                   local_ip: str | None = None) -> IkeConfig:
+        """The sans-IO core's view of this connection (our ports from the gateway section).  ``local_ip``:
+        the address this IKE SA uses, our identity when none is configured (local_addrs %any)."""
         kids = self.children if children is None else children
         extra = {}
         if core_schedules_rekeys():
-            extra = {"rekey_time": float(self.rekey_time), "rand_time": self.rekey_time * 0.1,
-                     "dpd_delay": float(self.dpd_delay)}
-        return IkeConfig(Identity.from_string(self.local_id), self.psk,
+            extra = {"rekey_time": float(self.rekey_time), "rand_time": float(self.jitter),
+                     "dpd_delay": float(self.dpd_delay), "reauth_time": float(self.reauth_time),
+                     "over_time": float(self.hard_over_time), "keep_alive": float(gateway.keep_alive),
+                     "window_size": gateway.window_size}
+        local_id = self.local_id or local_ip or "0.0.0.0"
+        return IkeConfig(Identity.from_string(local_id), self.psk,
                          Identity.from_string(self.remote_id) if self.remote_id else None,
                          ike_proposals=",".join(self.proposals), children=[c.child_config() for c in kids],
                          local_port=gateway.ike_port, local_natt_port=gateway.natt_port,
                          remote_port=self.remote_port, remote_natt_port=self.remote_natt_port,
                          encap=self.encap, local_auth=self.local_auth, remote_auth=self.remote_auth,
-                         credentials=self.credentials, cacerts=list(self.cacerts), rsa_pss=self.rsa_pss, **extra)
+                         credentials=self.credentials, cacerts=list(self.cacerts), rsa_pss=self.rsa_pss,
+                         fragmentation=self.fragmentation, fragment_size=self.fragment_size, **extra)
 
 
 @dataclass
@@ -413,12 +468,17 @@ def _parse_secret(node: _Node) -> bytes | None:
 # -- sections -------------------------------------------------------------------------------
 
 _GATEWAY_KEYS = ("shm", "control_socket", "ike_port", "natt_port", "export_keys", "log_level", "log_file",
-                 "fastpath")
-_FASTPATH_KEYS = ("io", "engine", "tun", "tun_mtu", "tun_addrs", "outer_mtu", "batch", "hold", "offload")
-_IO_MODES = ("kernel",)
+                 "fastpath", "keep_alive", "window_size")
+_FASTPATH_KEYS = ("io", "engine", "tun", "tun_mtu", "tun_addrs", "outer_mtu", "batch", "hold", "offload", "clear",
+                  "clear_interface", "dpdk")
+_CLEAR_MODES = ("tun", "af_packet")
+_IO_MODES = ("kernel", "dpdk")
+_DPDK_KEYS = ("vdevs", "pci", "eal_args", "clear_port", "protected_port", "clear_interface", "protected_interface",
+               "burst", "cores", "memory_mb", "idle_sleep_us", "slice_ms")
 _SHM_KEYS = ("path", "sa_capacity", "policy_capacity", "ring_size")
 _CONN_KEYS = ("local_addrs", "remote_addrs", "remote_port", "remote_natt_port", "proposals", "encap", "dpd_delay",
-              "rekey_time", "local", "remote", "children", "version", "mobike")
+              "rekey_time", "reauth_time", "over_time", "rand_time", "local", "remote", "children", "version", "mobike",
+              "fragmentation", "fragment_size")
 _AUTH_KEYS = ("auth", "id", "certs", "cacerts", "pubkeys", "key", "rsa_pss")
 _CHILD_KEYS = ("local_ts", "remote_ts", "esp_proposals", "mode", "start_action", "rekey_time", "life_time",
                "rekey_bytes", "life_bytes", "rekey_packets", "life_packets", "dpd_action")
@@ -469,6 +529,14 @@ def _gateway(ck: _Checker, node: _Node | None) -> GatewayConfig:
         g.log_file = ck.string(m["log_file"], "gateway.log_file") or ""
     if "fastpath" in m:
         g.fastpath = _fastpath(ck, m["fastpath"])
+    if "keep_alive" in m:
+        d = ck.duration(m["keep_alive"], "gateway.keep_alive")
+        if d is not None:
+            g.keep_alive = d
+    if "window_size" in m:
+        n = ck.integer(m["window_size"], "gateway.window_size", 1, 64, "an integer from 1 to 64")
+        if n is not None:
+            g.window_size = n
     return g
 
 
@@ -518,7 +586,127 @@ def _fastpath(ck: _Checker, node: _Node) -> FastpathConfig:
                 ck.error(item, path, "an address with an optional prefix length (10.1.0.1/32)", repr(a))
             else:
                 f.tun_addrs.append(a)
+    _fastpath_clear(ck, node, m, f)
+    _fastpath_dpdk(ck, node, m, f)
     return f
+
+
+def _fastpath_clear(ck: _Checker, node: _Node, m: dict[str, _Node], f: FastpathConfig) -> None:
+    """clear: tun | af_packet, and clear_interface, which af_packet needs and tun refuses (as it refuses the
+    TUN keys with af_packet: a setting that would be silently ignored is a mistake worth naming)."""
+    if "clear" in m:
+        c = ck.string(m["clear"], "gateway.fastpath.clear")
+        if c is not None and c not in _CLEAR_MODES:
+            ck.error(m["clear"], "gateway.fastpath.clear", "one of " + ", ".join(_CLEAR_MODES), repr(c))
+        elif c is not None:
+            f.clear = c
+    if "clear_interface" in m:
+        i = ck.string(m["clear_interface"], "gateway.fastpath.clear_interface")
+        if i is not None and (not i or len(i.encode()) > 15 or "/" in i or " " in i):
+            ck.error(m["clear_interface"], "gateway.fastpath.clear_interface", "an interface name of 1 to 15 "
+                     "characters", repr(i))
+        elif i is not None and f.clear != "af_packet":
+            ck.error(m["clear_interface"], "gateway.fastpath.clear_interface", "no clear_interface unless "
+                     "clear is af_packet", repr(i))
+        elif i is not None:
+            f.clear_interface = i
+    if f.clear == "af_packet":
+        if f.io != "kernel":
+            ck.error(m.get("clear", node), "gateway.fastpath.clear", "tun (af_packet is a clear side of io: "
+                     "kernel)", f"af_packet with io: {f.io}")
+        if "clear_interface" not in m:
+            ck.error(m.get("clear", node), "gateway.fastpath.clear_interface", "the LAN-facing interface name "
+                     "with clear: af_packet", "nothing")
+        for key in ("tun", "tun_mtu", "tun_addrs"):
+            if key in m:
+                ck.error(m[key], f"gateway.fastpath.{key}", "no TUN setting with clear: af_packet (the "
+                         "interface's own MTU and addresses are used)", key)
+
+
+def _vdev_iface(vdev: str) -> str:
+    """The kernel interface an af_packet or tap vdev sits on (its iface= argument), or ""."""
+    name, _, args = vdev.partition(",")
+    if not name.startswith(("net_af_packet", "net_tap")):
+        return ""
+    for kv in args.split(","):
+        k, _, v = kv.partition("=")
+        if k.strip() == "iface":
+            return v.strip()
+    return ""
+
+
+def _fastpath_dpdk(ck: _Checker, node: _Node, m: dict[str, _Node], f: FastpathConfig) -> None:
+    """io: dpdk and its dpdk: section (refused with io: kernel, required with io: dpdk)."""
+    base = "gateway.fastpath.dpdk"
+    if f.io != "dpdk":
+        if "dpdk" in m:
+            ck.error(m["dpdk"], base, "no dpdk section unless io is dpdk", "a dpdk section")
+        return
+    if "dpdk" not in m:
+        ck.error(m.get("io", node), base, "a dpdk section (vdevs, clear_port, protected_port) with io: dpdk",
+                 "nothing")
+        return
+    for key in ("tun", "tun_mtu", "tun_addrs", "clear", "clear_interface"):
+        if key in m:
+            ck.error(m[key], f"gateway.fastpath.{key}", "no TUN or clear-side setting with io: dpdk (the DPDK "
+                     "ports replace them)", key)
+    if f.engine != "best":
+        ck.error(m["engine"], "gateway.fastpath.engine", "best with io: dpdk (the DPDK worker runs its own ESP "
+                 "core)", repr(f.engine))
+    d = DpdkConfig()
+    s = ck.mapping(m["dpdk"], base, _DPDK_KEYS)
+    for key in ("vdevs", "pci", "eal_args"):
+        if key in s:
+            for v, item, path in ck.str_list(s[key], f"{base}.{key}"):
+                if key == "vdevs" and "=" in v.partition(",")[0]:
+                    ck.error(item, path, "a device name with its arguments (net_af_packet0,iface=eth1); inside "
+                             "[...] quote entries that contain commas", repr(v))
+                getattr(d, key).append(v)
+    names = [v.partition(",")[0].strip() for v in d.vdevs] + d.pci
+    for key in ("clear_port", "protected_port"):
+        if key not in s:
+            ck.error(m["dpdk"], f"{base}.{key}", "the ethdev name of the " + key.split("_")[0] + " side (a vdev "
+                     "name such as net_af_packet0, or a PCI address from pci)", "nothing")
+            continue
+        v = ck.string(s[key], f"{base}.{key}")
+        if v is not None and v not in names:
+            ck.error(s[key], f"{base}.{key}", "one of the devices in vdevs or pci (" + (", ".join(names) or "none")
+                     + ")", repr(v))
+        elif v is not None:
+            setattr(d, key, v)
+    if d.clear_port and d.clear_port == d.protected_port:
+        ck.error(s["protected_port"], f"{base}.protected_port", "a port other than clear_port", repr(d.clear_port))
+    for side in ("clear", "protected"):
+        key = f"{side}_interface"
+        if key in s:
+            i = ck.string(s[key], f"{base}.{key}")
+            if i is not None and (len(i.encode()) > 15 or "/" in i or " " in i):
+                ck.error(s[key], f"{base}.{key}", "an interface name of 1 to 15 characters", repr(i))
+            elif i is not None:
+                setattr(d, key, i)
+            continue
+        port = getattr(d, f"{side}_port")
+        iface = next((_vdev_iface(v) for v in d.vdevs if v.partition(",")[0].strip() == port), "")
+        if port and not iface:
+            ck.error(s.get(f"{side}_port", m["dpdk"]), f"{base}.{key}", "the kernel interface of the " + side
+                     + " port (given, or the iface= of a net_af_packet/net_tap vdev): the kernel answers ARP/ND "
+                     "and IKE on it", "nothing")
+        setattr(d, key, iface)
+    for key, lo, hi, what in (("burst", 1, 256, "an integer from 1 to 256"),
+                              ("memory_mb", 64, 1 << 20, "megabytes from 64"),
+                              ("idle_sleep_us", 0, 100000, "microseconds from 0 (busy poll) to 100000"),
+                              ("slice_ms", 1, 100, "milliseconds from 1 to 100")):
+        if key in s:
+            n = ck.integer(s[key], f"{base}.{key}", lo, hi, what)
+            if n is not None:
+                setattr(d, key, n)
+    if "cores" in s:
+        c = ck.string(s["cores"], f"{base}.cores")
+        if c is not None and not re.fullmatch(r"[0-9]+([-,][0-9]+)*", c):
+            ck.error(s["cores"], f"{base}.cores", "an EAL core list (0, 2-3, 1,3)", repr(c))
+        elif c is not None:
+            d.cores = c
+    f.dpdk = d
 
 
 def _addrs(ck: _Checker, node: _Node, path: str, allow_any: bool) -> list[str]:
@@ -691,6 +879,26 @@ def _child(ck: _Checker, name: str, node: _Node, path: str) -> ChildSpec | None:
     return spec
 
 
+def _fragmentation(ck: _Checker, m: dict[str, _Node], path: str, conn: ConnectionConfig) -> None:
+    """fragmentation (yes | accept | force | no, as swanctl) and fragment_size (RFC 7383, docs/ike.md)."""
+    if "fragmentation" in m:
+        node = m["fragmentation"]
+        v = node.value
+        # YAML 1.1 reads a bare yes/no as a boolean
+        mode = ("yes" if v else "no") if isinstance(v, bool) else (v.strip().lower() if isinstance(v, str) else None)
+        if mode in ("yes", "accept", "force", "no"):
+            conn.fragmentation = mode
+        else:
+            ck.error(node, f"{path}.fragmentation", "one of yes, accept, force, no", _describe(v))
+    if "fragment_size" in m:
+        what = "0 (576 bytes over IPv4, 1280 over IPv6) or an IP datagram size from 280 to 65535 bytes"
+        n = ck.integer(m["fragment_size"], f"{path}.fragment_size", 0, 65535, what)
+        if n is not None and 0 < n < 280:
+            ck.error(m["fragment_size"], f"{path}.fragment_size", what, str(n))
+        elif n is not None:
+            conn.fragment_size = n
+
+
 def _connection(ck: _Checker, name: str, node: _Node, gw: GatewayConfig) -> ConnectionConfig | None:
     path = f"connections.{name}"
     m = ck.mapping(node, path, _CONN_KEYS)
@@ -699,10 +907,12 @@ def _connection(ck: _Checker, name: str, node: _Node, gw: GatewayConfig) -> Conn
     conn = ConnectionConfig(name, [], ["%any"], "", None, ["aes128gcm16-prfsha256-x25519", "aes128-sha256-modp2048"],
                             [])
     if "local_addrs" in m:
-        conn.local_addrs = _addrs(ck, m["local_addrs"], f"{path}.local_addrs", allow_any=False)
+        conn.local_addrs = _addrs(ck, m["local_addrs"], f"{path}.local_addrs", allow_any=True)
+        if "%any" in conn.local_addrs and len(conn.local_addrs) > 1:
+            ck.error(m["local_addrs"], f"{path}.local_addrs", "either addresses or %any alone",
+                     ", ".join(conn.local_addrs))
     else:
-        ck.error(node, f"{path}.local_addrs", "the local address(es) to use for IKE (one per connection for now)",
-                 "nothing")
+        conn.local_addrs = ["%any"]     # as swanctl: every local address; the route picks the source
     if "remote_addrs" in m:
         conn.remote_addrs = _addrs(ck, m["remote_addrs"], f"{path}.remote_addrs", allow_any=True)
     if "version" in m and ck.integer(m["version"], f"{path}.version", 0, 2, "2 (IKEv2)") not in (None, 0, 2):
@@ -718,11 +928,16 @@ def _connection(ck: _Checker, name: str, node: _Node, gw: GatewayConfig) -> Conn
         conn.proposals = _proposals(ck, m["proposals"], f"{path}.proposals", "ike")
     if "encap" in m:
         conn.encap = bool(ck.boolean(m["encap"], f"{path}.encap"))
-    for key in ("dpd_delay", "rekey_time"):
+    _fragmentation(ck, m, path, conn)
+    for key in ("dpd_delay", "rekey_time", "reauth_time", "over_time", "rand_time"):
         if key in m:
             d = ck.duration(m[key], f"{path}.{key}")
             if d is not None:
                 setattr(conn, key, d)
+    for key in ("rekey_time", "reauth_time"):
+        t = getattr(conn, key)
+        if key in m and conn.rand_time is not None and t and conn.rand_time >= t:
+            ck.error(m["rand_time"], f"{path}.rand_time", f"less than {key} ({t}s)", f"{conn.rand_time}s")
     conn.local_auth, local_id = _auth(ck, m.get("local"), f"{path}.local", required_id=False)
     conn.remote_auth, conn.remote_id = _auth(ck, m.get("remote"), f"{path}.remote", required_id=False)
     conn.credentials, cas_l, conn.rsa_pss = _pubkey_material(ck, m.get("local"), f"{path}.local",
@@ -735,8 +950,9 @@ def _connection(ck: _Checker, name: str, node: _Node, gw: GatewayConfig) -> Conn
     if local_id is None and conn.credentials is not None:
         # as strongSwan: with a certificate, its subject is the default identity
         local_id = dn_to_string(conn.credentials.cert.subject.public_bytes())
-    if local_id is None and conn.local_addrs:
+    if local_id is None and conn.local_addrs and conn.local_addrs[0] != "%any":
         local_id = conn.local_addrs[0]      # as strongSwan: the address is the default identity
+    # with %any and no id, the address each IKE SA actually uses is the identity (ike_config(local_ip=...))
     conn.local_id = local_id or ""
     if "children" not in m:
         ck.error(node, f"{path}.children", "at least one child (CHILD SA) with local_ts and remote_ts", "nothing")
@@ -827,13 +1043,15 @@ def parse_config(text: str, file: str = "<config>") -> Config:
                          f"connections.{conn.name}.children.{c.name}",
                          f"a child name not used elsewhere (connection {child_names[c.name]} has one)", repr(c.name))
             child_names[c.name] = conn.name
-        if "psk" in (conn.local_auth, conn.remote_auth) and conn.local_id:
+        if "psk" in (conn.local_auth, conn.remote_auth) and (conn.local_id or conn.any_local):
+            # local_addrs %any without an id: our identity is whichever address is used, so the secret
+            # is found by the peer's id (or is one without ids)
             psk = _find_psk(secrets, conn.local_id, conn.remote_id)
             if psk is None:
+                names = " or ".join(i for i in (conn.local_id, conn.remote_id) if i)
                 ck.error(top["connections"].value[conn.name], f"connections.{conn.name}",
-                         f"a secrets entry (ike-...) whose id names {conn.local_id}"
-                         + (f" or {conn.remote_id}" if conn.remote_id else "") + ", or one without ids",
-                         "no matching pre-shared key")
+                         "a secrets entry (ike-...)" + (f" whose id names {names}" if names else "")
+                         + ", or one without ids", "no matching pre-shared key")
             else:
                 conn.psk = psk
     if ck.problems:

@@ -81,7 +81,22 @@ class DaemonCommands:
         return {"pid": os.getpid(), "uptime": time.time() - self.started_wall, "control_only": self.control_only,
                 "shm": self.gw.shm_path, "ike_sas": len(self.ike_sas), "child_sas": len(self.children),
                 "policies": sum(len(v) for v in self.policies.values()),
-                "fastpath_alive": bool(self.region and self.region.fastpath_alive()), "counters": dict(self.stats)}
+                "fastpath_alive": bool(self.region and self.region.fastpath_alive()), "counters": dict(self.stats),
+                "fastpath_totals": self._fastpath_totals()}
+
+    def _fastpath_totals(self) -> dict[str, Any] | None:
+        """The gateway-wide counters the fastpath last wrote beside the region (fastpath/totals.py), with
+        their age; None when no fastpath has run on this region's path yet."""
+        from fastpath.totals import read_status
+
+        st = read_status(self.gw.shm_path)
+        if st is None:
+            return None
+        tot = dict(st["totals"])
+        written = st.get("written")
+        tot["age"] = round(time.time() - written, 1) if isinstance(written, int | float) else None
+        tot["pid"] = st.get("pid")
+        return tot
 
     def _cmd_list_sas(self, args: dict[str, Any], uid: int) -> list[dict[str, Any]]:
         now, wall = self._now(), time.time()

@@ -36,6 +36,10 @@ def _run(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         return 2
     setup_logging(args.log_level or cfg.gateway.log_level)
+    if cfg.gateway.fastpath.io == "dpdk":       # the DPDK fastpath instead (fastpath/dpdk/daemon.py)
+        from fastpath.dpdk.daemon import serve
+
+        return serve(cfg, args.wait)
     import logging
     import signal
 

@@ -218,10 +218,30 @@ class GatewayDaemon(Daemon):
         want = self.gw.fastpath.engine
         engine = (cand.device if cand else "-") if want == "best" else want
         got = (engine, str(cand) if cand else "none")
+        if self.gw.fastpath.io == "dpdk":
+            # the DPDK fastpath places each SA on the devices it discovered and reports it in its status file
+            dp = self._dpdk_placement(slot, sa.spi)
+            if dp is None:
+                return "-", "pending (the DPDK fastpath has not reported this SA yet)"
+            got = (dp.get("label") or "-", dp.get("engine") or "none")
         if len(self._placement_cache) > 4 * self.region.caps.n_sa:
             self._placement_cache.clear()
         self._placement_cache[(slot, sa_id)] = got
         return got
+
+    def _dpdk_placement(self, slot: int, spi: int) -> dict[str, Any] | None:
+        """The DPDK fastpath's placement of a slot (fastpath/dpdk/daemon.py writes it), if it is this SA's."""
+        from fastpath.dpdk.status import read_status as read_dpdk
+
+        got = ((read_dpdk(self.gw.shm_path) or {}).get("placements") or {}).get(str(slot))
+        return got if got is not None and got.get("spi") == spi else None
+
+    def _placement_reasons(self, slot: int) -> list[str]:
+        """io dpdk: why the SA is not on a better rung (each engine skipped or fallen back from)."""
+        found = self.region.sa(slot) if self.region is not None and slot >= 0 else None
+        dp = self._dpdk_placement(slot, found[0].spi) if found is not None else None
+        return [f"{s['engine']}: {s['reason']}" for s in (dp or {}).get("skipped", [])
+                if not s["engine"].endswith(":-")]
 
     def _slot_counters(self, slot: int, sa_id: int) -> dict[str, Any] | None:
         if slot < 0 or self.region is None:
@@ -235,6 +255,9 @@ class GatewayDaemon(Daemon):
         out = super()._child_json(c, now, wall)
         engine, placement = self._placement(c.slot_in, c.id_in)
         out["engine"], out["placement"] = engine, placement
+        if self.gw.fastpath.io == "dpdk":
+            out["placement_out"] = self._placement(c.slot_out, c.id_out)[1] if c.slot_out >= 0 else None
+            out["placement_skipped"] = self._placement_reasons(c.slot_in)
         out["counters"] = {"in": self._slot_counters(c.slot_in, c.id_in),
                            "out": self._slot_counters(c.slot_out, c.id_out)}
         return out
@@ -326,6 +349,20 @@ class GatewayDaemon(Daemon):
         })
         if self.region is not None:
             base["events_dropped"] = int(self.region.events_dropped)
+        if fp.clear == "af_packet":      # the clear side through AF_PACKET: its counters, as the fastpath left them
+            from fastpath.io.afpacket import read_status
+
+            base["io"].update({"clear": fp.clear, "clear_interface": fp.clear_interface,
+                               "af_packet": read_status(self.gw.shm_path)})
+        if fp.io == "dpdk" and fp.dpdk is not None:     # the DPDK worker: its ports and counters (fastpath/dpdk)
+            from fastpath.dpdk.status import read_status as read_dpdk
+
+            dp = read_dpdk(self.gw.shm_path) or {}
+            base["engines"]["used"] = ", ".join(dp.get("engines_used") or []) or "dpdk"
+            base["io"].update({"clear_port": fp.dpdk.clear_port, "protected_port": fp.dpdk.protected_port,
+                               "clear_interface": fp.dpdk.clear_interface,
+                               "protected_interface": fp.dpdk.protected_interface,
+                               "dpdk": dp or None})
         return base
 
     # -- list-policies ----------------------------------------------------------------------------------
@@ -401,7 +438,9 @@ class GatewayDaemon(Daemon):
         for name, conn in new.connections.items():
             conns[name] = old_conns[name] if name in unchanged else conn
         self.config.connections = conns
-        new_ips = sorted({a for c in conns.values() for a in c.local_addrs} - {ip for ip, _ in self._socks})
+        # %any is served by the sockets bound per host address at start-up, not a new address
+        new_ips = sorted({a for c in conns.values() for a in c.local_addrs if a != "%any"}
+                         - {ip for ip, _ in self._socks})
         if new_ips:
             await self._listen(new_ips, CommandError)
         for name in added + changed:
@@ -433,11 +472,14 @@ class GatewayDaemon(Daemon):
         """The fastpath routes remote selectors into its TUN at start-up; a reload moves them here."""
         new = self._routes()
         tun = self.gw.fastpath.tun
-        if self.control_only or not os.path.exists(f"/sys/class/net/{tun}"):
+        # clear: af_packet has no TUN: the remote selectors are blackholed instead (fastpath/io/afpacket.py)
+        blackhole = self.gw.fastpath.clear == "af_packet"
+        if self.control_only or not (blackhole or os.path.exists(f"/sys/class/net/{tun}")):
             return {"added": [], "removed": []}
         for net, verb in [(n, "replace") for n in sorted(new - old)] + [(n, "del") for n in sorted(old - new)]:
             fam = "-6" if ipaddress.ip_network(net).version == 6 else "-4"
-            r = subprocess.run(["ip", fam, "route", verb, net, "dev", tun], capture_output=True, text=True)
+            where = ["blackhole", net] if blackhole else [net, "dev", tun]
+            r = subprocess.run(["ip", fam, "route", verb, *where], capture_output=True, text=True)
             if r.returncode != 0:
                 log.warning("reload: ip route %s %s dev %s: %s", verb, net, tun, r.stderr.strip())
         return {"added": sorted(new - old), "removed": sorted(old - new)}

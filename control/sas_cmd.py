@@ -160,6 +160,10 @@ def format_sas(sas: list[dict[str, Any]]) -> str:
             lines.append(f"    remote {', '.join(c['remote_ts'])}")
             if c.get("placement"):
                 lines.append(f"    engine {c['engine']} (placement {c['placement']})")
+                if c.get("placement_out") and c["placement_out"] != c["placement"]:
+                    lines.append(f"    outbound placement {c['placement_out']}")
+                for why in c.get("placement_skipped") or ():     # io dpdk: rungs the SA could not use
+                    lines.append(f"      not on {why}")
             ctr = c.get("counters")
             if ctr:
                 lines.append(f"    in   {_ctr_text(ctr['in'])}")
@@ -210,19 +214,63 @@ def format_status(st: dict[str, Any]) -> str:
             lines.append(f"  {name:<10} {state:<11} pid {pid:<8} up {_dur(p.get('uptime'))}{extra}")
     io, eng = st.get("io"), st.get("engines")
     if io:
-        lines.append(f"I/O: {io['mode']} (TUN {io['tun']}, outer MTU {io['outer_mtu']}), IKE on UDP "
+        clear = f"AF_PACKET {io['clear_interface']}" if io.get("clear") == "af_packet" else f"TUN {io['tun']}"
+        lines.append(f"I/O: {io['mode']} ({clear}, outer MTU {io['outer_mtu']}), IKE on UDP "
                      f"{io['ike_port']}/{io['natt_port']}")
+    if io and io.get("mode") == "dpdk":
+        dp = io.get("dpdk") or {}
+        lines.append(f"DPDK worker: clear {io.get('clear_port')} ({io.get('clear_interface')}), protected "
+                     f"{io.get('protected_port')} ({io.get('protected_interface')}): rx {dp.get('rx_clear', '-')}/"
+                     f"{dp.get('rx_prot', '-')}, tx {dp.get('tx_clear', '-')}/{dp.get('tx_prot', '-')} packets "
+                     f"(clear/protected), ESP out {dp.get('protect', 0)}, in {dp.get('decrypted', 0)}, "
+                     f"ACQUIREs {dp.get('acquires', 0)}, no neighbour {dp.get('no_neigh', 0)}")
+    if io and io.get("clear") == "af_packet":
+        ap = io.get("af_packet") or {}
+        lines.append(f"clear side: AF_PACKET on {io['clear_interface']}: rx {ap.get('rx_packets', '-')} packets, "
+                     f"tx {ap.get('tx_packets', '-')} packets, no neighbour {ap.get('no_neighbour', '-')} "
+                     f"(dropped {ap.get('no_neighbour_dropped', '-')}), too big {ap.get('too_big', '-')}, "
+                     f"send failed {ap.get('tx_failed', '-')}")
     if eng:
         lines.append(f"ESP engine: {eng['used']} (configured: {eng['configured']}; present: "
                      f"{', '.join(eng['present']) or 'none'})")
     lines.append(f"SAs: {st['ike_sas']} IKE, {st['child_sas']} CHILD"
                  + (f", {st['adopted_sas']} adopted from a previous control" if st.get("adopted_sas") else "")
                  + f"; {st['policies']} policies; connections: {', '.join(st.get('connections', [])) or '-'}")
+    lines.extend(_fastpath_totals_text(st.get("fastpath_totals")))
     tot = st.get("totals")
     if tot:
         lines.append(f"traffic in:  {_ctr_text(tot['in'])}")
         lines.append(f"traffic out: {_ctr_text(tot['out'])}")
     return "\n".join(lines) + "\n"
+
+
+# outbound verdicts in the order an operator reads them, with their names in the text output
+_OUT_VERDICTS = (("protect", "protected"), ("bypass", "bypass"), ("discard", "discard"),
+                 ("acquire", "held for ACQUIRE"), ("icmp-too-big", "too big (ICMP sent)"),
+                 ("fragmented", "fragmented"), ("too-big", "too big (dropped)"), ("no-policy", "no policy"),
+                 ("malformed", "malformed"), ("engine-drop", "engine drop"))
+
+
+def _fastpath_totals_text(ft: dict[str, Any] | None) -> list[str]:
+    """The fastpath's gateway-wide counters (fastpath/totals.py): verdicts out, ESP statuses in, bytes."""
+    if not ft:
+        return ["gateway totals: none yet (no fastpath has written any)"]
+    age = f", updated {ft['age']:.1f}s ago" if ft.get("age") is not None else ""
+    out, inb = ft.get("outbound", {}), ft.get("inbound", {})
+    verdicts = [f"{text} {out.get(k, 0)}" for k, text in _OUT_VERDICTS]
+    verdicts.insert(4, f"held and dropped {ft.get('held_dropped', 0)}")
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(inb.items(), key=lambda kv: (kv[0] != "ok", kv[0])))
+    return [
+        f"gateway totals{age}:",
+        f"  outbound: {ft.get('tun_in', 0)} packets, {_size(ft.get('tun_in_bytes', 0))} from the clear side",
+        "    " + ", ".join(verdicts),
+        f"    {ft.get('fragments', 0)} fragments made; sent {ft.get('sent', 0)} packets "
+        f"({_size(ft.get('esp_out_bytes', 0))} of ESP), send failures {ft.get('send_failed', 0)}",
+        f"  inbound: {ft.get('esp_in', 0)} packets, {_size(ft.get('esp_in_bytes', 0))} from the protected side",
+        f"    {statuses or 'none'}",
+        f"    written to the clear side: {ft.get('tun_out', 0)} packets (ICMP errors included), "
+        f"{_size(ft.get('tun_out_bytes', 0))} decrypted",
+    ]
 
 
 def _list_policies(args: argparse.Namespace) -> int:

@@ -13,6 +13,14 @@ along.
   fastpath re-attaches to the region and resumes the SAs (no renegotiation); a restarted control adopts
   the SAs it finds there, so traffic keeps flowing, and renegotiates them (control/gateway.py).
   Exit code 2 (configuration error) is not retried: the gateway stops.
+- **Warm standby fastpath** (kernel I/O).  Most of a fresh fastpath's start-up is Python importing its
+  modules (numpy, cryptography, the config and IKE modules, the engines): about 0.5 s on a quiet
+  machine and 1-3 s when the cores are busy, all of it traffic lost after a crash.  So once the
+  fastpath has run for ``STANDBY_AFTER`` seconds, the supervisor starts a standby: ``python -m
+  control.supervisor --standby fastpath ...`` imports everything and then blocks reading its stdin.
+  It holds nothing (no region, TUN or socket).  When the fastpath dies, the standby is told to go (one
+  byte on its stdin), and it runs exactly what ``ipsecgw fastpath`` runs, configuration loaded then;
+  a new standby follows later.  Closing its stdin (a stop) makes it exit.
 - **Stop** (SIGTERM, SIGINT): control first (Deletes to the peers, SAs and policies removed, keys
   zeroed in the region), then the fastpath (engine keys dropped, sockets closed), then the TUN device
   is deleted (the fastpath keeps it while control's heartbeat is fresh, which it still is right after
@@ -43,7 +51,8 @@ log = logging.getLogger("ipsecgw.supervisor")
 
 STATE_ENV = "IPSECGW_SUPERVISOR_STATE"
 POLL = 0.02                 # seconds between checks of the workers: a dead fastpath is noticed at once
-STABLE_AFTER = 10.0         # a worker that ran this long is restarted without delay
+STANDBY_AFTER = 2.0         # the fastpath's warm standby starts once the fastpath has run this long
+STABLE_AFTER = 3.0          # a worker that ran this long (it was up and working) is restarted without delay
 MAX_DELAY = 5.0
 CONTROL_STOP_TIMEOUT = 15.0
 FASTPATH_STOP_TIMEOUT = 10.0
@@ -103,6 +112,7 @@ class Supervisor:
     stopping: bool = False
     reload_requested: bool = False
     exit_code: int = 0
+    standby: subprocess.Popen | None = None  # a warm fastpath waiting to take over (kernel I/O only)
 
     def __post_init__(self) -> None:
         base = [sys.executable, "-m", "control.cli"]
@@ -112,19 +122,60 @@ class Supervisor:
                                                        *lv])
         self.state_file = state_path(self.config)
         self.started = time.time()
+        fp_argv = self.workers["fastpath"].argv
+        self.standby_argv = ([sys.executable, "-m", "control.supervisor", "--standby", *fp_argv[3:]]
+                             if fp_argv[1:3] == ["-m", "control.cli"] else None)
 
     # -- workers ----------------------------------------------------------------------------------
 
-    def _spawn(self, w: Worker) -> None:
+    def _popen(self, argv: list[str], stdin: Any) -> subprocess.Popen:
         env = dict(os.environ, **{STATE_ENV: self.state_file})
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         err = self.out if self.out is not None else None
-        w.proc = subprocess.Popen(w.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
-                                  preexec_fn=_child_setup, process_group=0)
+        return subprocess.Popen(argv, stdin=stdin, stdout=err, stderr=err, env=env, preexec_fn=_child_setup,
+                                process_group=0)
+
+    def _spawn(self, w: Worker) -> None:
+        sb = None
+        if w.name == "fastpath":
+            sb, self.standby = self.standby, None
+        if sb is not None and self._promote(sb):
+            w.proc = sb
+            how = "warm standby promoted"
+        else:
+            w.proc = self._popen(w.argv, subprocess.DEVNULL)
+            how = "started"
         w.started, w.started_mono, w.restart_at = time.time(), time.monotonic(), None
-        log.info("%s started, pid %d", w.name, w.proc.pid)
+        log.info("%s %s, pid %d", w.name, how, w.proc.pid)
         self._write_state()
+
+    @staticmethod
+    def _promote(sb: subprocess.Popen) -> bool:
+        """Tell a standby to go; False if it is gone (it is then reaped)."""
+        assert sb.stdin is not None
+        try:
+            if sb.poll() is not None:
+                raise BrokenPipeError
+            sb.stdin.write(b"g")
+            sb.stdin.close()
+            return True
+        except (BrokenPipeError, ValueError, OSError):
+            _stop_standby(sb)
+            return False
+
+    def _keep_standby(self, now: float) -> None:
+        """Start the fastpath's standby once the fastpath has settled (not during its own start-up, whose
+        imports it would slow down on a loaded machine); replace one that died."""
+        if self.standby is not None and self.standby.poll() is not None:
+            log.warning("fastpath standby (pid %d) ended: %s", self.standby.pid,
+                        _describe_exit(self.standby.returncode))
+            self.standby = None
+        w = self.workers["fastpath"]
+        if (self.standby is None and self.standby_argv is not None and w.alive()
+                and now - w.started_mono >= STANDBY_AFTER):
+            self.standby = self._popen(self.standby_argv, subprocess.PIPE)
+            log.debug("fastpath standby started, pid %d", self.standby.pid)
 
     def _reap(self, w: Worker, now: float) -> None:
         """A worker ended while the gateway runs: schedule its restart (or give up on a config error)."""
@@ -196,6 +247,8 @@ class Supervisor:
                     self._reap(w, now)
                 if w.proc is None and w.restart_at is not None and now >= w.restart_at and not self.stopping:
                     self._spawn(w)
+            if not self.stopping:
+                self._keep_standby(now)
             if self.reload_requested:
                 self._reload()
         self.shutdown()
@@ -216,6 +269,9 @@ class Supervisor:
 
     def shutdown(self) -> None:
         # control first: it sends the Deletes and removes the SAs (keys zeroed) while the fastpath still runs
+        if self.standby is not None:
+            _stop_standby(self.standby)
+            self.standby = None
         self._stop_worker(self.workers["control"], CONTROL_STOP_TIMEOUT)
         self._stop_worker(self.workers["fastpath"], FASTPATH_STOP_TIMEOUT)
         tun = self.config.gateway.fastpath.tun
@@ -226,7 +282,9 @@ class Supervisor:
             else:
                 log.warning("cannot remove TUN %s: %s", tun, r.stderr.strip())
         # nothing is attached any more, and control left no SA in it: the next start creates a fresh region
-        for path in (self.config.gateway.shm_path, self.state_file):
+        from fastpath.totals import status_path as totals_path
+
+        for path in (self.config.gateway.shm_path, self.state_file, totals_path(self.config.gateway.shm_path)):
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -234,6 +292,36 @@ class Supervisor:
             except OSError as exc:
                 log.warning("cannot remove %s: %s", path, exc)
         log.info("gateway stopped")
+
+
+def _stop_standby(sb: subprocess.Popen) -> None:
+    """A standby exits when its stdin closes; one that does not is killed."""
+    try:
+        if sb.stdin is not None and not sb.stdin.closed:
+            sb.stdin.close()
+        sb.wait(timeout=2)
+    except (OSError, subprocess.TimeoutExpired):
+        sb.kill()
+        sb.wait()
+
+
+def standby_main(argv: list[str]) -> int:
+    """``python -m control.supervisor --standby fastpath ARGS``: import what ``ipsecgw fastpath ARGS`` needs,
+    wait for the supervisor's word on stdin, then run it (EOF instead: exit quietly)."""
+    from control import cli
+
+    cli.build_parser(argv[0])            # the command's module and the configuration modules
+    import fastpath.daemon  # noqa: F401 - imported now so that a takeover does not wait for it
+    from fastpath import engines
+
+    engines.discover()                   # the engine modules and their C libraries
+    try:
+        go = sys.stdin.buffer.read(1)
+    except KeyboardInterrupt:
+        return 0
+    if not go:
+        return 0
+    return cli.main(argv)
 
 
 def run_supervisor(config_path: str, config: Config, log_level: str | None, log_file: str | None) -> int:
@@ -257,3 +345,9 @@ def run_supervisor(config_path: str, config: Config, log_level: str | None, log_
     finally:
         if out is not None:
             out.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--standby"] or len(sys.argv) < 3:
+        sys.exit("usage: python -m control.supervisor --standby COMMAND [ARGS...] (started by ipsecgw run)")
+    sys.exit(standby_main(sys.argv[2:]))

@@ -9,7 +9,9 @@ TCP/UDP/SCTP first fragments), look up the best policy in the region's compiled 
 - IKE (UDP to or from the IKE/NAT-T ports) always bypasses;
 - a packet whose ESP form would exceed the outer MTU: IPv4 with DF and IPv6 are rewritten in place into
   ICMP fragmentation-needed / Packet Too Big carrying the largest inner size that fits, to be written
-  back to the TUN; IPv4 without DF is dropped (too-big), since outer fragmentation is avoided.
+  back to the TUN; IPv4 without DF is TOO_BIG: with ``fragment=True`` it keeps its SA and
+  ``Classifier.fragment`` (cdefs/kio_frag.c) cuts it into inner fragments that each fit as one ESP packet
+  (RFC 4459 3., RFC 4301 8.: the outer packet never fragments); without, it is dropped.
 
 ``classify_model`` is a plain-Python statement of the same rules, for tests.
 """
@@ -44,7 +46,7 @@ class Classifier:
     """Binds a region (fastpath.shm.FastpathRegion) to kio_classify."""
 
     def __init__(self, region, outer_mtu: int = 1500, ike_port: int = 500, natt_port: int = 4500,
-                 icmp_src4: str | None = None, icmp_src6: str | None = None):
+                 icmp_src4: str | None = None, icmp_src6: str | None = None, fragment: bool = False):
         kio.need_lib()
         from fastpath import shm as fshm
 
@@ -74,7 +76,9 @@ class Classifier:
         if icmp_src6:
             ffi.memmove(c.icmp_src6, ipaddress.IPv6Address(icmp_src6).packed, 16)
         c.acquire_on = 1
+        c.fragment = int(fragment)
         self.c = c
+        self._cursor = ffi.new("uint32_t *")
         self._now = fshm.lib.ipsg_shm_now_ns
         self.verdict = None
 
@@ -94,6 +98,16 @@ class Classifier:
         self.c.now_ns = self._now()
         self.c.acquire_on = int(acquire)
         return kio.lib.kio_classify(self.c, kb.c, n, kio.ffi.from_buffer(verdict))
+
+    def fragment(self, kb: kio.KBatch, n: int, verdict: np.ndarray, dst: kio.KBatch,
+                 cursor: int = 0) -> tuple[int, int]:
+        """Cut kb's TOO_BIG packets (from index cursor on) into fragments in dst's slots from 0, bound to
+        their SA; (fragments written, cursor for the next call: n when done).  Call it before the engine
+        sees kb, and again with the returned cursor while it is below n (dst was full)."""
+        self._cursor[0] = cursor
+        m = kio.lib.kio_fragment(self.c, kb.c, n, kio.ffi.from_buffer(verdict), dst.c, 0, self._cursor)
+        dst.batch.n = m
+        return int(m), int(self._cursor[0])
 
 
 # -- the same rules in Python, for tests ----------------------------------------------------------

@@ -8,6 +8,8 @@ One thread, one epoll.  Every wake-up drains whole batches:
   traffic whole on IPPROTO_RAW) and ICMP errors back into the TUN;
 - inbound: raw ESP + UDP 4500 -> ``kio_recv_raw4`` / ``kio_recv_udp4_gro`` (recvmmsg, UDP_GRO bundles
   split) -> ``engine.inbound`` -> ``kio_tun_write_vnet`` (in-order TCP runs coalesced into GSO writes).
+- outer IPv6: every protected-side socket has an AF_INET6 twin (``kio_recv_raw6`` rebuilds the IPv6 header
+  the raw socket strips; ``kio_recv_udp6_gro``; sends pick the socket by the packet's IP version).
 
 Between batches: ``FastpathRegion.sync`` applies control's SA changes, counters and events are published
 every 100 ms, packets held for an ACQUIRE are retried when the SPD or the SAs change, and the NAT-T
@@ -20,7 +22,7 @@ import ipaddress
 import logging
 import select
 import time
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,11 +31,16 @@ from fastpath import engines
 from fastpath.batch import Batch
 from fastpath.classify import Classifier, inner_mtu
 from fastpath.io import kio
-from fastpath.io.sockets import NattSocket, esp_socket, send_socket
+from fastpath.io.sockets import NattSocket, esp_socket, ipv6_sockets, send_socket, single_fd
 from fastpath.io.tun import Tun, remote_routes
+from fastpath.region_sync import sync_region
 from fastpath.sa import Direction
-from fastpath.shm import FastpathRegion, RegionError, params_to_sa
+from fastpath.shm import FastpathRegion, RegionError
 from fastpath.status import N_STATUS, Status
+from fastpath.totals import WRITE_EVERY, Totals, batch_bytes, read_status, write_status
+
+if TYPE_CHECKING:
+    from fastpath.io.afpacket import PacketPort
 
 log = logging.getLogger("ipsecgw.fastpath")
 
@@ -43,33 +50,22 @@ DRAIN_ROUNDS = 8         # batches per direction per wake-up, so neither directi
 INBOUND_MTU = 9216       # receive slots take jumbo (or reassembled) outer packets
 
 
-@dataclass
-class Totals:
-    verdicts: np.ndarray = field(default_factory=lambda: np.zeros(kio.V_MAX, dtype=np.uint64))
-    inbound: np.ndarray = field(default_factory=lambda: np.zeros(N_STATUS, dtype=np.uint64))
-    tun_in: int = 0
-    tun_out: int = 0
-    sent: int = 0
-    send_failed: int = 0
-    held_dropped: int = 0
-    ike_misdirected: int = 0
-    gro_dropped: int = 0
-
-    def as_dict(self) -> dict[str, object]:
-        return {"tun_in": self.tun_in, "tun_out": self.tun_out, "sent": self.sent, "send_failed": self.send_failed,
-                "held_dropped": self.held_dropped, "ike_misdirected": self.ike_misdirected,
-                "gro_dropped": self.gro_dropped,
-                "outbound": {kio.VERDICT_NAMES[i]: int(v) for i, v in enumerate(self.verdicts) if v},
-                "inbound": {Status(i).label: int(v) for i, v in enumerate(self.inbound) if v and i in
-                            Status._value2member_map_}}
+def ipv6_outer(config: Config) -> bool:
+    """May any connection run over IPv6?  Yes if an address on either side is IPv6, or a connection has
+    no literal address at all (%any on both sides: either family)."""
+    for c in config.connections.values():
+        lit = [a for a in (*c.local_addrs, *c.remote_addrs) if a != "%any"]
+        if not lit or any(ipaddress.ip_address(a).version == 6 for a in lit):
+            return True
+    return False
 
 
 def auto_tun_mtu(config: Config) -> int:
     """Outer MTU minus the largest ESP overhead any configured child may negotiate (UDP encapsulation
-    counted, since NAT detection or the peer can turn it on)."""
+    counted, since NAT detection or the peer can turn it on; the outer header is IPv6's 40 bytes if any
+    connection may run over IPv6: one TUN serves them all)."""
     outer = config.gateway.fastpath.outer_mtu
-    v6 = any(ipaddress.ip_address(a).version == 6 for c in config.connections.values() for a in c.local_addrs)
-    ip = 40 if v6 else 20
+    ip = 40 if ipv6_outer(config) else 20
     worst = outer
     for conn in config.connections.values():
         for child in conn.children:
@@ -87,6 +83,17 @@ def tun_routes(config: Config) -> list[str]:
             for ts in child.remote_ts:
                 nets.extend(str(n) for n in ipaddress.summarize_address_range(ts.start, ts.end))
     return remote_routes(nets)
+
+
+def _accept_local(dev: str) -> None:
+    """ICMP errors the fastpath writes into the TUN come from the gateway's own address (the first of
+    tun_addrs), which the kernel drops as a martian on input unless the device accepts local sources."""
+    try:
+        with open(f"/proc/sys/net/ipv4/conf/{dev}/accept_local", "w") as f:
+            f.write("1")
+    except OSError as exc:
+        log.warning("cannot set accept_local on %s (ICMP errors from its own address may be dropped): %s", dev,
+                    exc.strerror)
 
 
 def wait_for_region(path: str, timeout: float) -> FastpathRegion:
@@ -112,6 +119,10 @@ class Fastpath:
         self.stop_requested = False
         self.totals = Totals()
         self.region = wait_for_region(gw.shm_path, region_timeout)
+        self.started = time.time()
+        prev = read_status(self.region.path) if int(self.region.hdr.fastpath_attaches) > 1 else None
+        if prev is not None:           # a restart on the same region: the gateway totals carry on
+            self.totals.restore(prev["totals"])
         try:
             self._setup(config)
         except BaseException:
@@ -121,22 +132,42 @@ class Fastpath:
     def _setup(self, config: Config) -> None:
         gw, fp = config.gateway, self.fp
         self.engine = engines.create(fp.engine, capacity=self.region.caps.n_sa)
-        self.tun_mtu = fp.tun_mtu or auto_tun_mtu(config)
         self.offload = fp.offload
-        self.tun = Tun(fp.tun, self.tun_mtu, fp.tun_addrs, tun_routes(config), vnet=self.offload)
+        # clear side: a TUN, or an existing interface through AF_PACKET (fastpath/io/afpacket.py), which is
+        # read like a TUN with a vnet header (always: a host's TSO super-segments arrive whole) and written
+        # with its own sendmmsg to neighbour MACs (in-order TCP coalesced into GSO frames with offload)
+        self.afp: PacketPort | None = None
+        if fp.clear == "af_packet":
+            from fastpath.io.afpacket import PacketPort, status_path
+
+            self.afp = PacketPort(fp.clear_interface, tun_routes(config), vnet=self.offload, hold=fp.hold,
+                                  status_file=status_path(gw.shm_path))
+            self.tun_mtu = self.afp.mtu
+            self.tun: Tun | PacketPort = self.afp
+            log.info("clear side: AF_PACKET on %s (MTU %d, MAC %s, %d neighbour(s) known), blackhole routes %s",
+                     self.afp.name, self.afp.mtu, self.afp.mac, len(self.afp.known),
+                     ", ".join(self.afp.routes) or "none")
+        else:
+            self.tun_mtu = fp.tun_mtu or auto_tun_mtu(config)
+            self.tun = Tun(fp.tun, self.tun_mtu, fp.tun_addrs, tun_routes(config), vnet=self.offload)
+            _accept_local(fp.tun)
         # offloads: TUN reads may be TCP super-segments (cut into packets in C), TUN writes coalesce TCP runs,
         # ESP-in-UDP leaves in UDP_SEGMENT runs and arrives in UDP_GRO bundles
-        self.tun_rx = kio.TunRx() if self.offload else None
+        self.tun_rx = kio.TunRx() if self.offload or self.afp is not None else None
         self.tun_tx = kio.new_tun_tx()
         self.gro_scratch = kio.new_gro_scratch() if self.offload else None
         src4 = src6 = None
-        for a in fp.tun_addrs:
+        for a in (self.afp.addresses if self.afp is not None else fp.tun_addrs):
             ip = ipaddress.ip_interface(a).ip
             if ip.version == 4 and src4 is None:
                 src4 = str(ip)
             elif ip.version == 6 and src6 is None:
                 src6 = str(ip)
-        self.cls = Classifier(self.region, fp.outer_mtu, gw.ike_port, gw.natt_port, src4, src6)
+        self.cls = Classifier(self.region, fp.outer_mtu, gw.ike_port, gw.natt_port, src4, src6, fragment=True)
+        # too-big IPv4 without DF: cut into inner fragments here, each its own ESP packet (cdefs/kio_frag.c)
+        self.frag = Batch(fp.batch, mtu=max(fp.outer_mtu, 1280))
+        self.kfrag = kio.KBatch(self.frag)
+        self.v_frag = np.zeros(fp.batch, dtype=np.uint8)
         self.out = Batch(fp.batch, mtu=max(self.tun_mtu, 1280))
         self.inb = Batch(fp.batch, mtu=INBOUND_MTU)
         self.hold = Batch(max(fp.hold, 1), mtu=max(self.tun_mtu, 1280))
@@ -151,18 +182,21 @@ class Fastpath:
         self.hold_since = 0.0
         self.esp = esp_socket()
         self.raw = send_socket()
-        local4 = sorted({a for c in config.connections.values() for a in c.local_addrs
-                         if ipaddress.ip_address(a).version == 4})
+        local = sorted({a for c in config.connections.values() for a in c.local_addrs if a != "%any"})
+        # outer IPv6: ESP on its own raw socket (headers rebuilt in C), IPv6 packets leave on AF_INET6 IPPROTO_RAW
+        self.esp6, self.raw6 = ipv6_sockets(ipv6_outer(config))
+        self.raw6_fd = self.raw6.fileno() if self.raw6 is not None else -1
         self.natt: list[NattSocket] = []
-        for a in local4:
+        for a in local:
             try:
                 self.natt.append(NattSocket(a, gw.natt_port, gro=self.offload))
             except OSError as exc:
                 log.error("%s; ESP-in-UDP on %s is not received", exc.strerror, a)
-        self.udp_fd = self.natt[0].fileno() if len(self.natt) == 1 else -1
+        self.udp_fd, self.udp6_fd = single_fd(self.natt, False), single_fd(self.natt, True)
         self.control_pid = -1
         self.ep = select.epoll()
-        for fd in (self.tun.fileno(), self.esp.fileno(), *(s.fileno() for s in self.natt)):
+        for fd in (self.tun.fileno(), self.esp.fileno(), *(s.fileno() for s in self.natt),
+                   *((self.esp6.fileno(),) if self.esp6 is not None else ())):
             self.ep.register(fd, select.EPOLLIN)
         log.info("fastpath up: engine %s, TUN %s (MTU %d, routes %s, offloads %s), outer MTU %d, NAT-T %s, "
                  "region %s", self.engine.name, self.tun.name, self.tun_mtu, ", ".join(self.tun.routes) or "none",
@@ -174,21 +208,8 @@ class Fastpath:
 
     def sync(self) -> bool:
         """Apply control's changes; True if held packets may now find an SA."""
-        r = self.region.sync(self.engine)
-        for slot in r.removed:
-            self.cls.set_sa(slot, None)
-        for slot in r.installed:
-            cur = self.region.read_slot(slot)
-            if cur is None:
-                continue
-            try:
-                sa, direction = params_to_sa(cur.p)
-            except ValueError:
-                continue
-            self.cls.set_sa(slot, sa if direction == Direction.OUT else None)
-            log.info("SA slot %d installed: SPI 0x%08x %s, %s", slot, sa.spi, direction.name.lower(), sa.enc)
-        for slot, why in r.rejected.items():
-            log.warning("SA slot %d not installed: %s", slot, why)
+        r = sync_region(self.region, self.engine,
+                        lambda slot, sa, d: self.cls.set_sa(slot, sa if d == Direction.OUT else None))
         return bool(r.installed or r.spd_changed)
 
     def sync_now(self) -> bool:
@@ -208,18 +229,16 @@ class Fastpath:
             # control bound these policies to SAs after this loop's sync (a rekey): take them, classify again
             protect = self.cls.classify(kb, n, verdict, acquire)
         v = verdict[:n]
+        if self.cls.c.to_fragment:
+            self._fragments(kb, n, verdict)        # before the engine: those packets still carry their SA
         if protect:
             self.region.reserve_batch(b.sa, n)
             self.engine.outbound(b)
             v[(v == kio.V_PROTECT) & (b.status[:n] != 0)] = kio.V_DROPPED
-            send = kb.send_gso if self.offload else kb.send
-            sent, failed = send(self.raw.fileno(), n, verdict, kio.V_PROTECT, self.udp_fd,
-                                self.config.gateway.natt_port)
-            self.totals.sent += sent
-            self.totals.send_failed += failed
+            self._send_esp(kb, n, verdict)
         counts = np.bincount(v, minlength=kio.V_MAX)
-        if counts[kio.V_BYPASS]:
-            sent, failed = kb.send(self.raw.fileno(), n, verdict, kio.V_BYPASS)
+        if counts[kio.V_BYPASS] and self.afp is None:     # AF_PACKET: the kernel forwards its own copy
+            sent, failed = kb.send(self.raw.fileno(), n, verdict, kio.V_BYPASS, raw6_fd=self.raw6_fd)
             self.totals.sent += sent
             self.totals.send_failed += failed
         if counts[kio.V_ICMP]:
@@ -228,6 +247,31 @@ class Fastpath:
             self.totals.verdicts += counts[:kio.V_MAX].astype(np.uint64)
             if counts[kio.V_ACQUIRE]:
                 self._hold(n, verdict)
+        else:                  # held packets: counted as acquire when held, now by what became of them
+            counts[kio.V_ACQUIRE] = 0
+            self.totals.verdicts += counts[:kio.V_MAX].astype(np.uint64)
+
+    def _send_esp(self, kb: kio.KBatch, n: int, verdict: np.ndarray) -> None:
+        send = kb.send_gso if self.offload else kb.send
+        sent, failed = send(self.raw.fileno(), n, verdict, kio.V_PROTECT, self.udp_fd,
+                            self.config.gateway.natt_port, raw6_fd=self.raw6_fd, udp6_fd=self.udp6_fd)
+        self.totals.sent += sent
+        self.totals.send_failed += failed
+        self.totals.esp_out_bytes += batch_bytes(kb, n, verdict, kio.V_PROTECT)
+
+    def _fragments(self, kb: kio.KBatch, n: int, verdict: np.ndarray) -> None:
+        """Too-big IPv4 packets without DF become inner fragments, each encrypted and sent as its own ESP
+        packet (RFC 4459 3.): the outer packet never fragments.  One C call fills the fragment batch."""
+        cursor = 0
+        while cursor < n:
+            m, cursor = self.cls.fragment(kb, n, verdict, self.kfrag, cursor)
+            if not m:
+                break
+            self.region.reserve_batch(self.frag.sa, m)
+            self.engine.outbound(self.frag)
+            self.v_frag[:m] = np.where(self.frag.status[:m] == 0, kio.V_PROTECT, kio.V_DROPPED)
+            self.totals.fragments += m
+            self._send_esp(self.kfrag, m, self.v_frag)
 
     def _hold(self, n: int, verdict: np.ndarray) -> None:
         if self.fp.hold == 0:
@@ -255,6 +299,8 @@ class Fastpath:
             self.hold.n = 0
 
     def _tun_write(self, kb: kio.KBatch, n: int, sel: np.ndarray, want: int) -> int:
+        if self.afp is not None:
+            return self.afp.write(kb, n, sel, want)
         if self.offload:
             return kb.tun_write_vnet(self.tun.fileno(), n, sel, want, self.tun_tx)
         return kb.tun_write(self.tun.fileno(), n, sel, want)
@@ -262,13 +308,16 @@ class Fastpath:
     def drain_tun(self) -> None:
         cap = self.out.capacity
         for _ in range(DRAIN_ROUNDS):
-            if self.tun_rx is not None:
+            if self.afp is not None:
+                n = self.afp.read(self.kout, self.tun_rx)
+            elif self.tun_rx is not None:
                 n = self.kout.tun_read_vnet(self.tun.fileno(), self.tun_rx)
             else:
                 n = self.kout.tun_read(self.tun.fileno())
             if n == 0:
                 return
             self.totals.tun_in += n
+            self.totals.tun_in_bytes += batch_bytes(self.kout, n)
             self._outbound(self.kout, n, self.v_out, acquire=True)
             if n < cap and not (self.tun_rx is not None and self.tun_rx.pending):
                 return
@@ -277,15 +326,17 @@ class Fastpath:
         cap = self.inb.capacity
         for _ in range(DRAIN_ROUNDS):
             n = self.kin.recv_raw4(self.esp.fileno())
+            if self.esp6 is not None and n < cap:
+                n += self.kin.recv_raw6(self.esp6.fileno(), start=n)
             for s in self.natt:
                 if n >= cap:
                     break
                 if s.gro:
-                    got, ike, probe, dropped = self.kin.recv_udp4_gro(s.fileno(), s.local_packed, s.port,
+                    got, ike, probe, dropped = self.kin.recv_udp_gro(s.fileno(), s.local_packed, s.port,
                                                                       self.gro_scratch, start=n)
                     self.totals.gro_dropped += dropped
                 else:
-                    got, ike, probe = self.kin.recv_udp4(s.fileno(), s.local_packed, s.port, start=n)
+                    got, ike, probe = self.kin.recv_udp(s.fileno(), s.local_packed, s.port, start=n)
                 n += got
                 if probe:
                     s.tick(probe, now)
@@ -296,8 +347,11 @@ class Fastpath:
             if n == 0:
                 return
             self.inb.n = n
+            self.totals.esp_in += n
+            self.totals.esp_in_bytes += batch_bytes(self.kin, n)
             self.engine.inbound(self.inb)
             st = self.inb.status[:n]
+            self.totals.tun_out_bytes += batch_bytes(self.kin, n, self.inb.status, 0)   # before coalescing
             self.totals.tun_out += self._tun_write(self.kin, n, self.inb.status, 0)
             late = self._inbound_late(n) if np.any(st == Status.NO_SA) and self.sync_now() else 0
             counts = np.bincount(st, minlength=N_STATUS)[:N_STATUS].astype(np.uint64)
@@ -312,6 +366,7 @@ class Fastpath:
         if m:
             self.late.n = m
             self.engine.inbound(self.late)
+            self.totals.tun_out_bytes += batch_bytes(self.klate, m, self.late.status, 0)
             self.totals.tun_out += self._tun_write(self.klate, m, self.late.status, 0)
             self.totals.inbound += np.bincount(self.late.status[:m], minlength=N_STATUS)[:N_STATUS].astype(np.uint64)
         return m
@@ -330,10 +385,10 @@ class Fastpath:
     # -- main loop -----------------------------------------------------------------------------
 
     def run(self) -> int:
-        next_publish = 0.0
+        next_publish = next_status = 0.0
         while not self.stop_requested:
             probing = any(s.probing for s in self.natt)
-            timeout = 0.02 if (probing or self.hold.n) else 0.05
+            timeout = 0.02 if (probing or self.hold.n or (self.afp is not None and self.afp.busy)) else 0.05
             try:
                 self.ep.poll(timeout)
             except InterruptedError:
@@ -346,10 +401,25 @@ class Fastpath:
             self.drain_sockets(now)
             self._steering(now)
             self.expire_held(now)
+            if self.afp is not None:
+                self.afp.tick(now)
             if now >= next_publish:
                 self.region.publish(self.engine)
                 next_publish = now + PUBLISH_EVERY
+                if self.afp is not None:
+                    self._publish_clear(now)
+                if now >= next_status:
+                    write_status(self.region.path, self.totals, self.started)
+                    next_status = now + WRITE_EVERY
         return 0
+
+    def _publish_clear(self, now: float) -> None:
+        """The AF_PACKET clear side's counters for `ipsecgw status` (fastpath/io/afpacket.py)."""
+        assert self.afp is not None and self.tun_rx is not None
+        rx = self.tun_rx.counters()
+        self.afp.publish(now, rx_packets=self.totals.tun_in, rx_reads=rx["reads"], rx_gso_reads=rx["gso_reads"],
+                         rx_bad=rx["bad"], delivered=self.totals.tun_out,
+                         icmp_too_big=int(self.totals.verdicts[kio.V_ICMP]))
 
     def control_alive(self, within_s: float = 3.0) -> bool:
         hb = int(self.region.hdr.control_heartbeat_ns)
@@ -360,6 +430,7 @@ class Fastpath:
         unless control is still running."""
         try:
             self.region.publish(self.engine)
+            write_status(self.region.path, self.totals, self.started)
         except Exception:  # noqa: BLE001 - closing regardless
             log.exception("final publish failed")
         for slot in self.region.installed_slots():
@@ -373,9 +444,18 @@ class Fastpath:
             s.close()
         self.esp.close()
         self.raw.close()
+        for s6 in (self.esp6, self.raw6):
+            if s6 is not None:
+                s6.close()
         # With control still alive its policies still say "protect": keep the persistent TUN and its routes
         # so that traffic is held back instead of leaving in the clear by the default route.
         keep = self.control_alive()
+        if keep and self.afp is not None:
+            # a supervisor's clean stop ends control just before us (its heartbeat is still fresh): then the
+            # blackhole routes go, since nothing else would remove them (a TUN is deleted by the supervisor)
+            from fastpath.io.afpacket import pid_alive
+
+            keep = pid_alive(int(self.region.hdr.control_pid))
         self.tun.close(remove=not keep)
         if keep:
             log.info("control is still running: TUN %s kept (traffic for the remote selectors is dropped, not "
@@ -386,5 +466,7 @@ class Fastpath:
             done["tun_reads"] = self.tun_rx.counters()
         done["tun_writes"] = {"writes": int(self.tun_tx.writes), "packets": int(self.tun_tx.packets),
                               "failed": int(self.tun_tx.failed)}
+        if self.afp is not None:
+            done["af_packet"] = self.afp.counters()
         log.info("fastpath stopped: %s", done)
 

@@ -39,11 +39,24 @@ def _sysctl(ns: str, key: str, value: str) -> None:
     subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}={value}"], check=True, capture_output=True)
 
 
-class Topology:
-    """hA (10.1.0.2) - gA (10.1.0.1 | 192.0.2.1) === gB (192.0.2.2 | 10.2.0.1) - hB (10.2.0.2)."""
+# ipv6=True adds these beside the IPv4 addresses (transit = the gA === gB link)
+V6 = {"hA": "fd00:1::2", "gA_in": "fd00:1::1", "gA": "2001:db8::1", "gB": "2001:db8::2", "gB_in": "fd00:2::1",
+      "hB": "fd00:2::2"}
 
-    def __init__(self, tag: str):
+
+class Topology:
+    """hA (10.1.0.2) - gA (10.1.0.1 | 192.0.2.1) === gB (192.0.2.2 | 10.2.0.1) - hB (10.2.0.2).
+
+    ``ipv6=True`` also puts IPv6 on every link (``V6``: fd00:1::/64, the transit 2001:db8::/64, fd00:2::/64,
+    without duplicate address detection so they are usable at once), IPv6 default routes on the hosts
+    and IPv6 forwarding on the gateways."""
+
+    # each gateway's LAN-facing (clear side) interface, for gateway_config(clear_interface=...)
+    CLEAR_IF = {"A": "v0b", "B": "v2a"}
+
+    def __init__(self, tag: str, *, ipv6: bool = False):
         self.hA, self.gA, self.gB, self.hB = (f"{n}{tag}" for n in ("hA", "gA", "gB", "hB"))
+        self.ipv6 = ipv6
 
     def __enter__(self) -> Topology:
         self.names = [self.hA, self.gA, self.gB, self.hB]
@@ -65,7 +78,19 @@ class Topology:
             _sysctl(g, "net.ipv4.ip_forward", "1")
             _sysctl(g, "net.ipv4.conf.all.rp_filter", "0")
             _sysctl(g, "net.ipv4.conf.default.rp_filter", "0")
+        if self.ipv6:
+            self._add_ipv6(links)
         return self
+
+    def _add_ipv6(self, links: list[tuple[str, str, str, str]]) -> None:
+        v6 = [("hA", "gA_in"), ("gA", "gB"), ("gB_in", "hB")]
+        for i, ((a, _, b, _), (ka, kb)) in enumerate(zip(links, v6, strict=True)):
+            _ip("-6", "addr", "add", f"{V6[ka]}/64", "dev", f"v{i}a", "nodad", ns=a)
+            _ip("-6", "addr", "add", f"{V6[kb]}/64", "dev", f"v{i}b", "nodad", ns=b)
+        _ip("-6", "route", "add", "default", "via", V6["gA_in"], ns=self.hA)
+        _ip("-6", "route", "add", "default", "via", V6["gB_in"], ns=self.hB)
+        for g in (self.gA, self.gB):
+            _sysctl(g, "net.ipv6.conf.all.forwarding", "1")
 
     def __exit__(self, *exc: object) -> None:
         for ns in self.names:
@@ -84,18 +109,45 @@ class Topology:
 
 
 def gateway_config(tmp: Path, side: str, *, encap: bool, extra_fastpath: str = "",
-                   log_level: str = "debug") -> tuple[Path, Path, Path]:
+                   log_level: str = "debug", outer: str = "ipv4",
+                   clear_interface: str | None = None) -> tuple[Path, Path, Path]:
+    """Our gateway's YAML for side A or B.  ``outer``: "ipv4" (the default), "ipv6" (one connection over
+    the IPv6 transit of ``Topology(ipv6=True)`` carrying inner IPv4 and IPv6), or "dual" (connection
+    ``peer`` over IPv4 with inner IPv4, and ``peer6`` over IPv6 with inner IPv6, child ``net6``).
+    ``clear_interface``: the clear side through AF_PACKET on that interface instead of a TUN."""
     a = side == "A"
     local, remote = ("192.0.2.1", "192.0.2.2") if a else ("192.0.2.2", "192.0.2.1")
     lts, rts = ("10.1.0.0/24", "10.2.0.0/24") if a else ("10.2.0.0/24", "10.1.0.0/24")
     lid, rid = ("gw-a.example", "gw-b.example") if a else ("gw-b.example", "gw-a.example")
+    local6, remote6 = (V6["gA"], V6["gB"]) if a else (V6["gB"], V6["gA"])
+    lts6, rts6 = ("fd00:1::/64", "fd00:2::/64") if a else ("fd00:2::/64", "fd00:1::/64")
+    if outer == "ipv6":
+        local, remote, lts, rts = local6, remote6, f"{lts}, {lts6}", f"{rts}, {rts6}"
+    elif outer != "ipv4" and outer != "dual":
+        raise ValueError(f"outer: expected ipv4, ipv6 or dual, got {outer!r}")
+    peer6 = f"""  peer6:
+    local_addrs: [{local6}]
+    remote_addrs: [{remote6}]
+    proposals: [aes128gcm16-prfsha256-x25519]
+    encap: {"yes" if encap else "no"}
+    local: {{auth: psk, id: {lid}}}
+    remote: {{auth: psk, id: {rid}}}
+    children:
+      net6:
+        local_ts: [{lts6}]
+        remote_ts: [{rts6}]
+        esp_proposals: [aes128gcm16]
+        start_action: trap
+""" if outer == "dual" else ""
     shm, sock, cfg = tmp / f"gw{side}.shm", tmp / f"gw{side}.sock", tmp / f"gw{side}.yaml"
+    clear = (f"clear: af_packet, clear_interface: {clear_interface}, " if clear_interface else
+             f"tun: ipsg{side}, tun_addrs: [{'10.1.0.1/32' if a else '10.2.0.1/32'}], ")
     cfg.write_text(f"""\
 gateway:
   shm: {{path: {shm}, sa_capacity: 64, policy_capacity: 64, ring_size: 64}}
   control_socket: {sock}
   log_level: {log_level}
-  fastpath: {{tun: ipsg{side}, tun_addrs: [{"10.1.0.1/32" if a else "10.2.0.1/32"}], engine: best{extra_fastpath}}}
+  fastpath: {{{clear}engine: best{extra_fastpath}}}
 connections:
   peer:
     local_addrs: [{local}]
@@ -110,7 +162,7 @@ connections:
         remote_ts: [{rts}]
         esp_proposals: [aes128gcm16]
         start_action: trap
-secrets:
+{peer6}secrets:
   ike-peer:
     id: [{lid}, {rid}]
     secret: "{PSK}"
@@ -162,7 +214,11 @@ def inet_checksum(data: bytes) -> int:
 
 
 def ping(dst: str, count: int, interval: float, size: int = 56, wait: float = 1.0) -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    # an IPv6 dst pings with ICMPv6 echo (128/129): the kernel fills in that checksum and strips the header
+    v6 = ":" in dst
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) if v6 else \
+        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    echo, reply = (128, 129) if v6 else (8, 0)
     ident = os.getpid() & 0xFFFF
     sent: dict[int, float] = {}
     got: dict[int, float] = {}
@@ -174,8 +230,8 @@ def ping(dst: str, count: int, interval: float, size: int = 56, wait: float = 1.
         now = time.monotonic()
         if seq < count and now >= next_send:
             payload = bytes(size)
-            hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-            pkt = struct.pack("!BBHHH", 8, 0, inet_checksum(hdr + payload), ident, seq) + payload
+            hdr = struct.pack("!BBHHH", echo, 0, 0, ident, seq)
+            pkt = struct.pack("!BBHHH", echo, 0, 0 if v6 else inet_checksum(hdr + payload), ident, seq) + payload
             s.sendto(pkt, (dst, 0))
             sent[seq] = now - start
             seq += 1
@@ -185,17 +241,17 @@ def ping(dst: str, count: int, interval: float, size: int = 56, wait: float = 1.
         r, _, _ = select.select([s], [], [], max(0.0, min(next_send, end) - now) if seq < count else end - now)
         if r:
             data = s.recv(65535)
-            ihl = (data[0] & 15) * 4
+            ihl = 0 if v6 else (data[0] & 15) * 4
             t, _, _, i, sq = struct.unpack_from("!BBHHH", data, ihl)
-            if t == 0 and i == ident:
+            if t == reply and i == ident:
                 got.setdefault(sq, time.monotonic() - start)
     print(json.dumps({"sent": sent, "got": sorted(got)}))
 
 
-def tcp_server(port: int) -> None:
-    ls = socket.socket()
+def tcp_server(port: int, bind: str = "0.0.0.0") -> None:
+    ls = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("0.0.0.0", port))
+    ls.bind((bind, port))
     ls.listen(1)
     print("listening", flush=True)
     c, _ = ls.accept()
@@ -230,7 +286,7 @@ if __name__ == "__main__":
     if cmd == "ping":
         ping(args[0], int(args[1]), float(args[2]), *(int(a) for a in args[3:4]))
     elif cmd == "tcp-server":
-        tcp_server(int(args[0]))
+        tcp_server(int(args[0]), *args[1:2])
     elif cmd == "tcp-client":
         tcp_client(args[0], int(args[1]), int(args[2]))
     else:

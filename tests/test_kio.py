@@ -166,3 +166,145 @@ def test_move_compacts_in_place() -> None:
     assert b.sa[:3].tolist() == [2, 3, 7]
     other = Batch(2, mtu=200)
     assert kb.move_to(10, np.full(16, 1, dtype=np.uint8), 1, kio.KBatch(other), 0) == 2   # bounded by capacity
+
+
+# -- outer IPv6 -------------------------------------------------------------------------------------
+
+A6, B6 = "2001:db8:6::1", "2001:db8:6::2"
+IPV6_TCLASS = 67
+
+
+def _v6_addrs() -> None:
+    for a in (A6, B6):      # nodad: usable at once, not "tentative" for a second
+        subprocess.run(["ip", "-n", NS, "addr", "replace", f"{a}/128", "dev", "lo", "nodad"], check=True)
+
+
+def test_recv_udp6_builds_ipv6_outer_headers_with_traffic_class() -> None:
+    from scapy.layers.inet6 import IPv6
+
+    _v6_addrs()
+
+    def body():
+        rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
+        rx.bind((A6, 14500))
+        tx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        tx.bind((B6, 14600))
+        tx.setsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS, 0xB9)     # DSCP 46, ECN ECT(1)
+        esp = [struct.pack("!II", 0x1000 + i, i + 1) + os.urandom(40 + i) for i in range(12)]
+        for i, p in enumerate(esp):
+            tx.sendto(p, (A6, 14500))
+            if i == 3:
+                tx.sendto(bytes(4) + b"IKE message", (A6, 14500))
+            if i == 7:
+                tx.sendto(b"\xff", (A6, 14500))
+        b = Batch(64, mtu=1500)
+        kb = kio.KBatch(b)
+        n, ike, probe = kb.recv_udp(rx.fileno(), socket.inet_pton(socket.AF_INET6, A6), 14500)
+        assert (n, ike, probe) == (12, 1, 0)
+        for i in range(n):
+            raw = b.packet(i)
+            p = IPv6(raw)
+            assert (p.src, p.dst, p.nh, p.tc, p.plen) == (B6, A6, 17, 0xB9, len(raw) - 40)
+            assert (p[UDP].sport, p[UDP].dport, p[UDP].len) == (14600, 14500, len(raw) - 40)
+            assert bytes(p[UDP].payload) == esp[i]
+    ns(body)
+
+
+def test_send_dual_stack_batch_and_recv_raw6() -> None:
+    """One batch of IPv4 and IPv6 packets, plain ESP and ESP-in-UDP: each leaves on the socket of its
+    family and kind, and raw IPv6 ESP comes back with its header rebuilt (addresses, traffic class)."""
+    from scapy.layers.inet6 import IPv6
+
+    from fastpath.io.sockets import esp_socket6, send_socket6
+
+    _v6_addrs()
+
+    def body():
+        esp4, esp6 = esp_socket(), esp_socket6()
+        udp4_rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp4_rx.bind(("192.0.2.2", 4500))
+        udp6_rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        udp6_rx.bind((B6, 4500))
+        for s in (udp4_rx, udp6_rx):
+            s.settimeout(2)
+        udp4_tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp4_tx.bind(("192.0.2.1", 4500))
+        udp6_tx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        udp6_tx.bind((A6, 4500))
+        raw4, raw6 = send_socket(), send_socket6()
+        b = Batch(64, mtu=1500)
+        kb = kio.KBatch(b)
+        plain4, plain6, enc4, enc6 = [], [], [], []
+        for i in range(40):
+            body_ = struct.pack("!II", 0x2000 + i, i + 1) + os.urandom(50 + i)
+            kind = i % 4
+            if kind == 0:
+                p = bytes(IP(src="192.0.2.1", dst="192.0.2.2", proto=50, id=i + 1) / body_)
+                plain4.append(p)
+            elif kind == 1:
+                p = bytes(IPv6(src=A6, dst=B6, nh=50, tc=0x2A, fl=0x12345, hlim=33) / body_)
+                plain6.append(p)
+            elif kind == 2:
+                p = udp_packet("192.0.2.1", "192.0.2.2", 4500, 4500, body_)
+                enc4.append(body_)
+            else:
+                p = bytes(IPv6(src=A6, dst=B6) / UDP(sport=4500, dport=4500) / body_)
+                enc6.append(body_)
+            b.append(p)
+        sel = np.zeros(64, dtype=np.uint8)
+        for send in (kb.send, kb.send_gso):
+            sent, failed = send(raw4.fileno(), 40, sel, 0, udp_fd=udp4_tx.fileno(), udp_port=4500,
+                                raw6_fd=raw6.fileno(), udp6_fd=udp6_tx.fileno())
+            assert (sent, failed) == (40, 0)
+            assert [udp4_rx.recv(2000) for _ in enc4] == enc4
+            assert [udp6_rx.recv(2000) for _ in enc6] == enc6
+            rb = Batch(64, mtu=1500)
+            rk = kio.KBatch(rb)
+            assert rk.recv_raw4(esp4.fileno()) == len(plain4)
+            assert [IP(rb.packet(i)).id for i in range(len(plain4))] == [IP(p).id for p in plain4]
+            m = rk.recv_raw6(esp6.fileno(), start=len(plain4))
+            assert m == len(plain6)
+            for i in range(m):
+                got, want = rb.packet(len(plain4) + i), IPv6(plain6[i])
+                g = IPv6(got)
+                assert (g.src, g.dst, g.nh, g.tc, g.plen) == (A6, B6, 50, 0x2A, len(got) - 40)
+                assert bytes(g.payload) == bytes(want.payload)
+        # without an IPv6 socket IPv6 packets are counted as failed, IPv4 ones still leave
+        sent, failed = kb.send(raw4.fileno(), 40, sel, 0)
+        assert (sent, failed) == (20, 20)
+    ns(body)
+
+
+def test_udp6_segment_send_and_gro_receive() -> None:
+    from scapy.layers.inet6 import IPv6
+
+    _v6_addrs()
+    SOL_UDP, UDP_GRO = 17, 104
+
+    def body():
+        rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        rx.bind((B6, 4500))
+        rx.setsockopt(SOL_UDP, UDP_GRO, 1)
+        rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
+        rx.setblocking(False)
+        tx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        tx.bind((A6, 4500))
+        b = Batch(64, mtu=1500)
+        kb = kio.KBatch(b)
+        esp = [struct.pack("!II", 0x3000, i + 1) + os.urandom(992) for i in range(12)]
+        esp.append(struct.pack("!II", 0x3000, 13) + os.urandom(100))
+        for p in esp:
+            b.append(bytes(IPv6(src=A6, dst=B6) / UDP(sport=4500, dport=4500) / p))
+        sel = np.zeros(64, dtype=np.uint8)
+        assert kb.send_gso(-1, len(esp), sel, 0, udp6_fd=tx.fileno(), udp_port=4500) == (len(esp), 0)
+        out = Batch(64, mtu=1500)
+        ko = kio.KBatch(out)
+        n, ike, probe, dropped = ko.recv_udp_gro(rx.fileno(), socket.inet_pton(socket.AF_INET6, B6), 4500,
+                                                 kio.new_gro_scratch())
+        assert (n, ike, probe, dropped) == (len(esp), 0, 0, 0)
+        for i in range(n):
+            p = IPv6(out.packet(i))
+            assert (p.src, p.dst, p[UDP].sport, p[UDP].dport) == (A6, B6, 4500, 4500)
+            assert bytes(p[UDP].payload) == esp[i] and p.plen == len(esp[i]) + 8
+    ns(body)

@@ -28,11 +28,13 @@ V_NO_POLICY = K["KIO_V_NO_POLICY"]
 V_MALFORMED = K["KIO_V_MALFORMED"]
 V_TOO_BIG = K["KIO_V_TOO_BIG"]
 V_DROPPED = K["KIO_V_DROPPED"]
+V_FRAGMENTED = K["KIO_V_FRAGMENTED"]
 V_MAX = K["KIO_V_MAX"]
 NO_SA = K["KIO_NO_SA"]
 VERDICT_NAMES = {V_PROTECT: "protect", V_BYPASS: "bypass", V_DISCARD: "discard", V_ACQUIRE: "acquire",
                  V_ICMP: "icmp-too-big", V_NO_POLICY: "no-policy", V_MALFORMED: "malformed",
-                 V_TOO_BIG: "too-big", V_DROPPED: "engine-drop"}
+                 V_TOO_BIG: "too-big", V_DROPPED: "engine-drop",
+                 V_FRAGMENTED: "fragmented"}
 
 
 VNET_HDR_LEN = K["KIO_VNET_HDR_LEN"]
@@ -69,6 +71,7 @@ class KBatch:
         self.c = c
         self._u64 = ffi.new("uint64_t[2]")
         self._u4 = ffi.new("uint64_t[4]")
+        self._o = ffi.new("struct kio_out *")
 
     def tun_read(self, fd: int, start: int = 0, limit: int | None = None) -> int:
         n = lib.kio_tun_read(fd, self.c, start, self.batch.capacity if limit is None else limit)
@@ -90,17 +93,49 @@ class KBatch:
             raise OSError(-n, "UDP receive failed")
         return n, int(u[0]), int(u[1])
 
+    def recv_udp6(self, fd: int, local_addr: bytes, local_port: int, start: int = 0,
+                  limit: int | None = None) -> tuple[int, int, int]:
+        """recv_udp4 on an AF_INET6 socket (16-byte local_addr; IPv6 + UDP header in front)."""
+        u = self._u64
+        u[0] = u[1] = 0
+        n = lib.kio_recv_udp6(fd, self.c, start, self.batch.capacity if limit is None else limit, local_addr,
+                              local_port, u, u + 1)
+        if n < 0:
+            raise OSError(-n, "UDP receive failed")
+        return n, int(u[0]), int(u[1])
+
+    def recv_udp(self, fd: int, local_addr: bytes, local_port: int, start: int = 0,
+                 limit: int | None = None) -> tuple[int, int, int]:
+        """recv_udp4 or recv_udp6, by the length of local_addr (4 or 16 bytes)."""
+        f = self.recv_udp6 if len(local_addr) == 16 else self.recv_udp4
+        return f(fd, local_addr, local_port, start, limit)
+
     def recv_raw4(self, fd: int, start: int = 0, limit: int | None = None) -> int:
         n = lib.kio_recv_raw4(fd, self.c, start, self.batch.capacity if limit is None else limit)
         if n < 0:
             raise OSError(-n, "raw receive failed")
         return n
 
-    def send(self, raw_fd: int, n: int, sel: Any, want: int, udp_fd: int = -1, udp_port: int = 4500) -> tuple[int, int]:
-        """(packets sent, packets the kernel refused)."""
+    def recv_raw6(self, fd: int, start: int = 0, limit: int | None = None) -> int:
+        """Raw AF_INET6 protocol-50 socket (sockets.esp_socket6): each packet gets its IPv6 header back."""
+        n = lib.kio_recv_raw6(fd, self.c, start, self.batch.capacity if limit is None else limit)
+        if n < 0:
+            raise OSError(-n, "raw receive failed")
+        return n
+
+    def _out(self, raw_fd: int, udp_fd: int, udp_port: int, raw6_fd: int, udp6_fd: int, gso: bool) -> Any:
+        o = self._o
+        o.raw4, o.udp4, o.raw6, o.udp6, o.udp_port, o.gso = raw_fd, udp_fd, raw6_fd, udp6_fd, udp_port, gso
+        return o
+
+    def send(self, raw_fd: int, n: int, sel: Any, want: int, udp_fd: int = -1, udp_port: int = 4500, *,
+             raw6_fd: int = -1, udp6_fd: int = -1) -> tuple[int, int]:
+        """(packets sent, packets the kernel refused or with no socket of their family).  IPv4 packets go
+        to raw_fd/udp_fd, IPv6 ones to raw6_fd/udp6_fd (ESP-in-UDP on the UDP socket, the rest whole)."""
         u = self._u64
         u[0] = 0
-        sent = lib.kio_send(raw_fd, udp_fd, udp_port, self.c, n, ffi.from_buffer(sel), want, u)
+        sent = lib.kio_send_out(self._out(raw_fd, udp_fd, udp_port, raw6_fd, udp6_fd, False), self.c, n,
+                                ffi.from_buffer(sel), want, u)
         return sent, int(u[0])
 
     # -- offloads (cdefs/kio_gso.c) ----------------------------------------------------------------
@@ -118,11 +153,12 @@ class KBatch:
         return lib.kio_tun_write_vnet(fd, self.c, n, ffi.from_buffer(sel), want, tx)
 
     def send_gso(self, raw_fd: int, n: int, sel: Any, want: int, udp_fd: int = -1,
-                 udp_port: int = 4500) -> tuple[int, int]:
-        """Like send, with UDP_SEGMENT runs on udp_fd."""
+                 udp_port: int = 4500, *, raw6_fd: int = -1, udp6_fd: int = -1) -> tuple[int, int]:
+        """Like send, with UDP_SEGMENT runs on udp_fd and udp6_fd."""
         u = self._u64
         u[0] = 0
-        sent = lib.kio_send_gso(raw_fd, udp_fd, udp_port, self.c, n, ffi.from_buffer(sel), want, u)
+        sent = lib.kio_send_out(self._out(raw_fd, udp_fd, udp_port, raw6_fd, udp6_fd, True), self.c, n,
+                                ffi.from_buffer(sel), want, u)
         return sent, int(u[0])
 
     def recv_udp4_gro(self, fd: int, local_addr: bytes, local_port: int, scratch: Any, start: int = 0,
@@ -135,6 +171,23 @@ class KBatch:
         if n < 0:
             raise OSError(-n, "UDP receive failed")
         return n, int(u[0]), int(u[1]), int(u[2])
+
+    def recv_udp6_gro(self, fd: int, local_addr: bytes, local_port: int, scratch: Any, start: int = 0,
+                      limit: int | None = None) -> tuple[int, int, int, int]:
+        """recv_udp4_gro on an AF_INET6 socket."""
+        u = self._u4
+        u[0] = u[1] = u[2] = 0
+        n = lib.kio_recv_udp6_gro(fd, self.c, start, self.batch.capacity if limit is None else limit,
+                                  local_addr, local_port, u, u + 1, u + 2, scratch, ffi.sizeof(scratch) // GSO_MAX)
+        if n < 0:
+            raise OSError(-n, "UDP receive failed")
+        return n, int(u[0]), int(u[1]), int(u[2])
+
+    def recv_udp_gro(self, fd: int, local_addr: bytes, local_port: int, scratch: Any, start: int = 0,
+                     limit: int | None = None) -> tuple[int, int, int, int]:
+        """recv_udp4_gro or recv_udp6_gro, by the length of local_addr (4 or 16 bytes)."""
+        f = self.recv_udp6_gro if len(local_addr) == 16 else self.recv_udp4_gro
+        return f(fd, local_addr, local_port, scratch, start, limit)
 
     def move_to(self, n: int, sel: Any, want: int, dst: KBatch, dst_start: int = 0) -> int:
         return lib.kio_move(self.c, n, ffi.from_buffer(sel), want, dst.c, dst_start)

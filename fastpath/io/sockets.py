@@ -13,9 +13,16 @@
   its hash, so nothing is lost while control restarts but IKE may land here (counted, dropped; the peer
   retransmits).
 - **Raw IP protocol 50** for plain ESP: the kernel has no ESP of its own here, so a raw socket receives
-  ESP packets whole (IPv4 header included) and nothing else consumes them.
+  ESP packets whole (IPv4 header included) and nothing else consumes them.  An AF_INET6 raw socket
+  delivers the ESP packet without its IPv6 header, so it asks for the destination (IPV6_PKTINFO) and
+  the traffic class (IPV6_TCLASS) of each packet, and kio_recv_raw6 rebuilds the header from them.
 - **IPPROTO_RAW** for sending whole IPv4 packets the engine built (outer header included, so DSCP,
-  ECN, DF and the IP ID are the engine's), and for bypass traffic.
+  ECN, DF and the IP ID are the engine's), and for bypass traffic; its AF_INET6 twin (IPV6_HDRINCL)
+  does the same for IPv6 packets (traffic class, flow label and hop limit are the engine's).
+
+Every socket here exists in both families: NattSocket takes the family of its address, and the UDP
+4500 reuseport group, its steering program and the probe work the same way over IPv6 (a reuseport
+program sees the UDP payload in both).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ UDP_GRO = 104
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 IPPROTO_ESP = 50
+IPV6_HDRINCL = 36       # linux/in6.h; an AF_INET6 IPPROTO_RAW socket has it on already
 PROBE_MAGIC = b"IPSGPROB"
 PROBE_EVERY = 5.0       # seconds between routine probes
 PROBE_WAIT = 0.2        # a probe not seen by then went to the other socket
@@ -65,14 +73,23 @@ def _tune(sock: socket.socket) -> None:
             sock.setsockopt(socket.SOL_SOCKET, fallback, SOCK_BUF)
 
 
+def family_of(ip: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
 class NattSocket:
-    """The fastpath's member of the UDP 4500 reuseport group on one local IPv4 address."""
+    """The fastpath's member of the UDP 4500 reuseport group on one local IPv4 or IPv6 address."""
 
     def __init__(self, local_ip: str, port: int, gro: bool = False):
         self.local_ip, self.port = local_ip, port
-        self.local_packed = socket.inet_aton(local_ip)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.family = family_of(local_ip)
+        self.v6 = self.family == socket.AF_INET6
+        self.local_packed = socket.inet_pton(self.family, local_ip)
+        self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if self.v6:
+            # the traffic class (ECN) of each datagram goes into the rebuilt outer header (RFC 6040)
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
         _tune(self.sock)
         try:
             self.sock.bind((local_ip, port))
@@ -92,7 +109,7 @@ class NattSocket:
                 pass
         self.index = 1                      # a guess until the first probe answers
         self._attach()
-        self._probe_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._probe_sock = socket.socket(self.family, socket.SOCK_DGRAM)
         self._nonce = 0
         self._probe_at: float | None = None
         self.next_probe = 0.0
@@ -155,8 +172,53 @@ def esp_socket() -> socket.socket:
     return s
 
 
+def esp_socket6() -> socket.socket:
+    """Raw IPv6 socket receiving every ESP packet; the kernel strips the IPv6 header, so each packet's
+    destination and traffic class come along as control messages for kio_recv_raw6."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_ESP)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
+    _tune(s)
+    s.setblocking(False)
+    return s
+
+
 def send_socket() -> socket.socket:
     """IPPROTO_RAW: sends whole IPv4 packets, header included (blocking: a full queue holds the batch back)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     _tune(s)
     return s
+
+
+def send_socket6() -> socket.socket:
+    """AF_INET6 IPPROTO_RAW: sends whole IPv6 packets, header included (Linux sets IPV6_HDRINCL for
+    IPPROTO_RAW; set here too so the intent is explicit).  Blocking, as send_socket."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    try:
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_HDRINCL, 1)
+    except OSError:
+        pass                     # kernels before 4.5 lack the option, not the behaviour
+    _tune(s)
+    return s
+
+
+def ipv6_sockets(receive_esp: bool) -> tuple[socket.socket | None, socket.socket | None]:
+    """(raw ESP receive socket, IPPROTO_RAW send socket) for IPv6, each None where it is not wanted or
+    cannot be opened (a kernel with IPv6 off).  The send socket is opened even without IPv6 outer
+    addresses: bypass traffic from the TUN may be IPv6."""
+    esp = esp_socket6() if receive_esp else None
+    try:
+        raw = send_socket6()
+    except OSError:
+        if esp is not None:
+            esp.close()
+            raise
+        raw = None
+    return esp, raw
+
+
+def single_fd(socks: list[NattSocket], v6: bool) -> int:
+    """The NAT-T socket kio_send* may use for one family: the only one of that family, else -1 (with
+    several local addresses ESP-in-UDP leaves whole on the raw socket, from the engine's source)."""
+    fam = [s for s in socks if s.v6 == v6]
+    return fam[0].fileno() if len(fam) == 1 else -1
