@@ -25,7 +25,8 @@ ffibuilder = FFI()
 # esp.h comes first: the loop (dpdk_loop.h) runs our ESP core, compiled into this module
 # (esp_core.c on intel-ipsec-mb, the same sources as fastpath._esp_ipsecmb), and Python
 # installs SAs into it through esp.h's API.
-ffibuilder.cdef(cdef_text("esp.h") + "\n" + cdef_text("dpdk.h") + "\n" + cdef_text("dpdk_loop.h"))
+ffibuilder.cdef(cdef_text("esp.h") + "\n" + cdef_text("dpdk.h") + "\n" + cdef_text("dpdk_loop.h")
+                + "\n" + cdef_text("crypto_cryptodev.h"))  # per-SA cryptodev / CPU-crypto sessions
 
 _libdpdk, WHY_NOT = pkg_flags("libdpdk", ["rte_eal"], " (Debian: libdpdk-dev)")
 
@@ -34,9 +35,12 @@ _libdpdk, WHY_NOT = pkg_flags("libdpdk", ["rte_eal"], " (Debian: libdpdk-dev)")
 # headers are compiled against them.
 set_source(ffibuilder, MODULE,
            "#include <rte_eal.h>\n#include <rte_cryptodev.h>\n#include <rte_ethdev.h>\n"
-           "#include <rte_version.h>\n#include \"dpdk.h\"\n#include \"dpdk_loop.h\"\n",
-           direct=__name__ == "__main__", sources=["dpdk_glue.c", "dpdk_loop.c", "esp_core.c", "crypto_ipsecmb.c"],
-           depends=["dpdk.h", "dpdk_loop.h", "esp.h", "esp_core.h"], lib=_libdpdk, libraries=["IPSec_MB"],
+           "#include <rte_version.h>\n#include \"dpdk.h\"\n#include \"dpdk_loop.h\"\n"
+           "#include \"crypto_cryptodev.h\"\n",
+           direct=__name__ == "__main__", sources=["dpdk_glue.c", "dpdk_loop.c", "esp_core.c", "crypto_ipsecmb.c",
+                                                    "crypto_cryptodev.c", "dpdk_gw.c"],
+           depends=["dpdk.h", "dpdk_loop.h", "esp.h", "esp_core.h", "crypto_cryptodev.h", "shm.h"],
+           lib=_libdpdk, libraries=["IPSec_MB"],
            cflags=["-O3", "-Wall", "-Wno-unused-function", "-DALLOW_EXPERIMENTAL_API"])
 
 if __name__ == "__main__":

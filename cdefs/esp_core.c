@@ -7,7 +7,8 @@
  * A batch runs in rounds of up to IPSG_JOBS packets, each in three phases:
  *  (a) prepare every packet (parse, SA checks, headers, padding) and fill a
  *      crypto job for it;
- *  (b) the back end runs all jobs of the round in one call;
+ *  (b) the back end runs all jobs of the round in one call (one call per back end
+ *      when SAs of the round use different ones, see run_jobs);
  *  (c) finish every packet in order.
  * Outbound commits SA state (sequence number, IPv4 ID, counters) in (a): the
  * crypto of a well-formed packet cannot fail for a reason of the packet.
@@ -58,6 +59,7 @@ struct sa {
     uint8_t block;
     uint8_t salt[4];
     uint16_t ip_id;          /* outer IPv4 ID counter */
+    uint8_t alt;             /* crypto on the engine's alternative back end (esp_core.h) */
     uint32_t hnext;          /* next index in the SPI hash chain */
     struct ipsg_sa_params p; /* key fields zeroed once the back end has its copy */
     struct ipsg_sa_stats st;
@@ -99,10 +101,13 @@ struct ipsg_engine {
     uint32_t *heads;
     struct sa *sas;
     void *be;
+    const struct ipsg_alt_ops *alt_ops; /* per-SA second back end, or NULL */
+    void *alt_be;
     uint64_t round;
     uint64_t drops[IPSG_ST_MAX];
     struct ipsg_job jobs[IPSG_JOBS];
     struct pkt_ctx ctx[IPSG_JOBS];
+    struct ipsg_job alt_tmp[IPSG_JOBS]; /* a mixed round's alternative jobs while they are sorted */
     uint32_t rnd_pos;
     uint8_t rnd[RAND_POOL];  /* CBC IVs, drawn in bulk */
 };
@@ -252,7 +257,10 @@ static void sa_clear(struct ipsg_engine *e, uint32_t index)
         return;
     if (s->p.direction == IPSG_DIR_IN)
         hash_unlink(e, index);
-    crypto_sa_free(s->cs); /* zeroes the expanded keys */
+    if (s->alt)
+        e->alt_ops->sa_free(s->cs);
+    else
+        crypto_sa_free(s->cs); /* zeroes the expanded keys */
     crypto_cleanse(s, sizeof(*s));
 }
 
@@ -269,6 +277,8 @@ void ipsg_engine_free(struct ipsg_engine *e)
     free(e->heads);
     if (e->be != NULL)
         crypto_engine_free(e->be);
+    if (e->alt_be != NULL)
+        e->alt_ops->be_free(e->alt_be);
     crypto_cleanse(e, sizeof(*e)); /* jobs hold nonces, the pool unused IVs */
     free(e);
 }
@@ -330,7 +340,8 @@ static const char *check_params(const struct ipsg_sa_params *p)
     return NULL;
 }
 
-int ipsg_sa_add(struct ipsg_engine *e, uint32_t index, const struct ipsg_sa_params *p, char *err, size_t errlen)
+static int sa_add(struct ipsg_engine *e, uint32_t index, const struct ipsg_sa_params *p, const void *alt_arg,
+                  int alt, char *err, size_t errlen)
 {
     struct sa *s;
     const char *why = NULL;
@@ -341,15 +352,18 @@ int ipsg_sa_add(struct ipsg_engine *e, uint32_t index, const struct ipsg_sa_para
         return fail(err, errlen, "no engine or parameters");
     if (index >= e->capacity)
         return fail(err, errlen, "SA index out of range");
+    if (alt && e->alt_ops == NULL)
+        return fail(err, errlen, "engine has no alternative back end");
     if ((why = check_params(p)) != NULL)
         return fail(err, errlen, why);
-    cs = crypto_sa_new(e->be, p, &why);
+    cs = alt ? e->alt_ops->sa_new(e->alt_be, p, alt_arg, &why) : crypto_sa_new(e->be, p, &why);
     if (cs == NULL)
         return fail(err, errlen, why ? why : "crypto setup failed");
 
     sa_clear(e, index); /* replacing an SA: drop the old session first */
     s = &e->sas[index];
     memset(s, 0, sizeof(*s));
+    s->alt = (uint8_t)alt;
     s->p = *p;
     crypto_cleanse(s->p.enc_key, sizeof(s->p.enc_key));
     crypto_cleanse(s->p.integ_key, sizeof(s->p.integ_key));
@@ -377,6 +391,35 @@ int ipsg_sa_add(struct ipsg_engine *e, uint32_t index, const struct ipsg_sa_para
         e->heads[h] = index;
     }
     return 0;
+}
+
+int ipsg_sa_add(struct ipsg_engine *e, uint32_t index, const struct ipsg_sa_params *p, char *err, size_t errlen)
+{
+    return sa_add(e, index, p, NULL, 0, err, errlen);
+}
+
+int ipsg_sa_add_alt(struct ipsg_engine *e, uint32_t index, const struct ipsg_sa_params *p, const void *arg,
+                    char *err, size_t errlen)
+{
+    return sa_add(e, index, p, arg, 1, err, errlen);
+}
+
+int ipsg_engine_set_alt(struct ipsg_engine *e, const struct ipsg_alt_ops *ops, void *be)
+{
+    if (e == NULL || ops == NULL || be == NULL || e->alt_ops != NULL)
+        return -1;
+    e->alt_ops = ops;
+    e->alt_be = be;
+    return 0;
+}
+
+void *ipsg_engine_alt(struct ipsg_engine *e) { return e != NULL ? e->alt_be : NULL; }
+
+int ipsg_sa_is_alt(struct ipsg_engine *e, uint32_t index)
+{
+    if (e == NULL || index >= e->capacity || !e->sas[index].used)
+        return -1;
+    return e->sas[index].alt;
 }
 
 int ipsg_sa_del(struct ipsg_engine *e, uint32_t index)
@@ -481,6 +524,7 @@ static inline void job_common(struct ipsg_job *j, const struct sa *s, uint8_t *e
     j->esn = p->esn;
     j->icv_len = s->icv_len;
     j->iv_len = s->iv_len;
+    j->alt = s->alt;
     j->st = IPSG_ST_INTERNAL;
     wr32(j->seq_hi, (uint32_t)(seq >> 32));
     if (is_aead(p->enc)) {
@@ -488,6 +532,38 @@ static inline void job_common(struct ipsg_job *j, const struct sa *s, uint8_t *e
         memcpy(j->nonce + 4, esp + ESP_HDR, 8);
         fill_aad(j, p->spi, seq, p->esn);
     }
+}
+
+/* Phase (b).  A round whose SAs all use one back end goes to it whole; a mixed round
+ * is sorted (module's jobs first, order kept) and the packets' job indexes follow. */
+static void run_jobs(struct ipsg_engine *e, uint32_t n_ctx, uint32_t nj, uint32_t na, int dir)
+{
+    uint32_t perm[IPSG_JOBS], k = 0, a = 0, i;
+    if (likely(na == 0)) {
+        crypto_run(e->be, e->jobs, nj, dir);
+        return;
+    }
+    if (na == nj) {
+        e->alt_ops->run(e->alt_be, e->jobs, nj, dir);
+        return;
+    }
+    for (i = 0; i < nj; i++) {
+        if (e->jobs[i].alt) {
+            perm[i] = nj - na + a;
+            e->alt_tmp[a++] = e->jobs[i];
+        } else {
+            perm[i] = k;
+            if (k != i)
+                e->jobs[k] = e->jobs[i];
+            k++;
+        }
+    }
+    memcpy(&e->jobs[k], e->alt_tmp, a * sizeof(e->alt_tmp[0]));
+    for (i = 0; i < n_ctx; i++)
+        if (e->ctx[i].job != NO_JOB)
+            e->ctx[i].job = perm[e->ctx[i].job];
+    crypto_run(e->be, e->jobs, k, dir);
+    e->alt_ops->run(e->alt_be, e->jobs + k, a, dir);
 }
 
 /* --------------------------------------------------------------- outbound */
@@ -676,7 +752,7 @@ void ipsg_esp_outbound(struct ipsg_engine *e, struct ipsg_batch *b)
     if (!batch_usable(e, b))
         return;
     for (i0 = 0; i0 < b->n; i0 += n) {
-        uint32_t nj = 0;
+        uint32_t nj = 0, na = 0;
         n = b->n - i0 < IPSG_JOBS ? b->n - i0 : IPSG_JOBS;
         /* (a) */
         for (i = 0; i < n; i++) {
@@ -696,12 +772,14 @@ void ipsg_esp_outbound(struct ipsg_engine *e, struct ipsg_batch *b)
             }
             c->len = b->len[pi];
             c->st = out_prepare(e, s, b->buf + (uint64_t)pi * b->slot_size, b->slot_size, c, &e->jobs[nj]);
-            if (c->st == IPSG_ST_OK)
+            if (c->st == IPSG_ST_OK) {
+                na += s->alt;
                 c->job = nj++;
+            }
         }
         /* (b) */
         if (nj)
-            crypto_run(e->be, e->jobs, nj, IPSG_DIR_OUT);
+            run_jobs(e, n, nj, na, IPSG_DIR_OUT);
         /* (c) */
         for (i = 0; i < n; i++) {
             struct pkt_ctx *c = &e->ctx[i];
@@ -1108,7 +1186,7 @@ void ipsg_esp_inbound(struct ipsg_engine *e, struct ipsg_batch *b)
     if (!batch_usable(e, b))
         return;
     for (i0 = 0; i0 < b->n; i0 += n) {
-        uint32_t nj = 0, limit = b->n - i0 < IPSG_JOBS ? b->n - i0 : IPSG_JOBS;
+        uint32_t nj = 0, na = 0, limit = b->n - i0 < IPSG_JOBS ? b->n - i0 : IPSG_JOBS;
         e->round++;
         /* (a): stops early where a packet depends on the outcome of pending ones */
         for (n = 0; n < limit; n++) {
@@ -1125,12 +1203,14 @@ void ipsg_esp_inbound(struct ipsg_engine *e, struct ipsg_batch *b)
             c->st = in_prepare(e, b->buf + (uint64_t)pi * b->slot_size, c, &e->jobs[nj]);
             if (c->st == CUT_ROUND)
                 break;
-            if (c->st == IPSG_ST_OK)
+            if (c->st == IPSG_ST_OK) {
+                na += c->s->alt;
                 c->job = nj++;
+            }
         }
         /* (b) */
         if (nj)
-            crypto_run(e->be, e->jobs, nj, IPSG_DIR_IN);
+            run_jobs(e, n, nj, na, IPSG_DIR_IN);
         /* (c): every check of a packet in the order a lone packet meets them, against
          * the state its predecessors left */
         for (i = 0; i < n; i++) {

@@ -25,7 +25,7 @@ struct ipsg_job {
     uint8_t iv_len;         /* 0, 8 or 16; the IV sits at esp + 8 */
     uint8_t aad_len;        /* AEAD AAD: 8, or 12 with ESN */
     uint8_t st;             /* set by the back end: IPSG_ST_OK, _AUTH_FAILED or _INTERNAL */
-    uint8_t pad_;
+    uint8_t alt;            /* 1: the SA runs on the engine's alternative back end (ipsg_engine_set_alt) */
     uint8_t aad[12];        /* SPI || [seq_hi ||] seq_lo */
     uint8_t nonce[12];      /* AEAD: 4-byte salt || 8-byte IV */
     uint8_t seq_hi[4];      /* ESN high half, appended to the HMAC input (never sent) */
@@ -54,6 +54,25 @@ int crypto_aead_run(int seal, uint8_t enc, const uint8_t *key, uint32_t key_len,
 int crypto_random(uint8_t *out, size_t n);
 /* Secure zeroing that the compiler may not drop. */
 void crypto_cleanse(void *p, size_t n);
+
+/* A second back end chosen per SA (the DPDK module's cryptodev sessions), beside the
+ * module's own.  Reached through pointers so that modules without it (the software
+ * engines) link and run exactly as before: their SAs never set alt. */
+struct ipsg_alt_ops {
+    /* Per-SA state for p; arg says where to run it (back-end specific).  NULL with *why set. */
+    void *(*sa_new)(void *be, const struct ipsg_sa_params *p, const void *arg, const char **why);
+    void (*sa_free)(void *cs);                     /* frees the session, zeroing its keys */
+    void (*run)(void *be, struct ipsg_job *jobs, uint32_t n, int dir); /* as crypto_run */
+    void (*be_free)(void *be);                     /* after every SA on it is gone */
+};
+/* The engine takes be (freed with ops->be_free in ipsg_engine_free); 0, or -1 if one is set. */
+int ipsg_engine_set_alt(struct ipsg_engine *e, const struct ipsg_alt_ops *ops, void *be);
+void *ipsg_engine_alt(struct ipsg_engine *e);
+/* ipsg_sa_add with the crypto session made by the alternative back end (ops->sa_new(be, p, arg)). */
+int ipsg_sa_add_alt(struct ipsg_engine *e, uint32_t index, const struct ipsg_sa_params *p, const void *arg,
+                    char *err, size_t errlen);
+/* 1 when the SA at index runs on the alternative back end, 0 when on the module's own, -1 if none. */
+int ipsg_sa_is_alt(struct ipsg_engine *e, uint32_t index);
 
 /* Constant-time comparison: 0 when equal. */
 static inline int ipsg_ct_diff(const uint8_t *a, const uint8_t *b, size_t n)

@@ -4,7 +4,9 @@ ESP the loop sends decrypts with the pure-Python reference engine and with
 scapy; ESP the reference engine makes goes through the loop back to the
 plaintext; replayed and forged packets are dropped exactly as the software
 engine drops them.  Each loop runs in a child process (EAL starts once per
-process).
+process).  The gateway worker (cdefs/dpdk_gw.c: SPD lookup in the region,
+ACQUIRE, both directions on two ports) runs here on two net_pcap ports
+against a region control wrote; tests/test_dpdk_gateway.py runs it end to end.
 """
 
 from __future__ import annotations
@@ -197,3 +199,105 @@ def test_loop_non_ip_frames_are_counted_and_dropped(tmp_path):
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["not_ip"] == 1 and res["tx"] == 1
     assert len(read_ip(tx)) == 1
+
+
+# -- the gateway worker (cdefs/dpdk_gw.c) on net_pcap, with a real region --------------------------------
+
+PCAP_MAC = ["02:70:63:61:70:00", "02:70:63:61:70:01"]   # DPDK 22.11's net_pcap: "pcap" + port (checked below)
+HOST_A, PEER, ROUTER = "02:00:00:00:0a:02", "02:00:00:00:0b:02", "02:00:00:00:0c:01"
+
+
+def test_gateway_worker_spd_verdicts_esp_and_counters(tmp_path):
+    """Every verdict of the worker, against a region control wrote: PROTECT (ESP that the reference engine
+    decrypts back to the packet without its Ethernet padding), BYPASS, DISCARD, no policy, ACQUIRE (event
+    posted, packet held), ICMP fragmentation-needed for a DF packet too big for the tunnel, frames left to
+    the kernel; inbound ESP decrypted to the clear port (and counted, not sent, when it is for the gateway
+    itself); an unknown SPI dropped; Ethernet rewritten from
+    the neighbour table; the outbound sequence reservation written to the region."""
+    from control.shm import BYPASS, DISCARD, PROTECT, ControlRegion, Policy
+    from fastpath.shm import Capacities
+
+    out_sa = make_sa("aes-gcm-128", None, seq=1)
+    in_sa = SA(spi=0x7007, src=ipaddress.ip_address("192.0.2.2"), dst=ipaddress.ip_address("192.0.2.1"),
+               enc="aes-gcm-128", enc_key=bytes(range(20)))
+    ctl = ControlRegion.create(tmp_path / "r.shm", Capacities(n_sa=16, n_spd=16, cmd_ring=64, evt_ring=64))
+    try:
+        so = ctl.install_sa(out_sa, "out").slot
+        ctl.install_sa(in_sa, "in")
+        ctl.add_policy(Policy(src="10.1.0.0/24", dst="10.2.0.0/24", action=PROTECT), (so,), commit=False)
+        ctl.add_policy(Policy(src="10.1.0.0/24", dst="10.9.0.0/24", action=BYPASS), commit=False)
+        ctl.add_policy(Policy(src="10.1.0.0/24", dst="10.8.0.0/24", action=DISCARD), commit=False)
+        ctl.add_policy(Policy(src="10.1.0.0/24", dst="10.6.0.0/24", action=PROTECT), commit=False)   # ACQUIRE
+        ctl.commit_policies()
+
+        def clear(dst: str, size: int = 40, df: bool = False, mac: str = PCAP_MAC[0]):
+            return Ether(src=HOST_A, dst=mac) / IP(src="10.1.0.2", dst=dst, flags="DF" if df else 0) / \
+                UDP(sport=1000, dport=2000) / Raw(b"x" * size)
+
+        small = Ether(src=HOST_A, dst=PCAP_MAC[0]) / IP(src="10.1.0.2", dst="10.2.0.2") / UDP(sport=7, dport=7)
+        clear_in = [clear("10.2.0.2"), clear("10.9.0.5"), clear("10.8.0.5"), clear("10.7.0.5"), clear("10.6.0.5"),
+                    clear("10.2.0.2", mac="02:00:00:00:00:99"), Ether(src=HOST_A, dst="ff:ff:ff:ff:ff:ff", type=0x0806)
+                    / Raw(b"\0" * 28), clear("10.1.0.1"), clear("10.2.0.2", size=1472, df=True),
+                    Ether(bytes(small) + b"\0" * (60 - len(small)))]   # Ethernet padding after the IP packet
+        sw = create("reference", capacity=1)
+        sw.add_sa(0, in_sa, "out")
+        inner = bytes(IP(src="10.2.0.2", dst="10.1.0.2") / UDP(sport=2000, dport=1000) / Raw(b"reply"))
+        to_gw = bytes(IP(src="10.2.0.2", dst="10.1.0.1") / UDP(sport=2000, dport=1000) / Raw(b"for the gateway"))
+        b = Batch(capacity=3)
+        b.extend([inner, inner, to_gw])
+        sw.outbound(b)
+        esp_in, bad, esp_gw = list(b)
+        bad = bad[:20] + b"\x00\x00\x66\x66" + bad[24:]
+        eth = Ether(src=PEER, dst=PCAP_MAC[1], type=0x0800)
+        prot_in = [eth / Raw(esp_in), eth / Raw(bad),
+                   Ether(src=PEER, dst=PCAP_MAC[1]) / IP(src="192.0.2.2", dst="192.0.2.1") / UDP(sport=500, dport=500)
+                   / Raw(b"ike"),
+                   eth / Raw(esp_in[:16] + bytes([192, 0, 2, 77]) + esp_in[20:]), eth / Raw(esp_gw)]
+        files = {k: tmp_path / f"{k}.pcap" for k in ("cin", "cout", "pin", "pout")}
+        wrpcap(str(files["cin"]), clear_in)
+        wrpcap(str(files["pin"]), prot_in)
+        job = {"region": str(tmp_path / "r.shm"), "clear": "net_pcap0", "protected": "net_pcap1",
+               "vdevs": [f"net_pcap0,rx_pcap={files['cin']},tx_pcap={files['cout']}",
+                         f"net_pcap1,rx_pcap={files['pin']},tx_pcap={files['pout']}"],
+               "local": ["10.1.0.1", "192.0.2.1"], "icmp_src4": "10.1.0.1",
+               "neighbours": {"10.1.0.2": HOST_A, "192.0.2.2": PEER, "10.9.0.5": ROUTER}, "seconds": 0.5}
+        r = subprocess.run([sys.executable, "-m", "fastpath.dpdk.gw_job"], input=json.dumps(job), capture_output=True,
+                           text=True, timeout=120, cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-3000:]
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        assert list(res["macs"].values()) == PCAP_MAC
+        st = res["stats"]
+        assert (st["rx_clear"], st["rx_prot"]) == (len(clear_in), len(prot_in))
+        assert (st["protect"], st["bypass"], st["discard"], st["no_policy"], st["icmp"], st["decrypted"]) == \
+            (2, 1, 1, 1, 1, 1)
+        assert (st["acquires"], st["held"], st["kernel"], st["esp_drop"], st["local_in"]) == (1, 1, 5, 1, 1)
+        assert st["esp_drops"] == {"no-sa": 1} and res["misses"] == []
+        acq = [e for e in ctl.events() if e.kind == "acquire"]
+        assert len(acq) == 1 and (acq[0].src, acq[0].dst, acq[0].proto) == ("10.1.0.2", "10.6.0.5", 17)
+        ctr = ctl.counters(so)
+        assert ctr.stats.packets == 2 and ctr.seq_reserved >= 3 + (1 << 16)
+
+        pout = [bytes(f) for f in rdpcap(str(files["pout"]))]
+        # a burst's BYPASS frames leave as they are classified, its ESP after the batch (flows keep their order)
+        assert [f[:12] for f in pout] == [bytes(Ether(dst=m, src=PCAP_MAC[1]))[:12] for m in (ROUTER, PEER, PEER)]
+        ref = create("reference", capacity=1)
+        ref.add_sa(0, out_sa, "in")
+        rb = Batch(capacity=2)
+        rb.extend([pout[1][14:], pout[2][14:]])
+        ref.inbound(rb)
+        assert [Status(int(s)) for s in rb.status[:2]] == [Status.OK] * 2
+        assert list(rb) == [bytes(clear_in[0][IP]), bytes(small[IP])]
+        assert pout[0][14:] == bytes(clear_in[1][IP])               # bypass: forwarded unchanged
+
+        cout = [Ether(bytes(f)) for f in rdpcap(str(files["cout"]))]
+        assert [(f.src, f.dst) for f in cout] == [(PCAP_MAC[0], HOST_A)] * 2
+        icmp, dec = cout
+        assert bytes(dec[IP]) == inner
+        ic = icmp[IP]
+        assert (ic.src, ic.dst, ic.proto, bytes(ic.payload)[:2]) == ("10.1.0.1", "10.1.0.2", 1, b"\x03\x04")
+        mtu = int.from_bytes(bytes(ic.payload)[6:8], "big")
+        ovh, blk = 20 + 8 + 8 + 16, 4       # outer IPv4, ESP header, IV, ICV; GCM pads to 4
+        assert ovh + (mtu + 2 + blk - 1) // blk * blk <= 1500 < ovh + (mtu + 1 + 2 + blk - 1) // blk * blk + blk
+        assert IP(bytes(ic.payload)[8:]).dst == "10.2.0.2"          # quotes the packet that did not fit
+    finally:
+        ctl.close()

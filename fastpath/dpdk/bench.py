@@ -1,4 +1,7 @@
-"""DPDK fastpath throughput: the set-up DPDK's ipsec-secgw is measured with, run through our worker loop.
+"""DPDK fastpath throughput: the set-up DPDK's ipsec-secgw is measured with (helpers, and the loop mode).
+
+``run`` measures the one-direction loop (cdefs/dpdk_loop.c, one SA, no SPD); the default mode of
+``ipsecgw bench dpdk`` is the gateway worker with control attached (fastpath/dpdk/gw_bench.py).
 
 One worker core; a net_pcap port replays a pcap of pre-built Ethernet frames
 (``infinite_rx=1``: IPv4/UDP plaintext for outbound, their ESP for inbound);
@@ -10,16 +13,26 @@ ipsec-secgw figures in issue 7 do.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import shutil
 import struct
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fastpath.sa import SA
 
-ENGINES = {"cpu": "our ESP core on intel-ipsec-mb in the DPDK worker loop (CPU crypto rung)"}
+ENGINES = {
+    "cpu": "our ESP core's own intel-ipsec-mb crypto in the DPDK worker loop (no DPDK crypto session)",
+    "crypto_aesni_gcm0": "lookaside cryptodev session on crypto_aesni_gcm (ops enqueued/dequeued per burst)",
+    "crypto_aesni_mb0": "lookaside cryptodev session on crypto_aesni_mb",
+    "crypto_openssl0": "lookaside cryptodev session on crypto_openssl",
+    "cpu-crypto": "CPU-crypto session on crypto_aesni_gcm (rte_cryptodev_sym_cpu_crypto_process); "
+                  "cpu-crypto:VDEV for another device",
+}
 FRAMES = 1000
 SPI = 0x105
 _MACS = bytes.fromhex("020000000002020000000001")
@@ -37,6 +50,11 @@ class DpdkBenchResult:
     packets: int
     drops: dict[str, int]
     burst: int
+    mode: str = "loop"             # loop: the one-direction loop; gateway: the gateway worker (gw_bench.py)
+    placement: str | None = None   # gateway: the rung and device the SA ran on
+    sa_syncs: int = 0              # gateway: slices after which control's SA changes were applied
+    control_sa_changes: int = 0    # gateway: SA installs/deletes control made during the whole run
+    control_alive: bool | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -92,15 +110,38 @@ def write_pcap(path: Path, frames: list[bytes]) -> None:
             f.write(struct.pack("<IIII", 0, i, len(fr), len(fr)) + fr)
 
 
+def crypto_rung(engine: str) -> tuple[str | None, str | None]:
+    """(vdev, rung) of a --crypto value: (None, None) for the core's own ipsec-mb."""
+    if engine == "cpu":
+        return None, None
+    if engine == "cpu-crypto":
+        return "crypto_aesni_gcm0", "cpu-crypto"
+    if engine.startswith("cpu-crypto:"):
+        return engine.split(":", 1)[1], "cpu-crypto"
+    if engine.startswith("crypto_"):
+        return engine, "lookaside-crypto"
+    raise ValueError(f"crypto {engine!r}: expected cpu, cpu-crypto[:VDEV] or a cryptodev vdev such as "
+                     f"crypto_aesni_gcm0 ({', '.join(ENGINES)})")
+
+
+@contextlib.contextmanager
+def _runtime_dir_removed() -> Iterator[None]:
+    """EAL's runtime directory of this process goes when the run ends (one per pid would pile up)."""
+    try:
+        yield
+    finally:
+        shutil.rmtree(f"/var/run/dpdk/ipsecgw-bench-{os.getpid()}", ignore_errors=True)
+
+
 def run(size: int, direction: str, engine: str = "cpu", seconds: float = 5.0, warmup: float = 1.0,
         burst: int = 32) -> DpdkBenchResult:
     """Run the set-up in this process (EAL starts here: once per process)."""
     from fastpath.dpdk import eal
     from fastpath.dpdk.loop import DpdkLoop
+    from fastpath.dpdk.sessions import add_session_sa
+    from fastpath.placement import EngineKind
 
-    if engine not in ENGINES:
-        raise ValueError(f"crypto {engine!r}: only {', '.join(ENGINES)} runs in the DPDK loop so far "
-                         "(lookaside cryptodevs such as crypto_aesni_gcm are not wired into the loop yet)")
+    vdev, rung = crypto_rung(engine)
     if direction not in ("out", "in"):
         raise ValueError(f"direction: expected out or in, got {direction!r}")
     sa = bench_sa(direction)
@@ -110,10 +151,13 @@ def run(size: int, direction: str, engine: str = "cpu", seconds: float = 5.0, wa
     with tempfile.TemporaryDirectory(prefix="ipsecgw-bench-dpdk-") as tmp:
         pcap = Path(tmp) / "rx.pcap"
         write_pcap(pcap, frames)
-        eal.init(eal.eal_args([f"net_pcap0,rx_pcap={pcap},infinite_rx=1", "net_null0"], memory_mb=1024,
-                              file_prefix=f"ipsecgw-bench-{os.getpid()}"))
-        with DpdkLoop("net_pcap0", "net_null0", direction, burst=burst) as loop:
-            loop.add_sa(0, sa, direction)
+        vdevs = [f"net_pcap0,rx_pcap={pcap},infinite_rx=1", "net_null0"] + ([vdev] if vdev else [])
+        eal.init(eal.eal_args(vdevs, memory_mb=1024, file_prefix=f"ipsecgw-bench-{os.getpid()}"))
+        with DpdkLoop("net_pcap0", "net_null0", direction, burst=burst) as loop, _runtime_dir_removed():
+            if vdev is None:
+                loop.add_sa(0, sa, direction)
+            else:   # the SA's crypto on a DPDK session, created here in the worker's process
+                add_session_sa(loop.engine, 0, sa, direction, vdev, EngineKind(rung))
             loop.run(seconds=warmup)
             before = loop.stats()
             loop.run(seconds=seconds)
@@ -126,3 +170,32 @@ def run(size: int, direction: str, engine: str = "cpu", seconds: float = 5.0, wa
                            gbps=round(mpps * size * 8 / 1000, 3), rx_mpps=round(rx / el / 1e6, 4),
                            seconds=round(el, 3), packets=tx, drops={k: v for k, v in drops.items() if v},
                            burst=burst)
+
+
+def write_secgw_esp_pcaps(cfg_dir: str | Path, sizes: tuple[int, ...] = (64, 512, 1400)) -> list[Path]:
+    """Inbound input for the ipsec-secgw anchor (/work/shared/peers/secgw): ``esp_in_SIZE.pcap`` in cfg_dir.
+
+    Its secgw.cfg decrypts SPI 105 (AES-128-GCM, key de:ad:be:ef x 5, 172.16.2.5 -> 172.16.1.5) and
+    routes inner 192.168.115.0/24; the frames are ``plaintext_frames`` re-addressed there and
+    encrypted by our software engine.  SPI 105 is below 256, which SA validation refuses for
+    configuration, so it is set after validation: the C core has no such rule.
+    """
+    sa = SA(spi=0x1105, src=ipaddress.ip_address("172.16.2.5"), dst=ipaddress.ip_address("172.16.1.5"),
+            enc="aes-gcm-128", enc_key=bytes.fromhex("deadbeef" * 5), replay_window=0)
+    sa.spi = 105
+    out = []
+    for size in sizes:
+        frames = []
+        for f in plaintext_frames(size):
+            b = bytearray(f)
+            b[30:33] = bytes((192, 168, 115))          # inner destination (IP header at 14, dst at +16)
+            b[24:26] = b"\0\0"
+            s = sum(struct.unpack("!10H", bytes(b[14:34])))
+            while s >> 16:
+                s = (s & 0xFFFF) + (s >> 16)
+            b[24:26] = struct.pack("!H", ~s & 0xFFFF)
+            frames.append(bytes(b))
+        path = Path(cfg_dir) / f"esp_in_{size}.pcap"
+        write_pcap(path, esp_frames(frames, sa))
+        out.append(path)
+    return out
