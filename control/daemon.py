@@ -32,9 +32,11 @@ from typing import Any
 from control.config import ChildSpec, Config, ConnectionConfig, core_schedules_rekeys
 from control.ctl import ControlError, ControlServer
 from control.daemon_commands import DaemonCommands
+from control.host_addrs import local_addresses, route_source
 from control.ike.constants import ExchangeType
 from control.ike.message import TrafficSelectorEntry
 from control.ike.sa import (
+    NATT_KEEPALIVE,
     NON_ESP_MARKER,
     ChildSaEstablished,
     ChildSaFailed,
@@ -42,6 +44,8 @@ from control.ike.sa import (
     IkeSA,
     IkeSaEstablished,
     IkeSaFailed,
+    IkeSaReauthenticated,
+    IkeSaReauthStarted,
     State,
 )
 from control.sa_text import esp_proposal_name, ike_proposal_name, notify_text, ts_text
@@ -259,8 +263,14 @@ class Daemon(DaemonCommands):
                            RegionError)
 
     async def _listen(self, ips: list[str], error: type[Exception]) -> None:
-        """Bind the IKE and NAT-T ports on each of ips; a bind failure raises error."""
+        """Bind the IKE and NAT-T ports on each of ips; a bind failure raises error.  ``%any`` stands for
+        every address the host has now (one socket each, so a datagram's local address is known)."""
         assert self._loop is not None
+        if "%any" in ips:
+            found = local_addresses()
+            log.info("local_addrs %%any: IKE on %s", ", ".join(found) or "no address found")
+            ips = sorted({i for i in ips if i != "%any"} | {i for i in found if (i, self.gw.ike_port)
+                                                              not in self._socks})
         for ip in ips:
             for port in (self.gw.ike_port, self.gw.natt_port):
                 try:
@@ -285,7 +295,8 @@ class Daemon(DaemonCommands):
     def _received(self, data: bytes, local_ip: str, port: int, remote: tuple[str, int]) -> None:
         natt = port == self.gw.natt_port
         if natt and not data.startswith(NON_ESP_MARKER):
-            self._count("natt_non_ike")     # ESP-in-UDP or keepalives: the fastpath's business
+            # ESP-in-UDP is the fastpath's business; a NAT-T keepalive (RFC 3948 §2.3) is only counted
+            self._count("natt_keepalive" if data == NATT_KEEPALIVE else "natt_non_ike")
             return
         msg = data[4:] if natt else data
         if len(msg) < 28:
@@ -308,7 +319,8 @@ class Daemon(DaemonCommands):
         known = self.half_open.get(key)
         if known is not None and known in self.ike_sas:
             return self.ike_sas[known]
-        conn = next((c for c in self.config.connections.values() if local_ip in c.local_addrs
+        conn = next((c for c in self.config.connections.values()
+                     if (local_ip in c.local_addrs or c.any_local)
                      and (remote[0] in c.remote_addrs or "%any" in c.remote_addrs)), None)
         if conn is None:
             self._count("no_connection")
@@ -318,7 +330,8 @@ class Daemon(DaemonCommands):
         if len(self.half_open) >= HALF_OPEN_MAX:
             self._count("half_open_full")
             return None
-        ike = IkeSA(conn.ike_config(self.gw), initiator=False, local=(local_ip, port), remote=remote)
+        ike = IkeSA(conn.ike_config(self.gw, local_ip=local_ip), initiator=False, local=(local_ip, port),
+                    remote=remote)
         entry = self._add_entry(conn, ike, local_ip)
         self.half_open[key] = entry.spi
         return entry
@@ -350,6 +363,7 @@ class Daemon(DaemonCommands):
                 self._on_event(entry, ev)
             except RegionError as exc:
                 log.error("%s: cannot install into shared memory: %s", entry.conn.name, exc)
+                self._refuse_child(entry, ev, str(exc))
         self._send_all(entry)           # events may have queued requests (create_child...)
         self._reconcile_entry(entry)
         self._arm()
@@ -368,10 +382,11 @@ class Daemon(DaemonCommands):
                     entry.rekey_at = now + entry.conn.rekey_time * random.uniform(0.9, 1.0)
                 if entry.conn.dpd_delay:
                     entry.dpd_at = now + entry.conn.dpd_delay
-            log.info("IKE SA %s established with %s (%s), %s, local id %s, %s%s", self._label(entry),
+            log.info("IKE SA %s established with %s (%s), %s, local id %s, %s%s%s", self._label(entry),
                      ev.remote[0], ev.remote_id, ike_proposal_name(ev.suite), ev.local_id,
                      "we initiated" if ev.initiator else "peer initiated",
-                     ", NAT-T (UDP 4500)" if ev.nat_local or ev.nat_remote else "")
+                     ", NAT-T (UDP 4500)" if ev.nat_local or ev.nat_remote else "",
+                     ", IKE fragmentation (RFC 7383)" if getattr(entry.ike, "peer_fragmentation", False) else "")
             self._create_pending(entry, now)
             if not ev.initiator:
                 # like strongSwan's uniqueids: a peer that connects again replaces its older IKE SA
@@ -387,6 +402,14 @@ class Daemon(DaemonCommands):
             child = next((c for c in self.children if c.spi_in == getattr(ev, "spi_in", None)), None)
             if child is not None:
                 self._remove_child(child, reason=str(getattr(ev, "reason", "deleted")))
+        elif isinstance(ev, IkeSaReauthStarted):
+            self._reauth_started(entry, ev)
+        elif isinstance(ev, IkeSaReauthenticated):
+            old = self.ike_sas.get(ev.old_sa.our_spi)
+            log.info("IKE SA %s reauthenticated: it replaces %s, which is being deleted", self._label(entry),
+                     self._label(old) if old is not None else "the old IKE SA")
+            if old is not None:
+                self._process(old)      # send its Delete
         elif type(ev).__name__ == "IkeSaRekeyed":
             self._ike_rekeyed(entry, ev)
         elif type(ev).__name__ == "IkeSaDeleted":
@@ -421,6 +444,23 @@ class Daemon(DaemonCommands):
             log.info("IKE SA %s rekeyed: now %s, SPIs %s_i %s_r, %s", self._label(entry), self._label(n),
                      new.spi_i.hex(), new.spi_r.hex(), ike_proposal_name(new.suite) if new.suite else "")
         self._process(n)
+
+    def _reauth_started(self, entry: IkeEntry, ev: IkeSaReauthStarted) -> None:
+        """Make-before-break reauthentication: route and drive the new IKE SA; the children move to it as
+        its CHILD SAs come up (``rekey_of``), and the core deletes the old IKE SA after that."""
+        n = self._add_entry(entry.conn, ev.new_sa, entry.local_ip)
+        log.info("IKE SA %s reached its reauth time: reauthenticating as %s (make before break)",
+                 self._label(entry), self._label(n))
+        self._process(n)
+
+    def _refuse_child(self, entry: IkeEntry, ev: object, why: str) -> None:
+        """A CHILD SA the core negotiated could not be installed here: delete it at the peer too."""
+        inbound = getattr(ev, "inbound", None)
+        if not isinstance(inbound, SA) or entry.ops.delete_child is None:
+            return
+        log.warning("CHILD SA %s of %s could not be installed (%s): deleting it (SPI in 0x%08x)",
+                    getattr(ev, "name", "?"), self._label(entry), why, inbound.spi)
+        entry.ops.delete_child(self._now(), inbound.spi)
 
     def _forget_half_open(self, entry: IkeEntry) -> None:
         for k, v in list(self.half_open.items()):
@@ -549,6 +589,10 @@ class Daemon(DaemonCommands):
         if entry.ops.delete is not None:
             entry.ops.delete(self._now())
             self._send_all(entry)
+            if entry.ike.state != State.DEAD:
+                # the core ends its CHILD SAs (ChildSaDeleted: the old inbound slots go) when the Delete
+                # exchange is over, and the entry is dropped then
+                return
         else:
             log.info("IKE SA %s replaced; the peer is not told (this IKE core has no INFORMATIONAL Delete yet)",
                      self._label(entry))
@@ -632,8 +676,17 @@ class Daemon(DaemonCommands):
             return None
         remote_ip = next(a for a in conn.remote_addrs if a != "%any")
         local_ip = conn.local_addrs[0]
+        if conn.any_local:
+            # local_addrs %any: the address the kernel routes to the peer from, if we listen on it
+            src = route_source(remote_ip, conn.remote_port)
+            if src is None or (src, self.gw.ike_port) not in self._socks:
+                log.warning("%s: cannot initiate to %s: %s", conn.name, remote_ip,
+                            "no route" if src is None else f"source address {src} appeared after start-up "
+                            "(reload the configuration to listen on it)")
+                return None
+            local_ip = src
         kids = [first] if first is not None else []
-        ike = IkeSA(conn.ike_config(self.gw, kids + list(more or [])), initiator=True,
+        ike = IkeSA(conn.ike_config(self.gw, kids + list(more or []), local_ip=local_ip), initiator=True,
                     local=(local_ip, self.gw.ike_port), remote=(remote_ip, conn.remote_port))
         entry = self._add_entry(conn, ike, local_ip)
         entry.pending = list(more or [])

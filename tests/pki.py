@@ -16,11 +16,13 @@ NOW = datetime.datetime.now(datetime.UTC)
 
 
 def new_key(kind: str):
-    """kind: rsa (2048), rsa3072, p256, p384, p521, ed25519."""
+    """kind: rsa (2048), rsa3072, rsa4096, p256, p384, p521, ed25519."""
     if kind == "rsa":
         key = rsa.generate_private_key(65537, 2048)
     elif kind == "rsa3072":
         key = rsa.generate_private_key(65537, 3072)
+    elif kind == "rsa4096":
+        key = rsa.generate_private_key(65537, 4096)
     elif kind in ("p256", "p384", "p521"):
         key = ec.generate_private_key({"p256": ec.SECP256R1(), "p384": ec.SECP384R1(), "p521": ec.SECP521R1()}[kind])
     elif kind == "ed25519":

@@ -105,7 +105,7 @@ class Charon:
     """One charon-systemd instance in namespace ``ns`` with files under a private temp directory."""
 
     def __init__(self, ns: str, swanctl_conf: str, *, port: int = 500, port_nat_t: int = 4500,
-                 files: dict[str, bytes] | None = None):
+                 files: dict[str, bytes] | None = None, charon_extra: str = ""):
         self.ns = ns
         self.dir = Path(tempfile.mkdtemp(prefix="ipsecgw-charon-"))
         # credentials under swanctl's layout (x509/, x509ca/, private/...): swanctl reads them from
@@ -128,6 +128,7 @@ class Charon:
     install_routes = yes
     install_virtual_ip = no
     retransmit_tries = 2
+    {charon_extra}
     filelog {{
         main {{
             path = {self.log}

@@ -266,3 +266,76 @@ def test_fuzz_mutated_messages(payloads, data) -> None:
         Message.parse(bytes(raw))
     except ParseError:
         pass
+
+
+# -- Encrypted Fragment payload (SKF, RFC 7383) -------------------------------------------------
+
+def _skf_message(number: int, total: int, content: bytes = b"\x55" * 24, first: int = PayloadType.IDi) -> bytes:
+    """A message ending in an SKF with raw numbers (the serializer refuses bad ones, so build by hand)."""
+    body = struct.pack("!HH", number, total) + content
+    payload = struct.pack("!BBH", first, 0, 4 + len(body)) + body
+    return Message(SPI_I, SPI_R, ExchangeType.IKE_AUTH, Flag.INITIATOR, 1).header(PayloadType.SKF,
+                                                                                   28 + len(payload)) + payload
+
+
+def test_skf_fields_and_checks() -> None:
+    back = Message.parse(_skf_message(3, 5, first=0))
+    skf = back.payloads[-1]
+    assert isinstance(skf, SKFPayload)
+    assert (skf.number, skf.total, skf.first, skf.data) == (3, 5, 0, b"\x55" * 24)
+    assert Message.parse(_skf_message(1, 1)).payloads[-1].first == PayloadType.IDi
+    assert Message.parse(_skf_message(65535, 65535)).payloads[-1].number == 65535
+    for number, total, why in [(0, 3, "number 0"), (4, 3, "above Total"), (0, 0, "number 0"), (1, 0, "above Total")]:
+        with pytest.raises(ParseError, match=why) as exc:
+            Message.parse(_skf_message(number, total))
+        assert exc.value.notify == Notify.INVALID_SYNTAX
+    with pytest.raises(ParseError, match="without encrypted content"):
+        Message.parse(_skf_message(1, 2, b""))
+    with pytest.raises(ParseError, match="shorter than 4"):
+        Message.parse(_set_len(_skf_message(1, 2)[:28] + struct.pack("!BBH", 35, 0, 6) + b"\x00\x01"))
+    for number, total in [(0, 1), (2, 1), (1, 0x10000)]:
+        with pytest.raises(ValueError):
+            msg([SKFPayload(PayloadType.IDi, number, total, b"x")]).serialize()
+
+
+@st.composite
+def skf_payloads(draw) -> SKFPayload:
+    total = draw(st.integers(1, 0xFFFF))
+    return SKFPayload(draw(st.integers(0, 255)), draw(st.integers(1, total)), total,
+                      draw(st.binary(min_size=1, max_size=64)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(payload, max_size=3), skf_payloads(), st.integers(0, 2**32 - 1))
+def test_skf_round_trip_property(payloads, skf, mid) -> None:
+    m = msg(payloads + [skf], ExchangeType.IKE_AUTH, Flag.INITIATOR, mid)
+    data = m.serialize()
+    assert Message.parse(data) == m
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(skf_payloads(), st.data())
+def test_skf_fuzz_mutated(skf, data) -> None:
+    """Mutated fragments: ParseError or a fragment whose numbers still obey the RFC, nothing else."""
+    raw = bytearray(msg([skf], ExchangeType.IKE_AUTH).serialize())
+    for _ in range(data.draw(st.integers(1, 4))):
+        kind = data.draw(st.sampled_from(["flip", "cut", "insert", "numbers"]))
+        if kind == "flip" and raw:
+            i = data.draw(st.integers(0, len(raw) - 1))
+            raw[i] = data.draw(st.integers(0, 255))
+        elif kind == "cut":
+            raw = raw[:data.draw(st.integers(0, len(raw)))]
+        elif kind == "insert":
+            i = data.draw(st.integers(0, len(raw)))
+            raw[i:i] = data.draw(st.binary(min_size=1, max_size=8))
+        elif len(raw) >= 36:
+            raw[32:36] = struct.pack("!HH", data.draw(st.integers(0, 0xFFFF)), data.draw(st.integers(0, 0xFFFF)))
+        if len(raw) >= 28 and data.draw(st.booleans()):
+            raw[24:28] = struct.pack("!I", len(raw))
+    try:
+        back = Message.parse(bytes(raw))
+    except ParseError:
+        return
+    for p in back.payloads:
+        if isinstance(p, SKFPayload):
+            assert 1 <= p.number <= p.total and p.data

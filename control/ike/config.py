@@ -82,12 +82,24 @@ class IkeConfig:
     rekey_time: float = 0.0         # IKE SA rekey after this long (0: never)
     rand_time: float = 0.0
     half_open_timeout: float = 30.0  # a responder SA that never completes IKE_AUTH is dropped after this
+    # reauthentication (RFC 7296 §2.8.3): a new IKE SA with a fresh IKE_AUTH replaces this one (0: never);
+    # rand_time above is its jitter too.  An IKE SA not replaced within over_time after its rekey or
+    # reauth time is deleted (swanctl's over_time; 0: 10 % of the larger of rekey_time and reauth_time)
+    reauth_time: float = 0.0
+    over_time: float = 0.0
+    keep_alive: float = 20.0        # NAT-T keepalive interval when we are behind a NAT (RFC 3948 §2.3; 0: off)
+    window_size: int = 1            # Message ID window we advertise and use (RFC 7296 §2.3, SET_WINDOW_SIZE)
     # certificate authentication (RFC 7427); each direction may differ, as in swanctl's local/remote auth
     local_auth: str = "psk"                     # "psk" or "pubkey" (we sign with credentials)
     remote_auth: str = "psk"                    # "psk" or "pubkey" (the peer's cert must chain to cacerts)
     credentials: Credentials | None = None      # our certificate and private key
     cacerts: list[x509.Certificate] = field(default_factory=list)
     rsa_pss: bool = False                       # sign with RSASSA-PSS instead of PKCS#1 v1.5 (RSA keys)
+    # RFC 7383 fragmentation, as swanctl's fragmentation: yes (announce, send and accept), accept (announce,
+    # never send), force (IKEv2: as yes), no (do not announce); a peer's fragments are always accepted.
+    # fragment_size: the whole IP datagram of a fragment, as charon.fragment_size (0: 576 IPv4, 1280 IPv6)
+    fragmentation: str = "yes"
+    fragment_size: int = 1280
 
     def __post_init__(self) -> None:
         self.proposals = parse_proposals(self.ike_proposals, "ike")
@@ -98,8 +110,21 @@ class IkeConfig:
             raise ValueError("psk: expected a non-empty secret")
         if self.local_auth == "pubkey" and self.credentials is None:
             raise ValueError("credentials: pubkey authentication needs our certificate and key")
+        if self.fragmentation not in ("yes", "accept", "force", "no"):
+            raise ValueError(f"fragmentation: expected yes, accept, force or no, got {self.fragmentation!r}")
+        if self.fragment_size != 0 and not 280 <= self.fragment_size <= 65535:
+            raise ValueError(f"fragment_size: expected 0 or 280 to 65535 bytes, got {self.fragment_size}")
+        if self.window_size < 1:
+            raise ValueError(f"window_size: expected at least 1, got {self.window_size}")
         if self.remote_auth == "pubkey" and not self.cacerts:
             raise ValueError("cacerts: pubkey authentication of the peer needs at least one CA certificate")
+
+    @property
+    def hard_over_time(self) -> float:
+        """How long past its rekey/reauth time an IKE SA may live unreplaced (swanctl's over_time)."""
+        if self.over_time > 0:
+            return self.over_time
+        return 0.1 * max(self.rekey_time, self.reauth_time)
 
     @property
     def uses_certs(self) -> bool:

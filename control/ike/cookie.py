@@ -25,6 +25,9 @@ from control.ike.message import Message, NoncePayload, NotifyPayload, ParseError
 from control.ike.sa import NON_ESP_MARKER, Address, Datagram, version_reply
 
 COOKIE_HASH_LEN = 16
+# checked for every new request: plain ints (IntFlag & and enum class attributes run in Python)
+_IKE_SA_INIT, _RESPONSE, _INITIATOR = int(ExchangeType.IKE_SA_INIT), int(Flag.RESPONSE), int(Flag.INITIATOR)
+_ZERO_SPI = bytes(8)
 
 
 class ResponderGate:
@@ -78,8 +81,8 @@ class ResponderGate:
                     return False, Datagram(marker + reply, local_port, remote)
             self.stats["malformed"] += 1
             return False, None
-        if hdr.exchange != ExchangeType.IKE_SA_INIT or hdr.flags & Flag.RESPONSE or \
-                not hdr.flags & Flag.INITIATOR or hdr.spi_r != bytes(8) or hdr.message_id != 0:
+        if hdr.exchange != _IKE_SA_INIT or hdr.flags & _RESPONSE or not hdr.flags & _INITIATOR or \
+                hdr.spi_r != _ZERO_SPI or hdr.message_id != 0:
             self.stats["no_such_sa"] += 1
             return False, None
         if half_open >= self.max_half_open:

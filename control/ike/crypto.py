@@ -17,6 +17,8 @@ import struct
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.asymmetric import ec, x448, x25519
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -40,24 +42,36 @@ PRF_HASH: dict[int, str] = {
 }
 
 
+_PRF_HASH_ALG: dict[int, type[hashes.HashAlgorithm]] = {
+    Prf.HMAC_SHA1: hashes.SHA1, Prf.HMAC_SHA2_256: hashes.SHA256, Prf.HMAC_SHA2_384: hashes.SHA384,
+    Prf.HMAC_SHA2_512: hashes.SHA512,
+}
+_PRF_LEN: dict[int, int] = {alg: hashlib.new(name).digest_size for alg, name in PRF_HASH.items()}
+_BYTE = [bytes([n]) for n in range(256)]
+
+
 def prf(alg: int, key: bytes, data: bytes) -> bytes:
     return hmac.digest(key, data, PRF_HASH[alg])
 
 
 def prf_len(alg: int) -> int:
-    return hashlib.new(PRF_HASH[alg]).digest_size
+    return _PRF_LEN[alg]
 
 
 def prf_plus(alg: int, key: bytes, seed: bytes, length: int) -> bytes:
     """RFC 7296 §2.13: T1 = prf(K, S | 0x01), Tn = prf(K, Tn-1 | S | n); at most 255 blocks."""
-    out, t, n = b"", b"", 1
-    while len(out) < length:
-        if n > 255:
-            raise ValueError("prf+ cannot produce that much key material")
-        t = prf(alg, key, t + seed + bytes([n]))
-        out += t
-        n += 1
-    return out[:length]
+    if length > 255 * _PRF_LEN[alg]:
+        raise ValueError("prf+ cannot produce that much key material")
+    # one keyed HMAC context copied per block: a one-shot HMAC sets the key up (and, in OpenSSL 3,
+    # looks the digest up) every time, three to four times the cost of a copy
+    keyed = crypto_hmac.HMAC(key, _PRF_HASH_ALG[alg]())
+    blocks, t = [], b""
+    for n in range(1, -(-length // _PRF_LEN[alg]) + 1):
+        h = keyed.copy()
+        h.update(t + seed + _BYTE[n])
+        t = h.finalize()
+        blocks.append(t)
+    return b"".join(blocks)[:length]
 
 
 # -- key exchange ----------------------------------------------------------------------
@@ -74,6 +88,20 @@ MODP_2048_P = int(
     "3995497CEA956AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF", 16)
 
 _ECP = {DhGroup.ECP_256: (ec.SECP256R1, 32), DhGroup.ECP_384: (ec.SECP384R1, 48), DhGroup.ECP_521: (ec.SECP521R1, 66)}
+# plain ints: attribute access on an enum class goes through EnumType's slow __getattr__ hook
+_MODP_2048, _X25519, _X448 = int(DhGroup.MODP_2048), int(DhGroup.CURVE25519), int(DhGroup.CURVE448)
+_SK, _CHACHA20_POLY1305 = int(PayloadType.SK), int(Encr.CHACHA20_POLY1305)
+
+# X25519PrivateKey.generate / X25519PublicKey.from_public_bytes import the backend and ask it whether
+# X25519 is supported on every call; ask once here and call the same OpenSSL-backed constructors.
+if hasattr(x25519, "rust_openssl") \
+        and x25519.X25519PrivateKey.generate().__class__ is x25519.rust_openssl.x25519.X25519PrivateKey:
+    _x25519_generate = x25519.rust_openssl.x25519.generate_key
+    _x25519_public = x25519.rust_openssl.x25519.from_public_bytes
+else:           # another cryptography layout: the public API, checks and all
+    _x25519_generate = x25519.X25519PrivateKey.generate
+    _x25519_public = x25519.X25519PublicKey.from_public_bytes
+
 SUPPORTED_GROUPS = (DhGroup.MODP_2048, DhGroup.ECP_256, DhGroup.ECP_384, DhGroup.ECP_521, DhGroup.CURVE25519,
                     DhGroup.CURVE448)
 
@@ -83,7 +111,7 @@ class KeyExchange:
 
     def __init__(self, group: int):
         self.group = group
-        if group == DhGroup.MODP_2048:
+        if group == _MODP_2048:
             # FFDH through cryptography is deprecated there; Python's pow does the group arithmetic.
             # 512-bit exponents: twice the group's ~112-bit strength with a wide margin (RFC 3526 §8).
             self._x = secrets.randbits(512) | (1 << 511)
@@ -94,10 +122,10 @@ class KeyExchange:
             nums = self._key.public_key().public_numbers()
             # RFC 5903 §7: x || y, each padded to the field size, no point-format octet
             self.public = nums.x.to_bytes(size, "big") + nums.y.to_bytes(size, "big")
-        elif group == DhGroup.CURVE25519:
-            self._key = x25519.X25519PrivateKey.generate()
+        elif group == _X25519:
+            self._key = _x25519_generate()
             self.public = self._key.public_key().public_bytes_raw()
-        elif group == DhGroup.CURVE448:
+        elif group == _X448:
             self._key = x448.X448PrivateKey.generate()
             self.public = self._key.public_key().public_bytes_raw()
         else:
@@ -108,7 +136,7 @@ class KeyExchange:
         """A fixed key pair, for known-answer tests (X25519/X448 raw keys, ECP scalar, MODP exponent)."""
         self = cls.__new__(cls)
         self.group = group
-        if group == DhGroup.MODP_2048:
+        if group == _MODP_2048:
             self._x = int.from_bytes(private, "big")
             self.public = pow(2, self._x, MODP_2048_P).to_bytes(256, "big")
         elif group in _ECP:
@@ -116,10 +144,10 @@ class KeyExchange:
             self._key = ec.derive_private_key(int.from_bytes(private, "big"), curve())
             nums = self._key.public_key().public_numbers()
             self.public = nums.x.to_bytes(size, "big") + nums.y.to_bytes(size, "big")
-        elif group == DhGroup.CURVE25519:
+        elif group == _X25519:
             self._key = x25519.X25519PrivateKey.from_private_bytes(private)
             self.public = self._key.public_key().public_bytes_raw()
-        elif group == DhGroup.CURVE448:
+        elif group == _X448:
             self._key = x448.X448PrivateKey.from_private_bytes(private)
             self.public = self._key.public_key().public_bytes_raw()
         else:
@@ -130,7 +158,7 @@ class KeyExchange:
         """g^ir from the peer's KE data; a value of the wrong size or off the group raises CryptoError."""
         g = self.group
         try:
-            if g == DhGroup.MODP_2048:
+            if g == _MODP_2048:
                 if len(peer) != 256:
                     raise CryptoError("MODP-2048 public value must be 256 bytes")
                 y = int.from_bytes(peer, "big")
@@ -143,10 +171,10 @@ class KeyExchange:
                     raise CryptoError(f"ECP public value must be {2 * size} bytes")
                 pub = ec.EllipticCurvePublicKey.from_encoded_point(curve(), b"\x04" + peer)
                 return self._key.exchange(ec.ECDH(), pub)
-            if g == DhGroup.CURVE25519:
+            if g == _X25519:
                 if len(peer) != 32:
                     raise CryptoError("Curve25519 public value must be 32 bytes")
-                return self._key.exchange(x25519.X25519PublicKey.from_public_bytes(peer))
+                return self._key.exchange(_x25519_public(peer))
             if len(peer) != 56:
                 raise CryptoError("Curve448 public value must be 56 bytes")
             return self._key.exchange(x448.X448PublicKey.from_public_bytes(peer))
@@ -281,7 +309,7 @@ class SKCipher:
         self._salt = enc_key[len(enc_key) - self.info.salt:]
         self._integ_key = integ_key
         self._counter = 0
-        if suite.encr == Encr.CHACHA20_POLY1305:
+        if suite.encr == _CHACHA20_POLY1305:
             self._aead: AESGCM | ChaCha20Poly1305 | None = ChaCha20Poly1305(self._key)
         elif self.info.aead:
             self._aead = AESGCM(self._key)
@@ -303,6 +331,10 @@ class SKCipher:
     def protect(self, msg: Message, inner: list[Payload]) -> bytes:
         """The whole datagram for ``msg`` (header fields) carrying ``inner`` in an SK payload."""
         first, plain = serialize_payloads(inner)
+        return self.protect_chain(msg, first, plain)
+
+    def protect_chain(self, msg: Message, first: int, plain: bytes) -> bytes:
+        """``protect`` for a payload chain already serialized (``serialize_payloads``' result)."""
         block = self.info.block
         pad = (-(len(plain) + 1)) % block
         plain += bytes(pad) + bytes([pad])
@@ -310,7 +342,7 @@ class SKCipher:
         icv_len = self.info.icv if self.info.aead else self.integ.icv_len  # type: ignore[union-attr]
         sk_len = 4 + len(iv) + len(plain) + icv_len
         total = HEADER_LEN + sk_len
-        head = msg.header(PayloadType.SK, total) + struct.pack("!BBH", first, 0, sk_len)
+        head = msg.header(_SK, total) + struct.pack("!BBH", first, 0, sk_len)
         if self._aead is not None:
             # RFC 5282 §5.1: AAD is the IKE header through the SK generic payload header
             ct = self._aead.encrypt(self._salt + iv, plain, head)
@@ -348,3 +380,48 @@ class SKCipher:
         if pad + 1 > len(plain):
             raise CryptoError("SK padding length exceeds the plaintext")
         return parse_payloads(sk.first, plain[:len(plain) - pad - 1])
+
+    # -- the same protection around a header the caller builds (RFC 7383 SKF fragments) --------------
+
+    def sealed_len(self, plain_len: int) -> int:
+        """Bytes of IV || ciphertext || ICV that ``plain_len`` bytes of payloads become (padding included)."""
+        return self.overhead + plain_len + 1 + (-(plain_len + 1)) % self.info.block
+
+    def seal(self, head: bytes, plain: bytes) -> bytes:
+        """IV || ciphertext || ICV for ``plain``; ``head`` (every byte before the IV) is authenticated."""
+        pad = (-(len(plain) + 1)) % self.info.block
+        plain = plain + bytes(pad) + bytes([pad])
+        iv = self._next_iv()
+        if self._aead is not None:
+            return iv + self._aead.encrypt(self._salt + iv, plain, head)
+        enc = Cipher(algorithms.AES(self._key), modes.CBC(iv)).encryptor()
+        body = iv + enc.update(plain) + enc.finalize()
+        icv_len = self.integ.icv_len  # type: ignore[union-attr]
+        return body + hmac.digest(self._integ_key, head + body, self.integ.hash)[:icv_len]  # type: ignore[union-attr]
+
+    def open(self, head: bytes, body: bytes) -> bytes:
+        """Verify and decrypt ``body`` (IV || ciphertext || ICV after ``head``): the plaintext, padding removed.
+        Raises CryptoError; the ICV is compared in constant time."""
+        iv_len = self.info.iv
+        icv_len = self.info.icv if self.info.aead else self.integ.icv_len  # type: ignore[union-attr]
+        if len(body) < iv_len + icv_len + (1 if self.info.aead else self.info.block):
+            raise CryptoError("encrypted payload too short")
+        iv, ct = body[:iv_len], body[iv_len:]
+        if self._aead is not None:
+            try:
+                plain = self._aead.decrypt(self._salt + iv, ct, head)
+            except InvalidTag:
+                raise CryptoError("encrypted payload failed its integrity check") from None
+        else:
+            icv, ct = ct[-icv_len:], ct[:-icv_len]
+            if len(ct) % self.info.block:
+                raise CryptoError("ciphertext is not a whole number of blocks")
+            mac = hmac.digest(self._integ_key, head + body[:-icv_len], self.integ.hash)[:icv_len]  # type: ignore[union-attr]
+            if not hmac.compare_digest(mac, icv):
+                raise CryptoError("encrypted payload failed its integrity check")
+            dec = Cipher(algorithms.AES(self._key), modes.CBC(iv)).decryptor()
+            plain = dec.update(ct) + dec.finalize()
+        pad = plain[-1]
+        if pad + 1 > len(plain):
+            raise CryptoError("padding length exceeds the plaintext")
+        return plain[:len(plain) - pad - 1]

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import selectors
 import signal
@@ -33,7 +35,15 @@ import time
 
 from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.message import TrafficSelectorEntry
-from control.ike.sa import ChildSaEstablished, ChildSaFailed, IkeSA, IkeSaDeleted, IkeSaFailed, State
+from control.ike.sa import (
+    ChildSaEstablished,
+    ChildSaFailed,
+    IkeSA,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    IkeSaFailed,
+    State,
+)
 
 INITIATOR_TS = "10.1.0.0/16"
 RESPONDER_TS = "10.2.0.0/16"
@@ -203,22 +213,67 @@ class LoadGenerator:
         return out
 
 
-async def _respond(local_ip: str, psk: bytes, ike: str, esp: str) -> dict:
+class _BufferedFileHandler(logging.StreamHandler):
+    """Lines to a block-buffered file, written out as the buffer fills and at close: what charon's
+    filelog does with ``flush_line = no``, as the benchmark configures it."""
+
+    def __init__(self, path: str):
+        super().__init__(open(path, "a", buffering=1 << 16))  # noqa: SIM115 - closed in close()
+
+    def flush(self) -> None:
+        pass                    # not after every line
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.stream.close()
+        super().close()
+
+
+def _log_to(path: str | None) -> logging.Logger:
+    """The responder's operator log: INFO lines to ``path`` (warnings only, to stderr, without one)."""
+    log = logging.getLogger("ipsecgw.loadgen")
+    log.propagate = False
+    if path:
+        handler: logging.Handler = _BufferedFileHandler(path)
+        # like charon's filelog as the benchmark sets it up: no time stamp, the level, the line
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    else:
+        log.addHandler(logging.StreamHandler())
+        log.setLevel(logging.WARNING)
+    return log
+
+
+async def _respond(local_ip: str, psk: bytes, ike: str, esp: str, log_path: str | None = None) -> dict:
     from control.ike.cookie import ResponderGate
     from control.ike.udp import IkeUdpEndpoint
 
     counts = {"ike_established": 0, "child_established": 0, "deleted": 0, "failed": 0}
+    # the lines an operator of the daemon gets per IKE SA (control/daemon.py logs the same events), so a
+    # comparison with charon, which logs its own at level 0, is like for like
+    log = _log_to(log_path)
+    info = log.isEnabledFor(logging.INFO)
 
     def on_event(sa: IkeSA, ev: object) -> None:
-        name = type(ev).__name__
-        if name == "IkeSaEstablished":
+        if isinstance(ev, IkeSaEstablished):
             counts["ike_established"] += 1
-        elif name == "ChildSaEstablished":
+            if info:
+                log.info("IKE SA %s_i %s_r established with %s (%s), local id %s, peer initiated",
+                         ev.spi_i.hex(), ev.spi_r.hex(), ev.remote[0], ev.remote_id, ev.local_id)
+        elif isinstance(ev, ChildSaEstablished):
             counts["child_established"] += 1
-        elif name == "IkeSaDeleted":
+            if info:
+                log.info("CHILD SA %s installed: %s, SPIs in 0x%08x out 0x%08x", ev.name, ev.suite.enc,
+                         ev.inbound.spi, ev.outbound.spi)
+        elif isinstance(ev, IkeSaDeleted):
             counts["deleted"] += 1
-        elif name in ("IkeSaFailed", "ChildSaFailed"):
+            if info:
+                log.info("IKE SA %s_i %s_r with %s deleted: %s", ev.spi_i.hex(), ev.spi_r.hex(), sa.remote[0],
+                         ev.reason)
+        elif isinstance(ev, (IkeSaFailed, ChildSaFailed)):
             counts["failed"] += 1
+            log.warning("%s: %s", type(ev).__name__, ev.reason)
 
     cfg = IkeConfig(Identity.from_string(RESPONDER_ID), psk, None, ike_proposals=ike,
                     children=[_child(RESPONDER_TS, INITIATOR_TS, esp)])
@@ -244,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--psk", default="bench-ike-setup-psk-0123456789")
         s.add_argument("--ike", default="aes128gcm16-prfsha256-x25519")
         s.add_argument("--esp", default="aes128gcm16")
+        if name == "respond":
+            s.add_argument("--log", help="write the operator log (INFO: IKE SA up, CHILD SA up, IKE SA deleted) here")
         if name == "initiate":
             s.add_argument("--remote", required=True)
             s.add_argument("--remote-port", type=int, default=500)
@@ -253,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--watch-pid", type=int)
     a = p.parse_args(argv)
     if a.mode == "respond":
-        out = asyncio.run(_respond(a.local, a.psk.encode(), a.ike, a.esp))
+        out = asyncio.run(_respond(a.local, a.psk.encode(), a.ike, a.esp, a.log))
     else:
         gen = LoadGenerator(a.local, a.remote, a.psk.encode(), concurrency=a.concurrency, ike=a.ike, esp=a.esp,
                             remote_port=a.remote_port)

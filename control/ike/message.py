@@ -14,8 +14,10 @@ decrypted inner payloads.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -34,6 +36,16 @@ HEADER_LEN = 28
 IKE_VERSION = 0x20
 NONCE_MIN, NONCE_MAX = 16, 256
 MAX_MESSAGE = 65535
+# Plain ints for the hot paths: IntFlag & runs in Python, and attribute access on an enum class goes
+# through EnumType's __getattr__ hook (about ten times a module global); the codec did both dozens of
+# times per message.
+_RESPONSE, _INITIATOR = int(Flag.RESPONSE), int(Flag.INITIATOR)
+_NONE, _IDI, _IDR, _TSI, _TSR = (int(t) for t in (PayloadType.NONE, PayloadType.IDi, PayloadType.IDr,
+                                                   PayloadType.TSi, PayloadType.TSr))
+_CERT, _CERTREQ, _SK, _SKF = (int(t) for t in (PayloadType.CERT, PayloadType.CERTREQ, PayloadType.SK,
+                                                PayloadType.SKF))
+_TS_IPV4, _TS_IPV6 = int(TsType.IPV4_ADDR_RANGE), int(TsType.IPV6_ADDR_RANGE)
+_PROTO_IKE, _PROTO_AH_ESP = int(ProtocolId.IKE), (int(ProtocolId.AH), int(ProtocolId.ESP))
 
 
 class ParseError(ValueError):
@@ -43,11 +55,6 @@ class ParseError(ValueError):
         super().__init__(reason)
         self.notify = notify
         self.data = data
-
-
-def _need(cond: bool, reason: str) -> None:
-    if not cond:
-        raise ParseError(reason)
 
 
 # -- payloads ------------------------------------------------------------------------
@@ -92,26 +99,33 @@ class Transform:
     @classmethod
     def parse(cls, data: bytes) -> tuple[Transform, bool, int]:
         """One transform from the front of data: (transform, is_last, bytes used)."""
-        _need(len(data) >= 8, "transform shorter than 8 bytes")
+        if len(data) < 8:
+            raise ParseError("transform shorter than 8 bytes")
         last, _, tlen, ttype, _, tid = struct.unpack_from("!BBHBBH", data)
-        _need(last in (0, 3), f"transform last-substructure field {last}, expected 0 or 3")
-        _need(8 <= tlen <= len(data), "transform length out of range")
+        if last not in (0, 3):
+            raise ParseError(f"transform last-substructure field {last}, expected 0 or 3")
+        if not (8 <= tlen <= len(data)):
+            raise ParseError("transform length out of range")
         t = cls(ttype, tid)
         pos = 8
         while pos < tlen:
-            _need(tlen - pos >= 4, "truncated transform attribute")
+            if tlen - pos < 4:
+                raise ParseError("truncated transform attribute")
             atype, aval = struct.unpack_from("!HH", data, pos)
             pos += 4
             if atype & 0x8000:          # TV format: the value is the length field
                 atype &= 0x7FFF
                 if atype == ATTR_KEY_LENGTH:
-                    _need(t.key_length is None, "duplicate key length attribute")
+                    if t.key_length is not None:
+                        raise ParseError("duplicate key length attribute")
                     t.key_length = aval
                 else:
                     t.other_attrs.append((atype | 0x8000, struct.pack("!H", aval)))
             else:
-                _need(aval <= tlen - pos, "transform attribute overruns its transform")
-                _need(atype != ATTR_KEY_LENGTH, "key length attribute must use the TV format")
+                if aval > tlen - pos:
+                    raise ParseError("transform attribute overruns its transform")
+                if atype == ATTR_KEY_LENGTH:
+                    raise ParseError("key length attribute must use the TV format")
                 t.other_attrs.append((atype, bytes(data[pos:pos + aval])))
                 pos += aval
         return t, last == 0, tlen
@@ -132,21 +146,27 @@ class Proposal:
 
     @classmethod
     def parse(cls, data: bytes) -> tuple[Proposal, bool, int]:
-        _need(len(data) >= 8, "proposal shorter than 8 bytes")
+        if len(data) < 8:
+            raise ParseError("proposal shorter than 8 bytes")
         last, _, plen, num, proto, spi_size, ntrans = struct.unpack_from("!BBHBBBB", data)
-        _need(last in (0, 2), f"proposal last-substructure field {last}, expected 0 or 2")
-        _need(8 + spi_size <= plen <= len(data), "proposal length out of range")
+        if last not in (0, 2):
+            raise ParseError(f"proposal last-substructure field {last}, expected 0 or 2")
+        if not (8 + spi_size <= plen <= len(data)):
+            raise ParseError("proposal length out of range")
         spi = bytes(data[8:8 + spi_size])
         p = cls(num, proto, spi)
         pos = 8 + spi_size
         done = False
         while pos < plen:
-            _need(not done, "data after the last transform of a proposal")
+            if done:
+                raise ParseError("data after the last transform of a proposal")
             t, done, used = Transform.parse(data[pos:plen])
             p.transforms.append(t)
             pos += used
-        _need(done or ntrans == 0, "proposal ends without a last transform")
-        _need(len(p.transforms) == ntrans, f"proposal says {ntrans} transforms, carries {len(p.transforms)}")
+        if not (done or ntrans == 0):
+            raise ParseError("proposal ends without a last transform")
+        if len(p.transforms) != ntrans:
+            raise ParseError(f"proposal says {ntrans} transforms, carries {len(p.transforms)}")
         return p, last == 0, plen
 
     def of_type(self, ttype: int) -> list[Transform]:
@@ -163,22 +183,26 @@ class SAPayload(Payload):
 
     @classmethod
     def parse_body(cls, data: bytes) -> SAPayload:
-        _need(len(data) > 0, "SA payload without proposals")
+        if len(data) <= 0:
+            raise ParseError("SA payload without proposals")
         out = cls()
         pos, done = 0, False
         while pos < len(data):
-            _need(not done, "data after the last proposal")
+            if done:
+                raise ParseError("data after the last proposal")
             p, done, used = Proposal.parse(data[pos:])
             if out.proposals:
                 expected = out.proposals[-1].num
-                _need(p.num in (expected, expected + 1), "proposal numbers must start at 1 and rise by one")
+                if p.num not in (expected, expected + 1):
+                    raise ParseError("proposal numbers must start at 1 and rise by one")
             out.proposals.append(p)
             pos += used
-        _need(done, "SA payload ends without a last proposal")
+        if not done:
+            raise ParseError("SA payload ends without a last proposal")
         # An offer numbers its proposals from 1; an answer carries the one proposal it accepted, under
         # the number it had in the offer (RFC 7296 3.3.1), so a lone proposal may have any number.
-        _need(out.proposals[0].num == 1 or (len(out.proposals) == 1 and out.proposals[0].num > 0),
-              "proposal numbers must start at 1 and rise by one")
+        if not (out.proposals[0].num == 1 or (len(out.proposals) == 1 and out.proposals[0].num > 0)):
+            raise ParseError("proposal numbers must start at 1 and rise by one")
         return out
 
 
@@ -193,7 +217,8 @@ class KEPayload(Payload):
 
     @classmethod
     def parse_body(cls, data: bytes) -> KEPayload:
-        _need(len(data) >= 4, "KE payload shorter than 4 bytes")
+        if len(data) < 4:
+            raise ParseError("KE payload shorter than 4 bytes")
         return cls(struct.unpack_from("!H", data)[0], bytes(data[4:]))
 
 
@@ -207,14 +232,15 @@ class IDPayload(Payload):
 
     @property
     def type(self) -> int:
-        return PayloadType.IDi if self.initiator else PayloadType.IDr
+        return _IDI if self.initiator else _IDR
 
     def body(self) -> bytes:
         return struct.pack("!B3x", self.id_type) + self.data
 
     @classmethod
     def parse_body(cls, data: bytes, initiator: bool = True) -> IDPayload:
-        _need(len(data) >= 4, "ID payload shorter than 4 bytes")
+        if len(data) < 4:
+            raise ParseError("ID payload shorter than 4 bytes")
         return cls(data[0], bytes(data[4:]), initiator)
 
 
@@ -229,7 +255,8 @@ class AuthPayload(Payload):
 
     @classmethod
     def parse_body(cls, data: bytes) -> AuthPayload:
-        _need(len(data) >= 4, "AUTH payload shorter than 4 bytes")
+        if len(data) < 4:
+            raise ParseError("AUTH payload shorter than 4 bytes")
         return cls(data[0], bytes(data[4:]))
 
 
@@ -243,7 +270,8 @@ class NoncePayload(Payload):
 
     @classmethod
     def parse_body(cls, data: bytes) -> NoncePayload:
-        _need(NONCE_MIN <= len(data) <= NONCE_MAX, f"nonce of {len(data)} bytes, expected {NONCE_MIN}..{NONCE_MAX}")
+        if not (NONCE_MIN <= len(data) <= NONCE_MAX):
+            raise ParseError(f"nonce of {len(data)} bytes, expected {NONCE_MIN}..{NONCE_MAX}")
         return cls(bytes(data))
 
 
@@ -260,9 +288,11 @@ class NotifyPayload(Payload):
 
     @classmethod
     def parse_body(cls, data: bytes) -> NotifyPayload:
-        _need(len(data) >= 4, "Notify payload shorter than 4 bytes")
+        if len(data) < 4:
+            raise ParseError("Notify payload shorter than 4 bytes")
         proto, spi_size, ntype = struct.unpack_from("!BBH", data)
-        _need(4 + spi_size <= len(data), "Notify SPI overruns the payload")
+        if 4 + spi_size > len(data):
+            raise ParseError("Notify SPI overruns the payload")
         return cls(ntype, bytes(data[4 + spi_size:]), proto, bytes(data[4:4 + spi_size]))
 
 
@@ -278,14 +308,17 @@ class DeletePayload(Payload):
 
     @classmethod
     def parse_body(cls, data: bytes) -> DeletePayload:
-        _need(len(data) >= 4, "Delete payload shorter than 4 bytes")
+        if len(data) < 4:
+            raise ParseError("Delete payload shorter than 4 bytes")
         proto, spi_size, n = struct.unpack_from("!BBH", data)
-        _need(len(data) == 4 + spi_size * n, "Delete payload length does not match its SPI count")
-        if proto == ProtocolId.IKE:
-            _need(spi_size == 0 and n == 0, "an IKE SA Delete carries no SPIs")
+        if len(data) != 4 + spi_size * n:
+            raise ParseError("Delete payload length does not match its SPI count")
+        if proto == _PROTO_IKE:
+            if not (spi_size == 0 and n == 0):
+                raise ParseError("an IKE SA Delete carries no SPIs")
         else:
-            _need(proto in (ProtocolId.AH, ProtocolId.ESP) and spi_size == 4,
-                  "Delete of an AH/ESP SA needs 4-byte SPIs")
+            if not (proto in _PROTO_AH_ESP and spi_size == 4):
+                raise ParseError("Delete of an AH/ESP SA needs 4-byte SPIs")
         return cls(proto, [bytes(data[4 + i * spi_size:4 + (i + 1) * spi_size]) for i in range(n)], spi_size)
 
 
@@ -317,7 +350,7 @@ class TrafficSelectorEntry:
 
     @property
     def ts_type(self) -> int:
-        return TsType.IPV4_ADDR_RANGE if self.start.version == 4 else TsType.IPV6_ADDR_RANGE
+        return _TS_IPV4 if self.start.version == 4 else _TS_IPV6
 
     def serialize(self) -> bytes:
         size = 16 if self.start.version == 4 else 40
@@ -326,15 +359,17 @@ class TrafficSelectorEntry:
 
     @classmethod
     def parse(cls, data: bytes) -> tuple[TrafficSelectorEntry, int]:
-        _need(len(data) >= 8, "traffic selector shorter than 8 bytes")
+        if len(data) < 8:
+            raise ParseError("traffic selector shorter than 8 bytes")
         ts_type, proto, size, sp, ep = struct.unpack_from("!BBHHH", data)
-        if ts_type == TsType.IPV4_ADDR_RANGE:
+        if ts_type == _TS_IPV4:
             alen = 4
-        elif ts_type == TsType.IPV6_ADDR_RANGE:
+        elif ts_type == _TS_IPV6:
             alen = 16
         else:
             raise ParseError(f"unsupported traffic selector type {ts_type}")
-        _need(size == 8 + 2 * alen and size <= len(data), "traffic selector length does not fit its type")
+        if not (size == 8 + 2 * alen and size <= len(data)):
+            raise ParseError("traffic selector length does not fit its type")
         make = ipaddress.IPv4Address if alen == 4 else ipaddress.IPv6Address
         start = make(bytes(data[8:8 + alen]))
         end = make(bytes(data[8 + alen:8 + 2 * alen]))
@@ -356,22 +391,25 @@ class TSPayload(Payload):
 
     @property
     def type(self) -> int:
-        return PayloadType.TSi if self.initiator else PayloadType.TSr
+        return _TSI if self.initiator else _TSR
 
     def body(self) -> bytes:
         return struct.pack("!B3x", len(self.selectors)) + b"".join(s.serialize() for s in self.selectors)
 
     @classmethod
     def parse_body(cls, data: bytes, initiator: bool = True) -> TSPayload:
-        _need(len(data) >= 4, "TS payload shorter than 4 bytes")
+        if len(data) < 4:
+            raise ParseError("TS payload shorter than 4 bytes")
         n = data[0]
-        _need(n >= 1, "TS payload with no selectors")
+        if n < 1:
+            raise ParseError("TS payload with no selectors")
         out, pos = cls([], initiator), 4
         for _ in range(n):
             ts, used = TrafficSelectorEntry.parse(data[pos:])
             out.selectors.append(ts)
             pos += used
-        _need(pos == len(data), "TS payload has bytes after its last selector")
+        if pos != len(data):
+            raise ParseError("TS payload has bytes after its last selector")
         return out
 
 
@@ -385,14 +423,15 @@ class CertPayload(Payload):
 
     @property
     def type(self) -> int:
-        return PayloadType.CERTREQ if self.request else PayloadType.CERT
+        return _CERTREQ if self.request else _CERT
 
     def body(self) -> bytes:
         return bytes([self.encoding]) + self.data
 
     @classmethod
     def parse_body(cls, data: bytes, request: bool = False) -> CertPayload:
-        _need(len(data) >= 1, "CERT/CERTREQ payload without an encoding")
+        if len(data) < 1:
+            raise ParseError("CERT/CERTREQ payload without an encoding")
         return cls(data[0], bytes(data[1:]), request)
 
 
@@ -408,12 +447,15 @@ class CPPayload(Payload):
 
     @classmethod
     def parse_body(cls, data: bytes) -> CPPayload:
-        _need(len(data) >= 4, "CP payload shorter than 4 bytes")
+        if len(data) < 4:
+            raise ParseError("CP payload shorter than 4 bytes")
         out, pos = cls(data[0]), 4
         while pos < len(data):
-            _need(len(data) - pos >= 4, "truncated configuration attribute")
+            if len(data) - pos < 4:
+                raise ParseError("truncated configuration attribute")
             atype, alen = struct.unpack_from("!HH", data, pos)
-            _need(pos + 4 + alen <= len(data), "configuration attribute overruns the CP payload")
+            if pos + 4 + alen > len(data):
+                raise ParseError("configuration attribute overruns the CP payload")
             out.attributes.append((atype & 0x7FFF, bytes(data[pos + 4:pos + 4 + alen])))
             pos += 4 + alen
         return out
@@ -429,8 +471,10 @@ class EAPPayload(Payload):
 
     @classmethod
     def parse_body(cls, data: bytes) -> EAPPayload:
-        _need(len(data) >= 4, "EAP message shorter than its 4-byte header")
-        _need(struct.unpack_from("!H", data, 2)[0] == len(data), "EAP length does not match the payload")
+        if len(data) < 4:
+            raise ParseError("EAP message shorter than its 4-byte header")
+        if struct.unpack_from("!H", data, 2)[0] != len(data):
+            raise ParseError("EAP length does not match the payload")
         return cls(bytes(data))
 
 
@@ -461,13 +505,23 @@ class SKFPayload(Payload):
     data: bytes = b""
 
     def body(self) -> bytes:
+        if not 1 <= self.number <= self.total <= 0xFFFF:
+            raise ValueError(f"SKF fragment {self.number} of {self.total}: expected 1 <= number <= total")
         return struct.pack("!HH", self.number, self.total) + self.data
 
     @classmethod
     def parse_body(cls, data: bytes) -> SKFPayload:
-        _need(len(data) >= 4, "SKF payload shorter than 4 bytes")
+        # RFC 7383 §2.5: numbers start at 1 and never exceed Total Fragments (so Total is at least 1);
+        # how many fragments are too many is the reassembler's limit, not the codec's
+        if len(data) < 4:
+            raise ParseError("SKF payload shorter than 4 bytes")
         number, total = struct.unpack_from("!HH", data)
-        _need(1 <= number <= total, "SKF fragment number out of range")
+        if number < 1:
+            raise ParseError("SKF fragment number 0")
+        if number > total:
+            raise ParseError(f"SKF fragment number {number} above Total Fragments {total}")
+        if len(data) <= 4:
+            raise ParseError("SKF payload without encrypted content")
         return cls(0, number, total, bytes(data[4:]))
 
 
@@ -495,59 +549,85 @@ _SIMPLE: dict[int, type[Payload]] = {
 
 
 def _parse_one(ptype: int, critical: bool, body: bytes) -> Payload:
-    if ptype in _SIMPLE:
-        return _SIMPLE[ptype].parse_body(body)
-    if ptype in (PayloadType.IDi, PayloadType.IDr):
-        return IDPayload.parse_body(body, ptype == PayloadType.IDi)
-    if ptype in (PayloadType.TSi, PayloadType.TSr):
-        return TSPayload.parse_body(body, ptype == PayloadType.TSi)
-    if ptype in (PayloadType.CERT, PayloadType.CERTREQ):
-        return CertPayload.parse_body(body, ptype == PayloadType.CERTREQ)
+    simple = _SIMPLE.get(ptype)
+    if simple is not None:
+        return simple.parse_body(body)
+    if ptype == _IDI or ptype == _IDR:
+        return IDPayload.parse_body(body, ptype == _IDI)
+    if ptype == _TSI or ptype == _TSR:
+        return TSPayload.parse_body(body, ptype == _TSI)
+    if ptype == _CERT or ptype == _CERTREQ:
+        return CertPayload.parse_body(body, ptype == _CERTREQ)
     if critical:
         raise ParseError(f"unsupported critical payload type {ptype}", Notify.UNSUPPORTED_CRITICAL_PAYLOAD,
                          bytes([ptype]))
     return UnknownPayload(ptype, bytes(body), False)
 
 
+# every known payload type's body parser, one dict lookup per payload (IDi/IDr, TSi/TSr and CERT/CERTREQ
+# share a class and differ in a flag)
+_PARSERS: dict[int, Callable[[bytes], Payload]] = {
+    **{int(t): c.parse_body for t, c in _SIMPLE.items()},
+    _IDI: functools.partial(IDPayload.parse_body, initiator=True),
+    _IDR: functools.partial(IDPayload.parse_body, initiator=False),
+    _TSI: functools.partial(TSPayload.parse_body, initiator=True),
+    _TSR: functools.partial(TSPayload.parse_body, initiator=False),
+    _CERT: functools.partial(CertPayload.parse_body, request=False),
+    _CERTREQ: functools.partial(CertPayload.parse_body, request=True),
+}
+
+
 def parse_payloads(first: int, data: bytes) -> list[Payload]:
     """A payload chain starting with type ``first``; an SK/SKF payload must be the last one."""
     out: list[Payload] = []
-    ptype, pos = first, 0
-    while ptype != PayloadType.NONE:
-        _need(len(data) - pos >= 4, "truncated generic payload header")
-        nxt, flags, plen = struct.unpack_from("!BBH", data, pos)
-        _need(4 <= plen <= len(data) - pos, "payload length out of range")
+    ptype, pos, size, unpack = first, 0, len(data), _GENERIC.unpack_from
+    while ptype != _NONE:
+        if size - pos < 4:
+            raise ParseError("truncated generic payload header")
+        nxt, flags, plen = unpack(data, pos)
+        if not (4 <= plen <= size - pos):
+            raise ParseError("payload length out of range")
         body = data[pos + 4:pos + plen]
-        if ptype in (PayloadType.SK, PayloadType.SKF):
+        if ptype == _SK or ptype == _SKF:
             # the SK payload's next-payload field names the first *inner* payload
-            _need(pos + plen == len(data), "SK payload is not the last payload")
-            p: Payload = SKPayload.parse_body(body) if ptype == PayloadType.SK else SKFPayload.parse_body(body)
+            if pos + plen != len(data):
+                raise ParseError("SK payload is not the last payload")
+            p: Payload = SKPayload.parse_body(body) if ptype == _SK else SKFPayload.parse_body(body)
             p.first = nxt  # type: ignore[attr-defined]
             out.append(p)
             return out
-        p = _parse_one(ptype, bool(flags & 0x80), body)
+        parse = _PARSERS.get(ptype)
+        p = parse(body) if parse is not None else _parse_one(ptype, bool(flags & 0x80), body)
         out.append(p)
         pos += plen
         ptype = nxt
-    _need(pos == len(data), "bytes after the last payload")
+    if pos != len(data):
+        raise ParseError("bytes after the last payload")
     return out
 
 
 def serialize_payloads(payloads: list[Payload]) -> tuple[int, bytes]:
     """(type of the first payload, encoded chain)."""
     parts = []
+    pack, last = _GENERIC.pack, len(payloads) - 1
+    types = [p.type for p in payloads]
     for i, p in enumerate(payloads):
-        if isinstance(p, SKPayload | SKFPayload):
-            if i != len(payloads) - 1:
+        if isinstance(p, _ENCRYPTED):
+            if i != last:
                 raise ValueError("the SK payload must be the last payload")
             nxt = p.first
         else:
-            nxt = payloads[i + 1].type if i + 1 < len(payloads) else PayloadType.NONE
+            nxt = types[i + 1] if i < last else _NONE
         body = p.body()
         if len(body) + 4 > 0xFFFF:
             raise ValueError("payload too long")
-        parts.append(struct.pack("!BBH", nxt, 0x80 if p.critical else 0, 4 + len(body)) + body)
-    return (payloads[0].type if payloads else PayloadType.NONE), b"".join(parts)
+        parts.append(pack(nxt, 0x80 if p.critical else 0, 4 + len(body)))
+        parts.append(body)
+    return (types[0] if payloads else _NONE), b"".join(parts)
+
+
+_GENERIC = struct.Struct("!BBH")
+_ENCRYPTED = (SKPayload, SKFPayload)     # a tuple: isinstance with an X | Y union is slower, and built per call
 
 
 # -- messages ------------------------------------------------------------------------
@@ -564,11 +644,11 @@ class Message:
 
     @property
     def is_response(self) -> bool:
-        return bool(self.flags & Flag.RESPONSE)
+        return bool(self.flags & _RESPONSE)
 
     @property
     def from_initiator(self) -> bool:
-        return bool(self.flags & Flag.INITIATOR)
+        return bool(self.flags & _INITIATOR)
 
     def header(self, next_payload: int, length: int) -> bytes:
         return struct.pack("!8s8sBBBBII", self.spi_i, self.spi_r, next_payload, IKE_VERSION | (self.minor & 0xF),
@@ -582,11 +662,12 @@ class Message:
         return self.header(first, total) + body
 
     @classmethod
-    def parse(cls, data: bytes) -> Message:
-        hdr = parse_header(data)
-        msg = cls(hdr.spi_i, hdr.spi_r, hdr.exchange, hdr.flags, hdr.message_id, minor=hdr.minor)
-        msg.payloads = parse_payloads(hdr.next_payload, memoryview(data)[HEADER_LEN:].tobytes())
-        return msg
+    def parse(cls, data: bytes, hdr: Header | None = None) -> Message:
+        """``hdr``: what ``parse_header(data)`` returned already (the task manager reads it first)."""
+        if hdr is None:
+            hdr = parse_header(data)
+        return cls(hdr.spi_i, hdr.spi_r, hdr.exchange, hdr.flags, hdr.message_id,
+                   parse_payloads(hdr.next_payload, data[HEADER_LEN:]), hdr.minor)
 
     @classmethod
     def parse_header_only(cls, data: bytes) -> Message:
@@ -596,14 +677,22 @@ class Message:
 
     # small finders the tasks use
     def get(self, cls_: type, *, initiator: bool | None = None) -> Payload | None:
+        if initiator is None:
+            for p in self.payloads:
+                if isinstance(p, cls_):
+                    return p
+            return None
         for p in self.payloads:
-            if isinstance(p, cls_) and (initiator is None or getattr(p, "initiator", None) == initiator):
+            if isinstance(p, cls_) and getattr(p, "initiator", None) == initiator:
                 return p
         return None
 
     def notifies(self, ntype: int | None = None) -> list[NotifyPayload]:
-        return [p for p in self.payloads
-                if isinstance(p, NotifyPayload) and (ntype is None or p.notify_type == ntype)]
+        # the tasks ask several times per message; a class identity check is cheaper than isinstance
+        # (NotifyPayload has no subclasses)
+        if ntype is None:
+            return [p for p in self.payloads if p.__class__ is NotifyPayload]
+        return [p for p in self.payloads if p.__class__ is NotifyPayload and p.notify_type == ntype]  # type: ignore[attr-defined]
 
     def describe(self) -> str:
         """Exchange, direction and payload types, for logs (no key material)."""
@@ -636,11 +725,13 @@ class Header:
 
 def parse_header(data: bytes) -> Header:
     """The fixed IKE header, checked against the datagram's length."""
-    _need(len(data) >= HEADER_LEN, "shorter than the IKE header")
+    if len(data) < HEADER_LEN:
+        raise ParseError("shorter than the IKE header")
     spi_i, spi_r, nxt, ver, ex, flags, mid, length = struct.unpack_from("!8s8sBBBBII", data)
     if ver >> 4 != 2:
         raise ParseError(f"IKE major version {ver >> 4}", Notify.INVALID_MAJOR_VERSION)
-    _need(length == len(data), f"header length {length} does not match the datagram's {len(data)} bytes")
+    if length != len(data):
+        raise ParseError(f"header length {length} does not match the datagram's {len(data)} bytes")
     return Header(spi_i, spi_r, nxt, ver >> 4, ver & 0xF, ex, flags, mid, length)
 
 

@@ -10,6 +10,7 @@ only name PRFs; ESP proposals get "no ESN" unless ``esn`` is written.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -135,8 +136,54 @@ def parse_proposals(text: str, protocol: str = "ike") -> list[Proposal]:
 
 # -- selection ---------------------------------------------------------------------------
 
-def _same(a: Transform, b: Transform) -> bool:
-    return a.type == b.type and a.id == b.id and a.key_length == b.key_length and not b.other_attrs
+# Selection and the suites are pure functions of the transforms, and a responder sees the same few
+# offers over and over: they are memoised on a hashable signature of the transforms (proposal numbers
+# and SPIs, which differ per request, stay out of it and are put back into each fresh result).
+_DH, _ESN = int(TransformType.DH), int(TransformType.ESN)     # enum class attributes are slow to read
+_TSig = tuple[int, int, "int | None", tuple[tuple[int, bytes], ...]]
+_PSig = tuple[int, tuple[_TSig, ...]]
+
+
+def _tsig(t: Transform) -> _TSig:
+    return (t.type, t.id, t.key_length, tuple(t.other_attrs))
+
+
+def _psig(p: Proposal) -> _PSig:
+    return (p.protocol, tuple([(t.type, t.id, t.key_length, tuple(t.other_attrs)) for t in p.transforms]))
+
+
+def _same(a: _TSig, b: _TSig) -> bool:
+    return a[0] == b[0] and a[1] == b[1] and a[2] == b[2] and not b[3]
+
+
+def _types(p: _PSig, strip_dh: bool) -> set[int]:
+    types = {t[0] for t in p[1]}
+    if strip_dh:
+        types.discard(_DH)
+    return types
+
+
+@functools.lru_cache(maxsize=1024)
+def _select(ours: tuple[_PSig, ...], theirs: tuple[_PSig, ...], strip_dh: bool
+            ) -> tuple[int, tuple[tuple[int, int, int | None], ...]] | None:
+    """(index of the peer's proposal, chosen (type, id, key length) per type) or None."""
+    for index, peer in enumerate(theirs):
+        # an INTEG of NONE or a DH of NONE counts as absent
+        peer_types = {tt for tt in _types(peer, strip_dh)
+                      if any(t[1] for t in peer[1] if t[0] == tt) or tt == _ESN}
+        for mine in ours:
+            if peer[0] != mine[0] or peer_types != _types(mine, strip_dh):
+                continue
+            chosen = []
+            for ttype in sorted(peer_types):
+                match = next((p for m in mine[1] if m[0] == ttype for p in peer[1] if p[0] == ttype and _same(m, p)),
+                             None)
+                if match is None:
+                    break
+                chosen.append((match[0], match[1], match[2]))
+            else:
+                return index, tuple(chosen)
+    return None
 
 
 def select_proposal(ours: list[Proposal], theirs: list[Proposal], *, strip_dh: bool = False) -> Proposal | None:
@@ -144,37 +191,21 @@ def select_proposal(ours: list[Proposal], theirs: list[Proposal], *, strip_dh: b
 
     The result keeps the peer's proposal number and SPI (RFC 7296 §3.3.1).  With
     ``strip_dh`` (the first CHILD SA, created in IKE_AUTH) key exchange transforms
-    are ignored on both sides: that exchange has no KE payload.
+    are ignored on both sides: that exchange has no KE payload.  It is a new object
+    each time: callers may set its SPI.
     """
-    for peer in theirs:
-        for mine in ours:
-            if peer.protocol != mine.protocol:
-                continue
-            chosen: list[Transform] = []
-            peer_types = {t.type for t in peer.transforms}
-            my_types = {t.type for t in mine.transforms}
-            if strip_dh:
-                peer_types.discard(TransformType.DH)
-                my_types.discard(TransformType.DH)
-            # an INTEG of NONE or a DH of NONE counts as absent
-            peer_types = {tt for tt in peer_types if any(t.id for t in peer.of_type(tt)) or tt == TransformType.ESN}
-            if peer_types != my_types:
-                continue
-            for ttype in sorted(my_types):
-                match = next((p for m in mine.of_type(ttype) for p in peer.of_type(ttype) if _same(m, p)), None)
-                if match is None:
-                    break
-                chosen.append(Transform(match.type, match.id, match.key_length))
-            else:
-                return Proposal(peer.num, peer.protocol, peer.spi, chosen)
-    return None
+    found = _select(tuple([_psig(p) for p in ours]), tuple([_psig(p) for p in theirs]), strip_dh)
+    if found is None:
+        return None
+    peer = theirs[found[0]]
+    return Proposal(peer.num, peer.protocol, peer.spi, [Transform(t, i, k) for t, i, k in found[1]])
 
 
 def with_group(proposals: list[Proposal], group: int) -> list[Proposal]:
     """The proposals with every key exchange transform but group removed: what the peer's KE
     payload (of group) already works with, so selection can prefer it over a retry."""
     return [Proposal(p.num, p.protocol, p.spi,
-                     [t for t in p.transforms if t.type != TransformType.DH or t.id == group])
+                     [t for t in p.transforms if t.type != _DH or t.id == group])
             for p in proposals]
 
 
@@ -205,6 +236,12 @@ def _one(p: Proposal, ttype: int) -> Transform | None:
 
 def ike_suite(p: Proposal) -> IkeSuite:
     """The IKE SA's algorithms from a chosen proposal; unsupported ones raise ProposalError."""
+    return _ike_suite(_psig(p))
+
+
+@functools.lru_cache(maxsize=256)
+def _ike_suite(sig: _PSig) -> IkeSuite:
+    p = _from_sig(sig)
     enc, prf_t, dh = _one(p, TransformType.ENCR), _one(p, TransformType.PRF), _one(p, TransformType.DH)
     integ = _one(p, TransformType.INTEG)
     if enc is None or enc.id not in ENCR or prf_t is None or dh is None or dh.id not in SUPPORTED_GROUPS:
@@ -235,6 +272,17 @@ _FASTPATH_INTEG = {Integ.HMAC_SHA2_256_128: "hmac-sha256-128", Integ.HMAC_SHA2_3
 
 
 def esp_suite(p: Proposal) -> EspSuite:
+    """The data plane's names for a chosen ESP proposal; unsupported ones raise ProposalError."""
+    return _esp_suite(_psig(p))
+
+
+def _from_sig(sig: _PSig) -> Proposal:
+    return Proposal(1, sig[0], b"", [Transform(t, i, k, list(a)) for t, i, k, a in sig[1]])
+
+
+@functools.lru_cache(maxsize=256)
+def _esp_suite(sig: _PSig) -> EspSuite:
+    p = _from_sig(sig)
     enc, integ, esn = _one(p, TransformType.ENCR), _one(p, TransformType.INTEG), _one(p, TransformType.ESN)
     if enc is None:
         raise ProposalError("chosen ESP proposal has no cipher")

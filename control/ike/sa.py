@@ -20,26 +20,34 @@ queued with ``create_child``, ``rekey_child``, ``rekey_ike``, ``delete_child``,
 from __future__ import annotations
 
 import enum
+import functools
+import importlib
 import ipaddress
 import os
 import random
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.constants import ExchangeType, Flag, Notify, PayloadType
 from control.ike.crypto import CryptoError, IkeKeys, IkeSuite, KeyExchange, SKCipher
+from control.ike.fragment import Reassembler, fragment_chain, message_limit
 from control.ike.message import (
     HEADER_LEN,
+    Header,
     Message,
     NotifyPayload,
     ParseError,
     Payload,
+    SKFPayload,
     SKPayload,
     TrafficSelectorEntry,
     parse_header,
+    serialize_payloads,
 )
 from control.ike.proposals import EspSuite
+from control.ike.window import ResponderWindow, may_send
 from fastpath.sa import SA
 
 NON_ESP_MARKER = b"\0\0\0\0"
@@ -126,6 +134,32 @@ class IkeSaDeleted:
 
 
 @dataclass
+class IkeSaReauthStarted:
+    """Reauthentication (RFC 7296 §2.8.3), make before break: ``new_sa`` is a fresh IKE SA (IKE_SA_INIT,
+    IKE_AUTH) to the same peer that re-creates this SA's CHILD SAs.  Route ``new_sa.our_spi`` to it and
+    drive it like any IKE SA; its ``ChildSaEstablished`` events carry ``rekey_of`` = the old pair.  The
+    CHILD SAs stay here until then, and this SA is deleted once ``new_sa`` is up (``IkeSaReauthenticated``)."""
+
+    old_spi_i: bytes
+    old_spi_r: bytes
+    new_sa: IkeSA
+
+    def __repr__(self) -> str:
+        return f"IkeSaReauthStarted({self.old_spi_i.hex()}_{self.old_spi_r.hex()} -> {self.new_sa.spi_i.hex()})"
+
+
+@dataclass
+class IkeSaReauthenticated:
+    """Emitted by the new IKE SA of a reauthentication once its CHILD SAs are set up: ``old_sa`` (the
+    replaced IKE SA) has queued its Delete, so the caller must send what ``old_sa`` has queued."""
+
+    old_sa: IkeSA
+
+    def __repr__(self) -> str:
+        return f"IkeSaReauthenticated(old {self.old_sa.spi_i.hex()}_{self.old_sa.spi_r.hex()})"
+
+
+@dataclass
 class ChildSaFailed:
     name: str
     notify: int
@@ -171,6 +205,7 @@ class _Outstanding:
     task: object
     next_send: float
     tries: int = 0
+    more: list[Datagram] = field(default_factory=list)     # RFC 7383: the fragments after the first
 
 
 @dataclass
@@ -221,6 +256,43 @@ def strip_natt(data: bytes, natt: bool) -> bytes | None:
     return None
 
 
+# module globals for the hot paths: attribute access on an enum class goes through EnumType's
+# __getattr__ hook, about ten times the cost of a global
+_C_INSTALLED = ChildStatus.INSTALLED
+_S_CONNECTING = State.CONNECTING
+_S_CREATED = State.CREATED
+_S_DEAD = State.DEAD
+_S_DELETING = State.DELETING
+_S_ESTABLISHED = State.ESTABLISHED
+_S_REKEYED = State.REKEYED
+_X_CREATE_CHILD_SA = int(ExchangeType.CREATE_CHILD_SA)
+_X_IKE_AUTH = int(ExchangeType.IKE_AUTH)
+_X_IKE_SA_INIT = int(ExchangeType.IKE_SA_INIT)
+_X_INFORMATIONAL = int(ExchangeType.INFORMATIONAL)
+# plain ints: IntFlag arithmetic runs in Python and showed in a busy responder's profile
+_RESPONSE, _INITIATOR = int(Flag.RESPONSE), int(Flag.INITIATOR)
+
+
+@functools.lru_cache(maxsize=4096)
+def ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``ipaddress.ip_address``, memoised: every IKE SA parses its local and peer address."""
+    return ipaddress.ip_address(text)
+
+
+_TASK_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def _task(module: str, name: str) -> Any:
+    """``name`` from ``control.ike.tasks.<module>``, imported on first use (the task modules import this
+    one).  An import statement inside a method costs microseconds on every call of a busy responder."""
+    try:
+        return _TASK_CACHE[module, name]
+    except KeyError:
+        obj = getattr(importlib.import_module(f"control.ike.tasks{'.' if module else ''}{module}"), name)
+        _TASK_CACHE[module, name] = obj
+        return obj
+
+
 class IkeSA:
     """One IKE SA, initiator or responder.  Create initiators with ``initiate``, responders with
     ``IkeSA(config, initiator=False, ...)`` then feed them the IKE_SA_INIT request."""
@@ -228,7 +300,7 @@ class IkeSA:
     def __init__(self, config: IkeConfig, *, initiator: bool, local: Address, remote: Address):
         self.config = config
         self.initiator = initiator
-        self.local_ip = ipaddress.ip_address(local[0])
+        self.local_ip = ip_address(local[0])
         self.local_port = local[1]
         self.remote: Address = remote
         self.state = State.CREATED
@@ -254,6 +326,14 @@ class IkeSA:
         self._next_mid = 0              # our next request
         self._peer_mid = 0              # the peer's next request
         self._last_response: tuple[int, bytes, list[Datagram]] | None = None
+        # Message ID windows (RFC 7296 §2.3, control.ike.window): requests we answer, and our requests
+        # in flight beyond ``_outstanding`` (the oldest) when the peer's window allows more than one
+        self._rwin = ResponderWindow(config.window_size)
+        self._extra: dict[int, _Outstanding] = {}
+        self.peer_window = 1            # the peer's SET_WINDOW_SIZE
+        # outbound ESP SPIs the peer deleted before the response that tells us them arrived (its Delete
+        # overtook our lost/late CREATE_CHILD_SA response): such a CHILD SA is removed as soon as it lands
+        self.early_deletes: set[int] = set()
         self._out: list[Datagram] = []
         self._events: deque = deque()
         self.stats: Counter[str] = Counter()
@@ -266,6 +346,18 @@ class IkeSA:
         self.ike_collision: tuple[bytes, bytes, IkeSA] | None = None
         self.redundant = False          # the losing duplicate of a simultaneous IKE rekey
         self.replaced_by: IkeSA | None = None
+        # RFC 7383: the peer announced IKEV2_FRAGMENTATION_SUPPORTED (set by ike_init); reassembly state
+        self.peer_fragmentation = False
+        self._reasm: Reassembler | None = None
+        self._frag_first: bytes | None = None  # fragment 1 of the request just reassembled
+        # lifetimes (control.ike.tasks.ike_reauth): reauthentication and the hard expiry
+        self.reauth_at: float | None = None
+        self.expire_at: float | None = None
+        self.reauth_by: IkeSA | None = None     # the new IKE SA of a reauthentication under way
+        self.reauth_of: IkeSA | None = None     # on that new SA: the IKE SA it replaces
+        # NAT-T keepalives (RFC 3948 §2.3): the last time anything left for the peer
+        self.last_sent: float | None = None
+        self.now_seen = 0.0
 
     @classmethod
     def from_rekey(cls, old: IkeSA, *, initiator: bool, spi_i: bytes, spi_r: bytes, suite: IkeSuite,
@@ -278,9 +370,13 @@ class IkeSA:
         new.nonce_i, new.nonce_r = nonce_i, nonce_r
         new.nat_local, new.nat_remote = old.nat_local, old.nat_remote
         new.remote_identity = old.remote_identity
+        new.peer_fragmentation = old.peer_fragmentation     # negotiated once for the IKE SA's lifetime
         new.state = State.ESTABLISHED
-        new.created_at = new.established_at = new.last_heard = now
+        new.created_at = new.established_at = new.last_heard = new.last_sent = now
         new._schedule_ike_rekey(now)
+        if old.config.reauth_time > 0 and old.expire_at is not None:
+            # a rekey keeps the keys fresh but not the authentication: the reauth deadline carries over
+            new.reauth_at, new.expire_at = old.reauth_at, old.expire_at
         new.set_keys(keys)
         return new
 
@@ -288,8 +384,8 @@ class IkeSA:
 
     def initiate(self, now: float, children: list[ChildConfig] | None = None) -> None:
         """Queue IKE_SA_INIT and IKE_AUTH (with the first CHILD SA) and send the first request."""
-        from control.ike.tasks.ike_auth import IkeAuthInitiator
-        from control.ike.tasks.ike_init import IkeInitInitiator
+        IkeAuthInitiator = _task("ike_auth", "IkeAuthInitiator")  # noqa: N806
+        IkeInitInitiator = _task("ike_init", "IkeInitInitiator")  # noqa: N806
 
         if not self.initiator or self.state != State.CREATED:
             raise RuntimeError("initiate() is for a fresh initiator SA")
@@ -324,11 +420,10 @@ class IkeSA:
 
     def delete(self, now: float) -> None:
         """Queue an INFORMATIONAL Delete of this IKE SA (and with it every CHILD SA)."""
-        from control.ike.tasks.ike_delete import IkeDeleteInitiator
         if self.state in (State.CREATED, State.CONNECTING):
             self._fail(0, "deleted before it was established")
             return
-        self._queue(IkeDeleteInitiator(), now)
+        self._queue(_task("ike_delete", "IkeDeleteInitiator")(), now)
 
     def dpd(self, now: float) -> None:
         """Queue a liveness check (an empty INFORMATIONAL request)."""
@@ -342,12 +437,13 @@ class IkeSA:
         return None
 
     def receive_datagram(self, data: bytes, local_port: int, remote: Address, now: float) -> None:
-        if self.state == State.DEAD:
+        if self.state == _S_DEAD:
             return
+        self.now_seen = now
         natt = local_port == self.config.local_natt_port and local_port != self.config.local_port
         msg_bytes = strip_natt(data, natt)
         if msg_bytes is None:
-            self.stats["not_ike"] += 1
+            self.stats["keepalives_received" if data == NATT_KEEPALIVE else "not_ike"] += 1
             return
         try:
             hdr = parse_header(msg_bytes)
@@ -360,22 +456,24 @@ class IkeSA:
             else:
                 self.stats["malformed"] += 1
             return
-        if hdr.flags & Flag.RESPONSE:
-            self._on_response(msg_bytes, hdr.message_id, hdr.exchange, remote, now)
+        if hdr.flags & _RESPONSE:
+            self._on_response(msg_bytes, hdr.message_id, hdr.exchange, remote, now, hdr)
         else:
-            self._on_request(msg_bytes, hdr.message_id, hdr.exchange, local_port, remote, now)
+            self._on_request(msg_bytes, hdr.message_id, hdr.exchange, local_port, remote, now, hdr)
         self._after(now)
 
     def handle_timer(self, now: float) -> None:
         if self.state == State.DEAD:
             return
+        self.now_seen = now
         if self.state == State.CONNECTING and not self.initiator and self.created_at is not None \
                 and now >= self.created_at + self.config.half_open_timeout:
             self.stats["half_open_timeout"] += 1
             self._fail(0, "half-open IKE SA timed out", quiet=True)
             return
-        o = self._outstanding
-        if o is not None and now >= o.next_send:
+        for o in self._in_flight():
+            if now < o.next_send:
+                continue
             if o.tries >= self.config.retransmit_tries:
                 give_up = getattr(o.task, "give_up", None)
                 reason = f"no response to {ExchangeType(o.exchange).name} after {o.tries + 1} transmissions"
@@ -387,25 +485,49 @@ class IkeSA:
             o.tries += 1
             self.stats["retransmits"] += 1
             self._out.append(o.datagram)
+            self._out.extend(o.more)
+            self.last_sent = now
             o.next_send = now + self.config.retransmit_timeout * self.config.retransmit_base ** o.tries
+        if self._reasm is not None:
+            self._reasm.expire(now)
         self._due(now)
 
     def get_timer(self) -> float | None:
-        if self.state == State.DEAD:
+        if self.state == _S_DEAD:
             return None
-        times: list[float] = []
-        if self._outstanding is not None:
-            times.append(self._outstanding.next_send)
-        if self.state == State.CONNECTING and not self.initiator and self.created_at is not None:
+        times: list[float] = [o.next_send for o in self._in_flight()]
+        if self._reasm is not None and self._reasm.deadline is not None:
+            times.append(self._reasm.deadline)
+        if self.state == _S_CONNECTING and not self.initiator and self.created_at is not None:
             times.append(self.created_at + self.config.half_open_timeout)
-        if self.state == State.ESTABLISHED:
+        if self.state == _S_ESTABLISHED:
             if self.config.dpd_delay > 0 and self.last_heard is not None and self._outstanding is None:
                 times.append(self.last_heard + self.config.dpd_delay)
-            if self.rekey_at is not None:
+            if self.rekey_at is not None and self.reauth_by is None:
                 times.append(self.rekey_at)
+            if self.reauth_at is not None and self.reauth_by is None:
+                times.append(self.reauth_at)
+            if self.keepalive_due is not None:
+                times.append(self.keepalive_due)
             times += [c.rekey_at for c in self.children
-                      if c.rekey_at is not None and c.status == ChildStatus.INSTALLED]
+                      if c.rekey_at is not None and c.status == _C_INSTALLED and self.reauth_by is None]
+            if self.expire_at is not None:
+                times.append(self.expire_at)
         return min(times) if times else None
+
+    @property
+    def keepalive_due(self) -> float | None:
+        """When the next NAT-T keepalive is due: only behind a NAT, after keep_alive seconds of silence."""
+        if not self.nat_local or self.config.keep_alive <= 0 or self.state != State.ESTABLISHED \
+                or self.last_sent is None:
+            return None
+        return self.last_sent + self.config.keep_alive
+
+    def reauth(self, now: float) -> None:
+        """Reauthenticate (RFC 7296 §2.8.3): a new IKE SA replaces this one and its CHILD SAs, make before
+        break (``IkeSaReauthStarted``)."""
+        from control.ike.tasks.ike_reauth import start_reauth
+        start_reauth(self, now)
 
     def datagrams_to_send(self) -> list[Datagram]:
         out, self._out = self._out, []
@@ -457,8 +579,7 @@ class IkeSA:
     def queued(self, kind: type) -> list:
         """Queued and outstanding tasks of one class."""
         out = [t for t in self._tasks if isinstance(t, kind)]
-        if self._outstanding is not None and isinstance(self._outstanding.task, kind):
-            out.append(self._outstanding.task)
+        out += [o.task for o in self._in_flight() if isinstance(o.task, kind)]
         return out
 
     @property
@@ -489,6 +610,7 @@ class IkeSA:
     def _schedule_ike_rekey(self, now: float) -> None:
         if self.config.rekey_time > 0:
             self.rekey_at = now + self.config.rekey_time - random.uniform(0, self.config.rand_time)
+        _task("ike_reauth", "schedule_lifetimes")(self, now)
 
     def dead(self, reason: str, *, rekeyed: bool = False) -> None:
         """The IKE SA ends after a Delete: its CHILD SAs go with it."""
@@ -499,23 +621,44 @@ class IkeSA:
         """Remove the CHILD SAs and drop all work: False if the IKE SA had already ended."""
         if self.state == State.DEAD:
             return False
+        if self.reauth_of is not None:
+            from control.ike.tasks.ike_reauth import reauth_abandoned
+            reauth_abandoned(self, reason)
         for c in list(self.children):
             self.remove_child(c, reason)
         self.state = State.DEAD
         self._outstanding = None
+        self._extra.clear()
         self._tasks.clear()
         return True
 
     def _flags(self, response: bool) -> int:
-        return (Flag.INITIATOR if self.initiator else 0) | (Flag.RESPONSE if response else 0)
+        return (_INITIATOR if self.initiator else 0) | (_RESPONSE if response else 0)
 
     def _encode(self, exchange: int, message_id: int, response: bool, payloads: list[Payload]) -> bytes:
         msg = Message(self.spi_i, self.spi_r, exchange, self._flags(response), message_id)
-        if exchange == ExchangeType.IKE_SA_INIT:
+        if exchange == _X_IKE_SA_INIT:
             msg.payloads = payloads
             return msg.serialize()
         assert self._cipher_out is not None
         return self._cipher_out.protect(msg, payloads)
+
+    def _encode_frames(self, exchange: int, message_id: int, response: bool,
+                       payloads: list[Payload]) -> bytes | list[bytes]:
+        """``_encode``, or the message's RFC 7383 fragments (a list) when fragmentation was negotiated, we
+        send fragments (``yes``/``force``) and the whole message would exceed the fragment size."""
+        if exchange != _X_IKE_SA_INIT and self.peer_fragmentation \
+                and self.config.fragmentation in ("yes", "force") and self._cipher_out is not None:
+            msg = Message(self.spi_i, self.spi_r, exchange, self._flags(response), message_id)
+            limit = message_limit(self.config.fragment_size, ip_address(self.remote[0]).version)
+            first, plain = serialize_payloads(payloads)       # once, for the size check and the message
+            frames = fragment_chain(self._cipher_out, msg, first, plain, limit)
+            if frames is not None:
+                self.stats["fragmented_messages_sent"] += 1
+                self.stats["fragments_sent"] += len(frames)
+                return frames
+            return self._cipher_out.protect_chain(msg, first, plain)
+        return self._encode(exchange, message_id, response, payloads)
 
     def _datagram(self, data: bytes) -> Datagram:
         port, remote = self.endpoint
@@ -523,12 +666,23 @@ class IkeSA:
             return Datagram(NON_ESP_MARKER + data, port, remote)
         return Datagram(data, port, remote)
 
-    def _decode(self, data: bytes) -> Message:
+    def _decode(self, data: bytes, now: float = 0.0, hdr: Header | None = None) -> Message | None:
         """Parse and unprotect.  ParseError from the unprotected part means an unauthenticated problem
-        (drop); a ParseError from inside a verified SK payload carries ``authenticated = True``."""
-        msg = Message.parse(data)
-        if msg.exchange != ExchangeType.IKE_SA_INIT:
+        (drop); a ParseError from inside a verified SK payload carries ``authenticated = True``.
+        None: an RFC 7383 fragment that was kept (or dropped, counted) while its message is incomplete."""
+        self._frag_first = None
+        msg = Message.parse(data, hdr)
+        if msg.exchange != _X_IKE_SA_INIT:
             sk = msg.payloads[-1] if msg.payloads else None
+            if isinstance(sk, SKFPayload) and self._cipher_in is not None:
+                if self._reasm is None:
+                    self._reasm = Reassembler(self.stats)
+                whole = self._reasm.add(data, msg, sk, self._cipher_in, now)
+                if whole is None:
+                    return None
+                self._frag_first = whole.first_datagram
+                msg.payloads = whole.payloads()
+                return msg
             if not isinstance(sk, SKPayload) or self._cipher_in is None:
                 raise ParseError("protected exchange without an SK payload")
             msg.payloads = msg.payloads[:-1] + self._cipher_in.unprotect(data, sk)
@@ -537,15 +691,32 @@ class IkeSA:
     # -- requests we send ----------------------------------------------------------------
 
     def _queue(self, task: object, now: float, start: bool = True) -> None:
-        if self.state in (State.DEAD, State.DELETING):
+        if self.state in (_S_DEAD, _S_DELETING):
             return
         self._tasks.append(task)
-        if start and self.state == State.ESTABLISHED:
+        if start and self.state == _S_ESTABLISHED:
             self._start_next(now)
 
+    def _in_flight(self) -> list[_Outstanding]:
+        """Our requests waiting for an answer, oldest first."""
+        head = [self._outstanding] if self._outstanding is not None else []
+        if not self._extra:             # the usual case (window 1): no sorting, no second list
+            return head
+        return head + [self._extra[m] for m in sorted(self._extra)]
+
+    def _fits_window(self) -> bool:
+        """Whether the next queued task may start now: nothing in flight, or (window > 1) it and every
+        exchange in flight are independent and its Message ID is inside the peer's window."""
+        if self._outstanding is None:
+            return True
+        flight = self._in_flight()
+        return getattr(self._tasks[0], "concurrent", False) and self.state == State.ESTABLISHED \
+            and all(getattr(o.task, "concurrent", False) for o in flight) \
+            and may_send(self._next_mid, [o.message_id for o in flight], self.peer_window)
+
     def _start_next(self, now: float) -> None:
-        while self._outstanding is None and self._tasks and self.state != State.DEAD:
-            if self.state == State.REKEYED and not getattr(self._tasks[0], "on_rekeyed_sa", False):
+        while self._tasks and self.state != _S_DEAD and self._fits_window():
+            if self.state == _S_REKEYED and not getattr(self._tasks[0], "on_rekeyed_sa", False):
                 return              # the rest waits for (and moves to) the new IKE SA
             task = self._tasks.popleft()
             try:
@@ -560,12 +731,24 @@ class IkeSA:
     def _send_request(self, task: object, exchange: int, payloads: list[Payload], now: float,
                       message_id: int | None = None) -> None:
         mid = self._next_mid if message_id is None else message_id
-        data = self._encode(exchange, mid, False, payloads)
-        if exchange == ExchangeType.IKE_SA_INIT:
+        if message_id is None:
+            self._next_mid += 1         # Message IDs are handed out as requests leave (several may be in flight)
+        data = self._encode_frames(exchange, mid, False, payloads)
+        more: list[Datagram] = []
+        if isinstance(data, list):      # RFC 7383 fragments: all go out, and all again on retransmission
+            more = [self._datagram(f) for f in data[1:]]
+            data = data[0]
+        if exchange == _X_IKE_SA_INIT:
             self.init_request = data
         dgram = self._datagram(data)
-        self._outstanding = _Outstanding(mid, exchange, dgram, task, now + self.config.retransmit_timeout)
+        o = _Outstanding(mid, exchange, dgram, task, now + self.config.retransmit_timeout, more=more)
+        if self._outstanding is None or self._outstanding.message_id == mid:
+            self._outstanding = o
+        else:
+            self._extra[mid] = o
         self._out.append(dgram)
+        self._out.extend(more)
+        self.last_sent = now
 
     def retry_request(self, task: object, payloads: list[Payload], now: float) -> None:
         """Resend a task's request with new payloads under the same Message ID (COOKIE, INVALID_KE)."""
@@ -574,27 +757,32 @@ class IkeSA:
         self._outstanding = None
         self._send_request(task, o.exchange, payloads, now, message_id=o.message_id)
 
-    def _on_response(self, data: bytes, mid: int, exchange: int, remote: Address, now: float) -> None:
-        o = self._outstanding
+    def _on_response(self, data: bytes, mid: int, exchange: int, remote: Address, now: float,
+                     hdr: Header | None = None) -> None:
+        o = self._outstanding if self._outstanding is not None and self._outstanding.message_id == mid \
+            else self._extra.get(mid)
         if o is None or mid != o.message_id or exchange != o.exchange:
             self.stats["unexpected_response"] += 1
             return
         try:
-            msg = self._decode(data)
+            decoded = self._decode(data, now, hdr)
         except CryptoError:
             self.stats["integrity_failed"] += 1
             return
         except ParseError:
             self.stats["malformed"] += 1
             return
+        if decoded is None:
+            return                      # a fragment: the rest of the response is still to come
+        msg = decoded
         if msg.from_initiator == self.initiator:
             self.stats["malformed"] += 1
             return
         # an IKE_SA_INIT response names the responder's SPI (the task adopts it on success)
-        if msg.spi_i != self.spi_i or (exchange != ExchangeType.IKE_SA_INIT and msg.spi_r != self.spi_r):
+        if msg.spi_i != self.spi_i or (exchange != _X_IKE_SA_INIT and msg.spi_r != self.spi_r):
             self.stats["wrong_spi"] += 1
             return
-        if exchange == ExchangeType.IKE_SA_INIT:
+        if exchange == _X_IKE_SA_INIT:
             self.init_response = data
         else:
             self.last_heard = now
@@ -602,51 +790,69 @@ class IkeSA:
         try:
             retry = task.process_response(self, msg, now)
         except IkeError as exc:
-            self._outstanding = None
+            self._done(o)
             self._fail(exc.notify, str(exc))
             return
         if retry:                       # the task resent its request itself
             return
-        self._outstanding = None
-        self._next_mid += 1
+        self._done(o)
         self._start_next(now)
+
+    def _done(self, o: _Outstanding) -> None:
+        """An exchange of ours got its answer: the oldest request still in flight becomes the head."""
+        if self._outstanding is o:
+            self._outstanding = None
+            if self._extra:
+                self._outstanding = self._extra.pop(min(self._extra))
+        else:
+            self._extra.pop(o.message_id, None)
 
     # -- requests we answer ----------------------------------------------------------------
 
     def _on_request(self, data: bytes, mid: int, exchange: int, local_port: int, remote: Address,
-                    now: float) -> None:
-        from control.ike.tasks import dispatch
-        from control.ike.tasks.ike_auth import IkeAuthResponder
-        from control.ike.tasks.ike_init import IkeInitResponder
+                    now: float, hdr: Header | None = None) -> None:
+        dispatch = _task("", "dispatch")
+        IkeAuthResponder = _task("ike_auth", "IkeAuthResponder")  # noqa: N806
+        IkeInitResponder = _task("ike_init", "IkeInitResponder")  # noqa: N806
 
-        if self._last_response is not None and mid == self._last_response[0]:
-            if data == self._last_response[1]:
+        cached = self._rwin.cached(mid)
+        if cached is not None:
+            if data == cached[0]:
                 self.stats["retransmitted_requests"] += 1
-                self._out.extend(self._last_response[2])
+                self._out.extend(cached[1])
+            elif data[16] == PayloadType.SKF:
+                # RFC 7383 §2.6.1: only fragment 1 of a retransmitted request (it equals the one stored
+                # with the response) triggers the response again; the other fragments are ignored
+                self.stats["fragment_retransmit_ignored"] += 1
             else:
                 self.stats["unexpected_request"] += 1
             return
-        if mid != self._peer_mid:
+        if not self._rwin.acceptable(mid):
             self.stats["invalid_message_id"] += 1
             return
         error_reply: ParseError | None = None
         try:
-            msg = self._decode(data)
+            decoded = self._decode(data, now, hdr)
         except CryptoError:
             self.stats["integrity_failed"] += 1
             return
         except ParseError as exc:
             # answerable only when the failure lies inside a verified SK payload, or in a clear
             # IKE_SA_INIT request, which is unauthenticated by nature (RFC 7296 §2.21.1, §3.10.1)
-            if not self._answerable(data, exchange):
+            if not (getattr(exc, "authenticated", False) or self._answerable(data, exchange)):
                 self.stats["malformed"] += 1
                 return
             error_reply = exc
-            msg = Message.parse_header_only(data)
+            decoded = Message.parse_header_only(data)
+        if decoded is None:
+            return                      # a fragment: the rest of the request is still to come
+        msg = decoded
+        if self._frag_first is not None:
+            data = self._frag_first     # a retransmission of this request repeats its fragment 1
         if msg.from_initiator == self.initiator:
             self.stats["malformed"] += 1
             return
-        if exchange == ExchangeType.IKE_SA_INIT:
+        if exchange == _X_IKE_SA_INIT:
             spi_ok = msg.spi_r == bytes(8) and self.spi_i in (b"", msg.spi_i)
         else:
             spi_ok = msg.spi_i == self.spi_i and msg.spi_r == self.spi_r
@@ -656,23 +862,23 @@ class IkeSA:
         if error_reply is not None:
             self._answer_error(data, msg, error_reply, local_port, remote, now)
             return
-        if exchange == ExchangeType.IKE_SA_INIT and not self.initiator and self.state == State.CREATED:
+        if exchange == _X_IKE_SA_INIT and not self.initiator and self.state == _S_CREATED:
             task: object = IkeInitResponder()
             self.spi_i = msg.spi_i
             self.init_request = data
-            self.state = State.CONNECTING
+            self.state = _S_CONNECTING
             if self.created_at is None:
                 self.created_at = now
-        elif exchange == ExchangeType.IKE_AUTH and not self.initiator and self.keys is not None \
-                and self.state == State.CONNECTING:
+        elif exchange == _X_IKE_AUTH and not self.initiator and self.keys is not None \
+                and self.state == _S_CONNECTING:
             task = IkeAuthResponder()
-        elif exchange in (ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL) \
-                and self.state in (State.ESTABLISHED, State.REKEYED, State.DELETING):
+        elif exchange in (_X_CREATE_CHILD_SA, _X_INFORMATIONAL) \
+                and self.state in (_S_ESTABLISHED, _S_REKEYED, _S_DELETING):
             task = dispatch(self, msg)
         else:
             self.stats["unsupported_exchange"] += 1
             return
-        if exchange != ExchangeType.IKE_SA_INIT:
+        if exchange != _X_IKE_SA_INIT:
             self.last_heard = now
         # the reply goes back where the request came from, from the port it reached (RFC 7296 §2.23:
         # a verified request from a new address/port, e.g. after floating to NAT-T, moves the SA there)
@@ -684,12 +890,12 @@ class IkeSA:
         except IkeError as exc:
             fatal = exc
             payloads = [NotifyPayload(exc.notify, exc.data)]
-        if fatal is not None and exchange == ExchangeType.IKE_SA_INIT:
+        if fatal is not None and exchange == _X_IKE_SA_INIT:
             # refusals of IKE_SA_INIT keep no state: zero responder SPI, sent in the clear
             resp = Message(msg.spi_i, bytes(8), exchange, self._flags(True), mid, payloads).serialize()
         else:
-            resp = self._encode(exchange, mid, True, payloads)
-        if exchange == ExchangeType.IKE_SA_INIT and fatal is None:
+            resp = self._encode_frames(exchange, mid, True, payloads)
+        if exchange == _X_IKE_SA_INIT and fatal is None:
             self.init_response = resp
         self._reply(data, mid, resp, local_port, remote)
         if fatal is not None:
@@ -700,12 +906,15 @@ class IkeSA:
         if after is not None:
             after(self, now)
 
-    def _reply(self, request: bytes, mid: int, resp: bytes, local_port: int, remote: Address) -> None:
+    def _reply(self, request: bytes, mid: int, resp: bytes | list[bytes], local_port: int,
+               remote: Address) -> None:
         natt = local_port == self.config.local_natt_port and local_port != self.config.local_port
-        dgram = Datagram((NON_ESP_MARKER if natt else b"") + resp, local_port, remote)
-        self._out.append(dgram)
-        self._last_response = (mid, request, [dgram])
-        self._peer_mid += 1
+        marker = NON_ESP_MARKER if natt else b""
+        dgrams = [Datagram(marker + r, local_port, remote) for r in (resp if isinstance(resp, list) else [resp])]
+        self._out.extend(dgrams)
+        self._last_response = (mid, request, dgrams)
+        self._rwin.answered(mid, request, dgrams)
+        self._peer_mid = self._rwin.next
 
     def _answerable(self, data: bytes, exchange: int) -> bool:
         """Whether a request that failed to parse may be answered with an error notify."""
@@ -751,8 +960,10 @@ class IkeSA:
 
     def _after(self, now: float) -> None:
         """Bookkeeping after every message: start timers for what was just established."""
+        if self._out:
+            self.last_sent = now
         new = self.replaced_by
-        if self.state == State.REKEYED and new is not None and new.state == State.ESTABLISHED \
+        if self.state == _S_REKEYED and new is not None and new.state == _S_ESTABLISHED \
                 and (self.children or self._tasks):
             # an exchange that was under way when this SA was replaced finished here: its CHILD SAs and
             # follow-ups belong to the new IKE SA
@@ -765,7 +976,7 @@ class IkeSA:
             self._tasks.clear()
             self._tasks.extend(keep)
             new._start_next(now)
-        if self.state == State.ESTABLISHED and self.established_at is None:
+        if self.state == _S_ESTABLISHED and self.established_at is None:
             self.established_at = now
             if self.last_heard is None:
                 self.last_heard = now
@@ -773,15 +984,20 @@ class IkeSA:
         for c in self.children:
             if not c.scheduled:
                 self.schedule_child(c, now)
+        if self.reauth_of is not None:
+            from control.ike.tasks.ike_reauth import finish_reauth
+            finish_reauth(self, now)
 
     def _due(self, now: float) -> None:
-        if self.state != State.ESTABLISHED:
+        if self.state != State.ESTABLISHED or _task("ike_reauth", "lifetimes_due")(self, now):
             return
         self._after(now)
-        if self.rekey_at is not None and now >= self.rekey_at:
+        if self.rekey_at is not None and now >= self.rekey_at and self.reauth_by is None:
             self.rekey_at = None
             self.rekey_ike(now)
         for c in list(self.children):
+            if self.reauth_by is not None:
+                break               # the reauthentication re-creates them
             if c.rekey_at is not None and now >= c.rekey_at and c.status == ChildStatus.INSTALLED:
                 c.rekey_at = None
                 self.rekey_child(now, c.spi_in)
@@ -807,5 +1023,6 @@ def version_reply(data: bytes) -> bytes | None:
 
 
 __all__ = ["IkeSA", "Datagram", "IkeSaEstablished", "ChildSaEstablished", "ChildSaFailed", "IkeSaFailed", "IkeError",
-           "ChildSaDeleted", "IkeSaRekeyed", "IkeSaDeleted", "ChildStatus", "ChildState", "lowest_nonce_wins",
+           "ChildSaDeleted", "IkeSaRekeyed", "IkeSaDeleted",
+           "IkeSaReauthStarted", "IkeSaReauthenticated", "ChildStatus", "ChildState", "lowest_nonce_wins",
            "version_reply", "State", "strip_natt", "NON_ESP_MARKER", "Notify", "PayloadType"]

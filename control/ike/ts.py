@@ -10,8 +10,10 @@ def intersect(a: TrafficSelectorEntry, b: TrafficSelectorEntry) -> TrafficSelect
     """The selector both allow, or None.  Protocol 0 means any, so it yields to a specific one."""
     if a.start.version != b.start.version:
         return None
-    start, end = max(a.start, b.start), min(a.end, b.end)
-    if start > end:
+    # compared as integers: max()/min() on address objects run total_ordering's Python-level methods
+    start = a.start if int(a.start) >= int(b.start) else b.start
+    end = a.end if int(a.end) <= int(b.end) else b.end
+    if int(start) > int(end):
         return None
     if a.proto and b.proto and a.proto != b.proto:
         return None

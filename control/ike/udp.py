@@ -1,6 +1,11 @@
 """A thin asyncio UDP shell around the sans-IO IKE core.
 
-One socket on the IKE port and one on the NAT-T port of a local address.
+One non-blocking socket on the IKE port and one on the NAT-T port of a local
+address, watched with ``loop.add_reader``: each wake-up drains up to
+``READ_BATCH`` datagrams, and replies go straight to ``sendto`` (a full send
+buffer queues them until the socket is writable).  A busy responder so pays the
+event loop once per batch instead of once per datagram, as asyncio's datagram
+transport would.
 Datagrams are routed to IKE SAs by our SPI; the core decides everything else.
 Datagrams on the NAT-T port that are not IKE (ESP-in-UDP, keepalives) go to
 ``on_esp`` so a caller (the fastpath later, the interop tests now) can take them.
@@ -12,24 +17,41 @@ as soon as they exist, and dead ones are forgotten.
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
+from collections import deque
 from collections.abc import Callable
 
 from control.ike.config import IkeConfig
 from control.ike.cookie import ResponderGate
-from control.ike.sa import NATT_KEEPALIVE, NON_ESP_MARKER, Address, IkeSA, IkeSaRekeyed, State
+from control.ike.sa import (
+    NATT_KEEPALIVE,
+    NON_ESP_MARKER,
+    Address,
+    IkeSA,
+    IkeSaReauthenticated,
+    IkeSaReauthStarted,
+    IkeSaRekeyed,
+    State,
+)
+
+# Datagrams read per wake-up of one socket before the loop gets a turn again: a busy responder
+# drains its queue in one callback instead of one event-loop iteration (epoll + handle) per datagram.
+READ_BATCH = 64
+# per datagram: module globals, not enum class attributes (EnumType's __getattr__ hook) or isinstance chains
+_DEAD, _CONNECTING, _CREATED = State.DEAD, State.CONNECTING, State.CREATED
+_NEW_SA_EVENTS = frozenset((IkeSaRekeyed, IkeSaReauthStarted))      # events that hand us a new IkeSA to route
 
 
-class _Proto(asyncio.DatagramProtocol):
-    def __init__(self, owner: IkeUdpEndpoint, port: int):
-        self.owner, self.port = owner, port
-        self.transport: asyncio.DatagramTransport | None = None
+class _Socket:
+    """One non-blocking UDP socket: the event loop says when it is readable and ``IkeUdpEndpoint``
+    drains it; sends go straight to the kernel and only a full send buffer queues (and waits for
+    writability), as asyncio's datagram transport would."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        self.owner._received(data, self.port, (addr[0], addr[1]))
+    def __init__(self, sock: socket.socket, port: int):
+        self.sock, self.port = sock, port
+        self.pending: deque[tuple[bytes, Address]] = deque()
+        self.errors = 0
 
 
 class IkeUdpEndpoint:
@@ -48,23 +70,35 @@ class IkeUdpEndpoint:
         self.on_esp = on_esp
         self.sas: dict[bytes, IkeSA] = {}
         self._half_open: dict[tuple[bytes, str], IkeSA] = {}
-        self._protos: dict[int, _Proto] = {}
+        self._half_open_key: dict[IkeSA, tuple[bytes, str]] = {}     # the other way round, to prune
+        self._socks: dict[int, _Socket] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.keepalives_received = 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        for port in self.ports:
-            _, proto = await self._loop.create_datagram_endpoint(
-                lambda p=port: _Proto(self, p), local_addr=(self.local_ip, port))
-            self._protos[port] = proto
+        family = socket.AF_INET6 if ":" in self.local_ip else socket.AF_INET
+        try:
+            for port in self.ports:
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                self._socks[port] = _Socket(sock, port)
+                sock.setblocking(False)
+                sock.bind((self.local_ip, port))
+                self._loop.add_reader(sock.fileno(), self._readable, self._socks[port])
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self._timer:
             self._timer.cancel()
-        for p in self._protos.values():
-            if p.transport:
-                p.transport.close()
+        for s in self._socks.values():
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(s.sock.fileno())
+                self._loop.remove_writer(s.sock.fileno())
+            s.sock.close()
+        self._socks.clear()
 
     def initiate(self, config: IkeConfig, remote_ip: str) -> IkeSA:
         sa = IkeSA(config, initiator=True, local=(self.local_ip, config.local_port),
@@ -76,9 +110,43 @@ class IkeUdpEndpoint:
 
     def send_raw(self, data: bytes, local_port: int, remote: Address) -> None:
         """Send a UDP payload from one of our ports (ESP-in-UDP from the tests)."""
-        t = self._protos[local_port].transport
-        assert t is not None
-        t.sendto(data, remote)
+        s = self._socks[local_port]
+        if s.pending:                   # keep the order behind what already waits for the buffer
+            s.pending.append((data, remote))
+            return
+        try:
+            s.sock.sendto(data, remote)
+        except (BlockingIOError, InterruptedError):
+            s.pending.append((data, remote))
+            assert self._loop is not None
+            self._loop.add_writer(s.sock.fileno(), self._writable, s)
+        except OSError:
+            s.errors += 1               # e.g. no route: a lost datagram, which retransmission covers
+
+    def _writable(self, s: _Socket) -> None:
+        while s.pending:
+            data, remote = s.pending[0]
+            try:
+                s.sock.sendto(data, remote)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                s.errors += 1
+            s.pending.popleft()
+        assert self._loop is not None
+        self._loop.remove_writer(s.sock.fileno())
+
+    def _readable(self, s: _Socket) -> None:
+        recv, port, received = s.sock.recvfrom, s.port, self._received
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                s.errors += 1           # a queued ICMP error and the like: nothing to read this time
+                return
+            received(data, port, addr if len(addr) == 2 else (addr[0], addr[1]))     # IPv6: 4-tuples
 
     # -- internals ---------------------------------------------------------------------
 
@@ -89,7 +157,9 @@ class IkeUdpEndpoint:
     def _received(self, data: bytes, port: int, remote: Address) -> None:
         natt = port == self.ports[1]
         if natt and not data.startswith(NON_ESP_MARKER):
-            if data != NATT_KEEPALIVE and self.on_esp:
+            if data == NATT_KEEPALIVE:
+                self.keepalives_received += 1       # RFC 3948 §2.3: nothing to do but count it
+            elif self.on_esp:
                 self.on_esp(data, remote)
             return
         msg = data[4:] if natt else data
@@ -101,14 +171,20 @@ class IkeUdpEndpoint:
         if sa is None and from_initiator and spi_r == bytes(8) and not flags & 0x20 and self.responder_config:
             key = (spi_i, remote[0])
             sa = self._half_open.get(key)
-            if sa is None or sa.state == State.DEAD:
-                ok, reply = self.gate.check(data, port, remote, self._now(), self.half_open())
+            if sa is None or sa.state is _DEAD:
+                if sa is not None:
+                    self._half_open_key.pop(sa, None)
+                n = len(self._half_open)
+                if n >= self.gate.cookie_threshold:
+                    n = self.half_open()        # a decision hangs on it: prune what changed outside _flush
+                ok, reply = self.gate.check(data, port, remote, self._now(), n)
                 if reply is not None:
                     self.send_raw(reply.data, reply.local_port, reply.remote)
                 if not ok:
                     return
                 sa = IkeSA(self.responder_config, initiator=False, local=(self.local_ip, port), remote=remote)
                 self._half_open[key] = sa
+                self._half_open_key[sa] = key
                 self.sas[sa.our_spi] = sa
         if sa is None:
             return
@@ -117,23 +193,36 @@ class IkeUdpEndpoint:
 
     def half_open(self) -> int:
         """Responder IKE SAs that have not completed IKE_AUTH (dead and finished ones are pruned)."""
-        for key, sa in list(self._half_open.items()):
-            if sa.state != State.CONNECTING and sa.state != State.CREATED:
-                del self._half_open[key]
+        for sa in list(self._half_open.values()):
+            self._prune_half_open(sa)
         return len(self._half_open)
 
+    def _prune_half_open(self, sa: IkeSA) -> None:
+        if sa.state is not _CONNECTING and sa.state is not _CREATED:
+            key = self._half_open_key.pop(sa, None)
+            if key is not None and self._half_open.get(key) is sa:
+                del self._half_open[key]
+
     def _flush(self, sa: IkeSA) -> None:
+        send = self.send_raw
         for d in sa.datagrams_to_send():
-            self.send_raw(d.data, d.local_port, d.remote)
+            send(d.data, d.local_port, d.remote)
+        on_event = self.on_event
         while (ev := sa.next_event()) is not None:
-            if isinstance(ev, IkeSaRekeyed):
+            kind = ev.__class__
+            if kind in _NEW_SA_EVENTS:
                 self.sas[ev.new_sa.our_spi] = ev.new_sa
-            if self.on_event:
-                self.on_event(sa, ev)
-            if isinstance(ev, IkeSaRekeyed):
+            if on_event:
+                on_event(sa, ev)
+            if kind in _NEW_SA_EVENTS:
                 self._flush(ev.new_sa)
-        if sa.state == State.DEAD and self.sas.get(sa.our_spi) is sa:
+            elif kind is IkeSaReauthenticated:
+                self._flush(ev.old_sa)      # it queued its Delete
+        if sa.state is _DEAD and self.sas.get(sa.our_spi) is sa:
             del self.sas[sa.our_spi]
+        if sa in self._half_open_key:
+            # every state change passes here, so the count stays exact without a scan per new request
+            self._prune_half_open(sa)
         self._arm_for(sa)
 
     def _arm_for(self, sa: IkeSA) -> None:

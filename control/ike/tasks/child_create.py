@@ -63,6 +63,7 @@ def _child_payloads(msg: Message, what: str) -> tuple[SAPayload, NoncePayload, P
 
 class ChildCreateInitiator:
     exchange = ExchangeType.CREATE_CHILD_SA
+    concurrent = True           # may share a Message ID window with other such exchanges
 
     def __init__(self, config: ChildConfig | None):
         self.config = config
@@ -71,10 +72,11 @@ class ChildCreateInitiator:
         self.state: ChildState | None = None
         self.nonce = b""
         self.ke: KeyExchange | None = None
+        self.replaces: int | None = None    # a reauthentication's copy of this old pair (rekey_of)
 
     # hooks the rekey subclass overrides
     def rekey_of(self) -> int | None:
-        return None
+        return self.replaces
 
     def extra_payloads(self, sa: IkeSA) -> list[Payload]:
         return []
@@ -128,6 +130,11 @@ class ChildCreateInitiator:
                 sa.queue_front(ChildDeleteInitiator([], reason=str(exc), orphans=[self.state]))
             return False
         self.established(sa, event, nonce_r, now)
+        if self.state.spi_out in sa.early_deletes:
+            # the peer's Delete for this pair overtook the response: it is gone there, so here too
+            sa.early_deletes.discard(self.state.spi_out)
+            sa.stats["child_deleted_before_response"] += 1
+            sa.remove_child(self.state, "deleted by the peer")
         return False
 
     def _accept(self, sa: IkeSA, msg: Message) -> tuple[ChildSaEstablished, bytes]:

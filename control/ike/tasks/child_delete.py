@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 class ChildDeleteInitiator:
     exchange = ExchangeType.INFORMATIONAL
+    concurrent = True           # may share a Message ID window with other such exchanges
 
     def __init__(self, spis: list[int], reason: str = "deleted", orphans: list[ChildState] | None = None):
         self.spis = spis
@@ -39,6 +40,11 @@ class ChildDeleteInitiator:
         return False
 
 
+def _creating(sa: IkeSA) -> bool:
+    from control.ike.tasks.child_create import ChildCreateInitiator
+    return bool(sa.queued(ChildCreateInitiator))
+
+
 class ChildDeleteResponder:
     exchange = ExchangeType.INFORMATIONAL
 
@@ -52,6 +58,9 @@ class ChildDeleteResponder:
                 c = sa.find_child(spi_out=int.from_bytes(spi, "big"))
                 if c is None:
                     sa.stats["delete_unknown_spi"] += 1
+                    if _creating(sa):
+                        # maybe a CHILD SA whose CREATE_CHILD_SA response we have not seen yet
+                        sa.early_deletes.add(int.from_bytes(spi, "big"))
                     continue
                 if c.status != ChildStatus.DELETING:      # a simultaneous delete gets no Delete back
                     ours.append(c.spi_in.to_bytes(4, "big"))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
-import ipaddress
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -43,15 +43,18 @@ from control.ike.sa import (
     IkeError,
     IkeSaEstablished,
     State,
+    ip_address,
     random_esp_spi,
 )
 from control.ike.ts import covered, narrow, to_fastpath
+from control.ike.window import note_peer_window, window_payloads
 from fastpath.sa import SA, Mode
 
 if TYPE_CHECKING:
     from control.ike.sa import IkeSA
 
 KEY_PAD = b"Key Pad for IKEv2"
+_DH = int(TransformType.DH)        # read per transform: enum class attributes are slow
 # errors about the CHILD SA only: the IKE SA still comes up (RFC 7296 §1.2)
 CHILD_ERRORS = (Notify.NO_PROPOSAL_CHOSEN, Notify.TS_UNACCEPTABLE, Notify.SINGLE_PAIR_REQUIRED,
                 Notify.INTERNAL_ADDRESS_FAILURE, Notify.FAILED_CP_REQUIRED, Notify.INVALID_SELECTORS,
@@ -67,11 +70,18 @@ def signed_octets(sa: IkeSA, of_initiator: bool, id_payload: IDPayload) -> bytes
     return sa.init_response + sa.nonce_i + prf(p, sa.keys.sk_pr, id_payload.body())
 
 
+@functools.lru_cache(maxsize=256)
+def _psk_pad_key(prf_alg: int, psk: bytes) -> bytes:
+    # prf(PSK, "Key Pad for IKEv2") depends on the configuration only: computed once per PSK and PRF
+    # instead of twice per IKE_AUTH (both AUTH payloads).  Held like the PSK itself, never logged.
+    return prf(prf_alg, psk, KEY_PAD)
+
+
 def psk_auth(sa: IkeSA, of_initiator: bool, id_payload: IDPayload) -> bytes:
     """AUTH data for the initiator's or the responder's identity (RFC 7296 §2.15)."""
     assert sa.suite is not None
     p = sa.suite.prf
-    return prf(p, prf(p, sa.config.psk, KEY_PAD), signed_octets(sa, of_initiator, id_payload))
+    return prf(p, _psk_pad_key(p, sa.config.psk), signed_octets(sa, of_initiator, id_payload))
 
 
 def _local_id(sa: IkeSA, initiator: bool) -> IDPayload:
@@ -182,7 +192,7 @@ def install_child(sa: IkeSA, child: ChildState, *, exchange_initiator: bool | No
                                   sa.nonce_r if nonce_r is None else nonce_r, s.enc_key_len, s.integ_key_len,
                                   g_ir)
     (out_e, out_a), (in_e, in_a) = ((ei, ai), (er, ar)) if ini else ((er, ar), (ei, ai))
-    local, remote = sa.local_ip, ipaddress.ip_address(sa.remote[0])
+    local, remote = sa.local_ip, ip_address(sa.remote[0])
     encap = sa.use_natt
     ours, theirs = sa.esp_ports
     lts = [to_fastpath(t) for t in child.local_ts]
@@ -226,7 +236,7 @@ def accept_selectors(state: ChildState, msg: Message, tsi: TSPayload, tsr: TSPay
 def _esp_offer(child: ChildConfig, spi: int) -> list[Proposal]:
     # the first CHILD SA has no KE payload, so no key exchange transforms are offered
     return [Proposal(p.num, ProtocolId.ESP, spi.to_bytes(4, "big"),
-                     [t for t in p.transforms if t.type != TransformType.DH]) for p in child.proposals]
+                     [t for t in p.transforms if t.type != _DH]) for p in child.proposals]
 
 
 class IkeAuthInitiator:
@@ -235,6 +245,7 @@ class IkeAuthInitiator:
     def __init__(self, child: ChildConfig | None):
         self.child = child
         self.state: ChildState | None = None
+        self.replaces: int | None = None    # reauthentication: the old pair's inbound SPI (rekey_of)
 
     def build_request(self, sa: IkeSA) -> list[Payload]:
         idi = _local_id(sa, True)
@@ -244,6 +255,7 @@ class IkeAuthInitiator:
         if sa.config.remote_id is not None:
             payloads.append(sa.config.remote_id.payload(False))
         payloads.append(ours[-1])
+        payloads += window_payloads(sa)
         if self.child is not None:
             self.state = ChildState(self.child, random_esp_spi())
             if self.child.mode == Mode.TRANSPORT:
@@ -258,6 +270,7 @@ class IkeAuthInitiator:
         if fatal:
             raise IkeError(fatal[0].notify_type, "IKE_AUTH refused by the peer")
         peer = _verify_peer(sa, msg, peer_is_initiator=False)
+        note_peer_window(sa, msg)
         _established(sa, peer)
         if self.child is None or self.state is None:
             return False
@@ -266,8 +279,14 @@ class IkeAuthInitiator:
                 raise IkeError(errors[0].notify_type, "peer refused the CHILD SA")
             sa.emit(self._child(sa, msg))
         except IkeError as exc:
-            # TODO(next slice): send an INFORMATIONAL Delete for a CHILD SA we refuse after the fact
+            sa.stats["child_create_failed"] += 1
             sa.emit(ChildSaFailed(self.child.name, exc.notify, str(exc)))
+            if self.state.spi_out and not errors:
+                # the responder installed a CHILD SA we cannot accept: it must not linger there, so it
+                # is deleted with an INFORMATIONAL exchange while the IKE SA stays (RFC 7296 §1.3)
+                from control.ike.tasks.child_delete import ChildDeleteInitiator
+                sa.stats["child_refused_after_the_fact"] += 1
+                sa.queue_front(ChildDeleteInitiator([], reason=f"refused: {exc}", orphans=[self.state]))
         return False
 
     def _child(self, sa: IkeSA, msg: Message) -> ChildSaEstablished:
@@ -288,7 +307,7 @@ class IkeAuthInitiator:
         if self.state.spi_out < 256:
             raise IkeError(Notify.INVALID_SYNTAX, "responder's ESP SPI is reserved")
         accept_selectors(self.state, msg, tsi, tsr, self.child.local_ts, self.child.remote_ts, self.child.mode)
-        return install_child(sa, self.state)
+        return install_child(sa, self.state, rekey_of=self.replaces)
 
 
 class IkeAuthResponder:
@@ -297,7 +316,8 @@ class IkeAuthResponder:
     def process_request(self, sa: IkeSA, msg: Message, now: float) -> list[Payload]:
         peer = _verify_peer(sa, msg, peer_is_initiator=True)
         idr = _local_id(sa, False)
-        payloads: list[Payload] = [idr, *_our_auth(sa, False, idr)]
+        payloads: list[Payload] = [idr, *_our_auth(sa, False, idr), *window_payloads(sa)]
+        note_peer_window(sa, msg)
         _established(sa, peer)
         sa_p, tsi, tsr = msg.get(SAPayload), msg.get(TSPayload, initiator=True), msg.get(TSPayload, initiator=False)
         if sa_p is None:
@@ -315,7 +335,7 @@ class IkeAuthResponder:
                 continue
             name = child.name
             chosen = select_proposal([Proposal(p.num, p.protocol, b"", [t for t in p.transforms
-                                                                         if t.type != TransformType.DH])
+                                                                         if t.type != _DH])
                                       for p in child.proposals], sa_p.proposals, strip_dh=True)
             try:
                 suite = esp_choice(child, chosen, transport)

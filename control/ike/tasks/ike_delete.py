@@ -17,8 +17,10 @@ class IkeDeleteInitiator:
     exchange = ExchangeType.INFORMATIONAL
     on_rekeyed_sa = True        # the Delete of a replaced IKE SA runs on that SA
 
-    def __init__(self, rekeyed: bool = False):
+    def __init__(self, rekeyed: bool = False, reason: str | None = None, replaced: bool = False):
         self.rekeyed = rekeyed
+        self.reason = reason        # for the IkeSaDeleted event (hard expiry, reauthentication...)
+        self.replaced = replaced    # a reauthentication replaced this IKE SA: IkeSaDeleted.rekeyed
 
     def build_request(self, sa: IkeSA) -> list[Payload] | None:
         if sa.state == State.REKEYED and not self.rekeyed:
@@ -28,12 +30,12 @@ class IkeDeleteInitiator:
         return [DeletePayload(ProtocolId.IKE)]
 
     def process_response(self, sa: IkeSA, msg: Message, now: float) -> bool:
-        sa.dead("rekeyed" if self.rekeyed else "deleted", rekeyed=self.rekeyed)
+        sa.dead(self.reason or ("rekeyed" if self.rekeyed else "deleted"), rekeyed=self.rekeyed or self.replaced)
         return False
 
     def give_up(self, sa: IkeSA, reason: str) -> None:
         # nobody answers our Delete: the SA is gone all the same (RFC 7296 §1.4.1)
-        sa.dead(f"deleted ({reason})", rekeyed=self.rekeyed)
+        sa.dead(f"{self.reason or 'deleted'} ({reason})", rekeyed=self.rekeyed or self.replaced)
 
 
 class IkeDeleteResponder:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from control.ike.constants import ExchangeType, notify_name
 from control.ike.message import Message, NotifyPayload, Payload
+from control.ike.window import note_peer_window
 
 if TYPE_CHECKING:
     from control.ike.sa import IkeSA
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
 
 class DpdInitiator:
     exchange = ExchangeType.INFORMATIONAL
+    concurrent = True           # may share a Message ID window with other such exchanges
 
     def build_request(self, sa: IkeSA) -> list[Payload] | None:
         sa.stats["dpd_sent"] += 1
@@ -34,6 +36,7 @@ class InformationalResponder:
             sa.stats["dpd_received"] += 1
         for n in notifies:
             sa.stats[f"notify_{notify_name(n.notify_type).lower()}"] += 1
+        note_peer_window(sa, msg)
         return []
 
 

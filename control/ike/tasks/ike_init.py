@@ -53,7 +53,11 @@ def natd_hash(spi_i: bytes, spi_r: bytes, ip: str | ipaddress.IPv4Address | ipad
     return hashlib.sha1(spi_i + spi_r + _packed(ip) + struct.pack("!H", port)).digest()
 
 
-def _natd_payloads(sa: IkeSA, spi_r: bytes, local: tuple[str, int], remote: tuple[str, int]) -> list[Payload]:
+# our address as the IkeSA holds it (str() of an ip_address object showed in a busy responder's profile)
+_Addr = tuple[str | ipaddress.IPv4Address | ipaddress.IPv6Address, int]
+
+
+def _natd_payloads(sa: IkeSA, spi_r: bytes, local: _Addr, remote: _Addr) -> list[Payload]:
     if sa.config.encap:
         # like strongSwan's encap=yes: a source hash nobody can match makes both sides see a NAT
         src = os.urandom(20)
@@ -63,7 +67,7 @@ def _natd_payloads(sa: IkeSA, spi_r: bytes, local: tuple[str, int], remote: tupl
     return [NotifyPayload(Notify.NAT_DETECTION_SOURCE_IP, src), NotifyPayload(Notify.NAT_DETECTION_DESTINATION_IP, dst)]
 
 
-def _detect_nat(sa: IkeSA, msg: Message, spi_r: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
+def _detect_nat(sa: IkeSA, msg: Message, spi_r: bytes, local: _Addr, remote: _Addr) -> None:
     """Compare the peer's NAT-D hashes with what our addresses give (no NAT-D at all: no NAT-T)."""
     srcs = msg.notifies(Notify.NAT_DETECTION_SOURCE_IP)
     dsts = msg.notifies(Notify.NAT_DETECTION_DESTINATION_IP)
@@ -89,6 +93,22 @@ def _note_sig_hashes(sa: IkeSA, msg: Message) -> None:
         sa.peer_sig_hashes = parse_hash_algorithms(found[0].data) if found else None  # type: ignore[attr-defined]
     except SignatureError:
         sa.peer_sig_hashes = None  # type: ignore[attr-defined]
+
+
+def _fragmentation(sa: IkeSA, msg: Message | None) -> list[Payload]:
+    """RFC 7383 §2.3: IKEV2_FRAGMENTATION_SUPPORTED, unless configured ``no``.  A responder announces it
+    only in answer to the initiator's (``msg`` is the request then)."""
+    if sa.config.fragmentation == "no":
+        return []
+    if msg is not None and not msg.notifies(Notify.IKEV2_FRAGMENTATION_SUPPORTED):
+        return []
+    return [NotifyPayload(Notify.IKEV2_FRAGMENTATION_SUPPORTED)]
+
+
+def _note_fragmentation(sa: IkeSA, msg: Message) -> None:
+    # both sides announced it: oversized protected messages may go out as fragments from now on
+    sa.peer_fragmentation = sa.config.fragmentation != "no" and bool(
+        msg.notifies(Notify.IKEV2_FRAGMENTATION_SUPPORTED))
 
 
 def _certreq(sa: IkeSA) -> list[Payload]:
@@ -121,8 +141,8 @@ class IkeInitInitiator:
         if self.cookie is not None:
             payloads.append(NotifyPayload(Notify.COOKIE, self.cookie))   # RFC 7296 §2.6: first payload
         payloads += [SAPayload(props), KEPayload(self.group, sa.ke.public), NoncePayload(sa.nonce_i)]
-        payloads += _natd_payloads(sa, bytes(8), (str(sa.local_ip), sa.config.local_port), sa.remote)
-        return payloads + _sig_hash_notify(sa)
+        payloads += _natd_payloads(sa, bytes(8), (sa.local_ip, sa.config.local_port), sa.remote)
+        return payloads + _sig_hash_notify(sa) + _fragmentation(sa, None)
 
     def process_response(self, sa: IkeSA, msg: Message, now: float) -> bool:
         cookie = msg.notifies(Notify.COOKIE)
@@ -166,9 +186,10 @@ class IkeInitInitiator:
         sa.spi_r = msg.spi_r
         sa.nonce_r = nonce.data
         sa.suite = suite
-        _detect_nat(sa, msg, sa.spi_r, (str(sa.local_ip), sa.config.local_port), sa.remote)
+        _detect_nat(sa, msg, sa.spi_r, (sa.local_ip, sa.config.local_port), sa.remote)
         sa.set_keys(derive_ike_keys(suite, sa.nonce_i, sa.nonce_r, g_ir, sa.spi_i, sa.spi_r))
         _note_sig_hashes(sa, msg)
+        _note_fragmentation(sa, msg)
         return False
 
 
@@ -202,11 +223,12 @@ class IkeInitResponder:
         sa.nonce_i = nonce.data
         sa.nonce_r = os.urandom(NONCE_LEN)
         sa.suite = suite
-        local = (str(sa.local_ip), sa.local_port)
+        local = (sa.local_ip, sa.local_port)
         _detect_nat(sa, msg, bytes(8), local, sa.remote)
         sa.set_keys(derive_ike_keys(suite, sa.nonce_i, sa.nonce_r, g_ir, sa.spi_i, sa.spi_r))
         chosen.spi = b""
         payloads: list[Payload] = [SAPayload([chosen]), KEPayload(suite.dh, sa.ke.public), NoncePayload(sa.nonce_r)]
         payloads += _natd_payloads(sa, sa.spi_r, local, sa.remote)
         _note_sig_hashes(sa, msg)
-        return payloads + _certreq(sa) + _sig_hash_notify(sa)
+        _note_fragmentation(sa, msg)
+        return payloads + _certreq(sa) + _sig_hash_notify(sa) + _fragmentation(sa, msg)
