@@ -20,6 +20,7 @@ from control.ike.crypto import (
     MODP_2048_P,
     CryptoError,
     IkeSuite,
+    KeyedPrf,
     KeyExchange,
     SKCipher,
     child_keymat,
@@ -62,6 +63,18 @@ def test_prf_plus_is_hkdf_expand(alg: int, key: bytes, seed: bytes, length: int)
     # RFC 7296 prf+ and RFC 5869 HKDF-Expand are the same construction (T(n) = HMAC(K, T(n-1) | S | n))
     expected = HKDFExpand(HASHES[alg](), length, seed).derive(key)
     assert prf_plus(alg, key, seed, length) == expected
+
+
+@settings(max_examples=80, deadline=None)
+@given(alg=st.sampled_from(list(HASHES)), key=st.binary(max_size=300), data=st.binary(max_size=300))
+def test_prf_is_hmac(alg: int, key: bytes, data: bytes) -> None:
+    # prf is HMAC built on hashlib (RFC 2104); cryptography's HMAC is the reference, keys longer than
+    # the hash's block size (64/128 bytes) included
+    ref = c_hmac.HMAC(key, HASHES[alg]())
+    ref.update(data)
+    expected = ref.finalize()
+    assert prf(alg, key, data) == expected
+    assert KeyedPrf(alg, key)(data) == expected
 
 
 def test_prf_plus_limit() -> None:

@@ -157,3 +157,31 @@ def test_full_send_buffer_queues_in_order() -> None:
 
     sent, got = asyncio.run(run())
     assert got == sent
+
+
+def test_setup_cost_tool_runs_whole_set_ups() -> None:
+    """The in-process cost tool drives complete set-ups (INIT, AUTH, Delete) through the endpoint's receive
+    path: every responder IKE SA is gone afterwards and each exchange took some CPU."""
+    from control.ike.setup_cost import PHASES, measure
+
+    out = measure(10, warmup=2)
+    assert out["sas_left"] == 0
+    assert set(out["per_exchange_us"]) == set(PHASES)
+    assert all(us > 0 for us in out["per_exchange_us"].values()), out
+    assert out["responder_cpu_us_per_setup"] > 0
+
+
+def test_responder_log_lines_reach_the_file_at_close(tmp_path) -> None:
+    """loadgen respond --log: block-buffered like charon's filelog, complete once the handler closes."""
+    from control.ike.loadgen import _log_to
+
+    path = tmp_path / "responder.log"
+    log = _log_to(str(path))
+    try:
+        for n in range(3):
+            log.info("IKE SA %d established", n)
+    finally:
+        for h in list(log.handlers):
+            h.close()
+            log.removeHandler(h)
+    assert path.read_text().splitlines() == [f"INFO IKE SA {n} established" for n in range(3)]

@@ -3,7 +3,8 @@
 RFC 7296 §2.13-2.17 (prf+, SKEYSEED, SK_*, KEYMAT), RFC 5282 (AES-GCM in the SK
 payload), RFC 7634 (ChaCha20-Poly1305), RFC 5903 (ECP groups), RFC 8031
 (Curve25519/448), RFC 3526 (MODP group 14).  Symmetric primitives come from
-``cryptography`` and the standard library's hmac; nothing here logs or returns
+``cryptography`` and the standard library (hashlib's OpenSSL hashes under the PRF's
+HMAC, hmac for the SK integrity checks); nothing here logs or returns
 key material except through the objects the caller asked for.
 """
 
@@ -15,10 +16,9 @@ import os
 import secrets
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.asymmetric import ec, x448, x25519
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -42,16 +42,56 @@ PRF_HASH: dict[int, str] = {
 }
 
 
-_PRF_HASH_ALG: dict[int, type[hashes.HashAlgorithm]] = {
-    Prf.HMAC_SHA1: hashes.SHA1, Prf.HMAC_SHA2_256: hashes.SHA256, Prf.HMAC_SHA2_384: hashes.SHA384,
-    Prf.HMAC_SHA2_512: hashes.SHA512,
-}
 _PRF_LEN: dict[int, int] = {alg: hashlib.new(name).digest_size for alg, name in PRF_HASH.items()}
 _BYTE = [bytes([n]) for n in range(256)]
 
+# HMAC (RFC 2104) over hashlib's OpenSSL hashes: H(K ^ opad | H(K ^ ipad | data)), the key padded to
+# the hash's block size (hashed first when longer).  One-shot HMAC in OpenSSL 3 (hmac.digest, EVP_Q_mac)
+# fetches the digest and builds a MAC context per call, and cost about twice this construction for the
+# short inputs IKE uses; tests/test_ike_crypto.py checks it against cryptography's HMAC (every PRF,
+# keys shorter and longer than the block).
+_PRF_NEW = {alg: getattr(hashlib, name) for alg, name in PRF_HASH.items()}
+_PRF_BLOCK: dict[int, int] = {alg: hashlib.new(name).block_size for alg, name in PRF_HASH.items()}
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+
+
+def _hmac_keyed(alg: int, key: bytes) -> tuple[Any, Any]:
+    """The inner and outer hash contexts of HMAC(key), keyed and ready for ``copy()``."""
+    new, block = _PRF_NEW[alg], _PRF_BLOCK[alg]
+    if len(key) > block:
+        key = new(key).digest()
+    key = key.ljust(block, b"\0")
+    return new(key.translate(_IPAD)), new(key.translate(_OPAD))
+
 
 def prf(alg: int, key: bytes, data: bytes) -> bytes:
-    return hmac.digest(key, data, PRF_HASH[alg])
+    new, block = _PRF_NEW[alg], _PRF_BLOCK[alg]
+    if len(key) > block:
+        key = new(key).digest()
+    key = key.ljust(block, b"\0")
+    inner = new(key.translate(_IPAD))
+    inner.update(data)
+    return new(key.translate(_OPAD) + inner.digest()).digest()
+
+
+class KeyedPrf:
+    """prf(key, .) for a key used again and again (the PSK's "Key Pad for IKEv2" key): the keyed
+    inner and outer contexts are built once and copied per call."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, alg: int, key: bytes):
+        self._inner, self._outer = _hmac_keyed(alg, key)
+
+    def __call__(self, data: bytes) -> bytes:
+        inner, outer = self._inner.copy(), self._outer.copy()
+        inner.update(data)
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def __repr__(self) -> str:          # holds key material
+        return "KeyedPrf(<redacted>)"
 
 
 def prf_len(alg: int) -> int:
@@ -62,14 +102,14 @@ def prf_plus(alg: int, key: bytes, seed: bytes, length: int) -> bytes:
     """RFC 7296 §2.13: T1 = prf(K, S | 0x01), Tn = prf(K, Tn-1 | S | n); at most 255 blocks."""
     if length > 255 * _PRF_LEN[alg]:
         raise ValueError("prf+ cannot produce that much key material")
-    # one keyed HMAC context copied per block: a one-shot HMAC sets the key up (and, in OpenSSL 3,
-    # looks the digest up) every time, three to four times the cost of a copy
-    keyed = crypto_hmac.HMAC(key, _PRF_HASH_ALG[alg]())
+    # the keyed contexts are built once and copied per block, instead of keying HMAC for every block
+    k_in, k_out = _hmac_keyed(alg, key)
     blocks, t = [], b""
     for n in range(1, -(-length // _PRF_LEN[alg]) + 1):
-        h = keyed.copy()
-        h.update(t + seed + _BYTE[n])
-        t = h.finalize()
+        inner, outer = k_in.copy(), k_out.copy()
+        inner.update(t + seed + _BYTE[n])
+        outer.update(inner.digest())
+        t = outer.digest()
         blocks.append(t)
     return b"".join(blocks)[:length]
 

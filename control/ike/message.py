@@ -361,7 +361,7 @@ class TrafficSelectorEntry:
     def parse(cls, data: bytes) -> tuple[TrafficSelectorEntry, int]:
         if len(data) < 8:
             raise ParseError("traffic selector shorter than 8 bytes")
-        ts_type, proto, size, sp, ep = struct.unpack_from("!BBHHH", data)
+        ts_type, _, size = _TS_HEAD.unpack_from(data)
         if ts_type == _TS_IPV4:
             alen = 4
         elif ts_type == _TS_IPV6:
@@ -370,16 +370,26 @@ class TrafficSelectorEntry:
             raise ParseError(f"unsupported traffic selector type {ts_type}")
         if not (size == 8 + 2 * alen and size <= len(data)):
             raise ParseError("traffic selector length does not fit its type")
-        make = ipaddress.IPv4Address if alen == 4 else ipaddress.IPv6Address
-        start = make(bytes(data[8:8 + alen]))
-        end = make(bytes(data[8 + alen:8 + 2 * alen]))
-        return cls(start, end, proto, sp, ep), size
+        # selectors are immutable and peers send the same few again and again: one object per encoding
+        return _selector(bytes(data[:size])), size
 
     @classmethod
     def from_network(cls, net: str, proto: int = 0, start_port: int = 0, end_port: int = 65535
                      ) -> TrafficSelectorEntry:
         n = ipaddress.ip_network(net, strict=False)
         return cls(n[0], n[-1], proto, start_port, end_port)
+
+
+_TS_HEAD = struct.Struct("!BBH")
+
+
+@functools.lru_cache(maxsize=4096)
+def _selector(raw: bytes) -> TrafficSelectorEntry:
+    """A checked selector encoding (type, length) as an entry."""
+    _, proto, _, sp, ep = struct.unpack_from("!BBHHH", raw)
+    alen = (len(raw) - 8) // 2
+    make = ipaddress.IPv4Address if alen == 4 else ipaddress.IPv6Address
+    return TrafficSelectorEntry(make(raw[8:8 + alen]), make(raw[8 + alen:]), proto, sp, ep)
 
 
 @dataclass

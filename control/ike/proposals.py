@@ -203,7 +203,10 @@ def select_proposal(ours: list[Proposal], theirs: list[Proposal], *, strip_dh: b
 
 def with_group(proposals: list[Proposal], group: int) -> list[Proposal]:
     """The proposals with every key exchange transform but group removed: what the peer's KE
-    payload (of group) already works with, so selection can prefer it over a retry."""
+    payload (of group) already works with, so selection can prefer it over a retry.  When no other
+    group is offered (the usual offer) that is the list itself, not a copy: callers only read it."""
+    if all(t.type != _DH or t.id == group for p in proposals for t in p.transforms):
+        return proposals
     return [Proposal(p.num, p.protocol, p.spi,
                      [t for t in p.transforms if t.type != _DH or t.id == group])
             for p in proposals]

@@ -21,6 +21,10 @@ def intersect(a: TrafficSelectorEntry, b: TrafficSelectorEntry) -> TrafficSelect
     lo, hi = max(a.start_port, b.start_port), min(a.end_port, b.end_port)
     if lo > hi:
         return None
+    for same in (a, b):         # usually one contains the other: no new (frozen, slow to build) entry
+        if same.start is start and same.end is end and same.proto == proto and same.start_port == lo \
+                and same.end_port == hi:
+            return same
     return TrafficSelectorEntry(start, end, proto, lo, hi)
 
 

@@ -22,7 +22,7 @@ from control.ike.certs import (
 )
 from control.ike.config import ChildConfig, Identity
 from control.ike.constants import AuthMethod, ExchangeType, IdType, Notify, ProtocolId, TransformType
-from control.ike.crypto import child_keymat, prf
+from control.ike.crypto import KeyedPrf, child_keymat, prf
 from control.ike.message import (
     AuthPayload,
     CertPayload,
@@ -71,17 +71,17 @@ def signed_octets(sa: IkeSA, of_initiator: bool, id_payload: IDPayload) -> bytes
 
 
 @functools.lru_cache(maxsize=256)
-def _psk_pad_key(prf_alg: int, psk: bytes) -> bytes:
-    # prf(PSK, "Key Pad for IKEv2") depends on the configuration only: computed once per PSK and PRF
-    # instead of twice per IKE_AUTH (both AUTH payloads).  Held like the PSK itself, never logged.
-    return prf(prf_alg, psk, KEY_PAD)
+def _psk_prf(prf_alg: int, psk: bytes) -> KeyedPrf:
+    # prf(PSK, "Key Pad for IKEv2") depends on the configuration only: it and the HMAC keyed with it
+    # are set up once per PSK and PRF instead of twice per IKE_AUTH (both AUTH payloads).  Held like
+    # the PSK itself, never logged (KeyedPrf's repr hides it).
+    return KeyedPrf(prf_alg, prf(prf_alg, psk, KEY_PAD))
 
 
 def psk_auth(sa: IkeSA, of_initiator: bool, id_payload: IDPayload) -> bytes:
     """AUTH data for the initiator's or the responder's identity (RFC 7296 §2.15)."""
     assert sa.suite is not None
-    p = sa.suite.prf
-    return prf(p, _psk_pad_key(p, sa.config.psk), signed_octets(sa, of_initiator, id_payload))
+    return _psk_prf(sa.suite.prf, sa.config.psk)(signed_octets(sa, of_initiator, id_payload))
 
 
 def _local_id(sa: IkeSA, initiator: bool) -> IDPayload:
@@ -334,9 +334,8 @@ class IkeAuthResponder:
             if not n_i or not n_r:
                 continue
             name = child.name
-            chosen = select_proposal([Proposal(p.num, p.protocol, b"", [t for t in p.transforms
-                                                                         if t.type != _DH])
-                                      for p in child.proposals], sa_p.proposals, strip_dh=True)
+            # strip_dh: no KE payload in IKE_AUTH, so key exchange transforms count on neither side
+            chosen = select_proposal(child.proposals, sa_p.proposals, strip_dh=True)
             try:
                 suite = esp_choice(child, chosen, transport)
             except IkeError as exc:
