@@ -132,7 +132,19 @@ def test_child_rekey_under_iperf3_load_loses_nothing(pair: Pair) -> None:
     assert after["spi_in"] != before["spi_in"] and after["spi_out"] != before["spi_out"]
     summary = result["end"]["sum"]
     assert summary["packets"] > 10000
-    assert summary["lost_packets"] == 0, summary
+    # Counted at the gateways, which is what a rekey can lose: every packet A read was protected and sent,
+    # B decrypted every ESP packet it got (none met a missing or deleted SA) and wrote them all out.  iperf3's
+    # own loss figure also counts what a CPU-starved receiving host drops after gateway B, so it is reported,
+    # not asserted (on a loaded 2-core machine host B's socket overflowed while both gateways lost nothing).
+    time.sleep(1.2)                     # totals are published twice a second
+    tA, tB = (g.json("status")["fastpath_totals"] for g in (A, pair.B))
+    totals = f"gateway totals A {tA}, B {tB}; iperf3 {summary}"
+    assert tA["send_failed"] == tA["held_dropped"] == tB["send_failed"] == 0, totals
+    assert tA["outbound"].get("protect", 0) >= summary["packets"], totals
+    assert tB["esp_in"] >= tA["outbound"]["protect"] and tB["inbound"] == {"ok": tB["esp_in"]}, totals
+    assert tB["tun_out"] >= tB["inbound"]["ok"], totals
+    if summary["lost_packets"]:
+        print(f"iperf3 lost {summary['lost_packets']} datagrams after the gateways ({totals})")
     assert len(pres["got"]) == len(pres["sent"]), f"lost pings: {sorted(set(pres['sent']) - set(pres['got']))}"
     assert "rekeyed" in A.text()
 
