@@ -38,7 +38,7 @@ set_source(ffibuilder, MODULE,
            "#include <rte_version.h>\n#include \"dpdk.h\"\n#include \"dpdk_loop.h\"\n"
            "#include \"crypto_cryptodev.h\"\n",
            direct=__name__ == "__main__", sources=["dpdk_glue.c", "dpdk_loop.c", "esp_core.c", "crypto_ipsecmb.c",
-                                                    "crypto_cryptodev.c", "dpdk_gw.c"],
+                                                    "crypto_cryptodev.c", "dpdk_gw.c", "dpdk_security.c"],
            depends=["dpdk.h", "dpdk_loop.h", "esp.h", "esp_core.h", "crypto_cryptodev.h", "shm.h"],
            lib=_libdpdk, libraries=["IPSec_MB"],
            cflags=["-O3", "-Wall", "-Wno-unused-function", "-DALLOW_EXPERIMENTAL_API"])

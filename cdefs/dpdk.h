@@ -165,4 +165,23 @@ int ipsg_dpdk_la_gcm_encrypt(struct ipsg_dpdk_la *la, uint32_t spi, uint64_t *se
                              const uint8_t *dst, uint8_t ttl, uint8_t *buf, uint32_t slot_size, uint32_t n,
                              uint32_t *off, uint32_t *len, uint8_t *status);
 
+/* ---- rte_security sessions (dpdk_security.c) for the inline-crypto / inline-protocol rungs on an
+ * ethdev port and the lookaside-protocol rung on a cryptodev, both named by device name.  action is
+ * IPSG_DPDK_ACT_INLINE_CRYPTO, _INLINE_PROTOCOL or _LOOKASIDE_PROTOCOL.  NULL and the device's
+ * answer in err when the device has no security context, no matching capability, or refuses.
+ * Needs esp.h's struct ipsg_sa_params (declared before this header in the module). */
+struct ipsg_sa_params;
+struct ipsg_sec_sess;
+struct ipsg_sec_sess *ipsg_sec_session_new(const char *device, uint8_t action, const struct ipsg_sa_params *p,
+                                           char *err, size_t errlen);
+/* rte_security_session_destroy's result (0 or a negative errno); NULL is a no-op. */
+int ipsg_sec_session_free(struct ipsg_sec_sess *s);
+int ipsg_sec_sessions_live(void);
+
+/* ---- Gateway worker (dpdk_gw.c; the rest of its API is in dpdk_loop.h): the SA in slot has hard-expired
+ * and left the engine; its packets are dropped as HARD_EXPIRED (not held for a sync) until
+ * ipsg_dpdk_gw_set_sa reports a new SA in the slot. */
+struct ipsg_dpdk_gw;
+void ipsg_dpdk_gw_sa_dead(struct ipsg_dpdk_gw *g, uint32_t slot);
+
 #endif

@@ -69,6 +69,7 @@ struct ipsg_dpdk_gw {
     uint64_t *resv;         /* per slot: the reservation we last wrote */
     uint16_t *ovh;          /* per slot: ESP overhead (MTU check); 0 = unknown */
     uint8_t *blk;
+    uint8_t *dead;          /* per slot: its SA hard-expired and left the engine; cleared by set_sa */
     struct neigh *neigh;
     uint32_t n_miss, n_local;
     uint8_t miss_fam[IPSG_GW_MISS_MAX], miss_addr[IPSG_GW_MISS_MAX][16];
@@ -114,11 +115,13 @@ struct ipsg_dpdk_gw *ipsg_dpdk_gw_new(const struct ipsg_dpdk_gw_conf *c, char *e
         g->resv = rte_zmalloc("ipsg_gw_resv", (size_t)c->n_sa * sizeof(uint64_t), 0);
         g->ovh = rte_zmalloc("ipsg_gw_ovh", (size_t)c->n_sa * sizeof(uint16_t), 0);
         g->blk = rte_zmalloc("ipsg_gw_blk", c->n_sa, 0);
+        g->dead = rte_zmalloc("ipsg_gw_dead", c->n_sa, 0);
         g->neigh = rte_zmalloc("ipsg_gw_neigh", IPSG_GW_NEIGH_SIZE * sizeof(struct neigh), RTE_CACHE_LINE_SIZE);
     }
-    if (g == NULL || !g->buf || !g->resv || !g->ovh || !g->blk || !g->neigh) {
+    if (g == NULL || !g->buf || !g->resv || !g->ovh || !g->blk || !g->dead || !g->neigh) {
         if (g) {
-            rte_free(g->buf); rte_free(g->resv); rte_free(g->ovh); rte_free(g->blk); rte_free(g->neigh);
+            rte_free(g->buf); rte_free(g->resv); rte_free(g->ovh); rte_free(g->blk); rte_free(g->dead);
+            rte_free(g->neigh);
         }
         rte_free(g);
         snprintf(err, errlen, "out of DPDK memory for the gateway worker");
@@ -153,7 +156,8 @@ void ipsg_dpdk_gw_free(struct ipsg_dpdk_gw *g)
     for (i = 0; i < g->n_nh; i++)
         rte_pktmbuf_free(g->nh[i]);
     memset(g->buf, 0, (size_t)MAXB * SLOT_SIZE);   /* plaintext was here */
-    rte_free(g->buf); rte_free(g->resv); rte_free(g->ovh); rte_free(g->blk); rte_free(g->neigh);
+    rte_free(g->buf); rte_free(g->resv); rte_free(g->ovh); rte_free(g->blk); rte_free(g->dead);
+    rte_free(g->neigh);
     rte_free(g);
 }
 
@@ -167,6 +171,13 @@ void ipsg_dpdk_gw_set_sa(struct ipsg_dpdk_gw *g, uint32_t slot, uint16_t ovh, ui
     g->ovh[slot] = ovh;
     g->blk[slot] = blk;
     g->resv[slot] = 0;    /* a new SA in the slot: its reservation starts over in the region too */
+    g->dead[slot] = 0;
+}
+
+void ipsg_dpdk_gw_sa_dead(struct ipsg_dpdk_gw *g, uint32_t slot)
+{
+    if (slot < g->c.n_sa)
+        g->dead[slot] = 1;
 }
 
 int ipsg_dpdk_gw_local_add(struct ipsg_dpdk_gw *g, uint8_t family, const uint8_t *addr)
@@ -617,6 +628,8 @@ static void clear_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t
             uint8_t st = g->status[i];
             if (st == IPSG_ST_OK && (uint32_t)m->data_off + ETH_HLEN + g->len[i] > m->buf_len)
                 st = IPSG_ST_TOO_BIG;
+            if (st == IPSG_ST_NO_SA && g->dead[g->sa[i]])
+                st = IPSG_ST_HARD_EXPIRED;   /* gone for good until control replaces it: no hold */
             if (st == IPSG_ST_NO_SA) {
                 /* The policy names an SA the engine does not have yet (control installed it after
                  * our last sync): keep the packet and end the slice so that Python syncs. */
@@ -701,12 +714,16 @@ static void prot_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t 
                 drop(g, m, IPSG_GW_C_KERNEL);
                 continue;
             }
-            if (st == IPSG_ST_NO_SA && !late && g->n_late < IPSG_GW_HOLD_MAX) {
+            if (st == IPSG_ST_NO_SA && !late) {
                 /* An SA control installed after our last sync (a rekey's new inbound SA, which the
-                 * peer may use as soon as our answer leaves): keep it for after the sync. */
+                 * peer may use as soon as our answer leaves): keep it for after the sync.  One that
+                 * hard-expired here is still in the region until control deletes it: drop, counted. */
                 uint8_t *ip = rte_pktmbuf_mtod(m, uint8_t *) + ETH_HLEN;
-                if (parse_flow(ip, m->data_len - ETH_HLEN, &f) == 0 &&
-                    g->spi_lookup(g->shm, esp_spi(ip, &f), 0, NULL) >= 0) {
+                int64_t slot = parse_flow(ip, m->data_len - ETH_HLEN, &f) == 0
+                                   ? g->spi_lookup(g->shm, esp_spi(ip, &f), 0, NULL) : -1;
+                if (slot >= 0 && (uint64_t)slot < g->c.n_sa && g->dead[slot]) {
+                    st = IPSG_ST_HARD_EXPIRED;
+                } else if (slot >= 0 && g->n_late < IPSG_GW_HOLD_MAX) {
                     g->late[g->n_late++] = m;
                     g->need_sync = 1;
                     continue;

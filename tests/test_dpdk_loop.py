@@ -11,6 +11,7 @@ against a region control wrote; tests/test_dpdk_gateway.py runs it end to end.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import subprocess
@@ -299,5 +300,70 @@ def test_gateway_worker_spd_verdicts_esp_and_counters(tmp_path):
         ovh, blk = 20 + 8 + 8 + 16, 4       # outer IPv4, ESP header, IV, ICV; GCM pads to 4
         assert ovh + (mtu + 2 + blk - 1) // blk * blk <= 1500 < ovh + (mtu + 1 + 2 + blk - 1) // blk * blk + blk
         assert IP(bytes(ic.payload)[8:]).dst == "10.2.0.2"          # quotes the packet that did not fit
+    finally:
+        ctl.close()
+
+
+def test_gateway_worker_expiry_events_and_hard_expired_sa_stops(tmp_path):
+    """CHILD SAs driven to their soft and hard limits through the worker (outbound by packets, inbound by
+    bytes): SOFT_EXPIRE and HARD_EXPIRE reach the region's event ring from the worker's publish, exactly the
+    packets within the hard limit pass, and after the hard expiry has taken the SA out of the engine its
+    packets are dropped and counted as hard-expired, not held waiting for an SA (nor decrypted)."""
+    from control.shm import PROTECT, ControlRegion, Policy
+    from fastpath.sa import Lifetime
+    from fastpath.shm import Capacities
+    from fastpath.status import SAFlag
+
+    out_sa = make_sa("aes-gcm-128", None, seq=1, lifetime=Lifetime(soft_packets=3, hard_packets=5))
+    in_sa = SA(spi=0x7007, src=ipaddress.ip_address("192.0.2.2"), dst=ipaddress.ip_address("192.0.2.1"),
+               enc="aes-gcm-128", enc_key=bytes(range(20)), lifetime=Lifetime(soft_bytes=250, hard_bytes=450))
+    n = 24
+    ctl = ControlRegion.create(tmp_path / "r.shm", Capacities(n_sa=16, n_spd=16, cmd_ring=64, evt_ring=64))
+    try:
+        so = ctl.install_sa(out_sa, "out").slot
+        si = ctl.install_sa(in_sa, "in").slot
+        ctl.add_policy(Policy(src="10.1.0.0/24", dst="10.2.0.0/24", action=PROTECT), (so,))
+        clear_in = [Ether(src=HOST_A, dst=PCAP_MAC[0]) / IP(src="10.1.0.2", dst="10.2.0.2") /
+                    UDP(sport=1000, dport=2000) / Raw(bytes([k]) * 40) for k in range(n)]
+        inner = [bytes(IP(src="10.2.0.2", dst="10.1.0.2") / UDP(sport=2000, dport=1000) / Raw(bytes([k]) * 72))
+                 for k in range(n)]       # 100 bytes each: the 5th crosses hard_bytes
+        sw = create("reference", capacity=1)
+        sw.add_sa(0, dataclasses.replace(in_sa, lifetime=Lifetime()), "out")   # the peer's SA has no limit here
+        b = Batch(capacity=n)
+        b.extend(inner)
+        sw.outbound(b)
+        assert [Status(int(x)) for x in b.status[:n]] == [Status.OK] * n
+        prot_in = [Ether(src=PEER, dst=PCAP_MAC[1], type=0x0800) / Raw(p) for p in b]
+        files = {k: tmp_path / f"{k}.pcap" for k in ("cin", "cout", "pin", "pout")}
+        wrpcap(str(files["cin"]), clear_in)
+        wrpcap(str(files["pin"]), prot_in)
+        # burst 1 and zero-length slices: a slice takes 16 frames per port, so the SAs expire in the first
+        # slice, the publish after it removes them, and the second slice's frames find them gone
+        job = {"region": str(tmp_path / "r.shm"), "clear": "net_pcap0", "protected": "net_pcap1",
+               "vdevs": [f"net_pcap0,rx_pcap={files['cin']},tx_pcap={files['cout']}",
+                         f"net_pcap1,rx_pcap={files['pin']},tx_pcap={files['pout']}"],
+               "local": ["10.1.0.1", "192.0.2.1"], "neighbours": {"10.1.0.2": HOST_A, "192.0.2.2": PEER},
+               "seconds": 0.3, "burst": 1, "slice": 0, "publish_each_slice": True}
+        r = subprocess.run([sys.executable, "-m", "fastpath.dpdk.gw_job"], input=json.dumps(job), capture_output=True,
+                           text=True, timeout=120, cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-3000:]
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        st = res["stats"]
+        assert (st["rx_clear"], st["rx_prot"]) == (n, n)
+        assert (st["protect"], st["decrypted"], st["held"]) == (5, 4, 0)
+        assert st["esp_drops"] == {"hard-expired": (n - 5) + (n - 4)}, st
+        assert res["events_posted"] == 4 and so not in res["engine_sas"] and si not in res["engine_sas"]
+        # the region's counters stop where the SA left the engine; the worker counted the rest
+        for slot, packets, nbytes in ((so, 5, None), (si, 4, 400)):
+            ctr = ctl.counters(slot)
+            assert ctr.stats.packets == packets and ctr.stats.flags & SAFlag.HARD_EXPIRED
+            assert nbytes is None or ctr.stats.bytes == nbytes
+        late = st["esp_drops"]["hard-expired"] - sum(ctl.counters(s).stats.drops.get(Status.HARD_EXPIRED, 0)
+                                                     for s in (so, si))
+        assert late > 0          # dropped after the SA had left the engine, as hard-expired
+        evs = [(e.kind, e.slot, e.packets) for e in ctl.events()]
+        assert sorted(evs) == sorted([("soft-expire", so, 5), ("hard-expire", so, 5),
+                                      ("soft-expire", si, 4), ("hard-expire", si, 4)])
+        assert len(rdpcap(str(files["pout"]))) == 5 and len(rdpcap(str(files["cout"]))) == 4
     finally:
         ctl.close()

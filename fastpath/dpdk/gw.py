@@ -65,7 +65,7 @@ class GatewayWorker:
         self._pool = pool
         self.region = region
         self.engine = PlacedEngine(LoopEngine(region.caps.n_sa), caps, ports=[protected],
-                                   on_place=on_place, prefer=prefer)
+                                   on_place=on_place, prefer=prefer, on_dead=self._sa_dead)
         try:
             self.ports = [Port(clear, pool), Port(protected, pool)]
             macs = []
@@ -135,6 +135,11 @@ class GatewayWorker:
         """A slot changed (``sync_region``'s callback): MTU facts of an outbound SA, reservation cache reset."""
         ovh, blk = esp_overhead(sa) if sa is not None and direction == Direction.OUT else (0, 0)
         self._lib.ipsg_dpdk_gw_set_sa(self._gw, slot, ovh, blk)
+
+    def _sa_dead(self, slot: int) -> None:
+        """A hard-expired SA left the engine: its packets are dropped as hard-expired, not held."""
+        if self._gw is not None:
+            self._lib.ipsg_dpdk_gw_sa_dead(self._gw, slot)
 
     def set_neighbour(self, dst: ipaddress.IPv4Address | ipaddress.IPv6Address, mac: bytes) -> None:
         if self._lib.ipsg_dpdk_gw_neigh_set(self._gw, dst.version, dst.packed, mac) != 0:

@@ -3,7 +3,8 @@
 For tests on deterministic vdevs (net_pcap): attach to a region control made (as the fastpath does), start
 EAL on the job's vdevs, apply the region with ``sync_region``, seed the neighbour table and the local
 addresses from the job, poll in slices for ``seconds`` (syncing and retrying between them, as
-fastpath/dpdk/daemon.py does), publish counters, close the ports (net_pcap writes its tx files then) and
+fastpath/dpdk/daemon.py does; ``publish_each_slice``: counters and events after every slice of
+``slice`` seconds), publish counters, close the ports (net_pcap writes its tx files then) and
 print the worker's counters as one JSON line.  No key material is printed.
 """
 
@@ -38,18 +39,23 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             w.set_neighbour(ipaddress.ip_address(a), bytes.fromhex(mac.replace(":", "")))
         sync_region(region, w.engine, w.set_sa)
         end = time.monotonic() + float(job.get("seconds", 0.3))
+        slice_s = float(job.get("slice", 0.01))
+        posted = 0
         while time.monotonic() < end:
-            if w.run(0.01):
+            if w.run(slice_s):
                 sync_region(region, w.engine, w.set_sa)
                 w.retry()
-        region.publish(w.engine)
+            if job.get("publish_each_slice"):   # as the daemon's 100 ms publish, but after every slice
+                posted += region.publish(w.engine)
+        posted += region.publish(w.engine)
+        sas = sorted(w.engine.placements())
         missed = sorted(str(a) for a in w.misses())
         stats = w.stats()
     finally:
         w.close()
         region.close()
         shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)   # EAL's runtime files of this child
-    return {"macs": macs, "stats": stats, "misses": missed}
+    return {"macs": macs, "stats": stats, "misses": missed, "events_posted": posted, "engine_sas": sas}
 
 
 def main() -> int:

@@ -26,12 +26,20 @@ from fastpath.engines.cbatch import CBatchEngine
 from fastpath.placement import ALL_ALGORITHMS, Candidate, EngineKind, Placement, SoftwareEngine, place
 from fastpath.sa import SA, Direction
 from fastpath.sa_params import sa_to_params
+from fastpath.status import SAFlag
 
 # The software rung inside the DPDK module: the ESP core on intel-ipsec-mb, which runs every algorithm.
 CORE_SOFTWARE = (SoftwareEngine("ipsec-mb-core", ALL_ALGORITHMS),)
 
 MODES = {EngineKind.LOOKASIDE_CRYPTO: "IPSG_CDEV_LOOKASIDE", EngineKind.CPU_CRYPTO: "IPSG_CDEV_CPU"}
-_NOT_BUILT = "rte_security sessions (inline and protocol offload) are not implemented in this build"
+# The rungs behind an rte_security session (cdefs/dpdk_security.c): ethdev port or cryptodev by name.
+SECURITY_ACTIONS = {EngineKind.INLINE_CRYPTO: "IPSG_DPDK_ACT_INLINE_CRYPTO",
+                    EngineKind.INLINE_PROTOCOL: "IPSG_DPDK_ACT_INLINE_PROTOCOL",
+                    EngineKind.LOOKASIDE_PROTOCOL: "IPSG_DPDK_ACT_LOOKASIDE_PROTOCOL"}
+# A session the device accepted still cannot carry the SA: the worker has no path that hands packets
+# to it (rte_security_set_pkt_metadata + TX_SEC_OFFLOAD, RX_SEC_OFFLOAD checks, protocol-offload framing).
+_NO_DATA_PATH = ("{device}: rte_security {kind} session created and destroyed again: the worker's "
+                 "{kind} data path is not implemented in this build")
 
 
 @dataclass(frozen=True)
@@ -57,8 +65,10 @@ def add_session_sa(engine: CBatchEngine, index: int, sa: SA, direction: Directio
                    kind: EngineKind) -> None:
     """Install SA ``index`` of ``engine`` with its crypto on a DPDK session; EngineError says why not."""
     ffi, lib = _lib_of(engine)
+    if kind in SECURITY_ACTIONS:
+        security_session_probe(engine, sa, direction, device, kind)
     if kind not in MODES:
-        raise EngineError(_NOT_BUILT)
+        raise EngineError(f"{kind} has no session type in this module")
     if not 0 <= index < engine.capacity:
         raise EngineError(f"SA index {index} outside 0..{engine.capacity - 1}")
     dev = lib.ipsg_cdev_by_name(device.encode())
@@ -74,6 +84,32 @@ def add_session_sa(engine: CBatchEngine, index: int, sa: SA, direction: Directio
     if rc != 0:
         raise EngineError(ffi.string(err).decode(errors="replace"))
     engine._esn[index] = sa.esn  # noqa: SLF001 - stats() reads it for the ESN wrap
+
+
+def security_session_new(lib: Any, ffi: Any, sa: SA, direction: Direction | str, device: str,
+                         kind: EngineKind) -> Any:
+    """An rte_security session for the SA on ``device`` (the real DPDK 22.11 calls, cdefs/dpdk_security.c);
+    EngineError with the device's answer (no security context, no matching capability, refused).
+    Free it with ``lib.ipsg_sec_session_free``."""
+    err = ffi.new("char[256]")
+    p = sa_to_params(ffi, sa, Direction(direction))
+    try:
+        sess = lib.ipsg_sec_session_new(device.encode(), getattr(lib, SECURITY_ACTIONS[kind]), p, err, len(err))
+    finally:
+        ffi.memmove(p, bytes(ffi.sizeof(p[0])), ffi.sizeof(p[0]))
+    if sess == ffi.NULL:
+        raise EngineError(ffi.string(err).decode(errors="replace"))
+    return sess
+
+
+def security_session_probe(engine: CBatchEngine, sa: SA, direction: Direction | str, device: str,
+                           kind: EngineKind) -> None:
+    """Try the rte_security rung for real; always EngineError, with DPDK's refusal or, when the device
+    accepted the session, why the SA still cannot run there (the session is destroyed first)."""
+    ffi, lib = _lib_of(engine)
+    sess = security_session_new(lib, ffi, sa, direction, device, kind)
+    lib.ipsg_sec_session_free(sess)
+    raise EngineError(_NO_DATA_PATH.format(device=device, kind=kind))
 
 
 def session_stats(engine: CBatchEngine) -> SessionStats | None:
@@ -179,7 +215,7 @@ class PlacedEngine:
     """
 
     def __init__(self, core: CBatchEngine, caps: DpdkCaps | None, ports: Sequence[str] | None = None,
-                 on_place: Any = None, prefer: str | None = None):
+                 on_place: Any = None, prefer: str | None = None, on_dead: Any = None):
         self.core = core
         self.prefer = prefer
         self.table = SessionTable(core, caps, ports=ports)
@@ -187,6 +223,7 @@ class PlacedEngine:
         self.capacity = core.capacity
         self.changes = 0
         self._on_place = on_place
+        self._on_dead = on_dead
 
     @property
     def handle(self) -> Any:
@@ -202,8 +239,16 @@ class PlacedEngine:
             self._on_place(index, p)
 
     def remove_sa(self, index: int) -> None:
+        """Free the SA's session; ``on_dead(index)`` when it goes because it hard-expired (``publish``
+        drops such an SA while control may still list it; the worker must not wait for it)."""
+        try:
+            dead = bool(self.core.stats(index).flags & SAFlag.HARD_EXPIRED)
+        except EngineError:
+            dead = False
         self.table.remove(index)
         self.changes += 1
+        if dead and self._on_dead is not None:
+            self._on_dead(index)
 
     def stats(self, index: int) -> Any:
         return self.core.stats(index)
