@@ -12,7 +12,8 @@ What one *step* does, and therefore what a figure includes:
   DMA into the last-level cache leaves it, and cold copies (which cost both
   directions alike) do not swamp the ESP work; inbound's buffers hold pre-encrypted
   packets with rising sequence numbers, and the SA is re-installed once per
-  cycle so anti-replay stays on and never rejects.
+  cycle (``rearm``, outside the timed region) so anti-replay stays on and
+  never rejects.
 - naive: the per-packet Python loop of fastpath.naive over the same packets.
 Every step's statuses are checked afterwards: a cell whose packets were
 dropped is an error, never a fast figure.
@@ -96,6 +97,7 @@ class Workload:
 
     # -- naive per-packet Python ------------------------------------------------
     def _setup_naive(self) -> None:
+        self._stale = False
         self.naive = NaiveESP(self.sa)
         if self.direction == "in":
             tx = NaiveESP(self.sa)
@@ -144,13 +146,25 @@ class Workload:
         self.view = b.buf.reshape(b.capacity, b.slot_size)
         self.saved = [(rows[:, self.span].copy(), off, ln) for rows, off, ln in snaps]
         self.round = 0
+        self._stale = False
         self.step = self._engine_step
 
     def _snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         b = self.batch
         return b.buf.reshape(b.capacity, b.slot_size).copy(), b.off.copy(), b.len.copy()
 
+    def rearm(self) -> None:
+        """Between timed steps: after a full cycle the inbound SA is re-installed, since the same sequence
+        numbers come again and anti-replay (on, as in service) would reject them.  Real traffic never needs
+        this, so the harnesses call it outside the timed region; ``step`` calls it itself otherwise."""
+        if self._stale:
+            self._stale = False
+            self.engine.remove_sa(0)
+            self.engine.add_sa(0, self.sa, Direction.IN)
+
     def _engine_step(self) -> None:
+        if self._stale:
+            self.rearm()
         rows, off, ln = self.saved[self.round]
         b = self.batch
         np.copyto(self.view[:, self.span], rows)
@@ -165,10 +179,8 @@ class Workload:
         else:
             self.engine.inbound(b)
             if self.round == len(self.saved):
-                # Same sequence numbers next cycle: start a fresh window rather than count replays.
                 self.round = 0
-                self.engine.remove_sa(0)
-                self.engine.add_sa(0, self.sa, Direction.IN)
+                self._stale = True      # same sequence numbers next cycle: see rearm()
 
     def _require_ok(self, what: str) -> None:
         st = self.batch.status[: self.batch.n]
@@ -198,14 +210,18 @@ def measure(engine: str, alg: str, size: str | int, direction: str, batch: int =
             w.step()
         w.check()
         steps = 0
-        start = time.perf_counter()
-        deadline = start + seconds
+        elapsed = 0.0
+        clock = time.perf_counter
+        deadline = clock() + seconds
         while True:
+            w.rearm()                  # untimed, as in the pytest suite
+            t0 = clock()
             w.step()
+            t1 = clock()
+            elapsed += t1 - t0
             steps += 1
-            if steps % 16 == 0 and time.perf_counter() >= deadline:
+            if t1 >= deadline:
                 break
-        elapsed = time.perf_counter() - start
         w.check()
     finally:
         w.close()
