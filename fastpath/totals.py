@@ -13,7 +13,6 @@ from zero.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fastpath import status_file
 from fastpath.io import kio
 from fastpath.status import N_STATUS, Status
 
@@ -87,35 +87,20 @@ def batch_bytes(kb: kio.KBatch, n: int, sel: np.ndarray | None = None, want: int
 
 def status_path(shm_path: str) -> str:
     """Where the fastpath leaves its totals for control (beside the region)."""
-    return f"{shm_path}.fastpath.json"
+    return status_file.status_path(shm_path, "fastpath")
 
 
 def write_status(shm_path: str, totals: Totals, started: float) -> None:
-    """Write the totals (atomically); a failure only costs the operator a fresh view."""
-    path = status_path(shm_path)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    data = {"pid": os.getpid(), "started": started, "written": time.time(), "totals": totals.as_dict()}
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    """Write the totals; a failure only costs the operator a fresh view."""
+    status_file.write_json(status_path(shm_path), {"pid": os.getpid(), "started": started, "written": time.time(),
+                                                   "totals": totals.as_dict()})
 
 
 def read_status(shm_path: str) -> dict[str, Any] | None:
     """The last file a fastpath wrote on this region (None if there is none or it is unreadable)."""
-    try:
-        with open(status_path(shm_path)) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("totals"), dict) else None
+    data = status_file.read_json(status_path(shm_path))
+    return data if data is not None and isinstance(data.get("totals"), dict) else None
 
 
 def remove_status(shm_path: str) -> None:
-    try:
-        os.unlink(status_path(shm_path))
-    except OSError:
-        pass
+    status_file.remove(status_path(shm_path))

@@ -7,36 +7,22 @@ and control reads them when asked.  Imports nothing from DPDK, so control can re
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
+
+from fastpath import status_file
 
 
 def status_path(shm_path: str) -> str:
-    return f"{shm_path}.dpdk.json"
+    return status_file.status_path(shm_path, "dpdk")
 
 
 def write_status(shm_path: str, data: dict[str, Any]) -> None:
-    path = status_path(shm_path)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    status_file.write_json(status_path(shm_path), data)
 
 
 def read_status(shm_path: str) -> dict[str, Any] | None:
-    try:
-        with open(status_path(shm_path)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    return status_file.read_json(status_path(shm_path))
 
 
 def remove_status(shm_path: str) -> None:
-    try:
-        os.unlink(status_path(shm_path))
-    except OSError:
-        pass
+    status_file.remove(status_path(shm_path))

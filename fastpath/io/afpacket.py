@@ -47,6 +47,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from fastpath import status_file as status_files
 from fastpath.batch import Batch
 from fastpath.io import kio
 
@@ -235,16 +236,12 @@ def _ip(*args: str) -> str:
 
 def status_path(shm_path: str) -> str:
     """Where the fastpath leaves the clear side's counters for control's ``status`` (beside the region)."""
-    return f"{shm_path}.clear.json"
+    return status_files.status_path(shm_path, "clear")
 
 
 def read_status(shm_path: str) -> dict[str, Any] | None:
     """The counters the fastpath last wrote (None when there is no AF_PACKET fastpath, or a torn read)."""
-    try:
-        with open(status_path(shm_path)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    return status_files.read_json(status_path(shm_path))
 
 
 def pid_alive(pid: int) -> bool:
@@ -518,14 +515,9 @@ class PacketPort:
         self.next_status = now + STATUS_EVERY
         data = {"interface": self.name, "ifindex": self.ifindex, "mtu": self.mtu, "mac": self.mac,
                 "blackhole_routes": self.routes, **extra, **self.counters()}
-        tmp = f"{self.status_file}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f)
-            os.replace(tmp, self.status_file)
-        except OSError as exc:
-            log.debug("cannot write %s: %s", self.status_file, exc)
+        err = status_files.write_json(self.status_file, data)
+        if err is not None:
+            log.debug("cannot write %s: %s", self.status_file, err)
 
     def close(self, remove: bool = True) -> None:
         """Close the sockets; with remove, delete the blackhole routes too (see the module docstring)."""
@@ -538,7 +530,4 @@ class PacketPort:
                 _ip("-6" if net.version == 6 else "-4", "route", "del", "blackhole", r)
             self.routes = []
         if getattr(self, "status_file", None) is not None:
-            try:
-                os.unlink(self.status_file)
-            except OSError:
-                pass
+            status_files.remove(self.status_file)
