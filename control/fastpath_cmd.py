@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from control.daemon import setup_logging
-    from fastpath.daemon import Fastpath
+    from fastpath.daemon import Fastpath, serve_until_signal
     from fastpath.io.kio import KioError
     from fastpath.io.tun import TunError
     from fastpath.shm import RegionError
@@ -40,22 +40,5 @@ def _run(args: argparse.Namespace) -> int:
         from fastpath.dpdk.daemon import serve
 
         return serve(cfg, args.wait)
-    import logging
-    import signal
-
-    log = logging.getLogger("ipsecgw.fastpath")
-    try:
-        fp = Fastpath(cfg, region_timeout=args.wait)
-    except (RegionError, TunError, KioError, OSError) as exc:
-        log.error("cannot start: %s", exc)
-        return 1
-
-    def stop(signum: int, frame: object) -> None:
-        fp.stop_requested = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        return fp.run()
-    finally:
-        fp.close()
+    return serve_until_signal(lambda: Fastpath(cfg, region_timeout=args.wait),
+                              (RegionError, TunError, KioError, OSError))

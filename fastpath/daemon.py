@@ -21,8 +21,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import select
+import signal
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -107,6 +109,26 @@ def wait_for_region(path: str, timeout: float) -> FastpathRegion:
             if not missing or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def serve_until_signal(make: Callable[[], Any], errors: tuple[type[BaseException], ...]) -> int:
+    """Build a fastpath (kernel or DPDK I/O) with ``make``, run it until SIGTERM/SIGINT and close it; exit
+    code 1, logged, when it cannot start for one of ``errors``."""
+    try:
+        fp = make()
+    except errors as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+
+    def stop(signum: int, frame: object) -> None:
+        fp.stop_requested = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        return fp.run()
+    finally:
+        fp.close()
 
 
 class Fastpath:

@@ -26,14 +26,13 @@ import ipaddress
 import logging
 import os
 import shutil
-import signal
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from control.config import Config, ConfigError, load_config
-from fastpath.daemon import HOLD_TIMEOUT, PUBLISH_EVERY, tun_routes, wait_for_region
+from fastpath.daemon import HOLD_TIMEOUT, PUBLISH_EVERY, serve_until_signal, tun_routes, wait_for_region
 from fastpath.dpdk import eal
 from fastpath.dpdk.gw import GatewayWorker
 from fastpath.dpdk.kernel import Address, Blackholes, Guard, Neighbours, interface_address, local_addresses
@@ -218,21 +217,7 @@ def serve(cfg: Config, wait: float = 30.0) -> int:
     if cfg.gateway.fastpath.io != "dpdk":
         log.error("gateway.fastpath.io is %s, not dpdk", cfg.gateway.fastpath.io)
         return 2
-    try:
-        fp = DpdkFastpath(cfg, region_timeout=wait)
-    except (RegionError, eal.EalError, OSError) as exc:
-        log.error("cannot start: %s", exc)
-        return 1
-
-    def stop(signum: int, frame: object) -> None:
-        fp.stop_requested = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        return fp.run()
-    finally:
-        fp.close()
+    return serve_until_signal(lambda: DpdkFastpath(cfg, region_timeout=wait), (RegionError, eal.EalError, OSError))
 
 
 def main(argv: list[str] | None = None) -> int:
