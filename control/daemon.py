@@ -356,18 +356,15 @@ class Daemon(DaemonCommands):
     # -- driving the core ------------------------------------------------------------------------------
 
     def _process(self, entry: IkeEntry) -> None:
-        """Act on the core's events, then send what it queued, notice a dead SA; then re-arm the timer.
-
-        Events first: a responder's new CHILD SAs must be in shared memory before the response that lets
-        the peer use them leaves (sent first, a loaded host let the peer's ESP on the new SPI arrive before
-        our install: counted no-sa drops at a rekey)."""
+        """Send what the core queued, act on its events, notice a dead SA; then re-arm the timer."""
+        self._send_all(entry)
         while (ev := entry.ike.next_event()) is not None:
             try:
                 self._on_event(entry, ev)
             except RegionError as exc:
                 log.error("%s: cannot install into shared memory: %s", entry.conn.name, exc)
                 self._refuse_child(entry, ev, str(exc))
-        self._send_all(entry)           # the core's messages, and requests events queued (create_child...)
+        self._send_all(entry)           # events may have queued requests (create_child...)
         self._reconcile_entry(entry)
         self._arm()
 
