@@ -99,32 +99,24 @@ def markdown(cells: list[dict], ceiling: list[dict], machine: str, inout: list[d
             lines.append(f"| {c['engine']} | {c['size']} | {c['mpps']:.3f} | {c['crypto_perf_mops']:.3f} | "
                          f"{c['ratio']:.2f} |")
     if inout:
-        lines += ["", "AES-128-GCM inbound against outbound, batch 256; the directions alternate five times and "
-                      "the best of each is kept:", "",
-                  "| engine | size | out Mpps | in Mpps | in vs out |", "|---|---|---:|---:|---:|"]
+        lines += ["", "AES-128-GCM inbound against outbound, batch 256: each pair times four steps of one direction "
+                      "next to four of the other (order alternating); the figure is the median over the pairs of "
+                      "in rate / out rate - 1, with its quartiles; Mpps from each direction's fastest sample:", "",
+                  "| engine | size | pairs | out Mpps | in Mpps | in vs out (median) | quartiles |",
+                  "|---|---|---:|---:|---:|---:|---|"]
         for c in inout:
-            lines.append(f"| {c['engine']} | {c['size']} | {c['out_mpps']:.3f} | {c['in_mpps']:.3f} | "
-                         f"{c['in_vs_out']:+.0%} |")
+            lines.append(f"| {c['engine']} | {c['size']} | {c['pairs']} | {c['out_mpps']:.3f} | {c['in_mpps']:.3f} | "
+                         f"{c['median']:+.1%} | {c['q1']:+.1%} .. {c['q3']:+.1%} |")
     return "\n".join(lines) + "\n"
 
 
-def inbound_vs_outbound(engines: list[str], trials: int = 5) -> list[dict]:
-    """AES-128-GCM inbound against outbound (batch 256) per size, the two alternating ``trials`` times.
+def inbound_vs_outbound(engines: list[str], pairs: int = 300) -> list[dict]:
+    """AES-128-GCM inbound against outbound (batch 256) per size, from short paired samples
+    (``fastpath.bench_esp.compare_directions``): the pytest grid runs cells one after another, so a burst
+    of load on this shared machine can land on one direction's cell only."""
+    from fastpath.bench_esp import BENCH_SIZES, compare_directions
 
-    The pytest grid runs cells one after another, so a burst of load on this shared machine can land on
-    one direction's cell only; alternating and keeping the best of each compares like with like.
-    """
-    from fastpath.bench_esp import BENCH_SIZES, measure
-
-    best: dict[tuple[str, str, str], float] = {}
-    for _ in range(trials):
-        for eng in engines:
-            for size in BENCH_SIZES:
-                for d in ("out", "in"):
-                    r = measure(eng, "aes-gcm-128", size, d, 256, seconds=0.7)
-                    best[eng, size, d] = max(best.get((eng, size, d), 0.0), r.mpps)
-    return [{"engine": e, "size": s, "out_mpps": best[e, s, "out"], "in_mpps": best[e, s, "in"],
-             "in_vs_out": best[e, s, "in"] / best[e, s, "out"] - 1.0} for e in engines for s in BENCH_SIZES]
+    return [compare_directions(e, "aes-gcm-128", s, 256, pairs).as_dict() for e in engines for s in BENCH_SIZES]
 
 
 def machine() -> str:

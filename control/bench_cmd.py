@@ -7,7 +7,7 @@ import json
 import sys
 
 from control import bench_dpdk_cmd
-from fastpath.bench_esp import BENCH_ALGS, NAIVE, measure, parse_alg
+from fastpath.bench_esp import BENCH_ALGS, NAIVE, compare_directions, measure, parse_alg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--alg", default="aes-gcm-128",
                    help=f"AEAD name or CIPHER-INTEGRITY, e.g. {', '.join(BENCH_ALGS)} (default aes-gcm-128)")
     e.add_argument("--size", default="1400", help="inner packet bytes (>= 28) or imix (default 1400)")
-    e.add_argument("--direction", choices=("out", "in"), default="out")
+    e.add_argument("--direction", choices=("out", "in", "both"), default="out",
+                   help="out, in, or both: inbound against outbound from short paired samples (default out)")
+    e.add_argument("--pairs", type=int, default=300, help="with --direction both: paired samples (default 300)")
     e.add_argument("--engine", default="best", help=f"best, {NAIVE}, or an engine from `ipsecgw caps`")
     e.add_argument("--batch", type=int, default=256, help="packets per engine call (default 256)")
     e.add_argument("--seconds", type=float, default=3.0, help="measuring time (default 3)")
@@ -43,10 +45,17 @@ def _run_esp(args: argparse.Namespace) -> int:
             eng = create("best", capacity=1)
             engine = eng.name
             eng.close()
-        result = measure(engine, args.alg, args.size, args.direction, args.batch, args.seconds)
+        if args.direction == "both":
+            if not 10 <= args.pairs <= 100_000:
+                raise ValueError(f"--pairs: expected 10..100000, got {args.pairs}")
+            result = compare_directions(engine, args.alg, args.size, args.batch, args.pairs)
+        else:
+            result = measure(engine, args.alg, args.size, args.direction, args.batch, args.seconds)
     except (ValueError, EngineError) as exc:
         print(f"ipsecgw bench esp: {exc}", file=sys.stderr)
         return 2
+    print(json.dumps(result.as_dict()) if args.json else result.text())
+    return 0
     if args.json:
         print(json.dumps(result.as_dict()))
     else:

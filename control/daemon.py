@@ -64,6 +64,7 @@ HALF_OPEN_TIMEOUT = 30.0        # responder SAs that never finish IKE_AUTH are d
 HALF_OPEN_MAX = 1024            # beyond this, new IKE_SA_INIT requests are dropped (cookies: core's job)
 REKEY_OVERLAP = 10.0            # a replaced CHILD SA's inbound slot stays this long for packets in flight
 REKEY_OVERLAP_MAX = 60.0        # ... or, when the core deletes it itself, at most this long
+OUTBOUND_SWITCH_MAX = 5.0       # a rekey's responder sends on the new SA at the peer's Delete of the old, or after this
 EVENT_POLL = 0.05               # seconds between event ring drains
 PRIO_INSTALLED = 10_000         # SPD priorities (lower wins): negotiated policies beat trap policies
 PRIO_TRAP = 20_000
@@ -88,7 +89,7 @@ class _CoreOps:
 
 # -- runtime records ------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(eq=False)            # identity: two records are never "the same" SA
 class ChildEntry:
     conn: str
     name: str
@@ -110,6 +111,10 @@ class ChildEntry:
     expire_at: float | None
     state: str = "INSTALLED"            # INSTALLED | REKEYING | REKEYED (outbound replaced, inbound kept)
     remove_at: float | None = None      # REKEYED: inbound slot removal time
+    # a rekey's responder keeps sending on the older instances until the initiator deletes them: until then
+    # they are listed here and the SPD still points at their outbound slot
+    waits_for: list[ChildEntry] = field(default_factory=list, repr=False)
+    switch_at: float | None = None      # ... and sends on this one at the latest then
     keys: tuple[SA, SA] | None = field(default=None, repr=False)   # only with gateway.export_keys
 
 
@@ -151,8 +156,17 @@ class _Proto(asyncio.DatagramProtocol):
         log.debug("UDP error on %s:%d: %s", self.local_ip, self.port, exc)
 
 
+def _installs(ev: object) -> bool:
+    """Whether ``ev`` hands us a CHILD SA pair to install."""
+    return isinstance(ev, ChildSaEstablished) or (hasattr(ev, "inbound") and hasattr(ev, "outbound")
+                                                  and isinstance(ev.inbound, SA))
+
+
 class Daemon(DaemonCommands):
     """The control process.  ``await start()``, then ``await serve()`` until ``stop()``."""
+
+    # seconds a rekeyed CHILD SA's inbound half outlives the peer's Delete of it (None: removed at once)
+    rekeyed_inbound_delay: float | None = None
 
     def __init__(self, config: Config, *, control_only: bool = True):
         self.config = config
@@ -163,9 +177,11 @@ class Daemon(DaemonCommands):
         self.half_open: dict[tuple[bytes, str], bytes] = {}
         self.children: list[ChildEntry] = []
         self.slot_child: dict[int, ChildEntry] = {}
+        self._staged: dict[int, Any] = {}       # inbound SPI -> region handle installed ahead of the send
         # SPD: per (connection, child) the policy indices and what they cover
         self.policies: dict[tuple[str, str], list[int]] = {}
         self.policy_sel: dict[tuple[str, str], list[Policy]] = {}
+        self.policy_sas: dict[tuple[str, str], tuple[int, ...]] = {}     # ... and the SA slots they point at
         self.policy_key: dict[int, tuple[str, str]] = {}
         self.stats: dict[str, int] = {}
         self._socks: dict[tuple[str, int], _Proto] = {}
@@ -356,17 +372,62 @@ class Daemon(DaemonCommands):
     # -- driving the core ------------------------------------------------------------------------------
 
     def _process(self, entry: IkeEntry) -> None:
-        """Send what the core queued, act on its events, notice a dead SA; then re-arm the timer."""
-        self._send_all(entry)
+        """Send what the core queued, act on its events, notice a dead SA; then re-arm the timer.
+
+        New CHILD SAs go into shared memory *before* the send.  One we initiated is installed whole: the
+        peer has it already, and our outbound traffic should move to it before our Delete of the pair it
+        replaces tells the peer to drop that.  One we answered gets its inbound half: the response among
+        these datagrams lets the peer send on it at once, and on a loaded host its ESP beat a later
+        install (counted no-sa drops at a rekey).  Everything else waits until after the send, in event
+        order: acting on all events first put e.g. the Delete of a replaced IKE SA ahead of the IKE_AUTH
+        response that made the replacement, and the peer lost its make-before-break."""
+        events = []
         while (ev := entry.ike.next_event()) is not None:
+            events.append(ev)
+        done: set[int] = set()
+        staged: dict[int, RegionError] = {}
+        for ev in events:
+            if not _installs(ev):
+                continue
+            if getattr(ev, "initiator", False):
+                self._act(entry, ev, None)
+                done.add(id(ev))
+                continue
             try:
-                self._on_event(entry, ev)
+                self._stage_inbound(entry, ev)
             except RegionError as exc:
-                log.error("%s: cannot install into shared memory: %s", entry.conn.name, exc)
-                self._refuse_child(entry, ev, str(exc))
+                staged[id(ev)] = exc
+        self._send_all(entry)
+        for ev in events:
+            if id(ev) not in done:
+                self._act(entry, ev, staged.get(id(ev)))
+        while (ev := entry.ike.next_event()) is not None:      # raised while acting on the others
+            self._act(entry, ev, None)
+        self._unstage()
         self._send_all(entry)           # events may have queued requests (create_child...)
         self._reconcile_entry(entry)
         self._arm()
+
+    def _act(self, entry: IkeEntry, ev: object, staging_failed: RegionError | None) -> None:
+        try:
+            if staging_failed is not None:
+                raise staging_failed
+            self._on_event(entry, ev)
+        except RegionError as exc:
+            log.error("%s: cannot install into shared memory: %s", entry.conn.name, exc)
+            self._refuse_child(entry, ev, str(exc))
+
+    def _stage_inbound(self, entry: IkeEntry, ev: Any) -> None:
+        assert self.region is not None
+        self._apply_lifetimes(entry.conn, ev)
+        self._staged[ev.inbound.spi] = self.region.install_sa(ev.inbound, Direction.IN)
+
+    def _unstage(self) -> None:
+        """Inbound halves staged for events that never got installed (the handler failed) go again."""
+        assert self.region is not None
+        for h in self._staged.values():
+            self.region.delete_sa(h.slot)
+        self._staged.clear()
 
     def _label(self, entry: IkeEntry) -> str:
         return f"{entry.conn.name}[{entry.unique}]"
@@ -395,13 +456,17 @@ class Daemon(DaemonCommands):
                             and str(old.established.remote_id) == str(ev.remote_id) and entry.replaces is None:
                         entry.replaces = old.spi
                         self._maybe_drop_replaced(old.spi)
-        elif isinstance(ev, ChildSaEstablished) or (hasattr(ev, "inbound") and hasattr(ev, "outbound")
-                                                   and isinstance(ev.inbound, SA)):
+        elif _installs(ev):
             self._install_child(entry, ev)
         elif type(ev).__name__ == "ChildSaDeleted":
             child = next((c for c in self.children if c.spi_in == getattr(ev, "spi_in", None)), None)
             if child is not None:
-                self._remove_child(child, reason=str(getattr(ev, "reason", "deleted")))
+                self._release_waiting(child, now, "the peer deleted the old SA")
+                if child.state == "REKEYED" and self.rekeyed_inbound_delay is not None:
+                    # the outbound half is gone already; the inbound half serves packets still in flight
+                    child.remove_at = min(child.remove_at or float("inf"), now + self.rekeyed_inbound_delay)
+                else:
+                    self._remove_child(child, reason=str(getattr(ev, "reason", "deleted")))
         elif isinstance(ev, IkeSaReauthStarted):
             self._reauth_started(entry, ev)
         elif isinstance(ev, IkeSaReauthenticated):
@@ -503,17 +568,23 @@ class Daemon(DaemonCommands):
     def _spec(self, conn: ConnectionConfig, name: str) -> ChildSpec | None:
         return next((c for c in conn.children if c.name == name), None)
 
-    def _install_child(self, entry: IkeEntry, ev: Any) -> None:
-        assert self.region is not None
-        spec = self._spec(entry.conn, ev.name)
-        inbound, outbound = ev.inbound, ev.outbound
+    def _apply_lifetimes(self, conn: ConnectionConfig, ev: Any) -> None:
+        spec = self._spec(conn, ev.name)
         if spec is not None:
-            for sa in (inbound, outbound):
+            for sa in (ev.inbound, ev.outbound):
                 lt = sa.lifetime
                 lt.soft_bytes, lt.hard_bytes = spec.rekey_bytes, spec.life_bytes
                 lt.soft_packets, lt.hard_packets = spec.rekey_packets, spec.life_packets
                 lt.soft_seconds, lt.hard_seconds = spec.rekey_time, spec.hard_seconds
-        h_in = self.region.install_sa(inbound, Direction.IN)
+
+    def _install_child(self, entry: IkeEntry, ev: Any) -> None:
+        assert self.region is not None
+        spec = self._spec(entry.conn, ev.name)
+        inbound, outbound = ev.inbound, ev.outbound
+        h_in = self._staged.pop(inbound.spi, None)
+        if h_in is None:
+            self._apply_lifetimes(entry.conn, ev)
+            h_in = self.region.install_sa(inbound, Direction.IN)
         try:
             h_out = self.region.install_sa(outbound, Direction.OUT)
         except BaseException:
@@ -543,16 +614,67 @@ class Daemon(DaemonCommands):
         self.children.append(child)
         self.slot_child[h_in.slot] = child
         self.slot_child[h_out.slot] = child
-        key = (child.conn, child.name)
-        self._set_policies(key, policies_for(child.local_ts, child.remote_ts, PRIO_INSTALLED), (h_out.slot,))
-        log.info("CHILD SA %s{%s} installed: %s, SPIs in 0x%08x out 0x%08x, %s %s === %s%s", child.name,
+        # a rekey we answered: the initiator may not have our response yet, so ESP on the new outbound SA could
+        # reach it before it can decrypt; like strongSwan, keep sending on the old pair until the initiator
+        # deletes it (RFC 7296 2.8 has the initiator delete it right after the exchange)
+        answered = rekey_of is not None and not getattr(ev, "initiator", True)
+        wait = answered and any(self._carries(o) for o in olds)
+        # in a rekey collision (RFC 7296 2.8.1) our own rekey may have replaced the old pair already: the
+        # pair we answered stands by, and carries the traffic only if ours turns out to be the redundant one;
+        # our own pair, when it is the redundant one, never carries it (we delete it next)
+        reserve = getattr(ev, "redundant", False) or (
+            answered and not wait and any(self._carries(c) for c in self.children if c is not child))
+        log.info("CHILD SA %s{%s} installed: %s, SPIs in 0x%08x out 0x%08x, %s %s === %s%s%s", child.name,
                  self._label(entry), child.proposal, child.spi_in, child.spi_out, child.mode,
                  ", ".join(ts_text(t) for t in child.local_ts), ", ".join(ts_text(t) for t in child.remote_ts),
-                 ", ESP in UDP" if child.encap else "")
+                 ", ESP in UDP" if child.encap else "",
+                 ", sending on it once the peer deletes the SA it replaces" if wait else
+                 ", redundant after a rekey collision" if getattr(ev, "redundant", False) else
+                 ", standing by (a rekey collision)" if reserve else "")
+        if wait:
+            child.waits_for, child.switch_at = olds, now + OUTBOUND_SWITCH_MAX
+        elif not reserve:
+            self._take_over(child, olds, now)
+
+    def _own_rekey_pending(self, olds: list[ChildEntry]) -> bool:
+        """Whether the core still runs a rekey of its own for one of ``olds``."""
+        for o in olds:
+            entry = self.ike_sas.get(o.ike_spi)
+            find = getattr(entry.ike, "find_child", None) if entry is not None else None
+            st = find(spi_in=o.spi_in) if find is not None else None
+            if st is not None and getattr(getattr(st, "status", None), "name", "") == "REKEYING":
+                return True
+        return False
+
+    def _carries(self, c: ChildEntry) -> bool:
+        """Whether the SPD sends ``c``'s traffic on ``c``'s outbound SA."""
+        return c.slot_out >= 0 and c in self.children and self.policy_sas.get((c.conn, c.name)) == (c.slot_out,)
+
+    def _take_over(self, child: ChildEntry, olds: list[ChildEntry], now: float) -> None:
+        """Outbound traffic moves to ``child``; the instances it replaces are retired."""
+        child.waits_for, child.switch_at = [], None
+        key = (child.conn, child.name)
+        self._set_policies(key, policies_for(child.local_ts, child.remote_ts, PRIO_INSTALLED), (child.slot_out,))
         for old in olds:
+            if old not in self.children or old.state == "REKEYED":
+                continue
             log.info("CHILD SA %s of %s rekeyed: SPIs in 0x%08x out 0x%08x replace in 0x%08x out 0x%08x", child.name,
                      child.conn, child.spi_in, child.spi_out, old.spi_in, old.spi_out)
             self._retire(old, now)
+
+    def _release_waiting(self, old: ChildEntry, now: float, why: str) -> None:
+        """``old`` is going: a newer instance that waited for that sends from now on (unless another
+        instance took the traffic over meanwhile, as our own rekey in a collision)."""
+        for child in [c for c in self.children if old in c.waits_for]:
+            self._end_wait(child, now, why)
+
+    def _end_wait(self, child: ChildEntry, now: float, why: str) -> None:
+        if any(self._carries(o) for o in child.waits_for):
+            log.debug("CHILD SA %s of %s: outbound moves to 0x%08x (%s)", child.name, child.conn, child.spi_out,
+                      why)
+            self._take_over(child, child.waits_for, now)
+        else:
+            child.waits_for, child.switch_at = [], None
 
     def _retire(self, old: ChildEntry, now: float) -> None:
         """A newer instance took over: free the outbound slot now, the inbound after the overlap."""
@@ -605,7 +727,17 @@ class Daemon(DaemonCommands):
         assert self.region is not None
         if child not in self.children:
             return
+        now = self._now()
+        self._release_waiting(child, now, reason)
         self.children.remove(child)
+        key = (child.conn, child.name)
+        heirs = [c for c in self.children if (c.conn, c.name) == key and c.state != "REKEYED"]
+        if child.state != "REKEYED" and heirs and self.policy_sas.get(key) == (child.slot_out,):
+            # it carried the outbound traffic while a sibling lives on (e.g. after a rekey collision the
+            # redundant pair is deleted): move the traffic before its slot is freed, never leave the SPD
+            # pointing at a deleted SA
+            heir = next((c for c in reversed(heirs) if not c.waits_for), heirs[-1])
+            self._take_over(heir, heir.waits_for, now)
         for slot in (child.slot_in, child.slot_out):
             if slot >= 0 and self.slot_child.get(slot) is child:
                 del self.slot_child[slot]
@@ -617,8 +749,7 @@ class Daemon(DaemonCommands):
         if child.state != "REKEYED":
             log.info("CHILD SA %s of %s removed (%s): SPIs in 0x%08x out 0x%08x", child.name, child.conn, reason,
                      child.spi_in, child.spi_out)
-            key = (child.conn, child.name)
-            if not any((c.conn, c.name) == key and c.state != "REKEYED" for c in self.children):
+            if not heirs:
                 conn = self.config.connections.get(child.conn)
                 spec = self._spec(conn, child.name) if conn else None
                 if keep_trap and spec is not None and spec.start_action == "trap":
@@ -644,6 +775,7 @@ class Daemon(DaemonCommands):
         if cur is not None and self.policy_sel.get(key) == pols:
             for index in cur:
                 self.region.bind_policy(index, sas)      # same selectors: rebinding needs no recompile
+            self.policy_sas[key] = sas
             return
         self._drop_policies(key, commit=False)
         idx = []
@@ -652,13 +784,14 @@ class Daemon(DaemonCommands):
                                                   policy_id=hash((key, i)) & 0xFFFFFFFF), sas, commit=False)
             idx.append(index)
             self.policy_key[index] = key
-        self.policies[key], self.policy_sel[key] = idx, pols
+        self.policies[key], self.policy_sel[key], self.policy_sas[key] = idx, pols, sas
         self.region.commit_policies()
 
     def _drop_policies(self, key: tuple[str, str], commit: bool = True) -> None:
         assert self.region is not None
         idx = self.policies.pop(key, None)
         self.policy_sel.pop(key, None)
+        self.policy_sas.pop(key, None)
         if not idx:
             return
         for index in idx:
@@ -811,7 +944,7 @@ class Daemon(DaemonCommands):
             if e.established is None:
                 out.append(e.created + HALF_OPEN_TIMEOUT)
         for c in self.children:
-            out += [t for t in (c.rekey_at, c.expire_at, c.remove_at) if t is not None]
+            out += [t for t in (c.rekey_at, c.expire_at, c.remove_at, c.switch_at) if t is not None]
         return out
 
     def _arm(self) -> None:
@@ -856,6 +989,16 @@ class Daemon(DaemonCommands):
                     entry.ops.dpd(now)
                     self._process(entry)
         for child in list(self.children):
+            if child.switch_at is not None and now >= child.switch_at and child in self.children \
+                    and self._own_rekey_pending(child.waits_for):
+                child.switch_at = now + OUTBOUND_SWITCH_MAX     # a rekey collision: our own exchange settles it
+            elif child.switch_at is not None and now >= child.switch_at and child in self.children:
+                if any(self._carries(o) for o in child.waits_for):
+                    log.warning("CHILD SA %s of %s: the peer did not delete the SA it rekeyed within %.0f s; sending "
+                                "on SPI 0x%08x anyway", child.name, child.conn, OUTBOUND_SWITCH_MAX, child.spi_out)
+                self._end_wait(child, now, "timeout")
+            if child not in self.children:
+                continue
             if child.remove_at is not None and now >= child.remove_at:
                 self._remove_child(child, reason="replaced")
             elif child.expire_at is not None and now >= child.expire_at:

@@ -146,7 +146,8 @@ class DaemonCommands:
                 "slot_in": c.slot_in, "slot_out": c.slot_out if c.slot_out >= 0 else None, "encap": c.encap,
                 "local_ts": [ts_text(t) for t in c.local_ts], "remote_ts": [ts_text(t) for t in c.remote_ts],
                 "installed": round(wall - c.installed_wall, 1), "rekey_in": until(c.rekey_at),
-                "expire_in": until(c.expire_at), "remove_in": until(c.remove_at)}
+                "expire_in": until(c.expire_at), "remove_in": until(c.remove_at),
+                "outbound_waits": [f"{o.spi_in:08x}" for o in c.waits_for]}
 
     def _cmd_export_keys(self, args: dict[str, Any], uid: int) -> dict[str, str]:
         if not self.gw.export_keys:

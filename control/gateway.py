@@ -62,6 +62,8 @@ def _sel(p: Policy) -> tuple:
 class GatewayDaemon(Daemon):
     """The control process with the gateway's operator commands (see the module docstring)."""
 
+    rekeyed_inbound_delay = REKEYED_INBOUND_DELAY
+
     def __init__(self, config: Config, *, config_path: str | None = None, supervised: bool = False):
         super().__init__(config, control_only=not supervised)
         self.config_path = config_path
@@ -130,16 +132,6 @@ class GatewayDaemon(Daemon):
                              child_name, ADOPT_GRACE)
             if not self.adopted_policies:
                 self._schedule_adopted_removal()
-
-    def _on_event(self, entry: Any, ev: object) -> None:
-        if type(ev).__name__ == "ChildSaDeleted":
-            child = next((c for c in self.children if c.spi_in == getattr(ev, "spi_in", None)), None)
-            if child is not None and child.state == "REKEYED":
-                # the outbound half is gone already; the inbound half serves packets still in flight
-                child.remove_at = min(child.remove_at or float("inf"), self._now() + REKEYED_INBOUND_DELAY)
-                self._arm()
-                return
-        super()._on_event(entry, ev)
 
     def _install_child(self, entry: Any, ev: Any) -> None:
         super()._install_child(entry, ev)

@@ -75,6 +75,10 @@ class CellResult:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def text(self) -> str:
+        return (f"{self.engine} {self.alg} {self.size} B {self.direction}: {self.mpps:.3f} Mpps, {self.gbps:.2f} "
+                f"Gbit/s ({self.packets} packets in {self.seconds:.2f} s, batch {self.batch})")
+
 
 class Workload:
     """Prepared state for one cell; ``step()`` processes ``packets_per_step`` packets."""
@@ -199,6 +203,74 @@ class Workload:
     def close(self) -> None:
         if self.engine_name != NAIVE:
             self.engine.close()
+
+
+@dataclass
+class DirectionComparison:
+    """Inbound against outbound for one cell, from many short paired samples (``compare_directions``)."""
+
+    engine: str
+    alg: str
+    size: str
+    batch: int
+    pairs: int
+    out_mpps: float         # from each direction's fastest sample (the least disturbed run of the code)
+    in_mpps: float
+    median: float           # median over pairs of in rate / out rate - 1
+    q1: float               # ... and its quartiles
+    q3: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def text(self) -> str:
+        return (f"{self.engine} {self.alg} {self.size} B: inbound {self.median:+.1%} against outbound (median of "
+                f"{self.pairs} pairs, quartiles {self.q1:+.1%} .. {self.q3:+.1%}); fastest samples out "
+                f"{self.out_mpps:.3f} Mpps, in {self.in_mpps:.3f} Mpps, batch {self.batch}")
+
+
+def compare_directions(engine: str, alg: str, size: str | int, batch: int = 256, pairs: int = 300,
+                       steps: int = 4) -> DirectionComparison:
+    """Inbound against outbound, robust to a shared host's noise.
+
+    Two long cells run one after the other, so a neighbour's burst can land on one direction only (on
+    this VM single cells moved by a third within a minute).  Here each pair times ``steps`` steps of one
+    direction right next to ``steps`` of the other (well under a millisecond each at 256 packets; the
+    order alternates between pairs), so both halves of a pair see the same host; the median of the
+    pairs' ratios is the figure.  The fastest sample of each direction is reported as well."""
+    w = {d: Workload(engine, alg, size, d, batch) for d in ("out", "in")}
+    clock = time.perf_counter_ns
+    times: dict[str, list[int]] = {"out": [], "in": []}
+    try:
+        for wl in w.values():
+            for _ in range(3):
+                wl.step()
+            wl.check()
+
+        def sample(d: str) -> None:
+            wl = w[d]
+            total = 0
+            for _ in range(steps):
+                wl.rearm()
+                t0 = clock()
+                wl.step()
+                total += clock() - t0
+            times[d].append(total)
+
+        for i in range(pairs):
+            first, second = ("out", "in") if i % 2 == 0 else ("in", "out")
+            sample(first)
+            sample(second)
+        for wl in w.values():
+            wl.check()
+    finally:
+        for wl in w.values():
+            wl.close()
+    ratios = np.array(times["out"], dtype=np.float64) / np.array(times["in"], dtype=np.float64) - 1.0
+    q1, med, q3 = (float(x) for x in np.percentile(ratios, [25, 50, 75]))
+    pkts = steps * w["out"].packets_per_step
+    return DirectionComparison(engine, alg, str(size), batch, pairs, pkts / min(times["out"]) * 1e3,
+                               pkts / min(times["in"]) * 1e3, med, q1, q3)
 
 
 def measure(engine: str, alg: str, size: str | int, direction: str, batch: int = 256,

@@ -22,10 +22,27 @@ def test_bench_esp_json(engine: str, capsys) -> None:
     assert out["mpps"] > 0 and out["gbps"] > 0
 
 
+@pytest.mark.parametrize("engine", ["naive", *present_names()])
+def test_bench_esp_both_directions_paired(engine: str, capsys) -> None:
+    rc = main(["bench", "esp", "--engine", engine, "--alg", "aes-gcm-128", "--size", "512", "--direction", "both",
+               "--batch", "32", "--pairs", "20", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["engine"], out["alg"], out["size"], out["pairs"]) == (engine, "aes-gcm-128", "512", 20)
+    assert out["out_mpps"] > 0 and out["in_mpps"] > 0
+    assert out["q1"] <= out["median"] <= out["q3"]
+    assert out["median"] > -1.0
+    assert main(["bench", "esp", "--engine", engine, "--size", "64", "--direction", "both", "--batch", "32",
+                 "--pairs", "10"]) == 0
+    line = capsys.readouterr().out
+    assert f"{engine} aes-gcm-128 64 B: inbound" in line and "against outbound (median of 10 pairs" in line
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--alg", "aes-gcm-999"], "unknown algorithm"),
     (["--size", "10"], "--size"),
     (["--engine", "nosuch"], "unknown engine"),
+    (["--direction", "both", "--pairs", "3"], "--pairs"),
 ])
 def test_bench_esp_bad_arguments(argv: list[str], message: str, capsys) -> None:
     assert main(["bench", "esp", "--seconds", "0.05", *argv]) == 2

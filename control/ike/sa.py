@@ -89,6 +89,9 @@ class ChildSaEstablished:
     local_ts: list[TrafficSelectorEntry]
     remote_ts: list[TrafficSelectorEntry]
     rekey_of: int | None = None     # inbound SPI of the CHILD SA this one replaces (a rekey)
+    initiator: bool = True          # we initiated the exchange that made it (a rekey's responder waits for the
+                                    # initiator's Delete of the old pair before sending on the new one)
+    redundant: bool = False         # the loser of a rekey collision (RFC 7296 2.8.1): we delete it right away
 
     def __repr__(self) -> str:          # SAs carry keys
         extra = f", rekey_of=0x{self.rekey_of:08x}" if self.rekey_of is not None else ""

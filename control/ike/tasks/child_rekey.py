@@ -51,11 +51,13 @@ class ChildRekeyInitiator(ChildCreateInitiator):
 
     def established(self, sa: IkeSA, event: ChildSaEstablished, nonce_r: bytes, now: float) -> None:
         assert self.old is not None and self.state is not None
-        sa.emit(event)
         old, col = self.old, self.old.collision
+        redundant = col is not None and lowest_nonce_wins((self.nonce, nonce_r), (col[0], col[1]))
+        event.redundant = redundant         # the data plane must not move its traffic onto it
+        sa.emit(event)
         old.status = ChildStatus.REKEYED
         old.collision = None
-        if col is not None and lowest_nonce_wins((self.nonce, nonce_r), (col[0], col[1])):
+        if redundant:
             # our new SA is the redundant one: we delete it, the peer deletes the old SA
             sa.stats["child_rekey_collision_lost"] += 1
             sa.queue_front(ChildDeleteInitiator([self.state.spi_in], reason="redundant after a rekey collision"))

@@ -204,7 +204,8 @@ def install_child(sa: IkeSA, child: ChildState, *, exchange_initiator: bool | No
     inbound = SA(spi=child.spi_in, src=remote, dst=local, enc_key=in_e, integ_key=in_a, sport=theirs,
                  dport=ours, **common)
     sa.children.append(child)
-    return ChildSaEstablished(child.config.name, inbound, outbound, s, child.local_ts, child.remote_ts, rekey_of)
+    return ChildSaEstablished(child.config.name, inbound, outbound, s, child.local_ts, child.remote_ts, rekey_of,
+                              initiator=ini)
 
 
 def esp_choice(child: ChildConfig, chosen: Proposal | None, transport: bool) -> EspSuite:
