@@ -484,11 +484,22 @@ class Daemon(DaemonCommands):
         elif isinstance(ev, ChildSaFailed):
             log.warning("CHILD SA %s of %s failed: %s (%s)", ev.name or "?", self._label(entry),
                         notify_text(ev.notify), ev.reason)
+            self._rekey_failed(entry)
         elif isinstance(ev, IkeSaFailed):
             log.warning("IKE SA %s with %s failed: %s (%s)", self._label(entry), entry.ike.remote[0],
                         notify_text(ev.notify), ev.reason)
         else:
             log.info("IKE SA %s: %s", self._label(entry), ev.__class__.__name__)
+
+    def _rekey_failed(self, entry: IkeEntry) -> None:
+        """A rekey the peer refused leaves the old pair in service: it can be rekeyed again (the next soft
+        limit, timer or operator), instead of waiting for its hard expiry as REKEYING."""
+        find = getattr(entry.ike, "find_child", None)
+        for c in self.children:
+            if c.ike_spi == entry.spi and c.state == "REKEYING" and find is not None:
+                st = find(spi_in=c.spi_in)
+                if st is not None and getattr(getattr(st, "status", None), "name", "") == "INSTALLED":
+                    c.state = "INSTALLED"
 
     def _ike_rekeyed(self, entry: IkeEntry, ev: Any) -> None:
         """The core replaced this IKE SA by ``ev.new_sa``: route its SPI, move the children to it."""

@@ -13,7 +13,7 @@ sender's fastpath would find in the region at the moment it left:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -232,3 +232,23 @@ def test_simultaneous_rekeys_never_send_on_an_sa_the_peer_lacks(pair, seed: int)
     assert (ca.spi_in, ca.spi_out) == (cb.spi_out, cb.spi_in)
     assert a.view().outbound_spi == ca.spi_out and b.view().outbound_spi == cb.spi_out
     assert a.view().inbound_spis == {ca.spi_in} and b.view().inbound_spis == {cb.spi_in}
+
+
+def test_a_refused_rekey_leaves_the_child_rekeyable(pair) -> None:
+    """The peer refuses a rekey (no proposal it accepts): the old pair keeps carrying the traffic and the
+    next trigger (here the operator's) rekeys it again, instead of it waiting as REKEYING for its hard end."""
+    a, b, wire, clock = pair
+    up(a, b, wire)
+    old_a = a.children[0]
+    state_b = next(iter(b.ike_sas.values())).ike.children[0]
+    good = state_b.config
+    state_b.config = replace(good, esp_proposals="aes256gcm16")      # B now only accepts what A does not offer
+    a.rekey_child(old_a, "test")
+    pump(a, b, wire)
+    assert a.children == [old_a] and old_a.state == "INSTALLED"
+    assert a.view().outbound_spi == old_a.spi_out
+    state_b.config = good
+    a.rekey_child(old_a, "again")
+    pump(a, b, wire)
+    live = [c for c in a.children if c.state != "REKEYED"]
+    assert len(live) == 1 and live[0] is not old_a and a.view().outbound_spi == live[0].spi_out
