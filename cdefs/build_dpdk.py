@@ -39,7 +39,8 @@ set_source(ffibuilder, MODULE,
            "#include \"crypto_cryptodev.h\"\n",
            direct=__name__ == "__main__", sources=["dpdk_glue.c", "dpdk_loop.c", "esp_core.c", "crypto_ipsecmb.c",
                                                     "crypto_cryptodev.c", "dpdk_gw.c", "dpdk_security.c"],
-           depends=["dpdk.h", "dpdk_loop.h", "esp.h", "esp_core.h", "crypto_cryptodev.h", "shm.h"],
+           depends=["dpdk.h", "dpdk_loop.h", "esp.h", "esp_core.h", "crypto_cryptodev.h", "shm.h", "dpdk_slots.h",
+                    "dpdk_xform.h", "icmp_too_big.h", "ip_bytes.h", "ip_flow.h"],
            lib=_libdpdk, libraries=["IPSec_MB"],
            cflags=["-O3", "-Wall", "-Wno-unused-function", "-DALLOW_EXPERIMENTAL_API"])
 

@@ -27,7 +27,8 @@ ffibuilder.set_source(
              _ROOT + "cdefs/kio_frag.c"],
     include_dirs=[_ROOT + "cdefs"],
     depends=[_ROOT + "cdefs/kio.h", _ROOT + "cdefs/kio_util.h", _ROOT + "cdefs/shm.h", _ROOT + "cdefs/esp.h",
-             _ROOT + "cdefs/kio_packet.h"],
+             _ROOT + "cdefs/kio_packet.h", _ROOT + "cdefs/ip_bytes.h", _ROOT + "cdefs/icmp_too_big.h",
+             _ROOT + "cdefs/ip_flow.h"],
     extra_compile_args=["-O2", "-march=x86-64-v2", "-Wall", "-Wno-unused-function"],
 )
 

@@ -34,6 +34,7 @@
 
 #include "esp_core.h"
 #include "crypto_cryptodev.h"
+#include "dpdk_xform.h"
 
 #define MAX_DEVS RTE_CRYPTO_MAX_DEVS
 #define QP_DESC 2048
@@ -43,8 +44,6 @@
 #define IV_OFF (sizeof(struct rte_crypto_op) + sizeof(struct rte_crypto_sym_op))
 #define JOB_OFF (IV_OFF + 16)
 #define OP_PRIV 32
-
-enum kind { K_AEAD, K_GMAC, K_CHAIN };
 
 /* Per-process device state: a device is configured and started once, with a few queue pairs
  * handed out to engines (a worker each) and one session pool. */
@@ -229,18 +228,6 @@ struct sa_arg {
     char msg[256];
 };
 
-static enum rte_crypto_auth_algorithm hmac_algo(uint8_t integ)
-{
-    return integ == IPSG_INTEG_HMAC_SHA256_128   ? RTE_CRYPTO_AUTH_SHA256_HMAC
-           : integ == IPSG_INTEG_HMAC_SHA384_192 ? RTE_CRYPTO_AUTH_SHA384_HMAC
-                                                 : RTE_CRYPTO_AUTH_SHA512_HMAC;
-}
-
-static uint16_t hmac_icv(uint8_t integ)
-{
-    return integ == IPSG_INTEG_HMAC_SHA256_128 ? 16 : integ == IPSG_INTEG_HMAC_SHA384_192 ? 24 : 32;
-}
-
 static void sa_free(void *p)
 {
     struct cdev_sa *c = p;
@@ -262,8 +249,6 @@ static void *sa_new(void *bep, const struct ipsg_sa_params *p, const void *argp,
     struct rte_crypto_sym_xform x[2];
     struct cdev_sa *c;
     uint8_t key[36];
-    const int out = p->direction == IPSG_DIR_OUT;
-    uint32_t iv_len;
 
     *why = a->msg;
     if (a->mode == IPSG_CDEV_CPU && !d->cpu) {
@@ -290,58 +275,12 @@ static void *sa_new(void *bep, const struct ipsg_sa_params *p, const void *argp,
     c->cpu = a->mode == IPSG_CDEV_CPU;
     c->esn = p->esn;
     c->qp = c->cpu ? 0 : (uint16_t)be->qp[a->dev];
-    memset(x, 0, sizeof(x));
-    switch (p->enc) {
-    case IPSG_ENC_AES_GCM:
-    case IPSG_ENC_CHACHA20_POLY1305:
-        c->kind = K_AEAD;
-        memcpy(key, p->enc_key, p->enc_key_len - 4u);
-        x[0].type = RTE_CRYPTO_SYM_XFORM_AEAD;
-        x[0].aead.op = out ? RTE_CRYPTO_AEAD_OP_ENCRYPT : RTE_CRYPTO_AEAD_OP_DECRYPT;
-        x[0].aead.algo = p->enc == IPSG_ENC_AES_GCM ? RTE_CRYPTO_AEAD_AES_GCM : RTE_CRYPTO_AEAD_CHACHA20_POLY1305;
-        x[0].aead.key.data = key;
-        x[0].aead.key.length = (uint16_t)(p->enc_key_len - 4u);
-        x[0].aead.iv.offset = IV_OFF;
-        x[0].aead.iv.length = 12;
-        x[0].aead.digest_length = 16;
-        x[0].aead.aad_length = p->esn ? 12 : 8;
-        break;
-    case IPSG_ENC_AES_GMAC:
-        c->kind = K_GMAC;
-        memcpy(key, p->enc_key, p->enc_key_len - 4u);
-        x[0].type = RTE_CRYPTO_SYM_XFORM_AUTH;
-        x[0].auth.op = out ? RTE_CRYPTO_AUTH_OP_GENERATE : RTE_CRYPTO_AUTH_OP_VERIFY;
-        x[0].auth.algo = RTE_CRYPTO_AUTH_AES_GMAC;
-        x[0].auth.key.data = key;
-        x[0].auth.key.length = (uint16_t)(p->enc_key_len - 4u);
-        x[0].auth.iv.offset = IV_OFF;
-        x[0].auth.iv.length = 12;
-        x[0].auth.digest_length = 16;
-        break;
-    default: { /* AES-CBC or NULL, with an HMAC */
-        struct rte_crypto_sym_xform *cx = out ? &x[0] : &x[1], *ax = out ? &x[1] : &x[0];
-        c->kind = K_CHAIN;
-        iv_len = p->enc == IPSG_ENC_AES_CBC ? 16 : 0;
-        memcpy(key, p->enc_key, p->enc_key_len);
-        cx->type = RTE_CRYPTO_SYM_XFORM_CIPHER;
-        cx->cipher.op = out ? RTE_CRYPTO_CIPHER_OP_ENCRYPT : RTE_CRYPTO_CIPHER_OP_DECRYPT;
-        cx->cipher.algo = p->enc == IPSG_ENC_AES_CBC ? RTE_CRYPTO_CIPHER_AES_CBC : RTE_CRYPTO_CIPHER_NULL;
-        cx->cipher.key.data = key;
-        cx->cipher.key.length = p->enc_key_len;
-        cx->cipher.iv.offset = IV_OFF;
-        cx->cipher.iv.length = (uint16_t)iv_len;
-        ax->type = RTE_CRYPTO_SYM_XFORM_AUTH;
-        ax->auth.op = out ? RTE_CRYPTO_AUTH_OP_GENERATE : RTE_CRYPTO_AUTH_OP_VERIFY;
-        ax->auth.algo = hmac_algo(p->integ);
-        ax->auth.key.data = (uint8_t *)p->integ_key;
-        ax->auth.key.length = p->integ_key_len;
-        ax->auth.digest_length = hmac_icv(p->integ);
-        x[0].next = &x[1];
+    c->kind = (uint8_t)ipsg_xform_kind(p->enc);
+    ipsg_esp_xforms(p, x, key, IV_OFF);
+    if (c->kind == IPSG_XF_CHAIN) {
         /* CPU crypto: one buffer from the ESP header; cipher from the IV's end, seq_hi not ciphered */
-        c->ofs.ofs.cipher.head = (uint16_t)(8 + iv_len);
+        c->ofs.ofs.cipher.head = (uint16_t)(8 + (p->enc == IPSG_ENC_AES_CBC ? 16 : 0));
         c->ofs.ofs.cipher.tail = p->esn ? 4 : 0;
-        break;
-    }
     }
     c->sess = rte_cryptodev_sym_session_create(a->dev, x, d->sess_pool);
     memset(key, 0, sizeof(key));
@@ -390,10 +329,10 @@ static inline uint8_t *gmac_start(struct ipsg_job *j)
 
 static inline void job_status(struct cdev_be *be, struct ipsg_job *j, int ok, int auth_failed, int out)
 {
-    if (j->esn && ((struct cdev_sa *)j->cs)->kind == K_GMAC)
+    if (j->esn && ((struct cdev_sa *)j->cs)->kind == IPSG_XF_GMAC)
         memcpy(j->esp - 4, j->scratch + 48, 8); /* the packet's own bytes back */
     if (ok) {
-        if (out && j->esn && ((struct cdev_sa *)j->cs)->kind == K_CHAIN)
+        if (out && j->esn && ((struct cdev_sa *)j->cs)->kind == IPSG_XF_CHAIN)
             memcpy(j->icv, j->scratch, j->icv_len);
         j->st = IPSG_ST_OK;
     } else if (auth_failed) {
@@ -413,7 +352,7 @@ static inline void op_fill(struct cdev_be *be, uint32_t k, struct ipsg_job *j, i
     struct rte_crypto_sym_op *sym = op->sym;
     struct rte_mbuf *m = be->mbufs[k];
     uint8_t *iv = rte_crypto_op_ctod_offset(op, uint8_t *, IV_OFF);
-    uint8_t *start = c->kind == K_GMAC ? gmac_start(j) : j->esp;
+    uint8_t *start = c->kind == IPSG_XF_GMAC ? gmac_start(j) : j->esp;
     uint32_t span = (uint32_t)(j->icv - start) + j->icv_len, hash_len;
     uint8_t *dg;
 
@@ -426,7 +365,7 @@ static inline void op_fill(struct cdev_be *be, uint32_t k, struct ipsg_job *j, i
     sym->m_dst = NULL;
     *rte_crypto_op_ctod_offset(op, struct ipsg_job **, JOB_OFF) = j;
     switch (c->kind) {
-    case K_AEAD:
+    case IPSG_XF_AEAD:
         memcpy(iv, j->nonce, 12);
         sym->aead.data.offset = (uint32_t)(j->data - j->esp);
         sym->aead.data.length = j->len;
@@ -435,7 +374,7 @@ static inline void op_fill(struct cdev_be *be, uint32_t k, struct ipsg_job *j, i
         sym->aead.aad.data = j->aad;
         sym->aead.aad.phys_addr = iova_of(be, j->aad);
         break;
-    case K_GMAC:
+    case IPSG_XF_GMAC:
         memcpy(iv, j->nonce, 12);
         sym->auth.data.offset = 0;
         sym->auth.data.length = (uint32_t)(j->data - start) + j->len;
@@ -505,12 +444,12 @@ static void run_cpu(struct cdev_be *be, struct ipsg_job *jobs, uint32_t from, ui
         uint8_t *dg = j->icv;
         be->sgl[k].vec = v;
         be->sgl[k].num = 1;
-        if (c->kind == K_AEAD) {
+        if (c->kind == IPSG_XF_AEAD) {
             v->base = j->data;
             v->len = j->len;
             be->iv[k].va = j->nonce;
             be->aad[k].va = j->aad;
-        } else if (c->kind == K_GMAC) {
+        } else if (c->kind == IPSG_XF_GMAC) {
             v->base = gmac_start(j);
             v->len = (uint32_t)(j->data - (uint8_t *)v->base) + j->len;
             be->iv[k].va = j->nonce;

@@ -8,7 +8,7 @@
  * publishes counters.
  *
  * Mbufs and the ESP core's slot model: as dpdk_loop.c, each packet's IP part is copied into a batch
- * slot and the result back into its mbuf (docs/dpdk.md has the cost).
+ * slot and the result back into its mbuf (dpdk_slots.h; docs/dpdk.md has the cost).
  */
 #include <stdio.h>
 #include <string.h>
@@ -21,12 +21,12 @@
 #include <rte_mbuf.h>
 
 #include "dpdk_loop.h"
+#include "dpdk_slots.h"
+#include "icmp_too_big.h"
+#include "ip_bytes.h"
+#include "ip_flow.h"
 #include "shm.h"
 
-#define ETH_HLEN 14
-#define SLOT_HEADROOM 128   /* outer IPv6 + UDP + ESP + IV, as dpdk_loop.c */
-#define SLOT_SIZE 2560
-#define SLOT_MAX_IN (SLOT_SIZE - SLOT_HEADROOM - 320)
 #define SEQ_CHUNK (1ULL << 16)  /* as fastpath.shm.SEQ_CHUNK: reserve this far ahead of use */
 #define NAT_T_PORT 4500          /* the ESP core's ESP-in-UDP port */
 #define CLEAR 0
@@ -44,13 +44,6 @@ typedef uint64_t (*now_fn)(void);
 struct neigh {
     uint8_t used, family, mac[6];
     uint8_t addr[16];
-};
-
-struct flow {
-    uint8_t family, proto, df;
-    uint16_t sport, dport;
-    uint32_t iplen, l4;
-    const uint8_t *src, *dst;
 };
 
 struct ipsg_dpdk_gw {
@@ -86,9 +79,6 @@ struct ipsg_dpdk_gw {
     uint32_t ntx[2];
     struct rte_mbuf *tx[2][2 * MAXB];
 };
-
-static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 
 int ipsg_dpdk_port_mac(uint16_t port, uint8_t *out)
 {
@@ -134,12 +124,7 @@ struct ipsg_dpdk_gw *ipsg_dpdk_gw_new(const struct ipsg_dpdk_gw_conf *c, char *e
     g->reserve = (reserve_fn)c->seq_reserve;
     g->spi_lookup = (spi_lookup_fn)c->spi_lookup;
     g->now = (now_fn)c->now_ns;
-    g->b.buf = g->buf;
-    g->b.slot_size = SLOT_SIZE;
-    g->b.off = g->off;
-    g->b.len = g->len;
-    g->b.sa = g->sa;
-    g->b.status = g->status;
+    slots_bind(&g->b, g->buf, g->off, g->len, g->sa, g->status);
     g->st.hz = rte_get_tsc_hz();
     return g;
 }
@@ -328,67 +313,26 @@ static inline void drop(struct ipsg_dpdk_gw *g, struct rte_mbuf *m, int outcome)
     rte_pktmbuf_free(m);
 }
 
-/* -- parsing --------------------------------------------------------------------------------- */
-
-/* The IP packet at p (len bytes, maybe Ethernet padding after it): 0 and f, or -1 if malformed. */
-static int parse_flow(const uint8_t *p, uint32_t len, struct flow *f)
+/* A packet ESP refused (st, an IPSG_ST_* verdict) or would have to. */
+static inline void esp_drop(struct ipsg_dpdk_gw *g, struct rte_mbuf *m, uint8_t st)
 {
-    uint32_t off;
-    int first = 1;
-    uint8_t nh;
-    memset(f, 0, sizeof(*f));
-    if (len < 20)
-        return -1;
-    if (p[0] >> 4 == 4) {
-        uint32_t ihl = (p[0] & 15u) * 4, tot = rd16(p + 2);
-        if (ihl < 20 || tot < ihl || tot > len)
-            return -1;
-        f->family = 4;
-        f->iplen = tot;
-        f->proto = p[9];
-        f->df = (p[6] & 0x40) != 0;
-        f->src = p + 12;
-        f->dst = p + 16;
-        f->l4 = ihl;
-        first = (rd16(p + 6) & 0x1FFF) == 0;
-        if (first && (f->proto == 6 || f->proto == 17 || f->proto == 132) && tot >= ihl + 4) {
-            f->sport = rd16(p + ihl);
-            f->dport = rd16(p + ihl + 2);
-        }
-        return 0;
-    }
-    if (p[0] >> 4 != 6 || len < 40 || 40u + rd16(p + 4) > len)
-        return -1;
-    f->family = 6;
-    f->df = 1;
-    f->iplen = 40u + rd16(p + 4);
-    f->src = p + 8;
-    f->dst = p + 24;
-    nh = p[6];
-    off = 40;
-    while (nh == 0 || nh == 43 || nh == 60 || nh == 44) {
-        if (off + 8 > f->iplen)
-            return -1;
-        if (nh == 44) {
-            first = (rd16(p + off + 2) & 0xFFF8) == 0;
-            nh = p[off];
-            off += 8;
-        } else {
-            uint32_t el = (p[off + 1] + 1u) * 8;
-            nh = p[off];
-            off += el;
-        }
-    }
-    if (off > f->iplen)
-        return -1;
-    f->proto = nh;
-    f->l4 = off;
-    if (first && (nh == 6 || nh == 17 || nh == 132) && f->iplen >= off + 4) {
-        f->sport = rd16(p + off);
-        f->dport = rd16(p + off + 2);
-    }
-    return 0;
+    g->st.drops[st & 15]++;
+    drop(g, m, IPSG_GW_C_ESP_DROP);
 }
+
+/* Packet i of the ESP batch, in mbuf m, with status st: its result out of side (counted as
+ * outcome), or a counted drop. */
+static void esp_done(struct ipsg_dpdk_gw *g, uint32_t i, struct rte_mbuf *m, uint8_t st, int side, int outcome)
+{
+    if (st != IPSG_ST_OK) {
+        esp_drop(g, m, st);
+        return;
+    }
+    slot_store(&g->b, i, m);
+    emit(g, side, m, outcome);
+}
+
+/* -- parsing --------------------------------------------------------------------------------- */
 
 /* Ethernet checks shared by both ports: single segment, for our MAC, IPv4/IPv6.  0 = go on. */
 static inline int frame_ok(struct rte_mbuf *m, const uint8_t *mac)
@@ -405,86 +349,35 @@ static inline int frame_ok(struct rte_mbuf *m, const uint8_t *mac)
     return type == 0x0800 || type == 0x86DD;
 }
 
-static inline void trim(struct rte_mbuf *m, uint32_t iplen)
+/* Frame m as it comes in: Ethernet checked (mac: the port's MAC, or NULL for a frame checked before,
+ * held and now tried again), its IP packet parsed into f and the frame trimmed to it (Ethernet
+ * padding is not part of the packet).  Its IP header, or NULL when m was dropped (counted). */
+static inline uint8_t *rx_frame(struct ipsg_dpdk_gw *g, struct rte_mbuf *m, const uint8_t *mac, struct ip_flow *f)
 {
-    m->data_len = (uint16_t)(ETH_HLEN + iplen);
-    m->pkt_len = ETH_HLEN + iplen;
+    uint8_t *ip;
+    if (mac && !frame_ok(m, mac)) {
+        drop(g, m, IPSG_GW_C_KERNEL);
+        return NULL;
+    }
+    ip = rte_pktmbuf_mtod(m, uint8_t *) + ETH_HLEN;
+    if (ip_parse_flow(ip, (uint32_t)m->data_len - ETH_HLEN, f) != 0) {
+        drop(g, m, IPSG_GW_C_MALFORMED);
+        return NULL;
+    }
+    frame_trim(m, f->iplen);
+    return ip;
 }
 
 /* -- ICMP errors for packets too big for the tunnel ------------------------------------------- */
 
-static uint32_t csum_add(uint32_t sum, const uint8_t *p, uint32_t n)
+/* Rewrite m in place into ICMP "fragmentation needed" / "packet too big" (mtu) for its sender.
+ * IPv4 quotes as much as keeps the error within 576 bytes and sends it with precedence 6
+ * (RFC 1812 4.3.2.3, 4.3.2.5). */
+static void make_icmp(struct ipsg_dpdk_gw *g, struct rte_mbuf *m, const struct ip_flow *f, uint32_t mtu)
 {
-    uint32_t i;
-    for (i = 0; i + 1 < n; i += 2)
-        sum += (uint32_t)(p[i] << 8 | p[i + 1]);
-    if (n & 1)
-        sum += (uint32_t)p[n - 1] << 8;
-    return sum;
-}
-
-static uint16_t csum_fold(uint32_t sum)
-{
-    while (sum >> 16)
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    return (uint16_t)~sum;
-}
-
-static int is_icmp_error(const uint8_t *p, const struct flow *f)
-{
-    if (f->family == 4 && f->proto == 1 && f->iplen > f->l4)
-        return p[f->l4] == 3 || p[f->l4] == 4 || p[f->l4] == 5 || p[f->l4] == 11 || p[f->l4] == 12;
-    if (f->family == 6 && f->proto == 58 && f->iplen > f->l4)
-        return p[f->l4] < 128;
-    return 0;
-}
-
-/* Rewrite m in place into ICMP "fragmentation needed" / "packet too big" (mtu) for its sender. */
-static void make_icmp(struct ipsg_dpdk_gw *g, struct rte_mbuf *m, const struct flow *f, uint32_t mtu)
-{
-    static const uint8_t zero16[16];
-    uint8_t r[1280];
     uint8_t *ip = rte_pktmbuf_mtod(m, uint8_t *) + ETH_HLEN;
-    uint32_t q, tot;
-    if (f->family == 4) {
-        q = f->iplen < 548 ? f->iplen : 548;
-        tot = 28 + q;
-        memset(r, 0, 28);
-        r[0] = 0x45;
-        r[1] = 0xC0;
-        wr16(r + 2, (uint16_t)tot);
-        r[8] = 64;
-        r[9] = 1;
-        memcpy(r + 12, memcmp(g->c.icmp_src4, zero16, 4) ? g->c.icmp_src4 : f->dst, 4);
-        memcpy(r + 16, f->src, 4);
-        wr16(r + 10, csum_fold(csum_add(0, r, 20)));
-        r[20] = 3;
-        r[21] = 4;
-        wr16(r + 26, (uint16_t)mtu);
-        memcpy(r + 28, ip, q);
-        wr16(r + 22, csum_fold(csum_add(0, r + 20, 8 + q)));
-    } else {
-        uint32_t sum, plen;
-        q = f->iplen < 1280 - 48 ? f->iplen : 1280 - 48;
-        tot = 48 + q;
-        plen = 8 + q;
-        memset(r, 0, 48);
-        r[0] = 0x60;
-        wr16(r + 4, (uint16_t)plen);
-        r[6] = 58;
-        r[7] = 64;
-        memcpy(r + 8, memcmp(g->c.icmp_src6, zero16, 16) ? g->c.icmp_src6 : f->dst, 16);
-        memcpy(r + 24, f->src, 16);
-        r[40] = 2;
-        mtu = mtu < 1280 ? 1280 : mtu;
-        r[44] = (uint8_t)(mtu >> 24); r[45] = (uint8_t)(mtu >> 16); r[46] = (uint8_t)(mtu >> 8); r[47] = (uint8_t)mtu;
-        memcpy(r + 48, ip, q);
-        sum = csum_add(0, r + 8, 32) + plen + 58;     /* pseudo header */
-        sum = csum_add(sum, r + 40, plen);
-        wr16(r + 42, csum_fold(sum));
-    }
-    memcpy(ip, r, tot);
-    trim(m, tot);
+    uint32_t quote = f->family == 4 && f->iplen > 548 ? 548 : f->iplen;
+    frame_trim(m, icmp_too_big(ip, ip, quote, f->family == 4 ? g->c.icmp_src4 : g->c.icmp_src6, mtu, 0xC0));
 }
 
 /* -- outbound -------------------------------------------------------------------------------- */
@@ -539,25 +432,18 @@ static void hold(struct ipsg_dpdk_gw *g, struct rte_mbuf *m, uint64_t ts)
 static void clear_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t n, const uint64_t *ts)
 {
     struct ipsg_spd_result res;
-    struct flow f;
+    struct ip_flow f;
     uint64_t now = 0, hts[MAXB];
-    uint32_t i, k = 0, base;
+    uint32_t i, k = 0;
     uint16_t ike = g->c.ike_port, natt = g->c.natt_port;
 
     for (i = 0; i < n; i++) {
         struct rte_mbuf *m = pk[i];
         uint8_t *ip;
         uint32_t sa;
-        if (ts == NULL && !frame_ok(m, g->c.clear_mac)) {
-            drop(g, m, IPSG_GW_C_KERNEL);
+        ip = rx_frame(g, m, ts == NULL ? g->c.clear_mac : NULL, &f);
+        if (ip == NULL)
             continue;
-        }
-        ip = rte_pktmbuf_mtod(m, uint8_t *) + ETH_HLEN;
-        if (parse_flow(ip, (uint32_t)m->data_len - ETH_HLEN, &f) != 0) {
-            drop(g, m, IPSG_GW_C_MALFORMED);
-            continue;
-        }
-        trim(m, f.iplen);   /* Ethernet padding is not part of the packet */
         if (is_local(g, f.family, f.dst)) {
             drop(g, m, IPSG_GW_C_KERNEL);   /* for the gateway itself: the kernel has its copy */
             continue;
@@ -598,7 +484,7 @@ static void clear_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t
             if (need > g->c.outer_mtu) {
                 uint32_t fit = g->c.outer_mtu > g->ovh[sa] ? (g->c.outer_mtu - g->ovh[sa]) / blk * blk : 0;
                 uint32_t mtu = fit >= 2 ? fit - 2 : 0;
-                if (f.df && !is_icmp_error(ip, &f) && mtu >= 68) {
+                if (f.df && !icmp_is_error(ip, f.family, f.proto, f.l4, f.iplen) && mtu >= 68) {
                     make_icmp(g, m, &f, mtu);
                     emit(g, CLEAR, m, IPSG_GW_C_ICMP);
                 } else {
@@ -611,11 +497,7 @@ static void clear_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t
             drop(g, m, IPSG_GW_C_TOO_BIG);
             continue;
         }
-        base = k * SLOT_SIZE;
-        memcpy(g->buf + base + SLOT_HEADROOM, ip, f.iplen);
-        g->off[k] = base + SLOT_HEADROOM;
-        g->len[k] = f.iplen;
-        g->sa[k] = sa;
+        slot_load(&g->b, k, ip, f.iplen, sa);
         hts[k] = ts ? ts[i] : 0;
         g->inb[k++] = m;
     }
@@ -625,9 +507,7 @@ static void clear_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t
         ipsg_esp_outbound(g->c.e, &g->b);
         for (i = 0; i < k; i++) {
             struct rte_mbuf *m = g->inb[i];
-            uint8_t st = g->status[i];
-            if (st == IPSG_ST_OK && (uint32_t)m->data_off + ETH_HLEN + g->len[i] > m->buf_len)
-                st = IPSG_ST_TOO_BIG;
+            uint8_t st = slot_status(&g->b, i, m);
             if (st == IPSG_ST_NO_SA && g->dead[g->sa[i]])
                 st = IPSG_ST_HARD_EXPIRED;   /* gone for good until control replaces it: no hold */
             if (st == IPSG_ST_NO_SA) {
@@ -639,14 +519,7 @@ static void clear_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t
                 g->need_sync = 1;
                 continue;
             }
-            if (st != IPSG_ST_OK) {
-                g->st.drops[st & 15]++;
-                drop(g, m, IPSG_GW_C_ESP_DROP);
-                continue;
-            }
-            memcpy(rte_pktmbuf_mtod(m, uint8_t *) + ETH_HLEN, g->buf + g->off[i], g->len[i]);
-            trim(m, g->len[i]);
-            emit(g, PROT, m, IPSG_GW_C_PROTECT);
+            esp_done(g, i, m, st, PROT, IPSG_GW_C_PROTECT);
         }
     }
     flush(g);
@@ -655,32 +528,25 @@ static void clear_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t
 /* -- inbound --------------------------------------------------------------------------------- */
 
 /* The SPI of an ESP or ESP-in-UDP packet (f parsed), or 0. */
-static uint32_t esp_spi(const uint8_t *ip, const struct flow *f)
+static uint32_t esp_spi(const uint8_t *ip, const struct ip_flow *f)
 {
     uint32_t o = f->proto == 50 ? f->l4 : f->l4 + 8;
     if (o + 4 > f->iplen)
         return 0;
-    return (uint32_t)ip[o] << 24 | (uint32_t)ip[o + 1] << 16 | (uint32_t)ip[o + 2] << 8 | ip[o + 3];
+    return rd32(ip + o);
 }
 
 static void prot_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t n, int late)
 {
-    struct flow f;
-    uint32_t i, k = 0, base;
+    struct ip_flow f;
+    uint32_t i, k = 0;
 
     for (i = 0; i < n; i++) {
         struct rte_mbuf *m = pk[i];
         uint8_t *ip;
-        if (!late && !frame_ok(m, g->c.prot_mac)) {
-            drop(g, m, IPSG_GW_C_KERNEL);
+        ip = rx_frame(g, m, late ? NULL : g->c.prot_mac, &f);
+        if (ip == NULL)
             continue;
-        }
-        ip = rte_pktmbuf_mtod(m, uint8_t *) + ETH_HLEN;
-        if (parse_flow(ip, (uint32_t)m->data_len - ETH_HLEN, &f) != 0) {
-            drop(g, m, IPSG_GW_C_MALFORMED);
-            continue;
-        }
-        trim(m, f.iplen);
         /* Ours: ESP, or ESP-in-UDP on the ESP core's port (not IKE's non-ESP marker, not a NAT
          * keepalive), to one of our addresses.  Everything else is the kernel's: it sees the same
          * frame through af_packet and answers ARP/ND, IKE (control's sockets) and pings. */
@@ -691,15 +557,10 @@ static void prot_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t 
             continue;
         }
         if (f.iplen > SLOT_MAX_IN + 256) {
-            g->st.drops[IPSG_ST_TOO_BIG]++;
-            drop(g, m, IPSG_GW_C_ESP_DROP);
+            esp_drop(g, m, IPSG_ST_TOO_BIG);
             continue;
         }
-        base = k * SLOT_SIZE;
-        memcpy(g->buf + base + SLOT_HEADROOM, ip, f.iplen);
-        g->off[k] = base + SLOT_HEADROOM;
-        g->len[k] = f.iplen;
-        g->sa[k] = 0;
+        slot_load(&g->b, k, ip, f.iplen, 0);
         g->inb[k++] = m;
     }
     if (k) {
@@ -707,9 +568,8 @@ static void prot_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t 
         ipsg_esp_inbound(g->c.e, &g->b);
         for (i = 0; i < k; i++) {
             struct rte_mbuf *m = g->inb[i];
-            uint8_t st = g->status[i];
-            if (st == IPSG_ST_OK && (uint32_t)m->data_off + ETH_HLEN + g->len[i] > m->buf_len)
-                st = IPSG_ST_TOO_BIG;
+            uint8_t st = slot_status(&g->b, i, m);
+            const uint8_t *in = g->buf + g->off[i];
             if (st == IPSG_ST_NOT_ESP) {
                 drop(g, m, IPSG_GW_C_KERNEL);
                 continue;
@@ -719,7 +579,7 @@ static void prot_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t 
                  * peer may use as soon as our answer leaves): keep it for after the sync.  One that
                  * hard-expired here is still in the region until control deletes it: drop, counted. */
                 uint8_t *ip = rte_pktmbuf_mtod(m, uint8_t *) + ETH_HLEN;
-                int64_t slot = parse_flow(ip, m->data_len - ETH_HLEN, &f) == 0
+                int64_t slot = ip_parse_flow(ip, m->data_len - ETH_HLEN, &f) == 0
                                    ? g->spi_lookup(g->shm, esp_spi(ip, &f), 0, NULL) : -1;
                 if (slot >= 0 && (uint64_t)slot < g->c.n_sa && g->dead[slot]) {
                     st = IPSG_ST_HARD_EXPIRED;
@@ -729,21 +589,11 @@ static void prot_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t 
                     continue;
                 }
             }
-            if (st != IPSG_ST_OK) {
-                g->st.drops[st & 15]++;
-                drop(g, m, IPSG_GW_C_ESP_DROP);
+            if (st == IPSG_ST_OK && is_local(g, in[0] >> 4, (in[0] >> 4) == 4 ? in + 16 : in + 24)) {
+                drop(g, m, IPSG_GW_C_LOCAL_IN);   /* decrypted, but for the gateway itself */
                 continue;
             }
-            {
-                const uint8_t *in = g->buf + g->off[i];
-                if (is_local(g, in[0] >> 4, (in[0] >> 4) == 4 ? in + 16 : in + 24)) {
-                    drop(g, m, IPSG_GW_C_LOCAL_IN);
-                    continue;
-                }
-            }
-            memcpy(rte_pktmbuf_mtod(m, uint8_t *) + ETH_HLEN, g->buf + g->off[i], g->len[i]);
-            trim(m, g->len[i]);
-            emit(g, CLEAR, m, IPSG_GW_C_DECRYPTED);
+            esp_done(g, i, m, st, CLEAR, IPSG_GW_C_DECRYPTED);
         }
     }
     flush(g);

@@ -4,7 +4,8 @@
  * buffer, and the core derives the slot from i (buf + i * slot_size).  Mbufs are scattered
  * over a mempool, so the slot model cannot point at them without changing the core; the loop
  * copies each packet's IP part into a reused batch slot and the result back into the same
- * mbuf (keeping its Ethernet header).  docs/dpdk.md has the measured cost of those copies.
+ * mbuf (keeping its Ethernet header), with dpdk_slots.h.  docs/dpdk.md has the measured cost
+ * of those copies.
  */
 #include <stdio.h>
 #include <string.h>
@@ -18,11 +19,7 @@
 #include <rte_mempool.h>
 
 #include "dpdk_loop.h"
-
-#define ETH_HLEN 14
-#define SLOT_HEADROOM 128   /* outer IPv6 + UDP + ESP + IV, as fastpath.batch */
-#define SLOT_SIZE 2560      /* headroom + a 2048-byte mbuf's data + ESP trailer/ICV */
-#define SLOT_MAX_IN (SLOT_SIZE - SLOT_HEADROOM - 320)
+#include "dpdk_slots.h"
 
 struct ipsg_dpdk_loop {
     struct ipsg_engine *e;
@@ -120,12 +117,7 @@ struct ipsg_dpdk_loop *ipsg_dpdk_loop_new(struct ipsg_engine *e, uint16_t rx_por
     l->dir = dir;
     l->out_sa = out_sa;
     l->burst = burst;
-    l->b.buf = l->buf;
-    l->b.slot_size = SLOT_SIZE;
-    l->b.off = l->off;
-    l->b.len = l->len;
-    l->b.sa = l->sa;
-    l->b.status = l->status;
+    slots_bind(&l->b, l->buf, l->off, l->len, l->sa, l->status);
     l->st.hz = rte_get_tsc_hz();
     return l;
 }
@@ -165,7 +157,6 @@ static inline uint16_t one_burst(struct ipsg_dpdk_loop *l)
         struct rte_mbuf *m = l->rx[i];
         const uint8_t *p = rte_pktmbuf_mtod(m, const uint8_t *);
         uint32_t iplen = (uint32_t)m->data_len - ETH_HLEN;
-        uint32_t base = (uint32_t)k * SLOT_SIZE;
         uint16_t type = (uint16_t)(p[12] << 8 | p[13]);
         if (m->nb_segs != 1 || m->data_len <= ETH_HLEN || iplen > SLOT_MAX_IN ||
             (type != 0x0800 && type != 0x86DD)) {
@@ -175,10 +166,7 @@ static inline uint16_t one_burst(struct ipsg_dpdk_loop *l)
         }
         if (i + 1 < nrx)   /* the next packet's header is what the core reads first */
             rte_prefetch0(rte_pktmbuf_mtod(l->rx[i + 1], void *));
-        memcpy(l->buf + base + SLOT_HEADROOM, p + ETH_HLEN, iplen);
-        l->off[k] = base + SLOT_HEADROOM;
-        l->len[k] = iplen;
-        l->sa[k] = l->out_sa;
+        slot_load(&l->b, k, p + ETH_HLEN, iplen, l->out_sa);
         l->held[k++] = m;
     }
     if (k == 0)
@@ -190,23 +178,18 @@ static inline uint16_t one_burst(struct ipsg_dpdk_loop *l)
         ipsg_esp_inbound(l->e, &l->b);
     for (i = 0; i < k; i++) {
         struct rte_mbuf *m = l->held[i];
-        uint8_t st = l->status[i];
-        uint32_t n = l->len[i];
+        uint8_t st = slot_status(&l->b, i, m);
         uint8_t *p;
-        if (st == IPSG_ST_OK && (uint32_t)m->data_off + ETH_HLEN + n > m->buf_len)
-            st = IPSG_ST_TOO_BIG;
         if (st != IPSG_ST_OK) {
             l->st.drops[st & 15]++;
             rte_pktmbuf_free(m);
             continue;
         }
-        p = rte_pktmbuf_mtod(m, uint8_t *);
-        memcpy(p + ETH_HLEN, l->buf + l->off[i], n);
+        slot_store(&l->b, i, m);
         /* Decapsulation or encapsulation may change the IP version the frame carries. */
+        p = rte_pktmbuf_mtod(m, uint8_t *);
         p[12] = (l->buf[l->off[i]] >> 4) == 6 ? 0x86 : 0x08;
         p[13] = (l->buf[l->off[i]] >> 4) == 6 ? 0xDD : 0x00;
-        m->data_len = (uint16_t)(ETH_HLEN + n);
-        m->pkt_len = ETH_HLEN + n;
         l->tx[ntx++] = m;
     }
     sent = ntx ? rte_eth_tx_burst(l->tx_port, 0, l->tx, ntx) : 0;

@@ -28,6 +28,7 @@
 
 #include "esp.h"
 #include "dpdk.h"
+#include "dpdk_xform.h"
 
 #define SEC_POOL_SIZE 1024
 
@@ -74,68 +75,6 @@ static struct rte_mempool *pool_for(void *ctx, char *err, size_t errlen, const c
     }
     pools[i].ctx = ctx;
     return pools[i].mp;
-}
-
-static enum rte_crypto_auth_algorithm hmac_algo(uint8_t integ)
-{
-    return integ == IPSG_INTEG_HMAC_SHA256_128   ? RTE_CRYPTO_AUTH_SHA256_HMAC
-           : integ == IPSG_INTEG_HMAC_SHA384_192 ? RTE_CRYPTO_AUTH_SHA384_HMAC
-                                                 : RTE_CRYPTO_AUTH_SHA512_HMAC;
-}
-
-static uint16_t hmac_icv(uint8_t integ)
-{
-    return integ == IPSG_INTEG_HMAC_SHA256_128 ? 16 : integ == IPSG_INTEG_HMAC_SHA384_192 ? 24 : 32;
-}
-
-/* The crypto xform(s) of the session; the salt of the AEADs/GMAC goes in the IPsec xform. */
-static void crypto_xform(const struct ipsg_sa_params *p, struct rte_crypto_sym_xform x[2], uint8_t key[36])
-{
-    const int out = p->direction == IPSG_DIR_OUT;
-
-    memset(x, 0, 2 * sizeof(*x));
-    switch (p->enc) {
-    case IPSG_ENC_AES_GCM:
-    case IPSG_ENC_CHACHA20_POLY1305:
-        memcpy(key, p->enc_key, p->enc_key_len - 4u);
-        x[0].type = RTE_CRYPTO_SYM_XFORM_AEAD;
-        x[0].aead.op = out ? RTE_CRYPTO_AEAD_OP_ENCRYPT : RTE_CRYPTO_AEAD_OP_DECRYPT;
-        x[0].aead.algo = p->enc == IPSG_ENC_AES_GCM ? RTE_CRYPTO_AEAD_AES_GCM : RTE_CRYPTO_AEAD_CHACHA20_POLY1305;
-        x[0].aead.key.data = key;
-        x[0].aead.key.length = (uint16_t)(p->enc_key_len - 4u);
-        x[0].aead.iv.length = 12;
-        x[0].aead.digest_length = 16;
-        x[0].aead.aad_length = p->esn ? 12 : 8;
-        break;
-    case IPSG_ENC_AES_GMAC:
-        memcpy(key, p->enc_key, p->enc_key_len - 4u);
-        x[0].type = RTE_CRYPTO_SYM_XFORM_AUTH;
-        x[0].auth.op = out ? RTE_CRYPTO_AUTH_OP_GENERATE : RTE_CRYPTO_AUTH_OP_VERIFY;
-        x[0].auth.algo = RTE_CRYPTO_AUTH_AES_GMAC;
-        x[0].auth.key.data = key;
-        x[0].auth.key.length = (uint16_t)(p->enc_key_len - 4u);
-        x[0].auth.iv.length = 12;
-        x[0].auth.digest_length = 16;
-        break;
-    default: { /* AES-CBC or NULL with an HMAC: encrypt-then-MAC out, verify-then-decrypt in */
-        struct rte_crypto_sym_xform *cx = out ? &x[0] : &x[1], *ax = out ? &x[1] : &x[0];
-        memcpy(key, p->enc_key, p->enc_key_len);
-        cx->type = RTE_CRYPTO_SYM_XFORM_CIPHER;
-        cx->cipher.op = out ? RTE_CRYPTO_CIPHER_OP_ENCRYPT : RTE_CRYPTO_CIPHER_OP_DECRYPT;
-        cx->cipher.algo = p->enc == IPSG_ENC_AES_CBC ? RTE_CRYPTO_CIPHER_AES_CBC : RTE_CRYPTO_CIPHER_NULL;
-        cx->cipher.key.data = key;
-        cx->cipher.key.length = p->enc_key_len;
-        cx->cipher.iv.length = p->enc == IPSG_ENC_AES_CBC ? 16 : 0;
-        ax->type = RTE_CRYPTO_SYM_XFORM_AUTH;
-        ax->auth.op = out ? RTE_CRYPTO_AUTH_OP_GENERATE : RTE_CRYPTO_AUTH_OP_VERIFY;
-        ax->auth.algo = hmac_algo(p->integ);
-        ax->auth.key.data = (uint8_t *)p->integ_key;
-        ax->auth.key.length = p->integ_key_len;
-        ax->auth.digest_length = hmac_icv(p->integ);
-        x[0].next = &x[1];
-        break;
-    }
-    }
 }
 
 /* Whether the capability's crypto list has this transform with its key length. */
@@ -247,7 +186,7 @@ struct ipsg_sec_sess *ipsg_sec_session_new(const char *device, uint8_t action, c
         return NULL;
     }
 
-    crypto_xform(p, x, key);
+    ipsg_esp_xforms(p, x, key, 0);   /* the AEAD/GMAC salt goes in the IPsec xform below */
     for (xp = x; xp; xp = xp->next) {
         if (!crypto_covered(cap, xp)) {
             memset(key, 0, sizeof(key));

@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "icmp_too_big.h"
+#include "ip_flow.h"
 #include "kio.h"
 #include "kio_util.h"
 #include "shm.h"
@@ -83,19 +85,9 @@ static int recv_udp(int fd, struct kio_batch *b, uint32_t start, uint32_t max, i
     want = recv_want(want, max);
     if (want == 0)
         return 0;
-    memset(m, 0, sizeof(m[0]) * want);
-    for (i = 0; i < want; i++) {
-        iov[i].iov_base = slot_data(b, start + i);
-        iov[i].iov_len = room(b) - hl;
-        m[i].msg_hdr.msg_iov = &iov[i];
-        m[i].msg_hdr.msg_iovlen = 1;
-        m[i].msg_hdr.msg_name = &from[i];
-        m[i].msg_hdr.msg_namelen = sizeof(from[i]);
-        if (v6) {
-            m[i].msg_hdr.msg_control = ctl[i].buf;
-            m[i].msg_hdr.msg_controllen = sizeof(ctl[i].buf);
-        }
-    }
+    for (i = 0; i < want; i++)
+        msg_from(&m[i], &iov[i], slot_data(b, start + i), room(b) - hl, &from[i], sizeof(from[i]),
+                 v6 ? ctl[i].buf : NULL, sizeof(ctl[i].buf));
     r = recv_msgs(fd, m, want);
     if (r <= 0)
         return r;
@@ -134,13 +126,8 @@ int kio_recv_raw4(int fd, struct kio_batch *b, uint32_t start, uint32_t max) {
     want = recv_want(want, max);
     if (want == 0)
         return 0;
-    memset(m, 0, sizeof(m[0]) * want);
-    for (i = 0; i < want; i++) {
-        iov[i].iov_base = slot_data(b, start + i);
-        iov[i].iov_len = room(b);
-        m[i].msg_hdr.msg_iov = &iov[i];
-        m[i].msg_hdr.msg_iovlen = 1;
-    }
+    for (i = 0; i < want; i++)
+        msg_from(&m[i], &iov[i], slot_data(b, start + i), room(b), NULL, 0, NULL, 0);
     r = recv_msgs(fd, m, want);
     if (r <= 0)
         return r;
@@ -166,17 +153,9 @@ int kio_recv_raw6(int fd, struct kio_batch *b, uint32_t start, uint32_t max) {
     want = recv_want(want, max);
     if (want == 0)
         return 0;
-    memset(m, 0, sizeof(m[0]) * want);
-    for (i = 0; i < want; i++) {
-        iov[i].iov_base = slot_data(b, start + i);
-        iov[i].iov_len = room(b) - 40;
-        m[i].msg_hdr.msg_iov = &iov[i];
-        m[i].msg_hdr.msg_iovlen = 1;
-        m[i].msg_hdr.msg_name = &from[i];
-        m[i].msg_hdr.msg_namelen = sizeof(from[i]);
-        m[i].msg_hdr.msg_control = ctl[i].buf;
-        m[i].msg_hdr.msg_controllen = sizeof(ctl[i].buf);
-    }
+    for (i = 0; i < want; i++)
+        msg_from(&m[i], &iov[i], slot_data(b, start + i), room(b) - 40, &from[i], sizeof(from[i]), ctl[i].buf,
+                 sizeof(ctl[i].buf));
     r = recv_msgs(fd, m, want);
     if (r <= 0)
         return r;
@@ -217,143 +196,22 @@ int kio_send(int raw_fd, int udp_fd, uint16_t udp_port, const struct kio_batch *
 
 /* ---- classifier -------------------------------------------------------------------------- */
 
-struct flow {
-    uint8_t family, proto;
-    uint16_t sport, dport;
-    const uint8_t *src, *dst;
-    uint32_t hlen;           /* IP header bytes, extension headers included */
-    int df;
-};
-
-static int has_ports(uint8_t proto) { return proto == 6 || proto == 17 || proto == 132; }
-
-static int parse_flow(const uint8_t *p, uint32_t len, struct flow *f) {
-    memset(f, 0, sizeof(*f));
-    if (len < 1)
-        return -1;
-    if (p[0] >> 4 == 4) {
-        uint32_t ihl = (p[0] & 15u) * 4, tot;
-        if (len < 20 || ihl < 20 || ihl > len)
-            return -1;
-        tot = rd16(p + 2);
-        if (tot < ihl || tot > len)
-            return -1;
-        f->family = 4;
-        f->proto = p[9];
-        f->src = p + 12;
-        f->dst = p + 16;
-        f->hlen = ihl;
-        f->df = (p[6] & 0x40) != 0;
-        if ((rd16(p + 6) & 0x1fff) == 0 && has_ports(f->proto) && tot >= ihl + 4) {
-            f->sport = rd16(p + ihl);
-            f->dport = rd16(p + ihl + 2);
-        }
-        return 0;
-    }
-    if (p[0] >> 4 == 6) {
-        uint32_t off = 40, end;
-        uint8_t nh;
-        int first = 1;
-        if (len < 40)
-            return -1;
-        end = 40 + rd16(p + 4);
-        if (end > len)
-            return -1;
-        nh = p[6];
-        while (nh == 0 || nh == 43 || nh == 60 || nh == 44) {
-            if (off + 8 > end)
-                return -1;
-            if (nh == 44) {
-                first = (rd16(p + off + 2) & 0xfff8) == 0;
-                nh = p[off];
-                off += 8;
-            } else {
-                uint32_t l = 8 + p[off + 1] * 8u;
-                nh = p[off];
-                off += l;
-            }
-        }
-        if (off > end)
-            return -1;
-        f->family = 6;
-        f->proto = nh;
-        f->src = p + 8;
-        f->dst = p + 24;
-        f->hlen = off;
-        f->df = 1;
-        if (first && has_ports(nh) && end >= off + 4) {
-            f->sport = rd16(p + off);
-            f->dport = rd16(p + off + 2);
-        }
-        return 0;
-    }
-    return -1;
-}
-
-static int is_icmp_error(const uint8_t *p, const struct flow *f, uint32_t len) {
-    if (f->family == 4 && f->proto == 1 && len >= f->hlen + 1)
-        return p[f->hlen] != 0 && p[f->hlen] != 8;
-    if (f->family == 6 && f->proto == 58 && len >= f->hlen + 1)
-        return p[f->hlen] < 128;
-    return 0;
-}
-
-/* Replace packet i by an ICMP "fragmentation needed" (IPv4) or "packet too big" (IPv6). */
-static void make_icmp(const struct kio_cls *c, struct kio_batch *b, uint32_t i, const struct flow *f, uint32_t mtu) {
-    uint8_t r[1280];
+/* Replace packet i by an ICMP "fragmentation needed" (IPv4: the header and 8 bytes quoted, RFC 792)
+ * or "packet too big" (IPv6: as much as fits). */
+static void make_icmp(const struct kio_cls *c, struct kio_batch *b, uint32_t i, const struct ip_flow *f, uint32_t mtu) {
     const uint8_t *p = b->buf + b->off[i];
-    uint32_t len = b->len[i], q, tot;
-    uint8_t *out;
-    static const uint8_t zero16[16];
+    uint32_t len = b->len[i], quote = f->family == 4 && f->l4 + 8 < len ? f->l4 + 8 : len;
+    uint8_t *out = slot_data(b, i);
 
-    if (f->family == 4) {
-        q = f->hlen + 8 < len ? f->hlen + 8 : len;
-        tot = 28 + q;
-        memset(r, 0, 28);
-        r[0] = 0x45;
-        wr16(r + 2, (uint16_t)tot);
-        r[8] = 64;
-        r[9] = 1;
-        memcpy(r + 12, memcmp(c->icmp_src4, zero16, 4) ? c->icmp_src4 : f->dst, 4);
-        memcpy(r + 16, f->src, 4);
-        wr16(r + 10, csum_fold(csum_add(0, r, 20)));
-        r[20] = 3;
-        r[21] = 4;
-        wr16(r + 26, (uint16_t)mtu);
-        memcpy(r + 28, p, q);
-        wr16(r + 22, csum_fold(csum_add(0, r + 20, 8 + q)));
-    } else {
-        uint32_t sum, plen;
-        q = len < 1280 - 48 ? len : 1280 - 48;
-        tot = 48 + q;
-        plen = 8 + q;
-        memset(r, 0, 48);
-        r[0] = 0x60;
-        wr16(r + 4, (uint16_t)plen);
-        r[6] = 58;
-        r[7] = 64;
-        memcpy(r + 8, memcmp(c->icmp_src6, zero16, 16) ? c->icmp_src6 : f->dst, 16);
-        memcpy(r + 24, f->src, 16);
-        r[40] = 2;
-        wr32(r + 44, mtu < 1280 ? 1280 : mtu);
-        memcpy(r + 48, p, q);
-        sum = csum_add(0, r + 8, 32);          /* pseudo header: addresses, length, next header */
-        sum += plen;
-        sum += 58;
-        sum = csum_add(sum, r + 40, plen);
-        wr16(r + 42, csum_fold(sum));
-    }
-    out = slot_data(b, i);
-    memcpy(out, r, tot);
+    b->len[i] = icmp_too_big(out, p, quote, f->family == 4 ? c->icmp_src4 : c->icmp_src6, mtu, 0);
     b->off[i] = (uint32_t)(out - b->buf);
-    b->len[i] = tot;
 }
 
 uint32_t kio_classify(struct kio_cls *c, struct kio_batch *b, uint32_t n, uint8_t *verdict) {
     spd_lookup_fn lookup = (spd_lookup_fn)c->spd_lookup;
     acquire_fn acquire = (acquire_fn)c->acquire;
     struct kio_spd_result res;
-    struct flow f;
+    struct ip_flow f;
     uint32_t i, protect = 0;
 
     c->to_fragment = 0;
@@ -362,7 +220,7 @@ uint32_t kio_classify(struct kio_cls *c, struct kio_batch *b, uint32_t n, uint8_
         uint32_t len = b->len[i], sa;
         b->sa[i] = KIO_NO_SA;
         b->status[i] = 0;
-        if (parse_flow(p, len, &f) != 0) {
+        if (ip_parse_flow(p, len, &f) != 0) {
             verdict[i] = KIO_V_MALFORMED;
             continue;
         }
@@ -396,7 +254,7 @@ uint32_t kio_classify(struct kio_cls *c, struct kio_batch *b, uint32_t n, uint8_
             uint32_t blk = c->blk[sa], need = c->ovh[sa] + (len + 2 + blk - 1) / blk * blk;
             if (need > c->outer_mtu) {
                 uint32_t mtu = kio_inner_mtu(c, sa);
-                if (f.df && !is_icmp_error(p, &f, len) && mtu >= 68) {
+                if (f.df && !icmp_is_error(p, f.family, f.proto, f.l4, len) && mtu >= 68) {
                     make_icmp(c, b, i, &f, mtu);
                     verdict[i] = KIO_V_ICMP;
                 } else {

@@ -538,17 +538,9 @@ static int recv_udp_gro(int fd, struct kio_batch *b, uint32_t start, uint32_t ma
         want = max_msgs;
     if (want > 64)
         want = 64;
-    memset(m, 0, sizeof(m[0]) * want);
-    for (i = 0; i < want; i++) {
-        iov[i].iov_base = scratch + (uint64_t)i * KIO_GSO_MAX;
-        iov[i].iov_len = KIO_GSO_MAX;
-        m[i].msg_hdr.msg_iov = &iov[i];
-        m[i].msg_hdr.msg_iovlen = 1;
-        m[i].msg_hdr.msg_name = &from[i];
-        m[i].msg_hdr.msg_namelen = sizeof(from[i]);
-        m[i].msg_hdr.msg_control = ctl[i].buf;
-        m[i].msg_hdr.msg_controllen = sizeof(ctl[i].buf);
-    }
+    for (i = 0; i < want; i++)
+        msg_from(&m[i], &iov[i], scratch + (uint64_t)i * KIO_GSO_MAX, KIO_GSO_MAX, &from[i], sizeof(from[i]),
+                 ctl[i].buf, sizeof(ctl[i].buf));
     r = recv_msgs(fd, m, want);
     if (r <= 0)
         return r;

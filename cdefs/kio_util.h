@@ -7,12 +7,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "ip_bytes.h"
 #include "kio.h"
-
-static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static inline uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
-static inline void wr16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = (uint8_t)v; }
-static inline void wr32(uint8_t *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = (uint8_t)v; }
 
 static inline uint8_t *slot_data(const struct kio_batch *b, uint32_t i) {
     return b->buf + (uint64_t)i * b->slot_size + b->headroom;
@@ -59,6 +55,25 @@ static inline void msg_to(struct mmsghdr *m, struct iovec *iov, union kio_addr *
     m->msg_hdr.msg_iov = iov;
     m->msg_hdr.msg_iovlen = 1;
     m->msg_hdr.msg_name = a;
+}
+
+/* One recvmmsg entry: into len bytes at base, the sender's address into name (NULL: not wanted) and
+ * control messages into ctl (NULL: none). */
+static inline void msg_from(struct mmsghdr *m, struct iovec *iov, void *base, size_t len, void *name,
+                            socklen_t namelen, void *ctl, size_t ctllen) {
+    memset(m, 0, sizeof(*m));
+    iov->iov_base = base;
+    iov->iov_len = len;
+    m->msg_hdr.msg_iov = iov;
+    m->msg_hdr.msg_iovlen = 1;
+    if (name) {
+        m->msg_hdr.msg_name = name;
+        m->msg_hdr.msg_namelen = namelen;
+    }
+    if (ctl) {
+        m->msg_hdr.msg_control = ctl;
+        m->msg_hdr.msg_controllen = ctllen;
+    }
 }
 
 /* Does the open message m (built by msg_to) go to the same address and port as daddr/dport? */
@@ -127,21 +142,6 @@ static inline int recv_msgs(int fd, struct mmsghdr *m, uint32_t want) {
     if (r < 0)
         return errno == EAGAIN ? 0 : -errno;
     return r;
-}
-
-/* Byte-wise Internet checksum pieces (headers, ICMP errors: short and off the bulk path). */
-static inline uint32_t csum_add(uint32_t sum, const uint8_t *p, uint32_t n) {
-    for (; n > 1; n -= 2, p += 2)
-        sum += rd16(p);
-    if (n)
-        sum += (uint32_t)p[0] << 8;
-    return sum;
-}
-
-static inline uint16_t csum_fold(uint32_t sum) {
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
-    return (uint16_t)~sum;
 }
 
 /* Bulk one's-complement sum, 8 bytes at a time in host order (the sum is byte-order independent up to a

@@ -203,6 +203,17 @@ int ipsg_shm_validate(const struct ipsg_shm_hdr *h, uint64_t file_size, char *er
     return 0;
 }
 
+/* The region file fd (closed here) mapped, or NULL and err. */
+static uint8_t *map_region(int fd, uint64_t size, const char *path, char *err, size_t errlen) {
+    uint8_t *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (base == MAP_FAILED) {
+        set_err(err, errlen, "%s: mmap: %s", path, strerror(errno));
+        return NULL;
+    }
+    return base;
+}
+
 static struct ipsg_shm *bind_region(uint8_t *base, uint64_t size) {
     struct ipsg_shm *s = calloc(1, sizeof(*s));
     if (!s) return NULL;
@@ -238,6 +249,16 @@ static struct ipsg_shm *bind_region(uint8_t *base, uint64_t size) {
     return s;
 }
 
+/* bind_region, or the mapping undone and err. */
+static struct ipsg_shm *bind_or_unmap(uint8_t *base, uint64_t size, const char *path, char *err, size_t errlen) {
+    struct ipsg_shm *s = bind_region(base, size);
+    if (!s) {
+        munmap(base, size);
+        set_err(err, errlen, "%s: out of memory", path);
+    }
+    return s;
+}
+
 struct ipsg_shm *ipsg_shm_create(const char *path, const struct ipsg_shm_caps *caps, char *err, size_t errlen) {
     struct ipsg_shm_hdr h;
     char why[200];
@@ -258,10 +279,8 @@ struct ipsg_shm *ipsg_shm_create(const char *path, const struct ipsg_shm_caps *c
         unlink(path);
         return NULL;
     }
-    uint8_t *base = mmap(NULL, h.total_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
-    if (base == MAP_FAILED) {
-        set_err(err, errlen, "%s: mmap: %s", path, strerror(errno));
+    uint8_t *base = map_region(fd, h.total_size, path, err, errlen);
+    if (!base) {
         unlink(path);
         return NULL;
     }
@@ -273,12 +292,7 @@ struct ipsg_shm *ipsg_shm_create(const char *path, const struct ipsg_shm_caps *c
     h.alarm_threshold = 64;
     memcpy(base, &h, sizeof h);
     STORE_REL(&((struct ipsg_shm_hdr *)base)->magic, magic);
-    struct ipsg_shm *s = bind_region(base, h.total_size);
-    if (!s) {
-        munmap(base, h.total_size);
-        set_err(err, errlen, "%s: out of memory", path);
-    }
-    return s;
+    return bind_or_unmap(base, h.total_size, path, err, errlen);
 }
 
 struct ipsg_shm *ipsg_shm_attach(const char *path, char *err, size_t errlen) {
@@ -314,18 +328,8 @@ struct ipsg_shm *ipsg_shm_attach(const char *path, char *err, size_t errlen) {
         close(fd);
         return NULL;
     }
-    uint8_t *base = mmap(NULL, h.total_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
-    if (base == MAP_FAILED) {
-        set_err(err, errlen, "%s: mmap: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct ipsg_shm *s = bind_region(base, h.total_size);
-    if (!s) {
-        munmap(base, h.total_size);
-        set_err(err, errlen, "%s: out of memory", path);
-    }
-    return s;
+    uint8_t *base = map_region(fd, h.total_size, path, err, errlen);
+    return base ? bind_or_unmap(base, h.total_size, path, err, errlen) : NULL;
 }
 
 void ipsg_shm_detach(struct ipsg_shm *s) {
@@ -381,15 +385,31 @@ static inline int read_begin_end(const uint32_t *lock, const void *rec, void *ou
     return IPSG_SHM_EBUSY;
 }
 
+/* read_begin_end into out, whose own lock word (out_lock) then holds the version the copy is
+ * consistent with. */
+static inline int read_stamped(const uint32_t *lock, const void *rec, void *out, uint32_t *out_lock, size_t size) {
+    uint32_t seen;
+    int rc = read_begin_end(lock, rec, out, size, &seen);
+    if (rc == IPSG_SHM_OK) *out_lock = seen;
+    return rc;
+}
+
+/* The slot's next version, stored (the caller holds the slot's lock).  0 is skipped: it means
+ * "nothing installed" in the counters. */
+static inline uint32_t next_version(struct ipsg_shm_sa *x) {
+    uint32_t v = x->version + 1;
+    if (v == 0) v = 1;
+    STORE_RLX(&x->version, v);
+    return v;
+}
+
 int64_t ipsg_shm_sa_write(struct ipsg_shm *s, uint32_t slot, const struct ipsg_sa_params *p, uint8_t state,
                           uint8_t placement, uint64_t id) {
     if (slot >= s->h->caps.n_sa || state > IPSG_SHM_SA_DYING) return IPSG_SHM_EINVAL;
     struct ipsg_shm_sa *x = &s->sa[slot];
     uint64_t digest = ipsg_shm_digest(p);
     uint32_t w = write_begin(&x->lock);
-    uint32_t v = x->version + 1;
-    if (v == 0) v = 1;   /* 0 means "nothing installed" in the counters */
-    STORE_RLX(&x->version, v);
+    uint32_t v = next_version(x);
     STORE_RLX(&x->state, state);
     x->placement = placement;
     x->id = id;
@@ -403,9 +423,7 @@ int64_t ipsg_shm_sa_clear(struct ipsg_shm *s, uint32_t slot) {
     if (slot >= s->h->caps.n_sa) return IPSG_SHM_EINVAL;
     struct ipsg_shm_sa *x = &s->sa[slot];
     uint32_t w = write_begin(&x->lock);
-    uint32_t v = x->version + 1;
-    if (v == 0) v = 1;
-    STORE_RLX(&x->version, v);
+    uint32_t v = next_version(x);
     STORE_RLX(&x->state, (uint8_t)IPSG_SHM_SA_FREE);
     x->placement = 0;
     x->id = 0;
@@ -493,10 +511,7 @@ int64_t ipsg_shm_sa_delete(struct ipsg_shm *s, uint32_t slot) {
 int ipsg_shm_sa_read(struct ipsg_shm *s, uint32_t slot, struct ipsg_shm_sa *out) {
     if (slot >= s->h->caps.n_sa) return IPSG_SHM_EINVAL;
     const struct ipsg_shm_sa *x = &s->sa[slot];
-    uint32_t seen;
-    int rc = read_begin_end(&x->lock, x, out, sizeof(*out), &seen);
-    if (rc == IPSG_SHM_OK) out->lock = seen;
-    return rc;
+    return read_stamped(&x->lock, x, out, &out->lock, sizeof(*out));
 }
 
 uint32_t ipsg_shm_repair(struct ipsg_shm *s) {
@@ -550,10 +565,7 @@ uint64_t ipsg_shm_audit(struct ipsg_shm *s, uint32_t first, uint32_t count, uint
 int ipsg_shm_ctr_read(struct ipsg_shm *s, uint32_t slot, struct ipsg_shm_ctr *out) {
     if (slot >= s->h->caps.n_sa) return IPSG_SHM_EINVAL;
     const struct ipsg_shm_ctr *c = &s->ctr[slot];
-    uint32_t seen;
-    int rc = read_begin_end(&c->lock, c, out, sizeof(*out), &seen);
-    if (rc == IPSG_SHM_OK) out->lock = seen;
-    return rc;
+    return read_stamped(&c->lock, c, out, &out->lock, sizeof(*out));
 }
 
 static int post_sa_event(struct ipsg_shm *s, uint16_t type, uint32_t slot, uint64_t id, uint64_t packets,
@@ -995,7 +1007,30 @@ static inline int cand_always(const struct ipsg_spd_cand *c) {
         return n;                                                                                             \
     }
 
+/* Prefix q's candidate list, for either family (T as above, PX its prefix record), appended to
+ * cands at *used: at most cap entries in all, with after prefixes still to come (one entry each at
+ * least).  Its own rules merged (MERGE) with its enclosing prefix par's list (NULL: none), the
+ * last entry flagged, and recorded in q; *cut counts the lists that were cut.  Returns the list. */
+#define DEFINE_PREFIX_LIST(name, T, PX, MERGE)                                                                \
+    static T *name(T *cands, uint32_t cap, uint32_t *used, uint32_t after, const struct ipsg_spd_rule *rules,  \
+                   PX *q, const PX *par, uint32_t *cut) {                                                     \
+        uint32_t lim = IPSG_SPD_CAND_MAX, left = cap - *used;                                                 \
+        if (left - after < lim) lim = left - after;   /* >= 1: the budget covers one per prefix */          \
+        T *out = &cands[*used];                                                                               \
+        int complete;                                                                                         \
+        uint32_t n = MERGE(out, lim, &rules[q->start], q->count, par ? &cands[par->cand] : NULL,             \
+                           par ? par->ncand : 0, par ? par->complete : 1, &complete);                        \
+        out[n - 1].flags = IPSG_SPD_CAND_LAST | (complete ? 0 : IPSG_SPD_CAND_MORE);                         \
+        q->cand = *used;                                                                                      \
+        q->ncand = n;                                                                                         \
+        q->complete = complete;                                                                               \
+        *used += n;                                                                                           \
+        *cut += !complete;                                                                                    \
+        return out;                                                                                           \
+    }
+
 DEFINE_CAND_MERGE(merge_cands_v4, struct ipsg_spd_cand, cand_from_rule, cand_always)
+DEFINE_PREFIX_LIST(prefix_list_v4, struct ipsg_spd_cand, struct v4pfx, merge_cands_v4)
 
 /* Candidate lists (each prefix's rules merged with its enclosing prefix's list, parents
  * first), then the trie (prefixes in ascending length, so a longer one overwrites the
@@ -1026,18 +1061,7 @@ static void build_v4_trie(struct ipsg_shm *s, int copy, struct ipsg_spd_compiled
             depth--;
         const struct v4pfx *par = depth ? &px[stack[depth - 1]] : NULL;
         stack[depth++] = order[oi];
-        uint32_t lim = IPSG_SPD_CAND_MAX, left = s->cand_cap - used, need_after = np - oi - 1;
-        if (left - need_after < lim) lim = left - need_after;   /* >= 1: the budget covers one per prefix */
-        struct ipsg_spd_cand *out = &cands[used];
-        int complete;
-        uint32_t n = merge_cands_v4(out, lim, &rules[q->start], q->count, par ? &cands[par->cand] : NULL,
-                                    par ? par->ncand : 0, par ? par->complete : 1, &complete);
-        out[n - 1].flags = IPSG_SPD_CAND_LAST | (complete ? 0 : IPSG_SPD_CAND_MORE);
-        q->cand = used;
-        q->ncand = n;
-        q->complete = complete;
-        used += n;
-        cut += !complete;
+        prefix_list_v4(cands, s->cand_cap, &used, np - oi - 1, rules, q, par, &cut);
     }
     for (uint32_t pi = 0; pi < np; pi++) {
         const struct v4pfx *q = &px[pi];
@@ -1117,6 +1141,7 @@ static inline int rule_always(const struct ipsg_spd_rule *r) {
 static inline void rule_copy(struct ipsg_spd_rule *o, const struct ipsg_spd_rule *r) { *o = *r; }
 
 DEFINE_CAND_MERGE(merge_cands_v6, struct ipsg_spd_rule, rule_copy, rule_always)
+DEFINE_PREFIX_LIST(prefix_list_v6, struct ipsg_spd_rule, struct v6pfx, merge_cands_v6)
 
 /* The IPv4 trie's candidate lists, for IPv6: in (address, length) order the enclosing prefixes
  * of a prefix are exactly the stack, and its list is its own rules merged with its parent's
@@ -1149,18 +1174,7 @@ static void build_v6_lists(struct ipsg_shm *s, int copy, struct ipsg_spd_compile
         }
         const struct v6pfx *par = depth ? &px[stack[depth - 1]] : NULL;
         stack[depth++] = oi;
-        uint32_t lim = IPSG_SPD_CAND_MAX, left = s->cand_cap - used, need_after = np - oi - 1;
-        if (left - need_after < lim) lim = left - need_after;
-        struct ipsg_spd_rule *out = &cands[used];
-        int complete;
-        uint32_t n = merge_cands_v6(out, lim, &rules[q->start], q->count, par ? &cands[par->cand] : NULL,
-                                    par ? par->ncand : 0, par ? par->complete : 1, &complete);
-        out[n - 1].flags = IPSG_SPD_CAND_LAST | (complete ? 0 : IPSG_SPD_CAND_MORE);
-        q->cand = used;
-        q->ncand = n;
-        q->complete = complete;
-        used += n;
-        cut += !complete;
+        const struct ipsg_spd_rule *out = prefix_list_v6(cands, s->cand_cap, &used, np - oi - 1, rules, q, par, &cut);
         struct ipsg_spd_bucket *b = &bk[q->bucket];
         b->cand = q->cand + 1;
         b->head = out[0].rank;
@@ -1498,19 +1512,12 @@ int ipsg_spd_lookup(struct ipsg_shm *s, uint8_t family, const uint8_t *src, cons
     out->policy = (uint32_t)p;
     out->action = action;
     const struct ipsg_spd_bind *b = &s->bind[p];
-    for (uint32_t spin = 0; spin < SPIN_LIMIT; spin++) {
-        uint32_t l1 = LOAD_ACQ(&b->lock);
-        if (l1 & 1) {
-            cpu_relax();
-            continue;
-        }
-        uint32_t n = b->n;
-        out->n_sa = (uint8_t)(n > IPSG_SPD_MAX_BUNDLE ? IPSG_SPD_MAX_BUNDLE : n);
-        memcpy(out->sa, b->sa, sizeof(out->sa));
-        FENCE_ACQ();
-        if (LOAD_RLX(&b->lock) == l1) return IPSG_SHM_OK;
-    }
-    return IPSG_SHM_EBUSY;
+    struct ipsg_spd_bind copy;
+    uint32_t seen;
+    if (read_begin_end(&b->lock, b, &copy, sizeof(copy), &seen) != IPSG_SHM_OK) return IPSG_SHM_EBUSY;
+    out->n_sa = (uint8_t)(copy.n > IPSG_SPD_MAX_BUNDLE ? IPSG_SPD_MAX_BUNDLE : copy.n);
+    memcpy(out->sa, copy.sa, sizeof(out->sa));
+    return IPSG_SHM_OK;
 }
 
 /* A batch walks the IPv4 trie a group of packets at a time, one level per pass, prefetching
