@@ -23,16 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from fastpath.traffic import longest_outage
+
 INTERVAL = 0.005
-
-
-def _gap(ping: dict) -> float:
-    got = set(ping["got"])
-    run = worst = 0
-    for seq in sorted(int(k) for k in ping["sent"]):
-        run = 0 if seq in got else run + 1
-        worst = max(worst, run)
-    return worst * INTERVAL
 
 
 def main() -> int:
@@ -96,7 +89,8 @@ def main() -> int:
                 else:
                     os.kill(fastpath_pid(net.gA, sock_a), signal.SIGKILL)
                 out, _ = pinger.communicate(timeout=60)
-                gaps.append(round(_gap(json.loads(out)), 3))
+                ping = json.loads(out)
+                gaps.append(round(longest_outage(ping["sent"], ping["got"], INTERVAL), 3))
                 time.sleep(4)
             print(json.dumps({"mode": args.mode, "root": root, "gaps_s": gaps,
                               "mean_s": round(sum(gaps) / len(gaps), 3), "max_s": max(gaps),

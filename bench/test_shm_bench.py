@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -232,34 +233,46 @@ def test_spi_lookup_cost(benchmark, shm_path, n):
     c.close()
 
 
-def _fill_policies(c: ControlRegion, n: int, rng: random.Random, spread: bool = False) -> list[tuple[int, int]]:
-    """Write n IPv4 policies; returns their (dst, plen).
-
-    dense: destination prefixes /16 to /32 all inside 10/8, so every /16 holds every length (the
-    worst case for the per-/16 length filter).  spread: site prefixes (/24 mostly, some /32 and
-    /16) anywhere in 1.0.0.0-223.255.255.255, as a gateway with many remote sites sees them.
-    """
+def _write_policies(c: ControlRegion, family: int, n: int, rng: random.Random,
+                    dst_of: Callable[[random.Random], tuple[int, int]],
+                    src_of: Callable[[random.Random], tuple[int, int]]) -> list[tuple[int, int]]:
+    """Write n policies of family: destination (dst, plen) = dst_of(rng); a quarter also restrict the source
+    to src_of(rng); random action and priority.  Returns the (dst, plen) of each."""
+    size = 4 if family == 4 else 16
     p = ffi.new("struct ipsg_spd_policy *")
-    p.state, p.family, p.sport_hi, p.dport_hi = 1, 4, 65535, 65535
+    p.state, p.family, p.sport_hi, p.dport_hi = 1, family, 65535, 65535
     prefixes = []
     for i in range(n):
-        # A quarter of the policies also restrict the source; priorities are random.
-        if spread:
-            plen = rng.choice((16, 24, 24, 24, 24, 24, 32))
-            dst = rng.randrange(0x01000000, 0xE0000000) & (0xFFFFFFFF << (32 - plen))
-        else:
-            plen = rng.choice((16, 20, 24, 24, 24, 28, 32))
-            dst = (0x0A000000 | rng.randrange(1 << 24)) & (0xFFFFFFFF << (32 - plen))
+        dst, plen = dst_of(rng)
         prefixes.append((dst, plen))
-        p.dst_plen, p.dst[0:4] = plen, list(dst.to_bytes(4, "big"))
+        p.dst_plen, p.dst[0:size] = plen, list(dst.to_bytes(size, "big"))
         if rng.random() < 0.25:
-            p.src_plen, p.src[0:4] = 24, list((0xC0A80000 | rng.randrange(256) << 8).to_bytes(4, "big"))
+            src, src_plen = src_of(rng)
+            p.src_plen, p.src[0:size] = src_plen, list(src.to_bytes(size, "big"))
         else:
             p.src_plen = 0
         p.action = rng.randrange(3)
         p.priority = rng.randrange(1000)
         lib.ipsg_spd_write(c.handle, i, p)
     return prefixes
+
+
+def _fill_policies(c: ControlRegion, n: int, rng: random.Random, spread: bool = False) -> list[tuple[int, int]]:
+    """Write n IPv4 policies; returns their (dst, plen).
+
+    dense: destination prefixes /16 to /32 all inside 10/8, so every /16 holds every length (the
+    worst case for the per-/16 length filter).  spread: site prefixes (/24 mostly, some /32 and
+    /16) anywhere in 1.0.0.0-223.255.255.255, as a gateway with many remote sites sees them.
+    A quarter of the policies also restrict the source (a /24 under 192.168/16).
+    """
+    def dst_of(r: random.Random) -> tuple[int, int]:
+        if spread:
+            plen = r.choice((16, 24, 24, 24, 24, 24, 32))
+            return r.randrange(0x01000000, 0xE0000000) & (0xFFFFFFFF << (32 - plen)), plen
+        plen = r.choice((16, 20, 24, 24, 24, 28, 32))
+        return (0x0A000000 | r.randrange(1 << 24)) & (0xFFFFFFFF << (32 - plen)), plen
+
+    return _write_policies(c, 4, n, rng, dst_of, lambda r: (0xC0A80000 | r.randrange(256) << 8, 24))
 
 
 _V6_SRC = int(ipaddress.ip_address("2001:db8:ffff::"))
@@ -269,22 +282,11 @@ def _fill_policies_v6(c: ControlRegion, n: int, rng: random.Random) -> list[tupl
     """Write n IPv6 policies for remote sites anywhere in 2000::/3: mostly /48 and /64, some /56,
     /128 and /32 (five lengths, so a lookup probes up to five buckets); a quarter also restrict
     the source to a /64 under 2001:db8:ffff::/48; random priorities.  Returns their (dst, plen)."""
-    p = ffi.new("struct ipsg_spd_policy *")
-    p.state, p.family, p.sport_hi, p.dport_hi = 1, 6, 65535, 65535
-    prefixes = []
-    for i in range(n):
-        plen = rng.choice((32, 48, 48, 48, 56, 64, 64, 128))
-        dst = ((0x2 << 124) | rng.getrandbits(125)) & (((1 << 128) - 1) ^ ((1 << (128 - plen)) - 1))
-        prefixes.append((dst, plen))
-        p.dst_plen, p.dst[0:16] = plen, list(dst.to_bytes(16, "big"))
-        if rng.random() < 0.25:
-            p.src_plen, p.src[0:16] = 64, list((_V6_SRC | rng.randrange(256) << 64).to_bytes(16, "big"))
-        else:
-            p.src_plen = 0
-        p.action = rng.randrange(3)
-        p.priority = rng.randrange(1000)
-        lib.ipsg_spd_write(c.handle, i, p)
-    return prefixes
+    def dst_of(r: random.Random) -> tuple[int, int]:
+        plen = r.choice((32, 48, 48, 48, 56, 64, 64, 128))
+        return ((0x2 << 124) | r.getrandbits(125)) & (((1 << 128) - 1) ^ ((1 << (128 - plen)) - 1)), plen
+
+    return _write_policies(c, 6, n, rng, dst_of, lambda r: (_V6_SRC | r.randrange(256) << 64, 64))
 
 
 def _v6_packets(prefixes: list[tuple[int, int]], k: int) -> tuple[np.ndarray, np.ndarray]:

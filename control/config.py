@@ -27,6 +27,7 @@ import binascii
 import dataclasses
 import ipaddress
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -372,6 +373,27 @@ class _Checker:
             return None
         return n
 
+    def choice(self, node: _Node, path: str, choices: tuple[str, ...] | list[str], expected: str | None = None,
+               lower: bool = False) -> str | None:
+        """A string among choices (lower: compared and returned lower-cased); expected says what fits when it
+        is not (default: "one of" the choices)."""
+        s = self.string(node, path)
+        if s is None:
+            return None
+        v = s.lower() if lower else s
+        if v not in choices:
+            self.error(node, path, expected or "one of " + ", ".join(choices), repr(s))
+            return None
+        return v
+
+    def ifname(self, node: _Node, path: str) -> str | None:
+        """A network interface name as the kernel takes it (IFNAMSIZ: at most 15 bytes, no '/' or space)."""
+        s = self.string(node, path)
+        if s is not None and (len(s.encode()) > 15 or "/" in s or " " in s):
+            self.error(node, path, "an interface name of 1 to 15 characters", repr(s))
+            return None
+        return s
+
     def boolean(self, node: _Node, path: str) -> bool | None:
         if isinstance(node.value, bool):
             return node.value
@@ -520,11 +542,9 @@ def _gateway(ck: _Checker, node: _Node | None) -> GatewayConfig:
         b = ck.boolean(m["export_keys"], "gateway.export_keys")
         g.export_keys = bool(b)
     if "log_level" in m:
-        lv = ck.string(m["log_level"], "gateway.log_level")
-        if lv is not None and lv.lower() not in _LOG_LEVELS:
-            ck.error(m["log_level"], "gateway.log_level", "one of " + ", ".join(_LOG_LEVELS), repr(lv))
-        elif lv is not None:
-            g.log_level = lv.lower()
+        lv = ck.choice(m["log_level"], "gateway.log_level", _LOG_LEVELS, lower=True)
+        if lv is not None:
+            g.log_level = lv
     if "log_file" in m:
         g.log_file = ck.string(m["log_file"], "gateway.log_file") or ""
     if "fastpath" in m:
@@ -544,25 +564,18 @@ def _fastpath(ck: _Checker, node: _Node) -> FastpathConfig:
     f = FastpathConfig()
     m = ck.mapping(node, "gateway.fastpath", _FASTPATH_KEYS)
     if "io" in m:
-        io = ck.string(m["io"], "gateway.fastpath.io")
-        if io is not None and io not in _IO_MODES:
-            ck.error(m["io"], "gateway.fastpath.io", "one of " + ", ".join(_IO_MODES), repr(io))
-        elif io is not None:
+        io = ck.choice(m["io"], "gateway.fastpath.io", _IO_MODES)
+        if io is not None:
             f.io = io
     if "engine" in m:
         from fastpath.engines import known_names
 
-        e = ck.string(m["engine"], "gateway.fastpath.engine")
-        names = ["best", *known_names()]
-        if e is not None and e not in names:
-            ck.error(m["engine"], "gateway.fastpath.engine", "one of " + ", ".join(names), repr(e))
-        elif e is not None:
+        e = ck.choice(m["engine"], "gateway.fastpath.engine", ["best", *known_names()])
+        if e is not None:
             f.engine = e
     if "tun" in m:
-        t = ck.string(m["tun"], "gateway.fastpath.tun")
-        if t is not None and (len(t.encode()) > 15 or "/" in t or " " in t):
-            ck.error(m["tun"], "gateway.fastpath.tun", "an interface name of 1 to 15 characters", repr(t))
-        elif t is not None:
+        t = ck.ifname(m["tun"], "gateway.fastpath.tun")
+        if t is not None:
             f.tun = t
     for key, lo, hi, what in (("tun_mtu", 0, 65535, "0 (auto) or an MTU from 576 to 65535"),
                               ("outer_mtu", 576, 65535, "an MTU from 576 to 65535"),
@@ -595,17 +608,12 @@ def _fastpath_clear(ck: _Checker, node: _Node, m: dict[str, _Node], f: FastpathC
     """clear: tun | af_packet, and clear_interface, which af_packet needs and tun refuses (as it refuses the
     TUN keys with af_packet: a setting that would be silently ignored is a mistake worth naming)."""
     if "clear" in m:
-        c = ck.string(m["clear"], "gateway.fastpath.clear")
-        if c is not None and c not in _CLEAR_MODES:
-            ck.error(m["clear"], "gateway.fastpath.clear", "one of " + ", ".join(_CLEAR_MODES), repr(c))
-        elif c is not None:
+        c = ck.choice(m["clear"], "gateway.fastpath.clear", _CLEAR_MODES)
+        if c is not None:
             f.clear = c
     if "clear_interface" in m:
-        i = ck.string(m["clear_interface"], "gateway.fastpath.clear_interface")
-        if i is not None and (not i or len(i.encode()) > 15 or "/" in i or " " in i):
-            ck.error(m["clear_interface"], "gateway.fastpath.clear_interface", "an interface name of 1 to 15 "
-                     "characters", repr(i))
-        elif i is not None and f.clear != "af_packet":
+        i = ck.ifname(m["clear_interface"], "gateway.fastpath.clear_interface")
+        if i is not None and f.clear != "af_packet":
             ck.error(m["clear_interface"], "gateway.fastpath.clear_interface", "no clear_interface unless "
                      "clear is af_packet", repr(i))
         elif i is not None:
@@ -679,10 +687,8 @@ def _fastpath_dpdk(ck: _Checker, node: _Node, m: dict[str, _Node], f: FastpathCo
     for side in ("clear", "protected"):
         key = f"{side}_interface"
         if key in s:
-            i = ck.string(s[key], f"{base}.{key}")
-            if i is not None and (len(i.encode()) > 15 or "/" in i or " " in i):
-                ck.error(s[key], f"{base}.{key}", "an interface name of 1 to 15 characters", repr(i))
-            elif i is not None:
+            i = ck.ifname(s[key], f"{base}.{key}")
+            if i is not None:
                 setattr(d, key, i)
             continue
         port = getattr(d, f"{side}_port")
@@ -846,17 +852,13 @@ def _child(ck: _Checker, name: str, node: _Node, path: str) -> ChildSpec | None:
     if "esp_proposals" in m:
         spec.esp_proposals = _proposals(ck, m["esp_proposals"], f"{path}.esp_proposals", "esp")
     if "mode" in m:
-        mode = ck.string(m["mode"], f"{path}.mode")
-        if mode is not None and mode.lower() not in ("tunnel", "transport"):
-            ck.error(m["mode"], f"{path}.mode", "tunnel or transport", repr(mode))
-        elif mode is not None:
-            spec.mode = Mode(mode.lower())
+        mode = ck.choice(m["mode"], f"{path}.mode", ("tunnel", "transport"), "tunnel or transport", lower=True)
+        if mode is not None:
+            spec.mode = Mode(mode)
     if "start_action" in m:
-        sa = ck.string(m["start_action"], f"{path}.start_action")
-        if sa is not None and sa.lower() not in START_ACTIONS:
-            ck.error(m["start_action"], f"{path}.start_action", "none, trap or start", repr(sa))
-        elif sa is not None:
-            spec.start_action = sa.lower()
+        sa = ck.choice(m["start_action"], f"{path}.start_action", START_ACTIONS, "none, trap or start", lower=True)
+        if sa is not None:
+            spec.start_action = sa
     for key in ("rekey_time", "life_time"):
         if key in m:
             d = ck.duration(m[key], f"{path}.{key}")
@@ -1068,3 +1070,13 @@ def load_config(path: str | Path) -> Config:
     except UnicodeDecodeError:
         raise ConfigError([f"{p}: not a text file (UTF-8 expected)"]) from None
     return parse_config(text, str(p))
+
+
+def load_config_or_report(path: str | Path) -> Config | None:
+    """load_config for a command: None after printing every problem to stderr, one a line."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return None

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from control.config import ConfigError, load_config
+from control.config import load_config_or_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,11 +28,8 @@ def _run(args: argparse.Namespace) -> int:
     from fastpath.io.tun import TunError
     from fastpath.shm import RegionError
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
+    cfg = load_config_or_report(args.config)
+    if cfg is None:
         return 2
     setup_logging(args.log_level or cfg.gateway.log_level)
     if cfg.gateway.fastpath.io == "dpdk":       # the DPDK fastpath instead (fastpath/dpdk/daemon.py)

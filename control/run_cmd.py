@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
-from control.config import ConfigError, load_config
+from control.config import load_config_or_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,17 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_check)
 
 
-def _load(path: str):
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
-        return None
-
-
 def _check(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = load_config_or_report(args.config)
     if cfg is None:
         return 2
     kids = sum(len(c.children) for c in cfg.connections.values())
@@ -58,7 +48,7 @@ def _check(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from control.daemon import setup_logging
 
-    cfg = _load(args.config)
+    cfg = load_config_or_report(args.config)
     if cfg is None:
         return 2
     if args.control_only or args.supervised:

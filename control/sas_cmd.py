@@ -7,10 +7,11 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from control.config import ConfigError, GatewayConfig, load_config
+from control.config import GatewayConfig, load_config_or_report
 from control.ctl import ControlError, call
 
 ENV_SOCKET = "IPSECGW_SOCKET"
@@ -78,12 +79,8 @@ def socket_path(args: argparse.Namespace) -> str | None:
     if getattr(args, "socket", None):
         return args.socket
     if getattr(args, "config", None):
-        try:
-            return load_config(args.config).gateway.control_socket
-        except ConfigError as exc:
-            for line in exc.problems:
-                print(line, file=sys.stderr)
-            return None
+        cfg = load_config_or_report(args.config)
+        return cfg.gateway.control_socket if cfg is not None else None
     return os.environ.get(ENV_SOCKET) or GatewayConfig().control_socket
 
 
@@ -98,12 +95,17 @@ def _call(args: argparse.Namespace, cmd: str, **kw: Any) -> tuple[int, Any]:
         return 1, None
 
 
-def _list_sas(args: argparse.Namespace) -> int:
-    rc, sas = _call(args, "list-sas")
+def _show(args: argparse.Namespace, cmd: str, text: Callable[[Any], str]) -> int:
+    """A read-style verb: the daemon's answer to cmd as JSON (--json) or as text(answer)."""
+    rc, answer = _call(args, cmd)
     if rc:
         return rc
-    print(json.dumps(sas, indent=2) if args.json else format_sas(sas), end="" if not args.json else "\n")
+    print(json.dumps(answer, indent=2) if args.json else text(answer), end="" if not args.json else "\n")
     return 0
+
+
+def _list_sas(args: argparse.Namespace) -> int:
+    return _show(args, "list-sas", format_sas)
 
 
 def _dur(s: float | None) -> str:
@@ -186,11 +188,7 @@ def _ctr_text(c: dict[str, Any] | None) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    rc, st = _call(args, "status")
-    if rc:
-        return rc
-    print(json.dumps(st, indent=2) if args.json else format_status(st), end="" if not args.json else "\n")
-    return 0
+    return _show(args, "status", format_status)
 
 
 def format_status(st: dict[str, Any]) -> str:
@@ -274,11 +272,7 @@ def _fastpath_totals_text(ft: dict[str, Any] | None) -> list[str]:
 
 
 def _list_policies(args: argparse.Namespace) -> int:
-    rc, pols = _call(args, "list-policies")
-    if rc:
-        return rc
-    print(json.dumps(pols, indent=2) if args.json else format_policies(pols), end="" if not args.json else "\n")
-    return 0
+    return _show(args, "list-policies", format_policies)
 
 
 def _sel_text(net: str, proto: int, ports: list[int]) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import select
 import signal
 import time
@@ -32,6 +33,7 @@ from control.config import Config
 from fastpath import engines
 from fastpath.batch import Batch
 from fastpath.classify import Classifier, inner_mtu
+from fastpath.engines.base import Engine
 from fastpath.io import kio
 from fastpath.io.sockets import NattSocket, esp_socket, ipv6_sockets, send_socket, single_fd
 from fastpath.io.tun import Tun, remote_routes
@@ -109,6 +111,28 @@ def wait_for_region(path: str, timeout: float) -> FastpathRegion:
             if not missing or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process pid still exists (0: no process recorded)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def drop_sessions(region: FastpathRegion, engine: Engine) -> None:
+    """On exit (kernel or DPDK I/O): every installed slot's session out of engine, so engines zero its keys."""
+    for slot in region.installed_slots():
+        try:
+            engine.remove_sa(slot)
+        except Exception:  # noqa: BLE001 - the slot may not be in the engine
+            pass
 
 
 def serve_until_signal(make: Callable[[], Any], errors: tuple[type[BaseException], ...]) -> int:
@@ -455,11 +479,7 @@ class Fastpath:
             write_status(self.region.path, self.totals, self.started)
         except Exception:  # noqa: BLE001 - closing regardless
             log.exception("final publish failed")
-        for slot in self.region.installed_slots():
-            try:
-                self.engine.remove_sa(slot)
-            except Exception:  # noqa: BLE001 - the slot may not be in the engine
-                pass
+        drop_sessions(self.region, self.engine)
         self.engine.close()
         self.ep.close()
         for s in self.natt:
@@ -475,8 +495,6 @@ class Fastpath:
         if keep and self.afp is not None:
             # a supervisor's clean stop ends control just before us (its heartbeat is still fresh): then the
             # blackhole routes go, since nothing else would remove them (a TUN is deleted by the supervisor)
-            from fastpath.io.afpacket import pid_alive
-
             keep = pid_alive(int(self.region.hdr.control_pid))
         self.tun.close(remove=not keep)
         if keep:

@@ -31,8 +31,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from control.config import Config, ConfigError, load_config
-from fastpath.daemon import HOLD_TIMEOUT, PUBLISH_EVERY, serve_until_signal, tun_routes, wait_for_region
+from control.config import Config, load_config_or_report
+from fastpath.daemon import (
+    HOLD_TIMEOUT,
+    PUBLISH_EVERY,
+    drop_sessions,
+    pid_alive,
+    serve_until_signal,
+    tun_routes,
+    wait_for_region,
+)
 from fastpath.dpdk import eal
 from fastpath.dpdk.gw import GatewayWorker
 from fastpath.dpdk.kernel import Address, Blackholes, Guard, Neighbours, interface_address, local_addresses
@@ -171,16 +179,7 @@ class DpdkFastpath:
 
     def _control_running(self) -> bool:
         """Control's process still exists (``ipsecgw run`` stops control before the fastpath)."""
-        pid = int(self.region.hdr.control_pid) if self.region.hdr is not None else 0
-        if pid <= 0:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_alive(int(self.region.hdr.control_pid) if self.region.hdr is not None else 0)
 
     def close(self) -> None:
         """Counters published, SAs dropped (keys zeroed), ports closed, region detached."""
@@ -190,11 +189,7 @@ class DpdkFastpath:
                 self.region.publish(w.engine)
             except Exception:  # noqa: BLE001 - closing regardless
                 log.exception("final publish failed")
-            for slot in self.region.installed_slots():
-                try:
-                    w.engine.remove_sa(slot)
-                except Exception:  # noqa: BLE001 - the slot may not be in the engine
-                    pass
+            drop_sessions(self.region, w.engine)
             done = w.stats()
             w.close()
             remove_status(self.config.gateway.shm_path)
@@ -230,11 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from control.daemon import setup_logging
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
+    cfg = load_config_or_report(args.config)
+    if cfg is None:
         return 2
     setup_logging(args.log_level or cfg.gateway.log_level)
     return serve(cfg, args.wait)

@@ -11,7 +11,6 @@ print the worker's counters as one JSON line.  No key material is printed.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import shutil
 import sys
@@ -58,11 +57,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return {"macs": macs, "stats": stats, "misses": missed, "events_posted": posted, "engine_sas": sas}
 
 
-def main() -> int:
-    print(json.dumps(run_job(json.load(sys.stdin))))
-    sys.stdout.flush()
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from fastpath.dpdk.loop_job import job_main
+
+    sys.exit(job_main(run_job))

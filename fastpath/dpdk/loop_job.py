@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from fastpath.sa import SA
@@ -52,11 +53,13 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             "drops": {d.name: n for d, n in st.drops.items()}, "sas": sas, "engine_drops": engine_drops}
 
 
-def main() -> int:
-    print(json.dumps(run_job(json.load(sys.stdin))))
+def job_main(run: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
+    """A job module's entry point (this one's and fastpath/dpdk/gw_job.py's): the job from stdin, the result
+    of run(job) as one JSON line on stdout."""
+    print(json.dumps(run(json.load(sys.stdin))))
     sys.stdout.flush()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(job_main(run_job))

@@ -244,19 +244,6 @@ def read_status(shm_path: str) -> dict[str, Any] | None:
     return status_files.read_json(status_path(shm_path))
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process pid still exists (0: no process recorded)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _key(family: int, addr: bytes) -> bytes:
     return bytes([family]) + addr + bytes(16 - len(addr))
 

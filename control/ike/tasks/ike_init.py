@@ -118,6 +118,22 @@ def _certreq(sa: IkeSA) -> list[Payload]:
     return [CertPayload(CERT_X509_SIGNATURE, certreq_data(sa.config.cacerts), request=True)]
 
 
+def select_for_ke(ours: list[Proposal], offered: list[Proposal], ke_group: int, what: str) -> Proposal:
+    """A responder's choice among the offered IKE proposals (IKE_SA_INIT, and the IKE rekey in
+    CREATE_CHILD_SA): one that works with the KE the initiator already sent if we can, else IkeError with
+    INVALID_KE_PAYLOAD naming the group of the one we would take (RFC 7296 §1.2), or NO_PROPOSAL_CHOSEN
+    ("no acceptable " + what)."""
+    chosen = select_proposal(ours, with_group(offered, ke_group))
+    if chosen is None:
+        other = select_proposal(ours, offered)
+        if other is None:
+            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, f"no acceptable {what}")
+        group = other.of_type(TransformType.DH)[0].id
+        raise IkeError(Notify.INVALID_KE_PAYLOAD, f"initiator's KE group {ke_group} is not the chosen {group}",
+                       struct.pack("!H", group))
+    return chosen
+
+
 def _error_notify(msg: Message) -> NotifyPayload | None:
     return next((n for n in msg.notifies() if n.notify_type < 16384), None)
 
@@ -202,15 +218,7 @@ class IkeInitResponder:
             raise IkeError(Notify.INVALID_SYNTAX, "IKE_SA_INIT request lacks SA, KE or Nonce")
         assert isinstance(sa_p, SAPayload) and isinstance(ke, KEPayload) and isinstance(nonce, NoncePayload)
         ours = sa.config.proposals
-        # prefer a proposal that works with the KE the initiator already sent
-        chosen = select_proposal(ours, with_group(sa_p.proposals, ke.group))
-        if chosen is None:
-            other = select_proposal(ours, sa_p.proposals)
-            if other is None:
-                raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "no acceptable IKE proposal")
-            group = other.of_type(TransformType.DH)[0].id
-            raise IkeError(Notify.INVALID_KE_PAYLOAD, f"initiator's KE group {ke.group} is not the chosen {group}",
-                           struct.pack("!H", group))
+        chosen = select_for_ke(ours, sa_p.proposals, ke.group, "IKE proposal")
         try:
             suite = ike_suite(chosen)
         except ProposalError as exc:

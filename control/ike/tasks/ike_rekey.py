@@ -12,19 +12,13 @@ from __future__ import annotations
 import os
 import struct
 
-from control.ike.constants import ExchangeType, Notify, ProtocolId, TransformType, notify_name
+from control.ike.constants import ExchangeType, Notify, ProtocolId, notify_name
 from control.ike.crypto import CryptoError, KeyExchange, derive_rekeyed_ike_keys
 from control.ike.message import KEPayload, Message, NoncePayload, NotifyPayload, Payload, Proposal, SAPayload
-from control.ike.proposals import (
-    ProposalError,
-    ike_suite,
-    offered_groups,
-    proposal_acceptable,
-    select_proposal,
-    with_group,
-)
+from control.ike.proposals import ProposalError, ike_suite, offered_groups, proposal_acceptable
 from control.ike.sa import IkeError, IkeSA, IkeSaRekeyed, State, lowest_nonce_wins, random_spi
 from control.ike.tasks.ike_delete import IkeDeleteInitiator
+from control.ike.tasks.ike_init import select_for_ke
 
 NONCE_LEN = 32
 MAX_KE_RETRIES = 2
@@ -175,13 +169,7 @@ class IkeRekeyResponder:
         if not isinstance(sa_p, SAPayload) or not isinstance(nonce, NoncePayload) or not isinstance(ke, KEPayload):
             raise IkeError(Notify.INVALID_SYNTAX, "IKE rekey request lacks SA, Nonce or KE")
         ours = [Proposal(p.num, ProtocolId.IKE, b"", list(p.transforms)) for p in sa.config.proposals]
-        chosen = select_proposal(ours, with_group(sa_p.proposals, ke.group))
-        if chosen is None:
-            other = select_proposal(ours, sa_p.proposals)
-            if other is None:
-                raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "no acceptable IKE proposal for the rekey")
-            group = other.of_type(TransformType.DH)[0].id
-            raise IkeError(Notify.INVALID_KE_PAYLOAD, f"rekey KE must be group {group}", struct.pack("!H", group))
+        chosen = select_for_ke(ours, sa_p.proposals, ke.group, "IKE proposal for the rekey")
         if len(chosen.spi) != 8 or chosen.spi == bytes(8):
             raise IkeError(Notify.INVALID_SYNTAX, "IKE rekey proposal without an 8-byte SPI")
         try:
