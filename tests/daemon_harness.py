@@ -1,4 +1,5 @@
-"""Run ``ipsecgw run --control-only`` as a real process and talk to it through its control socket."""
+"""Run ``ipsecgw run --control-only`` as a real process and talk to it through its control socket;
+``SplitGateways``: both gateways of a ``Topology`` as separate control and fastpath processes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from netns_tools import stop_process
+from netns_tools import FastpathProc, Topology, stop_process
 
 from control.ctl import ControlError, call
 from fastpath.sa import SA, Direction
@@ -95,6 +96,41 @@ class DaemonProc:
     def stop(self, sig: int = signal.SIGTERM) -> int:
         # ip netns exec execs the daemon in place, so this pid is the daemon itself
         return stop_process(self.proc, sig)
+
+
+class SplitGateways:
+    """Both gateways of a ``Topology``, each as our control daemon (``ctl_a``, ``ctl_b``) and a separate
+    ``ipsecgw fastpath`` (``fp_a``, ``fp_b``, logging to fpA.log / fpB.log in ``logs``); a and b are
+    ``gateway_config``'s (config, socket, shm) for each side.  On exit every process it started, and every
+    one a test hands to ``keep``, is stopped, the newest first."""
+
+    def __init__(self, net: Topology, a: tuple[Path, Path, Path], b: tuple[Path, Path, Path], logs: Path):
+        self.net, self.a, self.b, self.logs = net, a, b, logs
+        self.procs: list[DaemonProc | FastpathProc | subprocess.Popen] = []
+
+    def __enter__(self) -> SplitGateways:
+        try:
+            self.ctl_a = self.keep(DaemonProc(*self.a, netns=self.net.gA))
+            self.ctl_b = self.keep(DaemonProc(*self.b, netns=self.net.gB))
+            self.fp_a = self.keep(FastpathProc(self.net.gA, self.a[0], self.logs / "fpA.log"))
+            self.fp_b = self.keep(FastpathProc(self.net.gB, self.b[0], self.logs / "fpB.log"))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def keep(self, proc: Any) -> Any:
+        """proc, to be stopped on exit."""
+        self.procs.append(proc)
+        return proc
+
+    def __exit__(self, *exc: object) -> None:
+        for p in reversed(self.procs):
+            if isinstance(p, DaemonProc | FastpathProc):
+                p.stop()
+            elif p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def installed_child(sas: list[dict], name: str = "net") -> dict | None:

@@ -1,5 +1,6 @@
 """``ipsecgw run`` (supervisor + control + fastpath) as a process in a network namespace, for the gateway
-end-to-end tests and the demo test."""
+end-to-end tests and the demo test; a CHILD SA rekey under a ping stream (``ping_through_rekey``); strongSwan
+as gateway B of the same topology (``charon_gateway_b``, ``gateway_a_with_charon``, ``first_ping``)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from netns_tools import PSK, V6, Topology
+from strongswan import Charon, swanctl_conf
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,3 +119,55 @@ class Iperf3Server:
 
 def acquire_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if re.search(r"ACQUIRE for", line)]
+
+
+def ping_through_rekey(t: Topology, gw: GatewayProc, before: dict[str, Any]) -> dict[str, Any]:
+    """200 pings at 20 ms from host A with gw's CHILD SA "net" rekeyed (by us) in the middle: none may be
+    lost, and both SPIs change.  The new CHILD SA."""
+    out: dict = {}
+    th = threading.Thread(target=lambda: out.update(t.ping(200, 0.02)))
+    th.start()
+    time.sleep(1.0)
+    gw.cli("rekey", "net")
+    new = gw.wait_child(other_than=before["spi_in"], timeout=15)
+    th.join()
+    assert len(out["got"]) == len(out["sent"]), f"lost: {sorted(set(out['sent']) - set(out['got']))}"
+    assert new["spi_in"] != before["spi_in"] and new["spi_out"] != before["spi_out"]
+    return new
+
+
+def charon_gateway_b(t: Topology, *, ipv6: bool = False) -> Charon:
+    """charon in gateway B's namespace as the peer of ``gateway_config(tmp, "A", ...)`` (PSK, AES-GCM-128);
+    ipv6: over the IPv6 transit with both inner families (``outer="ipv6"``).  Not started."""
+    if ipv6:
+        local, remote = V6["gB"], V6["gA"]
+        local_ts, remote_ts = "10.2.0.0/24,fd00:2::/64", "10.1.0.0/24,fd00:1::/64"
+    else:
+        local, remote, local_ts, remote_ts = "192.0.2.2", "192.0.2.1", "10.2.0.0/24", "10.1.0.0/24"
+    return Charon(t.gB, swanctl_conf(local=local, remote=remote, local_id="gw-b.example", remote_id="gw-a.example",
+                                     psk=PSK, ike="aes128gcm16-prfsha256-x25519", esp="aes128gcm16",
+                                     local_ts=local_ts, remote_ts=remote_ts))
+
+
+@contextmanager
+def gateway_a_with_charon(t: Topology, config: Path, sock: Path, log: Path, charon: Charon) -> Iterator[GatewayProc]:
+    """charon started, then our gateway A; on the way out ours is stopped first and must exit 0, then charon."""
+    gw = None
+    try:
+        charon.start()
+        gw = GatewayProc(t.gA, config, sock, log)
+        yield gw
+    finally:
+        text = gw.text() if gw else ""
+        if gw is not None:
+            assert gw.stop() == 0, text[-3000:]
+        charon.stop()
+
+
+def first_ping(t: Topology, gw: GatewayProc, charon: Charon, wait: float = 0.1, retry_wait: float = 0.1) -> None:
+    """Host A's first ping to host B, which raises the ACQUIRE: it must be answered, or the one after it
+    (the held packet may time out while IKE moves to 4500 for charon's kernel-libipsec)."""
+    first = t.ping(1, wait)
+    if not first["got"]:
+        first = t.ping(1, retry_wait)
+    assert first["got"], gw.text()[-3000:] + charon.log_text()[-3000:]

@@ -1,8 +1,10 @@
 """Namespace topologies for the gateway tests and benchmarks, and small traffic tools run inside a
 namespace (``python tests/netns_tools.py CMD ...``).
 
-- ``Topology``: hostA - gwA === gwB - hostB on veth links (the end-to-end tests and bench/);
-- ``gateway_config``: our gateway's YAML for either side of that topology;
+- ``Topology``: hostA - gwA === gwB - hostB on veth links (the end-to-end tests and bench/), with
+  ``ping`` and ``tcp`` (a SHA-256-checked stream) from host A to host B;
+- ``gateway_config``: our gateway's YAML for either side of that topology (``connection_yaml`` writes one
+  connection; ``with_other_connection`` adds a second one, for reload);
 - ``FastpathProc``: ``ipsecgw fastpath`` as a process in a namespace.
 
 Tools: ping (ICMP echo at a fixed interval on a raw socket; prints one JSON object with the send times
@@ -107,6 +109,53 @@ class Topology:
         out["sent"] = {int(k): v for k, v in out["sent"].items()}
         return out
 
+    def tcp(self, port: int, nbytes: int, dst: str = "10.2.0.2") -> None:
+        """nbytes of random data from host A to a server on host B at dst (either family); asserts that
+        every byte arrived, by SHA-256."""
+        srv = subprocess.Popen(["ip", "netns", "exec", self.hB, sys.executable, TOOLS, "tcp-server", str(port),
+                                "::" if ":" in dst else "0.0.0.0"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert srv.stdout is not None and srv.stdout.readline().strip() == "listening"
+            got = json.loads(self.run(self.hA, "tcp-client", dst, str(port), str(nbytes)))
+            srv.wait(timeout=10)
+        finally:
+            if srv.poll() is None:
+                srv.kill()
+                srv.wait()
+        n, digest = got["reply"].split()
+        assert int(n) == got["sent"] == nbytes and digest == got["sha256"], got
+
+
+def connection_yaml(name: str, child: str, *, local: str, remote: str, local_id: str, remote_id: str,
+                    local_ts: str, remote_ts: str, encap: bool | None = None) -> str:
+    """One entry of a gateway config's ``connections``: PSK both ways, AES-GCM-128, one child started by
+    traffic (trap); ``encap`` written only when given."""
+    encap_line = "" if encap is None else f"    encap: {'yes' if encap else 'no'}\n"
+    return f"""  {name}:
+    local_addrs: [{local}]
+    remote_addrs: [{remote}]
+    proposals: [aes128gcm16-prfsha256-x25519]
+{encap_line}    local: {{auth: psk, id: {local_id}}}
+    remote: {{auth: psk, id: {remote_id}}}
+    children:
+      {child}:
+        local_ts: [{local_ts}]
+        remote_ts: [{remote_ts}]
+        esp_proposals: [aes128gcm16]
+        start_action: trap
+"""
+
+
+# A second connection for gateway A's config (the reload tests): a peer at 192.0.2.9 that never answers,
+# trapping 10.1.0.0/24 -> 10.9.0.0/24.  ``with_other_connection`` puts it before the secrets.
+OTHER_CONN = connection_yaml("other", "net-x", local="192.0.2.1", remote="192.0.2.9", local_id="gw-a.example",
+                             remote_id="gw-x.example", local_ts="10.1.0.0/24", remote_ts="10.9.0.0/24")
+
+
+def with_other_connection(config_text: str) -> str:
+    """gateway_config's YAML for side A with ``OTHER_CONN`` added."""
+    return config_text.replace("secrets:", OTHER_CONN + "secrets:")
+
 
 def gateway_config(tmp: Path, side: str, *, encap: bool, extra_fastpath: str = "",
                    log_level: str = "debug", outer: str = "ipv4",
@@ -125,20 +174,10 @@ def gateway_config(tmp: Path, side: str, *, encap: bool, extra_fastpath: str = "
         local, remote, lts, rts = local6, remote6, f"{lts}, {lts6}", f"{rts}, {rts6}"
     elif outer != "ipv4" and outer != "dual":
         raise ValueError(f"outer: expected ipv4, ipv6 or dual, got {outer!r}")
-    peer6 = f"""  peer6:
-    local_addrs: [{local6}]
-    remote_addrs: [{remote6}]
-    proposals: [aes128gcm16-prfsha256-x25519]
-    encap: {"yes" if encap else "no"}
-    local: {{auth: psk, id: {lid}}}
-    remote: {{auth: psk, id: {rid}}}
-    children:
-      net6:
-        local_ts: [{lts6}]
-        remote_ts: [{rts6}]
-        esp_proposals: [aes128gcm16]
-        start_action: trap
-""" if outer == "dual" else ""
+    peer = connection_yaml("peer", "net", local=local, remote=remote, local_id=lid, remote_id=rid, local_ts=lts,
+                           remote_ts=rts, encap=encap)
+    peer6 = connection_yaml("peer6", "net6", local=local6, remote=remote6, local_id=lid, remote_id=rid,
+                            local_ts=lts6, remote_ts=rts6, encap=encap) if outer == "dual" else ""
     shm, sock, cfg = tmp / f"gw{side}.shm", tmp / f"gw{side}.sock", tmp / f"gw{side}.yaml"
     clear = (f"clear: af_packet, clear_interface: {clear_interface}, " if clear_interface else
              f"tun: ipsg{side}, tun_addrs: [{'10.1.0.1/32' if a else '10.2.0.1/32'}], ")
@@ -149,20 +188,7 @@ gateway:
   log_level: {log_level}
   fastpath: {{{clear}engine: best{extra_fastpath}}}
 connections:
-  peer:
-    local_addrs: [{local}]
-    remote_addrs: [{remote}]
-    proposals: [aes128gcm16-prfsha256-x25519]
-    encap: {"yes" if encap else "no"}
-    local: {{auth: psk, id: {lid}}}
-    remote: {{auth: psk, id: {rid}}}
-    children:
-      net:
-        local_ts: [{lts}]
-        remote_ts: [{rts}]
-        esp_proposals: [aes128gcm16]
-        start_action: trap
-{peer6}secrets:
+{peer}{peer6}secrets:
   ike-peer:
     id: [{lid}, {rid}]
     secret: "{PSK}"

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 CHARON = "/usr/sbin/charon-systemd"
 SWANCTL = "/usr/sbin/swanctl"
 PLUGINS = ("random nonce openssl aes sha1 sha2 hmac kdf gcm chapoly curve25519 pem pkcs1 pkcs8 x509 pubkey "
@@ -39,6 +41,13 @@ def unavailable_reason() -> str | None:
     if shutil.which("ip") is None:
         return "iproute2 missing"
     return None
+
+
+def interop_marks() -> list[pytest.MarkDecorator]:
+    """``pytestmark`` of a module of live-strongSwan tests: slow, and skipped (saying why) where charon cannot
+    run here."""
+    reason = unavailable_reason()
+    return [pytest.mark.skipif(reason is not None, reason=f"strongSwan interop: {reason}"), pytest.mark.slow]
 
 
 def _ip(*args: str) -> None:
@@ -183,6 +192,14 @@ class Charon:
 
     def list_sas(self) -> str:
         return self.swanctl("--list-sas")
+
+    def wait_listed(self, text: str, timeout: float = 10) -> None:
+        """Until ``swanctl --list-sas`` shows text (an SPI after a rekey): charon updates its listing a
+        moment after answering."""
+        deadline = time.monotonic() + timeout
+        while text not in self.list_sas() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert text in self.list_sas()
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else "(no log)"

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import DaemonProc, gateway_yaml, installed_child, region_sas
-from strongswan import Charon, NetnsPair, swanctl_conf, unavailable_reason
+from strongswan import Charon, NetnsPair, interop_marks, swanctl_conf
 
 from fastpath.sa import Direction
 
-REASON = unavailable_reason()
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=f"strongSwan interop: {REASON}"), pytest.mark.slow]
+pytestmark = interop_marks()
 
 PSK = "daemon-interop-psk-0123456789"
 OUR_TS, THEIR_TS = "10.1.0.0/16", "10.2.0.0/16"

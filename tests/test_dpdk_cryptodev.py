@@ -35,6 +35,7 @@ present, why = availability()
 pytestmark = pytest.mark.skipif(not present, reason=f"DPDK binding unavailable: {why}")
 
 VDEVS = ["crypto_aesni_gcm0", "crypto_aesni_mb0", "crypto_openssl0", "crypto_null0"]
+# (enc, integ) pairs the crypto PMDs and ipsec-mb serve, and scapy's names for them (also test_dpdk_loop's)
 ALGS = [("aes-gcm-128", None), ("aes-gcm-256", None), ("aes-gmac-128", None), ("chacha20-poly1305", None),
         ("aes-cbc-128", "hmac-sha256-128"), ("aes-cbc-256", "hmac-sha512-256"), ("null", "hmac-sha384-192")]
 SCAPY_CRYPT = {"aes-gcm": "AES-GCM", "aes-gmac": "AES-NULL-GMAC", "chacha20": "CHACHA20-POLY1305",

@@ -15,13 +15,18 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from gateway_harness import GatewayProc, acquire_lines
+from gateway_harness import (
+    GatewayProc,
+    acquire_lines,
+    charon_gateway_b,
+    first_ping,
+    gateway_a_with_charon,
+    ping_through_rekey,
+)
 from netns_tools import PSK, Topology, gateway_config
 
 from fastpath.dpdk import eal
@@ -69,32 +74,6 @@ def nstat(ns: str, *names: str) -> dict[str, int]:
     return {n: int(table.get(n, 0)) for n in names}
 
 
-def tcp_stream(t: Topology, port: int, nbytes: int) -> None:
-    srv = subprocess.Popen(["ip", "netns", "exec", t.hB, sys.executable, str(Path(__file__).parent / "netns_tools.py"),
-                            "tcp-server", str(port)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert srv.stdout is not None and srv.stdout.readline().strip() == "listening"
-        got = json.loads(t.run(t.hA, "tcp-client", "10.2.0.2", str(port), str(nbytes)))
-        n, digest = got["reply"].split()
-        assert int(n) == nbytes and digest == got["sha256"]
-    finally:
-        srv.wait(timeout=10)
-
-
-def ping_through_rekey(t: Topology, gw: GatewayProc, before: dict) -> dict:
-    """200 pings at 20 ms with our CHILD SA rekey in the middle: none may be lost."""
-    out: dict = {}
-    th = threading.Thread(target=lambda: out.update(t.ping(200, 0.02)))
-    th.start()
-    time.sleep(1.0)
-    gw.cli("rekey", "net")
-    new = gw.wait_child(other_than=before["spi_in"], timeout=15)
-    th.join()
-    assert len(out["got"]) == len(out["sent"]), f"lost: {sorted(set(out['sent']) - set(out['got']))}"
-    assert new["spi_in"] != before["spi_in"] and new["spi_out"] != before["spi_out"]
-    return new
-
-
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("dpdkgw")
@@ -120,7 +99,7 @@ def test_acquire_ping_tcp_status(pair) -> None:
     assert acquire_lines(A.text()), "the first ping must raise an ACQUIRE"
     res = t.ping(20, 0.02, size=1000)
     assert len(res["got"]) == 20
-    tcp_stream(t, 5311, 2 << 20)
+    t.tcp(5311, 2 << 20)
 
     st = A.json("status")
     assert st["io"]["mode"] == "dpdk" and st["engines"]["used"] == "dpdk-cpu"    # no cryptodev: the core
@@ -191,7 +170,7 @@ def test_kill_fastpath_recovers_without_renegotiation(pair) -> None:
 
 
 def test_dpdk_gateway_with_strongswan(tmp_path: Path) -> None:
-    from strongswan import Charon, swanctl_conf, unavailable_reason
+    from strongswan import unavailable_reason
 
     why = unavailable_reason()
     if why is not None:
@@ -199,36 +178,20 @@ def test_dpdk_gateway_with_strongswan(tmp_path: Path) -> None:
     with Topology(f"ds{os.getpid() % 10000}") as t:
         host_offloads_off(t.hA, "v0a")
         cfg, sock, _ = dpdk_config(tmp_path)
-        charon = Charon(t.gB, swanctl_conf(local="192.0.2.2", remote="192.0.2.1", local_id="gw-b.example",
-                                           remote_id="gw-a.example", psk=PSK, ike="aes128gcm16-prfsha256-x25519",
-                                           esp="aes128gcm16", local_ts="10.2.0.0/24", remote_ts="10.1.0.0/24"))
-        gw = None
-        try:
-            charon.start()
-            gw = GatewayProc(t.gA, cfg, sock, tmp_path / "gwA.log")
-            first = t.ping(1, 3.0)
-            if not first["got"]:                 # the held packet may time out while IKE moves to 4500
-                first = t.ping(1, 1.0)
-            assert first["got"], gw.text()[-3000:] + charon.log_text()[-3000:]
+        charon = charon_gateway_b(t)
+        with gateway_a_with_charon(t, cfg, sock, tmp_path / "gwA.log", charon) as gw:
+            first_ping(t, gw, charon, wait=3.0, retry_wait=1.0)
             assert acquire_lines(gw.text())
             c = gw.wait_child()
             assert c["encap"], "kernel-libipsec forces UDP encapsulation"
             listing = charon.list_sas()
             assert c["spi_in"] in listing and c["spi_out"] in listing, listing
             assert len(t.ping(30, 0.02, size=1000)["got"]) == 30
-            tcp_stream(t, 5411, 1 << 20)
+            t.tcp(5411, 1 << 20)
             new = ping_through_rekey(t, gw, c)
-            deadline = time.monotonic() + 10
-            while new["spi_in"] not in charon.list_sas() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert new["spi_in"] in charon.list_sas()
-            tcp_stream(t, 5412, 1 << 20)
+            charon.wait_listed(new["spi_in"])
+            t.tcp(5412, 1 << 20)
             assert nstat(t.gA, "IpForwDatagrams")["IpForwDatagrams"] == 0
-        finally:
-            text = gw.text() if gw else ""
-            if gw is not None:
-                assert gw.stop() == 0, text[-3000:]
-            charon.stop()
         routes = subprocess.run(["ip", "-n", t.gA, "route"], capture_output=True, text=True).stdout
     assert "fastpath stopped" in gw.text() and PSK not in gw.text()
     assert "blackhole" not in routes, "a clean stop (control first) removes the blackhole routes"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from gateway_harness import GatewayProc, acquire_lines
 from netns_tools import Topology, gateway_config
-from test_dpdk_gateway import dpdk_config, host_offloads_off, tcp_stream
+from test_dpdk_gateway import dpdk_config, host_offloads_off
 
 from fastpath.dpdk import eal
 
@@ -56,7 +56,7 @@ def test_cryptodev_rung_then_forced_fall_back(tmp_path: Path) -> None:
             A = GatewayProc(t.gA, cfg, sock, tmp_path / "gwA1.log")
             _up(t, A)
             assert len(t.ping(20, 0.02, size=1000)["got"]) == 20
-            tcp_stream(t, 5511, 1 << 20)
+            t.tcp(5511, 1 << 20)
             c = A.child()
             assert c is not None
             assert c["engine"] == "crypto_aesni_gcm0", c

@@ -17,13 +17,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scapy.all import IP, UDP, Ether, Raw, rdpcap, wrpcap
 from scapy.layers.inet6 import IPv6
-from scapy.layers.ipsec import ESP, SecurityAssociation
+from test_dpdk_cryptodev import ALGS, run_engine, scapy_sa
 
-from fastpath.batch import Batch
 from fastpath.dpdk.eal import availability
 from fastpath.dpdk.loop_job import sa_to_json
 from fastpath.engines import create
@@ -34,13 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 present, why = availability()
 pytestmark = pytest.mark.skipif(not present, reason=f"DPDK binding unavailable: {why}")
 
-# (enc, integ) pairs ipsec-mb serves, with scapy's names where scapy has the algorithm.
-ALGS = [("aes-gcm-128", None), ("aes-gcm-256", None), ("aes-gmac-128", None), ("chacha20-poly1305", None),
-        ("aes-cbc-128", "hmac-sha256-128"), ("aes-cbc-256", "hmac-sha512-256"), ("null", "hmac-sha384-192")]
-SCAPY_CRYPT = {"aes-gcm": "AES-GCM", "aes-gmac": "AES-NULL-GMAC", "chacha20": "CHACHA20-POLY1305",
-               "aes-cbc": "AES-CBC", "null": "NULL"}
-SCAPY_AUTH = {"hmac-sha256-128": "SHA2-256-128", "hmac-sha384-192": "SHA2-384-192",
-              "hmac-sha512-256": "SHA2-512-256"}
 MACS = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
 
 
@@ -50,14 +43,6 @@ def make_sa(enc: str, integ: str | None, **kw) -> SA:
     return SA(spi=0x5005, src=ipaddress.ip_address("192.0.2.1"), dst=ipaddress.ip_address("192.0.2.2"), enc=enc,
               enc_key=bytes((7 * i + 3) & 0xFF for i in range(klen)), integ=integ,
               integ_key=bytes((5 * i + 1) & 0xFF for i in range(INTEG_ALGS[integ].key_len)) if integ else b"", **kw)
-
-
-def scapy_sa(sa: SA) -> SecurityAssociation:
-    crypt = next(v for k, v in SCAPY_CRYPT.items() if sa.enc.startswith(k))
-    return SecurityAssociation(ESP, spi=sa.spi, crypt_algo=crypt, crypt_key=sa.enc_key or None,
-                               crypt_icv_size=16 if sa.enc_alg.aead else None,
-                               auth_algo=SCAPY_AUTH.get(sa.integ or ""), auth_key=sa.integ_key or None,
-                               tunnel_header=IP(src=str(sa.src), dst=str(sa.dst)))
 
 
 def inner_packets(n: int) -> list[bytes]:
@@ -84,18 +69,39 @@ def read_ip(path: Path) -> list[bytes]:
     return [f[14:] for f in frames]
 
 
+def run_job(module: str, job: dict[str, Any]) -> dict[str, Any]:
+    """``python -m module`` (a job runner in fastpath.dpdk: EAL starts once per process) with job as JSON on
+    stdin; the JSON result on its last line."""
+    r = subprocess.run([sys.executable, "-m", module], input=json.dumps(job), capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def run_loop(tmp_path: Path, direction: str, sa: SA, packets: list[bytes], burst: int = 32) -> tuple[dict, list]:
     rx, tx = tmp_path / "rx.pcap", tmp_path / "tx.pcap"
     write_frames(rx, packets)
-    job = {"vdevs": [f"net_pcap0,rx_pcap={rx},tx_pcap={tx}"], "rx": "net_pcap0", "tx": "net_pcap0",
-           "direction": direction, "sas": [[sa_to_json(sa), direction]], "packets": len(packets), "seconds": 20,
-           "burst": burst, "memory_mb": 256}
-    r = subprocess.run([sys.executable, "-m", "fastpath.dpdk.loop_job"], input=json.dumps(job), capture_output=True,
-                       text=True, timeout=120, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res = run_job("fastpath.dpdk.loop_job", {
+        "vdevs": [f"net_pcap0,rx_pcap={rx},tx_pcap={tx}"], "rx": "net_pcap0", "tx": "net_pcap0",
+        "direction": direction, "sas": [[sa_to_json(sa), direction]], "packets": len(packets), "seconds": 20,
+        "burst": burst, "memory_mb": 256})
     assert res["rx"] == len(packets)
     return res, read_ip(tx)
+
+
+def run_gw_job(tmp_path: Path, clear_in: list, prot_in: list, **job: Any) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The gateway worker (fastpath.dpdk.gw_job) on the region tmp_path/r.shm, with local addresses 10.1.0.1 and
+    192.0.2.1, net_pcap0 (clear) reading the frames clear_in and net_pcap1 (protected) prot_in; job adds
+    the rest.  Its result, and the captures by name: cin, cout, pin, pout."""
+    files = {k: tmp_path / f"{k}.pcap" for k in ("cin", "cout", "pin", "pout")}
+    wrpcap(str(files["cin"]), clear_in)
+    wrpcap(str(files["pin"]), prot_in)
+    res = run_job("fastpath.dpdk.gw_job", {
+        "region": str(tmp_path / "r.shm"), "clear": "net_pcap0", "protected": "net_pcap1",
+        "vdevs": [f"net_pcap0,rx_pcap={files['cin']},tx_pcap={files['cout']}",
+                  f"net_pcap1,rx_pcap={files['pin']},tx_pcap={files['pout']}"],
+        "local": ["10.1.0.1", "192.0.2.1"], **job})
+    return res, files
 
 
 @pytest.mark.parametrize(("enc", "integ"), ALGS, ids=[f"{e}-{i}" if i else e for e, i in ALGS])
@@ -106,21 +112,12 @@ def test_loop_outbound_decrypts_with_reference_and_scapy(tmp_path, enc, integ):
     assert res["tx"] == len(inner) and not res["drops"] and res["sas"][0]["seq"] == 5 + len(inner)
     assert len(esp) == len(inner)
 
-    ref = create("reference", capacity=1)
-    ref.add_sa(0, sa, "in")
-    b = Batch(capacity=len(esp))
-    b.extend(esp)
-    ref.inbound(b)
-    assert [Status(int(s)) for s in b.status[:b.n]] == [Status.OK] * len(esp)
-    assert list(b) == inner
+    st, got = run_engine(create("reference", capacity=1), sa, "in", esp)
+    assert st == [Status.OK] * len(esp)
+    assert got == inner
 
     if not enc.startswith("aes-cbc"):   # deterministic IVs: byte-identical to the software engine's output
-        sw = create("reference", capacity=1)
-        sw.add_sa(0, sa, "out")
-        b2 = Batch(capacity=len(inner))
-        b2.extend(inner)
-        sw.outbound(b2)
-        assert list(b2) == esp
+        assert run_engine(create("reference", capacity=1), sa, "out", inner)[1] == esp
 
     ssa = scapy_sa(sa)
     for pkt, want in list(zip(esp, inner, strict=True))[:12]:
@@ -131,12 +128,7 @@ def test_loop_outbound_decrypts_with_reference_and_scapy(tmp_path, enc, integ):
 def test_loop_inbound_matches_software_engine(tmp_path, enc, integ):
     sa = make_sa(enc, integ)
     inner = inner_packets(60)
-    sw = create("reference", capacity=1)
-    sw.add_sa(0, sa, "out")
-    b = Batch(capacity=len(inner))
-    b.extend(inner)
-    sw.outbound(b)
-    esp = list(b)
+    _, esp = run_engine(create("reference", capacity=1), sa, "out", inner)
     # Replays (a duplicate in the same burst and one in a later burst), a forged ICV on a sequence
     # number not seen yet (its genuine packet later must still pass: a failed ICV leaves the
     # window alone), an old packet, and a packet for an unknown SPI.
@@ -149,11 +141,8 @@ def test_loop_inbound_matches_software_engine(tmp_path, enc, integ):
     res, out = run_loop(tmp_path, "in", sa, stream, burst=16)
 
     ref = create("reference", capacity=1)
-    ref.add_sa(0, sa, "in")
-    rb = Batch(capacity=len(stream))
-    rb.extend(stream)
-    ref.inbound(rb)
-    want = [p for st, p in rb.results() if st == Status.OK]
+    st, got = run_engine(ref, sa, "in", stream)
+    want = [p for s, p in zip(st, got, strict=True) if s == Status.OK]
     assert out == want and want == inner
     s, rs = res["sas"][0], ref.stats(0)
     assert s["packets"] == rs.packets and s["bytes"] == rs.bytes and s["seq"] == rs.seq
@@ -166,22 +155,14 @@ def test_loop_inbound_matches_software_engine(tmp_path, enc, integ):
 def test_loop_inbound_anti_replay_window(tmp_path):
     """A window of 32: packets older than the window are dropped, newer out-of-order ones accepted."""
     sa = make_sa("aes-gcm-128", None, replay_window=32)
-    sw = create("reference", capacity=1)
-    sw.add_sa(0, sa, "out")
     inner = inner_packets(100)
-    b = Batch(capacity=len(inner))
-    b.extend(inner)
-    sw.outbound(b)
-    esp = list(b)
+    _, esp = run_engine(create("reference", capacity=1), sa, "out", inner)
     order = list(range(60, 100)) + [20, 70, 69, 68, 65, 61, 59, 90]   # seq = index + 1
     stream = [esp[i] for i in order]
     res, out = run_loop(tmp_path, "in", sa, stream)
     ref = create("reference", capacity=1)
-    ref.add_sa(0, sa, "in")
-    rb = Batch(capacity=len(stream))
-    rb.extend(stream)
-    ref.inbound(rb)
-    assert out == [p for st, p in rb.results() if st == Status.OK]
+    st, got = run_engine(ref, sa, "in", stream)
+    assert out == [p for s, p in zip(st, got, strict=True) if s == Status.OK]
     assert res["sas"][0]["drops"] == {d.name: n for d, n in ref.stats(0).drops.items()}
     assert res["sas"][0]["drops"]["REPLAY"] >= 5
 
@@ -192,12 +173,9 @@ def test_loop_non_ip_frames_are_counted_and_dropped(tmp_path):
     frames = [Ether(**MACS, type=0x0806) / Raw(b"\x00" * 28)] + \
              [Ether(**MACS) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP() / Raw(b"hi")]
     wrpcap(str(rx), frames)
-    job = {"vdevs": [f"net_pcap0,rx_pcap={rx},tx_pcap={tx}"], "rx": "net_pcap0", "tx": "net_pcap0",
-           "direction": "out", "sas": [[sa_to_json(sa), "out"]], "packets": 2, "seconds": 20, "memory_mb": 256}
-    r = subprocess.run([sys.executable, "-m", "fastpath.dpdk.loop_job"], input=json.dumps(job), capture_output=True,
-                       text=True, timeout=120, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res = run_job("fastpath.dpdk.loop_job", {
+        "vdevs": [f"net_pcap0,rx_pcap={rx},tx_pcap={tx}"], "rx": "net_pcap0", "tx": "net_pcap0",
+        "direction": "out", "sas": [[sa_to_json(sa), "out"]], "packets": 2, "seconds": 20, "memory_mb": 256})
     assert res["not_ip"] == 1 and res["tx"] == 1
     assert len(read_ip(tx)) == 1
 
@@ -240,32 +218,17 @@ def test_gateway_worker_spd_verdicts_esp_and_counters(tmp_path):
                     clear("10.2.0.2", mac="02:00:00:00:00:99"), Ether(src=HOST_A, dst="ff:ff:ff:ff:ff:ff", type=0x0806)
                     / Raw(b"\0" * 28), clear("10.1.0.1"), clear("10.2.0.2", size=1472, df=True),
                     Ether(bytes(small) + b"\0" * (60 - len(small)))]   # Ethernet padding after the IP packet
-        sw = create("reference", capacity=1)
-        sw.add_sa(0, in_sa, "out")
         inner = bytes(IP(src="10.2.0.2", dst="10.1.0.2") / UDP(sport=2000, dport=1000) / Raw(b"reply"))
         to_gw = bytes(IP(src="10.2.0.2", dst="10.1.0.1") / UDP(sport=2000, dport=1000) / Raw(b"for the gateway"))
-        b = Batch(capacity=3)
-        b.extend([inner, inner, to_gw])
-        sw.outbound(b)
-        esp_in, bad, esp_gw = list(b)
+        _, (esp_in, bad, esp_gw) = run_engine(create("reference", capacity=1), in_sa, "out", [inner, inner, to_gw])
         bad = bad[:20] + b"\x00\x00\x66\x66" + bad[24:]
         eth = Ether(src=PEER, dst=PCAP_MAC[1], type=0x0800)
         prot_in = [eth / Raw(esp_in), eth / Raw(bad),
                    Ether(src=PEER, dst=PCAP_MAC[1]) / IP(src="192.0.2.2", dst="192.0.2.1") / UDP(sport=500, dport=500)
                    / Raw(b"ike"),
                    eth / Raw(esp_in[:16] + bytes([192, 0, 2, 77]) + esp_in[20:]), eth / Raw(esp_gw)]
-        files = {k: tmp_path / f"{k}.pcap" for k in ("cin", "cout", "pin", "pout")}
-        wrpcap(str(files["cin"]), clear_in)
-        wrpcap(str(files["pin"]), prot_in)
-        job = {"region": str(tmp_path / "r.shm"), "clear": "net_pcap0", "protected": "net_pcap1",
-               "vdevs": [f"net_pcap0,rx_pcap={files['cin']},tx_pcap={files['cout']}",
-                         f"net_pcap1,rx_pcap={files['pin']},tx_pcap={files['pout']}"],
-               "local": ["10.1.0.1", "192.0.2.1"], "icmp_src4": "10.1.0.1",
-               "neighbours": {"10.1.0.2": HOST_A, "192.0.2.2": PEER, "10.9.0.5": ROUTER}, "seconds": 0.5}
-        r = subprocess.run([sys.executable, "-m", "fastpath.dpdk.gw_job"], input=json.dumps(job), capture_output=True,
-                           text=True, timeout=120, cwd=ROOT)
-        assert r.returncode == 0, r.stderr[-3000:]
-        res = json.loads(r.stdout.strip().splitlines()[-1])
+        res, files = run_gw_job(tmp_path, clear_in, prot_in, icmp_src4="10.1.0.1", seconds=0.5,
+                                neighbours={"10.1.0.2": HOST_A, "192.0.2.2": PEER, "10.9.0.5": ROUTER})
         assert list(res["macs"].values()) == PCAP_MAC
         st = res["stats"]
         assert (st["rx_clear"], st["rx_prot"]) == (len(clear_in), len(prot_in))
@@ -281,13 +244,9 @@ def test_gateway_worker_spd_verdicts_esp_and_counters(tmp_path):
         pout = [bytes(f) for f in rdpcap(str(files["pout"]))]
         # a burst's BYPASS frames leave as they are classified, its ESP after the batch (flows keep their order)
         assert [f[:12] for f in pout] == [bytes(Ether(dst=m, src=PCAP_MAC[1]))[:12] for m in (ROUTER, PEER, PEER)]
-        ref = create("reference", capacity=1)
-        ref.add_sa(0, out_sa, "in")
-        rb = Batch(capacity=2)
-        rb.extend([pout[1][14:], pout[2][14:]])
-        ref.inbound(rb)
-        assert [Status(int(s)) for s in rb.status[:2]] == [Status.OK] * 2
-        assert list(rb) == [bytes(clear_in[0][IP]), bytes(small[IP])]
+        st, got = run_engine(create("reference", capacity=1), out_sa, "in", [pout[1][14:], pout[2][14:]])
+        assert st == [Status.OK] * 2
+        assert got == [bytes(clear_in[0][IP]), bytes(small[IP])]
         assert pout[0][14:] == bytes(clear_in[1][IP])               # bypass: forwarded unchanged
 
         cout = [Ether(bytes(f)) for f in rdpcap(str(files["cout"]))]
@@ -327,27 +286,15 @@ def test_gateway_worker_expiry_events_and_hard_expired_sa_stops(tmp_path):
                     UDP(sport=1000, dport=2000) / Raw(bytes([k]) * 40) for k in range(n)]
         inner = [bytes(IP(src="10.2.0.2", dst="10.1.0.2") / UDP(sport=2000, dport=1000) / Raw(bytes([k]) * 72))
                  for k in range(n)]       # 100 bytes each: the 5th crosses hard_bytes
-        sw = create("reference", capacity=1)
-        sw.add_sa(0, dataclasses.replace(in_sa, lifetime=Lifetime()), "out")   # the peer's SA has no limit here
-        b = Batch(capacity=n)
-        b.extend(inner)
-        sw.outbound(b)
-        assert [Status(int(x)) for x in b.status[:n]] == [Status.OK] * n
-        prot_in = [Ether(src=PEER, dst=PCAP_MAC[1], type=0x0800) / Raw(p) for p in b]
-        files = {k: tmp_path / f"{k}.pcap" for k in ("cin", "cout", "pin", "pout")}
-        wrpcap(str(files["cin"]), clear_in)
-        wrpcap(str(files["pin"]), prot_in)
+        # the peer's SA has no limit here
+        st, esp = run_engine(create("reference", capacity=1), dataclasses.replace(in_sa, lifetime=Lifetime()), "out",
+                             inner)
+        assert st == [Status.OK] * n
+        prot_in = [Ether(src=PEER, dst=PCAP_MAC[1], type=0x0800) / Raw(p) for p in esp]
         # burst 1 and zero-length slices: a slice takes 16 frames per port, so the SAs expire in the first
         # slice, the publish after it removes them, and the second slice's frames find them gone
-        job = {"region": str(tmp_path / "r.shm"), "clear": "net_pcap0", "protected": "net_pcap1",
-               "vdevs": [f"net_pcap0,rx_pcap={files['cin']},tx_pcap={files['cout']}",
-                         f"net_pcap1,rx_pcap={files['pin']},tx_pcap={files['pout']}"],
-               "local": ["10.1.0.1", "192.0.2.1"], "neighbours": {"10.1.0.2": HOST_A, "192.0.2.2": PEER},
-               "seconds": 0.3, "burst": 1, "slice": 0, "publish_each_slice": True}
-        r = subprocess.run([sys.executable, "-m", "fastpath.dpdk.gw_job"], input=json.dumps(job), capture_output=True,
-                           text=True, timeout=120, cwd=ROOT)
-        assert r.returncode == 0, r.stderr[-3000:]
-        res = json.loads(r.stdout.strip().splitlines()[-1])
+        res, files = run_gw_job(tmp_path, clear_in, prot_in, neighbours={"10.1.0.2": HOST_A, "192.0.2.2": PEER},
+                                seconds=0.3, burst=1, slice=0, publish_each_slice=True)
         st = res["stats"]
         assert (st["rx_clear"], st["rx_prot"]) == (n, n)
         assert (st["protect"], st["decrypted"], st["held"]) == (5, 4, 0)

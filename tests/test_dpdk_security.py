@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_dpdk_cryptodev import inner_packets, make_sa, sa_json
+from test_dpdk_cryptodev import inner_packets, make_sa, run_engine, sa_json
 
-from fastpath.batch import Batch
 from fastpath.dpdk.eal import availability
 from fastpath.engines import create
 from fastpath.status import Status
@@ -103,12 +102,7 @@ CHILD = textwrap.dedent("""
 def child() -> dict[str, Any]:
     sa = make_sa("aes-gcm-128", None, False)
     inner = inner_packets()
-    ref = create("reference", capacity=1)
-    ref.add_sa(0, sa, "out")
-    b = Batch(capacity=len(inner))
-    b.extend(inner)
-    ref.outbound(b)
-    esp = list(b)
+    _, esp = run_engine(create("reference", capacity=1), sa, "out", inner)
     subprocess.run(["ip", "netns", "del", NS], capture_output=True)
     subprocess.run(["ip", "netns", "add", NS], check=True)
     try:
@@ -161,12 +155,9 @@ def test_placement_falls_back_to_the_next_rung_with_dpdks_reason(child: dict[str
         assert r["on_session"] is True
         assert all(Status(s) == Status.OK for s in r["status"]), r["status"]
     # outbound ESP from the session decrypts with the reference engine to the inner packets
-    ref = create("reference", capacity=1)
-    ref.add_sa(0, sa, "in")
-    b = Batch(capacity=len(child["inner_bytes"]))
-    b.extend(bytes.fromhex(x) for x in child["placed"]["out"]["packets"])
-    ref.inbound(b)
-    assert [Status(int(s)) for s in b.status[:b.n]] == [Status.OK] * len(child["inner_bytes"])
-    assert list(b) == child["inner_bytes"]
+    st, got = run_engine(create("reference", capacity=1), sa, "in",
+                         [bytes.fromhex(x) for x in child["placed"]["out"]["packets"]])
+    assert st == [Status.OK] * len(child["inner_bytes"])
+    assert got == child["inner_bytes"]
     # and the reference engine's ESP decrypts through the session back to the same packets
     assert [bytes.fromhex(x) for x in child["placed"]["in"]["packets"]] == child["inner_bytes"]

@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_harness import DaemonProc, installed_child
+from daemon_harness import SplitGateways, installed_child
 from netns_tools import TOOLS, FastpathProc, Topology, gateway_config
 
 from fastpath.shm import Region
+from fastpath.traffic import longest_outage
 
 
 def _unavailable() -> str | None:
@@ -52,31 +53,14 @@ def _outbound_seq(shm: Path, slot: int) -> int:
         r.close()
 
 
-def _longest_gap(ping: dict, interval: float) -> float:
-    got = set(ping["got"])
-    worst = run = 0
-    for seq in sorted(int(k) for k in ping["sent"]):
-        run = 0 if seq in got else run + 1
-        worst = max(worst, run)
-    return worst * interval
-
-
 @pytest.mark.parametrize("encap", [False, True], ids=["esp", "esp-in-udp"])
 def test_gateway_pair_end_to_end(tmp_path: Path, encap: bool) -> None:
     tag = f"{os.getpid() % 10000}{int(encap)}"
     with Topology(tag) as net:
         cfg_a, sock_a, shm_a = gateway_config(tmp_path, "A", encap=encap)
         cfg_b, sock_b, shm_b = gateway_config(tmp_path, "B", encap=encap)
-        procs: list = []
-        try:
-            ctl_a = DaemonProc(cfg_a, sock_a, shm_a, netns=net.gA)
-            procs.append(ctl_a)
-            ctl_b = DaemonProc(cfg_b, sock_b, shm_b, netns=net.gB)
-            procs.append(ctl_b)
-            fp_a = FastpathProc(net.gA, cfg_a, tmp_path / "fpA.log")
-            procs.append(fp_a)
-            fp_b = FastpathProc(net.gB, cfg_b, tmp_path / "fpB.log")
-            procs.append(fp_b)
+        with SplitGateways(net, (cfg_a, sock_a, shm_a), (cfg_b, sock_b, shm_b), tmp_path) as gws:
+            ctl_a, ctl_b, fp_a = gws.ctl_a, gws.ctl_b, gws.fp_a
             assert ctl_a.call("list-sas") == []          # trap only: nothing negotiated yet
 
             # 1. the first ping raises the ACQUIRE; held packets go out once the SA is up
@@ -90,29 +74,20 @@ def test_gateway_pair_end_to_end(tmp_path: Path, encap: bool) -> None:
             # 2. ping and TCP through the tunnel
             p = net.ping(50, 0.01, size=1000)
             assert len(p["got"]) == 50, p
-            srv = subprocess.Popen(["ip", "netns", "exec", net.hB, sys.executable, TOOLS, "tcp-server", "5001"],
-                                   stdout=subprocess.PIPE, text=True)
-            procs.append(srv)
-            assert srv.stdout.readline().strip() == "listening"
-            res = json.loads(net.run(net.hA, "tcp-client", "10.2.0.2", "5001", str(4 << 20)))
-            n, digest = res["reply"].split()
-            assert int(n) == res["sent"] and digest == res["sha256"]
-            srv.wait(timeout=10)
+            net.tcp(5001, 4 << 20)
             seq_before = _outbound_seq(shm_a, child["slot_out"])
             assert seq_before > 1000          # the TCP stream went through gateway A's outbound SA
 
             # 3. kill -9 of gateway A's fastpath mid-stream; restarted at once, it resumes the same SAs
             interval = 0.02
-            pinger = subprocess.Popen(["ip", "netns", "exec", net.hA, sys.executable, TOOLS, "ping", "10.2.0.2",
-                                       "250", str(interval)], stdout=subprocess.PIPE, text=True)
-            procs.append(pinger)
+            pinger = gws.keep(subprocess.Popen(["ip", "netns", "exec", net.hA, sys.executable, TOOLS, "ping",
+                                                "10.2.0.2", "250", str(interval)], stdout=subprocess.PIPE, text=True))
             time.sleep(1.5)
             fp_a.stop(signal.SIGKILL)
-            fp_a = FastpathProc(net.gA, cfg_a, tmp_path / "fpA.log")
-            procs.append(fp_a)
+            fp_a = gws.keep(FastpathProc(net.gA, cfg_a, tmp_path / "fpA.log"))
             out, _ = pinger.communicate(timeout=30)
             ping = json.loads(out)
-            gap = _longest_gap(ping, interval)
+            gap = longest_outage(ping["sent"], ping["got"], interval)
             print(f"kill -9 of the fastpath: longest outage {gap:.2f} s")
             assert gap < 2.0, f"outage {gap:.2f} s"
             assert len(ping["got"]) > 150
@@ -124,10 +99,3 @@ def test_gateway_pair_end_to_end(tmp_path: Path, encap: bool) -> None:
                 ctl_a.call("rekey", name="net")
                 ctl_a.wait_for(lambda sas: (c := installed_child(sas)) and c["spi_out"] != child["spi_out"])
                 assert len(net.ping(10, 0.02)["got"]) == 10
-        finally:
-            for p in reversed(procs):
-                if isinstance(p, DaemonProc | FastpathProc):
-                    p.stop()
-                elif p.poll() is None:
-                    p.kill()
-                    p.wait()

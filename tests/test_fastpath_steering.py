@@ -22,15 +22,16 @@ from fastpath.io.sockets import NattSocket  # noqa: E402
 HOST = "127.0.0.1"
 
 
-def _control_socket(port: int) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def control_socket(port: int, host: str = HOST) -> socket.socket:
+    """A socket in the reuseport group on host:port as control's is (also tests/test_gateway_ipv6.py's)."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.bind((HOST, port))
+    s.bind((host, port))
     s.setblocking(False)
     return s
 
 
-def _drain(s: socket.socket) -> list[bytes]:
+def drain_control(s: socket.socket) -> list[bytes]:
     """What control's socket received, less the fastpath's probes (control ignores those: not IKE)."""
     out = []
     while True:
@@ -78,7 +79,7 @@ def test_ike_to_control_esp_to_fastpath_across_control_restart() -> None:
     probe_sock.bind((HOST, 0))
     port = probe_sock.getsockname()[1]
     probe_sock.close()
-    ctl = _control_socket(port)
+    ctl = control_socket(port)
     fp = NattSocket(HOST, port)
     kb = kio.KBatch(Batch(64, mtu=200))
     try:
@@ -87,21 +88,21 @@ def test_ike_to_control_esp_to_fastpath_across_control_restart() -> None:
         ike, esp = _send_mix(port)
         got, ike_seen, _ = _fastpath_recv(fp, kb)
         assert got == esp and ike_seen == 0
-        assert _drain(ctl) == ike
+        assert drain_control(ctl) == ike
 
         # control restarts: its socket leaves (the fastpath's becomes index 0) and a new one joins as 1
         ctl.close()
-        ctl = _control_socket(port)
+        ctl = control_socket(port)
         ike, esp = _send_mix(port)
         got, ike_seen, _ = _fastpath_recv(fp, kb)
         assert ike_seen == len(ike)              # steering is stale: IKE reached the fastpath, which sees it
-        _drain(ctl)
+        drain_control(ctl)
         _settle(fp, kb)
         assert fp.index == 0 and fp.reattached == 1
         ike, esp = _send_mix(port)
         got, ike_seen, _ = _fastpath_recv(fp, kb)
         assert got == esp and ike_seen == 0
-        assert _drain(ctl) == ike
+        assert drain_control(ctl) == ike
     finally:
         fp.close()
         ctl.close()

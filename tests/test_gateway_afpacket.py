@@ -33,13 +33,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway_harness import GatewayProc, acquire_lines  # noqa: E402
-from netns_tools import V6, Topology, gateway_config  # noqa: E402
+from netns_tools import V6, Topology, gateway_config, with_other_connection  # noqa: E402
 
 needs_root = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
               pytest.mark.skipif(not os.path.exists("/dev/net/tun"), reason="needs /dev/net/tun")]
 
 TAG = f"ap{os.getpid() % 10000}"
-TOOLS = str(Path(__file__).parent / "netns_tools.py")
 
 
 def _routes(ns: str, *args: str) -> str:
@@ -50,35 +49,6 @@ def _blackholes(ns: str) -> str:
     """Both families' blackhole routes in ns."""
     return "".join(subprocess.run(["ip", "-n", ns, fam, "route", "show", "type", "blackhole"], capture_output=True,
                                   text=True).stdout for fam in ("-4", "-6"))
-
-
-def _tcp(t: Topology, port: int, nbytes: int, dst: str = "10.2.0.2") -> None:
-    srv = subprocess.Popen(["ip", "netns", "exec", t.hB, sys.executable, TOOLS, "tcp-server", str(port),
-                            "::" if ":" in dst else "0.0.0.0"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert srv.stdout is not None and srv.stdout.readline().strip() == "listening"
-        got = json.loads(t.run(t.hA, "tcp-client", dst, str(port), str(nbytes)))
-        srv.wait(timeout=10)
-    finally:
-        if srv.poll() is None:
-            srv.kill()
-    n, digest = got["reply"].split()
-    assert int(n) == got["sent"] == nbytes and digest == got["sha256"]
-
-
-_OTHER_CONN = """  other:
-    local_addrs: [192.0.2.1]
-    remote_addrs: [192.0.2.9]
-    proposals: [aes128gcm16-prfsha256-x25519]
-    local: {auth: psk, id: gw-a.example}
-    remote: {auth: psk, id: gw-x.example}
-    children:
-      net-x:
-        local_ts: [10.1.0.0/24]
-        remote_ts: [10.9.0.0/24]
-        esp_proposals: [aes128gcm16]
-        start_action: trap
-"""
 
 
 class Capture:
@@ -136,12 +106,12 @@ def test_af_packet_gateway_carries_ping_and_tcp(tmp_path: Path, b_mode: str) -> 
                 assert cap.packets() == 0, "ICMP to 10.2.0.2 left gateway A in the clear"
 
             # 2 MiB with full-size segments: host A learns the path MTU from gateway A's ICMP on the LAN
-            _tcp(t, 5311, 2 << 20)
+            t.tcp(5311, 2 << 20)
 
             if v6:
                 assert "blackhole fd00:2::/64" in _blackholes(t.gA)
                 assert len(t.ping(10, 0.02, dst=V6["hB"], size=1000)["got"]) == 10
-                _tcp(t, 5312, 1 << 20, dst=V6["hB"])      # IPv6 path MTU from gateway A's Packet Too Big
+                t.tcp(5312, 1 << 20, dst=V6["hB"])      # IPv6 path MTU from gateway A's Packet Too Big
 
             # no policy: not the fastpath's business, the kernel still has its copy (gateway A's outer address)
             assert len(t.ping(3, 0.05, dst="192.0.2.1")["got"]) == 3
@@ -157,7 +127,7 @@ def test_af_packet_gateway_carries_ping_and_tcp(tmp_path: Path, b_mode: str) -> 
             if b_mode == "tun":
                 # reload: a new connection's remote selectors are blackholed too, and released on removal
                 original = cfg_a.read_text()
-                cfg_a.write_text(original.replace("secrets:", _OTHER_CONN + "secrets:"))
+                cfg_a.write_text(with_other_connection(original))
                 try:
                     res = A.json("reload")
                     assert res["added"] == ["other"] and "10.9.0.0/24" in res["routes"]["added"]

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_harness import DaemonProc, installed_child
+from daemon_harness import DaemonProc, SplitGateways, installed_child
 from netns_tools import ROOT, FastpathProc, Topology, gateway_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
@@ -70,25 +70,16 @@ def test_fragmentation_and_gateway_counters(tmp_path: Path) -> None:
                                               log_level="info")
         cfg_b, sock_b, shm_b = gateway_config(tmp_path, "B", encap=False, extra_fastpath=", tun_mtu: 4000",
                                               log_level="info")
-        procs: list = []
-        try:
-            ctl_a = DaemonProc(cfg_a, sock_a, shm_a, netns=net.gA)
-            procs.append(ctl_a)
-            ctl_b = DaemonProc(cfg_b, sock_b, shm_b, netns=net.gB)
-            procs.append(ctl_b)
-            fp_a = FastpathProc(net.gA, cfg_a, tmp_path / "fpA.log")
-            procs.append(fp_a)
-            fp_b = FastpathProc(net.gB, cfg_b, tmp_path / "fpB.log")
-            procs.append(fp_b)
+        with SplitGateways(net, (cfg_a, sock_a, shm_a), (cfg_b, sock_b, shm_b), tmp_path) as gws:
+            ctl_a, ctl_b, fp_a = gws.ctl_a, gws.ctl_b, gws.fp_a
             assert net.ping(5, 0.2)["got"], fp_a.text()          # trap: the first ping brings the SA up
             ctl_a.wait_for(installed_child)
             t0a, t0b = _totals(ctl_a), _totals(ctl_b)
             assert t0a["outbound"].get("acquire", 0) >= 1       # the first ping waited for the SA
 
             # 1. a 3000-byte UDP datagram without DF arrives whole (host B's kernel reassembles)
-            recv = subprocess.Popen(["ip", "netns", "exec", net.hB, sys.executable, "-c", UDP_RECV],
-                                    stdout=subprocess.PIPE, text=True)
-            procs.append(recv)
+            recv = gws.keep(subprocess.Popen(["ip", "netns", "exec", net.hB, sys.executable, "-c", UDP_RECV],
+                                             stdout=subprocess.PIPE, text=True))
             assert recv.stdout.readline().strip() == "ready"
             _sh(net.hA, sys.executable, "-c", UDP_SEND)
             got = recv.stdout.readline().split()
@@ -136,17 +127,9 @@ def test_fragmentation_and_gateway_counters(tmp_path: Path) -> None:
 
             # 6. kill -9 of the fastpath: the restarted one carries the totals on
             fp_a.stop(signal.SIGKILL)
-            fp_a = FastpathProc(net.gA, cfg_a, tmp_path / "fpA2.log")
-            procs.append(fp_a)
+            fp_a = gws.keep(FastpathProc(net.gA, cfg_a, tmp_path / "fpA2.log"))
             assert len(net.ping(5, 0.05)["got"]) >= 4
             ta4 = _totals(ctl_a)
             assert ta4["pid"] != ta3["pid"]
             assert ta4["outbound"]["protect"] >= ta3["outbound"]["protect"] + 4
             assert ta4["outbound"]["fragmented"] == ta3["outbound"]["fragmented"]
-        finally:
-            for p in reversed(procs):
-                if isinstance(p, DaemonProc | FastpathProc):
-                    p.stop()
-                elif p.poll() is None:
-                    p.kill()
-                    p.wait()

@@ -14,40 +14,23 @@ carrying inner IPv4 and inner IPv6.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import make_sa
-from gateway_harness import GatewayProc, acquire_lines
+from gateway_harness import GatewayProc, acquire_lines, charon_gateway_b, first_ping, gateway_a_with_charon
 from netns_tools import PSK, V6, Topology, gateway_config
-from strongswan import Charon, swanctl_conf, unavailable_reason
+from strongswan import unavailable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
-TOOLS = str(Path(__file__).parent / "netns_tools.py")
 TAG = f"i6{os.getpid() % 10000}"
 NETNS_REASON = None if os.geteuid() == 0 and os.path.exists("/dev/net/tun") else "needs root and /dev/net/tun"
 netns = pytest.mark.skipif(NETNS_REASON is not None, reason=NETNS_REASON or "")
-
-
-def _tcp(t: Topology, dst: str, port: int, nbytes: int) -> None:
-    """A byte stream host A -> host B (dst) with a SHA-256 check of what arrived."""
-    bind = "::" if ":" in dst else "0.0.0.0"
-    srv = subprocess.Popen(["ip", "netns", "exec", t.hB, sys.executable, TOOLS, "tcp-server", str(port), bind],
-                           stdout=subprocess.PIPE, text=True)
-    try:
-        assert srv.stdout is not None and srv.stdout.readline().strip() == "listening"
-        got = json.loads(t.run(t.hA, "tcp-client", dst, str(port), str(nbytes)))
-        n, digest = got["reply"].split()
-        assert int(n) == nbytes and digest == got["sha256"]
-    finally:
-        srv.wait(timeout=10)
 
 
 class Capture:
@@ -132,8 +115,8 @@ def test_pair_over_ipv6_outer(tmp_path: Path, encap: bool) -> None:
             assert len(v4["got"]) == 30
             v6 = t.ping(30, 0.02, dst=V6["hB"], size=1000)
             assert len(v6["got"]) == 30, A.text()[-3000:]
-            _tcp(t, "10.2.0.2", 5501, 1 << 20)
-            _tcp(t, V6["hB"], 5502, 1 << 20)
+            t.tcp(5501, 1 << 20, dst="10.2.0.2")
+            t.tcp(5502, 1 << 20, dst=V6["hB"])
 
             kinds = _outer_kinds(cap.packets())
             want = "udp-esp6" if encap else "esp6"
@@ -179,8 +162,8 @@ def test_dual_stack_ipv4_and_ipv6_connections(tmp_path: Path) -> None:
             assert ikes == {"192.0.2.2", V6["gB"]}
             assert len(t.ping(20, 0.02, size=1200)["got"]) == 20
             assert len(t.ping(20, 0.02, dst=V6["hB"], size=1200)["got"]) == 20
-            _tcp(t, "10.2.0.2", 5511, 1 << 20)
-            _tcp(t, V6["hB"], 5512, 1 << 20)
+            t.tcp(5511, 1 << 20, dst="10.2.0.2")
+            t.tcp(5512, 1 << 20, dst=V6["hB"])
             for name in ("net", "net6"):
                 ctr = A.child(name)["counters"]
                 assert ctr["out"]["bytes"] > 1 << 20 and ctr["in"]["packets"] > 20
@@ -206,6 +189,8 @@ def test_natt_steering_over_ipv6() -> None:
     kio = pytest.importorskip("fastpath.io.kio")
     if kio.lib is None:
         pytest.skip(f"fastpath._kio not built: {kio.IMPORT_ERROR}")
+    from test_fastpath_steering import control_socket, drain_control
+
     from fastpath.batch import Batch
     from fastpath.io.sockets import NattSocket
 
@@ -215,25 +200,8 @@ def test_natt_steering_over_ipv6() -> None:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         subprocess.run(["ip", "-n", ns, "addr", "add", f"{host}/128", "dev", "lo", "nodad"], check=True)
 
-        def control() -> socket.socket:
-            c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            c.bind((host, port))
-            c.setblocking(False)
-            return c
-
-        def drain(c: socket.socket) -> list[bytes]:
-            out = []
-            while True:
-                try:
-                    d = c.recv(2000)
-                except BlockingIOError:
-                    return out
-                if not d.startswith(b"IPSGPROB"):
-                    out.append(d)
-
         def body() -> None:
-            ctl = control()
+            ctl = control_socket(port, host)
             fp = NattSocket(host, port)
             kb = kio.KBatch(Batch(64, mtu=1500))
             for _ in range(2):                   # as started, then after control's socket rejoined
@@ -258,9 +226,9 @@ def test_natt_steering_over_ipv6() -> None:
                 assert misdirected == 0
                 assert [kb.batch.packet(i)[48:] for i in range(n)] == esp
                 assert all(kb.batch.packet(i)[0] >> 4 == 6 for i in range(n))
-                assert drain(ctl) == ike
+                assert drain_control(ctl) == ike
                 ctl.close()                      # control restarts: the group is renumbered
-                ctl = control()
+                ctl = control_socket(port, host)
             fp.close()
             ctl.close()
 
@@ -277,18 +245,9 @@ SW_REASON = unavailable_reason()
 def test_ipsecgw_to_strongswan_over_ipv6(tmp_path: Path) -> None:
     with Topology(f"{TAG}s", ipv6=True) as t:
         cfg, sock, _ = gateway_config(tmp_path, "A", encap=False, outer="ipv6")
-        charon = Charon(t.gB, swanctl_conf(local=V6["gB"], remote=V6["gA"], local_id="gw-b.example",
-                                           remote_id="gw-a.example", psk=PSK, ike="aes128gcm16-prfsha256-x25519",
-                                           esp="aes128gcm16", local_ts="10.2.0.0/24,fd00:2::/64",
-                                           remote_ts="10.1.0.0/24,fd00:1::/64"))
-        gw = None
-        try:
-            charon.start()
-            gw = GatewayProc(t.gA, cfg, sock, tmp_path / "gwA.log")
-            first = t.ping(1, 0.1)
-            if not first["got"]:                 # the held packet may time out while IKE moves to 4500
-                first = t.ping(1, 0.1)
-            assert first["got"], gw.text()[-3000:] + charon.log_text()[-3000:]
+        charon = charon_gateway_b(t, ipv6=True)
+        with gateway_a_with_charon(t, cfg, sock, tmp_path / "gwA.log", charon) as gw:
+            first_ping(t, gw, charon)
             c = gw.wait_child()
             assert c["encap"], "kernel-libipsec forces UDP encapsulation"
             listing = charon.list_sas()
@@ -297,15 +256,10 @@ def test_ipsecgw_to_strongswan_over_ipv6(tmp_path: Path) -> None:
             assert len(t.ping(30, 0.02, size=1000)["got"]) == 30
             res6 = t.ping(30, 0.02, dst=V6["hB"], size=1000)
             assert len(res6["got"]) == 30, gw.text()[-3000:] + charon.log_text()[-3000:]
-            _tcp(t, "10.2.0.2", 5521, 1 << 20)
-            _tcp(t, V6["hB"], 5522, 1 << 20)
+            t.tcp(5521, 1 << 20, dst="10.2.0.2")
+            t.tcp(5522, 1 << 20, dst=V6["hB"])
             ctr = gw.child()["counters"]
             assert ctr["in"]["packets"] > 0 and ctr["out"]["bytes"] > 2 << 20
-        finally:
-            text = gw.text() if gw else ""
-            if gw is not None:
-                assert gw.stop() == 0, text[-3000:]
-            charon.stop()
 
 
 # -- MTU accounting with the 40-byte outer header (no namespaces) -------------------------------------

@@ -9,20 +9,20 @@ reload; and a clean stop (Deletes, TUN gone).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from gateway_harness import GatewayProc, Iperf3Server, acquire_lines, iperf3
-from netns_tools import Topology, gateway_config
+from netns_tools import Topology, gateway_config, with_other_connection
+
+from fastpath.traffic import longest_outage
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
@@ -69,16 +69,6 @@ def _ping_stream(t: Topology, count: int, interval: float) -> tuple[threading.Th
     return th, res
 
 
-def _longest_gap(res: dict, interval: float) -> float:
-    """Longest run of unanswered pings, in seconds."""
-    got = set(res["got"])
-    run = best = 0
-    for seq in sorted(res["sent"]):
-        run = 0 if seq in got else run + 1
-        best = max(best, run)
-    return best * interval
-
-
 def test_acquire_ping_tcp_and_cli(pair: Pair) -> None:
     t, A = pair.t, pair.A
     first = t.ping(1, 0.1)
@@ -86,14 +76,7 @@ def test_acquire_ping_tcp_and_cli(pair: Pair) -> None:
     assert acquire_lines(A.text()), "the first ping must raise an ACQUIRE"
     res = t.ping(20, 0.02, size=1000)
     assert len(res["got"]) == 20
-    srv = subprocess.Popen(["ip", "netns", "exec", t.hB, sys.executable, str(Path(__file__).parent / "netns_tools.py"),
-                            "tcp-server", "5301"], stdout=subprocess.PIPE, text=True)
-    assert srv.stdout is not None and srv.stdout.readline().strip() == "listening"
-    out = t.run(t.hA, "tcp-client", "10.2.0.2", "5301", str(2 << 20))
-    srv.wait(timeout=10)
-    got = json.loads(out)
-    n, digest = got["reply"].split()
-    assert int(n) == got["sent"] and digest == got["sha256"]
+    t.tcp(5301, 2 << 20)
 
     st = A.json("status")
     procs = st["processes"]
@@ -188,7 +171,7 @@ def test_kill_fastpath_recovers_within_2s_without_renegotiation(pair: Pair) -> N
     time.sleep(1.0)
     os.kill(pids["fastpath"], signal.SIGKILL)
     pings.join()
-    gap = _longest_gap(res, 0.02)
+    gap = longest_outage(res["sent"], res["got"], 0.02)
     assert gap < 2.0, f"outage {gap:.2f} s"
     assert len(res["got"]) > 100
     after = A.wait_child()
@@ -202,19 +185,7 @@ def test_reload_adds_and_removes_without_touching_unchanged(pair: Pair) -> None:
     t, A = pair.t, pair.A
     before = _up(pair)
     original = pair.cfg_a.read_text()
-    extra = original.replace("secrets:", """  other:
-    local_addrs: [192.0.2.1]
-    remote_addrs: [192.0.2.9]
-    proposals: [aes128gcm16-prfsha256-x25519]
-    local: {auth: psk, id: gw-a.example}
-    remote: {auth: psk, id: gw-x.example}
-    children:
-      net-x:
-        local_ts: [10.1.0.0/24]
-        remote_ts: [10.9.0.0/24]
-        esp_proposals: [aes128gcm16]
-        start_action: trap
-secrets:""")
+    extra = with_other_connection(original)
     try:
         pair.cfg_a.write_text(extra)
         res = A.json("reload")

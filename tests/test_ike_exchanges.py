@@ -48,8 +48,11 @@ def cfgs(ike="aes128gcm16-prfsha256-x25519", esp="aes128gcm16", esp_b=None, **kw
 
 
 class Pair:
+    # the sides that answer an IKE_SA_INIT request with a new responder IKE SA
+    answering = ("b",)
+
     def __init__(self, ca, cb, drop=None):
-        self.cb = cb
+        self.ca, self.cb = ca, cb
         self.sas: dict[str, list[IkeSA]] = {"a": [IkeSA(ca, initiator=True, local=A, remote=B)], "b": []}
         self.events: dict[str, list] = {"a": [], "b": []}
         self.now = 0.0
@@ -64,19 +67,17 @@ class Pair:
         return s
 
     def _deliver(self, to, data, port):
+        here, there = ((A if to == "a" else B)[0], (B if to == "a" else A)[0])
         body = data[4:] if port == 4500 else data
         hdr = parse_header(body)
-        if hdr.flags & Flag.INITIATOR:
-            key = hdr.spi_r
-            if key == bytes(8) and to == "b":
-                sa = IkeSA(self.cb, initiator=False, local=(B[0], port), remote=(A[0], port))
-                self.sas["b"].append(sa)
-                key = sa.our_spi
-        else:
-            key = hdr.spi_i
+        key = hdr.spi_r if hdr.flags & Flag.INITIATOR else hdr.spi_i
+        if hdr.flags & Flag.INITIATOR and key == bytes(8) and to in self.answering:
+            sa = IkeSA(self.cb if to == "b" else self.ca, initiator=False, local=(here, port), remote=(there, port))
+            self.sas[to].append(sa)
+            key = sa.our_spi
         for sa in self.sas[to]:
             if sa.our_spi == key:
-                sa.receive_datagram(data, port, ((A if to == "b" else B)[0], port), self.now)
+                sa.receive_datagram(data, port, (there, port), self.now)
                 return
 
     def _collect(self):
@@ -84,8 +85,12 @@ class Pair:
             for sa in list(self.sas[side]):
                 while (e := sa.next_event()) is not None:
                     self.events[side].append(e)
-                    if isinstance(e, IkeSaRekeyed):
-                        self.sas[side].append(e.new_sa)
+                    self._collected(side, e)
+
+    def _collected(self, side, e) -> None:
+        """Each event as it is collected: an IKE rekey's new SA joins its side."""
+        if isinstance(e, IkeSaRekeyed):
+            self.sas[side].append(e.new_sa)
 
     def pump(self) -> bool:
         flight = []

@@ -5,18 +5,17 @@ jitter, NAT-T keepalives (RFC 3948 §2.3), and the Delete for a CHILD SA refused
 from __future__ import annotations
 
 import pytest
-from test_ike_exchanges import PSK, Pair, assert_esp_works
+from test_ike_exchanges import PSK, A, B, Pair, assert_esp_works
 from test_ike_sa import child
 
 from control.ike.config import Identity, IkeConfig
-from control.ike.constants import ExchangeType, Flag
+from control.ike.constants import ExchangeType
 from control.ike.message import parse_header
 from control.ike.sa import (
     NATT_KEEPALIVE,
     ChildSaDeleted,
     ChildSaEstablished,
     ChildSaFailed,
-    IkeSA,
     IkeSaDeleted,
     IkeSaEstablished,
     IkeSaReauthenticated,
@@ -24,8 +23,6 @@ from control.ike.sa import (
     State,
 )
 from control.ike.tasks.ike_reauth import REAUTH_RETRY
-
-A, B = ("192.0.2.1", 500), ("198.51.100.2", 500)
 
 
 def cfg_pair(a_kw=None, b_kw=None, two_children=True):
@@ -44,42 +41,28 @@ class LifePair(Pair):
     initiator of the new IKE SA), SAs from ``IkeSaReauthStarted`` are routed, keepalives are delivered,
     and every event is recorded with the virtual time it was collected at."""
 
+    answering = ("a", "b")
+
     def __init__(self, ca, cb, drop=None):
         super().__init__(ca, cb, drop)
-        self.ca = ca
         self.timeline: list[tuple[float, str, object]] = []
         self.keepalives = {"a": 0, "b": 0}
 
     def _deliver(self, to, data, port):
-        here = (A if to == "a" else B)[0]
-        there = (B if to == "a" else A)[0]
         if data == NATT_KEEPALIVE:
             self.keepalives["b" if to == "a" else "a"] += 1
+            there = (B if to == "a" else A)[0]
             for sa in self.live(to):
                 if sa.state == State.ESTABLISHED:
                     sa.receive_datagram(data, port, (there, port), self.now)
             return
-        body = data[4:] if port == 4500 else data
-        hdr = parse_header(body)
-        key = hdr.spi_r if hdr.flags & Flag.INITIATOR else hdr.spi_i
-        if hdr.flags & Flag.INITIATOR and key == bytes(8):
-            sa = IkeSA(self.cb if to == "b" else self.ca, initiator=False, local=(here, port), remote=(there, port))
-            self.sas[to].append(sa)
-            key = sa.our_spi
-        for sa in self.sas[to]:
-            if sa.our_spi == key:
-                sa.receive_datagram(data, port, (there, port), self.now)
-                return
+        super()._deliver(to, data, port)
 
-    def _collect(self):
-        for side in ("a", "b"):
-            for sa in list(self.sas[side]):
-                while (e := sa.next_event()) is not None:
-                    self.events[side].append(e)
-                    self.timeline.append((self.now, side, e))
-                    new = getattr(e, "new_sa", None)
-                    if new is not None and new not in self.sas[side]:
-                        self.sas[side].append(new)
+    def _collected(self, side, e) -> None:
+        self.timeline.append((self.now, side, e))
+        new = getattr(e, "new_sa", None)
+        if new is not None and new not in self.sas[side]:
+            self.sas[side].append(new)
 
     def ikes(self, side):
         return [s for s in self.live(side) if s.state == State.ESTABLISHED]

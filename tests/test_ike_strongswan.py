@@ -18,7 +18,7 @@ import sys
 import pytest
 from conftest import inet_checksum, ipv4, udp
 from pki import CA, pem_cert, pem_key
-from strongswan import Charon, NetnsPair, in_netns, swanctl_conf, swanctl_conf_pubkey, unavailable_reason
+from strongswan import Charon, NetnsPair, in_netns, interop_marks, swanctl_conf, swanctl_conf_pubkey
 
 from control.ike.certs import Credentials
 from control.ike.config import ChildConfig, Identity, IkeConfig
@@ -30,8 +30,7 @@ from fastpath.engines import create
 from fastpath.sa import Direction
 from fastpath.status import Status
 
-REASON = unavailable_reason()
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=f"strongSwan interop: {REASON}"), pytest.mark.slow]
+pytestmark = interop_marks()
 
 PSK = "interop-psk-0123456789"
 OUR_TS, THEIR_TS = "10.1.0.0/16", "10.2.0.0/16"
@@ -47,12 +46,13 @@ def our_config(ike: str, esp: str) -> IkeConfig:
                      retransmit_timeout=1.0, retransmit_tries=3)
 
 
-def charon_peer(net: NetnsPair, ike: str, esp: str, **conf_extra: str) -> Charon:
-    """charon in net's namespace b as gw-b (THEIR_TS, with THEIR_HOST on its loopback); not started."""
+def charon_peer(net: NetnsPair, ike: str, esp: str, charon_extra: str = "", **conf_extra: str) -> Charon:
+    """charon in net's namespace b as gw-b (THEIR_TS, with THEIR_HOST on its loopback); not started.
+    charon_extra: lines for strongswan.conf's charon section; conf_extra: swanctl_conf's conn/child_extra."""
     net.add_lo_address(net.b, f"{THEIR_HOST}/32")
     return Charon(net.b, swanctl_conf(local=net.b_ip, remote=net.a_ip, local_id="gw-b.example",
                                       remote_id="gw-a.example", psk=PSK, ike=ike, esp=esp,
-                                      local_ts=THEIR_TS, remote_ts=OUR_TS, **conf_extra))
+                                      local_ts=THEIR_TS, remote_ts=OUR_TS, **conf_extra), charon_extra=charon_extra)
 
 
 def icmp_echo(src: str, dst: str, ident: int, seq: int, request: bool = True) -> bytes:

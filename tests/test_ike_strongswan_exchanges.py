@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from strongswan import Charon, NetnsPair, in_netns, unavailable_reason
+from strongswan import Charon, NetnsPair, in_netns, interop_marks
 from test_ike_strongswan import OUR_HOST, THEIR_HOST, charon_peer, esp_in_udp, our_config
 
 from control.ike.config import IkeConfig
@@ -31,8 +31,7 @@ from fastpath.engines import create
 from fastpath.sa import Direction
 from fastpath.status import Status
 
-REASON = unavailable_reason()
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=f"strongSwan interop: {REASON}"), pytest.mark.slow]
+pytestmark = interop_marks()
 
 
 class Session:

@@ -15,7 +15,7 @@ import re
 
 import pytest
 from pki import CA, pem_cert, pem_key
-from strongswan import Charon, NetnsPair, in_netns, swanctl_conf_pubkey, unavailable_reason
+from strongswan import Charon, NetnsPair, in_netns, interop_marks, swanctl_conf_pubkey
 from test_ike_strongswan import OUR_TS, THEIR_HOST, THEIR_TS
 
 from control.ike.certs import Credentials
@@ -24,8 +24,7 @@ from control.ike.message import TrafficSelectorEntry
 from control.ike.sa import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed
 from control.ike.udp import IkeUdpEndpoint
 
-REASON = unavailable_reason()
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=f"strongSwan interop: {REASON}"), pytest.mark.slow]
+pytestmark = interop_marks()
 
 IKE, ESP = "aes256gcm16-prfsha384-ecp384", "aes256gcm16"
 FRAGMENT_SIZE = 576

@@ -15,13 +15,14 @@ import os
 import time
 
 import pytest
-from strongswan import Charon, NetnsPair, in_netns, swanctl_conf, unavailable_reason
-from test_ike_strongswan import OUR_TS, PSK, THEIR_HOST, THEIR_TS, our_config
+from strongswan import Charon, NetnsPair, in_netns, interop_marks
+from test_ike_strongswan import charon_peer, our_config
 from test_ike_strongswan_exchanges import Session
 
 from control.ike.sa import (
     ChildSaDeleted,
     ChildSaEstablished,
+    IkeSA,
     IkeSaDeleted,
     IkeSaEstablished,
     IkeSaFailed,
@@ -29,17 +30,18 @@ from control.ike.sa import (
     IkeSaReauthStarted,
 )
 
-REASON = unavailable_reason()
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=f"strongSwan interop: {REASON}"), pytest.mark.slow]
+pytestmark = interop_marks()
 
 IKE, ESP = "aes128gcm16-prfsha256-x25519", "aes128gcm16"
 
 
-def _charon(net: NetnsPair, conn_extra: str, charon_extra: str = "") -> Charon:
-    net.add_lo_address(net.b, f"{THEIR_HOST}/32")
-    return Charon(net.b, swanctl_conf(local=net.b_ip, remote=net.a_ip, local_id="gw-b.example",
-                                      remote_id="gw-a.example", psk=PSK, ike=IKE, esp=ESP, local_ts=THEIR_TS,
-                                      remote_ts=OUR_TS, conn_extra=conn_extra), charon_extra=charon_extra)
+async def _check_replaced(s: Session, old: IkeSA) -> None:
+    """After a reauthentication: charon lists no SPI of the old IKE SA, the new pair passes
+    ``Session.check`` and no IKE SA failed on the way."""
+    listing = await s.swanctl("--list-sas")
+    assert old.spi_i.hex() not in listing, listing
+    await s.check()
+    assert not any(isinstance(e, IkeSaFailed) for e in s.events)
 
 
 async def _charon_reauths(a_ip: str, b_ip: str, charon: Charon) -> dict:
@@ -57,10 +59,7 @@ async def _charon_reauths(a_ip: str, b_ip: str, charon: Charon) -> dict:
         await s.wait(lambda e: isinstance(e, IkeSaDeleted) and e.spi_i == first.spi_i, "old IKE SA deleted", 15)
         assert s.ike is not first and s.ike.spi_i != first.spi_i
         assert first_child.inbound.spi not in s.children
-        listing = await s.swanctl("--list-sas")
-        assert first.spi_i.hex() not in listing, listing
-        await s.check()
-        assert not any(isinstance(e, IkeSaFailed) for e in s.events)
+        await _check_replaced(s, first)
         return {"ok": True}
     finally:
         s.ep.close()
@@ -70,8 +69,8 @@ async def _charon_reauths(a_ip: str, b_ip: str, charon: Charon) -> dict:
 def test_charon_reauthenticates(mbb: str) -> None:
     tag = f"rA{mbb[0]}{os.getpid() % 100000}"
     with NetnsPair(tag) as net:
-        charon = _charon(net, "reauth_time = 3s\n        rand_time = 0s\n        over_time = 30s",
-                         f"make_before_break = {mbb}")
+        charon = charon_peer(net, IKE, ESP, f"make_before_break = {mbb}",
+                             conn_extra="reauth_time = 3s\n        rand_time = 0s\n        over_time = 30s")
         with charon:
             res = in_netns(net.a, lambda: asyncio.run(_charon_reauths(net.a_ip, net.b_ip, charon)))
     assert res == {"ok": True}
@@ -102,10 +101,7 @@ async def _we_reauth(a_ip: str, b_ip: str, charon: Charon) -> dict:
         assert any(isinstance(e, ChildSaDeleted) and e.spi_in == first_child.inbound.spi for e in s.events)
         s.ike = started.new_sa
         assert time.monotonic() - t0 < 15
-        listing = await s.swanctl("--list-sas")
-        assert first.spi_i.hex() not in listing, listing
-        await s.check()
-        assert not any(isinstance(e, IkeSaFailed) for e in s.events)
+        await _check_replaced(s, first)
         return {"ok": True}
     finally:
         s.ep.close()
@@ -114,7 +110,7 @@ async def _we_reauth(a_ip: str, b_ip: str, charon: Charon) -> dict:
 def test_we_reauthenticate() -> None:
     tag = f"rB{os.getpid() % 100000}"
     with NetnsPair(tag) as net:
-        charon = _charon(net, "unique = never")
+        charon = charon_peer(net, IKE, ESP, conn_extra="unique = never")
         with charon:
             res = in_netns(net.a, lambda: asyncio.run(_we_reauth(net.a_ip, net.b_ip, charon)))
     assert res == {"ok": True}

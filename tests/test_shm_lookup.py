@@ -21,6 +21,12 @@ def region(shm_path):
     r.close()
 
 
+def _examples(n: int) -> settings:
+    """hypothesis settings for a test on the ``region`` fixture: the test empties the region itself, so one
+    region serves every example."""
+    return settings(max_examples=n, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
 DSTS = ["192.0.2.1", "192.0.2.2", "2001:db8::1"]
 
 
@@ -37,7 +43,7 @@ ops = st.lists(st.one_of(
 ), max_size=120)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@_examples(60)
 @given(ops)
 def test_spi_index_matches_a_dict(region, ops):
     for slot in list(region.installed()):
@@ -191,18 +197,10 @@ def _model_lookup(pols: dict[int, Policy], pkt) -> int | None:
     return best
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@_examples(80)
 @given(st.lists(policies(), max_size=40), st.lists(packets(), min_size=1, max_size=40), st.data())
 def test_spd_lookup_matches_a_linear_scan(region, pols, pkts, data):
-    for i in list(range(region.caps.n_spd)):
-        try:
-            region.delete_policy(i, commit=False)
-        except KeyError:
-            pass
-    model = {}
-    for p in pols:
-        model[region.add_policy(p, commit=False)] = p
-    region.commit_policies()
+    model = _load(region, pols)
     # Delete a few and recompile: the other copy must be built from scratch, not patched.
     for idx in data.draw(st.lists(st.sampled_from(sorted(model)), max_size=5, unique=True)) if model else []:
         region.delete_policy(idx, commit=False)
@@ -259,6 +257,15 @@ def _reset(region) -> None:
             pass
 
 
+def _load(region, pols: list[Policy]) -> dict[int, Policy]:
+    """The region's SPD emptied, then pols added in order and compiled once; index -> policy, the model
+    ``_check`` scans."""
+    _reset(region)
+    model = {region.add_policy(p, commit=False): p for p in pols}
+    region.commit_policies()
+    return model
+
+
 # Every prefix length, on addresses that straddle /16 and nibble boundaries, so the trie's
 # root entries, chunk levels and leaf pushing all meet overlapping prefixes.
 _V4_BASE = int(ipaddress.ip_address("10.1.255.0"))
@@ -293,14 +300,11 @@ def packets_any(draw):
     return (draw(addr), draw(st.one_of(addr, far)), draw(st.sampled_from([1, 6, 17])), draw(port), draw(port))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@_examples(120)
 @given(st.lists(policies_any_length(), max_size=60), st.lists(packets_any(), min_size=1, max_size=40))
 def test_trie_matches_a_linear_scan_at_every_prefix_length(region, pols, pkts):
     """/0 to /32 (/128), nested and overlapping, ports at range edges, priority ties (broken by index)."""
-    _reset(region)
-    model = {region.add_policy(p, commit=False): p for p in pols}
-    region.commit_policies()
-    _check(region, model, pkts)
+    _check(region, _load(region, pols), pkts)
 
 
 # IPv6 on its own: prefixes of every length /0-/128 around byte and 64-bit boundaries (the
@@ -332,13 +336,11 @@ def v6_packets(draw):
     return (draw(addr), draw(st.one_of(addr, addr, far)), draw(st.sampled_from([1, 6, 17])), draw(port), draw(port))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@_examples(120)
 @given(st.lists(v6_policies(), max_size=60), st.lists(v6_packets(), min_size=1, max_size=40))
 def test_v6_lists_match_a_linear_scan_at_every_prefix_length(region, pols, pkts):
     """IPv6 through the longest-prefix bucket and its candidate list (single and batch paths)."""
-    _reset(region)
-    model = {region.add_policy(p, commit=False): p for p in pols}
-    region.commit_policies()
+    model = _load(region, pols)
     c = _compiled(region)
     assert c.v6_prefixes == len({ipaddress.ip_network(p.dst) for p in pols})
     assert c.v6_nlens == len({ipaddress.ip_network(p.dst).prefixlen for p in pols})
@@ -351,14 +353,9 @@ def test_v6_long_candidate_lists_are_cut_and_fall_back(region):
     """64 nested IPv6 prefixes whose rules all restrict the source need longer lists than
     allowed: some are cut (v6_cut > 0), and the lookups that reach a cut list still match the
     linear scan."""
-    _reset(region)
-    model = {}
-    for plen in range(0, 128, 2):
-        pol = Policy(src=f"2001:db8:99:{plen:x}::/64", dst=str(ipaddress.ip_network(f"2001:db8::1:2:3/{plen}",
-                                                                                      strict=False)),
-                     priority=(plen * 7) % 11, action=plen % 3)
-        model[region.add_policy(pol, commit=False)] = pol
-    region.commit_policies()
+    model = _load(region, [Policy(src=f"2001:db8:99:{plen:x}::/64",
+                                  dst=str(ipaddress.ip_network(f"2001:db8::1:2:3/{plen}", strict=False)),
+                                  priority=(plen * 7) % 11, action=plen % 3) for plen in range(0, 128, 2)])
     c = _compiled(region)
     assert c.v6_prefixes == 64 and c.v6_cut > 0 and c.v6_cands <= 4 * region.caps.n_spd + 16
     pkts = [(f"2001:db8:99:{s:x}::5", "2001:db8::1:2:3", 6, 1, 2) for s in range(0, 130, 3)]
@@ -368,16 +365,12 @@ def test_v6_long_candidate_lists_are_cut_and_fall_back(region):
 
 
 def test_v6_unconstrained_rule_ends_the_list(region):
-    _reset(region)
-    model = {}
-    for pol in (Policy(src="::/0", dst="2001:db8::/32", priority=5, action=BYPASS),
-                Policy(src="::/0", dst="2001:db8:1::/48", priority=1, proto=6, action=DISCARD),
-                Policy(src="::/0", dst="2001:db8:1:2::/64", priority=9, action=PROTECT),
-                Policy(src="::/0", dst="2001:db8:1:2::/64", priority=5, dport=(53, 53)),
-                Policy(src="::/0", dst="2001:db8:1:2::/64", priority=5, action=DISCARD),
-                Policy(src="::/0", dst="2001:db8:1:2::7/128", priority=7, sport=(1, 1))):
-        model[region.add_policy(pol, commit=False)] = pol
-    region.commit_policies()
+    model = _load(region, [Policy(src="::/0", dst="2001:db8::/32", priority=5, action=BYPASS),
+                           Policy(src="::/0", dst="2001:db8:1::/48", priority=1, proto=6, action=DISCARD),
+                           Policy(src="::/0", dst="2001:db8:1:2::/64", priority=9, action=PROTECT),
+                           Policy(src="::/0", dst="2001:db8:1:2::/64", priority=5, dport=(53, 53)),
+                           Policy(src="::/0", dst="2001:db8:1:2::/64", priority=5, action=DISCARD),
+                           Policy(src="::/0", dst="2001:db8:1:2::7/128", priority=7, sport=(1, 1))])
     c = _compiled(region)
     assert c.v6_cut == 0 and c.v6_prefixes == 4 and list(c.v6_lens)[:4] == [128, 64, 48, 32]
     _check(region, model, [("2001:db8::9", d, p, sp, dp)
@@ -390,16 +383,11 @@ def test_long_candidate_lists_are_cut_and_fall_back(region):
     """33 nested prefixes (/0 .. /32) whose rules all restrict the source: their merged lists are
     longer than a list may be, and the 64-policy region's candidate budget runs out, so lookups
     take the fallback search; the answers still match the linear scan."""
-    _reset(region)
-    model = {}
-    for plen in range(33):
-        pol = Policy(src=f"192.168.{plen}.0/24", dst=str(ipaddress.ip_network(f"10.1.2.3/{plen}", strict=False)),
-                     priority=(plen * 7) % 11, action=plen % 3)
-        model[region.add_policy(pol, commit=False)] = pol
-    for i in range(31):   # more prefixes competing for the candidate budget
-        pol = Policy(src="192.168.99.0/24", dst=f"10.9.{i}.1/32", priority=i)
-        model[region.add_policy(pol, commit=False)] = pol
-    region.commit_policies()
+    nested = [Policy(src=f"192.168.{plen}.0/24", dst=str(ipaddress.ip_network(f"10.1.2.3/{plen}", strict=False)),
+                     priority=(plen * 7) % 11, action=plen % 3) for plen in range(33)]
+    # more prefixes competing for the candidate budget
+    more = [Policy(src="192.168.99.0/24", dst=f"10.9.{i}.1/32", priority=i) for i in range(31)]
+    model = _load(region, nested + more)
     c = _compiled(region)
     assert c.v4_prefixes == 64 and c.v4_cut > 0
     assert c.v4_cands <= 4 * region.caps.n_spd + 16
@@ -411,15 +399,11 @@ def test_long_candidate_lists_are_cut_and_fall_back(region):
 
 def test_unconstrained_rule_ends_the_list(region):
     """A rule with no source, protocol or port constraint hides every worse rule behind it."""
-    _reset(region)
-    model = {}
-    for pol in (Policy(dst="10.0.0.0/8", priority=5, action=BYPASS),
-                Policy(dst="10.1.0.0/16", priority=1, proto=6, action=DISCARD),
-                Policy(dst="10.1.2.0/24", priority=9, action=PROTECT),
-                Policy(dst="10.1.2.0/24", priority=5, dport=(53, 53)),
-                Policy(dst="10.1.2.0/24", priority=5, action=DISCARD)):   # tie with the /8: index decides
-        model[region.add_policy(pol, commit=False)] = pol
-    region.commit_policies()
+    model = _load(region, [Policy(dst="10.0.0.0/8", priority=5, action=BYPASS),
+                           Policy(dst="10.1.0.0/16", priority=1, proto=6, action=DISCARD),
+                           Policy(dst="10.1.2.0/24", priority=9, action=PROTECT),
+                           Policy(dst="10.1.2.0/24", priority=5, dport=(53, 53)),
+                           Policy(dst="10.1.2.0/24", priority=5, action=DISCARD)])   # tie with the /8: index decides
     assert _compiled(region).v4_cut == 0
     _check(region, model, [("1.1.1.1", d, p, 1, dp) for d in ("10.1.2.9", "10.1.3.9", "10.2.0.1", "11.0.0.1")
                            for p in (6, 17) for dp in (53, 54)])
