@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -121,14 +121,18 @@ def acquire_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if re.search(r"ACQUIRE for", line)]
 
 
-def ping_through_rekey(t: Topology, gw: GatewayProc, before: dict[str, Any]) -> dict[str, Any]:
-    """200 pings at 20 ms from host A with gw's CHILD SA "net" rekeyed (by us) in the middle: none may be
-    lost, and both SPIs change.  The new CHILD SA."""
+def ping_through_rekey(t: Topology, gw: GatewayProc, before: dict[str, Any],
+                       rekey: Callable[[], object] | None = None) -> dict[str, Any]:
+    """200 pings at 20 ms from host A with gw's CHILD SA "net" rekeyed in the middle (by us, or by
+    ``rekey()``, e.g. the peer): none may be lost, and both SPIs change.  The new CHILD SA."""
     out: dict = {}
     th = threading.Thread(target=lambda: out.update(t.ping(200, 0.02)))
     th.start()
     time.sleep(1.0)
-    gw.cli("rekey", "net")
+    if rekey is None:
+        gw.cli("rekey", "net")
+    else:
+        rekey()
     new = gw.wait_child(other_than=before["spi_in"], timeout=15)
     th.join()
     assert len(out["got"]) == len(out["sent"]), f"lost: {sorted(set(out['sent']) - set(out['got']))}"

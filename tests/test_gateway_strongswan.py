@@ -3,8 +3,8 @@ host A - our gw A === charon in gw B - host B.  kernel-libipsec forces ESP in UD
 NAT-T path of our fastpath (ESP-in-UDP sockets, IKE steered to control on the shared port).
 
 Shown: the first ping from host A raises the ACQUIRE and is answered; pings and a TCP stream with a
-SHA-256 check in both directions; a CHILD SA rekey we start under a ping stream loses no ping; charon
-lists the same SPIs as ours.
+SHA-256 check in both directions; a CHILD SA rekey we start, and one charon starts, under a ping stream
+loses no ping; charon lists the same SPIs as ours.
 """
 
 from __future__ import annotations
@@ -39,6 +39,13 @@ def test_ipsecgw_run_with_strongswan(tmp_path: Path) -> None:
             # our CHILD SA rekey (CREATE_CHILD_SA over IKE on 4500, shared with the fastpath) under pings
             new = ping_through_rekey(t, gw, c)
             charon.wait_listed(new["spi_in"])
+            # charon's rekey, ours answering: our new inbound SA is in place before the response leaves, and we
+            # keep sending on the old pair until charon's Delete of it (docs/daemon.md)
+            newer = ping_through_rekey(t, gw, new, rekey=lambda: charon.swanctl("--rekey", "--child", "net"))
+            charon.wait_listed(newer["spi_in"])
+            text = gw.text()
+            assert "sending on it once the peer deletes the SA it replaces" in text, text[-3000:]
+            assert "did not delete the SA it rekeyed" not in text
             t.tcp(5402, 1 << 20)
             ctr = gw.child()["counters"]
             assert ctr["in"]["packets"] > 0 and ctr["out"]["packets"] > 0
