@@ -374,9 +374,9 @@ class Daemon(DaemonCommands):
     def _process(self, entry: IkeEntry) -> None:
         """Send what the core queued, act on its events, notice a dead SA; then re-arm the timer.
 
-        New CHILD SAs go into shared memory *before* the send.  One we initiated is installed whole: the
-        peer has it already, and our outbound traffic should move to it before our Delete of the pair it
-        replaces tells the peer to drop that.  One we answered gets its inbound half: the response among
+        New CHILD SAs go into shared memory *before* the send.  A rekey we initiated is installed whole:
+        the peer has it already, and our outbound traffic should move to it before our Delete of the pair
+        it replaces tells the peer to drop that.  One we answered gets its inbound half: the response among
         these datagrams lets the peer send on it at once, and on a loaded host its ESP beat a later
         install (counted no-sa drops at a rekey).  Everything else waits until after the send, in event
         order: acting on all events first put e.g. the Delete of a replaced IKE SA ahead of the IKE_AUTH
@@ -390,9 +390,10 @@ class Daemon(DaemonCommands):
             if not _installs(ev):
                 continue
             if getattr(ev, "initiator", False):
-                self._act(entry, ev, None)
-                done.add(id(ev))
-                continue
+                if getattr(ev, "rekey_of", None) is not None:      # our Delete of what it replaces is queued
+                    self._act(entry, ev, None)
+                    done.add(id(ev))
+                continue                # a new one: the peer has it, and it takes its turn after the send
             try:
                 self._stage_inbound(entry, ev)
             except RegionError as exc:
