@@ -495,12 +495,16 @@ class Daemon(DaemonCommands):
     def _rekey_failed(self, entry: IkeEntry) -> None:
         """A rekey the peer refused leaves the old pair in service: it can be rekeyed again (the next soft
         limit, timer or operator), instead of waiting for its hard expiry as REKEYING."""
-        find = getattr(entry.ike, "find_child", None)
         for c in self.children:
-            if c.ike_spi == entry.spi and c.state == "REKEYING" and find is not None:
-                st = find(spi_in=c.spi_in)
-                if st is not None and getattr(getattr(st, "status", None), "name", "") == "INSTALLED":
-                    c.state = "INSTALLED"
+            if c.ike_spi == entry.spi and c.state == "REKEYING" and self._core_status(c) == "INSTALLED":
+                c.state = "INSTALLED"
+
+    def _core_status(self, c: ChildEntry) -> str:
+        """The IKE core's status of ``c`` (INSTALLED, REKEYING, ...), or "" when the core does not say."""
+        entry = self.ike_sas.get(c.ike_spi)
+        find = getattr(entry.ike, "find_child", None) if entry is not None else None
+        st = find(spi_in=c.spi_in) if find is not None else None
+        return getattr(getattr(st, "status", None), "name", "")
 
     def _ike_rekeyed(self, entry: IkeEntry, ev: Any) -> None:
         """The core replaced this IKE SA by ``ev.new_sa``: route its SPI, move the children to it."""
@@ -647,16 +651,6 @@ class Daemon(DaemonCommands):
             child.waits_for, child.switch_at = olds, now + OUTBOUND_SWITCH_MAX
         elif not reserve:
             self._take_over(child, olds, now)
-
-    def _own_rekey_pending(self, olds: list[ChildEntry]) -> bool:
-        """Whether the core still runs a rekey of its own for one of ``olds``."""
-        for o in olds:
-            entry = self.ike_sas.get(o.ike_spi)
-            find = getattr(entry.ike, "find_child", None) if entry is not None else None
-            st = find(spi_in=o.spi_in) if find is not None else None
-            if st is not None and getattr(getattr(st, "status", None), "name", "") == "REKEYING":
-                return True
-        return False
 
     def _carries(self, c: ChildEntry) -> bool:
         """Whether the SPD sends ``c``'s traffic on ``c``'s outbound SA."""
@@ -1001,16 +995,17 @@ class Daemon(DaemonCommands):
                     entry.ops.dpd(now)
                     self._process(entry)
         for child in list(self.children):
-            if child.switch_at is not None and now >= child.switch_at and child in self.children \
-                    and self._own_rekey_pending(child.waits_for):
-                child.switch_at = now + OUTBOUND_SWITCH_MAX     # a rekey collision: our own exchange settles it
-            elif child.switch_at is not None and now >= child.switch_at and child in self.children:
-                if any(self._carries(o) for o in child.waits_for):
-                    log.warning("CHILD SA %s of %s: the peer did not delete the SA it rekeyed within %.0f s; sending "
-                                "on SPI 0x%08x anyway", child.name, child.conn, OUTBOUND_SWITCH_MAX, child.spi_out)
-                self._end_wait(child, now, "timeout")
             if child not in self.children:
-                continue
+                continue            # removed while an earlier one was handled
+            if child.switch_at is not None and now >= child.switch_at:
+                if any(self._core_status(o) == "REKEYING" for o in child.waits_for):
+                    child.switch_at = now + OUTBOUND_SWITCH_MAX     # a rekey collision: our own exchange settles it
+                else:
+                    if any(self._carries(o) for o in child.waits_for):
+                        log.warning("CHILD SA %s of %s: the peer did not delete the SA it rekeyed within %.0f s; "
+                                    "sending on SPI 0x%08x anyway", child.name, child.conn, OUTBOUND_SWITCH_MAX,
+                                    child.spi_out)
+                    self._end_wait(child, now, "timeout")
             if child.remove_at is not None and now >= child.remove_at:
                 self._remove_child(child, reason="replaced")
             elif child.expire_at is not None and now >= child.expire_at:
