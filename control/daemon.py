@@ -386,6 +386,7 @@ class Daemon(DaemonCommands):
             events.append(ev)
         done: set[int] = set()
         staged: dict[int, RegionError] = {}
+        mine: list[int] = []            # inbound SPIs this call staged (a nested call has its own)
         for ev in events:
             if not _installs(ev):
                 continue
@@ -396,6 +397,7 @@ class Daemon(DaemonCommands):
                 continue                # a new one: the peer has it, and it takes its turn after the send
             try:
                 self._stage_inbound(entry, ev)
+                mine.append(ev.inbound.spi)
             except RegionError as exc:
                 staged[id(ev)] = exc
         self._send_all(entry)
@@ -404,7 +406,7 @@ class Daemon(DaemonCommands):
                 self._act(entry, ev, staged.get(id(ev)))
         while (ev := entry.ike.next_event()) is not None:      # raised while acting on the others
             self._act(entry, ev, None)
-        self._unstage()
+        self._unstage(mine)
         self._send_all(entry)           # events may have queued requests (create_child...)
         self._reconcile_entry(entry)
         self._arm()
@@ -423,12 +425,13 @@ class Daemon(DaemonCommands):
         self._apply_lifetimes(entry.conn, ev)
         self._staged[ev.inbound.spi] = self.region.install_sa(ev.inbound, Direction.IN)
 
-    def _unstage(self) -> None:
+    def _unstage(self, spis: list[int]) -> None:
         """Inbound halves staged for events that never got installed (the handler failed) go again."""
         assert self.region is not None
-        for h in self._staged.values():
-            self.region.delete_sa(h.slot)
-        self._staged.clear()
+        for spi in spis:
+            h = self._staged.pop(spi, None)
+            if h is not None:
+                self.region.delete_sa(h.slot)
 
     def _label(self, entry: IkeEntry) -> str:
         return f"{entry.conn.name}[{entry.unique}]"
