@@ -628,8 +628,7 @@ class Daemon(DaemonCommands):
         if rekey_of is not None:
             olds = [c for c in self.children if c.spi_in == rekey_of and c.state != "REKEYED"]
         else:
-            olds = [c for c in self.children if (c.conn, c.name) == (child.conn, child.name)
-                    and c.state != "REKEYED"]
+            olds = self._live(child.conn, child.name)
         self.children.append(child)
         self.slot_child[h_in.slot] = child
         self.slot_child[h_out.slot] = child
@@ -677,13 +676,15 @@ class Daemon(DaemonCommands):
         for child in [c for c in self.children if old in c.waits_for]:
             self._end_wait(child, now, why)
 
-    def _end_wait(self, child: ChildEntry, now: float, why: str) -> None:
+    def _end_wait(self, child: ChildEntry, now: float, why: str) -> bool:
+        """Stop waiting; True when the traffic moved to ``child`` (an instance it waited for still carried it)."""
         if any(self._carries(o) for o in child.waits_for):
             log.debug("CHILD SA %s of %s: outbound moves to 0x%08x (%s)", child.name, child.conn, child.spi_out,
                       why)
             self._take_over(child, child.waits_for, now)
-        else:
-            child.waits_for, child.switch_at = [], None
+            return True
+        child.waits_for, child.switch_at = [], None
+        return False
 
     def _retire(self, old: ChildEntry, now: float) -> None:
         """A newer instance took over: free the outbound slot now, the inbound after the overlap."""
@@ -738,10 +739,11 @@ class Daemon(DaemonCommands):
             return
         now = self._now()
         self._release_waiting(child, now, reason)
+        carried = self._carries(child)
         self.children.remove(child)
         key = (child.conn, child.name)
-        heirs = [c for c in self.children if (c.conn, c.name) == key and c.state != "REKEYED"]
-        if child.state != "REKEYED" and heirs and self.policy_sas.get(key) == (child.slot_out,):
+        heirs = self._live(*key)
+        if carried and heirs:
             # it carried the outbound traffic while a sibling lives on (e.g. after a rekey collision the
             # redundant pair is deleted): move the traffic before its slot is freed, never leave the SPD
             # pointing at a deleted SA
@@ -848,7 +850,11 @@ class Daemon(DaemonCommands):
                      and e.ike.state == State.ESTABLISHED), None)
 
     def _child_up(self, conn: str, name: str) -> ChildEntry | None:
-        return next((c for c in self.children if (c.conn, c.name) == (conn, name) and c.state != "REKEYED"), None)
+        return next(iter(self._live(conn, name)), None)
+
+    def _live(self, conn: str, name: str) -> list[ChildEntry]:
+        """The instances of a connection's child that are not yet replaced, oldest first."""
+        return [c for c in self.children if (c.conn, c.name) == (conn, name) and c.state != "REKEYED"]
 
     def bring_up(self, conn: ConnectionConfig, spec: ChildSpec, why: str) -> str:
         """Make sure ``spec`` gets negotiated: reuse an IKE SA that is up or coming up."""
@@ -1003,12 +1009,10 @@ class Daemon(DaemonCommands):
             if child.switch_at is not None and now >= child.switch_at:
                 if any(self._core_status(o) == "REKEYING" for o in child.waits_for):
                     child.switch_at = now + OUTBOUND_SWITCH_MAX     # a rekey collision: our own exchange settles it
-                else:
-                    if any(self._carries(o) for o in child.waits_for):
-                        log.warning("CHILD SA %s of %s: the peer did not delete the SA it rekeyed within %.0f s; "
-                                    "sending on SPI 0x%08x anyway", child.name, child.conn, OUTBOUND_SWITCH_MAX,
-                                    child.spi_out)
-                    self._end_wait(child, now, "timeout")
+                elif self._end_wait(child, now, "timeout"):
+                    log.warning("CHILD SA %s of %s: the peer did not delete the SA it rekeyed within %.0f s; "
+                                "sending on SPI 0x%08x anyway", child.name, child.conn, OUTBOUND_SWITCH_MAX,
+                                child.spi_out)
             if child.remove_at is not None and now >= child.remove_at:
                 self._remove_child(child, reason="replaced")
             elif child.expire_at is not None and now >= child.expire_at:
