@@ -186,6 +186,19 @@ class Workload:
                 self.round = 0
                 self._stale = True      # same sequence numbers next cycle: see rearm()
 
+    def warm(self) -> None:
+        """A few untimed steps (caches, lazily built state), then the statuses checked."""
+        for _ in range(3):
+            self.step()
+        self.check()
+
+    def timed_step(self) -> int:
+        """One step in nanoseconds, its ``rearm`` left outside the timed region."""
+        self.rearm()
+        t0 = time.perf_counter_ns()
+        self.step()
+        return time.perf_counter_ns() - t0
+
     def _require_ok(self, what: str) -> None:
         st = self.batch.status[: self.batch.n]
         if st.any():
@@ -239,28 +252,13 @@ def compare_directions(engine: str, alg: str, size: str | int, batch: int = 256,
     order alternates between pairs), so both halves of a pair see the same host; the median of the
     pairs' ratios is the figure.  The fastest sample of each direction is reported as well."""
     w = {d: Workload(engine, alg, size, d, batch) for d in ("out", "in")}
-    clock = time.perf_counter_ns
     times: dict[str, list[int]] = {"out": [], "in": []}
     try:
         for wl in w.values():
-            for _ in range(3):
-                wl.step()
-            wl.check()
-
-        def sample(d: str) -> None:
-            wl = w[d]
-            total = 0
-            for _ in range(steps):
-                wl.rearm()
-                t0 = clock()
-                wl.step()
-                total += clock() - t0
-            times[d].append(total)
-
+            wl.warm()
         for i in range(pairs):
-            first, second = ("out", "in") if i % 2 == 0 else ("in", "out")
-            sample(first)
-            sample(second)
+            for d in (("out", "in") if i % 2 == 0 else ("in", "out")):
+                times[d].append(sum(w[d].timed_step() for _ in range(steps)))
         for wl in w.values():
             wl.check()
     finally:
@@ -278,23 +276,17 @@ def measure(engine: str, alg: str, size: str | int, direction: str, batch: int =
     """Run one cell for about ``seconds`` and return its rate."""
     w = Workload(engine, alg, size, direction, batch)
     try:
-        for _ in range(3):             # warm caches and lazily built state
-            w.step()
-        w.check()
+        w.warm()
         steps = 0
-        elapsed = 0.0
-        clock = time.perf_counter
-        deadline = clock() + seconds
+        elapsed_ns = 0
+        deadline = time.perf_counter() + seconds
         while True:
-            w.rearm()                  # untimed, as in the pytest suite
-            t0 = clock()
-            w.step()
-            t1 = clock()
-            elapsed += t1 - t0
+            elapsed_ns += w.timed_step()
             steps += 1
-            if t1 >= deadline:
+            if time.perf_counter() >= deadline:
                 break
         w.check()
+        elapsed = elapsed_ns / 1e9
     finally:
         w.close()
     pkts = steps * w.packets_per_step
