@@ -13,6 +13,7 @@ sender's fastpath would find in the region at the moment it left:
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -202,7 +203,6 @@ def test_simultaneous_rekeys_never_send_on_an_sa_the_peer_lacks(pair, seed: int)
     survives, the redundant one is deleted, and at every step each side sends on an SA that the other
     side can decrypt (the gateway's inbound linger on).  Under the daemon's earlier rules a side could end
     up sending on the redundant pair its peer had just deleted, or on a freed slot."""
-    import random
 
     a, b, wire, clock = pair
     rnd = random.Random(seed)
