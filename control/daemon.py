@@ -65,6 +65,7 @@ HALF_OPEN_MAX = 1024            # beyond this, new IKE_SA_INIT requests are drop
 REKEY_OVERLAP = 10.0            # a replaced CHILD SA's inbound slot stays this long for packets in flight
 REKEY_OVERLAP_MAX = 60.0        # ... or, when the core deletes it itself, at most this long
 OUTBOUND_SWITCH_MAX = 5.0       # a rekey's responder sends on the new SA at the peer's Delete of the old, or after this
+REPLACE_SETTLE = 0.2            # a replacement's responder sends on the new SA this long after installing it
 EVENT_POLL = 0.05               # seconds between event ring drains
 PRIO_INSTALLED = 10_000         # SPD priorities (lower wins): negotiated policies beat trap policies
 PRIO_TRAP = 20_000
@@ -115,6 +116,7 @@ class ChildEntry:
     # they are listed here and the SPD still points at their outbound slot
     waits_for: list[ChildEntry] = field(default_factory=list, repr=False)
     switch_at: float | None = None      # ... and sends on this one at the latest then
+    expects_delete: bool = False        # ... waiting for a rekey initiator's Delete (not a short settle)
     keys: tuple[SA, SA] | None = field(default=None, repr=False)   # only with gateway.export_keys
 
 
@@ -642,15 +644,23 @@ class Daemon(DaemonCommands):
         # our own pair, when it is the redundant one, never carries it (we delete it next)
         reserve = getattr(ev, "redundant", False) or (
             answered and not wait and any(self._carries(c) for c in self.children if c is not child))
+        # a replacement we answered (a reauthentication's IKE_AUTH, or a peer whose control restarted and
+        # renegotiates its adopted SAs): the same race, but the peer may hold no IKE SA to delete the old
+        # pair with, so its install only gets a moment
+        settle = not reserve and rekey_of is None and not getattr(ev, "initiator", True) and \
+            any(self._carries(o) for o in olds)
         log.info("CHILD SA %s{%s} installed: %s, SPIs in 0x%08x out 0x%08x, %s %s === %s%s%s", child.name,
                  self._label(entry), child.proposal, child.spi_in, child.spi_out, child.mode,
                  ", ".join(ts_text(t) for t in child.local_ts), ", ".join(ts_text(t) for t in child.remote_ts),
                  ", ESP in UDP" if child.encap else "",
                  ", sending on it once the peer deletes the SA it replaces" if wait else
+                 ", sending on it in a moment (the peer is installing it)" if settle else
                  ", redundant after a rekey collision" if getattr(ev, "redundant", False) else
                  ", standing by (a rekey collision)" if reserve else "")
         if wait:
-            child.waits_for, child.switch_at = olds, now + OUTBOUND_SWITCH_MAX
+            child.waits_for, child.switch_at, child.expects_delete = olds, now + OUTBOUND_SWITCH_MAX, True
+        elif settle:
+            child.waits_for, child.switch_at = olds, now + REPLACE_SETTLE
         elif not reserve:
             self._take_over(child, olds, now)
 
@@ -1009,7 +1019,7 @@ class Daemon(DaemonCommands):
             if child.switch_at is not None and now >= child.switch_at:
                 if any(self._core_status(o) == "REKEYING" for o in child.waits_for):
                     child.switch_at = now + OUTBOUND_SWITCH_MAX     # a rekey collision: our own exchange settles it
-                elif self._end_wait(child, now, "timeout"):
+                elif self._end_wait(child, now, "timeout") and child.expects_delete:
                     log.warning("CHILD SA %s of %s: the peer did not delete the SA it rekeyed within %.0f s; "
                                 "sending on SPI 0x%08x anyway", child.name, child.conn, OUTBOUND_SWITCH_MAX,
                                 child.spi_out)
