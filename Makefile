@@ -7,27 +7,44 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := gcc make pkg-config libssl-dev libipsec-mb-dev iproute2 tcpdump tshark iputils-ping iperf3 \
-	charon-systemd strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins \
-	dpdk dpdk-dev libdpdk-dev nftables
+# Every Debian 12 package that `make test` and `make demo` need, and the only list of them: a brand-new
+# minimal root (debootstrap minbase + git, make) has none. --no-install-recommends is used, so what a
+# package only recommends is named here: libstrongswan-standard-plugins carries charon's openssl and gcm
+# plugins, python3-venv the ensurepip that a virtualenv needs, python3-dev the headers of the C builds.
+APT_PACKAGES := python3 python3-venv python3-dev gcc make pkg-config libssl-dev libipsec-mb-dev \
+	iproute2 procps ethtool nftables tcpdump tshark iputils-ping iperf3 \
+	charon-systemd strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins \
+	libstrongswan-extra-plugins dpdk dpdk-dev libdpdk-dev
+# what the virtualenv must be able to import before it is trusted (a half-made one is rebuilt)
+VENV_CHECK := import cffi, cryptography, numpy, yaml, pytest, scapy, control.cli, fastpath
 
 .PHONY: test lint build deps venv clean bench demo
 
-deps: .stamp-apt
-.stamp-apt: Makefile
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+# Checked on every run (one dpkg-query, well under a second when nothing is missing), so a package
+# removed since, or an apt run that was interrupted, is repaired rather than trusted through a stamp.
+deps:
+	@missing=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' $(APT_PACKAGES) 2>/dev/null | \
+		awk '$$1 == "ii" {ok[$$2] = 1} END {n = split("$(APT_PACKAGES)", want, " "); \
+		for (i = 1; i <= n; i++) if (!(want[i] in ok)) printf "%s ", want[i]}'); \
 	if [ -n "$$missing" ]; then \
+		[ "$$(id -u)" = 0 ] || { echo "make deps: missing apt packages: $$missing(run as root to install them)"; exit 1; }; \
 		echo "apt: installing $$missing"; \
-		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		dpkg --configure -a && apt-get update -qq && \
+		apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
 	fi
-	@touch $@
 
-venv: $(VENV)/.stamp
-$(VENV)/.stamp: .stamp-apt pyproject.toml setup.py $(wildcard cdefs/*.h cdefs/*.c cdefs/*.py)
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+# The venv is trusted only when it can import what the suite needs; anything less (an interrupted
+# `python3 -m venv`, a pip run cut short, a deleted site-packages) is removed and made again.
+venv: deps
+	@$(PY) -c '$(VENV_CHECK)' 2>/dev/null || rm -f $(VENV)/.stamp
+	@$(MAKE) --no-print-directory $(VENV)/.stamp
+
+$(VENV)/.stamp: pyproject.toml setup.py $(wildcard cdefs/*.h cdefs/*.c cdefs/*.py)
+	@$(PY) -m pip --version >/dev/null 2>&1 || { echo "venv: creating $(VENV)"; rm -rf $(VENV); \
+		$(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip; }
 	$(PY) -m pip install -q -e '.[test]'
+	@$(PY) -c '$(VENV_CHECK)'
 	@touch $@
 
 build: venv
@@ -53,4 +70,4 @@ demo: venv
 	IPSECGW=$(abspath $(VENV))/bin/ipsecgw demo/demo.sh
 
 clean:
-	rm -rf build $(VENV) .stamp-apt *.egg-info fastpath/*.so fastpath/_*.c
+	rm -rf build $(VENV) *.egg-info fastpath/*.so fastpath/_*.c

@@ -64,17 +64,11 @@ trap 'echo; echo "interrupted"; exit 130' INT TERM
 [ "$(id -u)" = 0 ] || die "run as root (network namespaces, TUN devices)"
 [ -x "$IPSECGW" ] || die "$IPSECGW missing: run 'make demo' (it builds the virtualenv first)"
 
-# ------------------------------------------------------------------ what the demo needs beyond make deps
+# ------------------------------------------------------------------ what the demo needs (make deps installs it)
 missing=()
-command -v ping   >/dev/null || missing+=(iputils-ping)
-command -v iperf3 >/dev/null || missing+=(iperf3)
-[ -x "$CHARON" ]  || missing+=(charon-systemd)
-command -v swanctl >/dev/null || missing+=(strongswan-swanctl)
-if [ ${#missing[@]} -gt 0 ]; then
-    say "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+for t in ping iperf3 swanctl ip; do command -v "$t" >/dev/null || missing+=("$t"); done
+[ -x "$CHARON" ] || missing+=("$CHARON")
+[ ${#missing[@]} -eq 0 ] || die "missing ${missing[*]}: run 'make demo' (its deps step installs the apt packages)"
 
 # ------------------------------------------------------------------ topology
 say "1. namespaces: host A - gw A === gw B - host B, and strongSwan site C on the same WAN"
