@@ -209,7 +209,7 @@ def _open_input(path: str) -> tuple[BinaryIO, PcapReader] | None:
 def _run(args: argparse.Namespace, direction: Direction) -> int:
     verb = "decrypt" if direction is Direction.IN else "encrypt"
     try:
-        sas = load_sa_file(args.sa)
+        sas = load_sa_file(args.sa, warn=lambda text: print(f"warning: {text}", file=sys.stderr))
     except SAFileError as exc:
         print(exc, file=sys.stderr)
         return 2

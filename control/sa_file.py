@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from control.ike.constants import MIN_NEGOTIATED_SPI
 from fastpath.algorithms import AEAD_NAMES, CIPHER_NAMES, ENC_ALGS, INTEG_ALGS
 from fastpath.sa import SA, Lifetime, Mode, SAError, TrafficSelector
 
@@ -241,7 +243,7 @@ def _sa_from_mapping(d: dict) -> SA:
         if req not in d:
             raise _FieldError(req, "a value (required)", "nothing")
 
-    spi = _int("spi", d["spi"], 256, 0xFFFFFFFF, "an integer from 256 to 0xffffffff (0-255 are reserved)")
+    spi = _int("spi", d["spi"], 1, 0xFFFFFFFF, "an integer from 1 to 0xffffffff (0 is reserved)")
     kw: dict[str, Any] = {"spi": spi, "src": _addr("src", d["src"]), "dst": _addr("dst", d["dst"])}
 
     if ("aead" in d) == ("cipher" in d):
@@ -331,8 +333,8 @@ def _model_error(exc: SAError, kw: dict) -> _FieldError:
 
 # --- file level ---------------------------------------------------------------
 
-def parse_sas(doc: Any, source: str = "<sa file>") -> list[SA]:
-    """Turn a loaded YAML document into SAs; raises SAFileError."""
+def parse_sas(doc: Any, source: str = "<sa file>", warn: Callable[[str], None] | None = None) -> list[SA]:
+    """Turn a loaded YAML document into SAs; raises SAFileError. ``warn`` hears what is accepted but unusual."""
     if not isinstance(doc, dict) or "sas" not in doc:
         raise SAFileError(f"{source}: expected a mapping with a 'sas' list at the top level")
     extra = [k for k in doc if k != "sas"]
@@ -361,11 +363,14 @@ def parse_sas(doc: Any, source: str = "<sa file>") -> list[SA]:
             if prev.spi == sa.spi and prev.dst == sa.dst:
                 raise SAFileError(f"{where}: spi: expected an SPI not already used for dst {sa.dst}, "
                                   f"got the SPI of sas[{j}]")
+        if sa.spi < MIN_NEGOTIATED_SPI and warn is not None:
+            warn(f"{where}: spi: 0x{sa.spi:x} is in 1..255, reserved for IANA (RFC 4303 2.1); no negotiated SA "
+                 "uses it, but captures and published test packets do, so it is accepted here")
         sas.append(sa)
     return sas
 
 
-def load_sa_file(path: str | Path) -> list[SA]:
+def load_sa_file(path: str | Path, warn: Callable[[str], None] | None = None) -> list[SA]:
     """Read and validate a YAML SA file; raises SAFileError with one operator-ready message."""
     source = str(path)
     try:
@@ -385,4 +390,4 @@ def load_sa_file(path: str | Path) -> list[SA]:
         raise SAFileError(f"{source}: {pos}YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
         raise SAFileError(f"{source}: YAML error: {type(exc).__name__}") from None
-    return parse_sas(doc, source)
+    return parse_sas(doc, source, warn)

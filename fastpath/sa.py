@@ -152,8 +152,10 @@ class SA:
         # Called per SA on control's bulk install path: each attribute is read once, the
         # algorithm entries are looked up once, and field names are only built for a failure.
         spi = self.spi
-        if not isinstance(spi, int) or not 256 <= spi <= 0xFFFFFFFF:
-            raise SAError("spi", "an integer from 256 to 0xffffffff (0-255 are reserved)", spi)
+        # 1..255 are reserved for IANA in negotiation (RFC 4303 2.1), but published test packets and real
+        # captures carry them, so the data plane takes any SPI but 0; negotiation keeps to >= 256 itself.
+        if not isinstance(spi, int) or not 1 <= spi <= 0xFFFFFFFF:
+            raise SAError("spi", "an integer from 1 to 0xffffffff (0 is reserved)", spi)
         src, dst = self.src, self.dst
         # Two addresses of one ipaddress class have one version; anything else asks the property.
         kind = type(src)

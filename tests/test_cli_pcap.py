@@ -195,6 +195,26 @@ def test_decrypt_failures_are_counted_and_exit_1(tmp_path, capsys, engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_decrypt_a_capture_with_a_reserved_spi(tmp_path, capsys, engine):
+    """Published test packets and real captures use SPIs in 1..255 (reserved for negotiation only):
+    decrypt takes them, saying once per SA that the SPI is reserved."""
+    key = KEYS[0x1000]
+    sa = SecurityAssociation(ESP, spi=0x34, seq_num=1, crypt_algo="AES-GCM", crypt_key=key,
+                             tunnel_header=IP(src="192.0.2.1", dst="192.0.2.2"))
+    src = tmp_path / "in.pcap"
+    wrpcap(str(src), [sa.encrypt(inner(i)) for i in range(3)], linktype=LINKTYPE_RAW)
+    sas = write_sas(tmp_path, f"sas:\n  - spi: 0x34\n    src: 192.0.2.1\n    dst: 192.0.2.2\n"
+                              f"    aead: aes-gcm-128\n    key: 0x{key.hex()}\n")
+    out = tmp_path / "out.pcap"
+    code, stdout, stderr = run("pcap", "decrypt", "--sa", str(sas), "--engine", engine, str(src), str(out),
+                               capsys=capsys)
+    assert code == 0, stderr
+    assert stderr.count("warning:") == 1 and "(spi 0x34): spi: 0x34 is in 1..255, reserved for IANA" in stderr
+    assert stdout == f"decrypt: 3 packets: ok 3; 3 written to {out}\n"
+    assert [bytes(p) for p in rdpcap(str(out))] == [bytes(inner(i)) for i in range(3)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("spi", [None, "0x1001", "4098", "0x1003"])
 def test_encrypt_is_readable_by_scapy(tmp_path, capsys, engine, spi):
     number = int(spi, 0) if spi else 0x1000

@@ -130,8 +130,8 @@ def test_wrong_key_length_message_matches_the_issue(tmp_path):
 
 
 @pytest.mark.parametrize("fields, expect", [
-    ({"spi": "12"}, "sas[0] (spi 0xc): spi: expected an integer from 256 to 0xffffffff (0-255 are reserved), got 12"),
-    ({"spi": "0x100000000"}, "sas[0]: spi: expected an integer from 256"),
+    ({"spi": "0"}, "sas[0] (spi 0x0): spi: expected an integer from 1 to 0xffffffff (0 is reserved), got 0"),
+    ({"spi": "0x100000000"}, "sas[0]: spi: expected an integer from 1"),
     ({"src": "192.0.2.300"}, "(spi 0x1000): src: expected an IPv4 or IPv6 address, got '192.0.2.300'"),
     ({"dst": "2001:db8::2"}, "(spi 0x1000): dst: expected an IPv4 address like src"),
     ({"aead": "aes-gcm-512"}, "(spi 0x1000): aead: expected one of aes-gcm-128"),
@@ -218,3 +218,17 @@ def test_yaml_syntax_error_names_line_without_quoting_it(tmp_path):
 def test_unreadable_file(tmp_path):
     with pytest.raises(SAFileError, match="missing.yaml: cannot read SA file"):
         load_sa_file(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("spi", ["0x34", "1", "255"])
+def test_reserved_spi_is_accepted_with_a_warning(tmp_path, spi):
+    said: list[str] = []
+    sa, = load_sa_file(write(tmp_path, one_sa(spi=spi)), warn=said.append)
+    assert sa.spi == int(spi, 0)
+    assert len(said) == 1 and f"sas[0] (spi 0x{sa.spi:x}): spi: 0x{sa.spi:x} is in 1..255, reserved" in said[0]
+
+
+def test_first_negotiable_spi_gives_no_warning(tmp_path):
+    said: list[str] = []
+    load_sa_file(write(tmp_path, one_sa(spi="0x100")), warn=said.append)
+    assert said == []

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import enum
 
+# RFC 4303 2.1: SPIs 1..255 are reserved for IANA; no SA we negotiate uses or accepts one.
+MIN_NEGOTIATED_SPI = 256
+
 
 class ExchangeType(enum.IntEnum):
     IKE_SA_INIT = 34

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control.ike.config import ChildConfig, Identity, IkeConfig
-from control.ike.constants import ExchangeType, Flag, Notify, PayloadType
+from control.ike.constants import MIN_NEGOTIATED_SPI, ExchangeType, Flag, Notify, PayloadType
 from control.ike.crypto import CryptoError, IkeKeys, IkeSuite, KeyExchange, SKCipher
 from control.ike.fragment import Reassembler, fragment_chain, message_limit
 from control.ike.message import (
@@ -246,7 +246,7 @@ def random_spi() -> bytes:
 def random_esp_spi() -> int:
     while True:
         spi = int.from_bytes(os.urandom(4), "big")
-        if spi >= 256:
+        if spi >= MIN_NEGOTIATED_SPI:
             return spi
 
 

@@ -12,7 +12,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from control.ike.config import ChildConfig
-from control.ike.constants import ExchangeType, Notify, ProtocolId, TransformType, notify_name
+from control.ike.constants import MIN_NEGOTIATED_SPI, ExchangeType, Notify, ProtocolId, TransformType, notify_name
 from control.ike.crypto import CryptoError, KeyExchange
 from control.ike.message import (
     KEPayload,
@@ -151,7 +151,7 @@ class ChildCreateInitiator:
             self.state.suite = esp_suite(prop)
         except ProposalError as exc:
             raise IkeError(Notify.NO_PROPOSAL_CHOSEN, str(exc)) from None
-        if self.state.spi_out < 256:
+        if self.state.spi_out < MIN_NEGOTIATED_SPI:
             raise IkeError(Notify.INVALID_SYNTAX, "responder's ESP SPI is reserved")
         g_ir = b""
         group = dh_group(prop)

@@ -21,7 +21,15 @@ from control.ike.certs import (
     verify_chain,
 )
 from control.ike.config import ChildConfig, Identity
-from control.ike.constants import AuthMethod, ExchangeType, IdType, Notify, ProtocolId, TransformType
+from control.ike.constants import (
+    MIN_NEGOTIATED_SPI,
+    AuthMethod,
+    ExchangeType,
+    IdType,
+    Notify,
+    ProtocolId,
+    TransformType,
+)
 from control.ike.crypto import KeyedPrf, child_keymat, prf
 from control.ike.message import (
     AuthPayload,
@@ -211,7 +219,7 @@ def install_child(sa: IkeSA, child: ChildState, *, exchange_initiator: bool | No
 def esp_choice(child: ChildConfig, chosen: Proposal | None, transport: bool) -> EspSuite:
     """A responder's checks on the ESP proposal it chose for child (None: none fitted): the suite,
     or IkeError with what to refuse the child with."""
-    if chosen is None or len(chosen.spi) != 4 or int.from_bytes(chosen.spi, "big") < 256:
+    if chosen is None or len(chosen.spi) != 4 or int.from_bytes(chosen.spi, "big") < MIN_NEGOTIATED_SPI:
         raise IkeError(Notify.NO_PROPOSAL_CHOSEN, f"no acceptable ESP proposal for {child.name}")
     try:
         suite = esp_suite(chosen)
@@ -305,7 +313,7 @@ class IkeAuthInitiator:
         except ProposalError as exc:
             raise IkeError(Notify.NO_PROPOSAL_CHOSEN, str(exc)) from None
         self.state.spi_out = int.from_bytes(sa_p.proposals[0].spi, "big")
-        if self.state.spi_out < 256:
+        if self.state.spi_out < MIN_NEGOTIATED_SPI:
             raise IkeError(Notify.INVALID_SYNTAX, "responder's ESP SPI is reserved")
         accept_selectors(self.state, msg, tsi, tsr, self.child.local_ts, self.child.remote_ts, self.child.mode)
         return install_child(sa, self.state, rekey_of=self.replaces)
