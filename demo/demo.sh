@@ -28,7 +28,9 @@ IPERF_PIDS=()
 
 say()  { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 info() { printf '   %s\n' "$*"; }
-die()  { printf '\ndemo FAILED: %s\n' "$*" >&2; exit 1; }
+FAILED=""        # the first leg that failed: the verdict line names it
+RESULTS=()       # one line per leg that worked, repeated in the verdict
+die()  { FAILED=$*; printf '\ndemo FAILED: %s\n' "$*" >&2; exit 1; }
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 gw()   { local side=$1; shift; "$IPSECGW" "$@" --socket "/run/ipsecgw/demo-$side.sock"; }
 
@@ -55,11 +57,22 @@ cleanup() {
         done
     fi
     if [ "${DEMO_KEEP:-0}" = 1 ]; then info "logs kept in $WORK"; else rm -rf "$WORK"; fi
-    if [ "$rc" -eq 0 ]; then say "demo finished in $(( $(date +%s) - T0 )) s"; fi
+    # The last line is the verdict, for a person and for CI alike; the exit status says the same.
+    local took=$(( $(date +%s) - T0 ))
+    if [ "$rc" -eq 0 ]; then
+        say "demo finished in $took s"
+        for r in "${RESULTS[@]}"; do info "$r"; done
+        echo "demo: PASSED in $took s: $(IFS=';'; echo "${RESULTS[*]}" | sed 's/;/; /g')"
+    else
+        [ -n "$FAILED" ] || FAILED="a step exited with status $rc (see the output above)"
+        echo "demo: FAILED after $took s: $FAILED" >&2
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'echo; echo "interrupted"; exit 130' INT TERM
+trap 'echo; echo "interrupted"; FAILED=interrupted; exit 130' INT TERM
+# a command that fails outside die() still names itself in the verdict
+trap '[ -n "$FAILED" ] || FAILED="line $LINENO: $BASH_COMMAND"' ERR
 
 [ "$(id -u)" = 0 ] || die "run as root (network namespaces, TUN devices)"
 [ -x "$IPSECGW" ] || die "$IPSECGW missing: run 'make demo' (it builds the virtualenv first)"
@@ -200,7 +213,9 @@ grep -E "IKE SA site-b.* established|CHILD SA net\{" "$WORK/gwA.log" | head -2 |
 say "5. pings through the tunnels"
 for dst in 10.2.0.2 10.3.0.1; do
     out=$(in_ns demo-hA ping -c 5 -i 0.2 -W 2 "$dst") || { echo "$out"; die "ping $dst failed"; }
-    info "host A -> $dst: $(echo "$out" | grep -o '[0-9]* packets transmitted, [0-9]* received, [0-9.]*% packet loss'), $(echo "$out" | grep -o 'rtt.*' | cut -d' ' -f4 | cut -d/ -f2) ms average"
+    loss=$(echo "$out" | grep -o '[0-9]* packets transmitted, [0-9]* received, [0-9.]*% packet loss')
+    [ -n "$loss" ] && echo "$loss" | grep -q ' 0% packet loss' || { echo "$out"; die "ping $dst lost packets"; }
+    info "host A -> $dst: $loss, $(echo "$out" | grep -o 'rtt.*' | cut -d' ' -f4 | cut -d/ -f2) ms average"
 done
 
 # ------------------------------------------------------------------ iperf3
@@ -212,7 +227,9 @@ for pair in "10.2.0.2:host B (ipsecgw pair, ESP)" "10.3.0.1:site C (strongSwan, 
     dst=${pair%%:*}; what=${pair#*:}
     out=$(in_ns demo-hA iperf3 -c "$dst" -t "$IPERF_TIME" -f m) || { echo "$out"; die "iperf3 to $dst failed"; }
     rate=$(echo "$out" | grep receiver | awk '{for (i=1;i<=NF;i++) if ($i=="Mbits/sec") print $(i-1)}')
+    [ -n "$rate" ] || { echo "$out"; die "iperf3 to $dst printed no receiver rate"; }
     info "iperf3 host A -> $what: $rate Mbit/s"
+    RESULTS+=("${what%% (*} $rate Mbit/s")
 done
 
 # ------------------------------------------------------------------ list-sas

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -206,6 +207,53 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int | Non
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+class Tcpdump:
+    """``tcpdump -U -w path`` on iface in namespace ns. Built only once tcpdump says it is listening, and
+    stopped only once it has written every packet its filter took (so nothing already on the wire is
+    missed): both waits are bounded, and say what did not happen."""
+
+    STATS = re.compile(rb"(\d+) packets? captured.*?(\d+) packets? received by filter", re.S)
+
+    def __init__(self, ns: str, iface: str, path: Path, filt: str, timeout: float = 10.0):
+        self.path, self.where = path, f"tcpdump on {iface} in {ns}"
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", iface, "-n", "-U", "-w", str(path),
+                                      filt], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert self.proc.stderr is not None
+        os.set_blocking(self.proc.stderr.fileno(), False)
+        self._err = b""
+        if not self._until(lambda: b"listening on" in self._err, timeout):
+            self.proc.kill()
+            raise AssertionError(f"{self.where} was not listening within {timeout} s: {self._err!r}")
+
+    def _until(self, done, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self._err += self.proc.stderr.read() or b""
+                return done()
+            time.sleep(0.02)
+            self._err += self.proc.stderr.read() or b""
+        return True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Wait until all the filter took is written (SIGUSR1 prints the counts), then end tcpdump."""
+        if self.proc.poll() is None:
+            def flushed() -> bool:
+                found = self.STATS.findall(self._err)
+                if found and found[-1][0] == found[-1][1]:
+                    return True
+                self._err = b""
+                self.proc.send_signal(signal.SIGUSR1)
+                time.sleep(0.05)
+                self._err += self.proc.stderr.read() or b""
+                found = self.STATS.findall(self._err)
+                return bool(found) and found[-1][0] == found[-1][1]
+            ok = self._until(flushed, timeout)
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(timeout=10)
+            assert ok, f"{self.where} had not written all it captured within {timeout} s: {self._err!r}"
 
 
 class FastpathProc:

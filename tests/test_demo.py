@@ -41,9 +41,22 @@ def test_demo_script(tmp_path: Path) -> None:
     assert re.search(r"net-c: INSTALLED, TUNNEL, UDP-encapsulated, aes-gcm-256", out)
     assert re.search(r"out\s+\d+ packets, [0-9.]+ [kMG]?B", out)
     assert "namespaces removed" in out and "demo finished" in out
+    # the verdict is the last line and repeats the throughput of both legs
+    verdict = out.rstrip().splitlines()[-1]
+    assert re.fullmatch(r"demo: PASSED in \d+ s: host B ([0-9.]+) Mbit/s; site C ([0-9.]+) Mbit/s", verdict), verdict
+    assert re.findall(r"([0-9.]+) Mbit/s", verdict) == rates
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "demo-" not in left
     assert not Path("/dev/shm/ipsecgw-demo-a.shm").exists()
     assert not Path("/run/ipsecgw/demo-a.sock").exists()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "examples/demo-gw-" not in ps, "a gateway process outlived the demo"
+
+
+def test_demo_failure_is_a_verdict_and_an_exit_status(tmp_path: Path) -> None:
+    """A leg that fails ends the demo with a FAILED verdict naming it and a non-zero exit status."""
+    r = subprocess.run(["bash", str(ROOT / "demo" / "demo.sh")], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, IPSECGW=str(tmp_path / "no-such-ipsecgw")))
+    assert r.returncode == 1
+    verdict = r.stderr.rstrip().splitlines()[-1]
+    assert re.fullmatch(r"demo: FAILED after \d+ s: .*no-such-ipsecgw missing: run 'make demo'.*", verdict), r.stderr

@@ -33,7 +33,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway_harness import GatewayProc, acquire_lines  # noqa: E402
-from netns_tools import V6, Topology, gateway_config, with_other_connection  # noqa: E402
+from netns_tools import V6, Tcpdump, Topology, gateway_config, with_other_connection  # noqa: E402
 
 needs_root = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
               pytest.mark.skipif(not os.path.exists("/dev/net/tun"), reason="needs /dev/net/tun")]
@@ -51,21 +51,10 @@ def _blackholes(ns: str) -> str:
                                   text=True).stdout for fam in ("-4", "-6"))
 
 
-class Capture:
-    """tcpdump in namespace ns on iface, for the leak check."""
-
-    def __init__(self, ns: str, iface: str, path: Path, filt: str):
-        self.path = path
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", iface, "-n", "-U", "-w", str(path),
-                                      filt], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(0.5)
-
-    def packets(self) -> int:
-        time.sleep(0.3)
-        self.proc.terminate()
-        self.proc.wait(timeout=5)
-        r = subprocess.run(["tcpdump", "-n", "-r", str(self.path)], capture_output=True, text=True)
-        return len([line for line in r.stdout.splitlines() if line.strip()])
+def _leaked(cap: Tcpdump) -> int:
+    cap.stop()
+    r = subprocess.run(["tcpdump", "-n", "-r", str(cap.path)], capture_output=True, text=True)
+    return len([line for line in r.stdout.splitlines() if line.strip()])
 
 
 @pytest.mark.slow
@@ -99,11 +88,11 @@ def test_af_packet_gateway_carries_ping_and_tcp(tmp_path: Path, b_mode: str) -> 
             # protected traffic never leaves in the clear: the kernel's copy is blackholed
             cap = None
             if shutil.which("tcpdump"):
-                cap = Capture(t.gA, "v1a", tmp_path / "leak.pcap", "icmp and host 10.2.0.2")
+                cap = Tcpdump(t.gA, "v1a", tmp_path / "leak.pcap", "icmp and host 10.2.0.2")
             res = t.ping(20, 0.02, size=1000)
             assert len(res["got"]) == 20
             if cap is not None:
-                assert cap.packets() == 0, "ICMP to 10.2.0.2 left gateway A in the clear"
+                assert _leaked(cap) == 0, "ICMP to 10.2.0.2 left gateway A in the clear"
 
             # 2 MiB with full-size segments: host A learns the path MTU from gateway A's ICMP on the LAN
             t.tcp(5311, 2 << 20)

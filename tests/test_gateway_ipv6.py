@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from conftest import make_sa
 from gateway_harness import GatewayProc, acquire_lines, charon_gateway_b, first_ping, gateway_a_with_charon
-from netns_tools import PSK, V6, Topology, gateway_config
+from netns_tools import PSK, V6, Tcpdump, Topology, gateway_config
 from strongswan import unavailable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,35 +33,13 @@ NETNS_REASON = None if os.geteuid() == 0 and os.path.exists("/dev/net/tun") else
 netns = pytest.mark.skipif(NETNS_REASON is not None, reason=NETNS_REASON or "")
 
 
-class Capture:
-    """tcpdump of ESP and UDP 4500 on gw A's transit interface (v1a), read back with scapy."""
+def _captured(cap: Tcpdump) -> list:
+    import scapy.layers.inet6  # noqa: F401 - registers Ethernet -> IPv6 before dissecting
+    import scapy.layers.l2  # noqa: F401 - registers Ethernet for rdpcap
+    from scapy.utils import rdpcap
 
-    def __init__(self, t: Topology, path: Path):
-        self.path = path
-        self.proc = subprocess.Popen(["ip", "netns", "exec", t.gA, "tcpdump", "-i", "v1a", "-U", "-n", "-w",
-                                      str(path), "esp or ip6 proto 50 or udp port 4500"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 5
-        assert self.proc.stderr is not None
-        os.set_blocking(self.proc.stderr.fileno(), False)
-        text = b""
-        while b"listening on" not in text and time.monotonic() < deadline:
-            text += self.proc.stderr.read() or b""
-            time.sleep(0.05)
-
-    def packets(self) -> list:
-        import scapy.layers.inet6  # noqa: F401 - registers Ethernet -> IPv6 before dissecting
-        import scapy.layers.l2  # noqa: F401 - registers Ethernet for rdpcap
-        from scapy.utils import rdpcap
-
-        time.sleep(0.3)
-        self.stop()
-        return list(rdpcap(str(self.path)))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=5)
+    cap.stop()
+    return list(rdpcap(str(cap.path)))
 
 
 def _ike(gw: GatewayProc) -> dict:
@@ -103,7 +81,8 @@ def test_pair_over_ipv6_outer(tmp_path: Path, encap: bool) -> None:
         B = cap = None
         try:
             B = GatewayProc(t.gB, cfg_b, sock_b, tmp_path / "gwB.log")
-            cap = Capture(t, tmp_path / "transit.pcap")
+            # ESP and UDP 4500 on gw A's transit interface
+            cap = Tcpdump(t.gA, "v1a", tmp_path / "transit.pcap", "esp or ip6 proto 50 or udp port 4500")
             first = t.ping(1, 0.1)
             assert first["got"] == [0], A.text()[-3000:]
             assert acquire_lines(A.text()), "the first ping must raise an ACQUIRE"
@@ -118,7 +97,7 @@ def test_pair_over_ipv6_outer(tmp_path: Path, encap: bool) -> None:
             t.tcp(5501, 1 << 20, dst="10.2.0.2")
             t.tcp(5502, 1 << 20, dst=V6["hB"])
 
-            kinds = _outer_kinds(cap.packets())
+            kinds = _outer_kinds(_captured(cap))
             want = "udp-esp6" if encap else "esp6"
             assert kinds.get(want, 0) > 2 << 20, kinds       # 1 MiB + 1 MiB of TCP, and the pings
             assert not {k for k in kinds if k.endswith("4")}, kinds      # nothing over outer IPv4

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from netns_tools import Tcpdump
 from strongswan import Charon, in_netns, swanctl_conf, unavailable_reason
 from test_ike_strongswan import OUR_TS, PSK, THEIR_HOST, THEIR_TS, our_config
 
@@ -123,15 +123,11 @@ def test_keepalives_through_a_real_nat() -> None:
                                             esp="aes128gcm16", local_ts=THEIR_TS, remote_ts=OUR_TS))
         pcap = Path(tempfile.mkdtemp(prefix="ipsecgw-natt-")) / "o.pcap"
         with charon:
-            dump = subprocess.Popen(["ip", "netns", "exec", net.o, "tcpdump", "-i", net.dev_o, "-n", "-U", "-w",
-                                     str(pcap), "udp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            dump = Tcpdump(net.o, net.dev_o, pcap, "udp")
             try:
-                time.sleep(0.5)
                 res = in_netns(net.i, lambda: asyncio.run(_behind_nat(charon)))
-                time.sleep(0.3)
             finally:
-                dump.send_signal(signal.SIGINT)
-                dump.wait(timeout=10)
+                dump.stop()
         seen = _keepalives(pcap)
         shutil.rmtree(pcap.parent, ignore_errors=True)
     # charon saw us at the NAT's public address, on NAT-T

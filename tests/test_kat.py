@@ -68,12 +68,15 @@ def _vec_id(d: dict) -> str:
 OUTERS = ["ipv4", "ipv6-udp"]
 
 
+# SPI 0 never names an SA (RFC 4303 2.1): draft-mcgrew's page-9 packet is checked through the raw AEAD
+# primitive only (test_c_aead_seal_open); the SPIs 1..255 of other published packets are SAs like any other.
+SA_VECTORS = [d for d in ESP_VECTORS if int(d["spi"], 16) != 0]
+
+
 @pytest.mark.parametrize("outer", OUTERS)
-@pytest.mark.parametrize("vec", ESP_VECTORS, ids=_vec_id)
+@pytest.mark.parametrize("vec", SA_VECTORS, ids=_vec_id)
 def test_esp_vector_inbound(engine_name: str, vec: dict, outer: str) -> None:
     v = Vec(vec)
-    if v.spi < 256:
-        pytest.skip("SPI 0 is reserved (RFC 4303 2.1); SA refuses it, so only the raw primitive is checked")
     v6 = outer == "ipv6-udp"
     src, dst = (V6_A, V6_B) if v6 else (V4_A, V4_B)
     sa = SA(spi=v.spi, src=src, dst=dst, enc=v.enc, enc_key=v.key + v.salt, esn=v.esn,
