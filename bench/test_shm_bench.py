@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from shm_helpers import child_env, region_file
 
+from cdefs.sa import SA
 from control.shm import ControlRegion
-from fastpath.sa import SA
 from fastpath.shm import Capacities, ffi, lib, sa_to_params
 
 

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from cdefs.sa import SA, Direction, SAError
 from control.sa_file import SAFileError, load_sa_file
 from fastpath.batch import Batch
 from fastpath.engines import Engine, EngineError, create, known_names
@@ -31,7 +32,6 @@ from fastpath.pcapfile import (
     is_supported_linktype,
     linktype_name,
 )
-from fastpath.sa import SA, Direction, SAError
 from fastpath.status import N_STATUS, Status
 
 ENGINE_CHOICES = ("best", *known_names())

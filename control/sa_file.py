@@ -1,4 +1,4 @@
-"""Static SA files (YAML) -> ``fastpath.sa.SA`` objects.
+"""Static SA files (YAML) -> ``cdefs.sa.SA`` objects.
 
 Every problem becomes one ``SAFileError`` whose message names the file, the SA
 (index and SPI when known) and the field, and says what was expected.  Key
@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
+from cdefs.algorithms import AEAD_NAMES, CIPHER_NAMES, ENC_ALGS, INTEG_ALGS
+from cdefs.sa import SA, Lifetime, Mode, SAError, TrafficSelector
 from control.ike.constants import MIN_NEGOTIATED_SPI
-from fastpath.algorithms import AEAD_NAMES, CIPHER_NAMES, ENC_ALGS, INTEG_ALGS
-from fastpath.sa import SA, Lifetime, Mode, SAError, TrafficSelector
 
 __all__ = ["SAFileError", "load_sa_file", "parse_sas"]
 

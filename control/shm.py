@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastpath.sa import SA, Direction
+from cdefs.sa import SA, Direction
 from fastpath.shm import (
     STATE_ACTIVE,
     STATE_DYING,

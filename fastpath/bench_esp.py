@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.sa import SA, Direction
 from fastpath.batch import Batch
 from fastpath.engines import create
 from fastpath.naive import NaiveESP
-from fastpath.sa import SA, Direction
 from fastpath.traffic import packets
 
 BENCH_ALGS = ("aes-gcm-128", "aes-gcm-256", "chacha20-poly1305", "aes-cbc-128-hmac-sha256-128")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
 from fastpath.engines import discover
 
 # Flags that decide how fast AES-GCM/CBC, GHASH and SHA run (OpenSSL picks code paths on them).

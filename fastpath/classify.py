@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cdefs.sa import SA
 from fastpath.batch import Batch
 from fastpath.io import kio
-from fastpath.sa import SA
 
 
 def esp_overhead(sa: SA) -> tuple[int, int]:

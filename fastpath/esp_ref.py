@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
+from cdefs.sa import SA, Direction, Mode, TrafficSelector
 from fastpath import iphdr
 from fastpath.engines.base import SAStats
 from fastpath.iphdr import MalformedPacket
 from fastpath.replay import SEQ32_MAX, SEQ64_MAX, ReplayWindow
-from fastpath.sa import SA, Direction, Mode, TrafficSelector
 from fastpath.status import SAFlag, Status
 
 NAT_T_PORT = 4500

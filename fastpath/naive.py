@@ -18,8 +18,8 @@ import struct
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
+from cdefs.sa import SA
 from fastpath.iphdr import ipv4_checksum
-from fastpath.sa import SA
 
 
 class NaiveESP:

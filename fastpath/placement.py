@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.sa import SA, Direction
 from fastpath.dpdk.caps import CryptodevCaps, DpdkCaps, EthdevCaps, SecurityCap, SymCap
-from fastpath.sa import SA, Direction
 
 
 class EngineKind(enum.StrEnum):

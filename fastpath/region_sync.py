@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from cdefs.sa import SA, Direction
 from fastpath.engines.base import Engine
-from fastpath.sa import SA, Direction
 from fastpath.shm import FastpathRegion, SyncResult, params_to_sa
 
 log = logging.getLogger("ipsecgw.fastpath")

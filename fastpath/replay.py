@@ -16,7 +16,7 @@ ahead and no more than W - 1 behind.
 
 from __future__ import annotations
 
-from fastpath.sa import REPLAY_WINDOW_MAX
+from cdefs.sa import REPLAY_WINDOW_MAX
 
 SEQ32_MAX = 2**32 - 1
 SEQ64_MAX = 2**64 - 1

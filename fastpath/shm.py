@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cdefs import defines
-from fastpath import sa_params
+from cdefs import defines, sa_params
+from cdefs.sa import SA, Direction
 from fastpath.engines.base import Engine, SAStats
-from fastpath.sa import SA, Direction
 from fastpath.status import N_STATUS, SAFlag, Status
 
 try:
@@ -56,7 +55,7 @@ def _err_buf():
     return ffi.new("char[]", 512)
 
 
-# -- SA <-> struct ipsg_sa_params (fastpath.sa_params, on this module's ffi) --------------------
+# -- SA <-> struct ipsg_sa_params (cdefs.sa_params, on this module's ffi) --------------------
 
 
 def sa_to_params(sa: SA, direction: Direction | str, p=None):

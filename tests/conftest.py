@@ -17,10 +17,10 @@ import pytest
 from netns_tools import inet_checksum
 from shm_helpers import region_file
 
-from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.sa import SA, Direction
 from fastpath.batch import Batch
 from fastpath.engines import create, present_names
-from fastpath.sa import SA, Direction
 from fastpath.status import Status
 
 ENGINES = present_names()

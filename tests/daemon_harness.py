@@ -13,8 +13,8 @@ from typing import Any
 
 from netns_tools import FastpathProc, Topology, stop_process
 
+from cdefs.sa import SA, Direction
 from control.ctl import ControlError, call
-from fastpath.sa import SA, Direction
 from fastpath.shm import STATE_FREE, FastpathRegion, params_to_sa
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,10 +21,10 @@ import pytest
 from conftest import ipv4, udp
 from daemon_harness import ROOT, DaemonProc, gateway_yaml, installed_child, region_sas
 
+from cdefs.sa import Direction
 from control.ctl import ControlError
 from fastpath.batch import Batch
 from fastpath.engines import create
-from fastpath.sa import Direction
 from fastpath.shm import FastpathRegion
 from fastpath.status import Status
 

@@ -14,8 +14,8 @@ import pytest
 from daemon_harness import DaemonProc, installed_child, region_sas
 from strongswan import NetnsPair
 
+from cdefs.sa import Direction
 from control.config import ConfigError, parse_config
-from fastpath.sa import Direction
 
 PSK = "anyaddr-psk-0123456789"
 

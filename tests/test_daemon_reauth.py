@@ -13,7 +13,7 @@ from daemon_harness import DaemonProc, installed_child, region_sas
 from strongswan import NetnsPair
 from test_daemon_anyaddr import _yaml
 
-from fastpath.sa import Direction
+from cdefs.sa import Direction
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 

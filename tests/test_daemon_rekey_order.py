@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from daemon_harness import gateway_yaml, region_sas
 
+from cdefs.sa import Direction
 from control.config import load_config
 from control.daemon import OUTBOUND_SWITCH_MAX, Daemon
-from control.ike.sa import Datagram
-from fastpath.sa import Direction
+from control.ike.events import Datagram
 from fastpath.shm import FastpathRegion
 
 A_IP, B_IP = "198.51.100.1", "198.51.100.2"

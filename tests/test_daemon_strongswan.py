@@ -17,7 +17,7 @@ import pytest
 from daemon_harness import DaemonProc, gateway_yaml, installed_child, region_sas
 from strongswan import Charon, NetnsPair, interop_marks, swanctl_conf
 
-from fastpath.sa import Direction
+from cdefs.sa import Direction
 
 pytestmark = interop_marks()
 

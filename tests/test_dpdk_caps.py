@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from cdefs.sa import SA
 from fastpath.dpdk.caps import DpdkCaps, discover_in_subprocess
 from fastpath.dpdk.eal import DpdkUnavailable, EalError, availability, eal_args
 from fastpath.placement import EngineKind, crypto_needs, esp_algorithms, missing_crypto, place
-from fastpath.sa import SA
 
 ROOT = Path(__file__).resolve().parent.parent
 IPSECGW = Path(sys.executable).parent / "ipsecgw"
@@ -31,7 +31,7 @@ def caps() -> DpdkCaps:
 
 
 def sa(enc: str, integ: str | None = None, **kw) -> SA:
-    from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
+    from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
 
     return SA(spi=0x2000, src=ipaddress.ip_address("10.0.0.1"), dst=ipaddress.ip_address("10.0.0.2"), enc=enc,
               enc_key=bytes(ENC_ALGS[enc].config_key_len), integ=integ,

@@ -23,11 +23,11 @@ import pytest
 from scapy.all import IP, UDP, IPv6, Raw
 from scapy.layers.ipsec import ESP, SecurityAssociation
 
-from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.sa import SA
 from fastpath.batch import Batch
 from fastpath.dpdk.eal import availability
 from fastpath.engines import create
-from fastpath.sa import SA
 from fastpath.status import Status
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +113,7 @@ CHILD = textwrap.dedent("""
     from fastpath.dpdk.sessions import SessionTable, add_session_sa, session_stats
     from fastpath.engines.base import EngineError
     from fastpath.placement import Candidate, EngineKind, Placement, missing_crypto, place
-    from fastpath.sa import SA
+    from cdefs.sa import SA
 
     job = json.load(sys.stdin)
     eal.init(eal.eal_args(job["vdevs"], memory_mb=256))

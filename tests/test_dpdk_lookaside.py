@@ -13,10 +13,10 @@ import pytest
 from scapy.all import IP, UDP, Raw
 from scapy.layers.ipsec import ESP, SecurityAssociation
 
+from cdefs.sa import SA
 from fastpath.batch import Batch
 from fastpath.dpdk.eal import availability
 from fastpath.engines import create
-from fastpath.sa import SA
 from fastpath.status import Status
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ CHILD = textwrap.dedent("""
     from fastpath.batch import Batch
     from fastpath.dpdk import eal
     from fastpath.dpdk.lookaside import LookasideOutbound
-    from fastpath.sa import SA
+    from cdefs.sa import SA
     vdev, enc, key, packets = json.load(sys.stdin)
     eal.init(eal.eal_args([vdev], memory_mb=256))
     sa = SA(spi=0x4242, src=ipaddress.ip_address("192.0.2.1"), dst=ipaddress.ip_address("192.0.2.2"),

@@ -24,10 +24,10 @@ from scapy.all import IP, UDP, Ether, Raw, rdpcap, wrpcap
 from scapy.layers.inet6 import IPv6
 from test_dpdk_cryptodev import ALGS, run_engine, scapy_sa
 
+from cdefs.sa import SA
 from fastpath.dpdk.eal import availability
 from fastpath.dpdk.loop_job import sa_to_json
 from fastpath.engines import create
-from fastpath.sa import SA
 from fastpath.status import Status
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +38,7 @@ MACS = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
 
 
 def make_sa(enc: str, integ: str | None, **kw) -> SA:
-    from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
+    from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
     klen = ENC_ALGS[enc].config_key_len
     return SA(spi=0x5005, src=ipaddress.ip_address("192.0.2.1"), dst=ipaddress.ip_address("192.0.2.2"), enc=enc,
               enc_key=bytes((7 * i + 3) & 0xFF for i in range(klen)), integ=integ,
@@ -268,8 +268,8 @@ def test_gateway_worker_expiry_events_and_hard_expired_sa_stops(tmp_path):
     bytes): SOFT_EXPIRE and HARD_EXPIRE reach the region's event ring from the worker's publish, exactly the
     packets within the hard limit pass, and after the hard expiry has taken the SA out of the engine its
     packets are dropped and counted as hard-expired, not held waiting for an SA (nor decrypted)."""
+    from cdefs.sa import Lifetime
     from control.shm import PROTECT, ControlRegion, Policy
-    from fastpath.sa import Lifetime
     from fastpath.shm import Capacities
     from fastpath.status import SAFlag
 

@@ -44,7 +44,7 @@ CHILD = textwrap.dedent("""
     from fastpath.dpdk.sessions import SessionTable, security_session_new
     from fastpath.engines.base import EngineError
     from fastpath.placement import EngineKind
-    from fastpath.sa import SA
+    from cdefs.sa import SA
 
     job = json.load(sys.stdin)
     eal.init(eal.eal_args(job["vdevs"], memory_mb=256))

@@ -18,11 +18,11 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop  # noqa: E402
 from scapy.layers.ipsec import ESP, SecurityAssociation  # noqa: E402
 
-from fastpath.algorithms import ENC_ALGS, INTEG_ALGS  # noqa: E402
+from cdefs.algorithms import ENC_ALGS, INTEG_ALGS  # noqa: E402
+from cdefs.sa import SA, Direction, Lifetime, TrafficSelector  # noqa: E402
 from fastpath.batch import Batch  # noqa: E402
 from fastpath.engines.base import EngineError  # noqa: E402
 from fastpath.engines.openssl import OpenSSLEngine, ffi, lib, probe  # noqa: E402
-from fastpath.sa import SA, Direction, Lifetime, TrafficSelector  # noqa: E402
 from fastpath.status import SAFlag, Status  # noqa: E402
 
 A4, B4 = ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("198.51.100.2")

@@ -15,11 +15,11 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
 from scapy.layers.ipsec import ESP, SecurityAssociation, _ESPPlain
 from scapy.packet import Raw
 
+from cdefs.sa import SA, Direction, Lifetime, Mode, TrafficSelector
 from fastpath.batch import Batch
 from fastpath.engines import create, discover
 from fastpath.engines.base import EngineError
 from fastpath.engines.reference import ReferenceEngine
-from fastpath.sa import SA, Direction, Lifetime, Mode, TrafficSelector
 from fastpath.status import SAFlag, Status
 
 OUT_V4 = ("10.0.0.1", "10.0.0.2")
@@ -32,7 +32,7 @@ SCAPY_INTEG = {"hmac-sha256-128": "SHA2-256-128", "hmac-sha384-192": "SHA2-384-1
 
 
 def make_sa(enc: str = "aes-gcm-128", integ: str | None = None, outer=OUT_V4, **kw) -> SA:
-    from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
+    from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
     kw.setdefault("spi", 0x1000_0001)
     return SA(src=ipaddress.ip_address(outer[0]), dst=ipaddress.ip_address(outer[1]), enc=enc,
               enc_key=os.urandom(ENC_ALGS[enc].config_key_len), integ=integ,

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from conftest import make_sa
 
+from cdefs.sa import SA, Direction
 from fastpath import engines
 from fastpath.batch import Batch
-from fastpath.sa import SA, Direction
 
 kio = pytest.importorskip("fastpath.io.kio")
 if kio.lib is None:

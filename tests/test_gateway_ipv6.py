@@ -262,11 +262,11 @@ def test_too_big_for_an_ipv6_outer_sa_gets_icmp_with_its_inner_mtu(tmp_path: Pat
     from scapy.layers.inet import ICMP, IP, UDP
     from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
 
+    from cdefs.sa import Direction
     from control.shm import PROTECT, ControlRegion, Policy
     from fastpath import engines
     from fastpath.batch import Batch
     from fastpath.classify import Classifier
-    from fastpath.sa import Direction
     from fastpath.shm import Capacities, FastpathRegion
 
     for encap, want in ((False, 1426), (True, 1418)):     # 1500 - 40 - (8 UDP) - 8 - 8 - 16, aligned, - 2

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import make_sa
 
+from cdefs.sa import Direction
 from fastpath.batch import Batch
-from fastpath.sa import Direction
 
 kio = pytest.importorskip("fastpath.io.kio")
 if kio.lib is None:

@@ -24,8 +24,8 @@ from control.ike.certs import (
 )
 from control.ike.config import Identity, IkeConfig
 from control.ike.constants import AuthMethod, IdType, Notify, PayloadType
+from control.ike.events import ChildSaEstablished, IkeSaEstablished, IkeSaFailed
 from control.ike.message import AuthPayload, CertPayload, Message
-from control.ike.sa import ChildSaEstablished, IkeSaEstablished, IkeSaFailed
 
 
 @pytest.fixture(scope="module")

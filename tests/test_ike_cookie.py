@@ -10,8 +10,9 @@ from test_ike_exchanges import cfgs
 
 from control.ike.constants import ExchangeType, Flag, Notify
 from control.ike.cookie import ResponderGate
+from control.ike.events import State
 from control.ike.message import Message, NoncePayload, NotifyPayload
-from control.ike.sa import IkeSA, State
+from control.ike.sa import IkeSA
 from control.ike.udp import IkeUdpEndpoint
 
 A, B = ("192.0.2.1", 500), ("198.51.100.2", 500)

@@ -16,22 +16,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ike_sa import child
 
+from control.ike.collision import lowest_nonce_wins
 from control.ike.config import Identity, IkeConfig
 from control.ike.constants import ExchangeType, Flag, Notify, PayloadType
 from control.ike.crypto import derive_rekeyed_ike_keys, prf, prf_len
-from control.ike.message import KEPayload, Message, NotifyPayload, UnknownPayload, parse_header
-from control.ike.sa import (
+from control.ike.events import (
     ChildSaDeleted,
     ChildSaEstablished,
     ChildSaFailed,
     ChildStatus,
-    IkeSA,
     IkeSaDeleted,
     IkeSaFailed,
     IkeSaRekeyed,
     State,
-    lowest_nonce_wins,
 )
+from control.ike.message import KEPayload, Message, NotifyPayload, UnknownPayload, parse_header
+from control.ike.sa import IkeSA
 
 A, B = ("192.0.2.1", 500), ("198.51.100.2", 500)
 PSK = b"correct horse battery staple"
@@ -131,9 +131,9 @@ class Pair:
 
 def assert_esp_works(a: ChildSaEstablished, b: ChildSaEstablished) -> None:
     """A packet from a's outbound SA decrypts on b's inbound SA, and back, inside the negotiated selectors."""
+    from cdefs.sa import Direction
     from fastpath.batch import Batch
     from fastpath.engines import create
-    from fastpath.sa import Direction
     from fastpath.status import Status
 
     assert a.outbound.spi == b.inbound.spi and a.inbound.spi == b.outbound.spi

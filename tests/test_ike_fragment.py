@@ -26,6 +26,7 @@ from control.ike.certs import Credentials
 from control.ike.config import Identity, IkeConfig
 from control.ike.constants import ExchangeType, Flag, Notify, PayloadType
 from control.ike.crypto import CryptoError, SKCipher
+from control.ike.events import ChildSaEstablished, IkeSaEstablished, IkeSaFailed, State
 from control.ike.fragment import Reassembler, fragment, message_limit
 from control.ike.message import (
     CertPayload,
@@ -38,7 +39,7 @@ from control.ike.message import (
     parse_payloads,
 )
 from control.ike.proposals import ike_suite, parse_proposals
-from control.ike.sa import ChildSaEstablished, IkeSA, IkeSaEstablished, IkeSaFailed, State
+from control.ike.sa import IkeSA
 
 I_ADDR, R_ADDR = ("192.0.2.1", 500), ("198.51.100.2", 500)
 

@@ -21,7 +21,7 @@ from netns_tools import Tcpdump
 from strongswan import Charon, in_netns, swanctl_conf, unavailable_reason
 from test_ike_strongswan import OUR_TS, PSK, THEIR_HOST, THEIR_TS, our_config
 
-from control.ike.sa import ChildSaEstablished, IkeSaFailed, State
+from control.ike.events import ChildSaEstablished, IkeSaFailed, State
 from control.ike.udp import IkeUdpEndpoint
 from fastpath.pcapfile import PcapReader, ip_payload
 

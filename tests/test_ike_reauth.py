@@ -9,10 +9,8 @@ from test_ike_exchanges import PSK, A, B, Pair, assert_esp_works
 from test_ike_sa import child
 
 from control.ike.config import Identity, IkeConfig
-from control.ike.constants import ExchangeType
-from control.ike.message import parse_header
-from control.ike.sa import (
-    NATT_KEEPALIVE,
+from control.ike.constants import NATT_KEEPALIVE, ExchangeType
+from control.ike.events import (
     ChildSaDeleted,
     ChildSaEstablished,
     ChildSaFailed,
@@ -22,6 +20,7 @@ from control.ike.sa import (
     IkeSaReauthStarted,
     State,
 )
+from control.ike.message import parse_header
 from control.ike.tasks.ike_reauth import REAUTH_RETRY
 
 

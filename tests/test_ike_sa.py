@@ -16,21 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cdefs.sa import Direction
 from control.ike.config import ChildConfig, Identity, IkeConfig
-from control.ike.constants import ExchangeType, Notify
+from control.ike.constants import NON_ESP_MARKER, ExchangeType, Notify
+from control.ike.events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed, State
 from control.ike.message import TrafficSelectorEntry as TS
-from control.ike.sa import (
-    NON_ESP_MARKER,
-    ChildSaEstablished,
-    ChildSaFailed,
-    IkeSA,
-    IkeSaEstablished,
-    IkeSaFailed,
-    State,
-)
+from control.ike.sa import IkeSA
 from fastpath.batch import Batch
 from fastpath.engines import create
-from fastpath.sa import Direction
 from fastpath.status import Status
 
 I_ADDR, R_ADDR = ("192.0.2.1", 500), ("198.51.100.2", 500)

@@ -9,15 +9,16 @@ import pytest
 from test_ike_exchanges import Pair, cfgs, up
 from test_ike_sa import child
 
-import control.ike.sa as ike_sa
+import control.ike.spi as ike_spi
 from control.ike.constants import MIN_NEGOTIATED_SPI, Notify
-from control.ike.sa import ChildSaEstablished, ChildSaFailed, random_esp_spi
+from control.ike.events import ChildSaEstablished, ChildSaFailed
+from control.ike.spi import random_esp_spi
 from control.ike.tasks import child_create, ike_auth
 
 
 def test_random_esp_spi_draws_again_below_256(monkeypatch) -> None:
     draws = iter([b"\x00\x00\x00\x34", b"\x00\x00\x00\x00", b"\x00\x00\x00\xff", b"\x00\x00\x01\x00"])
-    monkeypatch.setattr(ike_sa, "os", types.SimpleNamespace(urandom=lambda n: next(draws)))
+    monkeypatch.setattr(ike_spi, "os", types.SimpleNamespace(urandom=lambda n: next(draws)))
     assert random_esp_spi() == MIN_NEGOTIATED_SPI
 
 

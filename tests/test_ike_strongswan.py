@@ -20,14 +20,14 @@ from conftest import inet_checksum, ipv4, udp
 from pki import CA, pem_cert, pem_key
 from strongswan import Charon, NetnsPair, in_netns, interop_marks, swanctl_conf, swanctl_conf_pubkey
 
+from cdefs.sa import Direction
 from control.ike.certs import Credentials
 from control.ike.config import ChildConfig, Identity, IkeConfig
+from control.ike.events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed
 from control.ike.message import TrafficSelectorEntry
-from control.ike.sa import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed
 from control.ike.udp import IkeUdpEndpoint
 from fastpath.batch import Batch
 from fastpath.engines import create
-from fastpath.sa import Direction
 from fastpath.status import Status
 
 pytestmark = interop_marks()

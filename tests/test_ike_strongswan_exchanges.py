@@ -16,8 +16,9 @@ import pytest
 from strongswan import Charon, NetnsPair, in_netns, interop_marks
 from test_ike_strongswan import OUR_HOST, THEIR_HOST, charon_peer, esp_in_udp, our_config
 
+from cdefs.sa import Direction
 from control.ike.config import IkeConfig
-from control.ike.sa import (
+from control.ike.events import (
     ChildSaDeleted,
     ChildSaEstablished,
     IkeSaDeleted,
@@ -28,7 +29,6 @@ from control.ike.sa import (
 from control.ike.udp import IkeUdpEndpoint
 from fastpath.batch import Batch
 from fastpath.engines import create
-from fastpath.sa import Direction
 from fastpath.status import Status
 
 pytestmark = interop_marks()

@@ -20,8 +20,8 @@ from test_ike_strongswan import OUR_TS, THEIR_HOST, THEIR_TS
 
 from control.ike.certs import Credentials
 from control.ike.config import ChildConfig, Identity, IkeConfig
+from control.ike.events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed
 from control.ike.message import TrafficSelectorEntry
-from control.ike.sa import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed
 from control.ike.udp import IkeUdpEndpoint
 
 pytestmark = interop_marks()

@@ -19,16 +19,16 @@ from strongswan import Charon, NetnsPair, in_netns, interop_marks
 from test_ike_strongswan import charon_peer, our_config
 from test_ike_strongswan_exchanges import Session
 
-from control.ike.sa import (
+from control.ike.events import (
     ChildSaDeleted,
     ChildSaEstablished,
-    IkeSA,
     IkeSaDeleted,
     IkeSaEstablished,
     IkeSaFailed,
     IkeSaReauthenticated,
     IkeSaReauthStarted,
 )
+from control.ike.sa import IkeSA
 
 pytestmark = interop_marks()
 

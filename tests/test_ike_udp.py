@@ -7,8 +7,9 @@ import os
 import socket
 
 from control.ike.config import ChildConfig, Identity, IkeConfig
+from control.ike.constants import NATT_KEEPALIVE
+from control.ike.events import ChildSaEstablished, IkeSaDeleted, State
 from control.ike.message import TrafficSelectorEntry
-from control.ike.sa import NATT_KEEPALIVE, ChildSaEstablished, IkeSaDeleted, State
 from control.ike.udp import READ_BATCH, IkeUdpEndpoint
 
 PSK = b"udp-layer-test-psk"

@@ -11,8 +11,8 @@ from test_ike_sa import child
 
 from control.ike.config import Identity, IkeConfig
 from control.ike.constants import ExchangeType, Flag, Notify
+from control.ike.events import ChildSaEstablished, IkeSaRekeyed, State
 from control.ike.message import Message, parse_header
-from control.ike.sa import ChildSaEstablished, IkeSaRekeyed, State
 from control.ike.window import ResponderWindow, may_send, parse_window_notify, window_notify_data
 
 A, B = ("192.0.2.1", 500), ("198.51.100.2", 500)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import V4_A, V4_B, V6_A, V6_B, install, ipv4, ipv6, new_engine, outer_esp, run
 
-from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
-from fastpath.sa import SA
+from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.sa import SA
 from fastpath.status import Status
 
 VECTORS = Path(__file__).parent / "vectors"

@@ -13,10 +13,10 @@ import json
 
 import pytest
 
-from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.sa import SA, Direction
 from fastpath.dpdk.caps import CryptodevCaps, DpdkCaps, EthdevCaps, Range, SecurityCap, SymCap
 from fastpath.placement import ORDER, EngineKind, SoftwareEngine, crypto_needs, missing_crypto, place
-from fastpath.sa import SA, Direction
 
 # ---- tables for hardware we cannot have
 

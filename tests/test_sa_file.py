@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
+from cdefs.sa import Mode, TrafficSelector
 from control.sa_file import SAFileError, load_sa_file
-from fastpath.sa import Mode, TrafficSelector
 
 GCM_KEY = "0x00112233445566778899aabbccddeeff01020304"     # 16-byte key + 4-byte salt
 SHA256_KEY = "aa" * 32

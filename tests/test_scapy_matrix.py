@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import pytest
 from conftest import ALGORITHMS, alg_id, endpoints, inner_packet, install, make_sa, new_engine, outer_esp, run
 
-from fastpath.sa import SA
+from cdefs.sa import SA
 from fastpath.status import Status
 
 scapy_ipsec = pytest.importorskip("scapy.layers.ipsec")

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from cdefs.sa import SA
 from control.shm import BYPASS, DISCARD, PROTECT, ControlRegion, Policy
-from fastpath.sa import SA
 from fastpath.shm import Capacities, FastpathRegion, ffi, lib, sa_to_params
 
 N_SA = 1_000_000

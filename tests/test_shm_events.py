@@ -6,11 +6,11 @@ import ipaddress
 
 import pytest
 
+from cdefs.sa import SA, Lifetime
 from control.shm import PROTECT, ControlRegion, Policy
 from fastpath import engines
 from fastpath.batch import Batch
 from fastpath.engines.base import SAStats
-from fastpath.sa import SA, Lifetime
 from fastpath.shm import Capacities, FastpathRegion, ffi, lib, stats_to_c
 from fastpath.status import SAFlag, Status
 

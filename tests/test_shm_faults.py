@@ -12,10 +12,10 @@ import time
 
 from shm_helpers import child_env
 
+from cdefs.sa import SA
 from control.shm import PROTECT, ControlRegion, Policy
 from fastpath import engines
 from fastpath.batch import Batch
-from fastpath.sa import SA
 from fastpath.shm import Capacities, FastpathRegion, ffi, lib
 from fastpath.status import Status
 
@@ -23,7 +23,7 @@ KEY = bytes(range(20))
 
 COMMON = textwrap.dedent("""
     import ipaddress, sys
-    from fastpath.sa import SA
+    from cdefs.sa import SA
     def sa(spi, src="192.0.2.1", dst="192.0.2.2", seq=1):
         return SA(spi=spi, src=ipaddress.ip_address(src), dst=ipaddress.ip_address(dst), enc="aes-gcm-128",
                   enc_key=bytes(range(20)), seq=seq)

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.sa import SA, Lifetime, Mode, SAError, TrafficSelector
 from control.shm import ControlRegion
-from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
-from fastpath.sa import SA, Lifetime, Mode, SAError, TrafficSelector
 from fastpath.shm import Capacities, RegionError, ffi, lib, sa_to_params
 
 

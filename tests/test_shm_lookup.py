@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cdefs.sa import SA
 from control.shm import BYPASS, DISCARD, PROTECT, ControlRegion, Policy
-from fastpath.sa import SA
 from fastpath.shm import Capacities, ffi, lib
 
 

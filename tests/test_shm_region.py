@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from cdefs import defines
+from cdefs.sa import SA
 from control.shm import ControlRegion
-from fastpath.sa import SA
 from fastpath.shm import Capacities, FastpathRegion, RegionError, ffi, lib, params_to_sa, sa_to_params
 
 D = defines("shm.h")
@@ -140,7 +140,7 @@ def test_missing_file(shm_path):
 
 
 def test_params_round_trip_every_field():
-    from fastpath.sa import Lifetime, Mode, TrafficSelector
+    from cdefs.sa import Lifetime, Mode, TrafficSelector
 
     sa = SA(spi=0xdeadbeef, src=ipaddress.ip_address("2001:db8::1"), dst=ipaddress.ip_address("2001:db8::2"),
             enc="aes-cbc-128", enc_key=bytes(range(16)), integ="hmac-sha384-192", integ_key=bytes(range(48)),

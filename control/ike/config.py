@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
+from cdefs.sa import Mode
 from control.ike.certs import Credentials, dn_from_string, dn_to_string
 from control.ike.constants import IdType
 from control.ike.message import IDPayload, TrafficSelectorEntry
 from control.ike.proposals import parse_proposals
-from fastpath.sa import Mode
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import enum
 
+# RFC 3948: what precedes an IKE message on the NAT-T port (ESP has a nonzero SPI there), and the
+# one-octet NAT-keepalive
+NON_ESP_MARKER = b"\0\0\0\0"
+NATT_KEEPALIVE = b"\xff"
+
 # RFC 4303 2.1: SPIs 1..255 are reserved for IANA; no SA we negotiate uses or accepts one.
 MIN_NEGOTIATED_SPI = 256
 

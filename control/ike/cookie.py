@@ -20,9 +20,10 @@ import ipaddress
 import os
 from collections import Counter
 
-from control.ike.constants import ExchangeType, Flag, Notify
+from control.ike.constants import NON_ESP_MARKER, ExchangeType, Flag, Notify
+from control.ike.events import Address, Datagram
 from control.ike.message import Message, NoncePayload, NotifyPayload, ParseError, parse_header
-from control.ike.sa import NON_ESP_MARKER, Address, Datagram, version_reply
+from control.ike.sa import version_reply
 
 COOKIE_HASH_LEN = 16
 # checked for every new request: plain ints (IntFlag & and enum class attributes run in Python)

@@ -103,7 +103,7 @@ class Whole:
         try:
             inner = parse_payloads(self.first_type, self.plain)
         except ParseError as exc:
-            exc.authenticated = True  # type: ignore[attr-defined]
+            exc.authenticated = True
             raise
         return self.outer + inner
 

@@ -51,6 +51,8 @@ _PROTO_IKE, _PROTO_AH_ESP = int(ProtocolId.IKE), (int(ProtocolId.AH), int(Protoc
 class ParseError(ValueError):
     """The bytes are not a well-formed IKEv2 message; ``notify`` is the RFC's answer to it."""
 
+    authenticated = False       # set when the failure lies inside a verified SK payload (answerable)
+
     def __init__(self, reason: str, notify: int = Notify.INVALID_SYNTAX, data: bytes = b""):
         super().__init__(reason)
         self.notify = notify

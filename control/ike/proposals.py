@@ -261,10 +261,10 @@ def _ike_suite(sig: _PSig) -> IkeSuite:
 
 @dataclass(frozen=True)
 class EspSuite:
-    """A chosen ESP proposal in fastpath.algorithms names and the key material sizes it needs."""
+    """A chosen ESP proposal in cdefs.algorithms names and the key material sizes it needs."""
 
-    enc: str                # fastpath.algorithms.ENC_ALGS key
-    integ: str | None       # fastpath.algorithms.INTEG_ALGS key
+    enc: str                # cdefs.algorithms.ENC_ALGS key
+    integ: str | None       # cdefs.algorithms.INTEG_ALGS key
     enc_key_len: int        # bytes from KEYMAT, salt included
     integ_key_len: int
     esn: bool

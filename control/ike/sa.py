@@ -19,19 +19,26 @@ queued with ``create_child``, ``rekey_child``, ``rekey_ike``, ``delete_child``,
 
 from __future__ import annotations
 
-import enum
 import functools
-import importlib
 import ipaddress
-import os
 import random
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from control.ike.config import ChildConfig, Identity, IkeConfig
-from control.ike.constants import MIN_NEGOTIATED_SPI, ExchangeType, Flag, Notify, PayloadType
+from control.ike.constants import NATT_KEEPALIVE, NON_ESP_MARKER, ExchangeType, Flag, Notify, PayloadType
 from control.ike.crypto import CryptoError, IkeKeys, IkeSuite, KeyExchange, SKCipher
+from control.ike.events import (
+    Address,
+    ChildSaDeleted,
+    ChildState,
+    ChildStatus,
+    Datagram,
+    IkeError,
+    IkeSaDeleted,
+    IkeSaFailed,
+    State,
+)
 from control.ike.fragment import Reassembler, fragment_chain, message_limit
 from control.ike.message import (
     HEADER_LEN,
@@ -42,162 +49,27 @@ from control.ike.message import (
     Payload,
     SKFPayload,
     SKPayload,
-    TrafficSelectorEntry,
     parse_header,
     serialize_payloads,
 )
-from control.ike.proposals import EspSuite
+from control.ike.spi import random_spi
+from control.ike.tasks.child_create import ChildCreateInitiator
+from control.ike.tasks.child_delete import ChildDeleteInitiator
+from control.ike.tasks.child_rekey import ChildRekeyInitiator
+from control.ike.tasks.dispatch import dispatch
+from control.ike.tasks.ike_auth import IkeAuthInitiator, IkeAuthResponder
+from control.ike.tasks.ike_delete import IkeDeleteInitiator
+from control.ike.tasks.ike_dpd import DpdInitiator
+from control.ike.tasks.ike_init import IkeInitInitiator, IkeInitResponder
+from control.ike.tasks.ike_reauth import (
+    finish_reauth,
+    lifetimes_due,
+    reauth_abandoned,
+    schedule_lifetimes,
+    start_reauth,
+)
+from control.ike.tasks.ike_rekey import IkeRekeyInitiator
 from control.ike.window import ResponderWindow, may_send
-from fastpath.sa import SA
-
-NON_ESP_MARKER = b"\0\0\0\0"
-NATT_KEEPALIVE = b"\xff"
-
-Address = tuple[str, int]
-
-
-@dataclass
-class Datagram:
-    data: bytes                 # UDP payload, marker included on the NAT-T port
-    local_port: int             # which of our sockets sends it
-    remote: Address
-
-
-# -- events --------------------------------------------------------------------------
-
-@dataclass
-class IkeSaEstablished:
-    spi_i: bytes
-    spi_r: bytes
-    initiator: bool
-    suite: IkeSuite
-    local_id: Identity
-    remote_id: Identity
-    remote: Address
-    nat_local: bool
-    nat_remote: bool
-
-
-@dataclass
-class ChildSaEstablished:
-    """A CHILD SA pair: install ``inbound`` and ``outbound`` (fastpath SAs) in the data plane."""
-
-    name: str
-    inbound: SA
-    outbound: SA
-    suite: EspSuite
-    local_ts: list[TrafficSelectorEntry]
-    remote_ts: list[TrafficSelectorEntry]
-    rekey_of: int | None = None     # inbound SPI of the CHILD SA this one replaces (a rekey)
-    initiator: bool = True          # we initiated the exchange that made it (a rekey's responder waits for the
-                                    # initiator's Delete of the old pair before sending on the new one)
-    redundant: bool = False         # the loser of a rekey collision (RFC 7296 2.8.1): we delete it right away
-
-    def __repr__(self) -> str:          # SAs carry keys
-        extra = f", rekey_of=0x{self.rekey_of:08x}" if self.rekey_of is not None else ""
-        return (f"ChildSaEstablished({self.name!r}, in=0x{self.inbound.spi:08x}, out=0x{self.outbound.spi:08x}, "
-                f"{self.suite.enc}{extra})")
-
-
-@dataclass
-class ChildSaDeleted:
-    """Remove both SAs of a CHILD SA from the data plane (after a rekey: the replaced pair)."""
-
-    name: str
-    spi_in: int
-    spi_out: int
-    reason: str
-
-
-@dataclass
-class IkeSaRekeyed:
-    """This IKE SA was replaced by ``new_sa``: route datagrams for ``new_sa.our_spi`` to it from now on.
-
-    The CHILD SAs moved to ``new_sa``.  With ``redundant`` (a simultaneous rekey, RFC 7296 §2.8.1) the
-    new SA is the losing duplicate: route to it only until it is deleted; the children are not on it."""
-
-    old_spi_i: bytes
-    old_spi_r: bytes
-    new_sa: IkeSA
-    redundant: bool = False
-
-    def __repr__(self) -> str:
-        return (f"IkeSaRekeyed({self.old_spi_i.hex()}_{self.old_spi_r.hex()} -> "
-                f"{self.new_sa.spi_i.hex()}_{self.new_sa.spi_r.hex()}{', redundant' if self.redundant else ''})")
-
-
-@dataclass
-class IkeSaDeleted:
-    """The IKE SA is gone after a Delete (ours or the peer's); ``rekeyed`` when it was replaced."""
-
-    spi_i: bytes
-    spi_r: bytes
-    reason: str
-    rekeyed: bool = False
-
-
-@dataclass
-class IkeSaReauthStarted:
-    """Reauthentication (RFC 7296 §2.8.3), make before break: ``new_sa`` is a fresh IKE SA (IKE_SA_INIT,
-    IKE_AUTH) to the same peer that re-creates this SA's CHILD SAs.  Route ``new_sa.our_spi`` to it and
-    drive it like any IKE SA; its ``ChildSaEstablished`` events carry ``rekey_of`` = the old pair.  The
-    CHILD SAs stay here until then, and this SA is deleted once ``new_sa`` is up (``IkeSaReauthenticated``)."""
-
-    old_spi_i: bytes
-    old_spi_r: bytes
-    new_sa: IkeSA
-
-    def __repr__(self) -> str:
-        return f"IkeSaReauthStarted({self.old_spi_i.hex()}_{self.old_spi_r.hex()} -> {self.new_sa.spi_i.hex()})"
-
-
-@dataclass
-class IkeSaReauthenticated:
-    """Emitted by the new IKE SA of a reauthentication once its CHILD SAs are set up: ``old_sa`` (the
-    replaced IKE SA) has queued its Delete, so the caller must send what ``old_sa`` has queued."""
-
-    old_sa: IkeSA
-
-    def __repr__(self) -> str:
-        return f"IkeSaReauthenticated(old {self.old_sa.spi_i.hex()}_{self.old_sa.spi_r.hex()})"
-
-
-@dataclass
-class ChildSaFailed:
-    name: str
-    notify: int
-    reason: str
-
-
-@dataclass
-class IkeSaFailed:
-    notify: int                 # the error notify that ended it (0 when none applies)
-    reason: str
-
-
-class State(enum.Enum):
-    CREATED = "created"
-    CONNECTING = "connecting"
-    ESTABLISHED = "established"
-    REKEYED = "rekeyed"         # replaced by a new IKE SA; waits for (or sends) the Delete
-    DELETING = "deleting"       # our Delete is outstanding
-    DEAD = "dead"
-
-
-class ChildStatus(enum.Enum):
-    INSTALLED = "installed"
-    REKEYING = "rekeying"       # our rekey is outstanding
-    REKEYED = "rekeyed"         # replaced; the old pair stays for inbound traffic until deleted
-    DELETING = "deleting"       # our Delete is outstanding
-
-
-class IkeError(Exception):
-    """A task refuses a message; ``notify`` is the error to report (and to send, as a responder)."""
-
-    def __init__(self, notify: int, reason: str, data: bytes = b""):
-        super().__init__(reason)
-        self.notify = notify
-        self.data = data
 
 
 @dataclass
@@ -209,45 +81,6 @@ class _Outstanding:
     next_send: float
     tries: int = 0
     more: list[Datagram] = field(default_factory=list)     # RFC 7383: the fragments after the first
-
-
-@dataclass
-class ChildState:
-    """What the SA remembers of a CHILD SA it negotiated."""
-
-    config: ChildConfig
-    spi_in: int
-    spi_out: int = 0
-    suite: EspSuite | None = None
-    local_ts: list[TrafficSelectorEntry] = field(default_factory=list)
-    remote_ts: list[TrafficSelectorEntry] = field(default_factory=list)
-    status: ChildStatus = ChildStatus.INSTALLED
-    rekey_at: float | None = None   # when to rekey (set by the manager from the config)
-    scheduled: bool = False
-    # a peer's rekey of this SA that crossed ours (RFC 7296 §2.8.1): (Ni, Nr, the new ChildState)
-    collision: tuple[bytes, bytes, ChildState] | None = None
-
-
-def lowest_nonce_wins(ours: tuple[bytes, bytes], theirs: tuple[bytes, bytes]) -> bool:
-    """True when our exchange holds the lowest of the four nonces, i.e. *its* result is redundant.
-
-    RFC 7296 §2.8.1 compares octet by octet and a nonce that is a prefix of another is lower:
-    exactly Python's ordering of bytes."""
-    return min(ours) < min(theirs)
-
-
-def random_spi() -> bytes:
-    while True:
-        spi = os.urandom(8)
-        if spi != bytes(8):
-            return spi
-
-
-def random_esp_spi() -> int:
-    while True:
-        spi = int.from_bytes(os.urandom(4), "big")
-        if spi >= MIN_NEGOTIATED_SPI:
-            return spi
 
 
 def strip_natt(data: bytes, natt: bool) -> bytes | None:
@@ -280,20 +113,6 @@ _RESPONSE, _INITIATOR = int(Flag.RESPONSE), int(Flag.INITIATOR)
 def ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """``ipaddress.ip_address``, memoised: every IKE SA parses its local and peer address."""
     return ipaddress.ip_address(text)
-
-
-_TASK_CACHE: dict[tuple[str, str], Any] = {}
-
-
-def _task(module: str, name: str) -> Any:
-    """``name`` from ``control.ike.tasks.<module>``, imported on first use (the task modules import this
-    one).  An import statement inside a method costs microseconds on every call of a busy responder."""
-    try:
-        return _TASK_CACHE[module, name]
-    except KeyError:
-        obj = getattr(importlib.import_module(f"control.ike.tasks{'.' if module else ''}{module}"), name)
-        _TASK_CACHE[module, name] = obj
-        return obj
 
 
 class IkeSA:
@@ -387,8 +206,6 @@ class IkeSA:
 
     def initiate(self, now: float, children: list[ChildConfig] | None = None) -> None:
         """Queue IKE_SA_INIT and IKE_AUTH (with the first CHILD SA) and send the first request."""
-        IkeAuthInitiator = _task("ike_auth", "IkeAuthInitiator")  # noqa: N806
-        IkeInitInitiator = _task("ike_init", "IkeInitInitiator")  # noqa: N806
 
         if not self.initiator or self.state != State.CREATED:
             raise RuntimeError("initiate() is for a fresh initiator SA")
@@ -403,22 +220,18 @@ class IkeSA:
 
     def create_child(self, now: float, child: ChildConfig, *, start: bool = True) -> None:
         """Queue a CREATE_CHILD_SA exchange for a new CHILD SA."""
-        from control.ike.tasks.child_create import ChildCreateInitiator
         self._queue(ChildCreateInitiator(child), now, start)
 
     def rekey_child(self, now: float, spi_in: int) -> None:
         """Queue a rekey of the CHILD SA whose inbound SPI is ``spi_in`` (e.g. on SOFT_EXPIRE)."""
-        from control.ike.tasks.child_rekey import ChildRekeyInitiator
         self._queue(ChildRekeyInitiator(spi_in), now)
 
     def delete_child(self, now: float, spi_in: int) -> None:
         """Queue an INFORMATIONAL Delete of the CHILD SA whose inbound SPI is ``spi_in``."""
-        from control.ike.tasks.child_delete import ChildDeleteInitiator
         self._queue(ChildDeleteInitiator([spi_in]), now)
 
     def rekey_ike(self, now: float) -> None:
         """Queue a rekey of this IKE SA (CREATE_CHILD_SA with new SPIs and keys)."""
-        from control.ike.tasks.ike_rekey import IkeRekeyInitiator
         self._queue(IkeRekeyInitiator(), now)
 
     def delete(self, now: float) -> None:
@@ -426,11 +239,10 @@ class IkeSA:
         if self.state in (State.CREATED, State.CONNECTING):
             self._fail(0, "deleted before it was established")
             return
-        self._queue(_task("ike_delete", "IkeDeleteInitiator")(), now)
+        self._queue(IkeDeleteInitiator(), now)
 
     def dpd(self, now: float) -> None:
         """Queue a liveness check (an empty INFORMATIONAL request)."""
-        from control.ike.tasks.ike_dpd import DpdInitiator
         self._queue(DpdInitiator(), now)
 
     def find_child(self, *, spi_in: int | None = None, spi_out: int | None = None) -> ChildState | None:
@@ -478,10 +290,9 @@ class IkeSA:
             if now < o.next_send:
                 continue
             if o.tries >= self.config.retransmit_tries:
-                give_up = getattr(o.task, "give_up", None)
                 reason = f"no response to {ExchangeType(o.exchange).name} after {o.tries + 1} transmissions"
-                if give_up is not None:
-                    give_up(self, reason)
+                if o.task.gives_up_alone:
+                    o.task.give_up(self, reason)
                 else:
                     self._fail(0, reason)
                 return
@@ -529,7 +340,6 @@ class IkeSA:
     def reauth(self, now: float) -> None:
         """Reauthenticate (RFC 7296 §2.8.3): a new IKE SA replaces this one and its CHILD SAs, make before
         break (``IkeSaReauthStarted``)."""
-        from control.ike.tasks.ike_reauth import start_reauth
         start_reauth(self, now)
 
     def datagrams_to_send(self) -> list[Datagram]:
@@ -538,6 +348,11 @@ class IkeSA:
 
     def next_event(self) -> object | None:
         return self._events.popleft() if self._events else None
+
+    @property
+    def remote_ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        """The peer's address as an address object (memoised: a busy responder parses many)."""
+        return ip_address(self.remote[0])
 
     @property
     def our_spi(self) -> bytes:
@@ -613,7 +428,7 @@ class IkeSA:
     def _schedule_ike_rekey(self, now: float) -> None:
         if self.config.rekey_time > 0:
             self.rekey_at = now + self.config.rekey_time - random.uniform(0, self.config.rand_time)
-        _task("ike_reauth", "schedule_lifetimes")(self, now)
+        schedule_lifetimes(self, now)
 
     def dead(self, reason: str, *, rekeyed: bool = False) -> None:
         """The IKE SA ends after a Delete: its CHILD SAs go with it."""
@@ -625,7 +440,6 @@ class IkeSA:
         if self.state == State.DEAD:
             return False
         if self.reauth_of is not None:
-            from control.ike.tasks.ike_reauth import reauth_abandoned
             reauth_abandoned(self, reason)
         for c in list(self.children):
             self.remove_child(c, reason)
@@ -653,7 +467,7 @@ class IkeSA:
         if exchange != _X_IKE_SA_INIT and self.peer_fragmentation \
                 and self.config.fragmentation in ("yes", "force") and self._cipher_out is not None:
             msg = Message(self.spi_i, self.spi_r, exchange, self._flags(response), message_id)
-            limit = message_limit(self.config.fragment_size, ip_address(self.remote[0]).version)
+            limit = message_limit(self.config.fragment_size, self.remote_ip.version)
             first, plain = serialize_payloads(payloads)       # once, for the size check and the message
             frames = fragment_chain(self._cipher_out, msg, first, plain, limit)
             if frames is not None:
@@ -713,13 +527,13 @@ class IkeSA:
         if self._outstanding is None:
             return True
         flight = self._in_flight()
-        return getattr(self._tasks[0], "concurrent", False) and self.state == State.ESTABLISHED \
-            and all(getattr(o.task, "concurrent", False) for o in flight) \
+        return self._tasks[0].concurrent and self.state == State.ESTABLISHED \
+            and all(o.task.concurrent for o in flight) \
             and may_send(self._next_mid, [o.message_id for o in flight], self.peer_window)
 
     def _start_next(self, now: float) -> None:
         while self._tasks and self.state != _S_DEAD and self._fits_window():
-            if self.state == _S_REKEYED and not getattr(self._tasks[0], "on_rekeyed_sa", False):
+            if self.state == _S_REKEYED and not self._tasks[0].on_rekeyed_sa:
                 return              # the rest waits for (and moves to) the new IKE SA
             task = self._tasks.popleft()
             try:
@@ -814,10 +628,6 @@ class IkeSA:
 
     def _on_request(self, data: bytes, mid: int, exchange: int, local_port: int, remote: Address,
                     now: float, hdr: Header | None = None) -> None:
-        dispatch = _task("", "dispatch")
-        IkeAuthResponder = _task("ike_auth", "IkeAuthResponder")  # noqa: N806
-        IkeInitResponder = _task("ike_init", "IkeInitResponder")  # noqa: N806
-
         cached = self._rwin.cached(mid)
         if cached is not None:
             if data == cached[0]:
@@ -842,7 +652,7 @@ class IkeSA:
         except ParseError as exc:
             # answerable only when the failure lies inside a verified SK payload, or in a clear
             # IKE_SA_INIT request, which is unauthenticated by nature (RFC 7296 §2.21.1, §3.10.1)
-            if not (getattr(exc, "authenticated", False) or self._answerable(data, exchange)):
+            if not (exc.authenticated or self._answerable(data, exchange)):
                 self.stats["malformed"] += 1
                 return
             error_reply = exc
@@ -905,9 +715,7 @@ class IkeSA:
             # INVALID_KE_PAYLOAD is no failure: the initiator retries on a fresh responder SA
             self._fail(fatal.notify, str(fatal), quiet=fatal.notify == Notify.INVALID_KE_PAYLOAD)
             return
-        after = getattr(task, "after_response", None)
-        if after is not None:
-            after(self, now)
+        task.after_response(self, now)
 
     def _reply(self, request: bytes, mid: int, resp: bytes | list[bytes], local_port: int,
                remote: Address) -> None:
@@ -970,8 +778,6 @@ class IkeSA:
                 and (self.children or self._tasks):
             # an exchange that was under way when this SA was replaced finished here: its CHILD SAs and
             # follow-ups belong to the new IKE SA
-            from control.ike.tasks.ike_delete import IkeDeleteInitiator
-            from control.ike.tasks.ike_rekey import IkeRekeyInitiator
             new.children += self.children
             self.children = []
             keep = [t for t in self._tasks if isinstance(t, IkeDeleteInitiator) and t.rekeyed]
@@ -988,11 +794,10 @@ class IkeSA:
             if not c.scheduled:
                 self.schedule_child(c, now)
         if self.reauth_of is not None:
-            from control.ike.tasks.ike_reauth import finish_reauth
             finish_reauth(self, now)
 
     def _due(self, now: float) -> None:
-        if self.state != State.ESTABLISHED or _task("ike_reauth", "lifetimes_due")(self, now):
+        if self.state != State.ESTABLISHED or lifetimes_due(self, now):
             return
         self._after(now)
         if self.rekey_at is not None and now >= self.rekey_at and self.reauth_by is None:
@@ -1025,7 +830,4 @@ def version_reply(data: bytes) -> bytes | None:
     return Message(spi_i, spi_r, exchange, flags, mid, [NotifyPayload(Notify.INVALID_MAJOR_VERSION)]).serialize()
 
 
-__all__ = ["IkeSA", "Datagram", "IkeSaEstablished", "ChildSaEstablished", "ChildSaFailed", "IkeSaFailed", "IkeError",
-           "ChildSaDeleted", "IkeSaRekeyed", "IkeSaDeleted",
-           "IkeSaReauthStarted", "IkeSaReauthenticated", "ChildStatus", "ChildState", "lowest_nonce_wins",
-           "version_reply", "State", "strip_natt", "NON_ESP_MARKER", "Notify", "PayloadType"]
+__all__ = ["IkeSA", "version_reply", "strip_natt"]

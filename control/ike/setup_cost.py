@@ -28,8 +28,9 @@ from typing import Any
 
 from control.ike.config import Identity, IkeConfig
 from control.ike.cookie import ResponderGate
+from control.ike.events import Address, ChildSaEstablished, State
 from control.ike.loadgen import INITIATOR_TS, RESPONDER_ID, RESPONDER_TS, _child
-from control.ike.sa import Address, ChildSaEstablished, IkeSA, State
+from control.ike.sa import IkeSA
 from control.ike.udp import IkeUdpEndpoint
 
 A_IP, B_IP = "192.0.2.1", "192.0.2.2"

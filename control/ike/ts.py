@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from cdefs.sa import TrafficSelector
 from control.ike.message import TrafficSelectorEntry
-from fastpath.sa import TrafficSelector
 
 
 def intersect(a: TrafficSelectorEntry, b: TrafficSelectorEntry) -> TrafficSelectorEntry | None:

@@ -23,17 +23,10 @@ from collections import deque
 from collections.abc import Callable
 
 from control.ike.config import IkeConfig
+from control.ike.constants import NATT_KEEPALIVE, NON_ESP_MARKER
 from control.ike.cookie import ResponderGate
-from control.ike.sa import (
-    NATT_KEEPALIVE,
-    NON_ESP_MARKER,
-    Address,
-    IkeSA,
-    IkeSaReauthenticated,
-    IkeSaReauthStarted,
-    IkeSaRekeyed,
-    State,
-)
+from control.ike.events import Address, IkeSaReauthenticated, IkeSaReauthStarted, IkeSaRekeyed, State
+from control.ike.sa import IkeSA
 
 # Datagrams read per wake-up of one socket before the loop gets a turn again: a busy responder
 # drains its queue in one callback instead of one event-loop iteration (epoll + handle) per datagram.

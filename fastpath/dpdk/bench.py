@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fastpath.sa import SA
+from cdefs.sa import SA
 
 ENGINES = {
     "cpu": "our ESP core's own intel-ipsec-mb crypto in the DPDK worker loop (no DPDK crypto session)",

@@ -25,7 +25,7 @@ FLOWS_SRC, FLOWS_DST = "192.168.0.0/24", "192.168.105.0/24"     # fastpath.dpdk.
 
 
 def _churn_sa(n: int):
-    from fastpath.sa import SA
+    from cdefs.sa import SA
 
     return SA(spi=CHURN_SPI + n % 0x1000, src=ipaddress.ip_address("172.16.9.9"),
               dst=ipaddress.ip_address("172.16.2.5"), enc="aes-gcm-128", enc_key=os.urandom(20))

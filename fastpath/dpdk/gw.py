@@ -16,12 +16,12 @@ import ipaddress
 import os
 from typing import Any
 
+from cdefs.sa import SA, Direction
 from fastpath.classify import esp_overhead
 from fastpath.dpdk import eal
 from fastpath.dpdk.caps import DpdkCaps, discover
 from fastpath.dpdk.loop import LoopEngine, Port, _err
 from fastpath.dpdk.sessions import PlacedEngine
-from fastpath.sa import SA, Direction
 from fastpath.status import Status
 
 # The worker's outcome counters (IPSG_GW_C_* in cdefs/dpdk_loop.h), by name for status and logs.

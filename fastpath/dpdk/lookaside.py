@@ -10,12 +10,12 @@ process.
 
 from __future__ import annotations
 
+from cdefs.sa import SA
+from cdefs.sa_params import sa_to_params
 from fastpath.batch import Batch
 from fastpath.dpdk import eal
 from fastpath.dpdk.loop import LoopEngine
 from fastpath.engines.base import EngineError
-from fastpath.sa import SA
-from fastpath.sa_params import sa_to_params
 from fastpath.status import Status
 
 

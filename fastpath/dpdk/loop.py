@@ -13,10 +13,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from cdefs.sa import SA, Direction
 from fastpath.dpdk import eal
 from fastpath.engines.base import EngineError
 from fastpath.engines.cbatch import CBatchEngine
-from fastpath.sa import SA, Direction
 from fastpath.status import N_STATUS, Status
 
 MAX_BURST = 256

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from fastpath.sa import SA
+from cdefs.sa import SA
 
 
 def sa_from_json(d: dict[str, Any]) -> SA:

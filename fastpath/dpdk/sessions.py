@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from cdefs.sa import SA, Direction
+from cdefs.sa_params import sa_to_params
 from fastpath.dpdk.caps import DpdkCaps
 from fastpath.engines.base import EngineError
 from fastpath.engines.cbatch import CBatchEngine
 from fastpath.placement import ALL_ALGORITHMS, Candidate, EngineKind, Placement, SoftwareEngine, place
-from fastpath.sa import SA, Direction
-from fastpath.sa_params import sa_to_params
 from fastpath.status import SAFlag
 
 # The software rung inside the DPDK module: the ESP core on intel-ipsec-mb, which runs every algorithm.

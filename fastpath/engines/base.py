@@ -5,8 +5,8 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 
+from cdefs.sa import SA, Direction
 from fastpath.batch import Batch
-from fastpath.sa import SA, Direction
 from fastpath.status import SAFlag, Status
 
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.sa import SA, Direction
+from cdefs.sa_params import sa_to_params
 from fastpath.batch import Batch
 from fastpath.engines.base import Engine, EngineError, SAStats
-from fastpath.sa import SA, Direction
-from fastpath.sa_params import sa_to_params
 from fastpath.status import N_STATUS, SAFlag, Status
 
 

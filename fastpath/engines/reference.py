@@ -13,11 +13,11 @@ from collections import defaultdict
 
 import cryptography
 
-from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.sa import SA, Direction
 from fastpath.batch import Batch
 from fastpath.engines.base import Engine, EngineError, SAStats
 from fastpath.esp_ref import Drop, Session, locate_esp
-from fastpath.sa import SA, Direction
 from fastpath.status import Status
 
 

@@ -11,9 +11,11 @@ import os
 import struct
 from typing import TYPE_CHECKING
 
+from cdefs.sa import Mode
 from control.ike.config import ChildConfig
 from control.ike.constants import MIN_NEGOTIATED_SPI, ExchangeType, Notify, ProtocolId, TransformType, notify_name
 from control.ike.crypto import CryptoError, KeyExchange
+from control.ike.events import ChildSaEstablished, ChildSaFailed, ChildState, IkeError
 from control.ike.message import (
     KEPayload,
     Message,
@@ -33,10 +35,11 @@ from control.ike.proposals import (
     select_proposal,
     with_group,
 )
-from control.ike.sa import ChildSaEstablished, ChildSaFailed, ChildState, IkeError, random_esp_spi
+from control.ike.spi import random_esp_spi
+from control.ike.tasks.base import Initiator, Responder
+from control.ike.tasks.child_delete import ChildDeleteInitiator
 from control.ike.tasks.ike_auth import accept_selectors, esp_choice, install_child
 from control.ike.ts import narrow
-from fastpath.sa import Mode
 
 if TYPE_CHECKING:
     from control.ike.sa import IkeSA
@@ -61,9 +64,10 @@ def _child_payloads(msg: Message, what: str) -> tuple[SAPayload, NoncePayload, P
     return sa_p, nonce, ke, tsi, tsr
 
 
-class ChildCreateInitiator:
+class ChildCreateInitiator(Initiator):
     exchange = ExchangeType.CREATE_CHILD_SA
     concurrent = True           # may share a Message ID window with other such exchanges
+    creates_child = True
 
     def __init__(self, config: ChildConfig | None):
         self.config = config
@@ -126,7 +130,6 @@ class ChildCreateInitiator:
             self.failed(sa, exc.notify, str(exc), now)
             if self.state.spi_out:
                 # the peer installed what we refuse: delete it (RFC 7296 §1.3)
-                from control.ike.tasks.child_delete import ChildDeleteInitiator
                 sa.queue_front(ChildDeleteInitiator([], reason=str(exc), orphans=[self.state]))
             return False
         self.established(sa, event, nonce_r, now)
@@ -176,7 +179,7 @@ class ChildCreateInitiator:
         sa.emit(ChildSaFailed(self.config.name, notify, reason))
 
 
-class ChildCreateResponder:
+class ChildCreateResponder(Responder):
     exchange = ExchangeType.CREATE_CHILD_SA
 
     def __init__(self) -> None:

@@ -8,14 +8,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from control.ike.constants import ExchangeType, ProtocolId
+from control.ike.events import ChildState, ChildStatus
 from control.ike.message import DeletePayload, Message, Payload
-from control.ike.sa import ChildState, ChildStatus
+from control.ike.tasks.base import Initiator, Responder
 
 if TYPE_CHECKING:
     from control.ike.sa import IkeSA
 
 
-class ChildDeleteInitiator:
+class ChildDeleteInitiator(Initiator):
     exchange = ExchangeType.INFORMATIONAL
     concurrent = True           # may share a Message ID window with other such exchanges
 
@@ -41,11 +42,10 @@ class ChildDeleteInitiator:
 
 
 def _creating(sa: IkeSA) -> bool:
-    from control.ike.tasks.child_create import ChildCreateInitiator
-    return bool(sa.queued(ChildCreateInitiator))
+    return any(t.creates_child for t in sa.queued(Initiator))
 
 
-class ChildDeleteResponder:
+class ChildDeleteResponder(Responder):
     exchange = ExchangeType.INFORMATIONAL
 
     def process_request(self, sa: IkeSA, msg: Message, now: float) -> list[Payload]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from control.ike.collision import lowest_nonce_wins
 from control.ike.config import ChildConfig
 from control.ike.constants import Notify, ProtocolId
+from control.ike.events import ChildSaEstablished, ChildState, ChildStatus
 from control.ike.message import Message, NotifyPayload, Payload, TrafficSelectorEntry
-from control.ike.sa import ChildSaEstablished, ChildState, ChildStatus, lowest_nonce_wins
 from control.ike.tasks.child_create import ChildCreateInitiator, ChildCreateResponder
 from control.ike.tasks.child_delete import ChildDeleteInitiator
 

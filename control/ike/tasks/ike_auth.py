@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from cdefs.sa import SA, Mode
 from control.ike import auth_sig
 from control.ike.certs import (
     CERT_X509_SIGNATURE,
@@ -31,6 +32,7 @@ from control.ike.constants import (
     TransformType,
 )
 from control.ike.crypto import KeyedPrf, child_keymat, prf
+from control.ike.events import ChildSaEstablished, ChildSaFailed, ChildState, IkeError, IkeSaEstablished, State
 from control.ike.message import (
     AuthPayload,
     CertPayload,
@@ -44,19 +46,11 @@ from control.ike.message import (
     TSPayload,
 )
 from control.ike.proposals import EspSuite, ProposalError, esp_suite, proposal_acceptable, select_proposal
-from control.ike.sa import (
-    ChildSaEstablished,
-    ChildSaFailed,
-    ChildState,
-    IkeError,
-    IkeSaEstablished,
-    State,
-    ip_address,
-    random_esp_spi,
-)
+from control.ike.spi import random_esp_spi
+from control.ike.tasks.base import Initiator, Responder
+from control.ike.tasks.child_delete import ChildDeleteInitiator
 from control.ike.ts import covered, narrow, to_fastpath
 from control.ike.window import note_peer_window, window_payloads
-from fastpath.sa import SA, Mode
 
 if TYPE_CHECKING:
     from control.ike.sa import IkeSA
@@ -200,7 +194,7 @@ def install_child(sa: IkeSA, child: ChildState, *, exchange_initiator: bool | No
                                   sa.nonce_r if nonce_r is None else nonce_r, s.enc_key_len, s.integ_key_len,
                                   g_ir)
     (out_e, out_a), (in_e, in_a) = ((ei, ai), (er, ar)) if ini else ((er, ar), (ei, ai))
-    local, remote = sa.local_ip, ip_address(sa.remote[0])
+    local, remote = sa.local_ip, sa.remote_ip
     encap = sa.use_natt
     ours, theirs = sa.esp_ports
     lts = [to_fastpath(t) for t in child.local_ts]
@@ -248,7 +242,7 @@ def _esp_offer(child: ChildConfig, spi: int) -> list[Proposal]:
                      [t for t in p.transforms if t.type != _DH]) for p in child.proposals]
 
 
-class IkeAuthInitiator:
+class IkeAuthInitiator(Initiator):
     exchange = ExchangeType.IKE_AUTH
 
     def __init__(self, child: ChildConfig | None):
@@ -293,7 +287,6 @@ class IkeAuthInitiator:
             if self.state.spi_out and not errors:
                 # the responder installed a CHILD SA we cannot accept: it must not linger there, so it
                 # is deleted with an INFORMATIONAL exchange while the IKE SA stays (RFC 7296 §1.3)
-                from control.ike.tasks.child_delete import ChildDeleteInitiator
                 sa.stats["child_refused_after_the_fact"] += 1
                 sa.queue_front(ChildDeleteInitiator([], reason=f"refused: {exc}", orphans=[self.state]))
         return False
@@ -319,7 +312,7 @@ class IkeAuthInitiator:
         return install_child(sa, self.state, rekey_of=self.replaces)
 
 
-class IkeAuthResponder:
+class IkeAuthResponder(Responder):
     exchange = ExchangeType.IKE_AUTH
 
     def process_request(self, sa: IkeSA, msg: Message, now: float) -> list[Payload]:

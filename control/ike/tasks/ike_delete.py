@@ -6,16 +6,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from control.ike.constants import ExchangeType, ProtocolId
+from control.ike.events import State
 from control.ike.message import DeletePayload, Message, Payload
-from control.ike.sa import State
+from control.ike.tasks.base import Initiator, Responder
 
 if TYPE_CHECKING:
     from control.ike.sa import IkeSA
 
 
-class IkeDeleteInitiator:
+class IkeDeleteInitiator(Initiator):
     exchange = ExchangeType.INFORMATIONAL
     on_rekeyed_sa = True        # the Delete of a replaced IKE SA runs on that SA
+    gives_up_alone = True       # an unanswered Delete ends the IKE SA its own way (give_up)
 
     def __init__(self, rekeyed: bool = False, reason: str | None = None, replaced: bool = False):
         self.rekeyed = rekeyed
@@ -38,7 +40,7 @@ class IkeDeleteInitiator:
         sa.dead(f"{self.reason or 'deleted'} ({reason})", rekeyed=self.rekeyed or self.replaced)
 
 
-class IkeDeleteResponder:
+class IkeDeleteResponder(Responder):
     exchange = ExchangeType.INFORMATIONAL
 
     def process_request(self, sa: IkeSA, msg: Message, now: float) -> list[Payload]:

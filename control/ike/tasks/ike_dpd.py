@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING
 
 from control.ike.constants import ExchangeType, notify_name
 from control.ike.message import Message, NotifyPayload, Payload
+from control.ike.tasks.base import Initiator, Responder
 from control.ike.window import note_peer_window
 
 if TYPE_CHECKING:
     from control.ike.sa import IkeSA
 
 
-class DpdInitiator:
+class DpdInitiator(Initiator):
     exchange = ExchangeType.INFORMATIONAL
     concurrent = True           # may share a Message ID window with other such exchanges
 
@@ -27,7 +28,7 @@ class DpdInitiator:
     # no give_up: an unanswered liveness check fails the IKE SA (the peer is dead)
 
 
-class InformationalResponder:
+class InformationalResponder(Responder):
     exchange = ExchangeType.INFORMATIONAL
 
     def process_request(self, sa: IkeSA, msg: Message, now: float) -> list[Payload]:
@@ -40,7 +41,7 @@ class InformationalResponder:
         return []
 
 
-class Refuse:
+class Refuse(Responder):
     """Answers a request with one error notify and changes nothing (e.g. TEMPORARY_FAILURE)."""
 
     exchange = 0

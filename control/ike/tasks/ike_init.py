@@ -14,6 +14,7 @@ from control.ike.auth_sig import SignatureError, hash_algorithms_notify_data, pa
 from control.ike.certs import CERT_X509_SIGNATURE, certreq_data
 from control.ike.constants import ExchangeType, Notify, TransformType
 from control.ike.crypto import CryptoError, KeyExchange, derive_ike_keys
+from control.ike.events import IkeError
 from control.ike.message import (
     CertPayload,
     KEPayload,
@@ -33,7 +34,7 @@ from control.ike.proposals import (
     select_proposal,
     with_group,
 )
-from control.ike.sa import IkeError
+from control.ike.tasks.base import Initiator, Responder
 
 if TYPE_CHECKING:
     from control.ike.sa import IkeSA
@@ -138,7 +139,7 @@ def _error_notify(msg: Message) -> NotifyPayload | None:
     return next((n for n in msg.notifies() if n.notify_type < 16384), None)
 
 
-class IkeInitInitiator:
+class IkeInitInitiator(Initiator):
     exchange = ExchangeType.IKE_SA_INIT
 
     def __init__(self) -> None:
@@ -209,7 +210,7 @@ class IkeInitInitiator:
         return False
 
 
-class IkeInitResponder:
+class IkeInitResponder(Responder):
     exchange = ExchangeType.IKE_SA_INIT
 
     def process_request(self, sa: IkeSA, msg: Message, now: float) -> list[Payload]:

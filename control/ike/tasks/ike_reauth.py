@@ -18,16 +18,14 @@ The functions here are called by ``IkeSA``'s timer code; the state lives on the 
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
-from control.ike.sa import (
-    NATT_KEEPALIVE,
-    ChildStatus,
-    Datagram,
-    IkeSA,
-    IkeSaReauthenticated,
-    IkeSaReauthStarted,
-    State,
-)
+from control.ike.constants import NATT_KEEPALIVE
+from control.ike.events import ChildStatus, Datagram, IkeSaReauthenticated, IkeSaReauthStarted, State
+from control.ike.tasks.ike_delete import IkeDeleteInitiator
+
+if TYPE_CHECKING:
+    from control.ike.sa import IkeSA
 
 REAUTH_RETRY = 10.0         # seconds before a failed reauthentication is tried again
 
@@ -62,7 +60,6 @@ def lifetimes_due(sa: IkeSA, now: float) -> bool:
 
 def expire(sa: IkeSA, now: float) -> None:
     """The hard lifetime passed without a replacement: CHILD SAs out now, then the Delete."""
-    from control.ike.tasks.ike_delete import IkeDeleteInitiator
 
     sa.expire_at = None
     sa.stats["hard_expired"] += 1
@@ -85,7 +82,7 @@ def start_reauth(old: IkeSA, now: float) -> IkeSA | None:
         # a peer behind a NAT cannot be reached with a new IKE_SA_INIT; it has to reauthenticate itself
         old.stats["reauth_impossible_behind_nat"] += 1
         return None
-    new = IkeSA(old.config, initiator=True, local=(str(old.local_ip), old.config.local_port),
+    new = type(old)(old.config, initiator=True, local=(str(old.local_ip), old.config.local_port),
                 remote=(old.remote[0], old.config.remote_port))
     new.reauth_of, old.reauth_by = old, new
     old.reauth_at = None
@@ -102,7 +99,6 @@ def start_reauth(old: IkeSA, now: float) -> IkeSA | None:
 
 def finish_reauth(new: IkeSA, now: float) -> None:
     """Once the new IKE SA is up and its CHILD SAs are done, the old one is deleted."""
-    from control.ike.tasks.ike_delete import IkeDeleteInitiator
 
     old = new.reauth_of
     if old is None or new.state != State.ESTABLISHED or new.queued(object):

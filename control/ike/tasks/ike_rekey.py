@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import TYPE_CHECKING
 
+from control.ike.collision import lowest_nonce_wins
 from control.ike.constants import ExchangeType, Notify, ProtocolId, notify_name
 from control.ike.crypto import CryptoError, KeyExchange, derive_rekeyed_ike_keys
+from control.ike.events import IkeError, IkeSaRekeyed, State
 from control.ike.message import KEPayload, Message, NoncePayload, NotifyPayload, Payload, Proposal, SAPayload
 from control.ike.proposals import ProposalError, ike_suite, offered_groups, proposal_acceptable
-from control.ike.sa import IkeError, IkeSA, IkeSaRekeyed, State, lowest_nonce_wins, random_spi
+from control.ike.spi import random_spi
+from control.ike.tasks.base import Initiator, Responder
 from control.ike.tasks.ike_delete import IkeDeleteInitiator
 from control.ike.tasks.ike_init import select_for_ke
+
+if TYPE_CHECKING:
+    from control.ike.sa import IkeSA
 
 NONCE_LEN = 32
 MAX_KE_RETRIES = 2
@@ -45,7 +52,7 @@ def _redundant(old: IkeSA, new: IkeSA) -> None:
     old.emit(IkeSaRekeyed(old.spi_i, old.spi_r, new, redundant=True))
 
 
-class IkeRekeyInitiator:
+class IkeRekeyInitiator(Initiator):
     exchange = ExchangeType.CREATE_CHILD_SA
 
     def __init__(self) -> None:
@@ -128,7 +135,7 @@ class IkeRekeyInitiator:
             raise IkeError(Notify.INVALID_SYNTAX, str(exc)) from None
         keys = derive_rekeyed_ike_keys(sa.suite.prf, sa.keys.sk_d, suite, self.nonce, nonce.data, g_ir,
                                        self.spi, prop.spi)
-        new = IkeSA.from_rekey(sa, initiator=True, spi_i=self.spi, spi_r=prop.spi, suite=suite, keys=keys,
+        new = type(sa).from_rekey(sa, initiator=True, spi_i=self.spi, spi_r=prop.spi, suite=suite, keys=keys,
                                nonce_i=self.nonce, nonce_r=nonce.data, now=now)
         return new, nonce.data
 
@@ -144,7 +151,7 @@ class IkeRekeyInitiator:
             sa.rekey_at = now + 2.0 + sa.config.retransmit_timeout      # RFC 7296 §2.25: try again soon
 
 
-class IkeRekeyResponder:
+class IkeRekeyResponder(Responder):
     exchange = ExchangeType.CREATE_CHILD_SA
 
     def __init__(self) -> None:
@@ -185,7 +192,7 @@ class IkeRekeyResponder:
         spi_r = random_spi()
         keys = derive_rekeyed_ike_keys(sa.suite.prf, sa.keys.sk_d, suite, nonce.data, nonce_r, g_ir, chosen.spi,
                                        spi_r)
-        self.new = IkeSA.from_rekey(sa, initiator=False, spi_i=chosen.spi, spi_r=spi_r, suite=suite, keys=keys,
+        self.new = type(sa).from_rekey(sa, initiator=False, spi_i=chosen.spi, spi_r=spi_r, suite=suite, keys=keys,
                                     nonce_i=nonce.data, nonce_r=nonce_r, now=now)
         self.nonces = (nonce.data, nonce_r)
         chosen.spi = spi_r

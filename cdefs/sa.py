@@ -11,7 +11,7 @@ import enum
 import ipaddress
 from dataclasses import dataclass, field
 
-from fastpath.algorithms import ENC_ALGS, INTEG_ALGS, EncAlg, IntegAlg
+from cdefs.algorithms import ENC_ALGS, INTEG_ALGS, EncAlg, IntegAlg
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -12,8 +12,8 @@ import ipaddress
 from typing import Any
 
 from cdefs import defines
-from fastpath.algorithms import ENC_ALGS, INTEG_ALGS
-from fastpath.sa import SA, Direction, Lifetime, Mode, TrafficSelector
+from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.sa import SA, Direction, Lifetime, Mode, TrafficSelector
 
 _E = defines("esp.h")
 U64 = (1 << 64) - 1
