@@ -12,6 +12,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from cdefs.sa import Mode
+from control.ike.child_keying import accept_selectors, esp_choice, install_child
 from control.ike.config import ChildConfig
 from control.ike.constants import MIN_NEGOTIATED_SPI, ExchangeType, Notify, ProtocolId, TransformType, notify_name
 from control.ike.crypto import CryptoError, KeyExchange
@@ -38,7 +39,6 @@ from control.ike.proposals import (
 from control.ike.spi import random_esp_spi
 from control.ike.tasks.base import Initiator, Responder
 from control.ike.tasks.child_delete import ChildDeleteInitiator
-from control.ike.tasks.ike_auth import accept_selectors, esp_choice, install_child
 from control.ike.ts import narrow
 
 if TYPE_CHECKING:

@@ -1,0 +1,76 @@
+"""CHILD SA keying, shared by IKE_AUTH and CREATE_CHILD_SA: the responder's ESP choice, the initiator's
+selector checks, and KEYMAT into the inbound/outbound SA pair (RFC 7296 §2.17) that leaves the IKE core
+as plain data (``cdefs.sa.SA`` in a ``ChildSaEstablished`` event)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cdefs.sa import SA, Mode
+from control.ike.config import ChildConfig
+from control.ike.constants import MIN_NEGOTIATED_SPI, Notify
+from control.ike.crypto import child_keymat
+from control.ike.events import ChildSaEstablished, ChildState, IkeError
+from control.ike.message import Message, Proposal, TrafficSelectorEntry, TSPayload
+from control.ike.proposals import EspSuite, ProposalError, esp_suite
+from control.ike.ts import covered, to_fastpath
+
+if TYPE_CHECKING:
+    from control.ike.sa import IkeSA
+
+
+def install_child(sa: IkeSA, child: ChildState, *, exchange_initiator: bool | None = None,
+                  nonce_i: bytes | None = None, nonce_r: bytes | None = None, g_ir: bytes = b"",
+                  rekey_of: int | None = None) -> ChildSaEstablished:
+    """Derive KEYMAT and build the inbound and outbound fastpath SAs (RFC 7296 §2.17).
+
+    In IKE_AUTH the nonces are the IKE SA's and there is no g^ir; in CREATE_CHILD_SA they are the
+    exchange's nonces and, with PFS, its new shared secret.  "Initiator" is the exchange's initiator:
+    its outbound keys come first in KEYMAT."""
+    assert sa.suite is not None and sa.keys is not None and child.suite is not None
+    s = child.suite
+    ini = sa.initiator if exchange_initiator is None else exchange_initiator
+    ei, ai, er, ar = child_keymat(sa.suite.prf, sa.keys.sk_d, sa.nonce_i if nonce_i is None else nonce_i,
+                                  sa.nonce_r if nonce_r is None else nonce_r, s.enc_key_len, s.integ_key_len,
+                                  g_ir)
+    (out_e, out_a), (in_e, in_a) = ((ei, ai), (er, ar)) if ini else ((er, ar), (ei, ai))
+    local, remote = sa.local_ip, sa.remote_ip
+    encap = sa.use_natt
+    ours, theirs = sa.esp_ports
+    lts = [to_fastpath(t) for t in child.local_ts]
+    rts = [to_fastpath(t) for t in child.remote_ts]
+    common = dict(enc=s.enc, integ=s.integ, mode=child.config.mode, esn=s.esn, udp_encap=encap,
+                  local_ts=lts, remote_ts=rts)
+    outbound = SA(spi=child.spi_out, src=local, dst=remote, enc_key=out_e, integ_key=out_a, sport=ours,
+                  dport=theirs, **common)
+    inbound = SA(spi=child.spi_in, src=remote, dst=local, enc_key=in_e, integ_key=in_a, sport=theirs,
+                 dport=ours, **common)
+    sa.children.append(child)
+    return ChildSaEstablished(child.config.name, inbound, outbound, s, child.local_ts, child.remote_ts, rekey_of,
+                              initiator=ini)
+
+
+def esp_choice(child: ChildConfig, chosen: Proposal | None, transport: bool) -> EspSuite:
+    """A responder's checks on the ESP proposal it chose for child (None: none fitted): the suite,
+    or IkeError with what to refuse the child with."""
+    if chosen is None or len(chosen.spi) != 4 or int.from_bytes(chosen.spi, "big") < MIN_NEGOTIATED_SPI:
+        raise IkeError(Notify.NO_PROPOSAL_CHOSEN, f"no acceptable ESP proposal for {child.name}")
+    try:
+        suite = esp_suite(chosen)
+    except ProposalError as exc:
+        raise IkeError(Notify.NO_PROPOSAL_CHOSEN, str(exc)) from None
+    if transport != (child.mode == Mode.TRANSPORT):
+        raise IkeError(Notify.NO_PROPOSAL_CHOSEN, f"mode mismatch for {child.name}")
+    return suite
+
+
+def accept_selectors(state: ChildState, msg: Message, tsi: TSPayload, tsr: TSPayload,
+                     local_ts: list[TrafficSelectorEntry], remote_ts: list[TrafficSelectorEntry], mode: Mode) -> None:
+    """An initiator's checks on the responder's TSi/TSr (within what it asked for) and mode;
+    the selectors then become the CHILD SA's."""
+    if not all(covered(t, local_ts) for t in tsi.selectors) or \
+            not all(covered(t, remote_ts) for t in tsr.selectors):
+        raise IkeError(Notify.TS_UNACCEPTABLE, "responder widened the traffic selectors")
+    if bool(msg.notifies(Notify.USE_TRANSPORT_MODE)) != (mode == Mode.TRANSPORT):
+        raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder did not agree on the mode")
+    state.local_ts, state.remote_ts = list(tsi.selectors), list(tsr.selectors)
