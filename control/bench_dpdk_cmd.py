@@ -39,6 +39,7 @@ def add_verb(bench_sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from control import bench_dpdk_control
     from fastpath.dpdk import DpdkUnavailable, EalError
     from fastpath.dpdk.bench import run
     from fastpath.dpdk.gw_bench import run_gateway
@@ -51,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError("--seconds must be positive")
         if args.mode == "gateway":
             res = run_gateway(args.size, args.direction, engine=args.crypto, seconds=args.seconds, burst=args.burst,
-                              lcore=args.lcore)
+                              lcore=args.lcore, control=[sys.executable, "-m", bench_dpdk_control.__name__])
         else:
             res = run(args.size, args.direction, engine=args.crypto, seconds=args.seconds, burst=args.burst)
     except (ValueError, DpdkUnavailable, EalError, EngineError, RuntimeError) as exc:

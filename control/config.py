@@ -35,12 +35,13 @@ from typing import Any
 import yaml
 from cryptography import x509
 
+from cdefs.sa import Mode
 from control.ike.certs import CertError, Credentials, dn_to_string, load_cert, load_key
 from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.message import TrafficSelectorEntry
 from control.ike.proposals import ProposalError, parse_proposals
 from control.shm import Capacities
-from fastpath.sa import Mode
+from fastpath.plan import DpdkConfig, FastpathConfig
 
 __all__ = ["ConfigError", "Config", "GatewayConfig", "ConnectionConfig", "ChildSpec", "SecretEntry",
            "load_config", "parse_config", "parse_duration"]
@@ -133,41 +134,7 @@ class GatewayConfig:
     log_file: str = ""              # `ipsecgw run` logs here (appended) instead of stderr; "" = stderr
     keep_alive: int = 20            # NAT-T keepalive interval behind a NAT, seconds (charon.keep_alive); 0 = off
     window_size: int = 1            # IKE Message ID window (charon.window_size)
-    fastpath: FastpathConfig = field(default_factory=lambda: FastpathConfig())
-
-
-@dataclass
-class FastpathConfig:
-    """gateway.fastpath: how ``ipsecgw fastpath`` moves packets (docs/fastpath.md)."""
-    io: str = "kernel"              # kernel: TUN + UDP/raw sockets (the only mode so far)
-    engine: str = "best"            # an ESP engine name (ipsecgw caps) or best
-    tun: str = "ipsecgw0"
-    tun_mtu: int = 0                # 0 = outer_mtu minus the largest ESP overhead of the configured proposals
-    tun_addrs: list[str] = field(default_factory=list)     # e.g. [10.1.0.1/32]: also the ICMP error source
-    outer_mtu: int = 1500
-    batch: int = 256                # packets per batch
-    hold: int = 64                  # packets held per gateway while an ACQUIRE is answered; 0 = drop them
-    offload: bool = True            # TUN TSO/GSO (IFF_VNET_HDR), UDP_SEGMENT and UDP_GRO (docs/fastpath.md)
-    clear: str = "tun"              # clear side: tun, or af_packet on clear_interface (docs/fastpath.md)
-    clear_interface: str = ""       # the LAN-facing interface with clear: af_packet
-    dpdk: DpdkConfig | None = None  # io: dpdk: the DPDK worker's ports and EAL (docs/dpdk.md)
-
-
-@dataclass
-class DpdkConfig:
-    """gateway.fastpath.dpdk (io: dpdk): EAL, the two ethdev ports and the worker (docs/dpdk.md)."""
-    vdevs: list[str] = field(default_factory=list)       # EAL --vdev values, e.g. net_af_packet0,iface=eth1
-    pci: list[str] = field(default_factory=list)         # EAL -a values (PCI devices)
-    eal_args: list[str] = field(default_factory=list)    # more EAL arguments, appended as written
-    clear_port: str = ""            # ethdev name of the clear (LAN) side
-    protected_port: str = ""        # ethdev name of the protected (WAN, ESP) side
-    clear_interface: str = ""       # the kernel interface of each port (ARP/ND, IKE, addresses); from iface=
-    protected_interface: str = ""
-    burst: int = 32
-    cores: str = "0"                # EAL -l
-    memory_mb: int = 256
-    idle_sleep_us: int = 50         # nap after 64 empty polls; 0 = busy poll
-    slice_ms: int = 2               # the C loop runs this long between Python's SA syncs
+    fastpath: FastpathConfig = field(default_factory=FastpathConfig)
 
 
 @dataclass

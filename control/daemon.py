@@ -29,30 +29,28 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cdefs.sa import SA, Direction
 from control.config import ChildSpec, Config, ConnectionConfig, core_schedules_rekeys
 from control.ctl import ControlError, ControlServer
 from control.daemon_commands import DaemonCommands
 from control.host_addrs import local_addresses, route_source
-from control.ike.constants import ExchangeType
-from control.ike.message import TrafficSelectorEntry
-from control.ike.sa import (
-    NATT_KEEPALIVE,
-    NON_ESP_MARKER,
+from control.ike.constants import NATT_KEEPALIVE, NON_ESP_MARKER, ExchangeType
+from control.ike.events import (
     ChildSaEstablished,
     ChildSaFailed,
     Datagram,
-    IkeSA,
     IkeSaEstablished,
     IkeSaFailed,
     IkeSaReauthenticated,
     IkeSaReauthStarted,
     State,
 )
+from control.ike.message import TrafficSelectorEntry
+from control.ike.sa import IkeSA
 from control.sa_text import esp_proposal_name, ike_proposal_name, notify_text, ts_text
 from control.shm import ControlRegion, Policy, RegionError
 from control.ts_policies import policies_for
 from control.wireshark_keys import wireshark_tables
-from fastpath.sa import SA, Direction
 
 __all__ = ["Daemon", "run_daemon", "ike_proposal_name", "esp_proposal_name", "wireshark_tables"]
 
@@ -1079,15 +1077,6 @@ class Daemon(DaemonCommands):
 
 
 # -- entry point ------------------------------------------------------------------------------------
-
-def setup_logging(level: str, stream: Any = None) -> None:
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root = logging.getLogger("ipsecgw")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
-
 
 async def run_daemon(config: Config, *, control_only: bool = True) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""

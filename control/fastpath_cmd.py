@@ -1,4 +1,6 @@
-"""``ipsecgw fastpath -c CONFIG``: run the fastpath process (kernel I/O) beside a running control process."""
+"""``ipsecgw fastpath -c CONFIG``: run the fastpath process (kernel or DPDK I/O) beside a running control process.
+
+The fastpath is handed a ``FastpathPlan`` (control/fastpath_plan.py), never the configuration itself."""
 
 from __future__ import annotations
 
@@ -22,19 +24,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from control.daemon import setup_logging
+    from control.fastpath_plan import fastpath_plan
     from fastpath.daemon import Fastpath, serve_until_signal
     from fastpath.io.kio import KioError
     from fastpath.io.tun import TunError
+    from fastpath.logs import setup_logging
     from fastpath.shm import RegionError
 
     cfg = load_config_or_report(args.config)
     if cfg is None:
         return 2
     setup_logging(args.log_level or cfg.gateway.log_level)
-    if cfg.gateway.fastpath.io == "dpdk":       # the DPDK fastpath instead (fastpath/dpdk/daemon.py)
+    plan = fastpath_plan(cfg)
+    if plan.settings.io == "dpdk":       # the DPDK fastpath instead (fastpath/dpdk/daemon.py)
         from fastpath.dpdk.daemon import serve
 
-        return serve(cfg, args.wait)
-    return serve_until_signal(lambda: Fastpath(cfg, region_timeout=args.wait),
+        return serve(plan, args.wait)
+    return serve_until_signal(lambda: Fastpath(plan, region_timeout=args.wait),
                               (RegionError, TunError, KioError, OSError))

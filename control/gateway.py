@@ -29,13 +29,13 @@ import subprocess
 import time
 from typing import Any
 
+from cdefs.sa import Direction
 from control.config import Config, ConfigError, ConnectionConfig, load_config
 from control.ctl import CommandError
 from control.daemon import PRIO_INSTALLED, PRIO_TRAP, ChildEntry, Daemon, run_until_signal
 from control.shm import BYPASS, DISCARD, PROTECT, ControlRegion, Policy
 from control.supervisor import STATE_ENV
 from control.ts_policies import policies_for as _policies_for
-from fastpath.sa import Direction
 from fastpath.status import Status
 
 __all__ = ["GatewayDaemon", "run_gateway"]
@@ -456,7 +456,7 @@ class GatewayDaemon(Daemon):
                 "restart_needed": restart, "routes": routes, "summary": summary}
 
     def _routes(self) -> set[str]:
-        from fastpath.daemon import tun_routes
+        from control.fastpath_plan import tun_routes
 
         return set(tun_routes(self.config))
 

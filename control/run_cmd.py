@@ -46,7 +46,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from control.daemon import setup_logging
+    from fastpath.logs import setup_logging
 
     cfg = load_config_or_report(args.config)
     if cfg is None:

@@ -311,6 +311,7 @@ def standby_main(argv: list[str]) -> int:
     from control import cli
 
     cli.build_parser(argv[0])            # the command's module and the configuration modules
+    import control.fastpath_plan  # noqa: F401 - imported now so that a takeover does not wait for it
     import fastpath.daemon  # noqa: F401 - imported now so that a takeover does not wait for it
     from fastpath import engines
 
@@ -326,7 +327,7 @@ def standby_main(argv: list[str]) -> int:
 
 def run_supervisor(config_path: str, config: Config, log_level: str | None, log_file: str | None) -> int:
     """``ipsecgw run`` without ``--control-only``: returns the exit code."""
-    from control.daemon import setup_logging
+    from fastpath.logs import setup_logging
 
     path = log_file or config.gateway.log_file
     out: IO[bytes] | None = None

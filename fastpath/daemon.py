@@ -29,16 +29,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from control.config import Config
+from cdefs.sa import Direction
 from fastpath import engines
 from fastpath.batch import Batch
-from fastpath.classify import Classifier, inner_mtu
+from fastpath.classify import Classifier
 from fastpath.engines.base import Engine
 from fastpath.io import kio
 from fastpath.io.sockets import NattSocket, esp_socket, ipv6_sockets, send_socket, single_fd
-from fastpath.io.tun import Tun, remote_routes
+from fastpath.io.tun import Tun
+from fastpath.plan import FastpathPlan
 from fastpath.region_sync import sync_region
-from fastpath.sa import Direction
 from fastpath.shm import FastpathRegion, RegionError
 from fastpath.status import N_STATUS, Status
 from fastpath.totals import WRITE_EVERY, Totals, batch_bytes, read_status, write_status
@@ -52,41 +52,6 @@ PUBLISH_EVERY = 0.1      # seconds between counter/event publications
 HOLD_TIMEOUT = 3.0       # held packets older than this are dropped
 DRAIN_ROUNDS = 8         # batches per direction per wake-up, so neither direction starves the other
 INBOUND_MTU = 9216       # receive slots take jumbo (or reassembled) outer packets
-
-
-def ipv6_outer(config: Config) -> bool:
-    """May any connection run over IPv6?  Yes if an address on either side is IPv6, or a connection has
-    no literal address at all (%any on both sides: either family)."""
-    for c in config.connections.values():
-        lit = [a for a in (*c.local_addrs, *c.remote_addrs) if a != "%any"]
-        if not lit or any(ipaddress.ip_address(a).version == 6 for a in lit):
-            return True
-    return False
-
-
-def auto_tun_mtu(config: Config) -> int:
-    """Outer MTU minus the largest ESP overhead any configured child may negotiate (UDP encapsulation
-    counted, since NAT detection or the peer can turn it on; the outer header is IPv6's 40 bytes if any
-    connection may run over IPv6: one TUN serves them all)."""
-    outer = config.gateway.fastpath.outer_mtu
-    ip = 40 if ipv6_outer(config) else 20
-    worst = outer
-    for conn in config.connections.values():
-        for child in conn.children:
-            for prop in child.esp_proposals:
-                aead = any(k in prop for k in ("gcm", "gmac", "chacha", "ccm"))
-                iv, icv, blk = (8, 16, 4) if aead else (16, 32, 16)
-                worst = min(worst, inner_mtu(outer, ip + 8 + 8 + iv + icv, blk))
-    return worst if worst < outer else inner_mtu(outer, ip + 8 + 8 + 16 + 32, 16)
-
-
-def tun_routes(config: Config) -> list[str]:
-    nets = []
-    for conn in config.connections.values():
-        for child in conn.children:
-            for ts in child.remote_ts:
-                nets.extend(str(n) for n in ipaddress.summarize_address_range(ts.start, ts.end))
-    return remote_routes(nets)
 
 
 def _accept_local(dev: str) -> None:
@@ -156,27 +121,26 @@ def serve_until_signal(make: Callable[[], Any], errors: tuple[type[BaseException
 
 
 class Fastpath:
-    def __init__(self, config: Config, region_timeout: float = 30.0):
+    def __init__(self, plan: FastpathPlan, region_timeout: float = 30.0):
         kio.need_lib()
-        self.config = config
-        gw = config.gateway
-        fp = gw.fastpath
+        self.plan = plan
+        fp = plan.settings
         self.fp = fp
         self.stop_requested = False
         self.totals = Totals()
-        self.region = wait_for_region(gw.shm_path, region_timeout)
+        self.region = wait_for_region(plan.shm_path, region_timeout)
         self.started = time.time()
         prev = read_status(self.region.path) if int(self.region.hdr.fastpath_attaches) > 1 else None
         if prev is not None:           # a restart on the same region: the gateway totals carry on
             self.totals.restore(prev["totals"])
         try:
-            self._setup(config)
+            self._setup(plan)
         except BaseException:
             self.region.close()
             raise
 
-    def _setup(self, config: Config) -> None:
-        gw, fp = config.gateway, self.fp
+    def _setup(self, plan: FastpathPlan) -> None:
+        fp = self.fp
         self.engine = engines.create(fp.engine, capacity=self.region.caps.n_sa)
         self.offload = fp.offload
         # clear side: a TUN, or an existing interface through AF_PACKET (fastpath/io/afpacket.py), which is
@@ -186,16 +150,16 @@ class Fastpath:
         if fp.clear == "af_packet":
             from fastpath.io.afpacket import PacketPort, status_path
 
-            self.afp = PacketPort(fp.clear_interface, tun_routes(config), vnet=self.offload, hold=fp.hold,
-                                  status_file=status_path(gw.shm_path))
+            self.afp = PacketPort(fp.clear_interface, list(plan.routes), vnet=self.offload, hold=fp.hold,
+                                  status_file=status_path(plan.shm_path))
             self.tun_mtu = self.afp.mtu
             self.tun: Tun | PacketPort = self.afp
             log.info("clear side: AF_PACKET on %s (MTU %d, MAC %s, %d neighbour(s) known), blackhole routes %s",
                      self.afp.name, self.afp.mtu, self.afp.mac, len(self.afp.known),
                      ", ".join(self.afp.routes) or "none")
         else:
-            self.tun_mtu = fp.tun_mtu or auto_tun_mtu(config)
-            self.tun = Tun(fp.tun, self.tun_mtu, fp.tun_addrs, tun_routes(config), vnet=self.offload)
+            self.tun_mtu = plan.tun_mtu
+            self.tun = Tun(fp.tun, self.tun_mtu, fp.tun_addrs, list(plan.routes), vnet=self.offload)
             _accept_local(fp.tun)
         # offloads: TUN reads may be TCP super-segments (cut into packets in C), TUN writes coalesce TCP runs,
         # ESP-in-UDP leaves in UDP_SEGMENT runs and arrives in UDP_GRO bundles
@@ -209,7 +173,7 @@ class Fastpath:
                 src4 = str(ip)
             elif ip.version == 6 and src6 is None:
                 src6 = str(ip)
-        self.cls = Classifier(self.region, fp.outer_mtu, gw.ike_port, gw.natt_port, src4, src6, fragment=True)
+        self.cls = Classifier(self.region, fp.outer_mtu, plan.ike_port, plan.natt_port, src4, src6, fragment=True)
         # too-big IPv4 without DF: cut into inner fragments here, each its own ESP packet (cdefs/kio_frag.c)
         self.frag = Batch(fp.batch, mtu=max(fp.outer_mtu, 1280))
         self.kfrag = kio.KBatch(self.frag)
@@ -228,14 +192,13 @@ class Fastpath:
         self.hold_since = 0.0
         self.esp = esp_socket()
         self.raw = send_socket()
-        local = sorted({a for c in config.connections.values() for a in c.local_addrs if a != "%any"})
         # outer IPv6: ESP on its own raw socket (headers rebuilt in C), IPv6 packets leave on AF_INET6 IPPROTO_RAW
-        self.esp6, self.raw6 = ipv6_sockets(ipv6_outer(config))
+        self.esp6, self.raw6 = ipv6_sockets(plan.ipv6_outer)
         self.raw6_fd = self.raw6.fileno() if self.raw6 is not None else -1
         self.natt: list[NattSocket] = []
-        for a in local:
+        for a in plan.local_addrs:
             try:
-                self.natt.append(NattSocket(a, gw.natt_port, gro=self.offload))
+                self.natt.append(NattSocket(a, plan.natt_port, gro=self.offload))
             except OSError as exc:
                 log.error("%s; ESP-in-UDP on %s is not received", exc.strerror, a)
         self.udp_fd, self.udp6_fd = single_fd(self.natt, False), single_fd(self.natt, True)
@@ -300,7 +263,7 @@ class Fastpath:
     def _send_esp(self, kb: kio.KBatch, n: int, verdict: np.ndarray) -> None:
         send = kb.send_gso if self.offload else kb.send
         sent, failed = send(self.raw.fileno(), n, verdict, kio.V_PROTECT, self.udp_fd,
-                            self.config.gateway.natt_port, raw6_fd=self.raw6_fd, udp6_fd=self.udp6_fd)
+                            self.plan.natt_port, raw6_fd=self.raw6_fd, udp6_fd=self.udp6_fd)
         self.totals.sent += sent
         self.totals.send_failed += failed
         self.totals.esp_out_bytes += batch_bytes(kb, n, verdict, kio.V_PROTECT)

@@ -53,12 +53,30 @@ def test_errors_name_the_field(text: str, needle: str) -> None:
 
 
 def test_tun_mtu_and_routes_follow_the_config() -> None:
-    from fastpath.daemon import auto_tun_mtu, tun_routes
+    from control.fastpath_plan import auto_tun_mtu, tun_routes
 
     cfg = _cfg("  log_level: info\n")
     # outer 1500 - (IPv4 20 + UDP 8 + ESP 8 + IV 8 + ICV 16), padded to 4 with 2 trailer bytes
     assert auto_tun_mtu(cfg) == (1500 - 60) // 4 * 4 - 2
     assert tun_routes(cfg) == ["10.2.0.0/24", "10.3.0.0/24"]
+
+
+def test_plan_carries_what_the_fastpath_reads() -> None:
+    """The fastpath is given a FastpathPlan, not the configuration: everything it used to work out from the
+    connections is in it, resolved."""
+    from control.fastpath_plan import auto_tun_mtu, fastpath_plan
+    from fastpath.plan import FastpathPlan
+
+    cfg = _cfg("  shm: {path: /dev/shm/plan-test.shm}\n  ike_port: 1500\n  natt_port: 14500\n")
+    plan = fastpath_plan(cfg)
+    assert plan == FastpathPlan(settings=cfg.gateway.fastpath, shm_path="/dev/shm/plan-test.shm", ike_port=1500,
+                                natt_port=14500, local_addrs=("192.0.2.1",), peer_addrs=("192.0.2.2",),
+                                ipv6_outer=False, routes=("10.2.0.0/24", "10.3.0.0/24"), tun_mtu=auto_tun_mtu(cfg))
+    assert fastpath_plan(_cfg("  fastpath: {tun_mtu: 1400}\n")).tun_mtu == 1400
+    any_v6 = BASE.replace("local_addrs: [192.0.2.1]", "local_addrs: ['%any']").replace(
+        "remote_addrs: [192.0.2.2]", "remote_addrs: ['2001:db8::2', 192.0.2.2]")
+    plan = fastpath_plan(parse_config(any_v6.format(gateway="  log_level: info\n"), "gw.yaml"))
+    assert (plan.local_addrs, plan.peer_addrs, plan.ipv6_outer) == ((), ("2001:db8::2", "192.0.2.2"), True)
 
 
 def test_clear_side_af_packet() -> None:

@@ -245,7 +245,7 @@ def test_ipsecgw_to_strongswan_over_ipv6(tmp_path: Path) -> None:
 
 def test_auto_tun_mtu_counts_the_ipv6_outer_header(tmp_path: Path) -> None:
     from control.config import load_config
-    from fastpath.daemon import auto_tun_mtu
+    from control.fastpath_plan import auto_tun_mtu
 
     got = {}
     for outer in ("ipv4", "ipv6", "dual"):

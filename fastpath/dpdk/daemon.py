@@ -20,25 +20,21 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import ipaddress
 import logging
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from control.config import Config, load_config_or_report
 from fastpath.daemon import (
     HOLD_TIMEOUT,
     PUBLISH_EVERY,
     drop_sessions,
     pid_alive,
     serve_until_signal,
-    tun_routes,
     wait_for_region,
 )
 from fastpath.dpdk import eal
@@ -46,6 +42,7 @@ from fastpath.dpdk.gw import GatewayWorker
 from fastpath.dpdk.kernel import Address, Blackholes, Guard, Neighbours, interface_address, local_addresses
 from fastpath.dpdk.status import remove_status, write_status
 from fastpath.placement import Placement
+from fastpath.plan import FastpathPlan
 from fastpath.region_sync import sync_region
 from fastpath.shm import RegionError
 
@@ -57,17 +54,17 @@ RUNTIME_DIR = "/var/run/dpdk"   # EAL's runtime directories, for root
 
 
 class DpdkFastpath:
-    def __init__(self, config: Config, region_timeout: float = 30.0):
-        gw, fp = config.gateway, config.gateway.fastpath
+    def __init__(self, plan: FastpathPlan, region_timeout: float = 30.0):
+        fp = plan.settings
         d = fp.dpdk
         if d is None:
             raise ValueError("gateway.fastpath.dpdk is missing (io: dpdk)")
-        self.config, self.d = config, d
+        self.plan, self.d = plan, d
         self.stop_requested = False
         # One EAL runtime directory per gateway (named after its region), not per pid: a fastpath the
         # supervisor restarts after a crash takes over its predecessor's instead of leaving one behind.
-        self.file_prefix = "ipsecgw-gw-" + hashlib.sha1(os.path.abspath(gw.shm_path).encode()).hexdigest()[:12]
-        self.region = wait_for_region(gw.shm_path, region_timeout)
+        self.file_prefix = "ipsecgw-gw-" + hashlib.sha1(os.path.abspath(plan.shm_path).encode()).hexdigest()[:12]
+        self.region = wait_for_region(plan.shm_path, region_timeout)
         self.guard: Guard | None = None
         self.blackholes: Blackholes | None = None
         self.worker: GatewayWorker | None = None
@@ -78,13 +75,13 @@ class DpdkFastpath:
                                   file_prefix=self.file_prefix))
             log.debug("EAL up")
             self.guard = Guard([d.clear_interface, d.protected_interface])
-            self.blackholes = Blackholes(tun_routes(config))
+            self.blackholes = Blackholes(list(plan.routes))
             self.neigh = Neighbours({"clear": d.clear_interface, "protected": d.protected_interface})
             snap = self.neigh.snapshot()
             src4 = interface_address(d.clear_interface, 4)
             src6 = interface_address(d.clear_interface, 6)
             self.worker = GatewayWorker(self.region, d.clear_port, d.protected_port, burst=d.burst,
-                                        outer_mtu=fp.outer_mtu, ike_port=gw.ike_port, natt_port=gw.natt_port,
+                                        outer_mtu=fp.outer_mtu, ike_port=plan.ike_port, natt_port=plan.natt_port,
                                         idle_sleep_us=d.idle_sleep_us, icmp_src4=str(src4) if src4 else None,
                                         icmp_src6=str(src6) if src6 else None, on_place=self._placed)
             log.debug("worker up")
@@ -94,10 +91,9 @@ class DpdkFastpath:
                 self.worker.set_neighbour(dst, mac)
             self.pending: dict[Address, float] = {}      # destinations missing a MAC -> first missed
             # the peers are the first next hops anyone needs: ask now, not on the first ESP packet
-            for conn in config.connections.values():
-                for a in conn.remote_addrs:
-                    if a != "%any" and ipaddress.ip_address(a) not in self.neigh.macs:
-                        self.pending.setdefault(ipaddress.ip_address(a), time.monotonic())
+            for a in plan.peer_addrs:
+                if ipaddress.ip_address(a) not in self.neigh.macs:
+                    self.pending.setdefault(ipaddress.ip_address(a), time.monotonic())
             self._resolve(time.monotonic())
         except BaseException:
             self.close()
@@ -129,7 +125,7 @@ class DpdkFastpath:
         assert w is not None
         placed = w.engine.placements()
         self._published_changes = w.engine.changes
-        write_status(self.config.gateway.shm_path,
+        write_status(self.plan.shm_path,
                      {"engine": ENGINE, "engines_used": sorted({p["label"] for p in placed.values()}),
                       "placements": {str(slot): p for slot, p in placed.items()}, "pid": os.getpid(),
                       "crypto_sessions": asdict(cs) if (cs := w.engine.table.stats()) is not None else None,
@@ -192,7 +188,7 @@ class DpdkFastpath:
             drop_sessions(self.region, w.engine)
             done = w.stats()
             w.close()
-            remove_status(self.config.gateway.shm_path)
+            remove_status(self.plan.shm_path)
             log.info("fastpath stopped: %s", done)
         if self.guard is not None:
             self.guard.close()
@@ -207,30 +203,9 @@ class DpdkFastpath:
         shutil.rmtree(Path(RUNTIME_DIR) / self.file_prefix, ignore_errors=True)
 
 
-def serve(cfg: Config, wait: float = 30.0) -> int:
+def serve(plan: FastpathPlan, wait: float = 30.0) -> int:
     """Run the DPDK fastpath until SIGTERM/SIGINT (``ipsecgw fastpath`` calls this when io is dpdk)."""
-    if cfg.gateway.fastpath.io != "dpdk":
-        log.error("gateway.fastpath.io is %s, not dpdk", cfg.gateway.fastpath.io)
+    if plan.settings.io != "dpdk":
+        log.error("gateway.fastpath.io is %s, not dpdk", plan.settings.io)
         return 2
-    return serve_until_signal(lambda: DpdkFastpath(cfg, region_timeout=wait), (RegionError, eal.EalError, OSError))
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fastpath.dpdk.daemon",
-                                description="The fastpath with DPDK I/O (gateway.fastpath.io: dpdk); "
-                                            "ipsecgw fastpath runs the same.")
-    p.add_argument("-c", "--config", required=True)
-    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for control's region")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-    args = p.parse_args(argv)
-    from control.daemon import setup_logging
-
-    cfg = load_config_or_report(args.config)
-    if cfg is None:
-        return 2
-    setup_logging(args.log_level or cfg.gateway.log_level)
-    return serve(cfg, args.wait)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return serve_until_signal(lambda: DpdkFastpath(plan, region_timeout=wait), (RegionError, eal.EalError, OSError))

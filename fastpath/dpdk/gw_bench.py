@@ -2,9 +2,9 @@
 
 What is measured is what ``ipsecgw run`` with ``io: dpdk`` runs, minus the kernel interfaces:
 
-- a control process (fastpath/dpdk/bench_control.py) creates the shared-memory region with
-  ``control.shm`` (the SPD and one AES-128-GCM tunnel CHILD SA) and keeps changing another SA every
-  100 ms while we measure;
+- a control process (the command the caller passes: ``ipsecgw bench dpdk`` runs
+  control/bench_dpdk_control.py) creates the shared-memory region with ``control.shm`` (the SPD and one
+  AES-128-GCM tunnel CHILD SA) and keeps changing another SA every 100 ms while we measure;
 - this process attaches to the region as the fastpath does, starts EAL on one core, and runs the
   ``GatewayWorker`` (cdefs/dpdk_gw.c): net_pcap replays pre-built frames (``infinite_rx=1``) on the clear
   port (``out``: per-packet frame checks, SPD lookup in the region, MTU check, sequence reservation,
@@ -23,9 +23,9 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,8 @@ def _prefer(engine: str) -> str:
     return "software:ipsec-mb-core" if vdev is None else f"{rung}:{vdev}"
 
 
-def _control(path: str, direction: str) -> subprocess.Popen:
-    ctl = subprocess.Popen([sys.executable, "-m", "fastpath.dpdk.bench_control", path, direction],
+def _control(command: Sequence[str], path: str, direction: str) -> subprocess.Popen:
+    ctl = subprocess.Popen([*command, path, direction],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                            cwd=Path(__file__).resolve().parents[2])
     assert ctl.stdout is not None
@@ -103,8 +103,11 @@ class _Driver:
 
 
 def run_gateway(size: int, direction: str, engine: str = "crypto_aesni_gcm0", seconds: float = 5.0,
-                warmup: float = 1.0, burst: int = 32, slice_ms: int = 2, lcore: int = 0) -> DpdkBenchResult:
-    """Measure the gateway worker in this process (EAL starts here: once per process)."""
+                warmup: float = 1.0, burst: int = 32, slice_ms: int = 2, lcore: int = 0, *,
+                control: Sequence[str]) -> DpdkBenchResult:
+    """Measure the gateway worker in this process (EAL starts here: once per process).  ``control`` is the
+    command of the control process, run with REGION DIRECTION appended: it is control's code, which the
+    fastpath may start but not import."""
     from fastpath.dpdk import eal
     from fastpath.dpdk.gw import GatewayWorker
     from fastpath.engines.base import EngineError
@@ -124,7 +127,7 @@ def run_gateway(size: int, direction: str, engine: str = "crypto_aesni_gcm0", se
     try:
         pcap = Path(tmp) / "rx.pcap"
         write_pcap(pcap, frames)
-        ctl = _control(shm, direction)
+        ctl = _control(control, shm, direction)
         region = FastpathRegion.attach(shm)
         vdevs = [f"net_pcap0,rx_pcap={pcap},infinite_rx=1", "net_null0,no-rx=1"] + ([vdev] if vdev else [])
         eal.init(eal.eal_args(vdevs, memory_mb=1024, lcores=str(lcore), file_prefix=prefix))

@@ -1,6 +1,6 @@
 """The control side of ``ipsecgw bench dpdk`` (gateway mode): a live process holding the region.
 
-``python -m fastpath.dpdk.bench_control REGION DIRECTION`` creates the shared-memory region with
+``python -m control.bench_dpdk_control REGION DIRECTION`` creates the shared-memory region with
 ``control.shm`` as the control daemon does: the SPD (a PROTECT policy for the benchmark's flows bound
 to the outbound SA, and a catch-all DISCARD below it) and one AES-128-GCM tunnel CHILD SA (both
 directions), prints ``ready``, and then stays attached: every 100 ms it installs or deletes another,
