@@ -1,7 +1,7 @@
 # ipsecgw: every target does its own set-up on a fresh Debian 12 machine (run as root).
 #   make test   apt packages, virtualenv, editable install with the cffi build, lint, the whole suite
 #   make build  rebuild the C modules in place after editing cdefs/
-#   make lint   ruff
+#   make lint   ruff, and lint-imports (the layer contracts in pyproject.toml)
 #   make demo   two ipsecgw gateways and a strongSwan site in network namespaces: ping, iperf3, list-sas
 
 PYTHON ?= python3
@@ -16,7 +16,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc make pkg-config libssl-dev 
 	charon-systemd strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins \
 	libstrongswan-extra-plugins dpdk dpdk-dev libdpdk-dev
 # what the virtualenv must be able to import before it is trusted (a half-made one is rebuilt)
-VENV_CHECK := import cffi, cryptography, numpy, yaml, pytest, scapy, control.cli, fastpath
+VENV_CHECK := import cffi, cryptography, numpy, yaml, pytest, scapy, importlinter, control.cli, fastpath
 
 .PHONY: test lint build deps venv clean bench demo
 
@@ -52,6 +52,7 @@ build: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 test: venv lint
 	$(VENV)/bin/ipsecgw caps
