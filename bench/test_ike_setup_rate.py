@@ -1,7 +1,7 @@
 """IKE SA + first CHILD SA set-ups per second: our responder and strongSwan's, driven by our initiator.
 
 Two namespaces joined by a veth pair (tests/strongswan.NetnsPair).  The load generator
-(control/ike/loadgen.py: our initiator, ``CONCURRENCY`` IKE SAs in flight from distinct ports and
+(bench/ike_loadgen.py: our initiator, ``CONCURRENCY`` IKE SAs in flight from distinct ports and
 identities, PSK, aes128gcm16-prfsha256-x25519, ESP aes128gcm16) runs in namespace a pinned to CPU 0;
 the responder runs in namespace b pinned to CPU 1:
   - ours: ``IkeUdpEndpoint`` over the sans-IO core (``loadgen respond``), COOKIE threshold and
@@ -37,6 +37,7 @@ from strongswan import PLUGINS, Charon, NetnsPair
 from strongswan import unavailable_reason as swan_unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
+LOADGEN = ROOT / "bench" / "ike_loadgen.py"        # run by path: bench/ is not a package
 SECONDS = float(os.environ.get("IKE_BENCH_SECONDS", "2.5"))
 WARMUP = 0.7
 # alternating ours / strongSwan: the host is shared, so the best of each counts
@@ -67,7 +68,7 @@ def _env() -> dict:
 
 
 def _loadgen(ns: str, cpu: str, *args: str) -> list[str]:
-    return ["ip", "netns", "exec", ns, "taskset", "-c", cpu, sys.executable, "-m", "control.ike.loadgen", *args]
+    return ["ip", "netns", "exec", ns, "taskset", "-c", cpu, sys.executable, str(LOADGEN), *args]
 
 
 def generate(ns: str, remote: str, watch_pid: int) -> dict:

@@ -13,7 +13,7 @@ from control.ike.cookie import ResponderGate
 from control.ike.events import State
 from control.ike.message import Message, NoncePayload, NotifyPayload
 from control.ike.sa import IkeSA
-from control.ike.udp import IkeUdpEndpoint
+from control.ike_udp import IkeUdpEndpoint
 
 A, B = ("192.0.2.1", 500), ("198.51.100.2", 500)
 

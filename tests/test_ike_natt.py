@@ -22,7 +22,7 @@ from strongswan import Charon, in_netns, swanctl_conf, unavailable_reason
 from test_ike_strongswan import OUR_TS, PSK, THEIR_HOST, THEIR_TS, our_config
 
 from control.ike.events import ChildSaEstablished, IkeSaFailed, State
-from control.ike.udp import IkeUdpEndpoint
+from control.ike_udp import IkeUdpEndpoint
 from fastpath.pcapfile import PcapReader, ip_payload
 
 REASON = unavailable_reason() or (None if shutil.which("nft") else "nft missing (apt install nftables)") \

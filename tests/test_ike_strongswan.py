@@ -25,7 +25,7 @@ from control.ike.certs import Credentials
 from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed
 from control.ike.message import TrafficSelectorEntry
-from control.ike.udp import IkeUdpEndpoint
+from control.ike_udp import IkeUdpEndpoint
 from fastpath.batch import Batch
 from fastpath.engines import create
 from fastpath.status import Status

@@ -26,7 +26,7 @@ from control.ike.events import (
     IkeSaFailed,
     IkeSaRekeyed,
 )
-from control.ike.udp import IkeUdpEndpoint
+from control.ike_udp import IkeUdpEndpoint
 from fastpath.batch import Batch
 from fastpath.engines import create
 from fastpath.status import Status

@@ -22,7 +22,7 @@ from control.ike.certs import Credentials
 from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed
 from control.ike.message import TrafficSelectorEntry
-from control.ike.udp import IkeUdpEndpoint
+from control.ike_udp import IkeUdpEndpoint
 
 pytestmark = interop_marks()
 

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import socket
+import sys
+from pathlib import Path
+from types import ModuleType
 
 from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.constants import NATT_KEEPALIVE
 from control.ike.events import ChildSaEstablished, IkeSaDeleted, State
 from control.ike.message import TrafficSelectorEntry
-from control.ike.udp import READ_BATCH, IkeUdpEndpoint
+from control.ike_udp import READ_BATCH, IkeUdpEndpoint
 
 PSK = b"udp-layer-test-psk"
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _bench_tool(name: str) -> ModuleType:
+    """A tool in bench/ (scripts run by path, not a package; bench/ike_setup_cost.py imports ike_loadgen as
+    its neighbour).  bench/ goes last on sys.path so its conftest.py and the like never shadow tests/'."""
+    if str(BENCH) not in sys.path:
+        sys.path.append(str(BENCH))
+    return importlib.import_module(name)
 
 
 def _ports() -> tuple[int, int]:
@@ -163,21 +176,19 @@ def test_full_send_buffer_queues_in_order() -> None:
 def test_setup_cost_tool_runs_whole_set_ups() -> None:
     """The in-process cost tool drives complete set-ups (INIT, AUTH, Delete) through the endpoint's receive
     path: every responder IKE SA is gone afterwards and each exchange took some CPU."""
-    from control.ike.setup_cost import PHASES, measure
+    setup_cost = _bench_tool("ike_setup_cost")
 
-    out = measure(10, warmup=2)
+    out = setup_cost.measure(10, warmup=2)
     assert out["sas_left"] == 0
-    assert set(out["per_exchange_us"]) == set(PHASES)
+    assert set(out["per_exchange_us"]) == set(setup_cost.PHASES)
     assert all(us > 0 for us in out["per_exchange_us"].values()), out
     assert out["responder_cpu_us_per_setup"] > 0
 
 
 def test_responder_log_lines_reach_the_file_at_close(tmp_path) -> None:
-    """loadgen respond --log: block-buffered like charon's filelog, complete once the handler closes."""
-    from control.ike.loadgen import _log_to
-
+    """ike_loadgen.py respond --log: block-buffered like charon's filelog, complete once the handler closes."""
     path = tmp_path / "responder.log"
-    log = _log_to(str(path))
+    log = _bench_tool("ike_loadgen")._log_to(str(path))
     try:
         for n in range(3):
             log.info("IKE SA %d established", n)

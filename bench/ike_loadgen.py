@@ -7,16 +7,19 @@ at once (INFORMATIONAL Delete) and the slot starts the next one, so neither end 
 It runs on plain non-blocking sockets and a selector rather than asyncio, so the generator
 spends its core on IKE and little on the event loop.
 
-``respond`` serves ``IkeUdpEndpoint`` (the product's UDP layer over the sans-IO core) with the
-COOKIE threshold and half-open bound raised out of the way: the bench measures set-ups, not DoS
-protection.
+``respond`` serves ``IkeUdpEndpoint`` (control/ike_udp.py, the product's UDP layer over the
+sans-IO core) with the COOKIE threshold and half-open bound raised out of the way: the bench
+measures set-ups, not DoS protection.
 
 Both print one JSON line.  ``--watch-pid`` makes the generator read that process's CPU time
 (/proc/<pid>/stat, every thread) over the same window, so a responder's set-ups per CPU-second
 can be reported even when the generator, not the responder, is the bottleneck.
 
-    python -m control.ike.loadgen respond --local 192.0.2.2
-    python -m control.ike.loadgen initiate --local 192.0.2.1 --remote 192.0.2.2 --seconds 5
+    .venv/bin/python bench/ike_loadgen.py respond --local 192.0.2.2
+    .venv/bin/python bench/ike_loadgen.py initiate --local 192.0.2.1 --remote 192.0.2.2 --seconds 5
+
+A script run by path (bench/ is not a package), like the other bench tools; bench/ike_setup_cost.py
+imports its identities and CHILD SA settings.
 """
 
 from __future__ import annotations
@@ -240,7 +243,7 @@ def _log_to(path: str | None) -> logging.Logger:
 
 async def _respond(local_ip: str, psk: bytes, ike: str, esp: str, log_path: str | None = None) -> dict:
     from control.ike.cookie import ResponderGate
-    from control.ike.udp import IkeUdpEndpoint
+    from control.ike_udp import IkeUdpEndpoint
 
     counts = {"ike_established": 0, "child_established": 0, "deleted": 0, "failed": 0}
     # the lines an operator of the daemon gets per IKE SA (control/daemon.py logs the same events), so a
@@ -284,7 +287,7 @@ async def _respond(local_ip: str, psk: bytes, ike: str, esp: str, log_path: str 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m control.ike.loadgen", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="bench/ike_loadgen.py", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
     for name in ("initiate", "respond"):
         s = sub.add_parser(name)

@@ -1,4 +1,4 @@
-"""A thin asyncio UDP shell around the sans-IO IKE core.
+"""A thin asyncio UDP shell around the sans-IO IKE core (control/ike/, which imports no sockets and no asyncio).
 
 One non-blocking socket on the IKE port and one on the NAT-T port of a local
 address, watched with ``loop.add_reader``: each wake-up drains up to

@@ -10,10 +10,10 @@ With ``--callgrind`` the responder's calls are the only thing valgrind's callgri
 gives instruction counts that a busy host does not move (a two-line client request compiled with
 cffi into a temporary directory; needs a C compiler and valgrind's headers):
 
-    valgrind --tool=callgrind --collect-atstart=no python -m control.ike.setup_cost --setups 40 --callgrind
+    valgrind --tool=callgrind --collect-atstart=no .venv/bin/python bench/ike_setup_cost.py --setups 40 --callgrind
     # Collected / setups = instructions per set-up of the responder
 
-Without it:  python -m control.ike.setup_cost --setups 2000
+Without it:  .venv/bin/python bench/ike_setup_cost.py --setups 2000
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ike_loadgen import INITIATOR_TS, RESPONDER_ID, RESPONDER_TS, _child
+
 from control.ike.config import Identity, IkeConfig
 from control.ike.cookie import ResponderGate
 from control.ike.events import Address, ChildSaEstablished, State
-from control.ike.loadgen import INITIATOR_TS, RESPONDER_ID, RESPONDER_TS, _child
 from control.ike.sa import IkeSA
-from control.ike.udp import IkeUdpEndpoint
+from control.ike_udp import IkeUdpEndpoint
 
 A_IP, B_IP = "192.0.2.1", "192.0.2.2"
 PHASES = ("IKE_SA_INIT", "IKE_AUTH", "INFORMATIONAL Delete")
@@ -136,7 +137,7 @@ def measure(setups: int, *, warmup: int = 20, callgrind: bool = False, psk: byte
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m control.ike.setup_cost", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="bench/ike_setup_cost.py", description=__doc__.split("\n")[0])
     p.add_argument("--setups", type=int, default=1000)
     p.add_argument("--callgrind", action="store_true", help="count only the responder's calls under callgrind")
     a = p.parse_args(argv)
