@@ -34,8 +34,9 @@ deps:
 		apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
 	fi
 
-# The venv is trusted only when it can import what the suite needs; anything less (an interrupted
-# `python3 -m venv`, a pip run cut short, a deleted site-packages) is removed and made again.
+# The venv is trusted only when it can import what the suite needs. One without pip (an interrupted or
+# failed `python3 -m venv`) is removed and made again; one with pip (a pip run cut short, a deleted
+# package) gets the install run again.
 venv: deps
 	@$(PY) -c '$(VENV_CHECK)' 2>/dev/null || rm -f $(VENV)/.stamp
 	@$(MAKE) --no-print-directory $(VENV)/.stamp

@@ -237,20 +237,23 @@ class Tcpdump:
             self._err += self.proc.stderr.read() or b""
         return True
 
+    def _all_written(self) -> bool:
+        """The last counts tcpdump printed say it wrote every packet its filter took."""
+        found = self.STATS.findall(self._err)
+        return bool(found) and found[-1][0] == found[-1][1]
+
+    def _ask_counts(self) -> bool:
+        """Ask for fresh counts (SIGUSR1 prints them) and judge them."""
+        self._err = b""
+        self.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.05)
+        self._err += self.proc.stderr.read() or b""
+        return self._all_written()
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Wait until all the filter took is written (SIGUSR1 prints the counts), then end tcpdump."""
+        """Wait until all the filter took is written, then end tcpdump."""
         if self.proc.poll() is None:
-            def flushed() -> bool:
-                found = self.STATS.findall(self._err)
-                if found and found[-1][0] == found[-1][1]:
-                    return True
-                self._err = b""
-                self.proc.send_signal(signal.SIGUSR1)
-                time.sleep(0.05)
-                self._err += self.proc.stderr.read() or b""
-                found = self.STATS.findall(self._err)
-                return bool(found) and found[-1][0] == found[-1][1]
-            ok = self._until(flushed, timeout)
+            ok = self._until(lambda: self._all_written() or self._ask_counts(), timeout)
             self.proc.send_signal(signal.SIGINT)
             self.proc.wait(timeout=10)
             assert ok, f"{self.where} had not written all it captured within {timeout} s: {self._err!r}"
