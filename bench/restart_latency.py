@@ -36,8 +36,8 @@ def main() -> int:
     args = ap.parse_args()
     root = args.root
     sys.path[:0] = [f"{root}/tests", root]
-    from daemon_harness import DaemonProc
-    from netns_tools import TOOLS, FastpathProc, Topology, gateway_config
+    from support.daemon_harness import DaemonProc
+    from support.netns_tools import TOOLS, FastpathProc, Topology, gateway_config
 
     tmp = Path(tempfile.mkdtemp(prefix="ipsg-restart-"))
 

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_harness import DaemonProc, installed_child
-from netns_tools import FastpathProc, Topology, gateway_config
-from strongswan import Charon, swanctl_conf
-from strongswan import unavailable_reason as swan_unavailable
+from support.daemon_harness import DaemonProc, installed_child
+from support.netns_tools import FastpathProc, Topology, gateway_config
+from support.strongswan import Charon, swanctl_conf
+from support.strongswan import unavailable_reason as swan_unavailable
 
 SECONDS = 5
 PSK = "bench-iperf-psk-0123456789"

@@ -33,8 +33,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from strongswan import PLUGINS, Charon, NetnsPair
-from strongswan import unavailable_reason as swan_unavailable
+from support.strongswan import PLUGINS, Charon, NetnsPair
+from support.strongswan import unavailable_reason as swan_unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 LOADGEN = ROOT / "bench" / "ike_loadgen.py"        # run by path: bench/ is not a package

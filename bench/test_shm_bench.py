@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from shm_helpers import child_env, region_file
+from support.shm_helpers import child_env, region_file
 
 from cdefs.sa import SA
 from control.shm import ControlRegion

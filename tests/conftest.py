@@ -3,6 +3,9 @@
 The builders here are written from the RFCs (RFC 791, 8200, 768, 4303), not
 from fastpath.iphdr, so that a test never checks an engine against the code
 that engine itself uses.
+
+tests/ is on sys.path (pytest puts a rootdir conftest's folder there; this says so out loud), so the tests in
+unit/, interop/ and e2e/ import their shared helpers as ``support.<module>``.
 """
 
 from __future__ import annotations
@@ -11,11 +14,16 @@ import ipaddress
 import os
 import random
 import struct
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pytest
-from netns_tools import inet_checksum
-from shm_helpers import region_file
+from support.netns_tools import inet_checksum
+from support.shm_helpers import region_file
 
 from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
 from cdefs.sa import SA, Direction

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ipv4, udp
-from daemon_harness import ROOT, DaemonProc, gateway_yaml, installed_child, region_sas
+from support.daemon_harness import ROOT, DaemonProc, gateway_yaml, installed_child, region_sas
 
 from cdefs.sa import Direction
 from control.ctl import ControlError

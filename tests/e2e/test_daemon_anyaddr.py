@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_harness import DaemonProc, installed_child, region_sas
-from strongswan import NetnsPair
+from support.daemon_harness import DaemonProc, installed_child, region_sas
+from support.strongswan import NetnsPair
 
 from cdefs.sa import Direction
 from control.config import ConfigError, parse_config

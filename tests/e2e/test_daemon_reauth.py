@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_harness import DaemonProc, installed_child, region_sas
-from strongswan import NetnsPair
+from support.daemon_harness import DaemonProc, installed_child, region_sas
+from support.strongswan import NetnsPair
 from test_daemon_anyaddr import _yaml
 
 from cdefs.sa import Direction

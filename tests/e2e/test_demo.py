@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from strongswan import unavailable_reason
+from support.strongswan import unavailable_reason
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REASON = unavailable_reason()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(REASON is not None, reason=f"demo: {REASON}"),
               pytest.mark.skipif(shutil.which("iperf3") is None or shutil.which("ping") is None,

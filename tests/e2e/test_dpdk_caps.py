@@ -15,7 +15,7 @@ from fastpath.dpdk.caps import DpdkCaps, discover_in_subprocess
 from fastpath.dpdk.eal import DpdkUnavailable, EalError, availability, eal_args
 from fastpath.placement import EngineKind, crypto_needs, esp_algorithms, missing_crypto, place
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 IPSECGW = Path(sys.executable).parent / "ipsecgw"
 VDEVS = ["crypto_aesni_gcm0", "crypto_aesni_mb0", "crypto_openssl0", "crypto_null0", "net_ring0", "net_null0"]
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from gateway_harness import (
+from support.gateway_harness import (
     GatewayProc,
     acquire_lines,
     charon_gateway_b,
@@ -27,7 +27,7 @@ from gateway_harness import (
     gateway_a_with_charon,
     ping_through_rekey,
 )
-from netns_tools import PSK, Topology, gateway_config
+from support.netns_tools import PSK, Topology, gateway_config
 
 from fastpath.dpdk import eal
 
@@ -170,7 +170,7 @@ def test_kill_fastpath_recovers_without_renegotiation(pair) -> None:
 
 
 def test_dpdk_gateway_with_strongswan(tmp_path: Path) -> None:
-    from strongswan import unavailable_reason
+    from support.strongswan import unavailable_reason
 
     why = unavailable_reason()
     if why is not None:

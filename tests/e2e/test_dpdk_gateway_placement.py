@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from gateway_harness import GatewayProc, acquire_lines
-from netns_tools import Topology, gateway_config
+from support.gateway_harness import GatewayProc, acquire_lines
+from support.netns_tools import Topology, gateway_config
 from test_dpdk_gateway import dpdk_config, host_offloads_off
 
 from fastpath.dpdk import eal

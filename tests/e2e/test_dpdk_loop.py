@@ -30,7 +30,7 @@ from fastpath.dpdk.loop_job import sa_to_json
 from fastpath.engines import create
 from fastpath.status import Status
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 present, why = availability()
 pytestmark = pytest.mark.skipif(not present, reason=f"DPDK binding unavailable: {why}")
 

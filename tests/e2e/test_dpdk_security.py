@@ -26,7 +26,7 @@ from fastpath.dpdk.eal import availability
 from fastpath.engines import create
 from fastpath.status import Status
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 present, why = availability()
 pytestmark = pytest.mark.skipif(not present, reason=f"DPDK binding unavailable: {why}")
 

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_harness import SplitGateways, installed_child
-from netns_tools import TOOLS, FastpathProc, Topology, gateway_config
+from support.daemon_harness import SplitGateways, installed_child
+from support.netns_tools import TOOLS, FastpathProc, Topology, gateway_config
 
 from fastpath.shm import Region
 from fastpath.traffic import longest_outage

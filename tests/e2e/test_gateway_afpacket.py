@@ -30,10 +30,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from gateway_harness import GatewayProc, acquire_lines  # noqa: E402
-from netns_tools import V6, Tcpdump, Topology, gateway_config, with_other_connection  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for support.* when run as a script
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from support.gateway_harness import GatewayProc, acquire_lines  # noqa: E402
+from support.netns_tools import V6, Tcpdump, Topology, gateway_config, with_other_connection  # noqa: E402
 
 needs_root = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
               pytest.mark.skipif(not os.path.exists("/dev/net/tun"), reason="needs /dev/net/tun")]

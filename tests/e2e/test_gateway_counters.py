@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_harness import DaemonProc, SplitGateways, installed_child
-from netns_tools import ROOT, FastpathProc, Topology, gateway_config
+from support.daemon_harness import DaemonProc, SplitGateways, installed_child
+from support.netns_tools import ROOT, FastpathProc, Topology, gateway_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
               pytest.mark.skipif(not os.path.exists("/dev/net/tun"), reason="needs /dev/net/tun")]

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_sa
-from gateway_harness import GatewayProc, acquire_lines, charon_gateway_b, first_ping, gateway_a_with_charon
-from netns_tools import PSK, V6, Tcpdump, Topology, gateway_config
-from strongswan import unavailable_reason
+from support.gateway_harness import GatewayProc, acquire_lines, charon_gateway_b, first_ping, gateway_a_with_charon
+from support.netns_tools import PSK, V6, Tcpdump, Topology, gateway_config
+from support.strongswan import unavailable_reason
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TAG = f"i6{os.getpid() % 10000}"
 NETNS_REASON = None if os.geteuid() == 0 and os.path.exists("/dev/net/tun") else "needs root and /dev/net/tun"
 netns = pytest.mark.skipif(NETNS_REASON is not None, reason=NETNS_REASON or "")
@@ -163,12 +163,12 @@ def test_natt_steering_over_ipv6() -> None:
     import socket
     import struct
 
-    from strongswan import in_netns
+    from support.reuseport import control_socket, drain_control
+    from support.strongswan import in_netns
 
     kio = pytest.importorskip("fastpath.io.kio")
     if kio.lib is None:
         pytest.skip(f"fastpath._kio not built: {kio.IMPORT_ERROR}")
-    from test_fastpath_steering import control_socket, drain_control
 
     from fastpath.batch import Batch
     from fastpath.io.sockets import NattSocket

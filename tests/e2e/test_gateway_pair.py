@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from gateway_harness import GatewayProc, Iperf3Server, acquire_lines, iperf3
-from netns_tools import Topology, gateway_config, with_other_connection
+from support.gateway_harness import GatewayProc, Iperf3Server, acquire_lines, iperf3
+from support.netns_tools import Topology, gateway_config, with_other_connection
 
 from fastpath.traffic import longest_outage
 

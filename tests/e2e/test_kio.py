@@ -14,7 +14,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from strongswan import in_netns
+from support.strongswan import in_netns
 
 from fastpath.batch import Batch
 

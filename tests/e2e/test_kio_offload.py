@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
-from strongswan import in_netns
+from support.strongswan import in_netns
 
 from fastpath.batch import Batch
 

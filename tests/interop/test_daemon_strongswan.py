@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_harness import DaemonProc, gateway_yaml, installed_child, region_sas
-from strongswan import Charon, NetnsPair, interop_marks, swanctl_conf
+from support.daemon_harness import DaemonProc, gateway_yaml, installed_child, region_sas
+from support.strongswan import Charon, NetnsPair, interop_marks, swanctl_conf
 
 from cdefs.sa import Direction
 

@@ -12,9 +12,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gateway_harness import acquire_lines, charon_gateway_b, first_ping, gateway_a_with_charon, ping_through_rekey
-from netns_tools import PSK, Topology, gateway_config
-from strongswan import interop_marks
+from support.gateway_harness import (
+    acquire_lines,
+    charon_gateway_b,
+    first_ping,
+    gateway_a_with_charon,
+    ping_through_rekey,
+)
+from support.netns_tools import PSK, Topology, gateway_config
+from support.strongswan import interop_marks
 
 pytestmark = interop_marks()
 

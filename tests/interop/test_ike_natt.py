@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from netns_tools import Tcpdump
-from strongswan import Charon, in_netns, swanctl_conf, unavailable_reason
+from support.netns_tools import Tcpdump
+from support.strongswan import Charon, in_netns, swanctl_conf, unavailable_reason
 from test_ike_strongswan import OUR_TS, PSK, THEIR_HOST, THEIR_TS, our_config
 
 from control.ike.events import ChildSaEstablished, IkeSaFailed, State

@@ -17,8 +17,8 @@ import sys
 
 import pytest
 from conftest import inet_checksum, ipv4, udp
-from pki import CA, pem_cert, pem_key
-from strongswan import Charon, NetnsPair, in_netns, interop_marks, swanctl_conf, swanctl_conf_pubkey
+from support.pki import CA, pem_cert, pem_key
+from support.strongswan import Charon, NetnsPair, in_netns, interop_marks, swanctl_conf, swanctl_conf_pubkey
 
 from cdefs.sa import Direction
 from control.ike.certs import Credentials

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from strongswan import Charon, NetnsPair, in_netns, interop_marks
+from support.strongswan import Charon, NetnsPair, in_netns, interop_marks
 from test_ike_strongswan import OUR_HOST, THEIR_HOST, charon_peer, esp_in_udp, our_config
 
 from cdefs.sa import Direction

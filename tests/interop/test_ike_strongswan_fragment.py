@@ -14,8 +14,8 @@ import os
 import re
 
 import pytest
-from pki import CA, pem_cert, pem_key
-from strongswan import Charon, NetnsPair, in_netns, interop_marks, swanctl_conf_pubkey
+from support.pki import CA, pem_cert, pem_key
+from support.strongswan import Charon, NetnsPair, in_netns, interop_marks, swanctl_conf_pubkey
 from test_ike_strongswan import OUR_TS, THEIR_HOST, THEIR_TS
 
 from control.ike.certs import Credentials

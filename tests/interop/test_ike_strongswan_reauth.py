@@ -15,7 +15,7 @@ import os
 import time
 
 import pytest
-from strongswan import Charon, NetnsPair, in_netns, interop_marks
+from support.strongswan import Charon, NetnsPair, in_netns, interop_marks
 from test_ike_strongswan import charon_peer, our_config
 from test_ike_strongswan_exchanges import Session
 

@@ -11,13 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from netns_tools import FastpathProc, Topology, stop_process
-
 from cdefs.sa import SA, Direction
 from control.ctl import ControlError, call
 from fastpath.shm import STATE_FREE, FastpathRegion, params_to_sa
+from support.netns_tools import FastpathProc, Topology, stop_process
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def gateway_yaml(*, shm: Path, sock: Path, ike_port: int, natt_port: int, local: str, remote: str,

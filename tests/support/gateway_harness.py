@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from netns_tools import PSK, V6, Topology
-from strongswan import Charon, swanctl_conf
+from support.netns_tools import PSK, V6, Topology
+from support.strongswan import Charon, swanctl_conf
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class GatewayProc:

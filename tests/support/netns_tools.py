@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOOLS = str(Path(__file__).resolve())
 PSK = "fastpath-e2e-psk-0123456789"
 

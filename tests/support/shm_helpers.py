@@ -7,7 +7,7 @@ import os
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def region_file(fallback_dir: Path, prefix: str = "ipsecgw-test") -> Path:

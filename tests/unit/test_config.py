@@ -10,7 +10,7 @@ import pytest
 from control.cli import main
 from control.config import ConfigError, load_config, parse_config, parse_duration
 
-EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
 GOOD = """\
 gateway:
@@ -149,7 +149,7 @@ def _cert_example_files(tmp_path: Path) -> dict[str, str]:
     """CA and gateway certificates matching the certificate examples, under tmp_path instead of /etc/ipsecgw."""
     from cryptography import x509
     from cryptography.x509.oid import NameOID
-    from pki import CA, make_cert, new_key, pem_cert, pem_key, write
+    from support.pki import CA, make_cert, new_key, pem_cert, pem_key, write
 
     def dn(cn: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CH"),

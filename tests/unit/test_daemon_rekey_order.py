@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from daemon_harness import gateway_yaml, region_sas
+from support.daemon_harness import gateway_yaml, region_sas
 
 from cdefs.sa import Direction
 from control.config import load_config

@@ -118,7 +118,7 @@ def test_check_command_reports_clear_side_errors(tmp_path) -> None:
     cfg = tmp_path / "gw.yaml"
     cfg.write_text(BASE.format(gateway="  fastpath: {clear: af_packet}\n"))
     r = subprocess.run([sys.executable, "-m", "control.cli", "check", "-c", str(cfg)], capture_output=True, text=True,
-                       cwd=Path(__file__).resolve().parent.parent)
+                       cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "gateway.fastpath.clear_interface: expected the LAN-facing interface name" in r.stdout + r.stderr
 

@@ -17,30 +17,9 @@ kio = pytest.importorskip("fastpath.io.kio")
 if kio.lib is None:
     pytest.skip(f"fastpath._kio not built: {kio.IMPORT_ERROR}", allow_module_level=True)
 
+from support.reuseport import HOST, control_socket, drain_control  # noqa: E402
+
 from fastpath.io.sockets import NattSocket  # noqa: E402
-
-HOST = "127.0.0.1"
-
-
-def control_socket(port: int, host: str = HOST) -> socket.socket:
-    """A socket in the reuseport group on host:port as control's is (also tests/test_gateway_ipv6.py's)."""
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.bind((host, port))
-    s.setblocking(False)
-    return s
-
-
-def drain_control(s: socket.socket) -> list[bytes]:
-    """What control's socket received, less the fastpath's probes (control ignores those: not IKE)."""
-    out = []
-    while True:
-        try:
-            d = s.recv(2000)
-        except BlockingIOError:
-            return out
-        if not d.startswith(b"IPSGPROB"):
-            out.append(d)
 
 
 def _send_mix(port: int, n: int = 16) -> tuple[list[bytes], list[bytes]]:

@@ -8,7 +8,7 @@ import datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import x25519
-from pki import CA, NOW, name, new_key, pem_cert, pem_key, write
+from support.pki import CA, NOW, name, new_key, pem_cert, pem_key, write
 from test_ike_sa import Net, assert_esp_works, child
 
 from control.ike import auth_sig

@@ -17,7 +17,7 @@ from control.ike.message import TrafficSelectorEntry
 from control.ike_udp import READ_BATCH, IkeUdpEndpoint
 
 PSK = b"udp-layer-test-psk"
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def _bench_tool(name: str) -> ModuleType:

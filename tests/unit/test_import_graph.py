@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("cdefs", "fastpath", "control")
 LAYER = {"cdefs": 0, "fastpath": 1, "control": 2}     # a package imports only packages of a lower or equal rank
 

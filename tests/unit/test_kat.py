@@ -22,7 +22,7 @@ from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
 from cdefs.sa import SA
 from fastpath.status import Status
 
-VECTORS = Path(__file__).parent / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "support" / "vectors"
 
 
 def _load(name: str) -> list[dict]:

@@ -10,7 +10,7 @@ import sys
 import textwrap
 import time
 
-from shm_helpers import child_env
+from support.shm_helpers import child_env
 
 from cdefs.sa import SA
 from control.shm import PROTECT, ControlRegion, Policy

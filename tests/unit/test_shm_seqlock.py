@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 
-from shm_helpers import child_env
+from support.shm_helpers import child_env
 
 from control.shm import ControlRegion
 from fastpath.shm import Capacities

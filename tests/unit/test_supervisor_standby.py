@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from netns_tools import ROOT
+from support.netns_tools import ROOT
 
 STANDBY = [sys.executable, "-m", "control.supervisor", "--standby", "fastpath", "--help"]
 
