@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ipv4, udp
 from support.daemon_harness import ROOT, DaemonProc, gateway_yaml, installed_child, region_sas
+from support.packets import ipv4, udp
 
 from cdefs.sa import Direction
 from control.ctl import ControlError

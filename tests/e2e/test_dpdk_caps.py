@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
+from support.sa import make_sa as build_sa
 
-from cdefs.sa import SA
 from fastpath.dpdk.caps import DpdkCaps, discover_in_subprocess
 from fastpath.dpdk.eal import DpdkUnavailable, EalError, availability, eal_args
 from fastpath.placement import EngineKind, crypto_needs, esp_algorithms, missing_crypto, place
@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 IPSECGW = Path(sys.executable).parent / "ipsecgw"
 VDEVS = ["crypto_aesni_gcm0", "crypto_aesni_mb0", "crypto_openssl0", "crypto_null0", "net_ring0", "net_null0"]
 
+# only the key sizes matter to placement
+sa = partial(build_sa, spi=0x2000, keys="zero", src="10.0.0.1", dst="10.0.0.2")
 present, why = availability()
 needs_dpdk = pytest.mark.skipif(not present, reason=f"DPDK binding unavailable: {why}")
 
@@ -28,14 +30,6 @@ def caps() -> DpdkCaps:
     if not present:
         pytest.skip(why)
     return discover_in_subprocess(VDEVS)
-
-
-def sa(enc: str, integ: str | None = None, **kw) -> SA:
-    from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
-
-    return SA(spi=0x2000, src=ipaddress.ip_address("10.0.0.1"), dst=ipaddress.ip_address("10.0.0.2"), enc=enc,
-              enc_key=bytes(ENC_ALGS[enc].config_key_len), integ=integ,
-              integ_key=bytes(INTEG_ALGS[integ].key_len) if integ else b"", **kw)
 
 
 def test_eal_args_shape():
@@ -155,3 +149,20 @@ def test_caps_says_why_dpdk_is_absent():
     code = "import sys; sys.modules['fastpath._dpdk'] = None\nfrom fastpath.dpdk.eal import load; load()\n"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode != 0 and f"{DpdkUnavailable.__name__}: the DPDK binding" in r.stderr
+
+
+def test_console_script_caps():
+    """``ipsecgw caps`` through the installed script, as JSON and as the table."""
+    r = subprocess.run([str(IPSECGW), "caps", "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    caps = json.loads(r.stdout)
+    names = {e["name"]: e for e in caps["engines"]}
+    assert set(names) >= {"reference", "openssl"}
+    assert names["reference"]["present"] and "aes-gcm-128" in names["reference"]["algorithms"]
+    assert "reference" in caps["algorithms"]["hmac-sha256-128"]
+    assert set(caps["cpu"]["features"]) == {"aes", "pclmulqdq", "avx2", "avx512f", "vaes", "vpclmulqdq", "sha_ni"}
+
+    r = subprocess.run([str(IPSECGW), "caps"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0
+    assert "Engines:" in r.stdout and "reference" in r.stdout and "aes-gcm-128" in r.stdout
+    assert "pclmulqdq" in r.stdout

@@ -11,7 +11,6 @@ reference engine and scapy, which do not share the C code under test.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import subprocess
 import sys
@@ -21,9 +20,9 @@ from typing import Any
 
 import pytest
 from scapy.all import IP, UDP, IPv6, Raw
-from scapy.layers.ipsec import ESP, SecurityAssociation
+from support.sa import make_sa as build_sa
+from support.sa import scapy_sa
 
-from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
 from cdefs.sa import SA
 from fastpath.batch import Batch
 from fastpath.dpdk.eal import availability
@@ -38,31 +37,16 @@ VDEVS = ["crypto_aesni_gcm0", "crypto_aesni_mb0", "crypto_openssl0", "crypto_nul
 # (enc, integ) pairs the crypto PMDs and ipsec-mb serve, and scapy's names for them (also test_dpdk_loop's)
 ALGS = [("aes-gcm-128", None), ("aes-gcm-256", None), ("aes-gmac-128", None), ("chacha20-poly1305", None),
         ("aes-cbc-128", "hmac-sha256-128"), ("aes-cbc-256", "hmac-sha512-256"), ("null", "hmac-sha384-192")]
-SCAPY_CRYPT = {"aes-gcm": "AES-GCM", "aes-gmac": "AES-NULL-GMAC", "chacha20": "CHACHA20-POLY1305",
-               "aes-cbc": "AES-CBC", "null": "NULL"}
-SCAPY_AUTH = {"hmac-sha256-128": "SHA2-256-128", "hmac-sha384-192": "SHA2-384-192",
-              "hmac-sha512-256": "SHA2-512-256"}
 ESN_START = 2**32 - 3   # ESN cases cross the 2^32 boundary
 N_INNER = 10
 
 
 def make_sa(enc: str, integ: str | None, esn: bool, **kw: Any) -> SA:
-    klen = ENC_ALGS[enc].config_key_len
+    """One cell's SA (support.sa's builder with this module's SPI, addresses and window; ESN cells start just
+    below 2^32)."""
     kw.setdefault("seq", ESN_START if esn else 1)
     kw.setdefault("spi", 0x7007)
-    return SA(src=ipaddress.ip_address("192.0.2.1"), dst=ipaddress.ip_address("192.0.2.2"), enc=enc,
-              enc_key=bytes((11 * i + 5) & 0xFF for i in range(klen)), integ=integ,
-              integ_key=bytes((3 * i + 9) & 0xFF for i in range(INTEG_ALGS[integ].key_len)) if integ else b"",
-              esn=esn, replay_window=32, **kw)
-
-
-def scapy_sa(sa: SA) -> SecurityAssociation:
-    crypt = next(v for k, v in SCAPY_CRYPT.items() if sa.enc.startswith(k))
-    return SecurityAssociation(ESP, spi=sa.spi, crypt_algo=crypt, crypt_key=sa.enc_key or None,
-                               crypt_icv_size=16 if sa.enc_alg.aead else None,
-                               auth_algo=SCAPY_AUTH.get(sa.integ or ""), auth_key=sa.integ_key or None,
-                               tunnel_header=IP(src=str(sa.src), dst=str(sa.dst)), esn_en=sa.esn,
-                               seq_num=sa.seq & 0xFFFFFFFF, esn=sa.seq >> 32)
+    return build_sa(enc, integ, keys="fixed", src="192.0.2.1", dst="192.0.2.2", esn=esn, replay_window=32, **kw)
 
 
 def inner_packets() -> list[bytes]:
@@ -92,7 +76,8 @@ def inbound_input(sa: SA, inner: list[bytes]) -> tuple[list[bytes], list[bytes]]
     forged = bytearray(ref[-1])
     forged[-1] ^= 0x01
     seq_after = sa.seq + len(inner)
-    ssa = scapy_sa(make_sa(sa.enc, sa.integ, sa.esn, seq=seq_after))
+    resumed = make_sa(sa.enc, sa.integ, sa.esn, seq=seq_after)
+    ssa = scapy_sa(resumed, seq=resumed.seq, tunnel=True)
     v4 = [p for p in inner if p[0] >> 4 == 4]
     from_scapy = []
     for p in v4:
@@ -318,7 +303,7 @@ def test_session_esp_decrypts_with_reference_engine_and_scapy(child):
         else:   # deterministic IVs: byte-identical with the software engine's ESP
             _, sw = run_engine(create("best", capacity=1), sa, "out", inner)
             assert esp == sw, where
-        ssa = scapy_sa(sa)
+        ssa = scapy_sa(sa, seq=sa.seq, tunnel=True)
         for k, (pkt, want) in enumerate(zip(esp, inner, strict=True)):
             if k % 3 == 0:   # scapy is slow; a third of each case
                 assert bytes(ssa.decrypt(IP(pkt), esn_en=sa.esn, esn=(sa.seq + k) >> 32)) == want, where

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_sa
 from support.gateway_harness import GatewayProc, acquire_lines, charon_gateway_b, first_ping, gateway_a_with_charon
 from support.netns_tools import PSK, V6, Tcpdump, Topology, gateway_config
+from support.sa import make_sa
 from support.strongswan import unavailable_reason
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import inet_checksum, ipv4, udp
+from support.netns_tools import inet_checksum
+from support.packets import ipv4, udp
 from support.pki import CA, pem_cert, pem_key
 from support.strongswan import Charon, NetnsPair, in_netns, interop_marks, swanctl_conf, swanctl_conf_pubkey
 

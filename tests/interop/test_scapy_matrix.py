@@ -24,7 +24,9 @@ import struct
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import ALGORITHMS, alg_id, endpoints, inner_packet, install, make_sa, new_engine, outer_esp, run
+from support.engines import ALGORITHMS, alg_id, install, new_engine, run
+from support.packets import inner_packet, outer_esp
+from support.sa import endpoints, make_sa, scapy_sa
 
 from cdefs.sa import SA
 from fastpath.status import Status
@@ -36,12 +38,6 @@ from scapy.layers.inet6 import IPv6  # noqa: E402
 ESP = scapy_ipsec.ESP
 SecurityAssociation = scapy_ipsec.SecurityAssociation
 
-SCAPY_CRYPT = {"aes-gcm": "AES-GCM", "aes-gmac": "AES-NULL-GMAC", "chacha20-poly1305": "CHACHA20-POLY1305",
-               "aes-cbc": "AES-CBC", "null": "NULL"}
-SCAPY_AUTH = {"hmac-sha256-128": "SHA2-256-128", "hmac-sha384-192": "SHA2-384-192",
-              "hmac-sha512-256": "SHA2-512-256"}
-
-# (mode, inner version, outer version)
 SHAPES = [("tunnel", 4, 4), ("tunnel", 6, 6), ("tunnel", 4, 6), ("tunnel", 6, 4),
           ("transport", 4, 4), ("transport", 6, 6)]
 CELLS = [(shape, esn, udp) for shape in SHAPES for esn in (False, True) for udp in (False, True)]
@@ -52,23 +48,6 @@ FLOW = 0x5A5A5
 SEQ_OUT = {False: 2**32 - len(PAYLOADS), True: 2**32 - 2}   # ends at the last 32-bit number / crosses 2^32
 SEQ_IN = {False: [1, 3, 2], True: [2**32 - 200, 2**32 - 1, 2**32 + 1]}
 SEQ_EXTRA = {False: [1000, 1001], True: [2**32 + 2, 2**32 + 3]}
-
-
-def _scapy_name(enc: str) -> str:
-    return next(v for k, v in SCAPY_CRYPT.items() if enc.startswith(k))
-
-
-def scapy_sa(sa: SA) -> SecurityAssociation:
-    alg = sa.enc_alg
-    tunnel = None
-    if sa.mode.value == "tunnel":
-        tunnel = (IP if sa.src.version == 4 else IPv6)(src=str(sa.src), dst=str(sa.dst))
-    return SecurityAssociation(
-        ESP, spi=sa.spi, crypt_algo=_scapy_name(sa.enc), crypt_key=sa.enc_key or None,
-        crypt_icv_size=16 if alg.aead else None,
-        auth_algo=SCAPY_AUTH[sa.integ] if sa.integ else None, auth_key=sa.integ_key or None,
-        tunnel_header=tunnel, nat_t_header=UDP(sport=sa.sport, dport=sa.dport) if sa.udp_encap else None,
-        esn_en=sa.esn, esn=0)
 
 
 def scapy_pkt(data: bytes):

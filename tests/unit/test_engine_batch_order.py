@@ -13,7 +13,9 @@ import dataclasses
 import random
 
 import pytest
-from conftest import ENGINES, inner_packet, install, make_sa, new_engine, run
+from support.engines import ENGINES, install, new_engine, run
+from support.packets import inner_packet
+from support.sa import make_sa
 
 from fastpath.status import Status
 

@@ -13,7 +13,9 @@ import random
 import struct
 
 import pytest
-from conftest import ALGORITHMS, ENGINES, alg_id, endpoints, inner_packet, install, make_sa, new_engine, run
+from support.engines import ALGORITHMS, ENGINES, alg_id, install, new_engine, run
+from support.packets import inner_packet
+from support.sa import endpoints, make_sa
 
 from fastpath.batch import Batch
 from fastpath.status import Status

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
-import random
+from functools import partial
 
 import numpy as np
 import pytest
@@ -16,54 +16,22 @@ pytest.importorskip("fastpath._esp_openssl")
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305  # noqa: E402
 from scapy.layers.inet import ICMP, IP, TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop  # noqa: E402
-from scapy.layers.ipsec import ESP, SecurityAssociation  # noqa: E402
+from scapy.layers.ipsec import ESP  # noqa: E402
+from support.sa import V4_A as A4  # noqa: E402
+from support.sa import V4_B as B4  # noqa: E402
+from support.sa import make_sa as build_sa  # noqa: E402
+from support.sa import scapy_sa  # noqa: E402
 
-from cdefs.algorithms import ENC_ALGS, INTEG_ALGS  # noqa: E402
-from cdefs.sa import SA, Direction, Lifetime, TrafficSelector  # noqa: E402
+from cdefs.sa import Direction, Lifetime, TrafficSelector  # noqa: E402
 from fastpath.batch import Batch  # noqa: E402
 from fastpath.engines.base import EngineError  # noqa: E402
 from fastpath.engines.openssl import OpenSSLEngine, ffi, lib, probe  # noqa: E402
 from fastpath.status import SAFlag, Status  # noqa: E402
 
-A4, B4 = ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("198.51.100.2")
-A6, B6 = ipaddress.ip_address("2001:db8::1"), ipaddress.ip_address("2001:db8:1::2")
-
-_SCAPY_ENC = {"aes-gcm": "AES-GCM", "aes-gmac": "AES-NULL-GMAC", "chacha20-poly1305": "CHACHA20-POLY1305",
-              "aes-cbc": "AES-CBC", "null": "NULL"}
-_SCAPY_AUTH = {"hmac-sha256-128": "SHA2-256-128", "hmac-sha384-192": "SHA2-384-192",
-               "hmac-sha512-256": "SHA2-512-256"}
-
+# one SPI and keys that depend only on the algorithms: an SA built twice is the same SA
+make_sa = partial(build_sa, spi=0x1000, keys="fixed")
 ALG_PAIRS = [(e, None) for e in ("aes-gcm-128", "aes-gcm-256", "aes-gmac-128", "chacha20-poly1305")] + [
     ("aes-cbc-128", "hmac-sha256-128"), ("aes-cbc-256", "hmac-sha512-256"), ("null", "hmac-sha384-192")]
-
-
-def make_sa(enc: str, integ: str | None = None, v6: bool = False, **kw) -> SA:
-    rnd = random.Random(hash((enc, integ)))
-    alg = ENC_ALGS[enc]
-    key = bytes(rnd.randrange(256) for _ in range(alg.config_key_len))
-    ikey = bytes(rnd.randrange(256) for _ in range(INTEG_ALGS[integ].key_len)) if integ else b""
-    src, dst = (A6, B6) if v6 else (A4, B4)
-    kw.setdefault("spi", 0x1000)
-    kw.setdefault("src", src)
-    kw.setdefault("dst", dst)
-    return SA( enc=enc, enc_key=key, integ=integ, integ_key=ikey, **kw)
-
-
-def scapy_sa(sa: SA, reverse: bool = False) -> SecurityAssociation:
-    base = sa.enc.rsplit("-", 1)[0] if sa.enc.startswith("aes") else sa.enc
-    src, dst = (sa.dst, sa.src) if reverse else (sa.src, sa.dst)
-    tunnel = None
-    if sa.mode.value == "tunnel":
-        tunnel = IP(src=str(src), dst=str(dst)) if src.version == 4 else IPv6(src=str(src), dst=str(dst))
-    args = dict(crypt_algo=_SCAPY_ENC[base], crypt_key=sa.enc_key, tunnel_header=tunnel,
-                esn_en=sa.esn, seq_num=sa.seq & 0xFFFFFFFF, esn=sa.seq >> 32)
-    if sa.enc_alg.aead:
-        args["crypt_icv_size"] = 16
-    if sa.integ:
-        args.update(auth_algo=_SCAPY_AUTH[sa.integ], auth_key=sa.integ_key)
-    if sa.udp_encap:
-        args["nat_t_header"] = UDP(sport=sa.sport, dport=sa.dport)
-    return SecurityAssociation(ESP, spi=sa.spi, **args)
 
 
 def run(engine: OpenSSLEngine, packets: list[bytes], outbound: bool, sa_index: int = 0) -> list[tuple[Status, bytes]]:
@@ -102,12 +70,12 @@ def test_probe_reports_openssl():
 @pytest.mark.parametrize("mode", ["tunnel", "transport"])
 @pytest.mark.parametrize("v6", [False, True])
 def test_outbound_decrypts_with_scapy(engine, enc, integ, mode, v6):
-    sa = make_sa(enc, integ, v6=v6, mode=mode, udp_encap=(enc == "aes-gcm-128"))
+    sa = make_sa(enc, integ, family=6 if v6 else 4, mode=mode, udp_encap=(enc == "aes-gcm-128"))
     engine.add_sa(0, sa, Direction.OUT)
     # scapy drops IPv6 extension headers when it strips a NAT-T UDP header in transport mode
     packets = inner_packets(v6, 2 if (v6 and sa.udp_encap and mode == "transport") else 3)
     out = run(engine, packets, outbound=True)
-    peer = scapy_sa(sa)
+    peer = scapy_sa(sa, seq=sa.seq)
     cls = IPv6 if v6 else IP
     for seq, (plain, (st, wire)) in enumerate(zip(packets, out, strict=True), start=1):
         assert st == Status.OK
@@ -129,9 +97,9 @@ def test_outbound_decrypts_with_scapy(engine, enc, integ, mode, v6):
 @pytest.mark.parametrize("mode", ["tunnel", "transport"])
 def test_inbound_accepts_scapy_packets(engine, enc, integ, mode):
     v6 = enc in ("chacha20-poly1305", "aes-cbc-256")
-    sa = make_sa(enc, integ, v6=v6, mode=mode, udp_encap=(enc == "aes-cbc-128"))
+    sa = make_sa(enc, integ, family=6 if v6 else 4, mode=mode, udp_encap=(enc == "aes-cbc-128"))
     engine.add_sa(3, sa, Direction.IN)
-    peer = scapy_sa(sa)
+    peer = scapy_sa(sa, seq=sa.seq)
     packets = inner_packets(v6)
     if mode == "transport":  # scapy's transport mode keeps the addresses; ours are the SA's
         cls = IPv6 if v6 else IP
@@ -158,7 +126,7 @@ def test_roundtrip_many_sizes_and_esn_wrap(engine):
     # The IV carries the full 64-bit sequence number; scapy checks the ESN AAD.
     for k, (_, wire) in enumerate(out):
         seq = 2**32 - 3 + k
-        peer = scapy_sa(sa_out)
+        peer = scapy_sa(sa_out, seq=sa_out.seq)
         esp = IP(wire)[ESP]
         assert esp.seq == seq & 0xFFFFFFFF and esp.data[:8] == seq.to_bytes(8, "big")
         assert bytes(peer.decrypt(IP(wire), esn_en=True, esn=seq >> 32)) == packets[k]
@@ -173,14 +141,14 @@ def test_cbc_esn_hmac_covers_seq_hi(engine):
     engine.add_sa(0, sa, Direction.OUT)
     (st, wire), = run(engine, inner_packets(False, 1), outbound=True)
     assert st == Status.OK
-    peer = scapy_sa(sa)
+    peer = scapy_sa(sa, seq=sa.seq)
     assert bytes(peer.decrypt(IP(wire), esn_en=True, esn=5)) == inner_packets(False, 1)[0]
 
 
 def test_outer_header_policies(engine):
     sa = make_sa("aes-gcm-128", ttl=17, df="copy", dscp=None, ecn="normal")
     engine.add_sa(0, sa, Direction.OUT)
-    sa6 = make_sa("aes-gcm-128", v6=True, spi=0x2000, dscp=10, ecn="compat", flowlabel="copy")
+    sa6 = make_sa("aes-gcm-128", family=6, spi=0x2000, dscp=10, ecn="compat", flowlabel="copy")
     engine.add_sa(1, sa6, Direction.OUT)
     inner4 = inner_packets(False, 1)[0]
     inner6 = inner_packets(True, 1)[0]
@@ -197,7 +165,7 @@ def test_outer_header_policies(engine):
 
 
 def test_udp6_checksum_is_valid(engine):
-    sa = make_sa("aes-gcm-128", v6=True, udp_encap=True)
+    sa = make_sa("aes-gcm-128", family=6, udp_encap=True)
     engine.add_sa(0, sa, Direction.OUT)
     (st, w), = run(engine, inner_packets(False, 1), outbound=True)
     pkt = IPv6(w)
@@ -261,8 +229,8 @@ def test_spi_shared_by_two_sas_picks_destination(engine):
     b_ = make_sa("aes-gcm-128", src=B4, dst=ipaddress.ip_address("203.0.113.9"))
     engine.add_sa(4, a, Direction.IN)
     engine.add_sa(5, b_, Direction.IN)
-    wire_b = bytes(scapy_sa(b_).encrypt(IP(inner_packets(False, 1)[0])))
-    wire_a = bytes(scapy_sa(a).encrypt(IP(inner_packets(False, 1)[0])))
+    wire_b = bytes(scapy_sa(b_, seq=b_.seq).encrypt(IP(inner_packets(False, 1)[0])))
+    wire_a = bytes(scapy_sa(a, seq=a.seq).encrypt(IP(inner_packets(False, 1)[0])))
     bt = Batch(capacity=2)
     bt.extend([wire_b, wire_a])
     engine.inbound(bt)
@@ -272,7 +240,7 @@ def test_spi_shared_by_two_sas_picks_destination(engine):
 def test_ecn_decapsulation(engine):
     sa = make_sa("aes-gcm-128")
     engine.add_sa(0, sa, Direction.IN)
-    peer = scapy_sa(sa)
+    peer = scapy_sa(sa, seq=sa.seq)
 
     def wire(outer_ecn: int, inner_ecn: int) -> bytes:
         peer.tunnel_header = IP(src=str(A4), dst=str(B4), tos=outer_ecn)
@@ -293,7 +261,7 @@ def test_selectors(engine):
                                                                         port_hi=53)],
                  remote_ts=[TrafficSelector.from_network("10.0.0.0/24")])
     engine.add_sa(0, sa, Direction.IN)
-    peer = scapy_sa(sa)
+    peer = scapy_sa(sa, seq=sa.seq)
     ok = IP(src="10.0.0.1", dst="10.0.1.1") / UDP(dport=53)
     bad_port = IP(src="10.0.0.1", dst="10.0.1.1") / UDP(dport=54)
     bad_src = IP(src="10.9.0.1", dst="10.0.1.1") / UDP(dport=53)
@@ -305,14 +273,14 @@ def test_selectors(engine):
 def test_tfc_padding_trimmed_and_dummy(engine):
     sa = make_sa("aes-gcm-128")
     engine.add_sa(0, sa, Direction.IN)
-    peer = scapy_sa(sa)
+    peer = scapy_sa(sa, seq=sa.seq)
     inner = IP(src="10.0.0.1", dst="10.0.1.1") / UDP() / b"data"
     padded = bytes(peer.encrypt(IP(bytes(inner) + b"\0" * 50)))  # TFC: junk after the inner packet
     (st, p), = run(engine, [padded], outbound=False)
     assert st == Status.OK and p == bytes(inner)
     sa2 = make_sa("aes-gcm-128", spi=0x3000)
     engine.add_sa(1, sa2, Direction.IN)
-    peer2 = scapy_sa(sa2)
+    peer2 = scapy_sa(sa2, seq=sa2.seq)
     peer2.tunnel_header = None
     dummy = peer2.encrypt(IP(src=str(A4), dst=str(B4), proto=59) / (b"\x00" * 8))
     (st, _), = run(engine, [bytes(dummy)], outbound=False)
@@ -364,7 +332,7 @@ def test_remove_sa_and_bad_index(engine):
 def test_garbage_never_crashes(engine):
     """Random bytes, random off/len/sa: every packet gets a status, nothing outside its slot changes."""
     _pair(engine, replay_window=64)
-    engine.add_sa(2, make_sa("chacha20-poly1305", spi=0x5000, mode="transport", v6=True), Direction.IN)
+    engine.add_sa(2, make_sa("chacha20-poly1305", spi=0x5000, mode="transport", family=6), Direction.IN)
     engine.add_sa(3, make_sa("aes-gmac-256", spi=0x6000, udp_encap=True), Direction.IN)
     rng = np.random.default_rng(1)
     good = [w for _, w in run(engine, inner_packets(False), outbound=True)]

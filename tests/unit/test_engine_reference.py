@@ -5,15 +5,17 @@ A focused smoke set: the full engine x algorithm matrix lives elsewhere.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import struct
+from functools import partial
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
 from scapy.layers.ipsec import ESP, SecurityAssociation, _ESPPlain
 from scapy.packet import Raw
+from support.sa import make_sa as build_sa
+from support.sa import scapy_sa
 
 from cdefs.sa import SA, Direction, Lifetime, Mode, TrafficSelector
 from fastpath.batch import Batch
@@ -24,35 +26,7 @@ from fastpath.status import SAFlag, Status
 
 OUT_V4 = ("10.0.0.1", "10.0.0.2")
 OUT_V6 = ("2001:db8::1", "2001:db8::2")
-
-SCAPY_ENC = {"aes-gcm": "AES-GCM", "aes-gmac": "AES-NULL-GMAC", "aes-cbc": "AES-CBC",
-             "chacha20-poly1305": "CHACHA20-POLY1305", "null": "NULL"}
-SCAPY_INTEG = {"hmac-sha256-128": "SHA2-256-128", "hmac-sha384-192": "SHA2-384-192",
-               "hmac-sha512-256": "SHA2-512-256"}
-
-
-def make_sa(enc: str = "aes-gcm-128", integ: str | None = None, outer=OUT_V4, **kw) -> SA:
-    from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
-    kw.setdefault("spi", 0x1000_0001)
-    return SA(src=ipaddress.ip_address(outer[0]), dst=ipaddress.ip_address(outer[1]), enc=enc,
-              enc_key=os.urandom(ENC_ALGS[enc].config_key_len), integ=integ,
-              integ_key=os.urandom(INTEG_ALGS[integ].key_len) if integ else b"", **kw)
-
-
-def scapy_sa(sa: SA, seq_hi: int = 0) -> SecurityAssociation:
-    """scapy's view of the same SA (keys as configured: cipher key + salt)."""
-    family = next(v for k, v in SCAPY_ENC.items() if sa.enc.startswith(k))
-    tunnel = None
-    if sa.mode is Mode.TUNNEL:
-        tunnel = IP(src=str(sa.src), dst=str(sa.dst)) if sa.src.version == 4 else IPv6(src=str(sa.src),
-                                                                                       dst=str(sa.dst))
-    return SecurityAssociation(
-        ESP, spi=sa.spi, crypt_algo=family, crypt_key=sa.enc_key or None,
-        crypt_icv_size=16 if sa.enc_alg.aead else None,
-        auth_algo=SCAPY_INTEG[sa.integ] if sa.integ else None, auth_key=sa.integ_key or None,
-        tunnel_header=tunnel, nat_t_header=UDP(sport=sa.sport, dport=sa.dport) if sa.udp_encap else None,
-        esn_en=sa.esn, esn=seq_hi)
-
+make_sa = partial(build_sa, spi=0x1000_0001, src=OUT_V4[0], dst=OUT_V4[1])
 
 def scapy_encrypt(ssa: SecurityAssociation, pkt, seq_lo: int):
     # scapy reads seq_num=0 as "use the SA counter", so set the counter instead.
@@ -151,7 +125,7 @@ def test_esn_across_the_epoch_boundary(enc, integ):
         seq = start + n
         assert status == Status.OK
         assert struct.unpack_from("!I", out, 24)[0] == seq & 0xFFFFFFFF
-        assert bytes(scapy_sa(sa, seq_hi=seq >> 32).decrypt(IP(out))) == inner
+        assert bytes(scapy_sa(sa, esn_hi=seq >> 32).decrypt(IP(out))) == inner
         if sa.enc_alg.aead:
             assert out[28:36] == struct.pack("!Q", seq)
     # Inbound: scapy-made packets on both sides of 2^32, delivered out of order.
@@ -160,7 +134,7 @@ def test_esn_across_the_epoch_boundary(enc, integ):
     e2.add_sa(3, rx, Direction.IN)
     # The first packet jumps from 0 to just below 2^32 (any jump < 2^32 - W is inferable).
     seqs = [start - 100, start, start + 3, start + 1, start + 2, start + 3]
-    wire = [scapy_encrypt(scapy_sa(rx, seq_hi=s >> 32), IP(inner_v4(s % 7)), s & 0xFFFFFFFF) for s in seqs]
+    wire = [scapy_encrypt(scapy_sa(rx, esn_hi=s >> 32), IP(inner_v4(s % 7)), s & 0xFFFFFFFF) for s in seqs]
     got = inbound(e2, wire)
     assert [s for s, _, _ in got] == [Status.OK] * 5 + [Status.REPLAY]
     assert [p for _, p, _ in got[:5]] == [inner_v4(s % 7) for s in seqs[:5]]
@@ -169,7 +143,7 @@ def test_esn_across_the_epoch_boundary(enc, integ):
 
 @pytest.mark.parametrize("outer", [OUT_V4, OUT_V6])
 def test_udp_encapsulated_tunnel(outer):
-    sa = make_sa("aes-gcm-256", outer=outer, udp_encap=True, sport=4500, dport=4500)
+    sa = make_sa("aes-gcm-256", src=outer[0], dst=outer[1], udp_encap=True, sport=4500, dport=4500)
     e = pair(sa)
     ssa = scapy_sa(sa)
     outer_cls = IP if outer == OUT_V4 else IPv6
@@ -205,7 +179,8 @@ def test_transport_mode_v4_and_v6_with_scapy():
     for outer, mk, cls in ((OUT_V4, lambda _: bytes(IP(src=OUT_V4[0], dst=OUT_V4[1]) / TCP(dport=22) / b"hi"), IP),
                            (OUT_V6, v6, IPv6)):
         for encap in (False, True):
-            sa = make_sa("aes-cbc-128", "hmac-sha256-128", outer=outer, mode=Mode.TRANSPORT, udp_encap=encap)
+            sa = make_sa("aes-cbc-128", "hmac-sha256-128", src=outer[0], dst=outer[1], mode=Mode.TRANSPORT,
+                         udp_encap=encap)
             e = pair(sa)
             ssa = scapy_sa(sa)
             pkt = mk(encap)
@@ -252,8 +227,8 @@ def test_outer_policies_fixed_dscp_compat_ecn_df_and_flowlabel():
     e = ReferenceEngine()
     e.add_sa(0, make_sa(dscp=10, ecn="compat", df="set"), Direction.OUT)
     e.add_sa(1, make_sa(df="clear"), Direction.OUT)
-    e.add_sa(2, make_sa(outer=OUT_V6, flowlabel="copy"), Direction.OUT)
-    e.add_sa(3, make_sa(outer=OUT_V6, flowlabel="zero"), Direction.OUT)
+    e.add_sa(2, make_sa(src=OUT_V6[0], dst=OUT_V6[1], flowlabel="copy"), Direction.OUT)
+    e.add_sa(3, make_sa(src=OUT_V6[0], dst=OUT_V6[1], flowlabel="zero"), Direction.OUT)
     (_, a), = outbound(e, [inner_v4(0, tos=0x03)], index=0)
     assert IP(a).tos == 10 << 2 and IP(a).flags.DF
     (_, b), = outbound(e, [inner_v4(0, flags="DF")], index=1)
@@ -327,8 +302,8 @@ def test_not_esp_and_engine_wide_drops():
 
 
 def test_shared_spi_resolved_by_destination():
-    a = make_sa(outer=("10.0.0.1", "10.0.0.2"))
-    b = make_sa(outer=("10.0.0.1", "10.0.0.3"))
+    a = make_sa(src="10.0.0.1", dst="10.0.0.2")
+    b = make_sa(src="10.0.0.1", dst="10.0.0.3")
     e = ReferenceEngine()
     e.add_sa(4, a, Direction.IN)
     e.add_sa(5, b, Direction.IN)

@@ -10,7 +10,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import make_sa
+from support.sa import make_sa
 
 from cdefs.sa import Direction
 from fastpath.batch import Batch

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_sa
+from support.sa import make_sa, scapy_sa
 
 from cdefs.sa import SA, Direction
 from fastpath import engines
@@ -22,7 +22,6 @@ if kio.lib is None:
 
 from scapy.layers.inet import ICMP, IP, UDP, IPOption, defragment  # noqa: E402
 from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6  # noqa: E402
-from scapy.layers.ipsec import ESP, SecurityAssociation  # noqa: E402
 
 from control.shm import PROTECT, ControlRegion, Policy  # noqa: E402
 from fastpath.classify import Classifier, esp_overhead, inner_mtu  # noqa: E402
@@ -85,14 +84,8 @@ def rig(tmp_path):
     r.close()
 
 
-def _scapy_sa(sa: SA) -> SecurityAssociation:
-    return SecurityAssociation(ESP, spi=sa.spi, crypt_algo="AES-GCM", crypt_key=sa.enc_key, crypt_icv_size=16,
-                               tunnel_header=IP(src=str(sa.src), dst=str(sa.dst)),
-                               nat_t_header=UDP(sport=sa.sport, dport=sa.dport) if sa.udp_encap else None)
-
-
 def _decrypt(sa: SA, esp: list[bytes]) -> list[IP]:
-    ssa = _scapy_sa(sa)
+    ssa = scapy_sa(sa, tunnel=True)
     return [IP(bytes(ssa.decrypt(IP(p)))) for p in esp]
 
 

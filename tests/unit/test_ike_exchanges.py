@@ -11,9 +11,9 @@ import os
 import random
 
 import pytest
-from conftest import ipv4, udp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.packets import ipv4, udp
 from test_ike_sa import child
 
 from control.ike.collision import lowest_nonce_wins

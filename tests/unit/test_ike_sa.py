@@ -123,7 +123,7 @@ def assert_esp_works(a: ChildSaEstablished, b: ChildSaEstablished) -> None:
     engine.add_sa(1, b.inbound, Direction.IN)
     engine.add_sa(2, b.outbound, Direction.OUT)
     engine.add_sa(3, a.inbound, Direction.IN)
-    from conftest import ipv4, udp
+    from support.packets import ipv4, udp
     for out_idx, src, dst in ((0, "10.1.0.5", "10.2.0.9"), (2, "10.2.0.9", "10.1.0.5")):
         inner = ipv4(src, dst, 17, udp(src, dst, 1000, 2000, os.urandom(100)))
         batch = Batch(capacity=1)

@@ -16,7 +16,9 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import V4_A, V4_B, V6_A, V6_B, install, ipv4, ipv6, new_engine, outer_esp, run
+from support.engines import install, new_engine, run
+from support.packets import ipv4, ipv6, outer_esp
+from support.sa import V4_A, V4_B, V6_A, V6_B
 
 from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
 from cdefs.sa import SA

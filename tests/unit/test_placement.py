@@ -3,127 +3,36 @@
 Hardware we cannot have here (ixgbe, cnxk, a QAT-like card, a lookaside
 protocol accelerator) appears as capability tables written from the drivers'
 documented limits.  The software PMDs (aesni_gcm, aesni_mb, openssl) are not
-faked: their tables come from real DPDK discovery, once per module.
+faked: the ladder with their tables from real DPDK discovery is in tests/e2e/test_placement_discovery.py.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
+from functools import partial
 
-import pytest
+from support.dpdk_tables import (
+    ALL_OPTIONS,
+    CNXK,
+    FULL_SET,
+    IXGBE,
+    LA_PROTO,
+    QAT,
+    reasons,
+    sec_caps,
+    tables,
+)
+from support.sa import make_sa as build_sa
 
 from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
-from cdefs.sa import SA, Direction
-from fastpath.dpdk.caps import CryptodevCaps, DpdkCaps, EthdevCaps, Range, SecurityCap, SymCap
-from fastpath.placement import ORDER, EngineKind, SoftwareEngine, crypto_needs, missing_crypto, place
+from cdefs.sa import Direction
+from fastpath.dpdk.caps import CryptodevCaps, DpdkCaps, EthdevCaps, Range, SecurityCap
+from fastpath.placement import ORDER, EngineKind, SoftwareEngine, crypto_needs, place
 
-# ---- tables for hardware we cannot have
-
-GCM_128_ONLY = SymCap("aead", "aes-gcm", Range(16, 16), Range(16, 16), Range(8, 12, 4), Range(12, 12))
-GMAC_128_ONLY = SymCap("auth", "aes-gmac", Range(16, 16), Range(16, 16), Range(0, 0), Range(12, 12))
-FULL_SET = (
-    SymCap("aead", "aes-gcm", Range(16, 32, 8), Range(16, 16), Range(8, 12, 4), Range(12, 12)),
-    SymCap("aead", "chacha20-poly1305", Range(32, 32), Range(16, 16), Range(8, 12, 4), Range(12, 12)),
-    SymCap("auth", "aes-gmac", Range(16, 32, 8), Range(16, 16), Range(0, 0), Range(12, 12)),
-    SymCap("cipher", "aes-cbc", Range(16, 32, 8), iv=Range(16, 16), block_size=16),
-    SymCap("cipher", "null", Range(0, 0)),
-    SymCap("auth", "sha2-256-hmac", Range(1, 1024, 1), Range(16, 16)),
-    SymCap("auth", "sha2-384-hmac", Range(1, 1024, 1), Range(24, 24)),
-    SymCap("auth", "sha2-512-hmac", Range(1, 1024, 1), Range(32, 32)),
-)
-ALL_OPTIONS = frozenset({"esn", "udp_encap", "copy_dscp", "copy_df", "copy_flabel", "ecn", "stats", "dec_ttl"})
-
-
-def sec_caps(action: str, crypto: tuple[SymCap, ...], options: frozenset[str] = frozenset(),
-             replay: int = 0, ipv6: bool = True) -> tuple[SecurityCap, ...]:
-    return tuple(SecurityCap(action, "ipsec", "esp", mode, direction, options, replay if direction == "ingress"
-                             else 0, crypto, ipv6)
-                 for mode in ("tunnel", "transport") for direction in ("egress", "ingress"))
-
-
-# 82599: inline crypto, AES-128-GCM (and GMAC) only, no ESN, no ESP-in-UDP.
-IXGBE = EthdevCaps(0, "0000:01:00.0", "net_ixgbe", True, True,
-                   sec_caps("inline-crypto", (GCM_128_ONLY, GMAC_128_ONLY)), 128, 128)
-# cn10k: inline protocol with everything, a 4096-packet replay window.
-CNXK = EthdevCaps(1, "0002:02:00.0", "net_cnxk", True, True,
-                  sec_caps("inline-protocol", FULL_SET, ALL_OPTIONS, 4096), 64, 64)
-# QAT-like lookaside crypto: no rte_security IPsec, no CPU crypto, a 96-bit-IV GCM, chaining.
-QAT = CryptodevCaps(2, "0000:3d:00.0_qat_sym", "crypto_qat",
-                    frozenset({"SYMMETRIC_CRYPTO", "SYM_OPERATION_CHAINING", "HW_ACCELERATED"}),
-                    FULL_SET, (), 16, 0)
-# A lookaside protocol accelerator (dpaa2_sec-like), ESN but no UDP encapsulation.
-LA_PROTO = CryptodevCaps(3, "dpsec-0", "crypto_dpaa2_sec",
-                         frozenset({"SYMMETRIC_CRYPTO", "SYM_OPERATION_CHAINING", "SECURITY_PROTOCOL"}),
-                         FULL_SET,
-                         sec_caps("lookaside-protocol", FULL_SET,
-                                  frozenset({"esn", "copy_dscp", "copy_df", "copy_flabel", "ecn"}), 1024),
-                         8, 2048)
-
-
-@pytest.fixture(scope="module")
-def soft_devs() -> tuple[CryptodevCaps, ...]:
-    """aesni_gcm, aesni_mb and openssl as DPDK really describes them."""
-    from fastpath.dpdk.eal import availability
-
-    ok, why = availability()
-    if not ok:
-        pytest.skip(why)
-    from fastpath.dpdk.caps import discover_in_subprocess
-
-    found = discover_in_subprocess(["crypto_aesni_gcm0", "crypto_aesni_mb0", "crypto_openssl0"])
-    return found.cryptodevs
-
-
-def tables(*, eth=(), cdev=()) -> DpdkCaps:
-    return DpdkCaps("test", (), tuple(eth), tuple(cdev))
-
-
-A4, B4 = ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("198.51.100.1")
-A6, B6 = ipaddress.ip_address("2001:db8::1"), ipaddress.ip_address("2001:db8::2")
-
-
-def make_sa(enc: str = "aes-gcm-128", integ: str | None = None, *, v6: bool = False, **kw) -> SA:
-    alg = ENC_ALGS[enc]
-    return SA(spi=0x1000, src=A6 if v6 else A4, dst=B6 if v6 else B4, enc=enc, enc_key=bytes(alg.config_key_len),
-              integ=integ, integ_key=bytes(INTEG_ALGS[integ].key_len) if integ else b"", **kw)
-
-
-def reasons(p) -> dict[str, str]:
-    return {str(c): r for c, r in p.skipped}
+make_sa = partial(build_sa, spi=0x1000, keys="zero")
 
 
 # ---- the ladder
-
-def test_everything_present_prefers_inline_protocol(soft_devs):
-    caps = tables(eth=[IXGBE, CNXK], cdev=[LA_PROTO, QAT, *soft_devs])
-    p = place(make_sa(), "out", caps)
-    assert str(p.engine) == "inline-protocol:0002:02:00.0"
-    kinds = [c.kind for c in p.eligible]
-    assert kinds == sorted(kinds, key=ORDER.index), "fall-back order follows the preference order"
-    assert set(kinds) == set(EngineKind)
-    assert kinds[-1] == EngineKind.SOFTWARE
-
-
-def test_ixgbe_inline_crypto_takes_aes_gcm_128_only(soft_devs):
-    caps = tables(eth=[IXGBE], cdev=soft_devs)
-    assert str(place(make_sa(), "in", caps).engine) == "inline-crypto:0000:01:00.0"
-    assert str(place(make_sa("aes-gmac-128"), "out", caps).engine) == "inline-crypto:0000:01:00.0"
-    p = place(make_sa("aes-gcm-256"), "out", caps)
-    assert str(p.engine) == "lookaside-crypto:crypto_aesni_gcm0"
-    assert "key 32" in reasons(p)["inline-crypto:0000:01:00.0"]
-    assert "offers key 16" in reasons(p)["inline-crypto:0000:01:00.0"]
-
-
-@pytest.mark.parametrize("kw, why", [
-    ({"esn": True}, "no ESN support"),
-    ({"udp_encap": True}, "no UDP encapsulation support"),
-])
-def test_ixgbe_restrictions(kw, why, soft_devs):
-    p = place(make_sa(**kw), "out", tables(eth=[IXGBE], cdev=soft_devs))
-    assert reasons(p)["inline-crypto:0000:01:00.0"] == why
-    assert p.engine.kind == EngineKind.LOOKASIDE_CRYPTO
-
 
 def test_inline_crypto_leaves_replay_and_headers_to_software():
     # Inline crypto only encrypts: a large window and header policies do not matter.
@@ -147,7 +56,7 @@ def test_ports_filter_restricts_inline_engines():
 
 
 def test_cnxk_inline_protocol_with_esn_udp_ipv6():
-    sa = make_sa("aes-gcm-256", esn=True, udp_encap=True, v6=True, replay_window=1024)
+    sa = make_sa("aes-gcm-256", esn=True, udp_encap=True, family=6, replay_window=1024)
     for d in ("in", "out"):
         assert str(place(sa, d, tables(eth=[CNXK])).engine) == "inline-protocol:0002:02:00.0"
     cbc = make_sa("aes-cbc-256", "hmac-sha512-256", mode="transport")
@@ -175,7 +84,7 @@ def test_protocol_offload_must_honour_outer_header_policies():
 
 def test_ipv6_unsupported_device():
     v4only = EthdevCaps(0, "v4only", "net_x", True, True, sec_caps("inline-crypto", FULL_SET, ALL_OPTIONS, ipv6=False))
-    assert reasons(place(make_sa(v6=True), "out", tables(eth=[v4only])))["inline-crypto:v4only"] == "no IPv6 support"
+    assert reasons(place(make_sa(family=6), "out", tables(eth=[v4only])))["inline-crypto:v4only"] == "no IPv6 support"
     assert place(make_sa(), "out", tables(eth=[v4only])).engine.kind == EngineKind.INLINE_CRYPTO
 
 
@@ -207,26 +116,6 @@ def test_qat_like_lookaside_crypto_and_chaining():
     assert reasons(p)["cpu-crypto:-"] == "no device offers cpu-crypto"
 
 
-def test_software_pmds_from_real_discovery(soft_devs):
-    caps = tables(cdev=soft_devs)
-    p = place(make_sa("aes-gcm-256"), "out", caps)
-    assert [str(c) for c in p.eligible] == [
-        "lookaside-crypto:crypto_aesni_gcm0", "lookaside-crypto:crypto_aesni_mb0",
-        "lookaside-crypto:crypto_openssl0", "cpu-crypto:crypto_aesni_gcm0", "cpu-crypto:crypto_aesni_mb0",
-        "software:software"]
-    chacha = place(make_sa("chacha20-poly1305"), "out", caps)
-    assert str(chacha.engine) == "lookaside-crypto:crypto_aesni_mb0"
-    assert reasons(chacha)["lookaside-crypto:crypto_aesni_gcm0"] == "chacha20-poly1305: no chacha20-poly1305"
-    assert reasons(chacha)["lookaside-crypto:crypto_openssl0"] == "chacha20-poly1305: no chacha20-poly1305"
-    cbc = place(make_sa("aes-cbc-256", "hmac-sha384-192", esn=True), "in", caps)
-    assert str(cbc.engine) == "lookaside-crypto:crypto_aesni_mb0"
-    assert "no aes-cbc" in reasons(cbc)["lookaside-crypto:crypto_aesni_gcm0"]
-    # openssl has no CPU-crypto API, so it never appears on that rung.
-    assert not any(c.kind == EngineKind.CPU_CRYPTO and "openssl" in c.device for c in p.eligible)
-    # NULL encryption: only aesni_mb offers the null cipher among these.
-    assert str(place(make_sa("null", "hmac-sha256-128"), "out", caps).engine) == "lookaside-crypto:crypto_aesni_mb0"
-
-
 def test_no_dpdk_means_software_and_every_rung_explained():
     p = place(make_sa(), Direction.OUT, None)
     assert str(p.engine) == "software:software"
@@ -254,25 +143,6 @@ def test_fall_back_records_why():
     d = q.to_dict()
     assert d["engine"] == "inline-crypto:0000:01:00.0" and d["fallbacks"] == ["software:software"]
     assert {"engine": "inline-protocol:0002:02:00.0", "reason": "rte_security_session_create: -ENOMEM"} in d["skipped"]
-
-
-def test_placement_is_pure_and_total(soft_devs):
-    """Every algorithm combination, both directions, v4/v6, ESN, UDP: always an engine, ordered, repeatable."""
-    caps = tables(eth=[IXGBE, CNXK], cdev=[LA_PROTO, QAT, *soft_devs])
-    for enc, alg in ENC_ALGS.items():
-        for integ in [None] if alg.aead else list(INTEG_ALGS):
-            for flags in ({}, {"esn": True}, {"udp_encap": True, "v6": True}, {"mode": "transport"}):
-                sa = make_sa(enc, integ, **flags)
-                for d in ("in", "out"):
-                    p = place(sa, d, caps)
-                    assert p == place(sa, d, caps)
-                    assert p.engine is not None
-                    kinds = [c.kind for c in p.eligible]
-                    assert kinds == sorted(kinds, key=ORDER.index)
-                    for c in p.eligible:
-                        if c.kind in (EngineKind.LOOKASIDE_CRYPTO, EngineKind.CPU_CRYPTO):
-                            dev = next(x for x in caps.cryptodevs if x.name == c.device)
-                            assert missing_crypto(sa, dev.sym) is None
 
 
 def test_crypto_needs_follow_the_esp_contract():

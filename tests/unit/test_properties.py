@@ -16,10 +16,12 @@ import random
 import struct
 
 import pytest
-from conftest import ALGORITHMS, endpoints, inner_packet, install, make_sa, new_engine, outer_esp, run
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.engines import ALGORITHMS, install, new_engine, run
+from support.packets import inner_packet, outer_esp
+from support.sa import endpoints, make_sa
 
 from fastpath.status import Status
 
