@@ -167,7 +167,9 @@ def _cert_example_files(tmp_path: Path) -> dict[str, str]:
 
 def test_certificate_examples_authenticate_each_other(tmp_path: Path) -> None:
     """site-to-site-cert-{a,b}.yaml, given certificates at their paths, load and complete IKE_AUTH together."""
-    import test_ike_sa as ike
+    from support.ike_pair import assert_esp_works, handshake
+
+    from control.ike.events import ChildSaEstablished, IkeSaEstablished
 
     subst = _cert_example_files(tmp_path)
     cfgs = []
@@ -179,8 +181,8 @@ def test_certificate_examples_authenticate_each_other(tmp_path: Path) -> None:
         (conn,) = cfg.connections.values()
         assert conn.local_auth == conn.remote_auth == "pubkey" and not conn.psk
         cfgs.append(conn.ike_config(cfg.gateway))
-    net = ike.Net(*cfgs).run()
-    (ci,), (cr,) = net.of("i", ike.ChildSaEstablished), net.of("r", ike.ChildSaEstablished)
-    ike.assert_esp_works(ci, cr)
-    (ei,) = net.of("i", ike.IkeSaEstablished)
+    net = handshake(*cfgs)
+    (ci,), (cr,) = net.of("a", ChildSaEstablished), net.of("b", ChildSaEstablished)
+    assert_esp_works(ci, cr)
+    (ei,) = net.of("a", IkeSaEstablished)
     assert str(ei.remote_id) == "C=CH, O=example, CN=gw-b"

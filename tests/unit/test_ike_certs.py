@@ -8,8 +8,8 @@ import datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import x25519
+from support.ike_pair import Pair, assert_esp_works, child, handshake
 from support.pki import CA, NOW, name, new_key, pem_cert, pem_key, write
-from test_ike_sa import Net, assert_esp_works, child
 
 from control.ike import auth_sig
 from control.ike.certs import (
@@ -50,9 +50,9 @@ def cert_configs(ca_i: CA, ca_r: CA, kind_i="p256", kind_r="p256", id_i="gw-a.ex
     return ci, cr
 
 
-def assert_up(net: Net) -> None:
-    assert not net.of("i", IkeSaFailed) and not net.of("r", IkeSaFailed), net.events
-    (ci,), (cr,) = net.of("i", ChildSaEstablished), net.of("r", ChildSaEstablished)
+def assert_up(net: Pair) -> None:
+    assert not net.of("a", IkeSaFailed) and not net.of("b", IkeSaFailed), net.events
+    (ci,), (cr,) = net.of("a", ChildSaEstablished), net.of("b", ChildSaEstablished)
     assert_esp_works(ci, cr)
 
 
@@ -61,14 +61,14 @@ def assert_up(net: Net) -> None:
     ("ed25519", "ed25519", False), ("ed25519", "rsa", False),
 ])
 def test_signature_auth(ca: CA, kind_i: str, kind_r: str, pss: bool) -> None:
-    net = Net(*cert_configs(ca, ca, kind_i, kind_r, rsa_pss=pss)).run()
+    net = handshake(*cert_configs(ca, ca, kind_i, kind_r, rsa_pss=pss))
     assert_up(net)
-    (ei,), (er,) = net.of("i", IkeSaEstablished), net.of("r", IkeSaEstablished)
+    (ei,), (er,) = net.of("a", IkeSaEstablished), net.of("b", IkeSaEstablished)
     assert str(ei.remote_id) == "gw-b.example" and str(er.remote_id) == "gw-a.example"
 
 
 def test_certreq_and_hash_notify_in_ike_sa_init(ca: CA) -> None:
-    net = Net(*cert_configs(ca, ca)).run()
+    net = handshake(*cert_configs(ca, ca))
     assert_up(net)
     req, resp = Message.parse(net.wire[0]), Message.parse(net.wire[1])
     for m in (req, resp):
@@ -87,60 +87,60 @@ def test_certreq_and_hash_notify_in_ike_sa_init(ca: CA) -> None:
     ("GW-A.example", ["gw-a.example"]),              # FQDNs compare case-insensitively
 ])
 def test_id_types(ca: CA, id_i: str, sans_i: list[str]) -> None:
-    net = Net(*cert_configs(ca, ca, id_i=id_i, sans_i=sans_i)).run()
+    net = handshake(*cert_configs(ca, ca, id_i=id_i, sans_i=sans_i))
     assert_up(net)
-    (er,) = net.of("r", IkeSaEstablished)
+    (er,) = net.of("b", IkeSaEstablished)
     assert er.remote_id.id_type == Identity.from_string(id_i).id_type
 
 
 def test_intermediate_ca(ca: CA) -> None:
     mid = CA("ipsecgw intermediate", parent=ca)
     # the responder trusts only the root: the initiator sends its intermediate as a second CERT
-    net = Net(*cert_configs(mid, ca, chain_i=[mid.cert], trust_r=[ca.cert])).run()
+    net = handshake(*cert_configs(mid, ca, chain_i=[mid.cert], trust_r=[ca.cert]))
     assert_up(net)
     # without the intermediate in CERT payloads the responder cannot build the chain
-    net = Net(*cert_configs(mid, ca, trust_r=[ca.cert])).run()
-    assert net.of("r", IkeSaFailed)[0].notify == Notify.AUTHENTICATION_FAILED
+    net = handshake(*cert_configs(mid, ca, trust_r=[ca.cert]))
+    assert net.of("b", IkeSaFailed)[0].notify == Notify.AUTHENTICATION_FAILED
 
 
-def _fails(net: Net) -> str:
-    (fr,), (fi,) = net.of("r", IkeSaFailed), net.of("i", IkeSaFailed)
+def _fails(net: Pair) -> str:
+    (fr,), (fi,) = net.of("b", IkeSaFailed), net.of("a", IkeSaFailed)
     assert fr.notify == fi.notify == Notify.AUTHENTICATION_FAILED
-    assert not net.of("r", IkeSaEstablished) and not net.of("i", ChildSaEstablished)
+    assert not net.of("b", IkeSaEstablished) and not net.of("a", ChildSaEstablished)
     return str(fr.reason) if hasattr(fr, "reason") else repr(fr)
 
 
 def test_wrong_ca(ca: CA) -> None:
     other = CA("some other CA")
-    assert "not issued by a configured CA" in _fails(Net(*cert_configs(other, ca, trust_r=[ca.cert])).run())
+    assert "not issued by a configured CA" in _fails(handshake(*cert_configs(other, ca, trust_r=[ca.cert])))
 
 
 def test_responder_with_wrong_ca_fails_on_initiator(ca: CA) -> None:
     other = CA("some other CA")
-    net = Net(*cert_configs(ca, other, trust_i=[ca.cert])).run()
+    net = handshake(*cert_configs(ca, other, trust_i=[ca.cert]))
     # the responder accepted us, but we reject its certificate
-    assert net.of("i", IkeSaFailed)[0].notify == Notify.AUTHENTICATION_FAILED
-    assert not net.of("i", IkeSaEstablished)
+    assert net.of("a", IkeSaFailed)[0].notify == Notify.AUTHENTICATION_FAILED
+    assert not net.of("a", IkeSaEstablished)
 
 
 def test_expired_cert(ca: CA) -> None:
     kw = {"not_before": NOW - datetime.timedelta(days=10), "not_after": NOW - datetime.timedelta(days=1)}
-    assert "expired" in _fails(Net(*cert_configs(ca, ca, cert_kw_i=kw)).run())
+    assert "expired" in _fails(handshake(*cert_configs(ca, ca, cert_kw_i=kw)))
 
 
 def test_not_yet_valid_cert(ca: CA) -> None:
     kw = {"not_before": NOW + datetime.timedelta(days=1), "not_after": NOW + datetime.timedelta(days=10)}
-    assert "not valid before" in _fails(Net(*cert_configs(ca, ca, cert_kw_i=kw)).run())
+    assert "not valid before" in _fails(handshake(*cert_configs(ca, ca, cert_kw_i=kw)))
 
 
 def test_id_not_in_cert(ca: CA) -> None:
     # the initiator claims gw-a.example but its certificate names only gw-x.example
-    reason = _fails(Net(*cert_configs(ca, ca, sans_i=["gw-x.example"])).run())
+    reason = _fails(handshake(*cert_configs(ca, ca, sans_i=["gw-x.example"])))
     assert "not in its certificate" in reason
 
 
 def test_id_not_the_configured_one(ca: CA) -> None:
-    _fails(Net(*cert_configs(ca, ca, remote_id_r="someone-else.example")).run())
+    _fails(handshake(*cert_configs(ca, ca, remote_id_r="someone-else.example")))
 
 
 def test_forged_signature(ca: CA) -> None:
@@ -148,13 +148,13 @@ def test_forged_signature(ca: CA) -> None:
     ci, cr = cert_configs(ca, ca)
     stolen, _ = ca.issue("gw-a", "p256", ["gw-a.example"])
     object.__setattr__(ci.credentials, "cert", stolen)      # bypass the key/cert check on purpose
-    assert "signature" in _fails(Net(ci, cr).run())
+    assert "signature" in _fails(handshake(ci, cr))
 
 
 def test_psk_peer_against_pubkey_responder(ca: CA) -> None:
     ci, cr = cert_configs(ca, ca)
     ci.local_auth, ci.psk = "psk", b"some psk"
-    assert "we expect a digital signature" in _fails(Net(ci, cr).run())
+    assert "we expect a digital signature" in _fails(handshake(ci, cr))
 
 
 def test_mixed_pubkey_and_psk(ca: CA) -> None:
@@ -162,7 +162,7 @@ def test_mixed_pubkey_and_psk(ca: CA) -> None:
     ci, cr = cert_configs(ca, ca)
     ci.remote_auth, ci.psk = "psk", b"shared"
     cr.local_auth, cr.psk = "psk", b"shared"
-    assert_up(Net(ci, cr).run())
+    assert_up(handshake(ci, cr))
 
 
 # ---- pieces ----
@@ -246,7 +246,7 @@ def test_auth_payload_method_is_digital_signature(ca: CA) -> None:
     from control.ike.tasks.ike_auth import _our_auth
 
     ci, cr = cert_configs(ca, ca)
-    net = Net(ci, cr).run()
+    net = handshake(ci, cr)
     assert_up(net)
     idp = ci.local_id.payload(True)
     payloads = _our_auth(net.i, True, idp)

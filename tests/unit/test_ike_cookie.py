@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from test_ike_exchanges import cfgs
+from support.ike_pair import cfgs
 
 from control.ike.constants import ExchangeType, Flag, Notify
 from control.ike.cookie import ResponderGate

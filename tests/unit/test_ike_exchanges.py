@@ -13,11 +13,9 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.packets import ipv4, udp
-from test_ike_sa import child
+from support.ike_pair import A, B, Pair, assert_esp_works, cfgs, child, up
 
 from control.ike.collision import lowest_nonce_wins
-from control.ike.config import Identity, IkeConfig
 from control.ike.constants import ExchangeType, Flag, Notify, PayloadType
 from control.ike.crypto import derive_rekeyed_ike_keys, prf, prf_len
 from control.ike.events import (
@@ -30,137 +28,8 @@ from control.ike.events import (
     IkeSaRekeyed,
     State,
 )
-from control.ike.message import KEPayload, Message, NotifyPayload, UnknownPayload, parse_header
+from control.ike.message import KEPayload, Message, NotifyPayload, UnknownPayload
 from control.ike.sa import IkeSA
-
-A, B = ("192.0.2.1", 500), ("198.51.100.2", 500)
-PSK = b"correct horse battery staple"
-
-
-def cfgs(ike="aes128gcm16-prfsha256-x25519", esp="aes128gcm16", esp_b=None, **kw):
-    ca = IkeConfig(Identity.from_string("a.example"), PSK, Identity.from_string("b.example"), ike_proposals=ike,
-                   children=[child(esp=esp)], **kw)
-    cb = IkeConfig(Identity.from_string("b.example"), PSK, Identity.from_string("a.example"), ike_proposals=ike,
-                   children=[child(local="10.2.0.0/16", remote="10.1.0.0/16", esp=esp_b or esp),
-                             child("second", local="10.20.0.0/16", remote="10.10.0.0/16", esp=esp_b or esp)],
-                   **kw)
-    return ca, cb
-
-
-class Pair:
-    # the sides that answer an IKE_SA_INIT request with a new responder IKE SA
-    answering = ("b",)
-
-    def __init__(self, ca, cb, drop=None):
-        self.ca, self.cb = ca, cb
-        self.sas: dict[str, list[IkeSA]] = {"a": [IkeSA(ca, initiator=True, local=A, remote=B)], "b": []}
-        self.events: dict[str, list] = {"a": [], "b": []}
-        self.now = 0.0
-        self.drop = drop or (lambda side, data: False)
-        self.sent = {"a": 0, "b": 0}
-
-    def live(self, side) -> list[IkeSA]:
-        return [s for s in self.sas[side] if s.state != State.DEAD]
-
-    def ike(self, side) -> IkeSA:
-        (s,) = [s for s in self.live(side) if s.state == State.ESTABLISHED]
-        return s
-
-    def _deliver(self, to, data, port):
-        here, there = ((A if to == "a" else B)[0], (B if to == "a" else A)[0])
-        body = data[4:] if port == 4500 else data
-        hdr = parse_header(body)
-        key = hdr.spi_r if hdr.flags & Flag.INITIATOR else hdr.spi_i
-        if hdr.flags & Flag.INITIATOR and key == bytes(8) and to in self.answering:
-            sa = IkeSA(self.cb if to == "b" else self.ca, initiator=False, local=(here, port), remote=(there, port))
-            self.sas[to].append(sa)
-            key = sa.our_spi
-        for sa in self.sas[to]:
-            if sa.our_spi == key:
-                sa.receive_datagram(data, port, (there, port), self.now)
-                return
-
-    def _collect(self):
-        for side in ("a", "b"):
-            for sa in list(self.sas[side]):
-                while (e := sa.next_event()) is not None:
-                    self.events[side].append(e)
-                    self._collected(side, e)
-
-    def _collected(self, side, e) -> None:
-        """Each event as it is collected: an IKE rekey's new SA joins its side."""
-        if isinstance(e, IkeSaRekeyed):
-            self.sas[side].append(e.new_sa)
-
-    def pump(self) -> bool:
-        flight = []
-        for side in ("a", "b"):
-            for sa in self.sas[side]:
-                for d in sa.datagrams_to_send():
-                    self.sent[side] += 1
-                    if not self.drop(side, d.data):
-                        flight.append(("b" if side == "a" else "a", d))
-        for to, d in flight:
-            self._deliver(to, d.data, d.remote[1])
-        self._collect()
-        return bool(flight)
-
-    def run(self, until: float | None = None, max_steps: int = 200):
-        if self.sas["a"][0].state == State.CREATED:
-            self.sas["a"][0].initiate(self.now)
-        for _ in range(max_steps):
-            if self.pump():
-                continue
-            timers = [t for s in self.sas["a"] + self.sas["b"] if (t := s.get_timer()) is not None]
-            if not timers or until is None or min(timers) > until:
-                break
-            self.now = max(self.now, min(timers))
-            for s in self.sas["a"] + self.sas["b"]:
-                s.handle_timer(self.now)
-            self._collect()
-        if until is not None:
-            self.now = max(self.now, until)
-        return self
-
-    def of(self, side, cls):
-        return [e for e in self.events[side] if isinstance(e, cls)]
-
-    def clear(self):
-        self.events = {"a": [], "b": []}
-
-
-def assert_esp_works(a: ChildSaEstablished, b: ChildSaEstablished) -> None:
-    """A packet from a's outbound SA decrypts on b's inbound SA, and back, inside the negotiated selectors."""
-    from cdefs.sa import Direction
-    from fastpath.batch import Batch
-    from fastpath.engines import create
-    from fastpath.status import Status
-
-    assert a.outbound.spi == b.inbound.spi and a.inbound.spi == b.outbound.spi
-    engine = create("best")
-    for i, (sa, d) in enumerate(((a.outbound, Direction.OUT), (b.inbound, Direction.IN),
-                                 (b.outbound, Direction.OUT), (a.inbound, Direction.IN))):
-        engine.add_sa(i, sa, d)
-    for out_idx, x in ((0, a), (2, b)):
-        src, dst = str(x.local_ts[0].start + 5), str(x.remote_ts[0].start + 9)
-        inner = ipv4(src, dst, 17, udp(src, dst, 1000, 2000, os.urandom(100)))
-        batch = Batch(capacity=1)
-        batch.append(inner, out_idx)
-        engine.outbound(batch)
-        assert Status(int(batch.status[0])) == Status.OK
-        rx = Batch(capacity=1)
-        rx.append(batch.packet(0))
-        engine.inbound(rx)
-        assert Status(int(rx.status[0])) == Status.OK
-        assert rx.packet(0) == inner
-    engine.close()
-
-
-def up(**kw) -> Pair:
-    p = Pair(*cfgs(**kw)).run()
-    assert p.ike("a").state == p.ike("b").state == State.ESTABLISHED
-    p.clear()
-    return p
 
 
 def current_children(p: Pair, side: str) -> list:
@@ -434,7 +303,7 @@ def test_dpd_liveness_and_dead_peer() -> None:
     assert a.stats["dpd_sent"] == a.stats["dpd_answered"] == 3
     assert p.ike("b").stats["dpd_received"] == 3
     # the peer vanishes: DPD retransmits, gives up, and the IKE SA and its CHILD SAs go
-    p.drop = lambda side, data: side == "a"
+    p.drop = lambda side, n, data: side == "a"
     p.clear()
     p.run(until=200.0)
     assert a.state == State.DEAD
@@ -446,7 +315,7 @@ def test_lost_create_child_response_answered_from_cache() -> None:
     p = up()
     drops = {"n": 0}
 
-    def drop(side, data):
+    def drop(side, n, data):
         if side == "b" and drops["n"] == 0:
             drops["n"] += 1
             return True
@@ -536,7 +405,7 @@ def test_init_with_unsupported_critical_payload_answered_in_clear() -> None:
 
 def test_half_open_responder_times_out() -> None:
     ca, cb = cfgs()
-    p = Pair(ca, cb, drop=lambda side, data: side == "a" and data[18] == ExchangeType.IKE_AUTH)
+    p = Pair(ca, cb, drop=lambda side, n, data: side == "a" and data[18] == ExchangeType.IKE_AUTH)
     p.run(until=100.0)
     r = p.sas["b"][0]
     assert r.state == State.DEAD and r.stats["half_open_timeout"] == 1
@@ -557,7 +426,7 @@ def test_fuzz_operations(ops) -> None:
     rng = random.Random(len(ops))
     dropping = {"n": 0}
 
-    def drop(side, data):
+    def drop(side, n, data):
         if dropping["n"]:
             dropping["n"] -= 1
             return True

@@ -18,8 +18,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.ike_pair import assert_esp_works, child
 from support.pki import CA, make_cert, name, new_key
-from test_ike_sa import assert_esp_works, child
 
 from control.config import ConfigError, parse_config
 from control.ike.certs import Credentials

@@ -5,8 +5,7 @@ jitter, NAT-T keepalives (RFC 3948 §2.3), and the Delete for a CHILD SA refused
 from __future__ import annotations
 
 import pytest
-from test_ike_exchanges import PSK, A, B, Pair, assert_esp_works
-from test_ike_sa import child
+from support.ike_pair import PSK, A, B, Pair, assert_esp_works, child
 
 from control.ike.config import Identity, IkeConfig
 from control.ike.constants import NATT_KEEPALIVE, ExchangeType
@@ -156,7 +155,7 @@ def test_hard_expiry_without_replacement():
     lifetime (100 + over_time 40) the CHILD SAs are removed at once and a Delete is sent."""
     p = LifePair(*cfg_pair({"reauth_time": 100.0, "rand_time": 0.0, "over_time": 40.0,
                             "retransmit_timeout": 1.0, "retransmit_tries": 2}))
-    p.drop = lambda side, data: p.now >= 50.0
+    p.drop = lambda side, n, data: p.now >= 50.0
     p.run()
     old = p.ike("a")
     kids = {c.spi_in for c in old.children}
@@ -233,7 +232,7 @@ def test_first_child_refused_after_ike_auth_is_deleted():
     ca.children = [child(local="10.1.0.0/16", remote="10.2.0.0/16")]
     sent: list[bytes] = []
 
-    def tap(side, data):
+    def tap(side, n, data):
         if side == "a":
             sent.append(data)
         return False

@@ -15,129 +15,13 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.ike_pair import I_ADDR, NAT_PUBLIC, R_ADDR, Pair, assert_esp_works, child, configs, handshake
 
-from cdefs.sa import Direction
-from control.ike.config import ChildConfig, Identity, IkeConfig
+from control.ike.config import Identity
 from control.ike.constants import NON_ESP_MARKER, ExchangeType, Notify
 from control.ike.events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed, State
 from control.ike.message import TrafficSelectorEntry as TS
 from control.ike.sa import IkeSA
-from fastpath.batch import Batch
-from fastpath.engines import create
-from fastpath.status import Status
-
-I_ADDR, R_ADDR = ("192.0.2.1", 500), ("198.51.100.2", 500)
-NAT_PUBLIC = "203.0.113.7"
-PSK = b"correct horse battery staple"
-
-
-def child(name="net", local="10.1.0.0/16", remote="10.2.0.0/16", esp="aes128gcm16"):
-    return ChildConfig(name, [TS.from_network(n) for n in local.split(",")],
-                       [TS.from_network(n) for n in remote.split(",")], esp_proposals=esp)
-
-
-def configs(ike_i="aes128gcm16-prfsha256-x25519", ike_r=None, esp_i="aes128gcm16", esp_r=None, psk_r=PSK,
-            i_child=None, r_child=None, encap=False):
-    ci = IkeConfig(Identity.from_string("gw-a.example"), PSK, Identity.from_string("gw-b.example"),
-                   ike_proposals=ike_i, children=[i_child or child(esp=esp_i)], encap=encap)
-    cr = IkeConfig(Identity.from_string("gw-b.example"), psk_r, Identity.from_string("gw-a.example"),
-                   ike_proposals=ike_r or ike_i,
-                   children=[r_child or child(local="10.2.0.0/16", remote="10.1.0.0/16", esp=esp_r or esp_i)])
-    return ci, cr
-
-
-class Net:
-    """Moves datagrams; with ``nat`` the initiator's source becomes NAT_PUBLIC with a new port per local port."""
-
-    def __init__(self, ci, cr, nat=False, drop=None):
-        self.i = IkeSA(ci, initiator=True, local=I_ADDR, remote=(R_ADDR[0], ci.remote_port))
-        self.responders: list[IkeSA] = []
-        self.cr = cr
-        self.nat = nat
-        self.drop = drop or (lambda direction, n, data: False)
-        self.count = {"i2r": 0, "r2i": 0}
-        self.now = 0.0
-        self.events: dict[str, list] = {"i": [], "r": []}
-        self.wire: list[bytes] = []
-
-    @property
-    def r(self) -> IkeSA:
-        return self.responders[-1]
-
-    def _nat_port(self, port: int) -> int:
-        return 40000 + port if self.nat else port
-
-    def run(self, steps=20):
-        if self.i.state == State.CREATED:
-            self.i.initiate(self.now)
-        for _ in range(steps):
-            moved = False
-            for d in self.i.datagrams_to_send():
-                moved = True
-                self.wire.append(d.data)
-                n = self.count["i2r"]
-                self.count["i2r"] += 1
-                if self.drop("i2r", n, d.data):
-                    continue
-                src = (NAT_PUBLIC if self.nat else I_ADDR[0], self._nat_port(d.local_port))
-                if not self.responders or self.responders[-1].state == State.DEAD:
-                    self.responders.append(IkeSA(self.cr, initiator=False, local=(R_ADDR[0], d.remote[1]),
-                                                 remote=src))
-                self.r.receive_datagram(d.data, d.remote[1], src, self.now)
-            for r in self.responders:
-                for d in r.datagrams_to_send():
-                    moved = True
-                    self.wire.append(d.data)
-                    n = self.count["r2i"]
-                    self.count["r2i"] += 1
-                    if self.drop("r2i", n, d.data):
-                        continue
-                    port = d.remote[1] - 40000 if self.nat else d.remote[1]
-                    self.i.receive_datagram(d.data, port, (R_ADDR[0], d.local_port), self.now)
-            self._collect()
-            if not moved:
-                t = self.i.get_timer()
-                if t is None:
-                    break
-                self.now = t
-                self.i.handle_timer(self.now)
-        self._collect()
-        return self
-
-    def _collect(self):
-        while (e := self.i.next_event()) is not None:
-            self.events["i"].append(e)
-        for r in self.responders:
-            while (e := r.next_event()) is not None:
-                self.events["r"].append(e)
-
-    def of(self, side, cls):
-        return [e for e in self.events[side] if isinstance(e, cls)]
-
-
-def assert_esp_works(a: ChildSaEstablished, b: ChildSaEstablished) -> None:
-    """A packet from a's outbound SA decrypts on b's inbound SA, and back."""
-    assert a.outbound.spi == b.inbound.spi and a.inbound.spi == b.outbound.spi
-    engine = create("best")
-    engine.add_sa(0, a.outbound, Direction.OUT)
-    engine.add_sa(1, b.inbound, Direction.IN)
-    engine.add_sa(2, b.outbound, Direction.OUT)
-    engine.add_sa(3, a.inbound, Direction.IN)
-    from support.packets import ipv4, udp
-    for out_idx, src, dst in ((0, "10.1.0.5", "10.2.0.9"), (2, "10.2.0.9", "10.1.0.5")):
-        inner = ipv4(src, dst, 17, udp(src, dst, 1000, 2000, os.urandom(100)))
-        batch = Batch(capacity=1)
-        batch.append(inner, out_idx)
-        engine.outbound(batch)
-        assert Status(int(batch.status[0])) == Status.OK
-        wire = batch.packet(0)
-        assert inner[20:] not in wire
-        rx = Batch(capacity=1)
-        rx.append(wire)
-        engine.inbound(rx)
-        assert Status(int(rx.status[0])) == Status.OK
-        assert rx.packet(0) == inner
-    engine.close()
 
 
 @pytest.mark.parametrize("ike,esp", [
@@ -149,12 +33,12 @@ def assert_esp_works(a: ChildSaEstablished, b: ChildSaEstablished) -> None:
     ("aes256gcm16-prfsha256-ecp521", "aes256-sha384"),
 ])
 def test_handshake_and_child_keys(ike: str, esp: str) -> None:
-    net = Net(*configs(ike, esp_i=esp)).run()
-    (ei,), (er,) = net.of("i", IkeSaEstablished), net.of("r", IkeSaEstablished)
+    net = handshake(*configs(ike, esp_i=esp))
+    (ei,), (er,) = net.of("a", IkeSaEstablished), net.of("b", IkeSaEstablished)
     assert (ei.spi_i, ei.spi_r) == (er.spi_i, er.spi_r) and ei.suite == er.suite
     assert str(ei.remote_id) == "gw-b.example" and str(er.remote_id) == "gw-a.example"
     assert not (ei.nat_local or ei.nat_remote or er.nat_local or er.nat_remote)
-    (ci,), (cr,) = net.of("i", ChildSaEstablished), net.of("r", ChildSaEstablished)
+    (ci,), (cr,) = net.of("a", ChildSaEstablished), net.of("b", ChildSaEstablished)
     assert ci.suite == cr.suite and ci.suite.esn == esp.endswith("esn")
     assert ci.inbound.enc_key == cr.outbound.enc_key and ci.outbound.enc_key == cr.inbound.enc_key
     assert ci.inbound.enc_key != ci.outbound.enc_key
@@ -164,18 +48,18 @@ def test_handshake_and_child_keys(ike: str, esp: str) -> None:
     assert ci.inbound.enc_key.hex() not in repr(ci)
     assert_esp_works(ci, cr)
     # both IKE_SA_INIT and IKE_AUTH used one request each: Message IDs 0 and 1
-    assert net.count == {"i2r": 2, "r2i": 2}
+    assert net.sent == {"a": 2, "b": 2}
 
 
 def test_nat_detected_and_float_to_4500() -> None:
-    net = Net(*configs(), nat=True).run()
-    (ei,), (er,) = net.of("i", IkeSaEstablished), net.of("r", IkeSaEstablished)
+    net = handshake(*configs(), nat=True)
+    (ei,), (er,) = net.of("a", IkeSaEstablished), net.of("b", IkeSaEstablished)
     assert ei.nat_local and not ei.nat_remote
     assert er.nat_remote and not er.nat_local
     # IKE_AUTH went over the NAT-T port with the non-ESP marker
     assert net.wire[2].startswith(NON_ESP_MARKER) and net.wire[3].startswith(NON_ESP_MARKER)
     assert not net.wire[0].startswith(NON_ESP_MARKER)
-    (ci,), (cr,) = net.of("i", ChildSaEstablished), net.of("r", ChildSaEstablished)
+    (ci,), (cr,) = net.of("a", ChildSaEstablished), net.of("b", ChildSaEstablished)
     assert ci.outbound.udp_encap and cr.outbound.udp_encap
     assert (ci.outbound.sport, ci.outbound.dport) == (4500, 4500)
     assert (cr.outbound.sport, cr.outbound.dport) == (4500, 40000 + 4500)   # the NAT's port
@@ -183,60 +67,60 @@ def test_nat_detected_and_float_to_4500() -> None:
 
 
 def test_encap_fakes_nat() -> None:
-    net = Net(*configs(encap=True)).run()
-    (ei,), (er,) = net.of("i", IkeSaEstablished), net.of("r", IkeSaEstablished)
+    net = handshake(*configs(encap=True))
+    (ei,), (er,) = net.of("a", IkeSaEstablished), net.of("b", IkeSaEstablished)
     assert ei.nat_local and er.nat_remote
-    assert net.of("i", ChildSaEstablished)[0].outbound.udp_encap
+    assert net.of("a", ChildSaEstablished)[0].outbound.udp_encap
 
 
 def test_invalid_ke_retry() -> None:
     # the initiator guesses x25519 first; the responder only takes ECP-256
-    net = Net(*configs("aes128gcm16-prfsha256-x25519-ecp256", ike_r="aes128gcm16-prfsha256-ecp256")).run()
-    (ei,) = net.of("i", IkeSaEstablished)
+    net = handshake(*configs("aes128gcm16-prfsha256-x25519-ecp256", ike_r="aes128gcm16-prfsha256-ecp256"))
+    (ei,) = net.of("a", IkeSaEstablished)
     assert ei.suite.dh == 19
-    assert net.count["i2r"] == 3          # INIT, INIT again with the right KE, AUTH
-    assert not net.of("r", IkeSaFailed)   # the refused first attempt is no failure
-    assert_esp_works(net.of("i", ChildSaEstablished)[0], net.of("r", ChildSaEstablished)[0])
+    assert net.sent["a"] == 3          # INIT, INIT again with the right KE, AUTH
+    assert not net.of("b", IkeSaFailed)   # the refused first attempt is no failure
+    assert_esp_works(net.of("a", ChildSaEstablished)[0], net.of("b", ChildSaEstablished)[0])
 
 
 def test_invalid_ke_for_unoffered_group_fails() -> None:
-    net = Net(*configs("aes128gcm16-prfsha256-x25519", ike_r="aes128gcm16-prfsha256-x25519-ecp256")).run()
-    assert net.of("i", IkeSaEstablished)      # responder accepts the KE it got
-    net = Net(*configs("aes128gcm16-prfsha256-x25519", ike_r="aes128gcm16-prfsha256-ecp256")).run()
-    (f,) = net.of("i", IkeSaFailed)
+    net = handshake(*configs("aes128gcm16-prfsha256-x25519", ike_r="aes128gcm16-prfsha256-x25519-ecp256"))
+    assert net.of("a", IkeSaEstablished)      # responder accepts the KE it got
+    net = handshake(*configs("aes128gcm16-prfsha256-x25519", ike_r="aes128gcm16-prfsha256-ecp256"))
+    (f,) = net.of("a", IkeSaFailed)
     assert f.notify == Notify.NO_PROPOSAL_CHOSEN
 
 
 def test_wrong_psk() -> None:
-    net = Net(*configs(psk_r=b"another secret")).run()
-    (fr,) = net.of("r", IkeSaFailed)
-    (fi,) = net.of("i", IkeSaFailed)
+    net = handshake(*configs(psk_r=b"another secret"))
+    (fr,) = net.of("b", IkeSaFailed)
+    (fi,) = net.of("a", IkeSaFailed)
     assert fr.notify == fi.notify == Notify.AUTHENTICATION_FAILED
-    assert not net.of("i", ChildSaEstablished) and not net.of("r", IkeSaEstablished)
+    assert not net.of("a", ChildSaEstablished) and not net.of("b", IkeSaEstablished)
     assert net.i.state == State.DEAD
 
 
 def test_wrong_identity() -> None:
     ci, cr = configs()
     cr.remote_id = Identity.from_string("someone-else.example")
-    net = Net(ci, cr).run()
-    assert net.of("r", IkeSaFailed)[0].notify == Notify.AUTHENTICATION_FAILED
-    assert net.of("i", IkeSaFailed)[0].notify == Notify.AUTHENTICATION_FAILED
+    net = handshake(ci, cr)
+    assert net.of("b", IkeSaFailed)[0].notify == Notify.AUTHENTICATION_FAILED
+    assert net.of("a", IkeSaFailed)[0].notify == Notify.AUTHENTICATION_FAILED
 
 
 def test_no_esp_proposal_keeps_ike_sa() -> None:
-    net = Net(*configs(esp_i="aes128gcm16", esp_r="aes256-sha256")).run()
-    assert net.of("i", IkeSaEstablished) and net.of("r", IkeSaEstablished)
-    assert net.of("i", ChildSaFailed)[0].notify == Notify.NO_PROPOSAL_CHOSEN
-    assert net.of("r", ChildSaFailed)[0].notify == Notify.NO_PROPOSAL_CHOSEN
+    net = handshake(*configs(esp_i="aes128gcm16", esp_r="aes256-sha256"))
+    assert net.of("a", IkeSaEstablished) and net.of("b", IkeSaEstablished)
+    assert net.of("a", ChildSaFailed)[0].notify == Notify.NO_PROPOSAL_CHOSEN
+    assert net.of("b", ChildSaFailed)[0].notify == Notify.NO_PROPOSAL_CHOSEN
 
 
 def test_ts_narrowing() -> None:
     # initiator asks for 10.0.0.0/8 <-> anything; responder allows 10.1.0.0/16 <-> 10.2.0.0/24 (+ 192.0.2.0/24)
     i_child = child(local="10.0.0.0/8", remote="0.0.0.0/0")
     r_child = child(local="10.2.0.0/24,192.0.2.0/24", remote="10.1.0.0/16")
-    net = Net(*configs(i_child=i_child, r_child=r_child)).run()
-    (ci,), (cr,) = net.of("i", ChildSaEstablished), net.of("r", ChildSaEstablished)
+    net = handshake(*configs(i_child=i_child, r_child=r_child))
+    (ci,), (cr,) = net.of("a", ChildSaEstablished), net.of("b", ChildSaEstablished)
     assert ci.local_ts == [TS.from_network("10.1.0.0/16")]
     assert ci.remote_ts == [TS.from_network("10.2.0.0/24"), TS.from_network("192.0.2.0/24")]
     assert cr.local_ts == ci.remote_ts and cr.remote_ts == ci.local_ts
@@ -245,46 +129,46 @@ def test_ts_narrowing() -> None:
 
 def test_ts_unacceptable() -> None:
     r_child = child(local="172.16.0.0/12", remote="10.1.0.0/16")
-    net = Net(*configs(r_child=r_child)).run()
-    assert net.of("i", IkeSaEstablished)
-    assert net.of("i", ChildSaFailed)[0].notify == Notify.TS_UNACCEPTABLE
+    net = handshake(*configs(r_child=r_child))
+    assert net.of("a", IkeSaEstablished)
+    assert net.of("a", ChildSaFailed)[0].notify == Notify.TS_UNACCEPTABLE
 
 
 def test_proposal_mismatch() -> None:
-    net = Net(*configs("aes128gcm16-prfsha256-x25519", ike_r="aes256-sha384-ecp384")).run()
-    assert net.of("i", IkeSaFailed)[0].notify == Notify.NO_PROPOSAL_CHOSEN
-    assert net.of("r", IkeSaFailed)[0].notify == Notify.NO_PROPOSAL_CHOSEN
+    net = handshake(*configs("aes128gcm16-prfsha256-x25519", ike_r="aes256-sha384-ecp384"))
+    assert net.of("a", IkeSaFailed)[0].notify == Notify.NO_PROPOSAL_CHOSEN
+    assert net.of("b", IkeSaFailed)[0].notify == Notify.NO_PROPOSAL_CHOSEN
 
 
 def test_retransmission_of_lost_response() -> None:
     # lose the first IKE_AUTH response: the initiator retransmits, the responder answers from its cache
-    net = Net(*configs(), drop=lambda d, n, data: d == "r2i" and n == 1).run()
-    assert net.of("i", ChildSaEstablished) and len(net.of("r", ChildSaEstablished)) == 1
+    net = handshake(*configs(), drop=lambda side, n, data: side == "b" and n == 1)
+    assert net.of("a", ChildSaEstablished) and len(net.of("b", ChildSaEstablished)) == 1
     assert net.i.stats["retransmits"] == 1 and net.r.stats["retransmitted_requests"] == 1
     assert net.now == pytest.approx(2.0)
 
 
 def test_gives_up_after_retries() -> None:
     ci, cr = configs()
-    net = Net(ci, cr, drop=lambda d, n, data: d == "i2r").run(steps=50)
-    (f,) = net.of("i", IkeSaFailed)
+    net = handshake(ci, cr, drop=lambda side, n, data: side == "a")
+    (f,) = net.of("a", IkeSaFailed)
     assert "no response to IKE_SA_INIT" in f.reason
-    assert net.count["i2r"] == ci.retransmit_tries + 1
+    assert net.sent["a"] == ci.retransmit_tries + 1
     expected = sum(ci.retransmit_timeout * ci.retransmit_base ** k for k in range(ci.retransmit_tries + 1))
     assert net.now == pytest.approx(expected)
 
 
 def test_tampered_and_replayed_messages_are_dropped() -> None:
     ci, cr = configs()
-    net = Net(ci, cr)
+    net = Pair(ci, cr)
     net.i.initiate(0)
-    net.run()
+    net.run(initiator_clock=True)
     r, i = net.r, net.i
     auth_req = net.wire[2]
     # a replayed IKE_AUTH request is answered from the cache, not processed again
     r.receive_datagram(auth_req, 500, I_ADDR, 1.0)
     assert r.datagrams_to_send() and r.stats["retransmitted_requests"] == 1
-    assert len(net.of("r", ChildSaEstablished)) == 1 and r.next_event() is None
+    assert len(net.of("b", ChildSaEstablished)) == 1 and r.next_event() is None
     # a modified copy with the same Message ID is not
     bad = bytearray(auth_req)
     bad[-1] ^= 1
@@ -317,17 +201,17 @@ def test_fuzz_state_machine(data) -> None:
     """Random and mutated datagrams at both ends during a handshake never raise."""
     rng = random.Random(data.draw(st.integers(0, 2**32)))
 
-    def corrupt(direction, n, raw):
+    def corrupt(side, n, raw):
         if rng.random() < 0.3:
             return True
         return False
 
     ci, cr = configs()
-    net = Net(ci, cr, drop=corrupt)
+    net = Pair(ci, cr, drop=corrupt)
     net.i.initiate(0.0)
     for _ in range(6):
-        net.run(steps=3)
-        for target in [net.i] + net.responders:
+        net.run(max_steps=6, initiator_clock=True)
+        for target in [net.i] + net.sas["b"]:
             kind = data.draw(st.sampled_from(["random", "mutate", "none"]))
             if kind == "random":
                 blob = data.draw(st.binary(max_size=300))
@@ -341,7 +225,7 @@ def test_fuzz_state_machine(data) -> None:
             port = rng.choice([500, 4500])
             target.receive_datagram(blob, port, (rng.choice([I_ADDR[0], R_ADDR[0]]), port), net.now)
             target.handle_timer(net.now + rng.random() * 10)
-    net.run()
+    net.run(initiator_clock=True)
 
 
 def test_initiator_follows_cookie() -> None:
@@ -378,8 +262,8 @@ def test_initiator_follows_cookie() -> None:
 
 def test_responder_picks_a_later_proposal() -> None:
     """The responder accepts our second ESP proposal; its answer keeps number 2 and we take it."""
-    net = Net(*configs(esp_i="aes256gcm16,aes128gcm16", esp_r="aes128gcm16")).run()
-    (ci,), (cr,) = net.of("i", ChildSaEstablished), net.of("r", ChildSaEstablished)
+    net = handshake(*configs(esp_i="aes256gcm16,aes128gcm16", esp_r="aes128gcm16"))
+    (ci,), (cr,) = net.of("a", ChildSaEstablished), net.of("b", ChildSaEstablished)
     assert ci.suite == cr.suite and ci.outbound.enc == "aes-gcm-128"
     assert net.i.state == net.r.state == State.ESTABLISHED
     assert_esp_works(ci, cr)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import types
 
 import pytest
-from test_ike_exchanges import Pair, cfgs, up
-from test_ike_sa import child
+from support.ike_pair import Pair, cfgs, child, up
 
 import control.ike.spi as ike_spi
 from control.ike.constants import MIN_NEGOTIATED_SPI, Notify

@@ -6,8 +6,7 @@ window dropped, and exchanges that must run alone (IKE rekey) waiting for the ot
 from __future__ import annotations
 
 import pytest
-from test_ike_exchanges import PSK, Pair, assert_esp_works
-from test_ike_sa import child
+from support.ike_pair import PSK, Pair, assert_esp_works, child
 
 from control.ike.config import Identity, IkeConfig
 from control.ike.constants import ExchangeType, Flag, Notify
@@ -135,7 +134,7 @@ def test_lost_answer_retransmitted_alone():
     a = p.ike("a")
     lost = {"mid": None}
 
-    def drop(side, data):
+    def drop(side, n, data):
         h = parse_header(data)
         if side == "b" and h.flags & Flag.RESPONSE and h.exchange == ExchangeType.CREATE_CHILD_SA \
                 and lost["mid"] is None:
