@@ -1,6 +1,6 @@
 """iperf3 TCP through our gateway pair and through a strongSwan kernel-libipsec pair, same topology, same run.
 
-hostA - gwA === gwB - hostB (tests/netns_tools.Topology).  Our pair: ``ipsecgw run --control-only`` and
+hostA - gwA === gwB - hostB (tests/support/netns_tools.Topology).  Our pair: ``ipsecgw run --control-only`` and
 ``ipsecgw fastpath`` on each gateway, AES-128-GCM, traffic-triggered negotiation, plain ESP and ESP-in-UDP,
 with the fastpath's offloads (the default) and without them (``offload: no``, for the before/after).
 strongSwan's pair: charon-systemd with kernel-libipsec (userspace ESP over UDP 4500 through its TUN

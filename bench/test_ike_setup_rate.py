@@ -1,6 +1,6 @@
 """IKE SA + first CHILD SA set-ups per second: our responder and strongSwan's, driven by our initiator.
 
-Two namespaces joined by a veth pair (tests/strongswan.NetnsPair).  The load generator
+Two namespaces joined by a veth pair (tests/support/strongswan.NetnsPair).  The load generator
 (bench/ike_loadgen.py: our initiator, ``CONCURRENCY`` IKE SAs in flight from distinct ports and
 identities, PSK, aes128gcm16-prfsha256-x25519, ESP aes128gcm16) runs in namespace a pinned to CPU 0;
 the responder runs in namespace b pinned to CPU 1:

@@ -17,6 +17,15 @@ import pytest
 from support.engines import ENGINES
 from support.shm_helpers import region_file
 
+# a test's layer is its folder, and its marker too: `-m "not e2e"` selects the same tests as the paths do
+LAYERS = ("unit", "interop", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.parent.name in LAYERS and item.path.parent.parent == Path(__file__).resolve().parent:
+            item.add_marker(item.path.parent.name)
+
 
 @pytest.fixture(params=ENGINES)
 def engine_name(request) -> str:

@@ -6,7 +6,7 @@ plaintext; replayed and forged packets are dropped exactly as the software
 engine drops them.  Each loop runs in a child process (EAL starts once per
 process).  The gateway worker (cdefs/dpdk_gw.c: SPD lookup in the region,
 ACQUIRE, both directions on two ports) runs here on two net_pcap ports
-against a region control wrote; tests/test_dpdk_gateway.py runs it end to end.
+against a region control wrote; tests/e2e/test_dpdk_gateway.py runs it end to end.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ removes the blackhole routes.
 ``test_packet_port_filter_neighbours_and_frames`` checks the pieces on one veth pair against frames built
 and parsed by scapy: what the receive filter lets through (and the Ethernet padding trimmed), the Ethernet
 header of what is sent, a neighbour learnt after start, resolution by ARP while a packet is held, a next hop
-by route, and the too-big drop.  It runs ``python tests/test_gateway_afpacket.py port`` inside a namespace.
+by route, and the too-big drop.  It runs ``python tests/e2e/test_gateway_afpacket.py port`` inside a namespace.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Namespace topologies for the gateway tests and benchmarks, and small traffic tools run inside a
-namespace (``python tests/netns_tools.py CMD ...``).
+namespace (``python tests/support/netns_tools.py CMD ...``).
 
 - ``Topology``: hostA - gwA === gwB - hostB on veth links (the end-to-end tests and bench/), with
   ``ping`` and ``tcp`` (a SHA-256-checked stream) from host A to host B;

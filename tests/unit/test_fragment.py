@@ -4,7 +4,7 @@ code we did not write: scapy decrypts every ESP packet and scapy's ``defragment`
 DF packets still get ICMP fragmentation-needed and IPv6 still gets Packet Too Big (never fragmented here).
 
 The end-to-end half (a 3000-byte datagram through a gateway pair, reassembled by the receiving host's
-kernel) is in tests/test_gateway_counters.py, which also checks the counters it moves."""
+kernel) is in tests/e2e/test_gateway_counters.py, which also checks the counters it moves."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Known-answer tests: published ESP and HMAC vectors through every engine.
 
-The vectors (tests/vectors/*.json) are transcribed from draft-mcgrew-gcm-test-01
+The vectors (tests/support/vectors/*.json) are transcribed from draft-mcgrew-gcm-test-01
 (RFC 4106 / RFC 4543 ESP packets), RFC 7634 Appendix A and RFC 4868 section
 2.7.2.  Each ESP vector is fed to the engine as an inbound packet: the engine
 must produce exactly the decapsulated packet, reject any one-bit change as
