@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scapy.all import IP, UDP, IPv6, Raw
-from support.sa import make_sa as build_sa
+from scapy.all import IP
+from support.dpdk_cells import ALGS, ESN_START, N_INNER, inner_packets, make_sa, run_engine, sa_json
 from support.sa import scapy_sa
 
 from cdefs.sa import SA
@@ -34,41 +34,6 @@ present, why = availability()
 pytestmark = pytest.mark.skipif(not present, reason=f"DPDK binding unavailable: {why}")
 
 VDEVS = ["crypto_aesni_gcm0", "crypto_aesni_mb0", "crypto_openssl0", "crypto_null0"]
-# (enc, integ) pairs the crypto PMDs and ipsec-mb serve, and scapy's names for them (also test_dpdk_loop's)
-ALGS = [("aes-gcm-128", None), ("aes-gcm-256", None), ("aes-gmac-128", None), ("chacha20-poly1305", None),
-        ("aes-cbc-128", "hmac-sha256-128"), ("aes-cbc-256", "hmac-sha512-256"), ("null", "hmac-sha384-192")]
-ESN_START = 2**32 - 3   # ESN cases cross the 2^32 boundary
-N_INNER = 10
-
-
-def make_sa(enc: str, integ: str | None, esn: bool, **kw: Any) -> SA:
-    """One cell's SA (support.sa's builder with this module's SPI, addresses and window; ESN cells start just
-    below 2^32)."""
-    kw.setdefault("seq", ESN_START if esn else 1)
-    kw.setdefault("spi", 0x7007)
-    return build_sa(enc, integ, keys="fixed", src="192.0.2.1", dst="192.0.2.2", esn=esn, replay_window=32, **kw)
-
-
-def inner_packets() -> list[bytes]:
-    out = []
-    for k in range(N_INNER):
-        if k % 4 == 3:
-            p = IPv6(src="2001:db8::1", dst="2001:db8::2") / UDP(sport=k, dport=9) / Raw(bytes([k]) * (k * 37))
-        else:
-            p = IP(src="10.0.0.1", dst="10.0.0.2", tos=k, flags="DF" if k % 2 else 0) / UDP(sport=k, dport=9) \
-                / Raw(bytes([k]) * (k * 131 % 1300))
-        out.append(bytes(p))
-    return out
-
-
-def run_engine(engine: Any, sa: SA, direction: str, packets: list[bytes]) -> tuple[list[Status], list[bytes]]:
-    engine.add_sa(0, sa, direction)
-    b = Batch(capacity=len(packets))
-    b.extend(packets)
-    (engine.outbound if direction == "out" else engine.inbound)(b)
-    return [Status(int(s)) for s in b.status[:b.n]], list(b)
-
-
 def inbound_input(sa: SA, inner: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     """ESP for the inbound check: the reference engine's, a duplicate, a forged ICV on an unseen number
     (its genuine packet follows), then scapy's ESP for the IPv4 packets on fresh numbers and an old one."""
@@ -192,11 +157,6 @@ CHILD = textwrap.dedent("""
         e.close()
     print(json.dumps(res))
 """)
-
-
-def sa_json(sa: SA) -> dict[str, Any]:
-    return {"spi": sa.spi, "enc": sa.enc, "enc_key": sa.enc_key.hex(), "integ": sa.integ,
-            "integ_key": sa.integ_key.hex(), "esn": sa.esn, "seq": sa.seq}
 
 
 @pytest.fixture(scope="module")

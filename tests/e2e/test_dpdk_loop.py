@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from scapy.all import IP, UDP, Ether, Raw, rdpcap, wrpcap
 from scapy.layers.inet6 import IPv6
+from support.dpdk_cells import ALGS, run_engine
 from support.sa import make_sa as build_sa
 from support.sa import scapy_sa
-from test_dpdk_cryptodev import ALGS, run_engine
 
 from cdefs.sa import SA
 from fastpath.dpdk.eal import availability

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_dpdk_cryptodev import inner_packets, make_sa, run_engine, sa_json
+from support.dpdk_cells import inner_packets, make_sa, run_engine, sa_json
 
 from fastpath.dpdk.eal import availability
 from fastpath.engines import create

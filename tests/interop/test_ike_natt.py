@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from support.charon_peer import OUR_TS, PSK, THEIR_HOST, THEIR_TS, our_config
 from support.netns_tools import Tcpdump
 from support.strongswan import Charon, in_netns, swanctl_conf, unavailable_reason
-from test_ike_strongswan import OUR_TS, PSK, THEIR_HOST, THEIR_TS, our_config
 
 from control.ike.events import ChildSaEstablished, IkeSaFailed, State
 from control.ike_udp import IkeUdpEndpoint

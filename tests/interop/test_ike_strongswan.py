@@ -11,15 +11,23 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import struct
 import subprocess
 import sys
 
 import pytest
-from support.netns_tools import inet_checksum
-from support.packets import ipv4, udp
+from support.charon_peer import (
+    OUR_HOST,
+    OUR_TS,
+    THEIR_HOST,
+    THEIR_TS,
+    Session,
+    charon_peer,
+    esp_in_udp,
+    icmp_echo,
+    our_config,
+)
 from support.pki import CA, pem_cert, pem_key
-from support.strongswan import Charon, NetnsPair, in_netns, interop_marks, swanctl_conf, swanctl_conf_pubkey
+from support.strongswan import Charon, NetnsPair, in_netns, interop_marks, swanctl_conf_pubkey
 
 from cdefs.sa import Direction
 from control.ike.certs import Credentials
@@ -32,39 +40,6 @@ from fastpath.engines import create
 from fastpath.status import Status
 
 pytestmark = interop_marks()
-
-PSK = "interop-psk-0123456789"
-OUR_TS, THEIR_TS = "10.1.0.0/16", "10.2.0.0/16"
-OUR_HOST, THEIR_HOST = "10.1.0.1", "10.2.0.1"
-
-
-def our_config(ike: str, esp: str) -> IkeConfig:
-    """Our side (gw-a, OUR_TS) of the one connection every interop test runs, with one child "net"."""
-    return IkeConfig(Identity.from_string("gw-a.example"), PSK.encode(), Identity.from_string("gw-b.example"),
-                     ike_proposals=ike, children=[ChildConfig("net", [TrafficSelectorEntry.from_network(OUR_TS)],
-                                                              [TrafficSelectorEntry.from_network(THEIR_TS)],
-                                                              esp_proposals=esp)],
-                     retransmit_timeout=1.0, retransmit_tries=3)
-
-
-def charon_peer(net: NetnsPair, ike: str, esp: str, charon_extra: str = "", **conf_extra: str) -> Charon:
-    """charon in net's namespace b as gw-b (THEIR_TS, with THEIR_HOST on its loopback); not started.
-    charon_extra: lines for strongswan.conf's charon section; conf_extra: swanctl_conf's conn/child_extra."""
-    net.add_lo_address(net.b, f"{THEIR_HOST}/32")
-    return Charon(net.b, swanctl_conf(local=net.b_ip, remote=net.a_ip, local_id="gw-b.example",
-                                      remote_id="gw-a.example", psk=PSK, ike=ike, esp=esp,
-                                      local_ts=THEIR_TS, remote_ts=OUR_TS, **conf_extra), charon_extra=charon_extra)
-
-
-def icmp_echo(src: str, dst: str, ident: int, seq: int, request: bool = True) -> bytes:
-    body = struct.pack("!BBHHH", 8 if request else 0, 0, 0, ident, seq) + b"ipsecgw-interop" * 2
-    body = body[:2] + struct.pack("!H", inet_checksum(body)) + body[4:]
-    return ipv4(src, dst, 1, body)
-
-
-def esp_in_udp(src: str, dst: str, esp: bytes) -> bytes:
-    return ipv4(src, dst, 17, udp(src, dst, 4500, 4500, esp, checksum=False))
-
 
 async def _initiator_session(a_ip: str, b_ip: str, charon_ns: str, ike: str, esp: str,
                              cfg: IkeConfig | None = None) -> dict:
@@ -235,8 +210,6 @@ def test_certificates_with_charon_responder(kind_ours: str, kind_theirs: str, id
 
 
 async def _cert_responder(a_ip: str, b_ip: str, charon: Charon, cfg: IkeConfig) -> list[object]:
-    from test_ike_strongswan_exchanges import Session  # that module imports this one
-
     s = Session(a_ip, b_ip, charon, cfg)
     await s.ep.start()
     try:

@@ -14,9 +14,9 @@ import os
 import re
 
 import pytest
+from support.charon_peer import OUR_TS, THEIR_HOST, THEIR_TS, Session
 from support.pki import CA, pem_cert, pem_key
 from support.strongswan import Charon, NetnsPair, in_netns, interop_marks, swanctl_conf_pubkey
-from test_ike_strongswan import OUR_TS, THEIR_HOST, THEIR_TS
 
 from control.ike.certs import Credentials
 from control.ike.config import ChildConfig, Identity, IkeConfig
@@ -116,7 +116,6 @@ def test_fragments_with_charon_responder(pki) -> None:
 
 
 async def _respond(a_ip: str, b_ip: str, charon: Charon, cfg: IkeConfig) -> tuple[list[object], object]:
-    from test_ike_strongswan_exchanges import Session
 
     s = Session(a_ip, b_ip, charon, cfg)
     await s.ep.start()

@@ -15,9 +15,8 @@ import os
 import time
 
 import pytest
+from support.charon_peer import Session, charon_peer, our_config
 from support.strongswan import Charon, NetnsPair, in_netns, interop_marks
-from test_ike_strongswan import charon_peer, our_config
-from test_ike_strongswan_exchanges import Session
 
 from control.ike.events import (
     ChildSaDeleted,
