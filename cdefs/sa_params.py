@@ -1,4 +1,4 @@
-"""SA <-> ``struct ipsg_sa_params`` (cdefs/esp.h), for any cffi module whose FFI declares it.
+"""SA <-> ``struct ipsg_sa_params`` (cdefs/esp/esp.h), for any cffi module whose FFI declares it.
 
 The C engines (fastpath._esp_*) and the shared-memory region (fastpath._shm) both
 take SAs in this struct; each passes its own ``ffi``.  Every code below comes from

@@ -1,6 +1,6 @@
 """The shared-memory region, fastpath side (and the pieces both sides share).
 
-The layout is cdefs/shm.h; every access goes through fastpath._shm (cffi on
+The layout is cdefs/shm/shm.h; every access goes through fastpath._shm (cffi on
 that header), so nothing here restates an offset or a struct format.  The
 fastpath attaches to a region control created, installs the SAs it finds into
 an ``Engine`` between batches, reserves outbound sequence numbers ahead of
@@ -48,7 +48,7 @@ class RegionError(RuntimeError):
 
 def _need_lib() -> None:
     if lib is None:
-        raise RegionError(f"fastpath._shm is not built ({_IMPORT_ERROR}); run: python cdefs/build_shm.py")
+        raise RegionError(f"fastpath._shm is not built ({_IMPORT_ERROR}); run: python cdefs/shm/build_shm.py")
 
 
 def _err_buf():

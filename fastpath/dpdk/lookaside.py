@@ -1,7 +1,7 @@
 """One outbound SA executed on a lookaside cryptodev, standalone (outside the worker loop).
 
 A thin holder around the ESP core of fastpath._dpdk with the SA's crypto on a
-lookaside session (cdefs/crypto_cryptodev.c): ESP framing, sequence numbers and
+lookaside session (cdefs/dpdk/crypto_cryptodev.c): ESP framing, sequence numbers and
 every SA option come from the core, the crypto ops go to the cryptodev's queue
 pair in bursts.  It used to be a separate AES-GCM-only framing path in the glue;
 now the same code runs here as in the worker loop.  EAL must be running in this

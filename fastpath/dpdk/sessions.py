@@ -2,7 +2,7 @@
 
 The ESP core compiled into fastpath._dpdk runs every SA's framing and state; its
 crypto runs either on the module's own intel-ipsec-mb back end or, per SA, on a
-DPDK session (cdefs/crypto_cryptodev.c): lookaside on a cryptodev queue pair, or
+DPDK session (cdefs/dpdk/crypto_cryptodev.c): lookaside on a cryptodev queue pair, or
 CPU crypto (``rte_cryptodev_sym_cpu_crypto_process``).  ``SessionTable.install``
 takes fastpath.placement's decision and walks it: it tries the chosen engine,
 and when that cannot make a session it calls ``Placement.fall_back`` with the
@@ -32,7 +32,7 @@ from fastpath.status import SAFlag
 CORE_SOFTWARE = (SoftwareEngine("ipsec-mb-core", ALL_ALGORITHMS),)
 
 MODES = {EngineKind.LOOKASIDE_CRYPTO: "IPSG_CDEV_LOOKASIDE", EngineKind.CPU_CRYPTO: "IPSG_CDEV_CPU"}
-# The rungs behind an rte_security session (cdefs/dpdk_security.c): ethdev port or cryptodev by name.
+# The rungs behind an rte_security session (cdefs/dpdk/dpdk_security.c): ethdev port or cryptodev by name.
 SECURITY_ACTIONS = {EngineKind.INLINE_CRYPTO: "IPSG_DPDK_ACT_INLINE_CRYPTO",
                     EngineKind.INLINE_PROTOCOL: "IPSG_DPDK_ACT_INLINE_PROTOCOL",
                     EngineKind.LOOKASIDE_PROTOCOL: "IPSG_DPDK_ACT_LOOKASIDE_PROTOCOL"}
@@ -88,7 +88,7 @@ def add_session_sa(engine: CBatchEngine, index: int, sa: SA, direction: Directio
 
 def security_session_new(lib: Any, ffi: Any, sa: SA, direction: Direction | str, device: str,
                          kind: EngineKind) -> Any:
-    """An rte_security session for the SA on ``device`` (the real DPDK 22.11 calls, cdefs/dpdk_security.c);
+    """An rte_security session for the SA on ``device`` (the real DPDK 22.11 calls, cdefs/dpdk/dpdk_security.c);
     EngineError with the device's answer (no security context, no matching capability, refused).
     Free it with ``lib.ipsg_sec_session_free``."""
     err = ffi.new("char[256]")

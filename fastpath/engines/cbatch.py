@@ -1,7 +1,7 @@
-"""The C batch ESP engines: one wrapper over any cffi module built from cdefs/esp_core.c.
+"""The C batch ESP engines: one wrapper over any cffi module built from cdefs/esp/esp_core.c.
 
 The modules (fastpath._esp_openssl, fastpath._esp_ipsecmb) expose the same
-API, cdefs/esp.h, and differ only in their crypto back end.  Python only
+API, cdefs/esp/esp.h, and differ only in their crypto back end.  Python only
 translates SAs into ``struct ipsg_sa_params`` and hands whole batches to C:
 one call per batch, no per-packet Python.
 """
