@@ -41,7 +41,7 @@ venv: deps
 	@$(PY) -c '$(VENV_CHECK)' 2>/dev/null || rm -f $(VENV)/.stamp
 	@$(MAKE) --no-print-directory $(VENV)/.stamp
 
-$(VENV)/.stamp: pyproject.toml setup.py $(wildcard cdefs/*.h cdefs/*.c cdefs/*.py)
+$(VENV)/.stamp: pyproject.toml setup.py $(wildcard cdefs/*.py cdefs/*/*.h cdefs/*/*.c cdefs/*/*.py)
 	@$(PY) -m pip --version >/dev/null 2>&1 || { echo "venv: creating $(VENV)"; rm -rf $(VENV); \
 		$(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip; }
 	$(PY) -m pip install -q -e '.[test]'
@@ -49,7 +49,7 @@ $(VENV)/.stamp: pyproject.toml setup.py $(wildcard cdefs/*.h cdefs/*.c cdefs/*.p
 	@touch $@
 
 build: venv
-	@for b in cdefs/build_*.py; do $(PY) $$b; done
+	@for b in cdefs/*/build_*.py; do $(PY) $$b; done
 
 lint: venv
 	$(VENV)/bin/ruff check .

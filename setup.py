@@ -27,11 +27,11 @@ class OptionalBuildExt(build_ext):
 
 setup(
     cffi_modules=[
-        "cdefs/build_esp.py:ffibuilder",
-        "cdefs/build_esp_ipsecmb.py:ffibuilder",
-        "cdefs/build_shm.py:ffibuilder",
-        "cdefs/build_kio.py:ffibuilder",
-        "cdefs/build_dpdk.py:ffibuilder",
+        "cdefs/esp/build_esp.py:ffibuilder",
+        "cdefs/esp/build_esp_ipsecmb.py:ffibuilder",
+        "cdefs/shm/build_shm.py:ffibuilder",
+        "cdefs/kio/build_kio.py:ffibuilder",
+        "cdefs/dpdk/build_dpdk.py:ffibuilder",
     ],
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -1,7 +1,7 @@
 """What every cffi builder in cdefs/ shares (build_*.py keep only what differs).
 
 A builder runs two ways: setup.py's ``cffi_modules`` imports it and compiles from
-the project root, and a developer runs ``python cdefs/build_X.py`` to rebuild the
+the project root, and a developer runs ``python cdefs/<part>/build_X.py`` to rebuild the
 module in place.  A missing library never raises here: the builder still defines
 its ``ffibuilder``, the compile fails, and setup.py records that and installs the rest.
 """
@@ -34,7 +34,9 @@ def pkg_flags(package: str, fallback_libraries: Sequence[str],
 def set_source(ffibuilder: Any, module: str, prelude: str, *, direct: bool, sources: Sequence[str],
                depends: Sequence[str] = (), lib: dict[str, list[str]] | None = None,
                libraries: Sequence[str] = (), cflags: Sequence[str] = ()) -> None:
-    """ffibuilder.set_source with cdefs/ file names (sources, depends) and a library's pkg-config flags.
+    """ffibuilder.set_source with file paths under cdefs/ (sources, depends: ``"esp/esp_core.c"``) and a
+    library's pkg-config flags.  cdefs/ itself is the include directory, so the prelude and the sources
+    name another part's header by its path (``#include "esp/esp.h"``).
 
     direct: the builder runs as ``__main__`` (a developer rebuild) rather than under setup.py.
     """

@@ -85,14 +85,16 @@ class TrafficSelector:
 
 @dataclass
 class Lifetime:
-    """Limits in bytes/packets enforced by the data plane; seconds by control. 0 = none."""
+    """Limits in bytes/packets, enforced by the data plane. 0 = none.
+
+    Time limits are not here: control keeps them as timers of its own (the CHILD's rekey_time and
+    hard_seconds), since no engine reads a clock per SA.
+    """
 
     soft_bytes: int = 0
     hard_bytes: int = 0
     soft_packets: int = 0
     hard_packets: int = 0
-    soft_seconds: int = 0
-    hard_seconds: int = 0
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""SA <-> ``struct ipsg_sa_params`` (cdefs/esp.h), for any cffi module whose FFI declares it.
+"""SA <-> ``struct ipsg_sa_params`` (cdefs/esp/esp.h), for any cffi module whose FFI declares it.
 
 The C engines (fastpath._esp_*) and the shared-memory region (fastpath._shm) both
 take SAs in this struct; each passes its own ``ffi``.  Every code below comes from
@@ -7,8 +7,10 @@ esp.h through ``cdefs.defines``, so nothing here restates a C constant.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
+from collections.abc import Iterator
 from typing import Any
 
 from cdefs import defines
@@ -90,10 +92,7 @@ def sa_to_params(ffi: Any, sa: SA, direction: Direction | str, p: Any = None) ->
     p.sport = sa.sport
     p.dport = sa.dport
     p.replay_window = sa.replay_window
-    p.seq = sa.seq & U64   # ESN 2^64 (exhausted) travels as 0
-    lt = sa.lifetime
-    p.soft_bytes, p.hard_bytes = lt.soft_bytes, lt.hard_bytes
-    p.soft_packets, p.hard_packets = lt.soft_packets, lt.hard_packets
+    set_counting(p, sa)
     if sa.local_ts:
         p.n_local_ts = len(sa.local_ts)
         _fill_ts(ffi, p.local_ts, sa.local_ts)
@@ -101,6 +100,40 @@ def sa_to_params(ffi: Any, sa: SA, direction: Direction | str, p: Any = None) ->
         p.n_remote_ts = len(sa.remote_ts)
         _fill_ts(ffi, p.remote_ts, sa.remote_ts)
     return p
+
+
+def set_counting(p: Any, sa: SA) -> None:
+    """Write sa's next sequence number and byte/packet limits into p.
+
+    The fields a fastpath changes in its copy of a slot when it resumes an SA (counters carried
+    over from an earlier install), so that copy goes to the engine as it is.
+    """
+    p.seq = sa.seq & U64   # ESN 2^64 (exhausted) travels as 0
+    lt = sa.lifetime
+    p.soft_bytes, p.hard_bytes = lt.soft_bytes, lt.hard_bytes
+    p.soft_packets, p.hard_packets = lt.soft_packets, lt.hard_packets
+
+
+@contextlib.contextmanager
+def c_params(ffi: Any, sa: SA, direction: Direction | str, image: Any = None) -> Iterator[Any]:
+    """A ``struct ipsg_sa_params *`` of ffi for one C call that takes the SA.
+
+    image: the struct's bytes when the caller has them (a fastpath's copy of the region slot
+    control wrote), used in place, so the SA is not encoded a second time; the caller owns that
+    buffer and wipes it.  Without one, sa is encoded here and the copy wiped after the call.
+    """
+    if image is not None:
+        size = ffi.sizeof("struct ipsg_sa_params")
+        if len(image) != size:   # from_buffer does not check a struct pointer's size
+            raise ValueError(f"an SA parameter image is {size} bytes, not {len(image)}")
+        yield ffi.from_buffer("struct ipsg_sa_params *", image)
+        return
+    p = sa_to_params(ffi, sa, direction)
+    try:
+        yield p
+    finally:
+        zero = _zeros(ffi.sizeof(p[0]))
+        ffi.memmove(p, zero, len(zero))   # no key copy left behind
 
 
 def sa_fields(ffi: Any, sa: SA, direction: Direction | str) -> tuple | None:

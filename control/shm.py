@@ -3,7 +3,7 @@
 Control creates the region file (mode 0600), is the only writer of SA slots,
 the SPI index, policies and their SA bindings, and the only reader of the
 event ring.  After a restart it attaches to the existing file and
-``reconcile()`` reads everything back.  Layout: cdefs/shm.h; design and
+``reconcile()`` reads everything back.  Layout: cdefs/shm/shm.h; design and
 fault behaviour: docs/shared-memory.md.
 """
 

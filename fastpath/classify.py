@@ -1,4 +1,4 @@
-"""Outbound classification against the shared-memory SPD, in C (cdefs/kio.c ``kio_classify``).
+"""Outbound classification against the shared-memory SPD, in C (cdefs/kio/kio.c ``kio_classify``).
 
 Per packet read from the TUN: parse the inner IPv4/IPv6 header (extension headers walked, ports of
 TCP/UDP/SCTP first fragments), look up the best policy in the region's compiled SPD, and decide:
@@ -10,7 +10,7 @@ TCP/UDP/SCTP first fragments), look up the best policy in the region's compiled 
 - a packet whose ESP form would exceed the outer MTU: IPv4 with DF and IPv6 are rewritten in place into
   ICMP fragmentation-needed / Packet Too Big carrying the largest inner size that fits, to be written
   back to the TUN; IPv4 without DF is TOO_BIG: with ``fragment=True`` it keeps its SA and
-  ``Classifier.fragment`` (cdefs/kio_frag.c) cuts it into inner fragments that each fit as one ESP packet
+  ``Classifier.fragment`` (cdefs/kio/kio_frag.c) cuts it into inner fragments that each fit as one ESP packet
   (RFC 4459 3., RFC 4301 8.: the outer packet never fragments); without, it is dropped.
 
 ``classify_model`` is a plain-Python statement of the same rules, for tests.

@@ -174,7 +174,7 @@ class Fastpath:
             elif ip.version == 6 and src6 is None:
                 src6 = str(ip)
         self.cls = Classifier(self.region, fp.outer_mtu, plan.ike_port, plan.natt_port, src4, src6, fragment=True)
-        # too-big IPv4 without DF: cut into inner fragments here, each its own ESP packet (cdefs/kio_frag.c)
+        # too-big IPv4 without DF: cut into inner fragments here, each its own ESP packet (cdefs/kio/kio_frag.c)
         self.frag = Batch(fp.batch, mtu=max(fp.outer_mtu, 1280))
         self.kfrag = kio.KBatch(self.frag)
         self.v_frag = np.zeros(fp.batch, dtype=np.uint8)

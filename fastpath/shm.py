@@ -1,6 +1,6 @@
 """The shared-memory region, fastpath side (and the pieces both sides share).
 
-The layout is cdefs/shm.h; every access goes through fastpath._shm (cffi on
+The layout is cdefs/shm/shm.h; every access goes through fastpath._shm (cffi on
 that header), so nothing here restates an offset or a struct format.  The
 fastpath attaches to a region control created, installs the SAs it finds into
 an ``Engine`` between batches, reserves outbound sequence numbers ahead of
@@ -9,6 +9,7 @@ use, and publishes counters and events back.  See docs/shared-memory.md.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from collections.abc import Iterable
@@ -48,11 +49,16 @@ class RegionError(RuntimeError):
 
 def _need_lib() -> None:
     if lib is None:
-        raise RegionError(f"fastpath._shm is not built ({_IMPORT_ERROR}); run: python cdefs/build_shm.py")
+        raise RegionError(f"fastpath._shm is not built ({_IMPORT_ERROR}); run: python cdefs/shm/build_shm.py")
 
 
 def _err_buf():
     return ffi.new("char[]", 512)
+
+
+@functools.cache
+def _zero_params() -> bytes:
+    return bytes(ffi.sizeof("struct ipsg_sa_params"))
 
 
 # -- SA <-> struct ipsg_sa_params (cdefs.sa_params, on this module's ffi) --------------------
@@ -396,11 +402,17 @@ class FastpathRegion(Region):
             engine.remove_sa(slot)
         in_engine = self._prepare(sa, direction, base, resume_at)
         if in_engine:
+            # The engine gets the slot's own bytes (what control wrote, with the resumed counting
+            # fields), not sa encoded again: the SA crosses into C once, on control's install.
+            p = ffi.addressof(cur, "p")
+            sa_params.set_counting(p, sa)
             try:
-                engine.add_sa(slot, sa, direction)
+                engine.add_sa(slot, sa, direction, params=ffi.buffer(p))
             except Exception as exc:  # noqa: BLE001 - an engine refusing one SA must not stop the rest
                 result.rejected[slot] = str(exc)
                 in_engine = False
+            finally:
+                ffi.memmove(p, _zero_params(), ffi.sizeof(p[0]))   # no key copy left behind
         self._installed[slot] = _Installed(cur.version, cur.id, direction, base, in_engine,
                                            seq_high=sa.seq, reserved=reserved)
         if direction == Direction.OUT and base.seq < sa.seq:

@@ -1,4 +1,4 @@
-"""Per-packet statuses the engines write, shared with C through cdefs/esp.h."""
+"""Per-packet statuses the engines write, shared with C through cdefs/esp/esp.h."""
 
 from __future__ import annotations
 

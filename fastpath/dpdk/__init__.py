@@ -1,4 +1,4 @@
-"""DPDK data plane binding (cffi module ``fastpath._dpdk``, built from cdefs/dpdk.h and cdefs/dpdk_glue.c).
+"""DPDK data plane binding (cffi module ``fastpath._dpdk``, built from cdefs/dpdk/dpdk.h and cdefs/dpdk/dpdk_glue.c).
 
 ``eal`` starts DPDK's Environment Abstraction Layer once per process; ``caps``
 discovers what the ethdev ports and cryptodevs offer.  Nothing here is needed

@@ -1,6 +1,6 @@
 """DPDK fastpath throughput: the set-up DPDK's ipsec-secgw is measured with (helpers, and the loop mode).
 
-``run`` measures the one-direction loop (cdefs/dpdk_loop.c, one SA, no SPD); the default mode of
+``run`` measures the one-direction loop (cdefs/dpdk/dpdk_loop.c, one SA, no SPD); the default mode of
 ``ipsecgw bench dpdk`` is the gateway worker with control attached (fastpath/dpdk/gw_bench.py).
 
 One worker core; a net_pcap port replays a pcap of pre-built Ethernet frames

@@ -1,4 +1,4 @@
-"""The DPDK gateway worker (cdefs/dpdk_gw.c) bound to a shared-memory region.
+"""The DPDK gateway worker (cdefs/dpdk/dpdk_gw.c) bound to a shared-memory region.
 
 One C call polls both ports for a slice of time; this class sets up the mbuf pool, the two ports, the
 ESP core (``LoopEngine``, SA index = region slot) behind a ``PlacedEngine`` (fastpath/dpdk/sessions.py), so
@@ -24,7 +24,7 @@ from fastpath.dpdk.loop import LoopEngine, Port, _err
 from fastpath.dpdk.sessions import PlacedEngine
 from fastpath.status import Status
 
-# The worker's outcome counters (IPSG_GW_C_* in cdefs/dpdk_loop.h), by name for status and logs.
+# The worker's outcome counters (IPSG_GW_C_* in cdefs/dpdk/dpdk_loop.h), by name for status and logs.
 OUTCOMES = ("protect", "decrypted", "bypass", "discard", "no_policy", "kernel", "malformed", "no_neigh", "tx_full",
             "hold_dropped", "esp_drop", "icmp", "too_big", "local_in")
 MISS_MAX = 32

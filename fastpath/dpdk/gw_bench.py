@@ -6,7 +6,7 @@ What is measured is what ``ipsecgw run`` with ``io: dpdk`` runs, minus the kerne
   control/bench_dpdk_control.py) creates the shared-memory region with ``control.shm`` (the SPD and one
   AES-128-GCM tunnel CHILD SA) and keeps changing another SA every 100 ms while we measure;
 - this process attaches to the region as the fastpath does, starts EAL on one core, and runs the
-  ``GatewayWorker`` (cdefs/dpdk_gw.c): net_pcap replays pre-built frames (``infinite_rx=1``) on the clear
+  ``GatewayWorker`` (cdefs/dpdk/dpdk_gw.c): net_pcap replays pre-built frames (``infinite_rx=1``) on the clear
   port (``out``: per-packet frame checks, SPD lookup in the region, MTU check, sequence reservation,
   ESP) or on the protected port (``in``: ESP to a local address, SPI lookup, decrypt), the other port is
   net_null; the SA is placed like every SA of the gateway (``PlacedEngine``), pinned to the rung asked for;

@@ -1,7 +1,7 @@
 """One outbound SA executed on a lookaside cryptodev, standalone (outside the worker loop).
 
 A thin holder around the ESP core of fastpath._dpdk with the SA's crypto on a
-lookaside session (cdefs/crypto_cryptodev.c): ESP framing, sequence numbers and
+lookaside session (cdefs/dpdk/crypto_cryptodev.c): ESP framing, sequence numbers and
 every SA option come from the core, the crypto ops go to the cryptodev's queue
 pair in bursts.  It used to be a separate AES-GCM-only framing path in the glue;
 now the same code runs here as in the worker loop.  EAL must be running in this
@@ -11,7 +11,7 @@ process.
 from __future__ import annotations
 
 from cdefs.sa import SA
-from cdefs.sa_params import sa_to_params
+from cdefs.sa_params import c_params
 from fastpath.batch import Batch
 from fastpath.dpdk import eal
 from fastpath.dpdk.loop import LoopEngine
@@ -26,11 +26,8 @@ class LookasideOutbound:
         ffi, lib = eal.load()
         self._engine: LoopEngine | None = LoopEngine(1)
         err = ffi.new("char[256]")
-        p = sa_to_params(ffi, sa, "out")
-        try:
+        with c_params(ffi, sa, "out") as p:
             rc = lib.ipsg_cdev_sa_add(self._engine.handle, 0, p, dev_id, lib.IPSG_CDEV_LOOKASIDE, err, len(err))
-        finally:
-            ffi.memmove(p, bytes(ffi.sizeof(p[0])), ffi.sizeof(p[0]))
         if rc != 0:
             self.close()
             raise EngineError(ffi.string(err).decode(errors="replace"))

@@ -2,7 +2,7 @@
 
 Python sets things up (EAL, one mbuf pool, one queue per port, the SAs) and
 then makes one C call that polls until a packet count, a time limit or
-``stop()`` from another thread; the per-packet work is cdefs/dpdk_loop.c.
+``stop()`` from another thread; the per-packet work is cdefs/dpdk/dpdk_loop.c.
 EAL must be started in this process first (``fastpath.dpdk.eal.init``).
 """
 

@@ -2,7 +2,7 @@
 
 The ESP core compiled into fastpath._dpdk runs every SA's framing and state; its
 crypto runs either on the module's own intel-ipsec-mb back end or, per SA, on a
-DPDK session (cdefs/crypto_cryptodev.c): lookaside on a cryptodev queue pair, or
+DPDK session (cdefs/dpdk/crypto_cryptodev.c): lookaside on a cryptodev queue pair, or
 CPU crypto (``rte_cryptodev_sym_cpu_crypto_process``).  ``SessionTable.install``
 takes fastpath.placement's decision and walks it: it tries the chosen engine,
 and when that cannot make a session it calls ``Placement.fall_back`` with the
@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from cdefs.sa import SA, Direction
-from cdefs.sa_params import sa_to_params
+from cdefs.sa_params import c_params
 from fastpath.dpdk.caps import DpdkCaps
 from fastpath.engines.base import EngineError
 from fastpath.engines.cbatch import CBatchEngine
@@ -32,7 +32,7 @@ from fastpath.status import SAFlag
 CORE_SOFTWARE = (SoftwareEngine("ipsec-mb-core", ALL_ALGORITHMS),)
 
 MODES = {EngineKind.LOOKASIDE_CRYPTO: "IPSG_CDEV_LOOKASIDE", EngineKind.CPU_CRYPTO: "IPSG_CDEV_CPU"}
-# The rungs behind an rte_security session (cdefs/dpdk_security.c): ethdev port or cryptodev by name.
+# The rungs behind an rte_security session (cdefs/dpdk/dpdk_security.c): ethdev port or cryptodev by name.
 SECURITY_ACTIONS = {EngineKind.INLINE_CRYPTO: "IPSG_DPDK_ACT_INLINE_CRYPTO",
                     EngineKind.INLINE_PROTOCOL: "IPSG_DPDK_ACT_INLINE_PROTOCOL",
                     EngineKind.LOOKASIDE_PROTOCOL: "IPSG_DPDK_ACT_LOOKASIDE_PROTOCOL"}
@@ -62,11 +62,13 @@ def _lib_of(engine: CBatchEngine) -> tuple[Any, Any]:
 
 
 def add_session_sa(engine: CBatchEngine, index: int, sa: SA, direction: Direction | str, device: str,
-                   kind: EngineKind) -> None:
-    """Install SA ``index`` of ``engine`` with its crypto on a DPDK session; EngineError says why not."""
+                   kind: EngineKind, params: Any = None) -> None:
+    """Install SA ``index`` of ``engine`` with its crypto on a DPDK session; EngineError says why not.
+
+    params: sa as ``struct ipsg_sa_params`` bytes (``Engine.add_sa``), handed to C as they are."""
     ffi, lib = _lib_of(engine)
     if kind in SECURITY_ACTIONS:
-        security_session_probe(engine, sa, direction, device, kind)
+        security_session_probe(engine, sa, direction, device, kind, params)
     if kind not in MODES:
         raise EngineError(f"{kind} has no session type in this module")
     if not 0 <= index < engine.capacity:
@@ -75,39 +77,33 @@ def add_session_sa(engine: CBatchEngine, index: int, sa: SA, direction: Directio
     if dev < 0:
         raise EngineError(f"no cryptodev named {device!r} in this process")
     err = ffi.new("char[256]")
-    p = sa_to_params(ffi, sa, Direction(direction))
-    try:
+    with c_params(ffi, sa, Direction(direction), params) as p:
         rc = lib.ipsg_cdev_sa_add(engine._engine(), index, p, dev, getattr(lib, MODES[kind]), err,  # noqa: SLF001
                                   len(err))
-    finally:
-        ffi.memmove(p, bytes(ffi.sizeof(p[0])), ffi.sizeof(p[0]))  # no key copy left behind
     if rc != 0:
         raise EngineError(ffi.string(err).decode(errors="replace"))
     engine._esn[index] = sa.esn  # noqa: SLF001 - stats() reads it for the ESN wrap
 
 
 def security_session_new(lib: Any, ffi: Any, sa: SA, direction: Direction | str, device: str,
-                         kind: EngineKind) -> Any:
-    """An rte_security session for the SA on ``device`` (the real DPDK 22.11 calls, cdefs/dpdk_security.c);
+                         kind: EngineKind, params: Any = None) -> Any:
+    """An rte_security session for the SA on ``device`` (the real DPDK 22.11 calls, cdefs/dpdk/dpdk_security.c);
     EngineError with the device's answer (no security context, no matching capability, refused).
     Free it with ``lib.ipsg_sec_session_free``."""
     err = ffi.new("char[256]")
-    p = sa_to_params(ffi, sa, Direction(direction))
-    try:
+    with c_params(ffi, sa, Direction(direction), params) as p:
         sess = lib.ipsg_sec_session_new(device.encode(), getattr(lib, SECURITY_ACTIONS[kind]), p, err, len(err))
-    finally:
-        ffi.memmove(p, bytes(ffi.sizeof(p[0])), ffi.sizeof(p[0]))
     if sess == ffi.NULL:
         raise EngineError(ffi.string(err).decode(errors="replace"))
     return sess
 
 
 def security_session_probe(engine: CBatchEngine, sa: SA, direction: Direction | str, device: str,
-                           kind: EngineKind) -> None:
+                           kind: EngineKind, params: Any = None) -> None:
     """Try the rte_security rung for real; always EngineError, with DPDK's refusal or, when the device
     accepted the session, why the SA still cannot run there (the session is destroyed first)."""
     ffi, lib = _lib_of(engine)
-    sess = security_session_new(lib, ffi, sa, direction, device, kind)
+    sess = security_session_new(lib, ffi, sa, direction, device, kind, params)
     lib.ipsg_sec_session_free(sess)
     raise EngineError(_NO_DATA_PATH.format(device=device, kind=kind))
 
@@ -138,16 +134,17 @@ class SessionTable:
         self._placements: dict[int, Placement] = {}
 
     def install(self, index: int, sa: SA, direction: Direction | str,
-                placement: Placement | None = None) -> Placement:
+                placement: Placement | None = None, params: Any = None) -> Placement:
         """Place the SA (or take ``placement``), make its session, falling back until one works.
 
         Returns the placement in effect (its engine is the one running the SA; every engine
-        given up on carries its reason).  EngineError only when nothing can run it.
+        given up on carries its reason).  EngineError only when nothing can run it.  params: as
+        ``Engine.add_sa``, the same bytes for every rung tried.
         """
         direction = Direction(direction)
         p = placement or place(sa, direction, self.caps, software=self.software, ports=self.ports)
         while p.engine is not None:
-            why = self._try(index, sa, direction, p.engine)
+            why = self._try(index, sa, direction, p.engine, params)
             if why is None:
                 self._placements[index] = p
                 return p
@@ -155,12 +152,12 @@ class SessionTable:
         reasons = "; ".join(f"{c}: {r}" for c, r in p.skipped)
         raise EngineError(f"SA {index} (SPI {sa.spi:#x}): no engine can run it ({reasons})")
 
-    def _try(self, index: int, sa: SA, direction: Direction, cand: Candidate) -> str | None:
+    def _try(self, index: int, sa: SA, direction: Direction, cand: Candidate, params: Any) -> str | None:
         try:
             if cand.kind == EngineKind.SOFTWARE:
-                self.engine.add_sa(index, sa, direction)
+                self.engine.add_sa(index, sa, direction, params=params)
             else:
-                add_session_sa(self.engine, index, sa, direction, cand.device, cand.kind)
+                add_session_sa(self.engine, index, sa, direction, cand.device, cand.kind, params)
         except EngineError as exc:
             return str(exc)
         return None
@@ -229,11 +226,11 @@ class PlacedEngine:
     def handle(self) -> Any:
         return self.core.handle  # type: ignore[attr-defined]
 
-    def add_sa(self, index: int, sa: SA, direction: Direction) -> None:
+    def add_sa(self, index: int, sa: SA, direction: Direction, *, params: Any = None) -> None:
         p = place(sa, direction, self.table.caps, software=self.table.software, ports=self.table.ports)
         if self.prefer is not None:
             p = prefer_engine(p, self.prefer)
-        p = self.table.install(index, sa, direction, p)
+        p = self.table.install(index, sa, direction, p, params)
         self.changes += 1
         if self._on_place is not None:
             self._on_place(index, p)

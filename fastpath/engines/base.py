@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import Any
 
 from cdefs.sa import SA, Direction
 from fastpath.batch import Batch
@@ -37,7 +38,10 @@ class Engine(abc.ABC):
     name: str = ""
 
     @abc.abstractmethod
-    def add_sa(self, index: int, sa: SA, direction: Direction) -> None: ...
+    def add_sa(self, index: int, sa: SA, direction: Direction, *, params: Any = None) -> None:
+        """Install sa at index.  params, when given, is the same SA as ``struct ipsg_sa_params`` bytes
+        (cdefs/esp/esp.h; the fastpath passes its copy of the region slot): an engine in C takes them
+        as they are rather than encoding sa again, a Python engine ignores them."""
 
     @abc.abstractmethod
     def remove_sa(self, index: int) -> None:

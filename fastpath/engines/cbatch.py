@@ -1,9 +1,10 @@
-"""The C batch ESP engines: one wrapper over any cffi module built from cdefs/esp_core.c.
+"""The C batch ESP engines: one wrapper over any cffi module built from cdefs/esp/esp_core.c.
 
 The modules (fastpath._esp_openssl, fastpath._esp_ipsecmb) expose the same
-API, cdefs/esp.h, and differ only in their crypto back end.  Python only
-translates SAs into ``struct ipsg_sa_params`` and hands whole batches to C:
-one call per batch, no per-packet Python.
+API, cdefs/esp/esp.h, and differ only in their crypto back end.  Python only
+hands SAs over as ``struct ipsg_sa_params`` (the region slot's own bytes when the
+fastpath installs from shared memory) and whole batches to C: one call per batch,
+no per-packet Python.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
 from cdefs.sa import SA, Direction
-from cdefs.sa_params import sa_to_params
+from cdefs.sa_params import c_params
 from fastpath.batch import Batch
 from fastpath.engines.base import Engine, EngineError, SAStats
 from fastpath.status import N_STATUS, SAFlag, Status
@@ -77,18 +78,16 @@ class CBatchEngine(Engine):
             raise EngineError("engine is closed")
         return self._e
 
-    def add_sa(self, index: int, sa: SA, direction: Direction) -> None:
+    def add_sa(self, index: int, sa: SA, direction: Direction, *, params: Any = None) -> None:
+        """params: sa as ``struct ipsg_sa_params`` bytes (the region slot's copy), handed to C as they are."""
         e = self._engine()
         ffi, lib = self._ffi, self._lib
         if not 0 <= index < self.capacity:
             raise EngineError(f"SA index {index} outside 0..{self.capacity - 1}")
         if sa.enc not in self.algorithms or (sa.integ and sa.integ not in self.algorithms):
             raise EngineError(f"{self.name} engine does not serve {sa.enc}/{sa.integ}")
-        p = sa_to_params(ffi, sa, Direction(direction))
-        try:
+        with c_params(ffi, sa, Direction(direction), params) as p:
             rc = lib.ipsg_sa_add(e, index, p, self._err, len(self._err))
-        finally:
-            ffi.memmove(p, bytes(ffi.sizeof(p[0])), ffi.sizeof(p[0]))  # no key copy left behind
         if rc != 0:
             raise EngineError(f"SA {index}: {ffi.string(self._err).decode()}")
         self._esn[index] = sa.esn

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from typing import Any
 
 import cryptography
 
@@ -44,7 +45,7 @@ class ReferenceEngine(Engine):
 
     # -- SA management --------------------------------------------------------
 
-    def add_sa(self, index: int, sa: SA, direction: Direction) -> None:
+    def add_sa(self, index: int, sa: SA, direction: Direction, *, params: Any = None) -> None:
         if not isinstance(index, int) or not 0 <= index < self.capacity:
             raise EngineError(f"SA index must be 0..{self.capacity - 1}, got {index!r}")
         if sa.enc not in ENC_ALGS or (sa.integ and sa.integ not in INTEG_ALGS):

@@ -48,7 +48,7 @@ class KioError(RuntimeError):
 
 def need_lib() -> None:
     if lib is None:
-        raise KioError(f"fastpath._kio is not built ({IMPORT_ERROR}); run: python cdefs/build_kio.py")
+        raise KioError(f"fastpath._kio is not built ({IMPORT_ERROR}); run: python cdefs/kio/build_kio.py")
 
 
 class KBatch:
@@ -138,7 +138,7 @@ class KBatch:
                                 ffi.from_buffer(sel), want, u)
         return sent, int(u[0])
 
-    # -- offloads (cdefs/kio_gso.c) ----------------------------------------------------------------
+    # -- offloads (cdefs/kio/kio_gso.c) ----------------------------------------------------------------
 
     def tun_read_vnet(self, fd: int, rx: TunRx, start: int = 0, limit: int | None = None) -> int:
         """Segments of TUN reads (IFF_VNET_HDR) into slots start..; a super-segment that does not fit

@@ -4,7 +4,7 @@ ESP the loop sends decrypts with the pure-Python reference engine and with
 scapy; ESP the reference engine makes goes through the loop back to the
 plaintext; replayed and forged packets are dropped exactly as the software
 engine drops them.  Each loop runs in a child process (EAL starts once per
-process).  The gateway worker (cdefs/dpdk_gw.c: SPD lookup in the region,
+process).  The gateway worker (cdefs/dpdk/dpdk_gw.c: SPD lookup in the region,
 ACQUIRE, both directions on two ports) runs here on two net_pcap ports
 against a region control wrote; tests/e2e/test_dpdk_gateway.py runs it end to end.
 """
@@ -177,7 +177,7 @@ def test_loop_non_ip_frames_are_counted_and_dropped(tmp_path):
     assert len(read_ip(tx)) == 1
 
 
-# -- the gateway worker (cdefs/dpdk_gw.c) on net_pcap, with a real region --------------------------------
+# -- the gateway worker (cdefs/dpdk/dpdk_gw.c) on net_pcap, with a real region --------------------------------
 
 PCAP_MAC = ["02:70:63:61:70:00", "02:70:63:61:70:01"]   # DPDK 22.11's net_pcap: "pcap" + port (checked below)
 HOST_A, PEER, ROUTER = "02:00:00:00:0a:02", "02:00:00:00:0b:02", "02:00:00:00:0c:01"

@@ -2,7 +2,7 @@
 
 One child process (EAL starts once per process) on net_ring, net_af_packet (on a veth
 interface in a namespace of its own) and the crypto vdevs asks DPDK 22.11 for a session
-on every rte_security rung, for real (cdefs/dpdk_security.c): none of these devices has
+on every rte_security rung, for real (cdefs/dpdk/dpdk_security.c): none of these devices has
 an IPsec security context, so each answer must be the device's own refusal.  Then the
 protected port is given a capability table claiming inline crypto (as a table for known
 hardware would), placement picks that rung first, the session attempt fails with DPDK's

@@ -21,7 +21,7 @@ def test_wheel_builds_and_runs_without_a_compiler(tmp_path: Path) -> None:
     assert len(wheels) == 1
     names = zipfile.ZipFile(wheels[0]).namelist()
     assert not [n for n in names if n.endswith(".so")], "a compiled module was built with no compiler"
-    assert "fastpath/engines/reference.py" in names and "cdefs/esp.h" in names
+    assert "fastpath/engines/reference.py" in names and "cdefs/esp/esp.h" in names
 
     target = tmp_path / "site"
     zipfile.ZipFile(wheels[0]).extractall(target)

@@ -1,4 +1,4 @@
-"""The offloads of fastpath._kio (cdefs/kio_gso.c) against packets scapy builds and checks.
+"""The offloads of fastpath._kio (cdefs/kio/kio_gso.c) against packets scapy builds and checks.
 
 - TUN reads with IFF_VNET_HDR: a TCP super-segment (IPv4 and IPv6, with options and flags) is cut into
   MSS-sized packets whose lengths, IPv4 IDs, sequence numbers, flags and checksums scapy recomputes the

@@ -1,4 +1,4 @@
-"""Inner IPv4 fragmentation before ESP (cdefs/kio_frag.c, RFC 4459 3. / RFC 4301 8.): a too-big packet without DF
+"""Inner IPv4 fragmentation before ESP (cdefs/kio/kio_frag.c, RFC 4459 3. / RFC 4301 8.): a too-big packet without DF
 is cut into RFC 791 fragments, each encrypted as its own ESP packet that fits the outer MTU.  Checked against
 code we did not write: scapy decrypts every ESP packet and scapy's ``defragment`` reassembles the original.
 DF packets still get ICMP fragmentation-needed and IPv6 still gets Packet Too Big (never fragmented here).

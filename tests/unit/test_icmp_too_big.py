@@ -1,4 +1,4 @@
-"""Which too-big packets get an ICMP error from the kernel-I/O classifier (cdefs/icmp_too_big.h, shared with the
+"""Which too-big packets get an ICMP error from the kernel-I/O classifier (cdefs/ip/icmp_too_big.h, shared with the
 DPDK gateway worker): never one about an ICMP error (RFC 1122 3.2.2: ICMPv4 types 3, 4, 5, 11, 12; RFC 4443
 2.4(e): ICMPv6 types below 128), but every other ICMP message gets one like any packet, echo or not (timestamp,
 RFC 8335 extended echo).  The errors themselves are checked with scapy in tests/unit/test_fastpath_classify.py."""

@@ -125,7 +125,7 @@ def test_esp_vector_inbound(engine_name: str, vec: dict, outer: str) -> None:
     assert eng.stats(3).drops.get(Status.REPLAY) == 1
 
 
-# Every compiled module built from cdefs/esp_core.c, each with its own crypto back end.
+# Every compiled module built from cdefs/esp/esp_core.c, each with its own crypto back end.
 C_MODULES = ["fastpath._esp_openssl", "fastpath._esp_ipsecmb"]
 
 
@@ -202,4 +202,4 @@ def test_hmac_vectors_c(vec: dict, c_module: str) -> None:
     got = ffi.buffer(out, 64)[:]
     assert got[: integ.icv_len] == mac[: integ.icv_len], "truncated ICV differs"
     assert got[: len(mac)] == mac, "full HMAC output differs"
-    assert rc == len(mac), f"ipsg_hmac returned {rc}; cdefs/esp.h documents the full MAC length"
+    assert rc == len(mac), f"ipsg_hmac returned {rc}; cdefs/esp/esp.h documents the full MAC length"

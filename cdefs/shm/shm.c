@@ -1,5 +1,5 @@
 /* The shared-memory region: create/attach, seqlocked records, SPI index,
- * compiled SPD, rings.  Layout and rules: cdefs/shm.h, docs/shared-memory.md.
+ * compiled SPD, rings.  Layout and rules: cdefs/shm/shm.h, docs/shared-memory.md.
  *
  * Memory ordering follows the usual seqlock recipe: a writer makes the lock
  * word odd, issues a release fence (so the odd value is visible before any

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cffi import FFI
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # the project root
 
 from cdefs import cdef_text  # noqa: E402
 from cdefs.builder import rebuild, set_source  # noqa: E402
@@ -62,8 +62,9 @@ _WHY_NOT = probe()
 if _WHY_NOT:  # the compile below then fails and setup.py records it
     print(f"ipsecgw: {_WHY_NOT}", file=sys.stderr)
 
-set_source(ffibuilder, MODULE, '#include "esp.h"\n', direct=__name__ == "__main__",
-           sources=["esp_core.c", "crypto_ipsecmb.c"], depends=["esp.h", "esp_core.h"], libraries=[LIBRARY],
+set_source(ffibuilder, MODULE, '#include "esp/esp.h"\n', direct=__name__ == "__main__",
+           sources=["esp/esp_core.c", "esp/crypto_ipsecmb.c"], depends=["esp/esp.h", "esp/esp_core.h"],
+           libraries=[LIBRARY],
            cflags=["-O3", "-march=x86-64-v2", "-Wall", "-Wno-unused-function"])
 
 if __name__ == "__main__":

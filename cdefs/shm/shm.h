@@ -1,7 +1,7 @@
 /* The shared-memory region between the control and fastpath processes.
  *
  * This is the one definition of the region layout.  It is read by the C
- * compiler (cdefs/shm.c) and by cffi (after esp.h, in the same FFI) through
+ * compiler (cdefs/shm/shm.c) and by cffi (after esp.h, in the same FFI) through
  * cdefs.cdef_text(), so it stays in the subset cffi parses.
  *
  * Layout, in order (offsets in the header; every table 64-byte aligned):
@@ -19,7 +19,7 @@
 #define IPSG_SHM_H
 #include <stdint.h>
 #include <stddef.h>
-#include "esp.h"
+#include "esp/esp.h"
 
 /* "IPSGSHM1" read as a little-endian 64-bit word. */
 #define IPSG_SHM_MAGIC 0x314D485347535049

@@ -26,7 +26,7 @@
 #include <rte_security.h>
 #include <rte_security_driver.h> /* sizeof(struct rte_security_session), for the pool */
 
-#include "esp.h"
+#include "esp/esp.h"
 #include "dpdk.h"
 #include "dpdk_xform.h"
 

@@ -11,7 +11,7 @@
 #define IPSG_CRYPTO_CRYPTODEV_H
 #include <stdint.h>
 #include <stddef.h>
-#include "esp.h"
+#include "esp/esp.h"
 
 #define IPSG_CDEV_LOOKASIDE 0
 #define IPSG_CDEV_CPU 1

@@ -10,11 +10,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "icmp_too_big.h"
-#include "ip_flow.h"
+#include "ip/icmp_too_big.h"
+#include "ip/ip_flow.h"
 #include "kio.h"
 #include "kio_util.h"
-#include "shm.h"
+#include "shm/shm.h"
 
 _Static_assert(sizeof(struct kio_spd_result) == sizeof(struct ipsg_spd_result), "spd result layout");
 _Static_assert(offsetof(struct kio_spd_result, sa) == offsetof(struct ipsg_spd_result, sa), "spd result layout");
@@ -260,7 +260,7 @@ uint32_t kio_classify(struct kio_cls *c, struct kio_batch *b, uint32_t n, uint8_
                 } else {
                     verdict[i] = KIO_V_TOO_BIG;
                     if (c->fragment && f.family == 4 && !f.df && mtu >= 68) {
-                        b->sa[i] = sa;        /* for kio_fragment (cdefs/kio_frag.c) */
+                        b->sa[i] = sa;        /* for kio_fragment (cdefs/kio/kio_frag.c) */
                         c->to_fragment++;
                     }
                 }

@@ -22,10 +22,10 @@
 
 #include "dpdk_loop.h"
 #include "dpdk_slots.h"
-#include "icmp_too_big.h"
-#include "ip_bytes.h"
-#include "ip_flow.h"
-#include "shm.h"
+#include "ip/icmp_too_big.h"
+#include "ip/ip_bytes.h"
+#include "ip/ip_flow.h"
+#include "shm/shm.h"
 
 #define SEQ_CHUNK (1ULL << 16)  /* as fastpath.shm.SEQ_CHUNK: reserve this far ahead of use */
 #define NAT_T_PORT 4500          /* the ESP core's ESP-in-UDP port */

@@ -1,4 +1,4 @@
-/* Clear side through AF_PACKET on an existing interface (cdefs/kio_packet.c; docs/fastpath.md).
+/* Clear side through AF_PACKET on an existing interface (cdefs/kio/kio_packet.c; docs/fastpath.md).
  *
  * Receive: a SOCK_RAW packet socket with PACKET_VNET_HDR (the kernel offers the vnet header on SOCK_RAW
  * only) hands over each frame as a struct virtio_net_hdr, the Ethernet header and the IP packet, a TCP

@@ -151,20 +151,6 @@ int ipsg_dpdk_eth_sec_caps(uint16_t port, struct ipsg_dpdk_sec_cap *caps, int ma
 int ipsg_dpdk_cdev_sec_caps(uint8_t dev, struct ipsg_dpdk_sec_cap *caps, int max_caps,
                             struct ipsg_dpdk_sym_cap *syms, int max_syms, int *n_syms);
 
-/* ---- Lookaside cryptodev execution, first slice: outbound AES-GCM in IPv4 tunnel mode (docs/dpdk.md).
- * key = cipher key || 4-byte salt (20, 28 or 36 bytes).  Configures and starts the device
- * with one queue pair; NULL and a message in err on failure. */
-struct ipsg_dpdk_la;
-struct ipsg_dpdk_la *ipsg_dpdk_la_gcm_new(uint8_t dev, const uint8_t *key, uint32_t key_len,
-                                          char *err, size_t errlen);
-void ipsg_dpdk_la_free(struct ipsg_dpdk_la *la);
-/* ESP-encapsulates packets i < n of a batch (our layout: buf, slot_size, off[], len[]) through
- * rte_cryptodev_enqueue_burst/dequeue_burst; *seq is the next sequence number and advances.
- * Writes status[i] (IPSG_ST_* values) and returns how many succeeded. */
-int ipsg_dpdk_la_gcm_encrypt(struct ipsg_dpdk_la *la, uint32_t spi, uint64_t *seq, const uint8_t *src,
-                             const uint8_t *dst, uint8_t ttl, uint8_t *buf, uint32_t slot_size, uint32_t n,
-                             uint32_t *off, uint32_t *len, uint8_t *status);
-
 /* ---- rte_security sessions (dpdk_security.c) for the inline-crypto / inline-protocol rungs on an
  * ethdev port and the lookaside-protocol rung on a cryptodev, both named by device name.  action is
  * IPSG_DPDK_ACT_INLINE_CRYPTO, _INLINE_PROTOCOL or _LOOKASIDE_PROTOCOL.  NULL and the device's

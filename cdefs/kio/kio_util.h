@@ -1,4 +1,4 @@
-/* Helpers shared by cdefs/kio.c and cdefs/kio_gso.c (not read by cffi). */
+/* Helpers shared by cdefs/kio/kio.c and cdefs/kio/kio_gso.c (not read by cffi). */
 #ifndef IPSG_KIO_UTIL_H
 #define IPSG_KIO_UTIL_H
 #include <errno.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "ip_bytes.h"
+#include "ip/ip_bytes.h"
 #include "kio.h"
 
 static inline uint8_t *slot_data(const struct kio_batch *b, uint32_t i) {

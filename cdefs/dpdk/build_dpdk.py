@@ -1,4 +1,4 @@
-"""cffi builder for fastpath._dpdk: DPDK (EAL, ethdev, cryptodev, security) through the glue in dpdk_glue.c.
+"""cffi builder for fastpath._dpdk: DPDK (EAL, ethdev, cryptodev, security) through the glue in dpdk/dpdk_glue.c.
 
 Built against ``pkg-config libdpdk`` (Debian 12: DPDK 22.11).  When libdpdk is
 absent the compile below fails, setup.py records it, and everything else
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cffi import FFI
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # the project root
 
 from cdefs import cdef_text  # noqa: E402
 from cdefs.builder import pkg_flags, rebuild, set_source  # noqa: E402
@@ -35,12 +35,14 @@ _libdpdk, WHY_NOT = pkg_flags("libdpdk", ["rte_eal"], " (Debian: libdpdk-dev)")
 # headers are compiled against them.
 set_source(ffibuilder, MODULE,
            "#include <rte_eal.h>\n#include <rte_cryptodev.h>\n#include <rte_ethdev.h>\n"
-           "#include <rte_version.h>\n#include \"dpdk.h\"\n#include \"dpdk_loop.h\"\n"
-           "#include \"crypto_cryptodev.h\"\n",
-           direct=__name__ == "__main__", sources=["dpdk_glue.c", "dpdk_loop.c", "esp_core.c", "crypto_ipsecmb.c",
-                                                    "crypto_cryptodev.c", "dpdk_gw.c", "dpdk_security.c"],
-           depends=["dpdk.h", "dpdk_loop.h", "esp.h", "esp_core.h", "crypto_cryptodev.h", "shm.h", "dpdk_slots.h",
-                    "dpdk_xform.h", "icmp_too_big.h", "ip_bytes.h", "ip_flow.h"],
+           "#include <rte_version.h>\n#include \"dpdk/dpdk.h\"\n#include \"dpdk/dpdk_loop.h\"\n"
+           "#include \"dpdk/crypto_cryptodev.h\"\n",
+           direct=__name__ == "__main__",
+           sources=["dpdk/dpdk_glue.c", "dpdk/dpdk_loop.c", "esp/esp_core.c", "esp/crypto_ipsecmb.c",
+                    "dpdk/crypto_cryptodev.c", "dpdk/dpdk_gw.c", "dpdk/dpdk_security.c"],
+           depends=["dpdk/dpdk.h", "dpdk/dpdk_loop.h", "esp/esp.h", "esp/esp_core.h", "dpdk/crypto_cryptodev.h",
+                    "shm/shm.h", "dpdk/dpdk_slots.h", "dpdk/dpdk_xform.h", "ip/icmp_too_big.h", "ip/ip_bytes.h",
+                    "ip/ip_flow.h"],
            lib=_libdpdk, libraries=["IPSec_MB"],
            cflags=["-O3", "-Wall", "-Wno-unused-function", "-DALLOW_EXPERIMENTAL_API"])
 

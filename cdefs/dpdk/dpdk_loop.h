@@ -8,7 +8,7 @@
 #define IPSG_DPDK_LOOP_H
 #include <stdint.h>
 #include <stddef.h>
-#include "esp.h"
+#include "esp/esp.h"
 
 #define IPSG_DPDK_LOOP_MAX_BURST 256
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cffi import FFI
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # the project root
 
 from cdefs import cdef_text  # noqa: E402
 from cdefs.builder import pkg_flags, rebuild, set_source  # noqa: E402
@@ -20,8 +20,9 @@ ffibuilder.cdef(cdef_text("esp.h"))
 # Without a libcrypto.pc, -lcrypto may still link, so a pkg-config failure does not stop the build.
 _libcrypto, _ = pkg_flags("libcrypto", ["crypto"])
 
-set_source(ffibuilder, MODULE, '#include "esp.h"\n', direct=__name__ == "__main__",
-           sources=["esp_core.c", "crypto_openssl.c"], depends=["esp.h", "esp_core.h"], lib=_libcrypto,
+set_source(ffibuilder, MODULE, '#include "esp/esp.h"\n', direct=__name__ == "__main__",
+           sources=["esp/esp_core.c", "esp/crypto_openssl.c"], depends=["esp/esp.h", "esp/esp_core.h"],
+           lib=_libcrypto,
            cflags=["-O3", "-march=x86-64-v2", "-Wall", "-Wno-unused-function"])
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
  * UDP and raw sockets straight into and out of batch slots, and the outbound
  * classifier (SPD lookup through the shared-memory region).
  *
- * Read by the C compiler (cdefs/kio.c) and by cffi (fastpath._kio) through
+ * Read by the C compiler (cdefs/kio/kio.c) and by cffi (fastpath._kio) through
  * cdefs.cdef_text(), so it stays in the subset cffi parses.  The SPD lookup
  * and ACQUIRE functions are the ones compiled into fastpath._shm, passed in as
- * pointers, so one build of cdefs/shm.c serves both modules.
+ * pointers, so one build of cdefs/shm/shm.c serves both modules.
  */
 #ifndef IPSG_KIO_H
 #define IPSG_KIO_H
@@ -50,7 +50,7 @@ struct kio_batch {
     uint8_t *status;
 };
 
-/* Same layout as struct ipsg_spd_result (cdefs/shm.h; kio.c checks it). */
+/* Same layout as struct ipsg_spd_result (cdefs/shm/shm.h; kio.c checks it). */
 struct kio_spd_result {
     uint32_t policy;
     uint8_t action;
@@ -140,7 +140,7 @@ int kio_send(int raw_fd, int udp_fd, uint16_t udp_port, const struct kio_batch *
 uint32_t kio_classify(struct kio_cls *c, struct kio_batch *b, uint32_t n, uint8_t *verdict);
 
 /* Cut the packets i < n that kio_classify left TOO_BIG with an SA (kio_cls.fragment) into IPv4
- * fragments that fit the SA's path (cdefs/kio_frag.c, RFC 791 rules), written to dst slots dst_start..
+ * fragments that fit the SA's path (cdefs/kio/kio_frag.c, RFC 791 rules), written to dst slots dst_start..
  * with dst->sa set: each is then encrypted and sent as its own ESP packet.  Starts at packet *cursor
  * and stops before a packet whose fragments no longer fit dst (all or none of a packet's fragments go
  * in); *cursor is then that packet, or n when done.  A cut packet becomes FRAGMENTED; one that cannot
@@ -158,7 +158,7 @@ uint64_t kio_bytes(const struct kio_batch *b, uint32_t n, const uint8_t *sel, ui
 uint32_t kio_move(const struct kio_batch *src, uint32_t n, const uint8_t *sel, uint8_t want,
                   struct kio_batch *dst, uint32_t dst_start);
 
-/* ---- offloads (cdefs/kio_gso.c) -----------------------------------------------------------
+/* ---- offloads (cdefs/kio/kio_gso.c) -----------------------------------------------------------
  * The TUN is opened with IFF_VNET_HDR and TUNSETOFFLOAD(CSUM | TSO4 | TSO6): one read returns a TCP
  * super-segment of up to 64 KiB behind a 10-byte struct virtio_net_hdr, and one write can hand the
  * kernel such a super-segment built from many decrypted segments.  The protected side sends runs of

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cffi import FFI
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # the project root
 
 from cdefs import cdef_text  # noqa: E402
 from cdefs.builder import rebuild, set_source  # noqa: E402
@@ -20,7 +20,7 @@ def _esp_types() -> str:
     text = cdef_text("esp.h")
     cut = text.find("struct ipsg_engine;")
     if cut < 0:
-        raise RuntimeError("cdefs/esp.h changed: 'struct ipsg_engine;' no longer ends its type section")
+        raise RuntimeError("cdefs/esp/esp.h changed: 'struct ipsg_engine;' no longer ends its type section")
     return text[:cut]
 
 
@@ -29,7 +29,8 @@ ffibuilder = FFI()
 ffibuilder.cdef(_esp_types())
 ffibuilder.cdef(cdef_text("shm.h"))
 
-set_source(ffibuilder, MODULE, '#include "shm.h"\n', direct=__name__ == "__main__", sources=["shm.c"],
+set_source(ffibuilder, MODULE, '#include "shm/shm.h"\n', direct=__name__ == "__main__", sources=["shm/shm.c"],
+           depends=["shm/shm.h", "esp/esp.h"],
            cflags=["-O3", "-march=x86-64-v2", "-Wall", "-Wno-unused-function"])
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
 
-#include "esp_core.h"
+#include "esp/esp_core.h"
 #include "crypto_cryptodev.h"
 #include "dpdk_xform.h"
 
