@@ -32,8 +32,8 @@ from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
 from cdefs.sa import SA, Direction
 from fastpath.batch import Batch
 from fastpath.bench.naive import NaiveESP
+from fastpath.bench.traffic import packets
 from fastpath.engines import create
-from fastpath.traffic import packets
 
 BENCH_ALGS = ("aes-gcm-128", "aes-gcm-256", "chacha20-poly1305", "aes-cbc-128-hmac-sha256-128")
 BENCH_SIZES = ("64", "512", "1400", "imix")
