@@ -62,7 +62,7 @@ def ceiling_comparison(engines: list[str], trials: int = 3) -> list[dict]:
     The two alternate ``trials`` times and the best of each is kept, so a burst of
     load on this shared machine does not land on one side only.
     """
-    from fastpath.bench_esp import measure
+    from fastpath.bench.esp import measure
 
     best_ceiling: dict[int, float] = {}
     best_ours: dict[tuple[str, int], float] = {}
@@ -112,9 +112,9 @@ def markdown(cells: list[dict], ceiling: list[dict], machine: str, inout: list[d
 
 def inbound_vs_outbound(engines: list[str], pairs: int = 300) -> list[dict]:
     """AES-128-GCM inbound against outbound (batch 256) per size, from short paired samples
-    (``fastpath.bench_esp.compare_directions``): the pytest grid runs cells one after another, so a burst
+    (``fastpath.bench.esp.compare_directions``): the pytest grid runs cells one after another, so a burst
     of load on this shared machine can land on one direction's cell only."""
-    from fastpath.bench_esp import BENCH_SIZES, compare_directions
+    from fastpath.bench.esp import BENCH_SIZES, compare_directions
 
     return [compare_directions(e, "aes-gcm-128", s, 256, pairs).as_dict() for e in engines for s in BENCH_SIZES]
 

@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from fastpath.traffic import longest_outage
-
 INTERVAL = 0.005
 
 
@@ -38,6 +36,7 @@ def main() -> int:
     sys.path[:0] = [f"{root}/tests", root]
     from support.daemon_harness import DaemonProc
     from support.netns_tools import TOOLS, FastpathProc, Topology, gateway_config
+    from support.outage import longest_outage
 
     tmp = Path(tempfile.mkdtemp(prefix="ipsg-restart-"))
 

@@ -1,7 +1,7 @@
 """ESP throughput: every present batch engine x algorithm x size x direction x batch size,
 plus the per-packet Python baseline measured in the same run.
 
-Each benchmark round is one Workload.step() from fastpath.bench_esp (the same
+Each benchmark round is one Workload.step() from fastpath.bench.esp (the same
 work `ipsecgw bench esp` times); extra_info carries packets/s and plaintext
 Gbit/s so bench/report.py can build the table and the ratios.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastpath.bench_esp import BENCH_ALGS, BENCH_SIZES, NAIVE, Workload
+from fastpath.bench.esp import BENCH_ALGS, BENCH_SIZES, NAIVE, Workload
 from fastpath.engines import present_names
 
 BATCH_ENGINES = [n for n in present_names() if n != "reference"]   # the reference engine is per-packet Python

@@ -21,7 +21,7 @@ import time
 
 CHANGE_EVERY = 0.1
 OUT_SPI, IN_SPI, CHURN_SPI = 0x105, 0x205, 0x3000
-FLOWS_SRC, FLOWS_DST = "192.168.0.0/24", "192.168.105.0/24"     # fastpath.dpdk.bench.plaintext_frames
+FLOWS_SRC, FLOWS_DST = "192.168.0.0/24", "192.168.105.0/24"     # fastpath.bench.dpdk.plaintext_frames
 
 
 def _churn_sa(n: int):
@@ -33,7 +33,7 @@ def _churn_sa(n: int):
 
 def main(argv: list[str]) -> int:
     from control.shm import DISCARD, PROTECT, ControlRegion, Policy
-    from fastpath.dpdk.bench import bench_sa
+    from fastpath.bench.dpdk import bench_sa
     from fastpath.shm import Capacities
 
     path, direction = argv[0], argv[1]

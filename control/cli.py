@@ -1,9 +1,10 @@
-"""The ``ipsecgw`` command line.
+"""The ``ipsecgw`` command line: this module only dispatches.
 
-Each subcommand lives in its own module exposing ``register(subparsers)``,
-which adds its parser and sets ``func`` (``args -> exit code``).  Adding a
-command (run, status, list-sas, bench...) means writing such a module and
-listing it in ``COMMAND_MODULES``.
+Each verb family lives with the layer it drives and exposes ``register(subparsers)``, which adds its parsers
+and sets ``func`` (``args -> exit code``): pcap, bench and caps in fastpath/cli/, run/check, fastpath and the
+verbs on a running gateway in control/verbs/.  A family is imported (a plain import inside its function here,
+so the import checkers see the edge) only when the command line names one of its verbs, or for the full
+help; adding a verb means adding it to ``VERBS``.
 
 Exit codes: 0 success, 1 some packets failed or input was damaged,
 2 usage, configuration or unreadable-input errors.
@@ -12,52 +13,71 @@ Exit codes: 0 success, 1 some packets failed or input was damaged,
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("control.pcap_cmd", "control.bench_cmd", "control.run_cmd", "control.sas_cmd",
-                                   "control.fastpath_cmd")
-
-
-def _register_caps(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("caps", help="show ESP engines, algorithms, CPU crypto features and DPDK devices",
-                       description="Show which ESP engines can run here (and why not), the algorithms "
-                                   "each serves, the CPU features that matter for crypto speed, and the "
-                                   "DPDK devices (in a child process) with what they offload.")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--dpdk-vdev", action="append", metavar="VDEV",
-                   help="DPDK virtual device to probe, e.g. crypto_aesni_gcm0 (repeatable; default: the "
-                        "software crypto PMDs)")
-    p.add_argument("--dpdk-pci", action="append", default=[], metavar="ADDR",
-                   help="PCI device to probe with DPDK (repeatable; default: no PCI scan)")
-    p.add_argument("--no-dpdk", action="store_true", help="do not start DPDK to discover devices")
-    p.set_defaults(func=_run_caps)
+Registrar = Callable[[argparse._SubParsersAction], None]
 
 
-def _run_caps(args: argparse.Namespace) -> int:
-    from fastpath.caps import collect, format_table
+def _pcap(sub: argparse._SubParsersAction) -> None:
+    from fastpath.cli import pcap
 
-    vdevs = args.dpdk_vdev
-    if vdevs is None and args.dpdk_pci:
-        vdevs = []   # PCI devices named: probe those, not the default vdevs
-    caps = collect(dpdk=not args.no_dpdk, dpdk_vdevs=vdevs, dpdk_pci=args.dpdk_pci)
-    print(json.dumps(caps, indent=2) if args.json else format_table(caps))
-    return 0
+    pcap.register(sub)
+
+
+def _bench(sub: argparse._SubParsersAction) -> None:
+    from control import bench_dpdk_control
+    from fastpath.cli import bench
+
+    # bench dpdk's gateway mode runs control's side of the benchmark, which the fastpath cannot import
+    bench.register(sub, dpdk_control=[sys.executable, "-m", bench_dpdk_control.__name__])
+
+
+def _run(sub: argparse._SubParsersAction) -> None:
+    from control.verbs import run
+
+    run.register(sub)
+
+
+def _running(sub: argparse._SubParsersAction) -> None:
+    from control.verbs import running
+
+    running.register(sub)
+
+
+def _fastpath(sub: argparse._SubParsersAction) -> None:
+    from control.verbs import fastpath
+
+    fastpath.register(sub)
+
+
+def _caps(sub: argparse._SubParsersAction) -> None:
+    from fastpath.cli import caps
+
+    caps.register(sub)
+
+
+# verb -> the family that registers it, in the order `ipsecgw --help` lists the families
+VERBS: dict[str, Registrar] = {
+    "pcap": _pcap,
+    "bench": _bench,
+    "run": _run, "check": _run,
+    "list-sas": _running, "initiate": _running, "terminate": _running, "rekey": _running, "status": _running,
+    "list-policies": _running, "reload": _running, "export-keys": _running,
+    "fastpath": _fastpath,
+    "caps": _caps,
+}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole command line, or only the module of ``command`` when it has one named after it
-    (``fastpath`` -> control/fastpath_cmd.py): a restarted fastpath or control process then skips importing
-    every other command's dependencies, which under load is most of its start-up time."""
+    """The whole command line, or only the family of ``command`` when it names a verb: a restarted fastpath
+    or control process then skips importing every other command's dependencies, which under load is most
+    of its start-up time."""
     parser = argparse.ArgumentParser(prog="ipsecgw", description="IPsec gateway with a batched ESP data plane.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    own = f"control.{(command or '').replace('-', '_')}_cmd"
-    for name in (own,) if own in COMMAND_MODULES else COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
-    if own not in COMMAND_MODULES:
-        _register_caps(sub)
+    own = VERBS.get(command or "")
+    for register in (own,) if own else dict.fromkeys(VERBS.values()):
+        register(sub)
     return parser
 
 

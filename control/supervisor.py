@@ -17,7 +17,7 @@ along.
   modules (numpy, cryptography, the config and IKE modules, the engines): about 0.5 s on a quiet
   machine and 1-3 s when the cores are busy, all of it traffic lost after a crash.  So once the
   fastpath has run for ``STANDBY_AFTER`` seconds, the supervisor starts a standby: ``python -m
-  control.supervisor --standby fastpath ...`` imports everything and then blocks reading its stdin.
+  control.standby fastpath ...`` (control/standby.py) imports everything and then blocks reading its stdin.
   It holds nothing (no region, TUN or socket).  When the fastpath dies, the standby is told to go (one
   byte on its stdin), and it runs exactly what ``ipsecgw fastpath`` runs, configuration loaded then;
   a new standby follows later.  Closing its stdin (a stop) makes it exit.
@@ -123,7 +123,7 @@ class Supervisor:
         self.state_file = state_path(self.config)
         self.started = time.time()
         fp_argv = self.workers["fastpath"].argv
-        self.standby_argv = ([sys.executable, "-m", "control.supervisor", "--standby", *fp_argv[3:]]
+        self.standby_argv = ([sys.executable, "-m", "control.standby", *fp_argv[3:]]
                              if fp_argv[1:3] == ["-m", "control.cli"] else None)
 
     # -- workers ----------------------------------------------------------------------------------
@@ -305,26 +305,6 @@ def _stop_standby(sb: subprocess.Popen) -> None:
         sb.wait()
 
 
-def standby_main(argv: list[str]) -> int:
-    """``python -m control.supervisor --standby fastpath ARGS``: import what ``ipsecgw fastpath ARGS`` needs,
-    wait for the supervisor's word on stdin, then run it (EOF instead: exit quietly)."""
-    from control import cli
-
-    cli.build_parser(argv[0])            # the command's module and the configuration modules
-    import control.fastpath_plan  # noqa: F401 - imported now so that a takeover does not wait for it
-    import fastpath.daemon  # noqa: F401 - imported now so that a takeover does not wait for it
-    from fastpath import engines
-
-    engines.discover()                   # the engine modules and their C libraries
-    try:
-        go = sys.stdin.buffer.read(1)
-    except KeyboardInterrupt:
-        return 0
-    if not go:
-        return 0
-    return cli.main(argv)
-
-
 def run_supervisor(config_path: str, config: Config, log_level: str | None, log_file: str | None) -> int:
     """``ipsecgw run`` without ``--control-only``: returns the exit code."""
     from fastpath.logs import setup_logging
@@ -346,9 +326,3 @@ def run_supervisor(config_path: str, config: Config, log_level: str | None, log_
     finally:
         if out is not None:
             out.close()
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] != ["--standby"] or len(sys.argv) < 3:
-        sys.exit("usage: python -m control.supervisor --standby COMMAND [ARGS...] (started by ipsecgw run)")
-    sys.exit(standby_main(sys.argv[2:]))

@@ -16,7 +16,7 @@ __all__ = ["FastpathConfig", "DpdkConfig", "FastpathPlan"]
 @dataclass
 class FastpathConfig:
     """gateway.fastpath: how ``ipsecgw fastpath`` moves packets (docs/fastpath.md)."""
-    io: str = "kernel"              # kernel: TUN + UDP/raw sockets (the only mode so far)
+    io: str = "kernel"              # kernel: TUN + UDP/raw sockets; dpdk: DPDK ports (fastpath/dpdk/daemon.py)
     engine: str = "best"            # an ESP engine name (ipsecgw caps) or best
     tun: str = "ipsecgw0"
     tun_mtu: int = 0                # 0 = outer_mtu minus the largest ESP overhead of the configured proposals

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import os
 import subprocess
 import sys
 from functools import partial
@@ -21,19 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import support
 from scapy.all import IP, UDP, Ether, Raw, rdpcap, wrpcap
 from scapy.layers.inet6 import IPv6
 from support.dpdk_cells import ALGS, run_engine
+from support.dpdk_loop_job import sa_to_json
 from support.sa import make_sa as build_sa
 from support.sa import scapy_sa
 
 from cdefs.sa import SA
 from fastpath.dpdk.eal import availability
-from fastpath.dpdk.loop_job import sa_to_json
 from fastpath.engines import create
 from fastpath.status import Status
 
 ROOT = Path(__file__).resolve().parents[2]
+SUPPORT_PARENT = str(Path(support.__file__).resolve().parent.parent)   # the job runners are support.*
 present, why = availability()
 pytestmark = pytest.mark.skipif(not present, reason=f"DPDK binding unavailable: {why}")
 
@@ -67,10 +70,11 @@ def read_ip(path: Path) -> list[bytes]:
 
 
 def run_job(module: str, job: dict[str, Any]) -> dict[str, Any]:
-    """``python -m module`` (a job runner in fastpath.dpdk: EAL starts once per process) with job as JSON on
+    """``python -m module`` (a job runner in tests/support: EAL starts once per process) with job as JSON on
     stdin; the JSON result on its last line."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (SUPPORT_PARENT, os.environ.get("PYTHONPATH"))))}
     r = subprocess.run([sys.executable, "-m", module], input=json.dumps(job), capture_output=True, text=True,
-                       timeout=120, cwd=ROOT)
+                       timeout=120, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -78,7 +82,7 @@ def run_job(module: str, job: dict[str, Any]) -> dict[str, Any]:
 def run_loop(tmp_path: Path, direction: str, sa: SA, packets: list[bytes], burst: int = 32) -> tuple[dict, list]:
     rx, tx = tmp_path / "rx.pcap", tmp_path / "tx.pcap"
     write_frames(rx, packets)
-    res = run_job("fastpath.dpdk.loop_job", {
+    res = run_job("support.dpdk_loop_job", {
         "vdevs": [f"net_pcap0,rx_pcap={rx},tx_pcap={tx}"], "rx": "net_pcap0", "tx": "net_pcap0",
         "direction": direction, "sas": [[sa_to_json(sa), direction]], "packets": len(packets), "seconds": 20,
         "burst": burst, "memory_mb": 256})
@@ -87,13 +91,13 @@ def run_loop(tmp_path: Path, direction: str, sa: SA, packets: list[bytes], burst
 
 
 def run_gw_job(tmp_path: Path, clear_in: list, prot_in: list, **job: Any) -> tuple[dict[str, Any], dict[str, Path]]:
-    """The gateway worker (fastpath.dpdk.gw_job) on the region tmp_path/r.shm, with local addresses 10.1.0.1 and
+    """The gateway worker (support.dpdk_gw_job) on the region tmp_path/r.shm, with local addresses 10.1.0.1 and
     192.0.2.1, net_pcap0 (clear) reading the frames clear_in and net_pcap1 (protected) prot_in; job adds
     the rest.  Its result, and the captures by name: cin, cout, pin, pout."""
     files = {k: tmp_path / f"{k}.pcap" for k in ("cin", "cout", "pin", "pout")}
     wrpcap(str(files["cin"]), clear_in)
     wrpcap(str(files["pin"]), prot_in)
-    res = run_job("fastpath.dpdk.gw_job", {
+    res = run_job("support.dpdk_gw_job", {
         "region": str(tmp_path / "r.shm"), "clear": "net_pcap0", "protected": "net_pcap1",
         "vdevs": [f"net_pcap0,rx_pcap={files['cin']},tx_pcap={files['cout']}",
                   f"net_pcap1,rx_pcap={files['pin']},tx_pcap={files['pout']}"],
@@ -170,7 +174,7 @@ def test_loop_non_ip_frames_are_counted_and_dropped(tmp_path):
     frames = [Ether(**MACS, type=0x0806) / Raw(b"\x00" * 28)] + \
              [Ether(**MACS) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP() / Raw(b"hi")]
     wrpcap(str(rx), frames)
-    res = run_job("fastpath.dpdk.loop_job", {
+    res = run_job("support.dpdk_loop_job", {
         "vdevs": [f"net_pcap0,rx_pcap={rx},tx_pcap={tx}"], "rx": "net_pcap0", "tx": "net_pcap0",
         "direction": "out", "sas": [[sa_to_json(sa), "out"]], "packets": 2, "seconds": 20, "memory_mb": 256})
     assert res["not_ip"] == 1 and res["tx"] == 1

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from support.daemon_harness import SplitGateways, installed_child
 from support.netns_tools import TOOLS, FastpathProc, Topology, gateway_config
+from support.outage import longest_outage
 
 from fastpath.shm import Region
-from fastpath.traffic import longest_outage
 
 
 def _unavailable() -> str | None:

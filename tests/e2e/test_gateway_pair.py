@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 from support.gateway_harness import GatewayProc, Iperf3Server, acquire_lines, iperf3
 from support.netns_tools import Topology, gateway_config, with_other_connection
-
-from fastpath.traffic import longest_outage
+from support.outage import longest_outage
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastpath.bench_esp import Workload
+from fastpath.bench.esp import Workload
 from fastpath.engines import present_names
 
 C_ENGINES = [n for n in present_names() if n != "reference"]

@@ -1,4 +1,4 @@
-"""kio_classify (C) against the plain-Python statement of the rules (fastpath.classify.classify_model), on a
+"""kio_classify (C) against the plain-Python statement of the rules (support.classify_model), on a
 real region with a random SPD; ACQUIRE events and their rate limit; ICMP fragmentation-needed / Packet Too
 Big built in place and checked with scapy."""
 
@@ -21,9 +21,10 @@ if kio.lib is None:
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror  # noqa: E402
 from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop  # noqa: E402
+from support.classify_model import classify_model  # noqa: E402
 
 from control.shm import BYPASS, DISCARD, PROTECT, ControlRegion, Policy  # noqa: E402
-from fastpath.classify import Classifier, classify_model, esp_overhead, inner_mtu  # noqa: E402
+from fastpath.classify import Classifier, esp_overhead, inner_mtu  # noqa: E402
 from fastpath.shm import Capacities, FastpathRegion  # noqa: E402
 
 

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from cdefs.sa import Mode, TrafficSelector
-from control.sa_file import SAFileError, load_sa_file
+from fastpath.sa_file import SAFileError, load_sa_file
 
 GCM_KEY = "0x00112233445566778899aabbccddeeff01020304"     # 16-byte key + 4-byte salt
 SHA256_KEY = "aa" * 32
@@ -232,3 +232,11 @@ def test_first_negotiable_spi_gives_no_warning(tmp_path):
     said: list[str] = []
     load_sa_file(write(tmp_path, one_sa(spi="0x100")), warn=said.append)
     assert said == []
+
+
+def test_reserved_spi_limit_is_the_one_negotiation_keeps_to():
+    """The fastpath cannot import control's constant, so it holds the same RFC 4303 number itself."""
+    from control.ike.constants import MIN_NEGOTIATED_SPI
+    from fastpath.sa_file import FIRST_UNRESERVED_SPI
+
+    assert FIRST_UNRESERVED_SPI == MIN_NEGOTIATED_SPI

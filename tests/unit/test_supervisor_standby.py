@@ -1,5 +1,6 @@
-"""The supervisor's warm standby fastpath (control/supervisor.py): a process that has imported what
-``ipsecgw fastpath`` needs and waits on its stdin; one byte makes it run the command, EOF makes it leave."""
+"""The supervisor's warm standby fastpath (control/standby.py, started by control/supervisor.py): a process
+that has imported what ``ipsecgw fastpath`` needs and waits on its stdin; one byte makes it run the command,
+EOF makes it leave."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 
 from support.netns_tools import ROOT
 
-STANDBY = [sys.executable, "-m", "control.supervisor", "--standby", "fastpath", "--help"]
+STANDBY = [sys.executable, "-m", "control.standby", "fastpath", "--help"]
 
 
 def _standby() -> subprocess.Popen:

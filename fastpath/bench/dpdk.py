@@ -1,7 +1,7 @@
 """DPDK fastpath throughput: the set-up DPDK's ipsec-secgw is measured with (helpers, and the loop mode).
 
 ``run`` measures the one-direction loop (cdefs/dpdk/dpdk_loop.c, one SA, no SPD); the default mode of
-``ipsecgw bench dpdk`` is the gateway worker with control attached (fastpath/dpdk/gw_bench.py).
+``ipsecgw bench dpdk`` is the gateway worker with control attached (fastpath/bench/dpdk_gateway.py).
 
 One worker core; a net_pcap port replays a pcap of pre-built Ethernet frames
 (``infinite_rx=1``: IPv4/UDP plaintext for outbound, their ESP for inbound);
@@ -50,7 +50,7 @@ class DpdkBenchResult:
     packets: int
     drops: dict[str, int]
     burst: int
-    mode: str = "loop"             # loop: the one-direction loop; gateway: the gateway worker (gw_bench.py)
+    mode: str = "loop"             # loop: the one-direction loop; gateway: the gateway worker (dpdk_gateway.py)
     placement: str | None = None   # gateway: the rung and device the SA ran on
     sa_syncs: int = 0              # gateway: slices after which control's SA changes were applied
     control_sa_changes: int = 0    # gateway: SA installs/deletes control made during the whole run

@@ -14,7 +14,7 @@ What one *step* does, and therefore what a figure includes:
   packets with rising sequence numbers, and the SA is re-installed once per
   cycle (``rearm``, outside the timed region) so anti-replay stays on and
   never rejects.
-- naive: the per-packet Python loop of fastpath.naive over the same packets.
+- naive: the per-packet Python loop of fastpath.bench.naive over the same packets.
 Every step's statuses are checked afterwards: a cell whose packets were
 dropped is an error, never a fast figure.
 """
@@ -31,9 +31,9 @@ import numpy as np
 from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
 from cdefs.sa import SA, Direction
 from fastpath.batch import Batch
+from fastpath.bench.naive import NaiveESP
+from fastpath.bench.traffic import packets
 from fastpath.engines import create
-from fastpath.naive import NaiveESP
-from fastpath.traffic import packets
 
 BENCH_ALGS = ("aes-gcm-128", "aes-gcm-256", "chacha20-poly1305", "aes-cbc-128-hmac-sha256-128")
 BENCH_SIZES = ("64", "512", "1400", "imix")

@@ -17,9 +17,12 @@ import yaml
 
 from cdefs.algorithms import AEAD_NAMES, CIPHER_NAMES, ENC_ALGS, INTEG_ALGS
 from cdefs.sa import SA, Lifetime, Mode, SAError, TrafficSelector
-from control.ike.constants import MIN_NEGOTIATED_SPI
 
 __all__ = ["SAFileError", "load_sa_file", "parse_sas"]
+
+# RFC 4303 2.1: SPIs 1..255 are reserved for IANA, so negotiation starts here (control.ike.constants
+# MIN_NEGOTIATED_SPI: the same number, which this layer cannot import; tests/test_sa_file.py keeps them equal)
+FIRST_UNRESERVED_SPI = 256
 
 SA_FIELDS = (
     "spi", "src", "dst", "mode", "aead", "key", "cipher", "cipher_key", "integrity", "integrity_key",
@@ -363,7 +366,7 @@ def parse_sas(doc: Any, source: str = "<sa file>", warn: Callable[[str], None] |
             if prev.spi == sa.spi and prev.dst == sa.dst:
                 raise SAFileError(f"{where}: spi: expected an SPI not already used for dst {sa.dst}, "
                                   f"got the SPI of sas[{j}]")
-        if sa.spi < MIN_NEGOTIATED_SPI and warn is not None:
+        if sa.spi < FIRST_UNRESERVED_SPI and warn is not None:
             warn(f"{where}: spi: 0x{sa.spi:x} is in 1..255, reserved for IANA (RFC 4303 2.1); no negotiated SA "
                  "uses it, but captures and published test packets do, so it is accepted here")
         sas.append(sa)

@@ -1,11 +1,9 @@
-"""Synthetic clear-side traffic for benchmarks and tests: valid inner IP/UDP packets, and how long a stream of
-probes went unanswered."""
+"""Synthetic clear-side traffic for ``ipsecgw bench esp`` (and tests): valid inner IPv4/UDP packets."""
 
 from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Iterable
 
 from fastpath.iphdr import ipv4_checksum
 
@@ -38,13 +36,3 @@ def sizes_for(spec: str | int, n: int) -> list[int]:
 def packets(spec: str | int, n: int) -> list[bytes]:
     return [udp4(size, ident=i) for i, size in enumerate(sizes_for(spec, n))]
 
-
-def longest_outage(sent: Iterable[int | str], got: Iterable[int], interval: float) -> float:
-    """Seconds of the longest run of consecutive probes (sequence numbers sent every ``interval`` s) that got no
-    answer: the outage a fastpath restart caused (tests/test_fastpath_e2e.py, bench/restart_latency.py)."""
-    answered = set(got)
-    run = worst = 0
-    for seq in sorted(int(k) for k in sent):
-        run = 0 if seq in answered else run + 1
-        worst = max(worst, run)
-    return worst * interval

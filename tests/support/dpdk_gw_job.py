@@ -1,4 +1,4 @@
-"""Run the DPDK gateway worker once from a JSON job: ``python -m fastpath.dpdk.gw_job < job.json``.
+"""Run the DPDK gateway worker once from a JSON job: ``python -m support.dpdk_gw_job < job.json``.
 
 For tests on deterministic vdevs (net_pcap): attach to a region control made (as the fastpath does), start
 EAL on the job's vdevs, apply the region with ``sync_region``, seed the neighbour table and the local
@@ -58,6 +58,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from fastpath.dpdk.loop_job import job_main
+    from support.dpdk_loop_job import job_main
 
     sys.exit(job_main(run_job))

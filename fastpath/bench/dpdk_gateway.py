@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastpath.dpdk.bench import DpdkBenchResult, bench_sa, crypto_rung, esp_frames, plaintext_frames, write_pcap
+from fastpath.bench.dpdk import DpdkBenchResult, bench_sa, crypto_rung, esp_frames, plaintext_frames, write_pcap
 
 PCAP_MAC = bytes.fromhex("027063617000")   # DPDK 22.11's net_pcap: 02:70:63:61:70 + port id (checked below)
 PEER_MAC = bytes.fromhex("020000000002")

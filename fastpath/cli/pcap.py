@@ -18,7 +18,6 @@ from typing import BinaryIO
 import numpy as np
 
 from cdefs.sa import SA, Direction, SAError
-from control.sa_file import SAFileError, load_sa_file
 from fastpath.batch import Batch
 from fastpath.engines import Engine, EngineError, create, known_names
 from fastpath.pcapfile import (
@@ -32,6 +31,7 @@ from fastpath.pcapfile import (
     is_supported_linktype,
     linktype_name,
 )
+from fastpath.sa_file import SAFileError, load_sa_file
 from fastpath.status import N_STATUS, Status
 
 ENGINE_CHOICES = ("best", *known_names())

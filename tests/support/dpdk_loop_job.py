@@ -1,4 +1,4 @@
-"""Run the DPDK worker loop once from a JSON job: ``python -m fastpath.dpdk.loop_job < job.json``.
+"""Run the DPDK worker loop once from a JSON job: ``python -m support.dpdk_loop_job < job.json``.
 
 EAL starts once per process and cannot restart, so tests and short-lived
 commands run each loop in a fresh child through this module.  The job names
@@ -54,7 +54,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_main(run: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
-    """A job module's entry point (this one's and fastpath/dpdk/gw_job.py's): the job from stdin, the result
+    """A job module's entry point (this one's and tests/support/dpdk_gw_job.py's): the job from stdin, the result
     of run(job) as one JSON line on stdout."""
     print(json.dumps(run(json.load(sys.stdin))))
     sys.stdout.flush()
