@@ -57,7 +57,8 @@ def main() -> int:
     with Topology(f"rl{os.getpid() % 1000}") as net:
         cfg_a, sock_a, shm_a = gateway_config(tmp, "A", encap=False, log_level="info")
         cfg_b, sock_b, shm_b = gateway_config(tmp, "B", encap=False, log_level="info")
-        procs: list = []
+        procs: list[DaemonProc | FastpathProc] = []     # the direct mode's processes, stopped by their harness
+        runs: list[subprocess.Popen] = []                # the supervised mode's `ipsecgw run`s, stopped by SIGTERM
         try:
             if args.mode == "direct":
                 procs += [DaemonProc(cfg_a, sock_a, shm_a, netns=net.gA),
@@ -65,8 +66,8 @@ def main() -> int:
                 fp_a = FastpathProc(net.gA, cfg_a, tmp / "fpA.log")
                 procs += [fp_a, FastpathProc(net.gB, cfg_b, tmp / "fpB.log")]
             else:
-                procs += [cli(g, "run", "-c", str(c), "--log-file", str(tmp / f"{g}.log"), popen=True)
-                          for g, c in ((net.gA, cfg_a), (net.gB, cfg_b))]
+                runs += [cli(g, "run", "-c", str(c), "--log-file", str(tmp / f"{g}.log"), popen=True)
+                         for g, c in ((net.gA, cfg_a), (net.gB, cfg_b))]
                 deadline = time.monotonic() + 60
                 while fastpath_pid(net.gA, sock_a) is None or fastpath_pid(net.gB, sock_b) is None:
                     if time.monotonic() > deadline:
@@ -96,14 +97,13 @@ def main() -> int:
                               "load": [round(x, 1) for x in os.getloadavg()]}))
         finally:
             for p in reversed(procs):
-                if hasattr(p, "stop"):
-                    p.stop()
-                else:
-                    p.send_signal(signal.SIGTERM)
-                    try:
-                        p.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
+                p.stop()
+            for r in reversed(runs):
+                r.send_signal(signal.SIGTERM)
+                try:
+                    r.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    r.kill()
     return 0
 
 

@@ -186,3 +186,15 @@ def test_certificate_examples_authenticate_each_other(tmp_path: Path) -> None:
     assert_esp_works(ci, cr)
     (ei,) = net.of("a", IkeSaEstablished)
     assert str(ei.remote_id) == "C=CH, O=example, CN=gw-b"
+
+
+def test_package_keeps_its_public_names() -> None:
+    """control/config.py became a package: what the daemon, the commands and the tests import from
+    control.config is still there, and is the object its defining module holds."""
+    import control.config as cc
+    from control.config import loader, model
+
+    for name in cc.__all__:
+        assert hasattr(cc, name), name
+    assert cc.parse_config is loader.parse_config and cc.load_config_or_report is loader.load_config_or_report
+    assert cc.ConnectionConfig is model.ConnectionConfig and cc.core_schedules_rekeys is model.core_schedules_rekeys
