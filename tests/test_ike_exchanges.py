@@ -30,7 +30,8 @@ from control.ike.events import (
     IkeSaRekeyed,
     State,
 )
-from control.ike.message import KEPayload, Message, NotifyPayload, UnknownPayload, parse_header
+from control.ike.message import Message, parse_header
+from control.ike.payloads import KEPayload, NotifyPayload, UnknownPayload
 from control.ike.sa import IkeSA
 
 A, B = ("192.0.2.1", 500), ("198.51.100.2", 500)

@@ -28,16 +28,9 @@ from control.ike.constants import ExchangeType, Flag, Notify, PayloadType
 from control.ike.crypto import CryptoError, SKCipher
 from control.ike.events import ChildSaEstablished, IkeSaEstablished, IkeSaFailed, State
 from control.ike.fragment import Reassembler, fragment, message_limit
-from control.ike.message import (
-    CertPayload,
-    IDPayload,
-    Message,
-    NoncePayload,
-    NotifyPayload,
-    SKFPayload,
-    VendorPayload,
-    parse_payloads,
-)
+from control.ike.message import Message
+from control.ike.payload_chain import parse_payloads
+from control.ike.payloads import CertPayload, IDPayload, NoncePayload, NotifyPayload, SKFPayload, VendorPayload
 from control.ike.proposals import ike_suite, parse_proposals
 from control.ike.sa import IkeSA
 

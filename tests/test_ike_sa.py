@@ -20,8 +20,8 @@ from cdefs.sa import Direction
 from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.constants import NON_ESP_MARKER, ExchangeType, Notify
 from control.ike.events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed, State
-from control.ike.message import TrafficSelectorEntry as TS
 from control.ike.sa import IkeSA
+from control.ike.ts_payload import TrafficSelectorEntry as TS
 from fastpath.batch import Batch
 from fastpath.engines import create
 from fastpath.status import Status
@@ -346,7 +346,8 @@ def test_fuzz_state_machine(data) -> None:
 
 def test_initiator_follows_cookie() -> None:
     from control.ike.constants import Flag
-    from control.ike.message import Message, NoncePayload, NotifyPayload
+    from control.ike.message import Message
+    from control.ike.payloads import NoncePayload, NotifyPayload
 
     ci, cr = configs()
     i = IkeSA(ci, initiator=True, local=I_ADDR, remote=R_ADDR)

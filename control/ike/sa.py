@@ -40,18 +40,9 @@ from control.ike.events import (
     State,
 )
 from control.ike.fragment import Reassembler, fragment_chain, message_limit
-from control.ike.message import (
-    HEADER_LEN,
-    Header,
-    Message,
-    NotifyPayload,
-    ParseError,
-    Payload,
-    SKFPayload,
-    SKPayload,
-    parse_header,
-    serialize_payloads,
-)
+from control.ike.message import HEADER_LEN, Header, Message, parse_header
+from control.ike.payload_chain import serialize_payloads
+from control.ike.payloads import NotifyPayload, ParseError, Payload, SKFPayload, SKPayload
 from control.ike.spi import random_spi
 from control.ike.tasks.child_create import ChildCreateInitiator
 from control.ike.tasks.child_delete import ChildDeleteInitiator
