@@ -542,5 +542,5 @@ def test_error_notify_stays_whole() -> None:
     """Small protected messages (an INFORMATIONAL with one notify) go out whole even when negotiated."""
     link = Link(*p256().pair(fragment_size=280)).run()
     link.assert_up()
-    frames = link.i._encode_frames(ExchangeType.INFORMATIONAL, 5, False, [NotifyPayload(Notify.INVALID_SYNTAX)])
+    frames = link.i.encode_frames(ExchangeType.INFORMATIONAL, 5, False, [NotifyPayload(Notify.INVALID_SYNTAX)])
     assert isinstance(frames, bytes)
