@@ -7,8 +7,10 @@ when nothing is in flight, and checks CHILD SAs with a real ESP engine.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
+import weakref
 
 import pytest
 from conftest import ipv4, udp
@@ -593,3 +595,18 @@ def test_fuzz_operations(ops) -> None:
     if la and lb and all(s.state == State.ESTABLISHED for s in la + lb):
         assert {(s.spi_i, s.spi_r) for s in la} == {(s.spi_i, s.spi_r) for s in lb}
         check_in_sync(p)
+
+
+def test_an_ike_sa_is_freed_without_the_cycle_collector():
+    """A busy responder makes and drops IKE SAs by the thousand: none may sit in a reference cycle (the task
+    manager is handed its IKE SA per call and keeps no reference back), or each waits for the collector."""
+    p = Pair(*cfgs()).run()
+    p.ike("a").dpd(p.now)
+    p.run()
+    refs = [weakref.ref(s) for side in ("a", "b") for s in p.sas[side]]
+    gc.disable()
+    try:
+        del p
+        assert [r() for r in refs] == [None] * len(refs)
+    finally:
+        gc.enable()

@@ -117,7 +117,7 @@ class IkeSA:
         self.cipher_in: SKCipher | None = None
         self.peer_window = 1            # the peer's SET_WINDOW_SIZE (RFC 7296 §2.3)
         # our exchanges and the peer's requests: ordering, Message IDs, retransmits, the response cache
-        self.task_manager = TaskManager(self)
+        self.task_manager = TaskManager(config.window_size)
         # outbound ESP SPIs the peer deleted before the response that tells us them arrived (its Delete
         # overtook our lost/late CREATE_CHILD_SA response): such a CHILD SA is removed as soon as it lands
         self.early_deletes: set[int] = set()
@@ -181,34 +181,34 @@ class IkeSA:
         tm.adopt([IkeInitInitiator(), IkeAuthInitiator(kids[0] if kids else None)])
         for extra in kids[1:]:
             self.create_child(now, extra, start=False)
-        tm.start_next(now)
+        tm.start_next(self, now)
 
     def create_child(self, now: float, child: ChildConfig, *, start: bool = True) -> None:
         """Queue a CREATE_CHILD_SA exchange for a new CHILD SA."""
-        self.task_manager.add(ChildCreateInitiator(child), now, start)
+        self.queue(ChildCreateInitiator(child), now, start=start)
 
     def rekey_child(self, now: float, spi_in: int) -> None:
         """Queue a rekey of the CHILD SA whose inbound SPI is ``spi_in`` (e.g. on SOFT_EXPIRE)."""
-        self.task_manager.add(ChildRekeyInitiator(spi_in), now)
+        self.queue(ChildRekeyInitiator(spi_in), now)
 
     def delete_child(self, now: float, spi_in: int) -> None:
         """Queue an INFORMATIONAL Delete of the CHILD SA whose inbound SPI is ``spi_in``."""
-        self.task_manager.add(ChildDeleteInitiator([spi_in]), now)
+        self.queue(ChildDeleteInitiator([spi_in]), now)
 
     def rekey_ike(self, now: float) -> None:
         """Queue a rekey of this IKE SA (CREATE_CHILD_SA with new SPIs and keys)."""
-        self.task_manager.add(IkeRekeyInitiator(), now)
+        self.queue(IkeRekeyInitiator(), now)
 
     def delete(self, now: float) -> None:
         """Queue an INFORMATIONAL Delete of this IKE SA (and with it every CHILD SA)."""
         if self.state in (State.CREATED, State.CONNECTING):
             self.fail(0, "deleted before it was established")
             return
-        self.task_manager.add(IkeDeleteInitiator(), now)
+        self.queue(IkeDeleteInitiator(), now)
 
     def dpd(self, now: float) -> None:
         """Queue a liveness check (an empty INFORMATIONAL request)."""
-        self.task_manager.add(DpdInitiator(), now)
+        self.queue(DpdInitiator(), now)
 
     def find_child(self, *, spi_in: int | None = None, spi_out: int | None = None) -> ChildState | None:
         for c in self.children:
@@ -237,9 +237,9 @@ class IkeSA:
                 self.stats["malformed"] += 1
             return
         if hdr.flags & _RESPONSE:
-            self.task_manager.on_response(msg_bytes, hdr.message_id, hdr.exchange, now, hdr)
+            self.task_manager.on_response(self, msg_bytes, hdr.message_id, hdr.exchange, now, hdr)
         else:
-            self.task_manager.on_request(msg_bytes, hdr.message_id, hdr.exchange, local_port, remote, now, hdr)
+            self.task_manager.on_request(self, msg_bytes, hdr.message_id, hdr.exchange, local_port, remote, now, hdr)
         self._after(now)
 
     def handle_timer(self, now: float) -> None:
@@ -251,7 +251,7 @@ class IkeSA:
             self.stats["half_open_timeout"] += 1
             self.fail(0, "half-open IKE SA timed out", quiet=True)
             return
-        if not self.task_manager.retransmit(now):
+        if not self.task_manager.retransmit(self, now):
             return
         if self._reasm is not None:
             self._reasm.expire(now)
@@ -343,6 +343,14 @@ class IkeSA:
         self.cipher_in = SKCipher(self.suite, *theirs)
 
     # the task manager's, for the tasks: they ask the IKE SA they run on
+    def queue(self, task: Initiator, now: float, *, start: bool = True) -> None:
+        """Queue one of our exchanges; with ``start``, send it at once if the window allows."""
+        self.task_manager.add(self, task, now, start)
+
+    def start_queued(self, now: float) -> None:
+        """Send what is queued, as far as the peer's window lets it go."""
+        self.task_manager.start_next(self, now)
+
     def queue_front(self, task: Initiator) -> None:
         """Run ``task`` before anything else queued (a follow-up such as the Delete after a rekey)."""
         self.task_manager.add_front(task)
@@ -364,7 +372,7 @@ class IkeSA:
 
     def retry_request(self, task: Initiator, payloads: list[Payload], now: float) -> None:
         """Resend a task's request with new payloads under the same Message ID (COOKIE, INVALID_KE)."""
-        self.task_manager.retry_request(task, payloads, now)
+        self.task_manager.retry_request(self, task, payloads, now)
 
     def send(self, dgrams: list[Datagram]) -> None:
         """Queue datagrams for ``datagrams_to_send``."""
@@ -477,7 +485,7 @@ class IkeSA:
             keep = [t for t in tasks if isinstance(t, IkeDeleteInitiator) and t.rekeyed]
             new.adopt_tasks([t for t in tasks if t not in keep and not isinstance(t, IkeRekeyInitiator)])
             self.task_manager.adopt(keep)
-            new.task_manager.start_next(now)
+            new.start_queued(now)
         if self.state == _S_ESTABLISHED and self.established_at is None:
             self.established_at = now
             if self.last_heard is None:
@@ -505,7 +513,7 @@ class IkeSA:
         if self.config.dpd_delay > 0 and self.task_manager.idle \
                 and self.last_heard is not None and now >= self.last_heard + self.config.dpd_delay:
             self.dpd(now)
-        self.task_manager.start_next(now)
+        self.start_queued(now)
 
     def fail(self, notify: int, reason: str, quiet: bool = False) -> None:
         """The IKE SA ends on an error: its CHILD SAs go, and (unless ``quiet``) ``IkeSaFailed`` says why."""

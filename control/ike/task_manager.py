@@ -58,15 +58,17 @@ class Outstanding:
 
 
 class TaskManager:
-    """Ordering, Message IDs, windows, retransmits and the response cache of one ``IkeSA``."""
+    """Ordering, Message IDs, windows, retransmits and the response cache of one ``IkeSA``.
 
-    def __init__(self, sa: IkeSA) -> None:
-        self.sa = sa
+    The IKE SA is passed to each call rather than kept: a reference back would make every IKE SA a
+    reference cycle, freed only by the cyclic collector instead of when the last reference goes."""
+
+    def __init__(self, window_size: int) -> None:
         self.queue: deque[Initiator] = deque()
         self.outstanding: Outstanding | None = None     # the oldest request in flight
         self.extra: dict[int, Outstanding] = {}         # younger ones, when the peer's window is over 1
         self.next_mid = 0                               # our next request
-        self.responder = ResponderWindow(sa.config.window_size)   # the requests we answer
+        self.responder = ResponderWindow(window_size)   # the requests we answer
 
     @property
     def peer_mid(self) -> int:
@@ -75,14 +77,13 @@ class TaskManager:
 
     # -- the queue ------------------------------------------------------------------------
 
-    def add(self, task: Initiator, now: float, start: bool = True) -> None:
+    def add(self, sa: IkeSA, task: Initiator, now: float, start: bool = True) -> None:
         """Queue one of our exchanges; with ``start``, send it at once if the window allows."""
-        sa = self.sa
         if sa.state in (_S_DEAD, _S_DELETING):
             return
         self.queue.append(task)
         if start and sa.state == _S_ESTABLISHED:
-            self.start_next(now)
+            self.start_next(sa, now)
 
     def add_front(self, task: Initiator) -> None:
         self.queue.appendleft(task)
@@ -126,19 +127,19 @@ class TaskManager:
             return head
         return head + [self.extra[m] for m in sorted(self.extra)]
 
-    def _fits_window(self) -> bool:
+    def _fits_window(self, sa: IkeSA) -> bool:
         """Whether the next queued task may start now: nothing in flight, or (window > 1) it and every
         exchange in flight are independent and its Message ID is inside the peer's window."""
         if self.outstanding is None:
             return True
         flight = self.in_flight()
-        return self.queue[0].concurrent and self.sa.state == State.ESTABLISHED \
+        return self.queue[0].concurrent and sa.state == State.ESTABLISHED \
             and all(o.task.concurrent for o in flight) \
-            and may_send(self.next_mid, [o.message_id for o in flight], self.sa.peer_window)
+            and may_send(self.next_mid, [o.message_id for o in flight], sa.peer_window)
 
-    def start_next(self, now: float) -> None:
-        sa = self.sa
-        while self.queue and sa.state != _S_DEAD and self._fits_window():
+    def start_next(self, sa: IkeSA, now: float) -> None:
+        """Send queued requests while the peer's window and the IKE SA's state let them go."""
+        while self.queue and sa.state != _S_DEAD and self._fits_window(sa):
             if sa.state == _S_REKEYED and not self.queue[0].on_rekeyed_sa:
                 return              # the rest waits for (and moves to) the new IKE SA
             task = self.queue.popleft()
@@ -149,11 +150,10 @@ class TaskManager:
                 return
             if payloads is None:        # the task found nothing left to do
                 continue
-            self._send_request(task, task.exchange, payloads, now)
+            self._send_request(sa, task, task.exchange, payloads, now)
 
-    def _send_request(self, task: Initiator, exchange: int, payloads: list[Payload], now: float,
+    def _send_request(self, sa: IkeSA, task: Initiator, exchange: int, payloads: list[Payload], now: float,
                       message_id: int | None = None) -> None:
-        sa = self.sa
         mid = self.next_mid if message_id is None else message_id
         if message_id is None:
             self.next_mid += 1          # Message IDs are handed out as requests leave (several may be in flight)
@@ -173,16 +173,15 @@ class TaskManager:
         sa.send([dgram, *more])
         sa.last_sent = now
 
-    def retry_request(self, task: Initiator, payloads: list[Payload], now: float) -> None:
+    def retry_request(self, sa: IkeSA, task: Initiator, payloads: list[Payload], now: float) -> None:
         """Resend a task's request with new payloads under the same Message ID (COOKIE, INVALID_KE)."""
         o = self.outstanding
         assert o is not None
         self.outstanding = None
-        self._send_request(task, o.exchange, payloads, now, message_id=o.message_id)
+        self._send_request(sa, task, o.exchange, payloads, now, message_id=o.message_id)
 
-    def retransmit(self, now: float) -> bool:
+    def retransmit(self, sa: IkeSA, now: float) -> bool:
         """Resend what is due (RFC 7296 §2.1); False when retransmits ran out and that ended the work."""
-        sa = self.sa
         cfg = sa.config
         for o in self.in_flight():
             if now < o.next_send:
@@ -205,8 +204,8 @@ class TaskManager:
         """When each request in flight is due for retransmission."""
         return [o.next_send for o in self.in_flight()]
 
-    def on_response(self, data: bytes, mid: int, exchange: int, now: float, hdr: Header | None = None) -> None:
-        sa = self.sa
+    def on_response(self, sa: IkeSA, data: bytes, mid: int, exchange: int, now: float,
+                    hdr: Header | None = None) -> None:
         o = self.outstanding if self.outstanding is not None and self.outstanding.message_id == mid \
             else self.extra.get(mid)
         if o is None or mid != o.message_id or exchange != o.exchange:
@@ -244,7 +243,7 @@ class TaskManager:
         if retry:                       # the task resent its request itself
             return
         self._done(o)
-        self.start_next(now)
+        self.start_next(sa, now)
 
     def _done(self, o: Outstanding) -> None:
         """An exchange of ours got its answer: the oldest request still in flight becomes the head."""
@@ -257,9 +256,8 @@ class TaskManager:
 
     # -- requests we answer ---------------------------------------------------------------------
 
-    def on_request(self, data: bytes, mid: int, exchange: int, local_port: int, remote: Address,
+    def on_request(self, sa: IkeSA, data: bytes, mid: int, exchange: int, local_port: int, remote: Address,
                    now: float, hdr: Header | None = None) -> None:
-        sa = self.sa
         cached = self.responder.cached(mid)
         if cached is not None:
             if data == cached[0]:
@@ -284,7 +282,7 @@ class TaskManager:
         except ParseError as exc:
             # answerable only when the failure lies inside a verified SK payload, or in a clear
             # IKE_SA_INIT request, which is unauthenticated by nature (RFC 7296 §2.21.1, §3.10.1)
-            if not (exc.authenticated or self._answerable(data, exchange)):
+            if not (exc.authenticated or self._answerable(sa, data, exchange)):
                 sa.stats["malformed"] += 1
                 return
             error_reply = exc
@@ -305,9 +303,9 @@ class TaskManager:
             sa.stats["wrong_spi"] += 1
             return
         if error_reply is not None:
-            self._answer_error(data, msg, error_reply, local_port, remote, now)
+            self._answer_error(sa, data, msg, error_reply, local_port, remote, now)
             return
-        task = self._responder(msg, data, now)
+        task = self._responder(sa, msg, data, now)
         if task is None:
             sa.stats["unsupported_exchange"] += 1
             return
@@ -331,16 +329,15 @@ class TaskManager:
             resp = sa.encode_frames(exchange, mid, True, payloads)
         if exchange == _X_IKE_SA_INIT and fatal is None:
             sa.init_response = resp     # type: ignore[assignment]  # IKE_SA_INIT is never fragmented
-        self._reply(data, mid, resp, local_port, remote)
+        self._reply(sa, data, mid, resp, local_port, remote)
         if fatal is not None:
             # INVALID_KE_PAYLOAD is no failure: the initiator retries on a fresh responder SA
             sa.fail(fatal.notify, str(fatal), quiet=fatal.notify == Notify.INVALID_KE_PAYLOAD)
             return
         task.after_response(sa, now)
 
-    def _responder(self, msg: Message, data: bytes, now: float) -> Responder | None:
+    def _responder(self, sa: IkeSA, msg: Message, data: bytes, now: float) -> Responder | None:
         """The task that answers this request in the IKE SA's state; None when none may."""
-        sa = self.sa
         exchange = msg.exchange
         if exchange == _X_IKE_SA_INIT and not sa.initiator and sa.state == _S_CREATED:
             sa.spi_i = msg.spi_i
@@ -356,18 +353,17 @@ class TaskManager:
             return dispatch(sa, msg)
         return None
 
-    def _reply(self, request: bytes, mid: int, resp: bytes | list[bytes], local_port: int,
+    def _reply(self, sa: IkeSA, request: bytes, mid: int, resp: bytes | list[bytes], local_port: int,
                remote: Address) -> None:
-        cfg = self.sa.config
+        cfg = sa.config
         natt = local_port == cfg.local_natt_port and local_port != cfg.local_port
         marker = NON_ESP_MARKER if natt else b""
         dgrams = [Datagram(marker + r, local_port, remote) for r in (resp if isinstance(resp, list) else [resp])]
-        self.sa.send(dgrams)
+        sa.send(dgrams)
         self.responder.answered(mid, request, dgrams)
 
-    def _answerable(self, data: bytes, exchange: int) -> bool:
+    def _answerable(self, sa: IkeSA, data: bytes, exchange: int) -> bool:
         """Whether a request that failed to parse may be answered with an error notify."""
-        sa = self.sa
         if exchange == ExchangeType.IKE_SA_INIT:
             return not sa.initiator and sa.state == State.CREATED
         if sa.cipher_in is None or sa.state not in (State.ESTABLISHED, State.REKEYED, State.DELETING,
@@ -386,23 +382,22 @@ class TaskManager:
             return True
         return False
 
-    def _answer_error(self, data: bytes, msg: Message, exc: ParseError, local_port: int, remote: Address,
-                      now: float) -> None:
+    def _answer_error(self, sa: IkeSA, data: bytes, msg: Message, exc: ParseError, local_port: int,
+                      remote: Address, now: float) -> None:
         """INVALID_SYNTAX / UNSUPPORTED_CRITICAL_PAYLOAD for a request we cannot parse (RFC 7296 §3.10.1).
 
         IKE_SA_INIT: in the clear, and no state is kept.  Later exchanges: protected; an
         INVALID_SYNTAX in IKE_AUTH also ends the IKE SA, as the initiator will give up on it too."""
-        sa = self.sa
         sa.stats[f"answered_{Notify(exc.notify).name.lower()}"] += 1
         payloads: list[Payload] = [NotifyPayload(exc.notify, exc.data)]
         if msg.exchange == ExchangeType.IKE_SA_INIT:
             resp = Message(msg.spi_i, bytes(8), msg.exchange, sa.header_flags(True), msg.message_id,
                            payloads).serialize()
-            self._reply(data, msg.message_id, resp, local_port, remote)
+            self._reply(sa, data, msg.message_id, resp, local_port, remote)
             sa.fail(exc.notify, str(exc), quiet=True)
             return
         resp = sa.encode(msg.exchange, msg.message_id, True, payloads)
-        self._reply(data, msg.message_id, resp, local_port, remote)
+        self._reply(sa, data, msg.message_id, resp, local_port, remote)
         sa.last_heard = now
         if msg.exchange == ExchangeType.IKE_AUTH:
             sa.fail(exc.notify, f"IKE_AUTH request could not be parsed: {exc}")

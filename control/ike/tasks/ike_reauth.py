@@ -68,7 +68,7 @@ def expire(sa: IkeSA, now: float) -> None:
     for c in list(sa.children):
         sa.remove_child(c, reason)
     sa.take_tasks()
-    sa.task_manager.add(IkeDeleteInitiator(reason=reason), now)
+    sa.queue(IkeDeleteInitiator(reason=reason), now)
 
 
 def start_reauth(old: IkeSA, now: float) -> IkeSA | None:
@@ -110,7 +110,7 @@ def finish_reauth(new: IkeSA, now: float) -> None:
     if old.state == State.DEAD:
         return
     old.take_tasks()                # nothing more on the old IKE SA: the new one carries on
-    old.task_manager.add(IkeDeleteInitiator(reason="reauthenticated", replaced=True), now)
+    old.queue(IkeDeleteInitiator(reason="reauthenticated", replaced=True), now)
     new.emit(IkeSaReauthenticated(old))
 
 

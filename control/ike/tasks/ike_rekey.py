@@ -46,7 +46,7 @@ def _replaced(old: IkeSA, new: IkeSA, now: float) -> None:
     old.emit(IkeSaRekeyed(old.spi_i, old.spi_r, new))
     # work that waited for the rekey (e.g. a CREATE_CHILD_SA queued behind it) starts on the new SA now;
     # the caller sends what the new SA queued when it handles IkeSaRekeyed
-    new.task_manager.start_next(now)
+    new.start_queued(now)
 
 
 def _redundant(old: IkeSA, new: IkeSA) -> None:
