@@ -412,6 +412,8 @@ class IkeSA:
         self.task_manager.flush()
         return True
 
+    # -- message protection: the task manager encodes and decodes with the IKE SA's keys and endpoint --
+
     def header_flags(self, response: bool) -> int:
         return (_INITIATOR if self.initiator else 0) | (_RESPONSE if response else 0)
 
