@@ -38,8 +38,8 @@ import time
 
 from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.events import ChildSaEstablished, ChildSaFailed, IkeSaDeleted, IkeSaEstablished, IkeSaFailed, State
-from control.ike.message import TrafficSelectorEntry
 from control.ike.sa import IkeSA
+from control.ike.ts_payload import TrafficSelectorEntry
 
 INITIATOR_TS = "10.1.0.0/16"
 RESPONDER_TS = "10.2.0.0/16"

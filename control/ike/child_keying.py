@@ -11,9 +11,11 @@ from control.ike.config import ChildConfig
 from control.ike.constants import MIN_NEGOTIATED_SPI, Notify
 from control.ike.crypto import child_keymat
 from control.ike.events import ChildSaEstablished, ChildState, IkeError
-from control.ike.message import Message, Proposal, TrafficSelectorEntry, TSPayload
+from control.ike.message import Message
 from control.ike.proposals import EspSuite, ProposalError, esp_suite
+from control.ike.sa_payload import Proposal
 from control.ike.ts import covered, to_fastpath
+from control.ike.ts_payload import TrafficSelectorEntry, TSPayload
 
 if TYPE_CHECKING:
     from control.ike.sa import IkeSA

@@ -10,8 +10,9 @@ from cryptography import x509
 from cdefs.sa import Mode
 from control.ike.certs import Credentials, dn_from_string, dn_to_string
 from control.ike.constants import IdType
-from control.ike.message import IDPayload, TrafficSelectorEntry
+from control.ike.payloads import IDPayload
 from control.ike.proposals import parse_proposals
+from control.ike.ts_payload import TrafficSelectorEntry
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from collections import Counter
 
 from control.ike.constants import NON_ESP_MARKER, ExchangeType, Flag, Notify
 from control.ike.events import Address, Datagram
-from control.ike.message import Message, NoncePayload, NotifyPayload, ParseError, parse_header
+from control.ike.message import Message, parse_header
+from control.ike.payloads import NoncePayload, NotifyPayload, ParseError
 from control.ike.sa import version_reply
 
 COOKIE_HASH_LEN = 16

@@ -24,7 +24,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from control.ike.constants import DhGroup, Encr, Integ, PayloadType, Prf
-from control.ike.message import HEADER_LEN, Message, ParseError, Payload, SKPayload, parse_payloads, serialize_payloads
+from control.ike.message import HEADER_LEN, Message
+from control.ike.payload_chain import parse_payloads, serialize_payloads
+from control.ike.payloads import ParseError, Payload, SKPayload
 
 
 class CryptoError(ParseError):

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from cdefs.sa import SA
 from control.ike.config import ChildConfig, Identity
 from control.ike.crypto import IkeSuite
-from control.ike.message import TrafficSelectorEntry
 from control.ike.proposals import EspSuite
+from control.ike.ts_payload import TrafficSelectorEntry
 
 if TYPE_CHECKING:
     from control.ike.sa import IkeSA

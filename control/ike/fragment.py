@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 
 from control.ike.constants import PayloadType
 from control.ike.crypto import SKCipher
-from control.ike.message import HEADER_LEN, Message, ParseError, Payload, SKFPayload, parse_payloads, serialize_payloads
+from control.ike.message import HEADER_LEN, Message
+from control.ike.payload_chain import parse_payloads, serialize_payloads
+from control.ike.payloads import ParseError, Payload, SKFPayload
 
 # Fragment size = the whole IP datagram, as strongSwan's charon.fragment_size counts it.  1280 is
 # the IPv6 minimum link MTU and strongSwan's default for both families, so by default both ends of a

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from control.ike.constants import DhGroup, Encr, Esn, Integ, Prf, ProtocolId, TransformType
 from control.ike.crypto import ENCR, INTEG, SUPPORTED_GROUPS, IkeSuite, encr_key_len
-from control.ike.message import Proposal, Transform
+from control.ike.sa_payload import Proposal, Transform
 
 
 class ProposalError(ValueError):

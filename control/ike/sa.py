@@ -1,20 +1,20 @@
-"""The IKE SA state machine, sans-IO.
+"""The IKE SA, sans-IO: what one IKE SA is (SPIs, keys, peer, CHILD SAs, lifetimes) and its timers.
 
 An ``IkeSA`` is fed ``receive_datagram(data, local_port, remote, now)`` and
 ``handle_timer(now)``; it never touches a socket or a clock.  What it wants
 sent comes out of ``datagrams_to_send()`` (UDP payloads, the non-ESP marker
 already added when NAT-T is in use) and what happened out of ``next_event()``.
 
-Exchanges are tasks (``control.ike.tasks``).  This module is the task manager:
-it owns Message IDs, the one outstanding request and its retransmission, the
-cached response for retransmitted requests, SK protection, and the timers
-(retransmission, liveness checks, rekeying, half-open expiry).
+Exchanges are tasks (``control.ike.tasks``), run by the IKE SA's task manager
+(``control.ike.task_manager``: ordering, Message IDs, windows, retransmits, the
+response cache).  The IKE SA keeps SK protection and fragments (its keys), and
+the timers of its lifetime (liveness checks, rekeying, reauthentication,
+half-open expiry, NAT-T keepalives).
 
-After IKE_AUTH, requests from the peer are dispatched to responder tasks by
-exchange and content (``control.ike.tasks.dispatch``); our own exchanges are
-queued with ``create_child``, ``rekey_child``, ``rekey_ike``, ``delete_child``,
-``delete`` and ``dpd``.  An IKE SA rekey yields a *new* ``IkeSA`` object
-(``IkeSaRekeyed.new_sa``) that the caller must route the new SPIs to.
+Our own exchanges are queued with ``create_child``, ``rekey_child``,
+``rekey_ike``, ``delete_child``, ``delete`` and ``dpd``.  An IKE SA rekey
+yields a *new* ``IkeSA`` object (``IkeSaRekeyed.new_sa``) that the caller must
+route the new SPIs to.
 """
 
 from __future__ import annotations
@@ -23,44 +23,34 @@ import functools
 import ipaddress
 import random
 from collections import Counter, deque
-from dataclasses import dataclass, field
 
 from control.ike.config import ChildConfig, Identity, IkeConfig
-from control.ike.constants import NATT_KEEPALIVE, NON_ESP_MARKER, ExchangeType, Flag, Notify, PayloadType
-from control.ike.crypto import CryptoError, IkeKeys, IkeSuite, KeyExchange, SKCipher
+from control.ike.constants import NATT_KEEPALIVE, NON_ESP_MARKER, ExchangeType, Flag, Notify
+from control.ike.crypto import IkeKeys, IkeSuite, KeyExchange, SKCipher
 from control.ike.events import (
     Address,
     ChildSaDeleted,
     ChildState,
     ChildStatus,
     Datagram,
-    IkeError,
     IkeSaDeleted,
     IkeSaFailed,
     State,
 )
 from control.ike.fragment import Reassembler, fragment_chain, message_limit
-from control.ike.message import (
-    HEADER_LEN,
-    Header,
-    Message,
-    NotifyPayload,
-    ParseError,
-    Payload,
-    SKFPayload,
-    SKPayload,
-    parse_header,
-    serialize_payloads,
-)
+from control.ike.message import HEADER_LEN, Header, Message, parse_header
+from control.ike.payload_chain import serialize_payloads
+from control.ike.payloads import NotifyPayload, ParseError, Payload, SKFPayload, SKPayload
 from control.ike.spi import random_spi
+from control.ike.task_manager import TaskManager
+from control.ike.tasks.base import Initiator
 from control.ike.tasks.child_create import ChildCreateInitiator
 from control.ike.tasks.child_delete import ChildDeleteInitiator
 from control.ike.tasks.child_rekey import ChildRekeyInitiator
-from control.ike.tasks.dispatch import dispatch
-from control.ike.tasks.ike_auth import IkeAuthInitiator, IkeAuthResponder
+from control.ike.tasks.ike_auth import IkeAuthInitiator
 from control.ike.tasks.ike_delete import IkeDeleteInitiator
 from control.ike.tasks.ike_dpd import DpdInitiator
-from control.ike.tasks.ike_init import IkeInitInitiator, IkeInitResponder
+from control.ike.tasks.ike_init import IkeInitInitiator
 from control.ike.tasks.ike_reauth import (
     finish_reauth,
     lifetimes_due,
@@ -69,18 +59,6 @@ from control.ike.tasks.ike_reauth import (
     start_reauth,
 )
 from control.ike.tasks.ike_rekey import IkeRekeyInitiator
-from control.ike.window import ResponderWindow, may_send
-
-
-@dataclass
-class _Outstanding:
-    message_id: int
-    exchange: int
-    datagram: Datagram
-    task: object
-    next_send: float
-    tries: int = 0
-    more: list[Datagram] = field(default_factory=list)     # RFC 7383: the fragments after the first
 
 
 def strip_natt(data: bytes, natt: bool) -> bytes | None:
@@ -96,15 +74,10 @@ def strip_natt(data: bytes, natt: bool) -> bytes | None:
 # __getattr__ hook, about ten times the cost of a global
 _C_INSTALLED = ChildStatus.INSTALLED
 _S_CONNECTING = State.CONNECTING
-_S_CREATED = State.CREATED
 _S_DEAD = State.DEAD
-_S_DELETING = State.DELETING
 _S_ESTABLISHED = State.ESTABLISHED
 _S_REKEYED = State.REKEYED
-_X_CREATE_CHILD_SA = int(ExchangeType.CREATE_CHILD_SA)
-_X_IKE_AUTH = int(ExchangeType.IKE_AUTH)
 _X_IKE_SA_INIT = int(ExchangeType.IKE_SA_INIT)
-_X_INFORMATIONAL = int(ExchangeType.INFORMATIONAL)
 # plain ints: IntFlag arithmetic runs in Python and showed in a busy responder's profile
 _RESPONSE, _INITIATOR = int(Flag.RESPONSE), int(Flag.INITIATOR)
 
@@ -140,19 +113,11 @@ class IkeSA:
         self.nat_remote = False
         self.remote_identity: Identity | None = None
         self.children: list[ChildState] = []
-        self._cipher_out: SKCipher | None = None
-        self._cipher_in: SKCipher | None = None
-        # task manager
-        self._tasks: deque = deque()
-        self._outstanding: _Outstanding | None = None
-        self._next_mid = 0              # our next request
-        self._peer_mid = 0              # the peer's next request
-        self._last_response: tuple[int, bytes, list[Datagram]] | None = None
-        # Message ID windows (RFC 7296 §2.3, control.ike.window): requests we answer, and our requests
-        # in flight beyond ``_outstanding`` (the oldest) when the peer's window allows more than one
-        self._rwin = ResponderWindow(config.window_size)
-        self._extra: dict[int, _Outstanding] = {}
-        self.peer_window = 1            # the peer's SET_WINDOW_SIZE
+        self.cipher_out: SKCipher | None = None     # SK protection of what we send, set with the keys
+        self.cipher_in: SKCipher | None = None
+        self.peer_window = 1            # the peer's SET_WINDOW_SIZE (RFC 7296 §2.3)
+        # our exchanges and the peer's requests: ordering, Message IDs, retransmits, the response cache
+        self.task_manager = TaskManager(config.window_size)
         # outbound ESP SPIs the peer deleted before the response that tells us them arrived (its Delete
         # overtook our lost/late CREATE_CHILD_SA response): such a CHILD SA is removed as soon as it lands
         self.early_deletes: set[int] = set()
@@ -171,7 +136,7 @@ class IkeSA:
         # RFC 7383: the peer announced IKEV2_FRAGMENTATION_SUPPORTED (set by ike_init); reassembly state
         self.peer_fragmentation = False
         self._reasm: Reassembler | None = None
-        self._frag_first: bytes | None = None  # fragment 1 of the request just reassembled
+        self.frag_first: bytes | None = None   # fragment 1 of the request just reassembled
         # lifetimes (control.ike.tasks.ike_reauth): reauthentication and the hard expiry
         self.reauth_at: float | None = None
         self.expire_at: float | None = None
@@ -212,38 +177,38 @@ class IkeSA:
         self.state = State.CONNECTING
         self.created_at = now
         kids = list(self.config.children if children is None else children)
-        self._tasks.append(IkeInitInitiator())
-        self._tasks.append(IkeAuthInitiator(kids[0] if kids else None))
+        tm = self.task_manager
+        tm.adopt([IkeInitInitiator(), IkeAuthInitiator(kids[0] if kids else None)])
         for extra in kids[1:]:
             self.create_child(now, extra, start=False)
-        self._start_next(now)
+        tm.start_next(self, now)
 
     def create_child(self, now: float, child: ChildConfig, *, start: bool = True) -> None:
         """Queue a CREATE_CHILD_SA exchange for a new CHILD SA."""
-        self._queue(ChildCreateInitiator(child), now, start)
+        self.queue(ChildCreateInitiator(child), now, start=start)
 
     def rekey_child(self, now: float, spi_in: int) -> None:
         """Queue a rekey of the CHILD SA whose inbound SPI is ``spi_in`` (e.g. on SOFT_EXPIRE)."""
-        self._queue(ChildRekeyInitiator(spi_in), now)
+        self.queue(ChildRekeyInitiator(spi_in), now)
 
     def delete_child(self, now: float, spi_in: int) -> None:
         """Queue an INFORMATIONAL Delete of the CHILD SA whose inbound SPI is ``spi_in``."""
-        self._queue(ChildDeleteInitiator([spi_in]), now)
+        self.queue(ChildDeleteInitiator([spi_in]), now)
 
     def rekey_ike(self, now: float) -> None:
         """Queue a rekey of this IKE SA (CREATE_CHILD_SA with new SPIs and keys)."""
-        self._queue(IkeRekeyInitiator(), now)
+        self.queue(IkeRekeyInitiator(), now)
 
     def delete(self, now: float) -> None:
         """Queue an INFORMATIONAL Delete of this IKE SA (and with it every CHILD SA)."""
         if self.state in (State.CREATED, State.CONNECTING):
-            self._fail(0, "deleted before it was established")
+            self.fail(0, "deleted before it was established")
             return
-        self._queue(IkeDeleteInitiator(), now)
+        self.queue(IkeDeleteInitiator(), now)
 
     def dpd(self, now: float) -> None:
         """Queue a liveness check (an empty INFORMATIONAL request)."""
-        self._queue(DpdInitiator(), now)
+        self.queue(DpdInitiator(), now)
 
     def find_child(self, *, spi_in: int | None = None, spi_out: int | None = None) -> ChildState | None:
         for c in self.children:
@@ -272,9 +237,9 @@ class IkeSA:
                 self.stats["malformed"] += 1
             return
         if hdr.flags & _RESPONSE:
-            self._on_response(msg_bytes, hdr.message_id, hdr.exchange, remote, now, hdr)
+            self.task_manager.on_response(self, msg_bytes, hdr.message_id, hdr.exchange, now, hdr)
         else:
-            self._on_request(msg_bytes, hdr.message_id, hdr.exchange, local_port, remote, now, hdr)
+            self.task_manager.on_request(self, msg_bytes, hdr.message_id, hdr.exchange, local_port, remote, now, hdr)
         self._after(now)
 
     def handle_timer(self, now: float) -> None:
@@ -284,24 +249,10 @@ class IkeSA:
         if self.state == State.CONNECTING and not self.initiator and self.created_at is not None \
                 and now >= self.created_at + self.config.half_open_timeout:
             self.stats["half_open_timeout"] += 1
-            self._fail(0, "half-open IKE SA timed out", quiet=True)
+            self.fail(0, "half-open IKE SA timed out", quiet=True)
             return
-        for o in self._in_flight():
-            if now < o.next_send:
-                continue
-            if o.tries >= self.config.retransmit_tries:
-                reason = f"no response to {ExchangeType(o.exchange).name} after {o.tries + 1} transmissions"
-                if o.task.gives_up_alone:
-                    o.task.give_up(self, reason)
-                else:
-                    self._fail(0, reason)
-                return
-            o.tries += 1
-            self.stats["retransmits"] += 1
-            self._out.append(o.datagram)
-            self._out.extend(o.more)
-            self.last_sent = now
-            o.next_send = now + self.config.retransmit_timeout * self.config.retransmit_base ** o.tries
+        if not self.task_manager.retransmit(self, now):
+            return
         if self._reasm is not None:
             self._reasm.expire(now)
         self._due(now)
@@ -309,13 +260,14 @@ class IkeSA:
     def get_timer(self) -> float | None:
         if self.state == _S_DEAD:
             return None
-        times: list[float] = [o.next_send for o in self._in_flight()]
+        times = self.task_manager.timers()
         if self._reasm is not None and self._reasm.deadline is not None:
             times.append(self._reasm.deadline)
         if self.state == _S_CONNECTING and not self.initiator and self.created_at is not None:
             times.append(self.created_at + self.config.half_open_timeout)
         if self.state == _S_ESTABLISHED:
-            if self.config.dpd_delay > 0 and self.last_heard is not None and self._outstanding is None:
+            if self.config.dpd_delay > 0 and self.last_heard is not None \
+                    and self.task_manager.outstanding is None:
                 times.append(self.last_heard + self.config.dpd_delay)
             if self.rekey_at is not None and self.reauth_by is None:
                 times.append(self.rekey_at)
@@ -387,31 +339,44 @@ class IkeSA:
         self.keys = keys
         mine = (keys.sk_ei, keys.sk_ai) if self.initiator else (keys.sk_er, keys.sk_ar)
         theirs = (keys.sk_er, keys.sk_ar) if self.initiator else (keys.sk_ei, keys.sk_ai)
-        self._cipher_out = SKCipher(self.suite, *mine)
-        self._cipher_in = SKCipher(self.suite, *theirs)
+        self.cipher_out = SKCipher(self.suite, *mine)
+        self.cipher_in = SKCipher(self.suite, *theirs)
 
-    def queue_front(self, task: object) -> None:
+    # the task manager's, for the tasks: they ask the IKE SA they run on
+    def queue(self, task: Initiator, now: float, *, start: bool = True) -> None:
+        """Queue one of our exchanges; with ``start``, send it at once if the window allows."""
+        self.task_manager.add(self, task, now, start)
+
+    def start_queued(self, now: float) -> None:
+        """Send what is queued, as far as the peer's window lets it go."""
+        self.task_manager.start_next(self, now)
+
+    def queue_front(self, task: Initiator) -> None:
         """Run ``task`` before anything else queued (a follow-up such as the Delete after a rekey)."""
-        self._tasks.appendleft(task)
+        self.task_manager.add_front(task)
 
     def queued(self, kind: type) -> list:
         """Queued and outstanding tasks of one class."""
-        out = [t for t in self._tasks if isinstance(t, kind)]
-        out += [o.task for o in self._in_flight() if isinstance(o.task, kind)]
-        return out
+        return self.task_manager.queued(kind)
 
     @property
-    def outstanding_task(self) -> object | None:
-        return self._outstanding.task if self._outstanding is not None else None
+    def outstanding_task(self) -> Initiator | None:
+        return self.task_manager.outstanding_task
 
-    def take_tasks(self) -> list:
+    def take_tasks(self) -> list[Initiator]:
         """Hand queued tasks to the IKE SA that replaces this one."""
-        out = list(self._tasks)
-        self._tasks.clear()
-        return out
+        return self.task_manager.take()
 
-    def adopt_tasks(self, tasks: list) -> None:
-        self._tasks.extend(tasks)
+    def adopt_tasks(self, tasks: list[Initiator]) -> None:
+        self.task_manager.adopt(tasks)
+
+    def retry_request(self, task: Initiator, payloads: list[Payload], now: float) -> None:
+        """Resend a task's request with new payloads under the same Message ID (COOKIE, INVALID_KE)."""
+        self.task_manager.retry_request(self, task, payloads, now)
+
+    def send(self, dgrams: list[Datagram]) -> None:
+        """Queue datagrams for ``datagrams_to_send``."""
+        self._out.extend(dgrams)
 
     def remove_child(self, child: ChildState, reason: str) -> None:
         if child in self.children:
@@ -444,328 +409,66 @@ class IkeSA:
         for c in list(self.children):
             self.remove_child(c, reason)
         self.state = State.DEAD
-        self._outstanding = None
-        self._extra.clear()
-        self._tasks.clear()
+        self.task_manager.flush()
         return True
 
-    def _flags(self, response: bool) -> int:
+    # -- message protection: the task manager encodes and decodes with the IKE SA's keys and endpoint --
+
+    def header_flags(self, response: bool) -> int:
         return (_INITIATOR if self.initiator else 0) | (_RESPONSE if response else 0)
 
-    def _encode(self, exchange: int, message_id: int, response: bool, payloads: list[Payload]) -> bytes:
-        msg = Message(self.spi_i, self.spi_r, exchange, self._flags(response), message_id)
+    def encode(self, exchange: int, message_id: int, response: bool, payloads: list[Payload]) -> bytes:
+        msg = Message(self.spi_i, self.spi_r, exchange, self.header_flags(response), message_id)
         if exchange == _X_IKE_SA_INIT:
             msg.payloads = payloads
             return msg.serialize()
-        assert self._cipher_out is not None
-        return self._cipher_out.protect(msg, payloads)
+        assert self.cipher_out is not None
+        return self.cipher_out.protect(msg, payloads)
 
-    def _encode_frames(self, exchange: int, message_id: int, response: bool,
+    def encode_frames(self, exchange: int, message_id: int, response: bool,
                        payloads: list[Payload]) -> bytes | list[bytes]:
-        """``_encode``, or the message's RFC 7383 fragments (a list) when fragmentation was negotiated, we
+        """``encode``, or the message's RFC 7383 fragments (a list) when fragmentation was negotiated, we
         send fragments (``yes``/``force``) and the whole message would exceed the fragment size."""
         if exchange != _X_IKE_SA_INIT and self.peer_fragmentation \
-                and self.config.fragmentation in ("yes", "force") and self._cipher_out is not None:
-            msg = Message(self.spi_i, self.spi_r, exchange, self._flags(response), message_id)
+                and self.config.fragmentation in ("yes", "force") and self.cipher_out is not None:
+            msg = Message(self.spi_i, self.spi_r, exchange, self.header_flags(response), message_id)
             limit = message_limit(self.config.fragment_size, self.remote_ip.version)
             first, plain = serialize_payloads(payloads)       # once, for the size check and the message
-            frames = fragment_chain(self._cipher_out, msg, first, plain, limit)
+            frames = fragment_chain(self.cipher_out, msg, first, plain, limit)
             if frames is not None:
                 self.stats["fragmented_messages_sent"] += 1
                 self.stats["fragments_sent"] += len(frames)
                 return frames
-            return self._cipher_out.protect_chain(msg, first, plain)
-        return self._encode(exchange, message_id, response, payloads)
+            return self.cipher_out.protect_chain(msg, first, plain)
+        return self.encode(exchange, message_id, response, payloads)
 
-    def _datagram(self, data: bytes) -> Datagram:
+    def datagram(self, data: bytes) -> Datagram:
         port, remote = self.endpoint
         if self.use_natt:
             return Datagram(NON_ESP_MARKER + data, port, remote)
         return Datagram(data, port, remote)
 
-    def _decode(self, data: bytes, now: float = 0.0, hdr: Header | None = None) -> Message | None:
+    def decode(self, data: bytes, now: float = 0.0, hdr: Header | None = None) -> Message | None:
         """Parse and unprotect.  ParseError from the unprotected part means an unauthenticated problem
         (drop); a ParseError from inside a verified SK payload carries ``authenticated = True``.
         None: an RFC 7383 fragment that was kept (or dropped, counted) while its message is incomplete."""
-        self._frag_first = None
+        self.frag_first = None
         msg = Message.parse(data, hdr)
         if msg.exchange != _X_IKE_SA_INIT:
             sk = msg.payloads[-1] if msg.payloads else None
-            if isinstance(sk, SKFPayload) and self._cipher_in is not None:
+            if isinstance(sk, SKFPayload) and self.cipher_in is not None:
                 if self._reasm is None:
                     self._reasm = Reassembler(self.stats)
-                whole = self._reasm.add(data, msg, sk, self._cipher_in, now)
+                whole = self._reasm.add(data, msg, sk, self.cipher_in, now)
                 if whole is None:
                     return None
-                self._frag_first = whole.first_datagram
+                self.frag_first = whole.first_datagram
                 msg.payloads = whole.payloads()
                 return msg
-            if not isinstance(sk, SKPayload) or self._cipher_in is None:
+            if not isinstance(sk, SKPayload) or self.cipher_in is None:
                 raise ParseError("protected exchange without an SK payload")
-            msg.payloads = msg.payloads[:-1] + self._cipher_in.unprotect(data, sk)
+            msg.payloads = msg.payloads[:-1] + self.cipher_in.unprotect(data, sk)
         return msg
-
-    # -- requests we send ----------------------------------------------------------------
-
-    def _queue(self, task: object, now: float, start: bool = True) -> None:
-        if self.state in (_S_DEAD, _S_DELETING):
-            return
-        self._tasks.append(task)
-        if start and self.state == _S_ESTABLISHED:
-            self._start_next(now)
-
-    def _in_flight(self) -> list[_Outstanding]:
-        """Our requests waiting for an answer, oldest first."""
-        head = [self._outstanding] if self._outstanding is not None else []
-        if not self._extra:             # the usual case (window 1): no sorting, no second list
-            return head
-        return head + [self._extra[m] for m in sorted(self._extra)]
-
-    def _fits_window(self) -> bool:
-        """Whether the next queued task may start now: nothing in flight, or (window > 1) it and every
-        exchange in flight are independent and its Message ID is inside the peer's window."""
-        if self._outstanding is None:
-            return True
-        flight = self._in_flight()
-        return self._tasks[0].concurrent and self.state == State.ESTABLISHED \
-            and all(o.task.concurrent for o in flight) \
-            and may_send(self._next_mid, [o.message_id for o in flight], self.peer_window)
-
-    def _start_next(self, now: float) -> None:
-        while self._tasks and self.state != _S_DEAD and self._fits_window():
-            if self.state == _S_REKEYED and not self._tasks[0].on_rekeyed_sa:
-                return              # the rest waits for (and moves to) the new IKE SA
-            task = self._tasks.popleft()
-            try:
-                payloads = task.build_request(self)
-            except IkeError as exc:
-                self._fail(exc.notify, str(exc))
-                return
-            if payloads is None:        # the task found nothing left to do
-                continue
-            self._send_request(task, task.exchange, payloads, now)
-
-    def _send_request(self, task: object, exchange: int, payloads: list[Payload], now: float,
-                      message_id: int | None = None) -> None:
-        mid = self._next_mid if message_id is None else message_id
-        if message_id is None:
-            self._next_mid += 1         # Message IDs are handed out as requests leave (several may be in flight)
-        data = self._encode_frames(exchange, mid, False, payloads)
-        more: list[Datagram] = []
-        if isinstance(data, list):      # RFC 7383 fragments: all go out, and all again on retransmission
-            more = [self._datagram(f) for f in data[1:]]
-            data = data[0]
-        if exchange == _X_IKE_SA_INIT:
-            self.init_request = data
-        dgram = self._datagram(data)
-        o = _Outstanding(mid, exchange, dgram, task, now + self.config.retransmit_timeout, more=more)
-        if self._outstanding is None or self._outstanding.message_id == mid:
-            self._outstanding = o
-        else:
-            self._extra[mid] = o
-        self._out.append(dgram)
-        self._out.extend(more)
-        self.last_sent = now
-
-    def retry_request(self, task: object, payloads: list[Payload], now: float) -> None:
-        """Resend a task's request with new payloads under the same Message ID (COOKIE, INVALID_KE)."""
-        o = self._outstanding
-        assert o is not None
-        self._outstanding = None
-        self._send_request(task, o.exchange, payloads, now, message_id=o.message_id)
-
-    def _on_response(self, data: bytes, mid: int, exchange: int, remote: Address, now: float,
-                     hdr: Header | None = None) -> None:
-        o = self._outstanding if self._outstanding is not None and self._outstanding.message_id == mid \
-            else self._extra.get(mid)
-        if o is None or mid != o.message_id or exchange != o.exchange:
-            self.stats["unexpected_response"] += 1
-            return
-        try:
-            decoded = self._decode(data, now, hdr)
-        except CryptoError:
-            self.stats["integrity_failed"] += 1
-            return
-        except ParseError:
-            self.stats["malformed"] += 1
-            return
-        if decoded is None:
-            return                      # a fragment: the rest of the response is still to come
-        msg = decoded
-        if msg.from_initiator == self.initiator:
-            self.stats["malformed"] += 1
-            return
-        # an IKE_SA_INIT response names the responder's SPI (the task adopts it on success)
-        if msg.spi_i != self.spi_i or (exchange != _X_IKE_SA_INIT and msg.spi_r != self.spi_r):
-            self.stats["wrong_spi"] += 1
-            return
-        if exchange == _X_IKE_SA_INIT:
-            self.init_response = data
-        else:
-            self.last_heard = now
-        task = o.task
-        try:
-            retry = task.process_response(self, msg, now)
-        except IkeError as exc:
-            self._done(o)
-            self._fail(exc.notify, str(exc))
-            return
-        if retry:                       # the task resent its request itself
-            return
-        self._done(o)
-        self._start_next(now)
-
-    def _done(self, o: _Outstanding) -> None:
-        """An exchange of ours got its answer: the oldest request still in flight becomes the head."""
-        if self._outstanding is o:
-            self._outstanding = None
-            if self._extra:
-                self._outstanding = self._extra.pop(min(self._extra))
-        else:
-            self._extra.pop(o.message_id, None)
-
-    # -- requests we answer ----------------------------------------------------------------
-
-    def _on_request(self, data: bytes, mid: int, exchange: int, local_port: int, remote: Address,
-                    now: float, hdr: Header | None = None) -> None:
-        cached = self._rwin.cached(mid)
-        if cached is not None:
-            if data == cached[0]:
-                self.stats["retransmitted_requests"] += 1
-                self._out.extend(cached[1])
-            elif data[16] == PayloadType.SKF:
-                # RFC 7383 §2.6.1: only fragment 1 of a retransmitted request (it equals the one stored
-                # with the response) triggers the response again; the other fragments are ignored
-                self.stats["fragment_retransmit_ignored"] += 1
-            else:
-                self.stats["unexpected_request"] += 1
-            return
-        if not self._rwin.acceptable(mid):
-            self.stats["invalid_message_id"] += 1
-            return
-        error_reply: ParseError | None = None
-        try:
-            decoded = self._decode(data, now, hdr)
-        except CryptoError:
-            self.stats["integrity_failed"] += 1
-            return
-        except ParseError as exc:
-            # answerable only when the failure lies inside a verified SK payload, or in a clear
-            # IKE_SA_INIT request, which is unauthenticated by nature (RFC 7296 §2.21.1, §3.10.1)
-            if not (exc.authenticated or self._answerable(data, exchange)):
-                self.stats["malformed"] += 1
-                return
-            error_reply = exc
-            decoded = Message.parse_header_only(data)
-        if decoded is None:
-            return                      # a fragment: the rest of the request is still to come
-        msg = decoded
-        if self._frag_first is not None:
-            data = self._frag_first     # a retransmission of this request repeats its fragment 1
-        if msg.from_initiator == self.initiator:
-            self.stats["malformed"] += 1
-            return
-        if exchange == _X_IKE_SA_INIT:
-            spi_ok = msg.spi_r == bytes(8) and self.spi_i in (b"", msg.spi_i)
-        else:
-            spi_ok = msg.spi_i == self.spi_i and msg.spi_r == self.spi_r
-        if not spi_ok:
-            self.stats["wrong_spi"] += 1
-            return
-        if error_reply is not None:
-            self._answer_error(data, msg, error_reply, local_port, remote, now)
-            return
-        if exchange == _X_IKE_SA_INIT and not self.initiator and self.state == _S_CREATED:
-            task: object = IkeInitResponder()
-            self.spi_i = msg.spi_i
-            self.init_request = data
-            self.state = _S_CONNECTING
-            if self.created_at is None:
-                self.created_at = now
-        elif exchange == _X_IKE_AUTH and not self.initiator and self.keys is not None \
-                and self.state == _S_CONNECTING:
-            task = IkeAuthResponder()
-        elif exchange in (_X_CREATE_CHILD_SA, _X_INFORMATIONAL) \
-                and self.state in (_S_ESTABLISHED, _S_REKEYED, _S_DELETING):
-            task = dispatch(self, msg)
-        else:
-            self.stats["unsupported_exchange"] += 1
-            return
-        if exchange != _X_IKE_SA_INIT:
-            self.last_heard = now
-        # the reply goes back where the request came from, from the port it reached (RFC 7296 §2.23:
-        # a verified request from a new address/port, e.g. after floating to NAT-T, moves the SA there)
-        self.remote = remote
-        self.local_port = local_port
-        fatal: IkeError | None = None
-        try:
-            payloads = task.process_request(self, msg, now)
-        except IkeError as exc:
-            fatal = exc
-            payloads = [NotifyPayload(exc.notify, exc.data)]
-        if fatal is not None and exchange == _X_IKE_SA_INIT:
-            # refusals of IKE_SA_INIT keep no state: zero responder SPI, sent in the clear
-            resp = Message(msg.spi_i, bytes(8), exchange, self._flags(True), mid, payloads).serialize()
-        else:
-            resp = self._encode_frames(exchange, mid, True, payloads)
-        if exchange == _X_IKE_SA_INIT and fatal is None:
-            self.init_response = resp
-        self._reply(data, mid, resp, local_port, remote)
-        if fatal is not None:
-            # INVALID_KE_PAYLOAD is no failure: the initiator retries on a fresh responder SA
-            self._fail(fatal.notify, str(fatal), quiet=fatal.notify == Notify.INVALID_KE_PAYLOAD)
-            return
-        task.after_response(self, now)
-
-    def _reply(self, request: bytes, mid: int, resp: bytes | list[bytes], local_port: int,
-               remote: Address) -> None:
-        natt = local_port == self.config.local_natt_port and local_port != self.config.local_port
-        marker = NON_ESP_MARKER if natt else b""
-        dgrams = [Datagram(marker + r, local_port, remote) for r in (resp if isinstance(resp, list) else [resp])]
-        self._out.extend(dgrams)
-        self._last_response = (mid, request, dgrams)
-        self._rwin.answered(mid, request, dgrams)
-        self._peer_mid = self._rwin.next
-
-    def _answerable(self, data: bytes, exchange: int) -> bool:
-        """Whether a request that failed to parse may be answered with an error notify."""
-        if exchange == ExchangeType.IKE_SA_INIT:
-            return not self.initiator and self.state == State.CREATED
-        if self._cipher_in is None or self.state not in (State.ESTABLISHED, State.REKEYED, State.DELETING,
-                                                          State.CONNECTING):
-            return False
-        try:    # an error raised while parsing the inner payloads comes after the ICV was verified
-            outer = Message.parse(data)
-            sk = outer.payloads[-1] if outer.payloads else None
-            if not isinstance(sk, SKPayload):
-                return False
-            self._cipher_in.unprotect(data, sk)
-        except CryptoError:
-            self.stats["integrity_failed"] += 1
-            return False
-        except ParseError:
-            return True
-        return False
-
-    def _answer_error(self, data: bytes, msg: Message, exc: ParseError, local_port: int, remote: Address,
-                      now: float) -> None:
-        """INVALID_SYNTAX / UNSUPPORTED_CRITICAL_PAYLOAD for a request we cannot parse (RFC 7296 §3.10.1).
-
-        IKE_SA_INIT: in the clear, and no state is kept.  Later exchanges: protected; an
-        INVALID_SYNTAX in IKE_AUTH also ends the IKE SA, as the initiator will give up on it too."""
-        self.stats[f"answered_{Notify(exc.notify).name.lower()}"] += 1
-        payloads: list[Payload] = [NotifyPayload(exc.notify, exc.data)]
-        if msg.exchange == ExchangeType.IKE_SA_INIT:
-            resp = Message(msg.spi_i, bytes(8), msg.exchange, self._flags(True), msg.message_id,
-                           payloads).serialize()
-            self._reply(data, msg.message_id, resp, local_port, remote)
-            self._fail(exc.notify, str(exc), quiet=True)
-            return
-        resp = self._encode(msg.exchange, msg.message_id, True, payloads)
-        self._reply(data, msg.message_id, resp, local_port, remote)
-        self.last_heard = now
-        if msg.exchange == ExchangeType.IKE_AUTH:
-            self._fail(exc.notify, f"IKE_AUTH request could not be parsed: {exc}")
 
     # -- timers -------------------------------------------------------------------------
 
@@ -775,16 +478,16 @@ class IkeSA:
             self.last_sent = now
         new = self.replaced_by
         if self.state == _S_REKEYED and new is not None and new.state == _S_ESTABLISHED \
-                and (self.children or self._tasks):
+                and (self.children or self.task_manager.queue):
             # an exchange that was under way when this SA was replaced finished here: its CHILD SAs and
             # follow-ups belong to the new IKE SA
             new.children += self.children
             self.children = []
-            keep = [t for t in self._tasks if isinstance(t, IkeDeleteInitiator) and t.rekeyed]
-            new.adopt_tasks([t for t in self._tasks if t not in keep and not isinstance(t, IkeRekeyInitiator)])
-            self._tasks.clear()
-            self._tasks.extend(keep)
-            new._start_next(now)
+            tasks = self.task_manager.take()
+            keep = [t for t in tasks if isinstance(t, IkeDeleteInitiator) and t.rekeyed]
+            new.adopt_tasks([t for t in tasks if t not in keep and not isinstance(t, IkeRekeyInitiator)])
+            self.task_manager.adopt(keep)
+            new.start_queued(now)
         if self.state == _S_ESTABLISHED and self.established_at is None:
             self.established_at = now
             if self.last_heard is None:
@@ -809,12 +512,13 @@ class IkeSA:
             if c.rekey_at is not None and now >= c.rekey_at and c.status == ChildStatus.INSTALLED:
                 c.rekey_at = None
                 self.rekey_child(now, c.spi_in)
-        if self.config.dpd_delay > 0 and self._outstanding is None and not self._tasks \
+        if self.config.dpd_delay > 0 and self.task_manager.idle \
                 and self.last_heard is not None and now >= self.last_heard + self.config.dpd_delay:
             self.dpd(now)
-        self._start_next(now)
+        self.start_queued(now)
 
-    def _fail(self, notify: int, reason: str, quiet: bool = False) -> None:
+    def fail(self, notify: int, reason: str, quiet: bool = False) -> None:
+        """The IKE SA ends on an error: its CHILD SAs go, and (unless ``quiet``) ``IkeSaFailed`` says why."""
         if self._end(reason) and not quiet:
             self.emit(IkeSaFailed(notify, reason))
 

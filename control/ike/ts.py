@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cdefs.sa import TrafficSelector
-from control.ike.message import TrafficSelectorEntry
+from control.ike.ts_payload import TrafficSelectorEntry
 
 
 def intersect(a: TrafficSelectorEntry, b: TrafficSelectorEntry) -> TrafficSelectorEntry | None:

@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from control.ike.constants import Notify
-from control.ike.message import Message, NotifyPayload, Payload
+from control.ike.message import Message
+from control.ike.payloads import NotifyPayload, Payload
 
 if TYPE_CHECKING:
     from control.ike.sa import IkeSA

@@ -33,7 +33,7 @@ from cdefs.sa import Direction
 from control.ike.certs import Credentials
 from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed
-from control.ike.message import TrafficSelectorEntry
+from control.ike.ts_payload import TrafficSelectorEntry
 from control.ike_udp import IkeUdpEndpoint
 from fastpath.batch import Batch
 from fastpath.engines import create

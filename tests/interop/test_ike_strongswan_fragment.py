@@ -21,7 +21,7 @@ from support.strongswan import Charon, NetnsPair, in_netns, interop_marks, swanc
 from control.ike.certs import Credentials
 from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed
-from control.ike.message import TrafficSelectorEntry
+from control.ike.ts_payload import TrafficSelectorEntry
 from control.ike_udp import IkeUdpEndpoint
 
 pytestmark = interop_marks()

@@ -25,7 +25,8 @@ from control.ike.certs import (
 from control.ike.config import Identity, IkeConfig
 from control.ike.constants import AuthMethod, IdType, Notify, PayloadType
 from control.ike.events import ChildSaEstablished, IkeSaEstablished, IkeSaFailed
-from control.ike.message import AuthPayload, CertPayload, Message
+from control.ike.message import Message
+from control.ike.payloads import AuthPayload, CertPayload
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from support.ike_pair import cfgs
 from control.ike.constants import ExchangeType, Flag, Notify
 from control.ike.cookie import ResponderGate
 from control.ike.events import State
-from control.ike.message import Message, NoncePayload, NotifyPayload
+from control.ike.message import Message
+from control.ike.payloads import NoncePayload, NotifyPayload
 from control.ike.sa import IkeSA
 from control.ike_udp import IkeUdpEndpoint
 

@@ -28,7 +28,8 @@ from control.ike.crypto import (
     prf,
     prf_plus,
 )
-from control.ike.message import IDPayload, Message, NoncePayload, NotifyPayload, SKPayload
+from control.ike.message import Message
+from control.ike.payloads import IDPayload, NoncePayload, NotifyPayload, SKPayload
 
 HASHES = {Prf.HMAC_SHA1: hashes.SHA1, Prf.HMAC_SHA2_256: hashes.SHA256, Prf.HMAC_SHA2_384: hashes.SHA384,
           Prf.HMAC_SHA2_512: hashes.SHA512}
@@ -246,7 +247,7 @@ def test_sk_gcm_matches_rfc5282_construction() -> None:
     aad, iv, ct = data[:32], data[32:40], data[40:]
     plain = AESGCM(key[:16]).decrypt(key[16:] + iv, ct, aad)
     assert plain[-1] == 0 and struct.unpack("!H", data[30:32])[0] == len(data) - 28
-    from control.ike.message import parse_payloads
+    from control.ike.payload_chain import parse_payloads
     assert parse_payloads(data[28], plain[:-1]) == INNER
 
 

@@ -28,16 +28,9 @@ from control.ike.constants import ExchangeType, Flag, Notify, PayloadType
 from control.ike.crypto import CryptoError, SKCipher
 from control.ike.events import ChildSaEstablished, IkeSaEstablished, IkeSaFailed, State
 from control.ike.fragment import Reassembler, fragment, message_limit
-from control.ike.message import (
-    CertPayload,
-    IDPayload,
-    Message,
-    NoncePayload,
-    NotifyPayload,
-    SKFPayload,
-    VendorPayload,
-    parse_payloads,
-)
+from control.ike.message import Message
+from control.ike.payload_chain import parse_payloads
+from control.ike.payloads import CertPayload, IDPayload, NoncePayload, NotifyPayload, SKFPayload, VendorPayload
 from control.ike.proposals import ike_suite, parse_proposals
 from control.ike.sa import IkeSA
 
@@ -549,5 +542,5 @@ def test_error_notify_stays_whole() -> None:
     """Small protected messages (an INFORMATIONAL with one notify) go out whole even when negotiated."""
     link = Link(*p256().pair(fragment_size=280)).run()
     link.assert_up()
-    frames = link.i._encode_frames(ExchangeType.INFORMATIONAL, 5, False, [NotifyPayload(Notify.INVALID_SYNTAX)])
+    frames = link.i.encode_frames(ExchangeType.INFORMATIONAL, 5, False, [NotifyPayload(Notify.INVALID_SYNTAX)])
     assert isinstance(frames, bytes)

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from control.ike.constants import ExchangeType, Flag, Notify, PayloadType, ProtocolId
-from control.ike.message import (
+from control.ike.message import Message, parse_header
+from control.ike.payloads import (
     AuthPayload,
     CertPayload,
     CPPayload,
@@ -19,21 +20,16 @@ from control.ike.message import (
     EAPPayload,
     IDPayload,
     KEPayload,
-    Message,
     NoncePayload,
     NotifyPayload,
     ParseError,
-    Proposal,
-    SAPayload,
     SKFPayload,
     SKPayload,
-    TrafficSelectorEntry,
-    Transform,
-    TSPayload,
     UnknownPayload,
     VendorPayload,
-    parse_header,
 )
+from control.ike.sa_payload import Proposal, SAPayload, Transform
+from control.ike.ts_payload import TrafficSelectorEntry, TSPayload
 
 SPI_I, SPI_R = bytes.fromhex("0102030405060708"), bytes.fromhex("1112131415161718")
 

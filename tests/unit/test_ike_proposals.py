@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from control.ike.constants import DhGroup, Encr, Esn, Integ, Prf, ProtocolId, TransformType
-from control.ike.message import Proposal, Transform
 from control.ike.proposals import (
     ProposalError,
     esp_suite,
@@ -15,6 +14,7 @@ from control.ike.proposals import (
     proposal_acceptable,
     select_proposal,
 )
+from control.ike.sa_payload import Proposal, Transform
 
 
 def types(p: Proposal) -> list[tuple[int, int, int | None]]:

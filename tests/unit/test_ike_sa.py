@@ -20,8 +20,8 @@ from support.ike_pair import I_ADDR, NAT_PUBLIC, R_ADDR, Pair, assert_esp_works,
 from control.ike.config import Identity
 from control.ike.constants import NON_ESP_MARKER, ExchangeType, Notify
 from control.ike.events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished, IkeSaFailed, State
-from control.ike.message import TrafficSelectorEntry as TS
 from control.ike.sa import IkeSA
+from control.ike.ts_payload import TrafficSelectorEntry as TS
 
 
 @pytest.mark.parametrize("ike,esp", [
@@ -230,7 +230,8 @@ def test_fuzz_state_machine(data) -> None:
 
 def test_initiator_follows_cookie() -> None:
     from control.ike.constants import Flag
-    from control.ike.message import Message, NoncePayload, NotifyPayload
+    from control.ike.message import Message
+    from control.ike.payloads import NoncePayload, NotifyPayload
 
     ci, cr = configs()
     i = IkeSA(ci, initiator=True, local=I_ADDR, remote=R_ADDR)

@@ -13,7 +13,7 @@ from types import ModuleType
 from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.constants import NATT_KEEPALIVE
 from control.ike.events import ChildSaEstablished, IkeSaDeleted, State
-from control.ike.message import TrafficSelectorEntry
+from control.ike.ts_payload import TrafficSelectorEntry
 from control.ike_udp import READ_BATCH, IkeUdpEndpoint
 
 PSK = b"udp-layer-test-psk"

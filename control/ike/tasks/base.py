@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from control.ike.message import Message, Payload
+    from control.ike.message import Message
+    from control.ike.payloads import Payload
     from control.ike.sa import IkeSA
 
 

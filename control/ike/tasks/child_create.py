@@ -17,17 +17,8 @@ from control.ike.config import ChildConfig
 from control.ike.constants import MIN_NEGOTIATED_SPI, ExchangeType, Notify, ProtocolId, TransformType, notify_name
 from control.ike.crypto import CryptoError, KeyExchange
 from control.ike.events import ChildSaEstablished, ChildSaFailed, ChildState, IkeError
-from control.ike.message import (
-    KEPayload,
-    Message,
-    NoncePayload,
-    NotifyPayload,
-    Payload,
-    Proposal,
-    SAPayload,
-    TrafficSelectorEntry,
-    TSPayload,
-)
+from control.ike.message import Message
+from control.ike.payloads import KEPayload, NoncePayload, NotifyPayload, Payload
 from control.ike.proposals import (
     ProposalError,
     esp_suite,
@@ -36,10 +27,12 @@ from control.ike.proposals import (
     select_proposal,
     with_group,
 )
+from control.ike.sa_payload import Proposal, SAPayload
 from control.ike.spi import random_esp_spi
 from control.ike.tasks.base import Initiator, Responder
 from control.ike.tasks.child_delete import ChildDeleteInitiator
 from control.ike.ts import narrow
+from control.ike.ts_payload import TrafficSelectorEntry, TSPayload
 
 if TYPE_CHECKING:
     from control.ike.sa import IkeSA

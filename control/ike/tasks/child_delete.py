@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from control.ike.constants import ExchangeType, ProtocolId
 from control.ike.events import ChildState, ChildStatus
-from control.ike.message import DeletePayload, Message, Payload
+from control.ike.message import Message
+from control.ike.payloads import DeletePayload, Payload
 from control.ike.tasks.base import Initiator, Responder
 
 if TYPE_CHECKING:

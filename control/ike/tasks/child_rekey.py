@@ -14,9 +14,11 @@ from control.ike.collision import lowest_nonce_wins
 from control.ike.config import ChildConfig
 from control.ike.constants import Notify, ProtocolId
 from control.ike.events import ChildSaEstablished, ChildState, ChildStatus
-from control.ike.message import Message, NotifyPayload, Payload, TrafficSelectorEntry
+from control.ike.message import Message
+from control.ike.payloads import NotifyPayload, Payload
 from control.ike.tasks.child_create import ChildCreateInitiator, ChildCreateResponder
 from control.ike.tasks.child_delete import ChildDeleteInitiator
+from control.ike.ts_payload import TrafficSelectorEntry
 
 if TYPE_CHECKING:
     from control.ike.sa import IkeSA

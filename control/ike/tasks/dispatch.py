@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 
 from control.ike.constants import ExchangeType, Notify, ProtocolId
 from control.ike.events import State
-from control.ike.message import DeletePayload, Message, SAPayload
+from control.ike.message import Message
+from control.ike.payloads import DeletePayload
+from control.ike.sa_payload import SAPayload
 from control.ike.tasks.base import Responder
 from control.ike.tasks.child_create import ChildCreateResponder
 from control.ike.tasks.child_delete import ChildDeleteResponder

@@ -34,23 +34,15 @@ from control.ike.constants import (
 )
 from control.ike.crypto import KeyedPrf, prf
 from control.ike.events import ChildSaEstablished, ChildSaFailed, ChildState, IkeError, IkeSaEstablished, State
-from control.ike.message import (
-    AuthPayload,
-    CertPayload,
-    IDPayload,
-    Message,
-    NotifyPayload,
-    Payload,
-    Proposal,
-    SAPayload,
-    TrafficSelectorEntry,
-    TSPayload,
-)
+from control.ike.message import Message
+from control.ike.payloads import AuthPayload, CertPayload, IDPayload, NotifyPayload, Payload
 from control.ike.proposals import ProposalError, esp_suite, proposal_acceptable, select_proposal
+from control.ike.sa_payload import Proposal, SAPayload
 from control.ike.spi import random_esp_spi
 from control.ike.tasks.base import Initiator, Responder
 from control.ike.tasks.child_delete import ChildDeleteInitiator
 from control.ike.ts import narrow
+from control.ike.ts_payload import TrafficSelectorEntry, TSPayload
 from control.ike.window import note_peer_window, window_payloads
 
 if TYPE_CHECKING:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from control.ike.constants import ExchangeType, notify_name
-from control.ike.message import Message, NotifyPayload, Payload
+from control.ike.message import Message
+from control.ike.payloads import NotifyPayload, Payload
 from control.ike.tasks.base import Initiator, Responder
 from control.ike.window import note_peer_window
 

@@ -15,16 +15,8 @@ from control.ike.certs import CERT_X509_SIGNATURE, certreq_data
 from control.ike.constants import ExchangeType, Notify, TransformType
 from control.ike.crypto import CryptoError, KeyExchange, derive_ike_keys
 from control.ike.events import IkeError
-from control.ike.message import (
-    CertPayload,
-    KEPayload,
-    Message,
-    NoncePayload,
-    NotifyPayload,
-    Payload,
-    Proposal,
-    SAPayload,
-)
+from control.ike.message import Message
+from control.ike.payloads import CertPayload, KEPayload, NoncePayload, NotifyPayload, Payload
 from control.ike.proposals import (
     ProposalError,
     first_dh,
@@ -34,6 +26,7 @@ from control.ike.proposals import (
     select_proposal,
     with_group,
 )
+from control.ike.sa_payload import Proposal, SAPayload
 from control.ike.tasks.base import Initiator, Responder
 
 if TYPE_CHECKING:

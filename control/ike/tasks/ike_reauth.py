@@ -52,7 +52,7 @@ def lifetimes_due(sa: IkeSA, now: float) -> bool:
     if due is not None and now >= due:
         # RFC 3948 §2.3: one 0xFF byte keeps the NAT's mapping for our NAT-T port alive
         port, remote = sa.endpoint
-        sa._out.append(Datagram(NATT_KEEPALIVE, port, remote))
+        sa.send([Datagram(NATT_KEEPALIVE, port, remote)])
         sa.last_sent = now
         sa.stats["keepalives_sent"] += 1
     return False
@@ -68,7 +68,7 @@ def expire(sa: IkeSA, now: float) -> None:
     for c in list(sa.children):
         sa.remove_child(c, reason)
     sa.take_tasks()
-    sa._queue(IkeDeleteInitiator(reason=reason), now)
+    sa.queue(IkeDeleteInitiator(reason=reason), now)
 
 
 def start_reauth(old: IkeSA, now: float) -> IkeSA | None:
@@ -110,7 +110,7 @@ def finish_reauth(new: IkeSA, now: float) -> None:
     if old.state == State.DEAD:
         return
     old.take_tasks()                # nothing more on the old IKE SA: the new one carries on
-    old._queue(IkeDeleteInitiator(reason="reauthenticated", replaced=True), now)
+    old.queue(IkeDeleteInitiator(reason="reauthenticated", replaced=True), now)
     new.emit(IkeSaReauthenticated(old))
 
 

@@ -17,8 +17,10 @@ from control.ike.collision import lowest_nonce_wins
 from control.ike.constants import ExchangeType, Notify, ProtocolId, notify_name
 from control.ike.crypto import CryptoError, KeyExchange, derive_rekeyed_ike_keys
 from control.ike.events import IkeError, IkeSaRekeyed, State
-from control.ike.message import KEPayload, Message, NoncePayload, NotifyPayload, Payload, Proposal, SAPayload
+from control.ike.message import Message
+from control.ike.payloads import KEPayload, NoncePayload, NotifyPayload, Payload
 from control.ike.proposals import ProposalError, ike_suite, offered_groups, proposal_acceptable
+from control.ike.sa_payload import Proposal, SAPayload
 from control.ike.spi import random_spi
 from control.ike.tasks.base import Initiator, Responder
 from control.ike.tasks.ike_delete import IkeDeleteInitiator
@@ -44,7 +46,7 @@ def _replaced(old: IkeSA, new: IkeSA, now: float) -> None:
     old.emit(IkeSaRekeyed(old.spi_i, old.spi_r, new))
     # work that waited for the rekey (e.g. a CREATE_CHILD_SA queued behind it) starts on the new SA now;
     # the caller sends what the new SA queued when it handles IkeSaRekeyed
-    new._start_next(now)
+    new.start_queued(now)
 
 
 def _redundant(old: IkeSA, new: IkeSA) -> None:
