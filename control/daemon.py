@@ -28,7 +28,6 @@ from control.config import ChildSpec, Config, ConnectionConfig, GatewayConfig, c
 from control.ctl import ControlError, ControlServer, Handler
 from control.fastpath_events import FastpathEventPump
 from control.host_addrs import local_addresses, route_source
-from control.ike.constants import NATT_KEEPALIVE, NON_ESP_MARKER, ExchangeType
 from control.ike.events import (
     ChildSaEstablished,
     Datagram,
@@ -36,6 +35,7 @@ from control.ike.events import (
 )
 from control.ike.sa import IkeSA
 from control.ike_event_handlers import IkeEventHandlers
+from control.ike_intake import IkeIntake
 from control.ike_sa_table import IkeSaTable
 from control.policy_table import PolicyTable
 from control.responder_gate import AdmissionGate
@@ -96,6 +96,7 @@ class Daemon:
         self.parts: list[DaemonPart] = []
         self.region: ControlRegion | None = None
         self.ike_sas = IkeSaTable()
+        self.intake = IkeIntake(self, config, self.ike_sas, self.gate)
         self.spd: PolicyTable | None = None
         self.installer: ChildInstaller | None = None
         self.events: IkeEventHandlers | None = None
@@ -140,7 +141,7 @@ class Daemon:
         await self._ctl.start()
         assert self.spd is not None and self.installer is not None and self.region is not None
         self.spd.install_traps(self.config)
-        pump = FastpathEventPump(self.region, self.spd, self.installer.slot_child, self, self._count)
+        pump = FastpathEventPump(self.region, self.spd, self.installer.slot_child, self, self.count)
         self._tasks.append(asyncio.create_task(pump.run(self.arm)))
         for conn in self.config.connections.values():
             starts = [c for c in conn.children if c.start_action == "start"]
@@ -230,7 +231,7 @@ class Daemon:
         assert self._loop is not None
         return self._loop.time()
 
-    def _count(self, what: str) -> None:
+    def count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
 
     def _readable(self, s: UdpSocket) -> None:
@@ -238,65 +239,17 @@ class Daemon:
 
         def deliver(data: bytes, port: int, remote: tuple[str, int]) -> None:
             try:
-                self._received(data, local_ip, port, remote)
+                self.intake.received(data, local_ip, port, remote)
             except Exception:           # noqa: BLE001 - one bad datagram must never end the daemon
                 log.exception("internal error handling a datagram from %s", remote[0])
 
         s.read_batch(deliver)
 
-    def _received(self, data: bytes, local_ip: str, port: int, remote: tuple[str, int]) -> None:
-        natt = port == self.gw.natt_port
-        if natt and not data.startswith(NON_ESP_MARKER):
-            # ESP-in-UDP is the fastpath's business; a NAT-T keepalive (RFC 3948 §2.3) is only counted
-            self._count("natt_keepalive" if data == NATT_KEEPALIVE else "natt_non_ike")
-            return
-        msg = data[4:] if natt else data
-        if len(msg) < 28:
-            self._count("short_datagrams")
-            return
-        spi_i, spi_r, exchange, flags = msg[:8], msg[8:16], msg[18], msg[19]
-        from_initiator = bool(flags & 0x08)
-        entry = self.ike_sas.get(spi_r if from_initiator else spi_i)
-        if entry is None and from_initiator and spi_r == bytes(8) and not flags & 0x20 \
-                and exchange == ExchangeType.IKE_SA_INIT:
-            entry = self._responder_for(data, spi_i, local_ip, port, remote)
-        if entry is None:
-            self._count("unknown_spi")
-            return
-        entry.ike.receive_datagram(data, port, remote, self._now())
-        self.process(entry)
-
-    def _responder_for(self, data: bytes, spi_i: bytes, local_ip: str, port: int,
-                       remote: tuple[str, int]) -> IkeEntry | None:
-        known = self.gate.known(spi_i, remote)
-        if known is not None and known in self.ike_sas:
-            return self.ike_sas.get(known)
-        conn = next((c for c in self.config.connections.values()
-                     if (local_ip in c.local_addrs or c.any_local)
-                     and (remote[0] in c.remote_addrs or "%any" in c.remote_addrs)), None)
-        if conn is None:
-            self._count("no_connection")
-            log.info("IKE_SA_INIT from %s to %s: no connection configured for this peer, ignored", remote[0],
-                     local_ip)
-            return None
-        admission = self.gate.admit(data, port, remote, self._now())
-        if admission.reply is not None:
-            self._send(local_ip, admission.reply)
-        if not admission.let_in:
-            if admission.refused is not None:
-                self._count(admission.refused)
-            return None
-        ike = IkeSA(conn.ike_config(self.gw, local_ip=local_ip), initiator=False, local=(local_ip, port),
-                    remote=remote)
-        entry = self.ike_sas.add(conn, ike, local_ip, self._now())
-        self.gate.opened(spi_i, remote, entry.spi)
-        return entry
-
     def send_all(self, entry: IkeEntry) -> None:
         for d in entry.ike.datagrams_to_send():
-            self._send(entry.local_ip, d)
+            self.send(entry.local_ip, d)
 
-    def _send(self, local_ip: str, d: Datagram) -> None:
+    def send(self, local_ip: str, d: Datagram) -> None:
         s = self.socks.get((local_ip, d.local_port))
         if s is None:
             log.warning("no socket on %s port %d to send an IKE message from", local_ip, d.local_port)
