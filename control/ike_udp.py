@@ -1,11 +1,7 @@
 """A thin asyncio UDP shell around the sans-IO IKE core (control/ike/, which imports no sockets and no asyncio).
 
-One non-blocking socket on the IKE port and one on the NAT-T port of a local
-address, watched with ``loop.add_reader``: each wake-up drains up to
-``READ_BATCH`` datagrams, and replies go straight to ``sendto`` (a full send
-buffer queues them until the socket is writable).  A busy responder so pays the
-event loop once per batch instead of once per datagram, as asyncio's datagram
-transport would.
+One socket on the IKE port and one on the NAT-T port of a local address, on
+control's one UDP layer (``control.udp_sockets``: batched reads, queued sends).
 Datagrams are routed to IKE SAs by our SPI; the core decides everything else.
 Datagrams on the NAT-T port that are not IKE (ESP-in-UDP, keepalives) go to
 ``on_esp`` so a caller (the fastpath later, the interop tests now) can take them.
@@ -17,9 +13,7 @@ as soon as they exist, and dead ones are forgotten.
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
-from collections import deque
 from collections.abc import Callable
 
 from control.ike.config import IkeConfig
@@ -27,24 +21,13 @@ from control.ike.constants import NATT_KEEPALIVE, NON_ESP_MARKER
 from control.ike.cookie import ResponderGate
 from control.ike.events import Address, IkeSaReauthenticated, IkeSaReauthStarted, IkeSaRekeyed, State
 from control.ike.sa import IkeSA
+from control.udp_sockets import READ_BATCH, UdpSocket
 
-# Datagrams read per wake-up of one socket before the loop gets a turn again: a busy responder
-# drains its queue in one callback instead of one event-loop iteration (epoll + handle) per datagram.
-READ_BATCH = 64
+__all__ = ["IkeUdpEndpoint", "READ_BATCH", "esp_spi"]
+
 # per datagram: module globals, not enum class attributes (EnumType's __getattr__ hook) or isinstance chains
 _DEAD, _CONNECTING, _CREATED = State.DEAD, State.CONNECTING, State.CREATED
 _NEW_SA_EVENTS = frozenset((IkeSaRekeyed, IkeSaReauthStarted))      # events that hand us a new IkeSA to route
-
-
-class _Socket:
-    """One non-blocking UDP socket: the event loop says when it is readable and ``IkeUdpEndpoint``
-    drains it; sends go straight to the kernel and only a full send buffer queues (and waits for
-    writability), as asyncio's datagram transport would."""
-
-    def __init__(self, sock: socket.socket, port: int):
-        self.sock, self.port = sock, port
-        self.pending: deque[tuple[bytes, Address]] = deque()
-        self.errors = 0
 
 
 class IkeUdpEndpoint:
@@ -64,21 +47,17 @@ class IkeUdpEndpoint:
         self.sas: dict[bytes, IkeSA] = {}
         self._half_open: dict[tuple[bytes, str], IkeSA] = {}
         self._half_open_key: dict[IkeSA, tuple[bytes, str]] = {}     # the other way round, to prune
-        self._socks: dict[int, _Socket] = {}
+        self._socks: dict[int, UdpSocket] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.keepalives_received = 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in self.local_ip else socket.AF_INET
         try:
             for port in self.ports:
-                sock = socket.socket(family, socket.SOCK_DGRAM)
-                self._socks[port] = _Socket(sock, port)
-                sock.setblocking(False)
-                sock.bind((self.local_ip, port))
-                self._loop.add_reader(sock.fileno(), self._readable, self._socks[port])
+                self._socks[port] = s = UdpSocket.bind(self.local_ip, port)
+                s.watch(self._loop, self._readable)
         except BaseException:
             self.close()
             raise
@@ -87,10 +66,7 @@ class IkeUdpEndpoint:
         if self._timer:
             self._timer.cancel()
         for s in self._socks.values():
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(s.sock.fileno())
-                self._loop.remove_writer(s.sock.fileno())
-            s.sock.close()
+            s.close()
         self._socks.clear()
 
     def initiate(self, config: IkeConfig, remote_ip: str) -> IkeSA:
@@ -103,43 +79,10 @@ class IkeUdpEndpoint:
 
     def send_raw(self, data: bytes, local_port: int, remote: Address) -> None:
         """Send a UDP payload from one of our ports (ESP-in-UDP from the tests)."""
-        s = self._socks[local_port]
-        if s.pending:                   # keep the order behind what already waits for the buffer
-            s.pending.append((data, remote))
-            return
-        try:
-            s.sock.sendto(data, remote)
-        except (BlockingIOError, InterruptedError):
-            s.pending.append((data, remote))
-            assert self._loop is not None
-            self._loop.add_writer(s.sock.fileno(), self._writable, s)
-        except OSError:
-            s.errors += 1               # e.g. no route: a lost datagram, which retransmission covers
+        self._socks[local_port].send(data, remote)
 
-    def _writable(self, s: _Socket) -> None:
-        while s.pending:
-            data, remote = s.pending[0]
-            try:
-                s.sock.sendto(data, remote)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                s.errors += 1
-            s.pending.popleft()
-        assert self._loop is not None
-        self._loop.remove_writer(s.sock.fileno())
-
-    def _readable(self, s: _Socket) -> None:
-        recv, port, received = s.sock.recvfrom, s.port, self._received
-        for _ in range(READ_BATCH):
-            try:
-                data, addr = recv(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                s.errors += 1           # a queued ICMP error and the like: nothing to read this time
-                return
-            received(data, port, addr if len(addr) == 2 else (addr[0], addr[1]))     # IPv6: 4-tuples
+    def _readable(self, s: UdpSocket) -> None:
+        s.read_batch(self._received)
 
     # -- internals ---------------------------------------------------------------------
 

@@ -7,13 +7,11 @@ and ``esp_sa`` UAT files.  Only the control socket's ``export-keys`` command (ro
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
 from control.ike.constants import Encr, Integ
+from control.sa_records import ChildEntry, IkeEntry
 from control.sa_text import ike_proposal_name
-
-if TYPE_CHECKING:
-    from control.daemon import Daemon
 
 __all__ = ["wireshark_tables"]
 
@@ -33,13 +31,13 @@ _WS_ESP_INTEG = {None: "NULL", "hmac-sha256-128": "HMAC-SHA-256-128 [RFC4868]",
                  "hmac-sha1-96": "HMAC-SHA-1-96 [RFC2404]"}
 
 
-def wireshark_tables(daemon: Daemon) -> dict[str, str]:
+def wireshark_tables(ike_sas: Iterable[IkeEntry], children: Iterable[ChildEntry]) -> dict[str, str]:
     """Wireshark's ``ikev2_decryption_table`` and ``esp_sa`` UAT files, as strongSwan's save-keys writes them.
 
     Algorithms Wireshark cannot decrypt (ChaCha20-Poly1305, AES-GMAC) appear as comment lines.
     """
     ike_lines, esp_lines = [], []
-    for e in daemon.ike_sas.values():
+    for e in ike_sas:
         keys, suite = e.ike.keys, e.ike.suite
         if keys is None or suite is None or e.established is None:
             continue
@@ -50,7 +48,7 @@ def wireshark_tables(daemon: Daemon) -> dict[str, str]:
             continue
         ike_lines.append(f'{e.ike.spi_i.hex()},{e.ike.spi_r.hex()},{keys.sk_ei.hex()},{keys.sk_er.hex()},'
                          f'"{enc.format(bits=suite.key_bits)}",{keys.sk_ai.hex()},{keys.sk_ar.hex()},"{integ}"')
-    for c in daemon.children:
+    for c in children:
         if c.keys is None:
             continue
         for sa in c.keys:

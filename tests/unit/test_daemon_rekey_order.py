@@ -68,7 +68,7 @@ class Wired(Daemon):
             out = int(cur.p.spi) if cur is not None else None
         return View(ins, out)
 
-    def _send(self, local_ip: str, d: Datagram) -> None:
+    def send(self, local_ip: str, d: Datagram) -> None:
         self.wire.append(Sent(self, local_ip, d, self.view()))
 
     def close(self) -> None:
@@ -97,7 +97,7 @@ def pair(tmp_path: Path):
 
 def deliver(sent: Sent, to: Daemon) -> None:
     d = sent.datagram
-    to._received(d.data, d.remote[0], d.remote[1], (sent.local_ip, d.local_port))
+    to.intake.received(d.data, d.remote[0], d.remote[1], (sent.local_ip, d.local_port))
 
 
 def pump(a: Wired, b: Wired, wire: list[Sent], drop=lambda s: False) -> list[Sent]:
