@@ -190,9 +190,10 @@ class IkeUdpEndpoint:
             self._flush(sa)
         self._arm()
 
-    def call(self, sa: IkeSA, method: str, *args: object) -> None:
-        """Run one of the SA's operations (``rekey_child``, ``delete``...) now and send what it produced."""
-        getattr(sa, method)(self._now(), *args)
+    def call(self, sa: IkeSA, op: Callable[..., object], *args: object) -> None:
+        """Run one of the SA's operations (``IkeSA.rekey_child``, ``IkeSA.delete``...) now and send what it
+        produced."""
+        op(sa, self._now(), *args)
         self._flush(sa)
 
 

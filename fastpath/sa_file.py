@@ -21,7 +21,7 @@ from cdefs.sa import SA, Lifetime, Mode, SAError, TrafficSelector
 __all__ = ["SAFileError", "load_sa_file", "parse_sas"]
 
 # RFC 4303 2.1: SPIs 1..255 are reserved for IANA, so negotiation starts here (control.ike.constants
-# MIN_NEGOTIATED_SPI: the same number, which this layer cannot import; tests/test_sa_file.py keeps them equal)
+# MIN_NEGOTIATED_SPI: the same number, which this layer cannot import; tests/unit/test_sa_file.py keeps them equal)
 FIRST_UNRESERVED_SPI = 256
 
 SA_FIELDS = (

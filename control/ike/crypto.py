@@ -50,7 +50,7 @@ _BYTE = [bytes([n]) for n in range(256)]
 # HMAC (RFC 2104) over hashlib's OpenSSL hashes: H(K ^ opad | H(K ^ ipad | data)), the key padded to
 # the hash's block size (hashed first when longer).  One-shot HMAC in OpenSSL 3 (hmac.digest, EVP_Q_mac)
 # fetches the digest and builds a MAC context per call, and cost about twice this construction for the
-# short inputs IKE uses; tests/test_ike_crypto.py checks it against cryptography's HMAC (every PRF,
+# short inputs IKE uses; tests/unit/test_ike_crypto.py checks it against cryptography's HMAC (every PRF,
 # keys shorter and longer than the block).
 _PRF_NEW = {alg: getattr(hashlib, name) for alg, name in PRF_HASH.items()}
 _PRF_BLOCK: dict[int, int] = {alg: hashlib.new(name).block_size for alg, name in PRF_HASH.items()}

@@ -135,6 +135,8 @@ class IkeSA:
         self.replaced_by: IkeSA | None = None
         # RFC 7383: the peer announced IKEV2_FRAGMENTATION_SUPPORTED (set by ike_init); reassembly state
         self.peer_fragmentation = False
+        # RFC 7427: the hashes the peer's SIGNATURE_HASH_ALGORITHMS named (set by ike_init); None: our defaults
+        self.peer_sig_hashes: set[int] | None = None
         self._reasm: Reassembler | None = None
         self.frag_first: bytes | None = None   # fragment 1 of the request just reassembled
         # lifetimes (control.ike.tasks.ike_reauth): reauthentication and the hard expiry

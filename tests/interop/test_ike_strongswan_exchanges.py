@@ -20,6 +20,7 @@ from control.ike.events import (
     IkeSaDeleted,
     IkeSaFailed,
 )
+from control.ike.sa import IkeSA
 
 pytestmark = interop_marks()
 
@@ -45,7 +46,7 @@ async def _scenario(a_ip: str, b_ip: str, charon: Charon, cfg: IkeConfig) -> dic
         # 3. we rekey the CHILD SA
         old = s.newest_child().inbound.spi
         s.events.clear()
-        ep.call(s.ike, "rekey_child", old)
+        ep.call(s.ike, IkeSA.rekey_child, old)
         await s.wait(lambda e: isinstance(e, ChildSaDeleted) and e.spi_in == old, "our CHILD rekey")
         await s.check()
 
@@ -56,7 +57,7 @@ async def _scenario(a_ip: str, b_ip: str, charon: Charon, cfg: IkeConfig) -> dic
             if who == "charon":
                 await s.swanctl("--rekey", "--ike", "peer")
             else:
-                ep.call(s.ike, "rekey_ike")
+                ep.call(s.ike, IkeSA.rekey_ike)
             await s.wait(lambda e: isinstance(e, IkeSaDeleted) and e.rekeyed, f"{who}'s IKE rekey")
             assert s.ike is not before and s.ike.children and not before.children
             listing = await s.swanctl("--list-sas")
@@ -64,7 +65,7 @@ async def _scenario(a_ip: str, b_ip: str, charon: Charon, cfg: IkeConfig) -> dic
             await s.check()
 
         # 6. DPD: ours answered by charon, charon's (dpd_delay) answered by us
-        ep.call(s.ike, "dpd")
+        ep.call(s.ike, IkeSA.dpd)
         deadline = time.monotonic() + 10
         while s.ike.stats["dpd_answered"] < 1 or s.ike.stats["dpd_received"] < 1:
             assert time.monotonic() < deadline, s.ike.stats
@@ -81,16 +82,16 @@ async def _scenario(a_ip: str, b_ip: str, charon: Charon, cfg: IkeConfig) -> dic
 
         # 8. we delete the CHILD SA, then create one ourselves
         s.events.clear()
-        ep.call(s.ike, "delete_child", s.newest_child().inbound.spi)
+        ep.call(s.ike, IkeSA.delete_child, s.newest_child().inbound.spi)
         await s.wait(lambda e: isinstance(e, ChildSaDeleted), "our CHILD delete")
         assert "INSTALLED" not in await s.swanctl("--list-sas")
-        ep.call(s.ike, "create_child", cfg.children[0])
+        ep.call(s.ike, IkeSA.create_child, cfg.children[0])
         await s.wait(lambda e: isinstance(e, ChildSaEstablished), "our CREATE_CHILD_SA")
         await s.check()
 
         # 9. we delete the IKE SA
         s.events.clear()
-        ep.call(s.ike, "delete")
+        ep.call(s.ike, IkeSA.delete)
         await s.wait(lambda e: isinstance(e, IkeSaDeleted), "our IKE delete")
         await asyncio.sleep(0.3)
         assert "ESTABLISHED" not in await s.swanctl("--list-sas")

@@ -13,6 +13,7 @@ from types import ModuleType
 from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.constants import NATT_KEEPALIVE
 from control.ike.events import ChildSaEstablished, IkeSaDeleted, State
+from control.ike.sa import IkeSA
 from control.ike.ts_payload import TrafficSelectorEntry
 from control.ike_udp import READ_BATCH, IkeUdpEndpoint
 
@@ -102,7 +103,7 @@ def test_two_endpoints_set_up_and_delete_over_loopback() -> None:
             if any(isinstance(e, ChildSaEstablished) for e in i_events):
                 break
         assert resp.half_open() == 0 and len(resp._half_open_key) == 0
-        init.call(sa, "delete")
+        init.call(sa, IkeSA.delete)
         for _ in range(300):
             await asyncio.sleep(0.01)
             if sa.state == State.DEAD and any(isinstance(e, IkeSaDeleted) for e in r_events):

@@ -99,7 +99,7 @@ def _our_auth(sa: IkeSA, initiator: bool, idp: IDPayload) -> list[Payload]:
     certs: list[Payload] = [CertPayload(CERT_X509_SIGNATURE, c.public_bytes(Encoding.DER))
                             for c in [creds.cert, *creds.chain]]
     try:
-        data = auth_sig.sign(creds.key, signed_octets(sa, initiator, idp), getattr(sa, "peer_sig_hashes", None),
+        data = auth_sig.sign(creds.key, signed_octets(sa, initiator, idp), sa.peer_sig_hashes,
                              cfg.rsa_pss)
     except auth_sig.SignatureError as exc:
         raise IkeError(Notify.AUTHENTICATION_FAILED, str(exc)) from None

@@ -84,9 +84,9 @@ def _note_sig_hashes(sa: IkeSA, msg: Message) -> None:
     # None: the peer announced nothing, so we sign with our defaults
     found = msg.notifies(Notify.SIGNATURE_HASH_ALGORITHMS)
     try:
-        sa.peer_sig_hashes = parse_hash_algorithms(found[0].data) if found else None  # type: ignore[attr-defined]
+        sa.peer_sig_hashes = parse_hash_algorithms(found[0].data) if found else None
     except SignatureError:
-        sa.peer_sig_hashes = None  # type: ignore[attr-defined]
+        sa.peer_sig_hashes = None
 
 
 def _fragmentation(sa: IkeSA, msg: Message | None) -> list[Payload]:
