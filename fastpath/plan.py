@@ -1,7 +1,7 @@
 """What a fastpath process is given to start: its settings (``gateway.fastpath``) and a ``FastpathPlan``.
 
 The fastpath never reads the configuration file or walks connections: control owns both
-(control/config.py parses ``gateway.fastpath`` into the dataclasses below; control/fastpath_plan.py
+(control/config/gateway_section.py parses ``gateway.fastpath`` into the dataclasses below; control/fastpath_plan.py
 resolves what the fastpath needs from the connections).  The fastpath stays importable, and testable,
 without control, and a change to the connection model touches control alone.
 """
