@@ -16,11 +16,12 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from support.shm_helpers import child_env, region_file
+from support.shm_helpers import child_env, region_file, shm_sa
 
-from cdefs.sa import SA
 from control.shm import ControlRegion
 from fastpath.shm import Capacities, ffi, lib, sa_to_params
+
+ENDS = {"src": "198.51.100.1", "dst": "198.51.100.2"}
 
 
 @pytest.fixture
@@ -28,11 +29,6 @@ def shm_path(tmp_path):
     path = region_file(tmp_path, "ipsecgw-bench")
     yield path
     path.unlink(missing_ok=True)
-
-
-def _sa(spi: int) -> SA:
-    return SA(spi=spi, src=ipaddress.ip_address("198.51.100.1"), dst=ipaddress.ip_address("198.51.100.2"),
-              enc="aes-gcm-128", enc_key=bytes(20))
 
 
 POLLER = textwrap.dedent("""
@@ -88,7 +84,7 @@ def test_install_to_visible_latency(benchmark, shm_path, sched):
                               text=True, env=child_env())
     ready, fifo = poller.stdout.readline().split()
     assert ready == "ready"
-    sas = [_sa(0x1000 + i) for i in range(n)]
+    sas = [shm_sa(0x1000 + i, enc_key=bytes(20), **ENDS) for i in range(n)]
     returned = []
 
     def run():
@@ -129,7 +125,7 @@ def test_installs_per_second(benchmark, shm_path, how, validate):
     """install_sa one call per SA, or install_sas over the whole list; the fastpath's ring is kept drained."""
     n = 20_000
     c = ControlRegion.create(shm_path, Capacities(n_sa=n, n_spd=16, cmd_ring=1 << 15, evt_ring=16))
-    sas = [_sa(0x1000 + i) for i in range(n)]
+    sas = [shm_sa(0x1000 + i, enc_key=bytes(20), **ENDS) for i in range(n)]
     cmd = ffi.new("struct ipsg_shm_cmd *")
 
     def setup():
@@ -155,7 +151,7 @@ def test_installs_per_second(benchmark, shm_path, how, validate):
 
 
 def _fill_sas(c: ControlRegion, n: int) -> None:
-    p = sa_to_params(_sa(0x100), "in")
+    p = sa_to_params(shm_sa(0x100, enc_key=bytes(20), **ENDS), "in")
     install = lib.ipsg_shm_sa_install
     for slot in range(n):
         p.spi = 0x100 + slot
@@ -189,7 +185,7 @@ def test_spi_lookup_cost(benchmark, shm_path, n):
     want = spis.astype(np.int64) - 0x100
     fam = np.full(k, 4, np.uint8)
     dst = np.zeros((k, 16), np.uint8)
-    dst[:, :4] = list(_sa(0x100).dst.packed)
+    dst[:, :4] = list(shm_sa(0x100, enc_key=bytes(20), **ENDS).dst.packed)
     out = np.empty(k, dtype=np.int64)
     h = c.handle
     sp, op = ffi.from_buffer("uint32_t[]", spis), ffi.from_buffer("int64_t[]", out)

@@ -11,41 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from support.daemon_harness import DaemonProc, installed_child, region_sas
+from support.daemon_harness import DaemonProc, installed_child, pair_config, region_sas
 from support.strongswan import NetnsPair
 
 from cdefs.sa import Direction
 from control.config import ConfigError, parse_config
-
-PSK = "anyaddr-psk-0123456789"
-
-
-def _yaml(tmp: Path, tag: str, *, local: str | None, remote: str, lid: str | None, rid: str, lts: str, rts: str,
-          start: str, conn_extra: str = "") -> tuple[Path, Path, Path]:
-    shm, sock, cfg = tmp / f"{tag}.shm", tmp / f"{tag}.sock", tmp / f"{tag}.yaml"
-    local_line = f"    local_addrs: [{local}]\n" if local else ""
-    id_part = f", id: {lid}" if lid else ""
-    cfg.write_text(f"""\
-gateway:
-  shm: {{path: {shm}, sa_capacity: 64, policy_capacity: 64, ring_size: 64}}
-  control_socket: {sock}
-  log_level: debug
-connections:
-  peer:
-{local_line}    remote_addrs: [{remote}]
-{conn_extra}    local: {{auth: psk{id_part}}}
-    remote: {{auth: psk, id: {rid}}}
-    children:
-      net:
-        local_ts: [{lts}]
-        remote_ts: [{rts}]
-        start_action: {start}
-secrets:
-  ike-peer:
-    id: [{rid}]
-    secret: "{PSK}"
-""")
-    return cfg, sock, shm
 
 
 def test_config_any_local_addrs() -> None:
@@ -86,10 +56,10 @@ def test_daemons_with_any_local_addrs(tmp_path: Path) -> None:
     with NetnsPair(tag) as net:
         net.add_lo_address(net.a, "198.51.100.1/32")
         subprocess.run(["ip", "-n", net.b, "route", "add", "198.51.100.0/24", "via", net.a_ip], check=True)
-        a = _yaml(tmp_path, "a", local="'%any'", remote=net.b_ip, lid=None, rid="gw-b.example",
-                  lts="10.1.0.0/16", rts="10.2.0.0/16", start="none")
-        b = _yaml(tmp_path, "b", local=None, remote="198.51.100.1", lid="gw-b.example", rid="198.51.100.1",
-                  lts="10.2.0.0/16", rts="10.1.0.0/16", start="start")
+        a = pair_config(tmp_path, "a", local="'%any'", remote=net.b_ip, lid=None, rid="gw-b.example",
+                        lts="10.1.0.0/16", rts="10.2.0.0/16", start="none")
+        b = pair_config(tmp_path, "b", local=None, remote="198.51.100.1", lid="gw-b.example", rid="198.51.100.1",
+                        lts="10.2.0.0/16", rts="10.1.0.0/16", start="start")
         da = DaemonProc(*a, netns=net.a)
         try:
             listening = _udp_listeners(net.a)

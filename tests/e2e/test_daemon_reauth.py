@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from support.daemon_harness import DaemonProc, installed_child, region_sas
+from support.daemon_harness import DaemonProc, installed_child, pair_config, region_sas
 from support.strongswan import NetnsPair
-from test_daemon_anyaddr import _yaml
 
 from cdefs.sa import Direction
 
@@ -25,11 +24,11 @@ def _spis(shm: Path) -> set[tuple[int, Direction]]:
 def test_daemon_reauthenticates_make_before_break(tmp_path: Path) -> None:
     tag = f"ra{os.getpid() % 100000}"
     with NetnsPair(tag) as net:
-        a = _yaml(tmp_path, "a", local=net.a_ip, remote=net.b_ip, lid="gw-a.example", rid="gw-b.example",
-                  lts="10.1.0.0/16", rts="10.2.0.0/16", start="start",
-                  conn_extra="    reauth_time: 4s\n    over_time: 20s\n    rand_time: 0\n")
-        b = _yaml(tmp_path, "b", local=net.b_ip, remote=net.a_ip, lid="gw-b.example", rid="gw-a.example",
-                  lts="10.2.0.0/16", rts="10.1.0.0/16", start="none")
+        a = pair_config(tmp_path, "a", local=net.a_ip, remote=net.b_ip, lid="gw-a.example", rid="gw-b.example",
+                        lts="10.1.0.0/16", rts="10.2.0.0/16", start="start",
+                        conn_extra="    reauth_time: 4s\n    over_time: 20s\n    rand_time: 0\n")
+        b = pair_config(tmp_path, "b", local=net.b_ip, remote=net.a_ip, lid="gw-b.example", rid="gw-a.example",
+                        lts="10.2.0.0/16", rts="10.1.0.0/16", start="none")
         db = DaemonProc(*b, netns=net.b)
         try:
             da = DaemonProc(*a, netns=net.a)

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from support.dpdk_topology import dpdk_config, host_offloads_off
 from support.gateway_harness import GatewayProc, acquire_lines
 from support.netns_tools import Topology, gateway_config
-from test_dpdk_gateway import dpdk_config, host_offloads_off
 
 from fastpath.dpdk import eal
 

@@ -54,6 +54,40 @@ connections:
 """
 
 
+PAIR_PSK = "anyaddr-psk-0123456789"
+
+
+def pair_config(tmp: Path, tag: str, *, local: str | None, remote: str, lid: str | None, rid: str, lts: str, rts: str,
+                start: str, conn_extra: str = "") -> tuple[Path, Path, Path]:
+    """Write the config of one daemon of a ``support.strongswan.NetnsPair`` to ``tmp``/``tag``.yaml (default
+    IKE ports, PSK auth): ``local``/``lid`` None leave local_addrs/the local id out (%any, the address as
+    identity); ``conn_extra`` are lines added to the connection.  Returns (config, socket, region) paths."""
+    shm, sock, cfg = tmp / f"{tag}.shm", tmp / f"{tag}.sock", tmp / f"{tag}.yaml"
+    local_line = f"    local_addrs: [{local}]\n" if local else ""
+    id_part = f", id: {lid}" if lid else ""
+    cfg.write_text(f"""\
+gateway:
+  shm: {{path: {shm}, sa_capacity: 64, policy_capacity: 64, ring_size: 64}}
+  control_socket: {sock}
+  log_level: debug
+connections:
+  peer:
+{local_line}    remote_addrs: [{remote}]
+{conn_extra}    local: {{auth: psk{id_part}}}
+    remote: {{auth: psk, id: {rid}}}
+    children:
+      net:
+        local_ts: [{lts}]
+        remote_ts: [{rts}]
+        start_action: {start}
+secrets:
+  ike-peer:
+    id: [{rid}]
+    secret: "{PAIR_PSK}"
+""")
+    return cfg, sock, shm
+
+
 class DaemonProc:
     """One daemon process (optionally inside a network namespace)."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from support.daemon_harness import gateway_yaml
-from test_ike_cookie import init_request
+from support.ike_messages import init_request
 
 from control.config import Config, load_config
 from control.ike.constants import Notify

@@ -6,24 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 
+from support.ike_messages import init_request
 from support.ike_pair import cfgs
 
-from control.ike.constants import ExchangeType, Flag, Notify
+from control.ike.constants import Notify
 from control.ike.cookie import ResponderGate
 from control.ike.events import State
 from control.ike.message import Message
-from control.ike.payloads import NoncePayload, NotifyPayload
 from control.ike.sa import IkeSA
 from control.ike_udp import IkeUdpEndpoint
 
 A, B = ("192.0.2.1", 500), ("198.51.100.2", 500)
-
-
-def init_request(spi=None, cookie=None, nonce=None) -> bytes:
-    payloads = [NotifyPayload(Notify.COOKIE, cookie)] if cookie is not None else []
-    payloads.append(NoncePayload(nonce or os.urandom(32)))
-    return Message(spi or os.urandom(8), bytes(8), ExchangeType.IKE_SA_INIT, Flag.INITIATOR, 0,
-                   payloads).serialize()
 
 
 def test_cookie_only_under_load() -> None:

@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 import pytest
+from support.shm_helpers import shm_sa
 
-from cdefs.sa import SA
 from control.shm import BYPASS, DISCARD, PROTECT, ControlRegion, Policy
 from fastpath.shm import Capacities, FastpathRegion, ffi, lib, sa_to_params
 
@@ -23,8 +23,7 @@ def test_million_sas_and_hundred_thousand_policies(shm_path):
     c = ControlRegion.create(shm_path, Capacities(n_sa=N_SA, n_spd=N_SPD, cmd_ring=1 << 16, evt_ring=1024))
     # Fill every slot.  The per-SA Python conversion is measured in bench/; here one template
     # params struct is written with a different SPI each time, through the same C install call.
-    sa = SA(spi=0x100, src=ipaddress.ip_address("198.51.100.1"), dst=ipaddress.ip_address("198.51.100.2"),
-            enc="aes-gcm-128", enc_key=bytes(20))
+    sa = shm_sa(0x100, enc_key=bytes(20), src="198.51.100.1", dst="198.51.100.2")
     p = sa_to_params(sa, "in")
     for slot in range(N_SA):
         p.spi = 0x100 + slot

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import pytest
+from support.shm_helpers import shm_sa
 
-from cdefs.sa import SA, Lifetime
+from cdefs.sa import Lifetime
 from control.shm import PROTECT, ControlRegion, Policy
 from fastpath import engines
 from fastpath.batch import Batch
 from fastpath.engines.base import SAStats
 from fastpath.shm import Capacities, FastpathRegion, ffi, lib, stats_to_c
 from fastpath.status import SAFlag, Status
+
+KEY = bytes(range(20))
 
 
 @pytest.fixture
@@ -25,11 +26,6 @@ def pair(shm_path):
     c.close()
 
 
-def _sa(spi=0x2000, **kw) -> SA:
-    return SA(spi=spi, src=ipaddress.ip_address("192.0.2.1"), dst=ipaddress.ip_address("192.0.2.2"),
-              enc="aes-gcm-128", enc_key=bytes(range(20)), **kw)
-
-
 def _ipv4(payload: bytes = b"x" * 40) -> bytes:
     from scapy.layers.inet import IP, UDP
 
@@ -39,7 +35,7 @@ def _ipv4(payload: bytes = b"x" * 40) -> bytes:
 def test_command_ring_overflow_makes_the_fastpath_rescan(pair):
     c, f = pair
     eng = engines.create("best", capacity=64)
-    handles = [c.install_sa(_sa(0x3000 + i), "in") for i in range(40)]   # ring holds 16
+    handles = [c.install_sa(shm_sa(0x3000 + i, enc_key=KEY), "in") for i in range(40)]   # ring holds 16
     assert c.hdr.resync_gen > 0
     res = f.sync(eng)
     assert sorted(res.installed) == sorted(h.slot for h in handles)
@@ -51,7 +47,7 @@ def test_command_ring_overflow_makes_the_fastpath_rescan(pair):
 def test_expiry_events_flow_to_control(pair):
     c, f = pair
     eng = engines.create("best", capacity=64)
-    h = c.install_sa(_sa(lifetime=Lifetime(soft_packets=3, hard_packets=5)), "out")
+    h = c.install_sa(shm_sa(0x2000, enc_key=KEY, lifetime=Lifetime(soft_packets=3, hard_packets=5)), "out")
     f.sync(eng)
     b = Batch(capacity=8)
     b.extend([_ipv4()] * 8, sa=h.slot)
@@ -74,7 +70,7 @@ def test_expiry_events_flow_to_control(pair):
 def test_seq_exhausted_event(pair):
     c, f = pair
     eng = engines.create("best", capacity=64)
-    h = c.install_sa(_sa(seq=(1 << 32) - 1), "out")
+    h = c.install_sa(shm_sa(0x2000, enc_key=KEY, seq=(1 << 32) - 1), "out")
     f.sync(eng)
     b = Batch(capacity=2)
     b.extend([_ipv4()] * 2, sa=h.slot)
@@ -128,14 +124,14 @@ def test_full_event_ring_counts_drops(pair):
 def test_counters_carry_over_an_in_place_update(pair):
     c, f = pair
     eng = engines.create("best", capacity=64)
-    h = c.install_sa(_sa(lifetime=Lifetime(hard_packets=6)), "out")
+    h = c.install_sa(shm_sa(0x2000, enc_key=KEY, lifetime=Lifetime(hard_packets=6)), "out")
     f.sync(eng)
     b = Batch(capacity=4)
     b.extend([_ipv4()] * 4, sa=h.slot)
     f.reserve_batch(b.sa, b.n)
     eng.outbound(b)
     f.publish(eng)
-    c.update_sa(h.slot, _sa(lifetime=Lifetime(hard_packets=6), ttl=9), "out")
+    c.update_sa(h.slot, shm_sa(0x2000, enc_key=KEY, lifetime=Lifetime(hard_packets=6), ttl=9), "out")
     assert f.sync(eng).installed == [h.slot]
     b.clear()
     b.extend([_ipv4()] * 4, sa=h.slot)

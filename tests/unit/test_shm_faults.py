@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import subprocess
@@ -10,9 +9,8 @@ import sys
 import textwrap
 import time
 
-from support.shm_helpers import child_env
+from support.shm_helpers import child_env, shm_sa
 
-from cdefs.sa import SA
 from control.shm import PROTECT, ControlRegion, Policy
 from fastpath import engines
 from fastpath.batch import Batch
@@ -21,26 +19,24 @@ from fastpath.status import Status
 
 KEY = bytes(range(20))
 
-COMMON = textwrap.dedent("""
-    import ipaddress, sys
-    from cdefs.sa import SA
-    def sa(spi, src="192.0.2.1", dst="192.0.2.2", seq=1):
-        return SA(spi=spi, src=ipaddress.ip_address(src), dst=ipaddress.ip_address(dst), enc="aes-gcm-128",
-                  enc_key=bytes(range(20)), seq=seq)
+COMMON = textwrap.dedent(f"""
+    import sys
+    from support.shm_helpers import shm_sa
+    KEY = {KEY!r}
 """)
 
 CONTROL = COMMON + textwrap.dedent("""
     from control.shm import ControlRegion, Policy, PROTECT
     from fastpath.shm import Capacities
     c = ControlRegion.create(sys.argv[1], Capacities(n_sa=256, n_spd=16, cmd_ring=64, evt_ring=64))
-    out = c.install_sa(sa(0x1111), "out")
-    c.install_sa(sa(0x2222, "192.0.2.2", "192.0.2.1"), "in")
+    out = c.install_sa(shm_sa(0x1111, enc_key=KEY), "out")
+    c.install_sa(shm_sa(0x2222, enc_key=KEY, src="192.0.2.2", dst="192.0.2.1"), "in")
     c.add_policy(Policy("10.0.0.0/24", "10.0.1.0/24", action=PROTECT), sas=(out.slot,))
     print("ready", flush=True)
     # Keep writing (churn other slots) so the kill lands in the middle of control's work.
     i, prev = 0, None
     while True:
-        h = c.install_sa(sa(0x10000 + i), "in", validate=False)
+        h = c.install_sa(shm_sa(0x10000 + i, enc_key=KEY), "in", validate=False)
         if prev is not None:
             c.delete_sa(prev.slot)
         prev = h
@@ -128,8 +124,7 @@ def test_kill_control_fastpath_keeps_forwarding_and_control_reconciles(shm_path)
     for slot, (sa, _, _) in rec.sas.items():
         assert c.lookup_spi(sa.spi) == slot
     # It can carry on: install a new SA, the running fastpath picks it up.
-    h = c.install_sa(SA(spi=0x3333, src=ipaddress.ip_address("192.0.2.1"), dst=ipaddress.ip_address("192.0.2.3"),
-                        enc="aes-gcm-128", enc_key=KEY), "out")
+    h = c.install_sa(shm_sa(0x3333, enc_key=KEY, dst="192.0.2.3"), "out")
     assert h.slot in f.sync(eng).installed
     assert f.counters(out_slot).stats.packets >= 0
     after2 = _outbound(f, eng, out_slot)
@@ -140,8 +135,7 @@ def test_kill_control_fastpath_keeps_forwarding_and_control_reconciles(shm_path)
 
 def test_control_dead_mid_write_slot_is_freed_and_keys_zeroed(shm_path):
     c = ControlRegion.create(shm_path, Capacities(n_sa=8, n_spd=4, cmd_ring=16, evt_ring=16))
-    h = c.install_sa(SA(spi=0x4444, src=ipaddress.ip_address("192.0.2.1"), dst=ipaddress.ip_address("192.0.2.2"),
-                        enc="aes-gcm-128", enc_key=b"\xaa" * 20), "out")
+    h = c.install_sa(shm_sa(0x4444, enc_key=b"\xaa" * 20), "out")
     # What a writer killed between its two lock stores leaves behind: an odd lock word.
     slot = ffi.cast("struct ipsg_shm_sa *", lib.ipsg_shm_base(c.handle) + c.hdr.off_sa) + h.slot
     slot.lock += 1
@@ -160,10 +154,8 @@ def test_control_dead_mid_write_slot_is_freed_and_keys_zeroed(shm_path):
 
 def test_kill_fastpath_restart_resumes_same_sas_and_sequence_never_goes_back(shm_path):
     c = ControlRegion.create(shm_path, Capacities(n_sa=256, n_spd=16, cmd_ring=64, evt_ring=64))
-    mk = lambda spi, s, d: SA(spi=spi, src=ipaddress.ip_address(s), dst=ipaddress.ip_address(d),  # noqa: E731
-                              enc="aes-gcm-128", enc_key=KEY)
-    out = c.install_sa(mk(0x1111, "192.0.2.1", "192.0.2.2"), "out")
-    inb = c.install_sa(mk(0x2222, "192.0.2.2", "192.0.2.1"), "in")
+    out = c.install_sa(shm_sa(0x1111, enc_key=KEY), "out")
+    inb = c.install_sa(shm_sa(0x2222, enc_key=KEY, src="192.0.2.2", dst="192.0.2.1"), "in")
     fp = subprocess.Popen([sys.executable, "-c", FASTPATH, str(shm_path)], stdout=subprocess.PIPE, text=True,
                           env=child_env())
     seen = 0

@@ -7,9 +7,8 @@ rewritten), instead of encoding the SA a second time.
 
 from __future__ import annotations
 
-import ipaddress
-
 import pytest
+from support.shm_helpers import shm_sa
 
 from cdefs import sa_params
 from cdefs.sa import SA, Direction, Lifetime, TrafficSelector
@@ -17,6 +16,9 @@ from control.shm import ControlRegion
 from fastpath.engines.openssl import OpenSSLEngine
 from fastpath.engines.openssl import ffi as engine_ffi
 from fastpath.shm import Capacities, FastpathRegion, ffi, sa_to_params
+
+CBC_V6 = {"enc": "aes-cbc-128", "enc_key": bytes(range(16)), "integ": "hmac-sha256-128", "integ_key": bytes(32),
+          "src": "2001:db8::1", "dst": "2001:db8::2"}
 
 
 class RecordingEngine(OpenSSLEngine):
@@ -40,20 +42,15 @@ def pair(shm_path):
     c.close()
 
 
-def _sa(spi: int, **kw) -> SA:
-    return SA(spi=spi, src=ipaddress.ip_address("2001:db8::1"), dst=ipaddress.ip_address("2001:db8::2"),
-              enc="aes-cbc-128", enc_key=bytes(range(16)), integ="hmac-sha256-128", integ_key=bytes(32), **kw)
-
-
 def _encoded(sa: SA, direction: str) -> bytes:
     return bytes(ffi.buffer(sa_to_params(sa, direction), ffi.sizeof("struct ipsg_sa_params")))
 
 
 def test_engine_gets_the_slot_bytes_which_equal_a_fresh_encoding(pair):
     c, f = pair
-    plain = _sa(0x3001, lifetime=Lifetime(1000, 2000, 3, 4))
-    with_ts = _sa(0x3002, local_ts=[TrafficSelector.from_network("2001:db8:1::/48", 6, 80, 80)],
-                  remote_ts=[TrafficSelector.any(6)])
+    plain = shm_sa(0x3001, **CBC_V6, lifetime=Lifetime(1000, 2000, 3, 4))
+    with_ts = shm_sa(0x3002, **CBC_V6, local_ts=[TrafficSelector.from_network("2001:db8:1::/48", 6, 80, 80)],
+                     remote_ts=[TrafficSelector.any(6)])
     h1 = c.install_sa(plain, "out")
     h2 = c.install_sa(with_ts, "in")
     eng = RecordingEngine(16)
@@ -66,7 +63,7 @@ def test_engine_gets_the_slot_bytes_which_equal_a_fresh_encoding(pair):
 def test_a_resumed_sa_carries_its_counting_fields_in_the_image(pair):
     c, f = pair
     eng = RecordingEngine(16)
-    h = c.install_sa(_sa(0x3003, seq=7, lifetime=Lifetime(soft_packets=50, hard_packets=100)), "out")
+    h = c.install_sa(shm_sa(0x3003, **CBC_V6, seq=7, lifetime=Lifetime(soft_packets=50, hard_packets=100)), "out")
     f.sync(eng)
     f.reserve({h.slot: 10})
     # a restarted fastpath finds counters of the same SA id: it resumes above the reservation,
@@ -95,7 +92,7 @@ def test_the_slot_copy_is_wiped_after_the_handover(pair, monkeypatch):
         return cur
 
     monkeypatch.setattr(FastpathRegion, "read_slot", read_slot)
-    h = c.install_sa(_sa(0x3004), "out")
+    h = c.install_sa(shm_sa(0x3004, **CBC_V6), "out")
     f.sync(RecordingEngine(16))
     handed = [cur for cur in kept if cur is not None and cur.p.spi == 0 and cur.id == h.sa_id]
     assert handed, "the copy handed to the engine still holds the SA"
@@ -103,7 +100,7 @@ def test_the_slot_copy_is_wiped_after_the_handover(pair, monkeypatch):
 
 
 def test_an_image_of_the_wrong_size_is_refused():
-    sa = _sa(0x3005)
+    sa = shm_sa(0x3005, **CBC_V6)
     with pytest.raises(ValueError, match="816|bytes"):
         with sa_params.c_params(engine_ffi, sa, Direction.OUT, bytes(10)):
             pass

@@ -7,11 +7,14 @@ import ipaddress
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.shm_helpers import shm_sa
 
 from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
 from cdefs.sa import SA, Lifetime, Mode, SAError, TrafficSelector
 from control.shm import ControlRegion
 from fastpath.shm import Capacities, RegionError, ffi, lib, sa_to_params
+
+KEY = bytes(range(20))   # what a rolled-back batch and a delete must leave no trace of
 
 
 @pytest.fixture
@@ -61,14 +64,10 @@ def test_fields_path_writes_the_same_bytes_as_the_struct_path(region, sa, direct
     region.delete_sa(h.slot)
 
 
-def _sa(spi: int, **kw) -> SA:
-    return SA(spi=spi, src=ipaddress.ip_address("192.0.2.1"), dst=ipaddress.ip_address("192.0.2.2"),
-              enc="aes-gcm-128", enc_key=bytes(range(20)), **kw)
-
-
 def test_install_sas_installs_each_like_install_sa(region):
     ts = [TrafficSelector.from_network("10.0.0.0/8", 6, 80, 80)]
-    batch = [(_sa(0x100 + i), "in" if i % 2 else "out") for i in range(10)] + [(_sa(0x200, local_ts=ts), "out")]
+    batch = [(shm_sa(0x100 + i, enc_key=KEY), "in" if i % 2 else "out") for i in range(10)]
+    batch.append((shm_sa(0x200, enc_key=KEY, local_ts=ts), "out"))
     gen = region.hdr.generation
     handles = region.install_sas(batch, placement=2)
     assert [h.sa_id for h in handles] == list(range(handles[0].sa_id, handles[0].sa_id + 11))
@@ -78,28 +77,28 @@ def test_install_sas_installs_each_like_install_sa(region):
         assert cur.state == 1 and cur.placement == 2 and cur.id == h.sa_id and cur.version == h.version
         assert region.sa(h.slot) == (sa, direction, h.sa_id)
         assert region.lookup_spi(sa.spi) == h.slot
-    assert region.install_sa(_sa(0x300), "in").sa_id == handles[-1].sa_id + 1
+    assert region.install_sa(shm_sa(0x300, enc_key=KEY), "in").sa_id == handles[-1].sa_id + 1
 
 
 def test_install_sas_is_all_or_nothing(region):
-    bad = _sa(0x101)
+    bad = shm_sa(0x101, enc_key=KEY)
     bad.ttl = 0
     with pytest.raises(SAError, match="ttl"):
-        region.install_sas([(_sa(0x100), "in"), (bad, "in")])
+        region.install_sas([(shm_sa(0x100, enc_key=KEY), "in"), (bad, "in")])
     table = bytes(ffi.buffer(lib.ipsg_shm_base(region.handle) + region.hdr.off_sa,
                              64 * ffi.sizeof("struct ipsg_shm_sa")))
-    assert bytes(range(20)) not in table          # the SA installed before the bad one is gone, keys too
+    assert KEY not in table          # the SA installed before the bad one is gone, keys too
     with pytest.raises(RegionError, match="65 SAs do not fit the 64 free SA slots"):
-        region.install_sas([(_sa(0x100 + i), "in") for i in range(65)])
+        region.install_sas([(shm_sa(0x100 + i, enc_key=KEY), "in") for i in range(65)])
     assert region.installed() == [] and region.lookup_spi(0x100) is None
-    assert len(region.install_sas([(_sa(0x100 + i), "in") for i in range(64)])) == 64
+    assert len(region.install_sas([(shm_sa(0x100 + i, enc_key=KEY), "in") for i in range(64)])) == 64
 
 
 def test_fields_path_keeps_update_and_delete_semantics(region):
-    h = region.install_sa(_sa(0x100), "out")
-    h2 = region.update_sa(h.slot, _sa(0x101, seq=9), "out")
+    h = region.install_sa(shm_sa(0x100, enc_key=KEY), "out")
+    h2 = region.update_sa(h.slot, shm_sa(0x101, enc_key=KEY, seq=9), "out")
     assert h2.version == h.version + 1 and region.lookup_spi(0x100) is None and region.lookup_spi(0x101) == h.slot
     region.delete_sa(h.slot)
     raw = bytes(ffi.buffer(lib.ipsg_shm_base(region.handle) + region.hdr.off_sa
                            + h.slot * ffi.sizeof("struct ipsg_shm_sa"), ffi.sizeof("struct ipsg_shm_sa")))
-    assert bytes(range(20)) not in raw
+    assert KEY not in raw

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.shm_helpers import shm_sa
 
-from cdefs.sa import SA
 from control.shm import BYPASS, DISCARD, PROTECT, ControlRegion, Policy
 from fastpath.shm import Capacities, ffi, lib
 
@@ -28,12 +28,12 @@ def _examples(n: int) -> settings:
 
 
 DSTS = ["192.0.2.1", "192.0.2.2", "2001:db8::1"]
+KEY = bytes(20)
 
 
-def _sa(spi: int, dst: str) -> SA:
-    d = ipaddress.ip_address(dst)
-    src = ipaddress.ip_address("192.0.2.100" if d.version == 4 else "2001:db8::100")
-    return SA(spi=spi, src=src, dst=d, enc="aes-gcm-128", enc_key=bytes(20))
+def _ends(dst: str) -> dict[str, str]:
+    """An SA's addresses for destination ``dst``: a source of the same family that no test looks up."""
+    return {"src": "192.0.2.100" if ipaddress.ip_address(dst).version == 4 else "2001:db8::100", "dst": dst}
 
 
 ops = st.lists(st.one_of(
@@ -52,7 +52,7 @@ def test_spi_index_matches_a_dict(region, ops):
     for op in ops:
         if op[0] == "add":
             if len(model) < 64:
-                model[region.install_sa(_sa(op[1], op[2]), "in").slot] = (op[1], op[2])
+                model[region.install_sa(shm_sa(op[1], enc_key=KEY, **_ends(op[2])), "in").slot] = (op[1], op[2])
         elif op[0] == "del":
             if model:
                 slot = sorted(model)[op[1] % len(model)]
@@ -60,7 +60,7 @@ def test_spi_index_matches_a_dict(region, ops):
                 del model[slot]
         elif model:
             slot = sorted(model)[op[1] % len(model)]
-            region.update_sa(slot, _sa(op[2], model[slot][1]), "in")
+            region.update_sa(slot, shm_sa(op[2], enc_key=KEY, **_ends(model[slot][1])), "in")
             model[slot] = (op[2], model[slot][1])
         _check_spi_batch(region, model)
         for spi in range(256, 263):
@@ -104,7 +104,7 @@ def test_spi_batch_lookup_at_scale(shm_path):
     r = ControlRegion.create(shm_path, Capacities(n_sa=n, n_spd=16, cmd_ring=1 << 13, evt_ring=16))
     try:
         for i in range(n):
-            r.install_sa(_sa(0x1000 + i // 3, f"192.0.2.{i % 3 + 1}"), "in", validate=False)
+            r.install_sa(shm_sa(0x1000 + i // 3, enc_key=KEY, **_ends(f"192.0.2.{i % 3 + 1}")), "in", validate=False)
         rng = np.random.default_rng(7)
         k = 5000
         spi = (0x1000 + rng.integers(-50, n // 3 + 50, k)).astype(np.uint32)
@@ -128,7 +128,7 @@ def test_spi_index_survives_many_deletes(region):
     live = {}
     gens = region.hdr.hash_gen
     for i in range(5000):
-        h = region.install_sa(_sa(1000 + i, "192.0.2.1"), "in", validate=False)
+        h = region.install_sa(shm_sa(1000 + i, enc_key=KEY, **_ends("192.0.2.1")), "in", validate=False)
         live[h.slot] = 1000 + i
         if len(live) > 40:
             slot = min(live, key=live.get)
@@ -410,7 +410,7 @@ def test_unconstrained_rule_ends_the_list(region):
 
 
 def test_spd_binding_changes_without_recompiling(region):
-    h = region.install_sa(_sa(0x500, "192.0.2.1"), "out")
+    h = region.install_sa(shm_sa(0x500, enc_key=KEY, **_ends("192.0.2.1")), "out")
     idx = region.add_policy(Policy("10.0.0.0/8", "10.2.0.0/16", action=PROTECT))
     assert region.lookup_policy("10.1.1.1", "10.2.3.4").sas == ()
     gen = region.hdr.spd_gen

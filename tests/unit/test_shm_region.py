@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from support.shm_helpers import shm_sa
 
 from cdefs import defines
 from cdefs.sa import SA
@@ -17,11 +18,8 @@ from fastpath.shm import Capacities, FastpathRegion, RegionError, ffi, lib, para
 
 D = defines("shm.h")
 SMALL = Capacities(n_sa=32, n_spd=16, cmd_ring=16, evt_ring=16)
-
-
-def _sa(spi=0x1000, **kw) -> SA:
-    return SA(spi=spi, src=ipaddress.ip_address("192.0.2.1"), dst=ipaddress.ip_address("192.0.2.2"),
-              enc="aes-gcm-256", enc_key=bytes(range(36)), **kw)
+KEY = bytes(range(36))   # what the delete must leave no trace of
+GCM256 = {"enc": "aes-gcm-256", "enc_key": KEY}
 
 
 def test_created_file_is_0600_and_laid_out_from_capacities(shm_path):
@@ -156,17 +154,17 @@ def test_params_round_trip_every_field():
 
 def test_slot_write_read_and_delete_zeroes_keys(shm_path):
     with ControlRegion.create(shm_path, SMALL) as c:
-        h = c.install_sa(_sa(), "out", placement=3)
+        h = c.install_sa(shm_sa(0x1000, **GCM256), "out", placement=3)
         cur = c.read_slot(h.slot)
         assert cur.state == D["IPSG_SHM_SA_ACTIVE"] and cur.placement == 3 and cur.id == h.sa_id
         assert lib.ipsg_shm_digest(ffi.addressof(cur, "p")) == cur.digest
-        assert c.sa(h.slot)[0] == _sa()
-        h2 = c.update_sa(h.slot, _sa(seq=5), "out")
+        assert c.sa(h.slot)[0] == shm_sa(0x1000, **GCM256)
+        h2 = c.update_sa(h.slot, shm_sa(0x1000, **GCM256, seq=5), "out")
         assert (h2.slot, h2.sa_id) == (h.slot, h.sa_id) and h2.version == h.version + 1
         c.delete_sa(h.slot)
         raw = bytes(ffi.buffer(lib.ipsg_shm_base(c.handle) + c.hdr.off_sa + h.slot * ffi.sizeof("struct ipsg_shm_sa"),
                                ffi.sizeof("struct ipsg_shm_sa")))
-        assert bytes(range(36)) not in raw and raw.count(0) > len(raw) - 16
+        assert KEY not in raw and raw.count(0) > len(raw) - 16
         assert c.sa(h.slot) is None and c.lookup_spi(0x1000) is None
         with pytest.raises(KeyError):
             c.delete_sa(h.slot)
@@ -174,7 +172,7 @@ def test_slot_write_read_and_delete_zeroes_keys(shm_path):
 
 def test_full_table_is_an_error_not_an_overwrite(shm_path):
     with ControlRegion.create(shm_path, Capacities(n_sa=2, n_spd=2, cmd_ring=16, evt_ring=16)) as c:
-        c.install_sa(_sa(0x100), "out")
-        c.install_sa(_sa(0x101), "out")
+        c.install_sa(shm_sa(0x100, **GCM256), "out")
+        c.install_sa(shm_sa(0x101, **GCM256), "out")
         with pytest.raises(RegionError, match="all 2 SA slots are in use"):
-            c.install_sa(_sa(0x102), "out")
+            c.install_sa(shm_sa(0x102, **GCM256), "out")
