@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from support.daemon_harness import gateway_yaml
-from test_ike_cookie import init_request
+from test_responder_gate import full_init, with_cookie
 
 from control.config import Config, load_config
 from control.ike.constants import Notify
@@ -52,6 +52,10 @@ def config(tmp_path: Path) -> Config:
     return load_config(cfg)
 
 
+def init_request(spi: bytes | None = None) -> bytes:
+    return full_init(spi)
+
+
 def intake(config: Config, gate: AdmissionGate) -> tuple[IkeIntake, Host, IkeSaTable]:
     host, table = Host(), IkeSaTable()
     return IkeIntake(host, config, table, gate), host, table
@@ -88,12 +92,11 @@ def test_unknown_peer_and_non_ike_are_counted_not_answered(config: Config) -> No
 
 def test_cookie_gate_plugs_in_front_of_ike_state(config: Config) -> None:
     it, host, table = intake(config, AdmissionGate(cookies=ResponderGate(cookie_threshold=0)))
-    spi = bytes(range(8))
-    nonce = bytes(32)
-    it.received(init_request(spi=spi, nonce=nonce), LOCAL, 500, PEER)
+    req = init_request(spi=bytes(range(8)))
+    it.received(req, LOCAL, 500, PEER)
     assert len(table) == 0 and host.counts == {"cookie_gate": 1, "unknown_spi": 1}
     ((src, reply),) = host.sent
     (n,) = Message.parse(reply.data).notifies()
     assert src == LOCAL and reply.remote == PEER and n.notify_type == Notify.COOKIE
-    it.received(init_request(spi=spi, cookie=n.data, nonce=nonce), LOCAL, 500, PEER)
+    it.received(with_cookie(req, n.data), LOCAL, 500, PEER)
     assert len(table) == 1 and len(host.sent) == 1
