@@ -13,8 +13,10 @@ In order, each step cheaper than what it protects:
    SAs a request must return a COOKIE made with the current or the previous secret (checked in constant
    time), else it is answered statelessly with one (``cookie_sent``, ``cookie_invalid``,
    ``cookie_accepted``).
-4. **Per source**: at most ``per_source`` half-open SAs per peer address (``half_open_per_source``);
-   under cookies that address has been shown to be real.
+4. **Per source**: a peer address holding ``per_source`` half-open SAs must return a COOKIE whatever the
+   load, so requests spoofed in its name cannot lock the real peer out; and at most ``per_source`` of its
+   half-open SAs may be ones made with a valid COOKIE (``half_open_per_source``): a real address that
+   opens IKE_SA_INITs and never sends IKE_AUTH holds at most that many, each until ``half_open_timeout``.
 
 Every answer to an unverified source is at most as large as the request it answers
 (``reply_too_large`` counts the ones withheld).  A half-open SA is dropped after ``half_open_timeout``.
@@ -92,7 +94,9 @@ class AdmissionGate:
         self.stats: Counter[str] = Counter()
         self._half_open: dict[tuple[bytes, str], bytes] = {}    # (initiator SPI, peer address) -> our SPI
         self._key: dict[bytes, tuple[bytes, str]] = {}          # our SPI -> its key
-        self._by_source: Counter[str] = Counter()
+        self._by_source: Counter[str] = Counter()                # peer address -> half-open SAs
+        self._verified: Counter[str] = Counter()                 # ... of those, made with a valid COOKIE
+        self._verified_spis: set[bytes] = set()
 
     @classmethod
     def for_gateway(cls, gw: GatewayConfig) -> AdmissionGate:
@@ -128,9 +132,13 @@ class AdmissionGate:
         if n >= self.max_half_open:
             return self._refuse("half_open_full")
         counted = None
+        ip = remote[0]
+        at_limit = self.per_source is not None and self._by_source[ip] >= self.per_source
         if self.cookies is not None:
             before = self.cookies.stats.copy()
-            ok, reply = self.cookies.check(data, local_port, remote, now, n)
+            # a source at its limit must prove its address: spoofed requests in its name cannot lock it out
+            ok, reply = self.cookies.check(data, local_port, remote, now,
+                                           max(n, self.cookies.cookie_threshold) if at_limit else n)
             # what the cookie gate decided: cookie_sent, cookie_invalid + cookie_sent, cookie_accepted, ...
             for k, v in (self.cookies.stats - before).items():
                 if k != "accepted":
@@ -142,15 +150,22 @@ class AdmissionGate:
                 return Admission(False, reply, "cookie_gate")
             if reply is None and self.cookies.stats["cookie_accepted"] > before["cookie_accepted"]:
                 counted = "cookie_accepted"
-        if self.per_source is not None and self._by_source[remote[0]] >= self.per_source:
-            return self._refuse("half_open_per_source")
+        if self.per_source is not None:
+            # verified (cookie returned) half-open SAs of a source have a limit of their own
+            held = self._verified[ip] if counted == "cookie_accepted" else self._by_source[ip]
+            if held >= self.per_source:
+                return self._refuse("half_open_per_source")
         return _LET_IN if counted is None else Admission(True, None, counted)
 
-    def opened(self, spi_i: bytes, remote: Address, our_spi: bytes) -> None:
+    def opened(self, spi_i: bytes, remote: Address, our_spi: bytes, *, verified: bool = False) -> None:
+        """``verified``: the request returned a valid COOKIE, so its source address is real."""
         key = (spi_i, remote[0])
         self._half_open[key] = our_spi
         self._key[our_spi] = key
         self._by_source[remote[0]] += 1
+        if verified:
+            self._verified[remote[0]] += 1
+            self._verified_spis.add(our_spi)
 
     def closed(self, our_spi: bytes) -> None:
         """The IKE SA is established or gone: it no longer counts as half-open."""
@@ -158,9 +173,15 @@ class AdmissionGate:
         if key is None or self._half_open.get(key) != our_spi:
             return
         del self._half_open[key]
-        self._by_source[key[1]] -= 1
-        if self._by_source[key[1]] <= 0:
-            del self._by_source[key[1]]
+        ip = key[1]
+        self._by_source[ip] -= 1
+        if self._by_source[ip] <= 0:
+            del self._by_source[ip]
+        if our_spi in self._verified_spis:
+            self._verified_spis.discard(our_spi)
+            self._verified[ip] -= 1
+            if self._verified[ip] <= 0:
+                del self._verified[ip]
 
     def from_source(self, ip: str) -> int:
         return self._by_source.get(ip, 0)

@@ -189,16 +189,66 @@ def test_wrong_cookie_refused(config: Config) -> None:
 
 def test_per_source_limit(config: Config) -> None:
     it, host, table, gate = daemon_like(config, half_open_per_source=3, cookie_threshold=100)
-    for _ in range(5):
+    for _ in range(3):
         it.received(full_init(), LOCAL, 500, PEER)
-    assert len(table) == 3 and gate.from_source(PEER[0]) == 3
-    assert gate.stats == {"half_open_per_source": 2} and host.counts["half_open_per_source"] == 2
+    assert len(table) == 3 and gate.from_source(PEER[0]) == 3 and not host.sent
+    req = full_init()
+    it.received(req, LOCAL, 500, PEER)          # at its limit, well below the global threshold: a COOKIE
+    assert len(table) == 3 and gate.stats == {"cookie_sent": 1}
     it.received(full_init(), LOCAL, 500, peer(1))               # other addresses are not held back
     assert len(table) == 4
     gate.closed(table.values()[0].spi)                          # one completes or times out: room again
     it.received(full_init(), LOCAL, 500, PEER)
     assert len(table) == 5 and gate.from_source(PEER[0]) == 3
-    assert not host.sent
+
+
+def test_spoofed_requests_in_a_peers_name_do_not_lock_it_out(config: Config) -> None:
+    """Below the cookie threshold a spoofer fills the peer's per-source slots; the real peer, which sees
+    the COOKIE, still gets in, and its own cookie-verified half-open SAs are bounded by the same limit."""
+    it, host, table, gate = daemon_like(config, half_open_per_source=5, cookie_threshold=100)
+    for _ in range(50):                                         # spoofed: the COOKIEs go nowhere
+        it.received(full_init(), LOCAL, 500, PEER)
+    assert gate.from_source(PEER[0]) == 5 and gate.stats["cookie_sent"] == 45
+    for _ in range(7):                                          # the real address returns its cookies
+        req = full_init()
+        it.received(req, LOCAL, 500, PEER)
+        it.received(with_cookie(req, cookie_of(host.sent[-1].data)), LOCAL, 500, PEER)
+    assert gate.stats["cookie_accepted"] == 7 and gate.stats["half_open_per_source"] == 2
+    assert gate.from_source(PEER[0]) == 10 and len(table) == 10
+    assert host.counts["half_open_per_source"] == 2
+
+
+def test_slow_peer_half_open_sa_times_out_and_frees_its_slot(tmp_path: Path) -> None:
+    from control.sa_timers import deadlines, run_due
+
+    cfg = load_config(write_config(tmp_path, "  half_open_per_source: 1\n  half_open_timeout: 5s\n"))
+    it, host, table, gate = daemon_like(cfg)
+    it.received(full_init(), LOCAL, 500, PEER)                  # answered, but no IKE_AUTH ever follows
+    assert len(table) == 1 and gate.from_source(PEER[0]) == 1
+    (entry,) = table.values()
+    assert min(deadlines(table, [])) <= host.t + 5.0
+
+    class Timers:
+        dropped: list[str] = []
+
+        def process(self, e: IkeEntry) -> None: ...
+
+        def drop_entry(self, e: IkeEntry, reason: str) -> None:
+            table.pop(e.spi)
+            gate.closed(e.spi)
+            self.dropped.append(reason)
+
+    class NoChildren:
+        children: list = []
+
+    t, none = Timers(), NoChildren()
+    run_due(t, table, none, host.t + 4.9)                       # type: ignore[arg-type]
+    assert len(table) == 1
+    run_due(t, table, none, host.t + 5.0)                       # type: ignore[arg-type]
+    assert len(table) == 0 and len(gate) == 0 and gate.from_source(PEER[0]) == 0
+    assert t.dropped == ["half-open timeout"]
+    it.received(full_init(), LOCAL, 500, PEER)
+    assert len(table) == 1
 
 
 def test_per_source_limit_applies_after_the_cookie(config: Config) -> None:
