@@ -90,8 +90,8 @@ class Daemon:
         self.config = config
         self.gw = config.gateway
         self.control_only = control_only
-        # the seam for cookies: an AdmissionGate(cookies=ResponderGate(...)) answers load with COOKIEs
-        self.gate = gate or AdmissionGate()
+        # in front of IKE state: the gateway section's half-open limits, COOKIEs past its threshold
+        self.gate = gate or AdmissionGate.for_gateway(config.gateway)
         self.region_opener: Callable[[GatewayConfig], ControlRegion] = open_fresh_region
         self.parts: list[DaemonPart] = []
         self.region: ControlRegion | None = None

@@ -1,8 +1,7 @@
 """The one UDP path into IKE state: a datagram goes to the IKE SA our SPI names, and a new IKE_SA_INIT
-request must first find a connection for its peer and pass the responder gate (``AdmissionGate``:
-today's half-open cap, and COOKIEs once it is given a ``control.ike.cookie.ResponderGate``) before an
-``IkeSA`` is made for it.  Non-IKE datagrams on the NAT-T port (ESP-in-UDP, keepalives) are only
-counted: they are the fastpath's."""
+request must first find a connection for its peer and pass the responder gate (``AdmissionGate``: the
+request's shape, the half-open limits, COOKIEs past a threshold) before an ``IkeSA`` is made for it.
+Non-IKE datagrams on the NAT-T port (ESP-in-UDP, keepalives) are only counted: they are the fastpath's."""
 
 from __future__ import annotations
 
@@ -74,12 +73,12 @@ class IkeIntake:
         admission = self.gate.admit(data, port, remote, self.host.now())
         if admission.reply is not None:
             self.host.send(local_ip, admission.reply)
+        if admission.refused is not None:
+            self.host.count(admission.refused)
         if not admission.let_in:
-            if admission.refused is not None:
-                self.host.count(admission.refused)
             return None
         ike = IkeSA(conn.ike_config(self.config.gateway, local_ip=local_ip), initiator=False, local=(local_ip, port),
                     remote=remote)
         entry = self.ike_sas.add(conn, ike, local_ip, self.host.now())
-        self.gate.opened(spi_i, remote, entry.spi)
+        self.gate.opened(spi_i, remote, entry.spi, verified=admission.refused == "cookie_accepted")
         return entry

@@ -9,7 +9,6 @@ from typing import Protocol
 from control.child_installer import OUTBOUND_SWITCH_MAX, ChildInstaller
 from control.ike.events import State
 from control.ike_sa_table import IkeSaTable
-from control.responder_gate import HALF_OPEN_TIMEOUT
 from control.sa_records import REKEYING, ChildEntry, IkeEntry
 
 __all__ = ["deadlines", "run_due", "TimerHost"]
@@ -42,7 +41,7 @@ def deadlines(ike_sas: IkeSaTable, children: list[ChildEntry]) -> list[float]:
             if t is not None:
                 out.append(t)
         if e.established is None:
-            out.append(e.created + HALF_OPEN_TIMEOUT)
+            out.append(e.created + e.ike.config.half_open_timeout)
     for c in children:
         out += [t for t in (c.rekey_at, c.expire_at, c.remove_at, c.switch_at) if t is not None]
     return out
@@ -59,10 +58,10 @@ def run_due(host: TimerHost, ike_sas: IkeSaTable, installer: ChildInstaller, now
             host.process(entry)
         if entry.spi not in ike_sas:
             continue
-        if entry.established is None and now >= entry.created + HALF_OPEN_TIMEOUT \
+        if entry.established is None and now >= entry.created + entry.ike.config.half_open_timeout \
                 and entry.ike.state != State.ESTABLISHED:
             log.info("IKE SA %s with %s did not complete within %.0f s, dropped", entry.label,
-                     entry.ike.remote[0], HALF_OPEN_TIMEOUT)
+                     entry.ike.remote[0], entry.ike.config.half_open_timeout)
             host.drop_entry(entry, "half-open timeout")
             continue
         if entry.rekey_at is not None and now >= entry.rekey_at:

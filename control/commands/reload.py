@@ -50,7 +50,8 @@ class ReloadCommand(CommandFamily):
         removed = [n for n in old_conns if n not in new.connections]
         changed = [n for n in new.connections if n in old_conns and new.connections[n] != old_conns[n]]
         unchanged = [n for n in new.connections if n in old_conns and n not in changed]
-        restart = [k for k in ("shm_path", "capacities", "control_socket", "ike_port", "natt_port", "fastpath")
+        restart = [k for k in ("shm_path", "capacities", "control_socket", "ike_port", "natt_port", "fastpath",
+                               "cookie_threshold", "half_open_max", "half_open_per_source", "half_open_timeout")
                    if getattr(new.gateway, k) != getattr(gw, k)]
         if new.gateway.log_level != gw.log_level:
             logging.getLogger("ipsecgw").setLevel(new.gateway.log_level.upper())

@@ -13,7 +13,8 @@ from control.shm import Capacities
 from fastpath.plan import DpdkConfig, FastpathConfig
 
 _GATEWAY_KEYS = ("shm", "control_socket", "ike_port", "natt_port", "export_keys", "log_level", "log_file",
-                 "fastpath", "keep_alive", "window_size")
+                 "fastpath", "keep_alive", "window_size", "cookie_threshold", "half_open_max", "half_open_per_source",
+                 "half_open_timeout")
 _FASTPATH_KEYS = ("io", "engine", "tun", "tun_mtu", "tun_addrs", "outer_mtu", "batch", "hold", "offload", "clear",
                   "clear_interface", "dpdk")
 _CLEAR_MODES = ("tun", "af_packet")
@@ -74,7 +75,29 @@ def parse_gateway(ck: Checker, node: Node | None) -> GatewayConfig:
         n = ck.integer(m["window_size"], "gateway.window_size", 1, 64, "an integer from 1 to 64")
         if n is not None:
             g.window_size = n
+    _limits(ck, m, g)
     return g
+
+
+def _limits(ck: Checker, m: dict[str, Node], g: GatewayConfig) -> None:
+    """cookie_threshold, half_open_max, half_open_per_source, half_open_timeout: the responder gate's."""
+    for key, lo, hi, what in (("half_open_max", 1, 1 << 20, "an integer from 1 to 1048576"),
+                              ("cookie_threshold", 0, 1 << 20, "an integer from 0 (always) to half_open_max"),
+                              ("half_open_per_source", 1, 1 << 20, "an integer from 1 to half_open_max")):
+        if key in m:
+            n = ck.integer(m[key], f"gateway.{key}", lo, hi, what)
+            if n is not None:
+                setattr(g, key, n)
+    for key, what in (("cookie_threshold", "an integer from 0 (always) to half_open_max"),
+                      ("half_open_per_source", "an integer from 1 to half_open_max")):
+        if key in m and getattr(g, key) > g.half_open_max:
+            ck.error(m[key], f"gateway.{key}", f"{what} ({g.half_open_max})", str(getattr(g, key)))
+    if "half_open_timeout" in m:
+        d = ck.duration(m["half_open_timeout"], "gateway.half_open_timeout")
+        if d is not None and not 1 <= d <= 3600:
+            ck.error(m["half_open_timeout"], "gateway.half_open_timeout", "a duration from 1s to 1h", f"{d}s")
+        elif d is not None:
+            g.half_open_timeout = d
 
 
 def _fastpath(ck: Checker, node: Node) -> FastpathConfig:

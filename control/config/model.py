@@ -28,6 +28,11 @@ class GatewayConfig:
     log_file: str = ""              # `ipsecgw run` logs here (appended) instead of stderr; "" = stderr
     keep_alive: int = 20            # NAT-T keepalive interval behind a NAT, seconds (charon.keep_alive); 0 = off
     window_size: int = 1            # IKE Message ID window (charon.window_size)
+    # in front of IKE state (control/responder_gate.py; docs/operator-guide.md "Under attack")
+    cookie_threshold: int = 30      # half-open IKE SAs from which IKE_SA_INIT must return a COOKIE (charon's)
+    half_open_max: int = 1024       # hard limit: past it new IKE_SA_INIT requests are dropped before any DH
+    half_open_per_source: int = 5   # half-open IKE SAs one peer address may hold (charon.block_threshold)
+    half_open_timeout: int = 30     # seconds a responder IKE SA may stay without IKE_AUTH (charon's)
     fastpath: FastpathConfig = field(default_factory=FastpathConfig)
 
 
@@ -136,7 +141,8 @@ class ConnectionConfig:
                          remote_port=self.remote_port, remote_natt_port=self.remote_natt_port,
                          encap=self.encap, local_auth=self.local_auth, remote_auth=self.remote_auth,
                          credentials=self.credentials, cacerts=list(self.cacerts), rsa_pss=self.rsa_pss,
-                         fragmentation=self.fragmentation, fragment_size=self.fragment_size, **extra)
+                         fragmentation=self.fragmentation, fragment_size=self.fragment_size,
+                         half_open_timeout=float(gateway.half_open_timeout), **extra)
 
 
 @dataclass

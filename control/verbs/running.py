@@ -234,12 +234,27 @@ def format_status(st: dict[str, Any]) -> str:
     lines.append(f"SAs: {st['ike_sas']} IKE, {st['child_sas']} CHILD"
                  + (f", {st['adopted_sas']} adopted from a previous control" if st.get("adopted_sas") else "")
                  + f"; {st['policies']} policies; connections: {', '.join(st.get('connections', [])) or '-'}")
+    lines.extend(_admission_text(st.get("admission"), st.get("counters") or {}))
     lines.extend(_fastpath_totals_text(st.get("fastpath_totals")))
     tot = st.get("totals")
     if tot:
         lines.append(f"traffic in:  {_ctr_text(tot['in'])}")
         lines.append(f"traffic out: {_ctr_text(tot['out'])}")
     return "\n".join(lines) + "\n"
+
+
+def _admission_text(a: dict[str, Any] | None, counters: dict[str, int]) -> list[str]:
+    """The responder gate (control/responder_gate.py): half-open now against its limits, drops by reason."""
+    if not a:
+        return []
+    line = (f"IKE_SA_INIT gate: {a['half_open']} half-open (limit {a['max_half_open']}, {a['per_source']} per "
+            f"source, busiest source {a['busiest_source']}, cookies from {a['cookie_threshold']}, timeout "
+            f"{a['half_open_timeout']:.0f}s)")
+    drops = dict(a.get("counters") or {})
+    if counters.get("no_connection"):
+        drops["no_connection"] = counters["no_connection"]
+    tail = ", ".join(f"{k} {v}" for k, v in sorted(drops.items()))
+    return [line, f"  counted: {tail}"] if tail else [line]
 
 
 # outbound verdicts in the order an operator reads them, with their names in the text output

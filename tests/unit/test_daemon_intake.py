@@ -8,38 +8,18 @@ from pathlib import Path
 
 import pytest
 from support.daemon_harness import gateway_yaml
-from support.ike_messages import init_request
+from support.ike_messages import full_init, with_cookie
+from support.intake_host import IntakeHost
 
 from control.config import Config, load_config
 from control.ike.constants import Notify
 from control.ike.cookie import ResponderGate
-from control.ike.events import Datagram
 from control.ike.message import Message
 from control.ike_intake import IkeIntake
 from control.ike_sa_table import IkeSaTable
 from control.responder_gate import AdmissionGate
-from control.sa_records import IkeEntry
 
 LOCAL, PEER = "198.51.100.1", ("198.51.100.2", 500)
-
-
-class Host:
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self.sent: list[tuple[str, Datagram]] = []
-        self.processed: list[IkeEntry] = []
-
-    def now(self) -> float:
-        return 100.0
-
-    def count(self, what: str) -> None:
-        self.counts[what] = self.counts.get(what, 0) + 1
-
-    def send(self, local_ip: str, d: Datagram) -> None:
-        self.sent.append((local_ip, d))
-
-    def process(self, entry: IkeEntry) -> None:
-        self.processed.append(entry)
 
 
 @pytest.fixture
@@ -52,8 +32,12 @@ def config(tmp_path: Path) -> Config:
     return load_config(cfg)
 
 
-def intake(config: Config, gate: AdmissionGate) -> tuple[IkeIntake, Host, IkeSaTable]:
-    host, table = Host(), IkeSaTable()
+def init_request(spi: bytes | None = None) -> bytes:
+    return full_init(spi)
+
+
+def intake(config: Config, gate: AdmissionGate) -> tuple[IkeIntake, IntakeHost, IkeSaTable]:
+    host, table = IntakeHost(), IkeSaTable()
     return IkeIntake(host, config, table, gate), host, table
 
 
@@ -88,12 +72,11 @@ def test_unknown_peer_and_non_ike_are_counted_not_answered(config: Config) -> No
 
 def test_cookie_gate_plugs_in_front_of_ike_state(config: Config) -> None:
     it, host, table = intake(config, AdmissionGate(cookies=ResponderGate(cookie_threshold=0)))
-    spi = bytes(range(8))
-    nonce = bytes(32)
-    it.received(init_request(spi=spi, nonce=nonce), LOCAL, 500, PEER)
+    req = init_request(spi=bytes(range(8)))
+    it.received(req, LOCAL, 500, PEER)
     assert len(table) == 0 and host.counts == {"cookie_gate": 1, "unknown_spi": 1}
-    ((src, reply),) = host.sent
+    (reply,), (src,) = host.sent, host.sent_from
     (n,) = Message.parse(reply.data).notifies()
     assert src == LOCAL and reply.remote == PEER and n.notify_type == Notify.COOKIE
-    it.received(init_request(spi=spi, cookie=n.data, nonce=nonce), LOCAL, 500, PEER)
+    it.received(with_cookie(req, n.data), LOCAL, 500, PEER)
     assert len(table) == 1 and len(host.sent) == 1
