@@ -135,20 +135,19 @@ class AdmissionGate:
         ip = remote[0]
         at_limit = self.per_source is not None and self._by_source[ip] >= self.per_source
         if self.cookies is not None:
-            before = self.cookies.stats.copy()
             # a source at its limit must prove its address: spoofed requests in its name cannot lock it out
-            ok, reply = self.cookies.check(data, local_port, remote, now,
-                                           max(n, self.cookies.cookie_threshold) if at_limit else n)
+            ok, reply, decided = self.cookies.decide(data, local_port, remote, now,
+                                                     max(n, self.cookies.cookie_threshold) if at_limit else n)
             # what the cookie gate decided: cookie_sent, cookie_invalid + cookie_sent, cookie_accepted, ...
-            for k, v in (self.cookies.stats - before).items():
+            for k in decided:
                 if k != "accepted":
-                    self.stats[k] += v
+                    self.stats[k] += 1
             if reply is not None and len(reply.data) > len(data):
                 self.stats["reply_too_large"] += 1
                 reply = None
             if not ok:
                 return Admission(False, reply, "cookie_gate")
-            if reply is None and self.cookies.stats["cookie_accepted"] > before["cookie_accepted"]:
+            if "cookie_accepted" in decided:
                 counted = "cookie_accepted"
         if self.per_source is not None:
             # verified (cookie returned) half-open SAs of a source have a limit of their own

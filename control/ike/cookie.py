@@ -66,12 +66,25 @@ class ResponderGate:
     def check(self, data: bytes, local_port: int, remote: Address, now: float,
               half_open: int) -> tuple[bool, Datagram | None]:
         """(let it in, datagram to answer with) for a datagram that matches no IKE SA."""
+        ok, reply, _ = self.decide(data, local_port, remote, now, half_open)
+        return ok, reply
+
+    def decide(self, data: bytes, local_port: int, remote: Address, now: float,
+               half_open: int) -> tuple[bool, Datagram | None, tuple[str, ...]]:
+        """``check``, and which ``stats`` counters this decision added (a wrong COOKIE adds two:
+        cookie_invalid, then cookie_sent), so a caller keeping its own counters need not diff ours."""
+        ok, reply, counted = self._decide(data, local_port, remote, now, half_open)
+        for k in counted:
+            self.stats[k] += 1
+        return ok, reply, counted
+
+    def _decide(self, data: bytes, local_port: int, remote: Address, now: float,
+                half_open: int) -> tuple[bool, Datagram | None, tuple[str, ...]]:
         natt = local_port == self.natt_port
         marker = NON_ESP_MARKER if natt else b""
         if natt:
             if not data.startswith(NON_ESP_MARKER):
-                self.stats["not_ike"] += 1
-                return False, None
+                return False, None, ("not_ike",)
             data = data[4:]
         try:
             hdr = parse_header(data)
@@ -79,44 +92,35 @@ class ResponderGate:
             if exc.notify == Notify.INVALID_MAJOR_VERSION:
                 reply = version_reply(data)
                 if reply is not None:
-                    self.stats["invalid_major_version"] += 1
-                    return False, Datagram(marker + reply, local_port, remote)
-            self.stats["malformed"] += 1
-            return False, None
+                    return False, Datagram(marker + reply, local_port, remote), ("invalid_major_version",)
+            return False, None, ("malformed",)
         if hdr.exchange != _IKE_SA_INIT or hdr.flags & _RESPONSE or not hdr.flags & _INITIATOR or \
                 hdr.spi_r != _ZERO_SPI or hdr.message_id != 0:
-            self.stats["no_such_sa"] += 1
-            return False, None
+            return False, None, ("no_such_sa",)
         if half_open >= self.max_half_open:
-            self.stats["half_open_limit"] += 1
-            return False, None
+            return False, None, ("half_open_limit",)
         if half_open < self.cookie_threshold:
-            self.stats["accepted"] += 1
-            return True, None
+            return True, None, ("accepted",)
         try:
             msg = Message.parse(data)
         except ParseError:
             # the IkeSA would answer INVALID_SYNTAX; under load we do not spend state on it
-            self.stats["malformed"] += 1
-            return False, None
+            return False, None, ("malformed",)
         nonce = msg.get(NoncePayload)
         if not isinstance(nonce, NoncePayload):
-            self.stats["malformed"] += 1
-            return False, None
+            return False, None, ("malformed",)
         first = msg.payloads[0]
+        counted: tuple[str, ...] = ()
         if isinstance(first, NotifyPayload) and first.notify_type == Notify.COOKIE:
             got = first.data
             want = self.cookie(nonce.data, remote[0], hdr.spi_i, now, got[0] if got else None)
             if want is not None and len(got) == len(want) and hmac.compare_digest(got, want):
-                self.stats["cookie_accepted"] += 1
-                return True, None
-            self.stats["cookie_invalid"] += 1
+                return True, None, ("cookie_accepted",)
+            counted = ("cookie_invalid",)
         value = self.cookie(nonce.data, remote[0], hdr.spi_i, now)
         assert value is not None
         reply = Message(hdr.spi_i, bytes(8), ExchangeType.IKE_SA_INIT, Flag.RESPONSE, 0,
                         [NotifyPayload(Notify.COOKIE, value)]).serialize()
-        self.stats["cookie_sent"] += 1
-        return False, Datagram(marker + reply, local_port, remote)
-
+        return False, Datagram(marker + reply, local_port, remote), (*counted, "cookie_sent")
 
 __all__ = ["ResponderGate", "COOKIE_HASH_LEN"]
