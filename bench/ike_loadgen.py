@@ -189,7 +189,7 @@ class LoadGenerator:
         # stop starting, let the Deletes of the last ones finish so the responder ends clean
         self.starting = False
         for sa in list(self.sas.values()):
-            if sa.state == State.ESTABLISHED and not sa.outstanding_task():
+            if sa.state == State.ESTABLISHED and sa.outstanding_task is None:
                 sa.delete(t1)
                 self._flush(sa, t1)
         end = time.monotonic() + drain

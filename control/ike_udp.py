@@ -13,7 +13,6 @@ as soon as they exist, and dead ones are forgotten.
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Callable
 
 from control.ike.config import IkeConfig
@@ -23,7 +22,7 @@ from control.ike.events import Address, IkeSaReauthenticated, IkeSaReauthStarted
 from control.ike.sa import IkeSA
 from control.udp_sockets import READ_BATCH, UdpSocket
 
-__all__ = ["IkeUdpEndpoint", "READ_BATCH", "esp_spi"]
+__all__ = ["IkeUdpEndpoint", "READ_BATCH"]
 
 # per datagram: module globals, not enum class attributes (EnumType's __getattr__ hook) or isinstance chains
 _DEAD, _CONNECTING, _CREATED = State.DEAD, State.CONNECTING, State.CREATED
@@ -195,8 +194,3 @@ class IkeUdpEndpoint:
         produced."""
         op(sa, self._now(), *args)
         self._flush(sa)
-
-
-def esp_spi(data: bytes) -> int:
-    """SPI of an ESP-in-UDP payload."""
-    return struct.unpack_from("!I", data)[0]

@@ -339,12 +339,6 @@ class ControlRegion(Region):
             self.commit_policies()
         return index
 
-    def update_policy(self, index: int, pol: Policy, commit: bool = True) -> None:
-        self._policy(index)
-        lib.ipsg_spd_write(self.handle, index, self._policy_struct(pol))
-        if commit:
-            self.commit_policies()
-
     def delete_policy(self, index: int, commit: bool = True) -> None:
         self._policy(index)
         p = self._pol

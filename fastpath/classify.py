@@ -23,7 +23,6 @@ import ipaddress
 import numpy as np
 
 from cdefs.sa import SA
-from fastpath.batch import Batch
 from fastpath.io import kio
 
 
@@ -106,7 +105,3 @@ class Classifier:
         m = kio.lib.kio_fragment(self.c, kb.c, n, kio.ffi.from_buffer(verdict), dst.c, 0, self._cursor)
         dst.batch.n = m
         return int(m), int(self._cursor[0])
-
-
-def new_verdicts(batch: Batch) -> np.ndarray:
-    return np.zeros(batch.capacity, dtype=np.uint8)

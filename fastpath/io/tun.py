@@ -87,11 +87,6 @@ class Tun:
     def fileno(self) -> int:
         return self.fd
 
-    def set_mtu(self, mtu: int) -> None:
-        if mtu != self.mtu:
-            _ip("link", "set", "dev", self.name, "mtu", str(mtu))
-            self.mtu = mtu
-
     def close(self, remove: bool = False) -> None:
         """Close the device; ``remove`` also deletes a persistent one (and with it its routes)."""
         if self.fd < 0:
