@@ -51,6 +51,8 @@ class IkeIntake:
         if entry is None and from_initiator and spi_r == bytes(8) and not flags & 0x20 \
                 and exchange == ExchangeType.IKE_SA_INIT:
             entry = self._responder_for(data, spi_i, local_ip, port, remote)
+            if entry is None:
+                return          # counted once, by the reason it was refused for
         if entry is None:
             self.host.count("unknown_spi")
             return
