@@ -82,5 +82,5 @@ class IkeIntake:
         ike = IkeSA(conn.ike_config(self.config.gateway, local_ip=local_ip), initiator=False, local=(local_ip, port),
                     remote=remote)
         entry = self.ike_sas.add(conn, ike, local_ip, self.host.now())
-        self.gate.opened(spi_i, remote, entry.spi, verified=admission.refused == "cookie_accepted")
+        self.gate.opened(spi_i, remote, entry.spi, verified=admission.verified)
         return entry

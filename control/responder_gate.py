@@ -76,10 +76,12 @@ def screen(msg: bytes) -> str | None:
 class Admission(NamedTuple):
     let_in: bool
     reply: Datagram | None      # sent back whether or not the request is let in
-    refused: str | None         # the daemon's counter for a refusal (or, let in, for how: cookie_accepted)
+    refused: str | None         # the daemon's counter for a refusal; None when let in
+    verified: bool = False      # let in with a valid COOKIE: its source address is real
 
 
 _LET_IN = Admission(True, None, None)
+_LET_IN_VERIFIED = Admission(True, None, None, True)
 
 
 class AdmissionGate:
@@ -131,7 +133,7 @@ class AdmissionGate:
         n = len(self._half_open)
         if n >= self.max_half_open:
             return self._refuse("half_open_full")
-        counted = None
+        verified = False
         ip = remote[0]
         at_limit = self.per_source is not None and self._by_source[ip] >= self.per_source
         if self.cookies is not None:
@@ -147,14 +149,13 @@ class AdmissionGate:
                 reply = None
             if not ok:
                 return Admission(False, reply, "cookie_gate")
-            if "cookie_accepted" in decided:
-                counted = "cookie_accepted"
+            verified = "cookie_accepted" in decided
         if self.per_source is not None:
             # verified (cookie returned) half-open SAs of a source have a limit of their own
-            held = self._verified[ip] if counted == "cookie_accepted" else self._by_source[ip]
+            held = self._verified[ip] if verified else self._by_source[ip]
             if held >= self.per_source:
                 return self._refuse("half_open_per_source")
-        return _LET_IN if counted is None else Admission(True, None, counted)
+        return _LET_IN_VERIFIED if verified else _LET_IN
 
     def opened(self, spi_i: bytes, remote: Address, our_spi: bytes, *, verified: bool = False) -> None:
         """``verified``: the request returned a valid COOKIE, so its source address is real."""

@@ -117,7 +117,20 @@ def test_cookie_past_threshold_accepted_on_return(config: Config) -> None:
     it.received(with_cookie(req, cookie_of(reply.data)), LOCAL, 500, PEER)
     assert len(table) == 3 and len(gate) == 3
     assert gate.stats == {"cookie_sent": 1, "cookie_accepted": 1}
-    assert host.counts["cookie_gate"] == 1 and host.counts["cookie_accepted"] == 1
+    assert host.counts == {"cookie_gate": 1}           # a verified request is let in, not refused
+
+
+def test_admission_says_whether_the_source_was_verified(config: Config) -> None:
+    gate = AdmissionGate.for_gateway(config.gateway)
+    gate.cookies.cookie_threshold = 0
+    req = full_init()
+    challenged = gate.admit(req, 500, PEER, 100.0)
+    assert (challenged.let_in, challenged.refused, challenged.verified) == (False, "cookie_gate", False)
+    back = gate.admit(with_cookie(req, cookie_of(challenged.reply.data)), 500, PEER, 100.0)
+    assert (back.let_in, back.refused, back.verified) == (True, None, True)
+    gate.cookies.cookie_threshold = 30
+    plain = gate.admit(full_init(), 500, PEER, 100.0)
+    assert (plain.let_in, plain.refused, plain.verified) == (True, None, False)
 
 
 def test_previous_secret_still_accepted_after_rotation_then_refused(config: Config) -> None:
