@@ -103,8 +103,8 @@ class AdmissionGate:
     @classmethod
     def for_gateway(cls, gw: GatewayConfig) -> AdmissionGate:
         """The gate ``ipsecgw run`` uses: the gateway section's limits, COOKIEs past its threshold."""
-        cookies = ResponderGate(cookie_threshold=gw.cookie_threshold, max_half_open=gw.half_open_max,
-                                natt_port=gw.natt_port)
+        # the hard limit is ours alone (step 2 runs before the cookie gate): the cookie gate keeps none
+        cookies = ResponderGate(cookie_threshold=gw.cookie_threshold, max_half_open=None, natt_port=gw.natt_port)
         return cls(max_half_open=gw.half_open_max, cookies=cookies, per_source=gw.half_open_per_source,
                    half_open_timeout=float(gw.half_open_timeout), natt_port=gw.natt_port)
 

@@ -10,7 +10,9 @@ without keeping any state, with a COOKIE notify:
 
 The secret rotates every ``secret_lifetime`` seconds; cookies made with the previous secret are
 still accepted, so a rotation between challenge and retry does not cost a round trip.  At
-``max_half_open`` new requests are dropped outright.  Every decision is counted in ``stats``.
+``max_half_open`` new requests are dropped outright, unless the caller keeps that limit itself and
+passes None (the daemon's ``control.responder_gate.AdmissionGate`` does, before this gate runs).  Every
+decision is counted in ``stats``.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ _ZERO_SPI = bytes(8)
 
 
 class ResponderGate:
-    def __init__(self, *, cookie_threshold: int = 50, max_half_open: int = 5000, secret_lifetime: float = 60.0,
-                 natt_port: int = 4500):
-        if not 0 <= cookie_threshold <= max_half_open:
+    def __init__(self, *, cookie_threshold: int = 50, max_half_open: int | None = 5000,
+                 secret_lifetime: float = 60.0, natt_port: int = 4500):
+        if cookie_threshold < 0 or (max_half_open is not None and cookie_threshold > max_half_open):
             raise ValueError("cookie_threshold must lie between 0 and max_half_open")
         self.cookie_threshold = cookie_threshold
         self.max_half_open = max_half_open
@@ -97,7 +99,7 @@ class ResponderGate:
         if hdr.exchange != _IKE_SA_INIT or hdr.flags & _RESPONSE or not hdr.flags & _INITIATOR or \
                 hdr.spi_r != _ZERO_SPI or hdr.message_id != 0:
             return False, None, ("no_such_sa",)
-        if half_open >= self.max_half_open:
+        if self.max_half_open is not None and half_open >= self.max_half_open:
             return False, None, ("half_open_limit",)
         if half_open < self.cookie_threshold:
             return True, None, ("accepted",)

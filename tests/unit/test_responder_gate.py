@@ -244,6 +244,19 @@ def test_global_limit_drops_before_any_state_or_reply(config: Config) -> None:
     assert gate.stats == {"half_open_full": 6} and not host.sent
 
 
+def test_the_hard_limit_has_one_owner(config: Config) -> None:
+    """The daemon's cookie gate keeps no hard limit of its own: at half_open_max verified requests too
+    are dropped by the AdmissionGate's step 2, counted as half_open_full only."""
+    it, host, table, gate = daemon_like(config, half_open_max=3, cookie_threshold=0, half_open_per_source=3)
+    assert gate.cookies is not None and gate.cookies.max_half_open is None
+    for n in range(5):
+        req = full_init()
+        it.received(req, LOCAL, 500, peer(n))
+        if len(table) < 3:
+            it.received(with_cookie(req, cookie_of(host.sent[-1].data)), LOCAL, 500, peer(n))
+    assert len(table) == 3 and gate.stats["half_open_full"] == 2 and "half_open_limit" not in gate.stats
+
+
 @pytest.mark.parametrize(("mangle", "reason"), [
     (lambda r: r[:17] + bytes([0x30]) + r[18:], "init_bad_version"),           # major version 3
     (lambda r: r[:-1], "init_bad_chain"),                                       # header length says more
