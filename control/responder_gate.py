@@ -167,11 +167,14 @@ class AdmissionGate:
             self._verified[remote[0]] += 1
             self._verified_spis.add(our_spi)
 
-    def closed(self, our_spi: bytes) -> None:
-        """The IKE SA is established or gone: it no longer counts as half-open."""
+    def closed(self, our_spi: bytes, *, timed_out: bool = False) -> None:
+        """The IKE SA is established or gone: it no longer counts as half-open.  ``timed_out``: the core
+        ended it after ``half_open_timeout`` without IKE_AUTH (counted: slow or abusive peers show there)."""
         key = self._key.pop(our_spi, None)
         if key is None or self._half_open.get(key) != our_spi:
             return
+        if timed_out:
+            self.stats["half_open_timeout"] += 1
         del self._half_open[key]
         ip = key[1]
         self._by_source[ip] -= 1

@@ -17,6 +17,7 @@ from support.intake_host import IntakeHost
 from control.config import Config, ConfigError, load_config
 from control.config.model import GatewayConfig
 from control.ike.constants import Notify
+from control.ike.events import State
 from control.ike.message import Message
 from control.ike_intake import IkeIntake
 from control.ike_sa_table import IkeSaTable
@@ -194,7 +195,26 @@ def test_spoofed_requests_in_a_peers_name_do_not_lock_it_out(config: Config) -> 
     assert host.counts["half_open_per_source"] == 2
 
 
+class TimerDaemon:
+    """What run_due needs of the daemon, doing what Daemon does with a dead entry (_reconcile_entry ->
+    drop_entry -> gate.closed, timed_out read from the core's counter)."""
+
+    def __init__(self, table: IkeSaTable, gate: AdmissionGate):
+        self.table, self.gate, self.dropped = table, gate, []
+        self.children: list = []            # stands in for the ChildInstaller: no CHILD SAs here
+
+    def process(self, e: IkeEntry) -> None:
+        if e.ike.state == State.DEAD and self.table.pop(e.spi) is not None:
+            self.gate.closed(e.spi, timed_out=bool(e.ike.stats.get("half_open_timeout")))
+            self.dropped.append(e)
+
+    def drop_entry(self, e: IkeEntry, reason: str) -> None:
+        raise AssertionError(f"the core, not the daemon's timers, ends a half-open SA ({reason})")
+
+
 def test_slow_peer_half_open_sa_times_out_and_frees_its_slot(tmp_path: Path) -> None:
+    """A real address that answers our IKE_SA_INIT response with nothing: the core's timer ends its SA at
+    half_open_timeout (not before), the slot is free again, and the gate counts the timeout."""
     from control.sa_timers import deadlines, run_due
 
     cfg = load_config(write_config(tmp_path, "  half_open_per_source: 1\n  half_open_timeout: 5s\n"))
@@ -202,29 +222,40 @@ def test_slow_peer_half_open_sa_times_out_and_frees_its_slot(tmp_path: Path) -> 
     it.received(full_init(), LOCAL, 500, PEER)                  # answered, but no IKE_AUTH ever follows
     assert len(table) == 1 and gate.from_source(PEER[0]) == 1
     (entry,) = table.values()
-    assert min(deadlines(table, [])) <= host.t + 5.0
-
-    class Timers:
-        dropped: list[str] = []
-
-        def process(self, e: IkeEntry) -> None: ...
-
-        def drop_entry(self, e: IkeEntry, reason: str) -> None:
-            table.pop(e.spi)
-            gate.closed(e.spi)
-            self.dropped.append(reason)
-
-    class NoChildren:
-        children: list = []
-
-    t, none = Timers(), NoChildren()
-    run_due(t, table, none, host.t + 4.9)                       # type: ignore[arg-type]
-    assert len(table) == 1
-    run_due(t, table, none, host.t + 5.0)                       # type: ignore[arg-type]
+    assert min(deadlines(table, [])) == host.t + 5.0
+    d = TimerDaemon(table, gate)
+    run_due(d, table, d, host.t + 4.9)                          # type: ignore[arg-type]
+    it.received(full_init(), LOCAL, 500, PEER)                  # the slot is still held: a COOKIE instead
+    assert len(table) == 1 and gate.stats["cookie_sent"] == 1
+    run_due(d, table, d, host.t + 5.0)                          # type: ignore[arg-type]
+    assert d.dropped == [entry] and entry.ike.state == State.DEAD
     assert len(table) == 0 and len(gate) == 0 and gate.from_source(PEER[0]) == 0
-    assert t.dropped == ["half-open timeout"]
+    assert gate.stats["half_open_timeout"] == 1 and gate.status()["counters"]["half_open_timeout"] == 1
     it.received(full_init(), LOCAL, 500, PEER)
     assert len(table) == 1
+
+
+def test_many_verified_half_open_sas_from_one_address_each_time_out(tmp_path: Path) -> None:
+    """IKE_AUTH-stage abuse from a real address: it returns every COOKIE and never sends IKE_AUTH.  It
+    holds at most half_open_per_source verified SAs; at the timeout all of them go, and it may start again."""
+    from control.sa_timers import run_due
+
+    cfg = load_config(write_config(tmp_path, "  half_open_per_source: 3\n  half_open_timeout: 5s\n"
+                                             "  cookie_threshold: 0\n"))
+    it, host, table, gate = daemon_like(cfg)
+    for _ in range(10):
+        req = full_init()
+        it.received(req, LOCAL, 500, PEER)
+        it.received(with_cookie(req, cookie_of(host.sent[-1].data)), LOCAL, 500, PEER)
+    assert len(table) == 3 and gate.from_source(PEER[0]) == 3
+    assert gate.stats["cookie_accepted"] == 10 and gate.stats["half_open_per_source"] == 7
+    req = full_init()
+    it.received(req, LOCAL, 500, peer(1))                       # another peer is not held back
+    it.received(with_cookie(req, cookie_of(host.sent[-1].data)), LOCAL, 500, peer(1))
+    assert len(table) == 4
+    d = TimerDaemon(table, gate)
+    run_due(d, table, d, host.t + 5.0)                          # type: ignore[arg-type]
+    assert len(table) == 0 and gate.stats["half_open_timeout"] == 4 and gate.from_source(PEER[0]) == 0
 
 
 def test_per_source_limit_applies_after_the_cookie(config: Config) -> None:
