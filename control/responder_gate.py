@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, NamedTuple
 
-from control.ike.cookie import ResponderGate
+from control.ike.cookie import COOKIE_SECRET_LIFETIME, ResponderGate
 from control.ike.events import Address, Datagram
 from control.ike.sa import version_reply
 
@@ -101,10 +101,12 @@ class AdmissionGate:
         self._verified_spis: set[bytes] = set()
 
     @classmethod
-    def for_gateway(cls, gw: GatewayConfig) -> AdmissionGate:
-        """The gate ``ipsecgw run`` uses: the gateway section's limits, COOKIEs past its threshold."""
+    def for_gateway(cls, gw: GatewayConfig, *, secret_lifetime: float = COOKIE_SECRET_LIFETIME) -> AdmissionGate:
+        """The gate ``ipsecgw run`` uses: the gateway section's limits, COOKIEs past its threshold made with
+        a secret that rotates every ``secret_lifetime`` seconds."""
         # the hard limit is ours alone (step 2 runs before the cookie gate): the cookie gate keeps none
-        cookies = ResponderGate(cookie_threshold=gw.cookie_threshold, max_half_open=None, natt_port=gw.natt_port)
+        cookies = ResponderGate(cookie_threshold=gw.cookie_threshold, max_half_open=None,
+                                secret_lifetime=secret_lifetime, natt_port=gw.natt_port)
         return cls(max_half_open=gw.half_open_max, cookies=cookies, per_source=gw.half_open_per_source,
                    half_open_timeout=float(gw.half_open_timeout), natt_port=gw.natt_port)
 

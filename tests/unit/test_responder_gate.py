@@ -151,6 +151,23 @@ def test_previous_secret_still_accepted_after_rotation_then_refused(config: Conf
     assert cookie_of(host.sent[-1].data) != old         # a fresh challenge instead
 
 
+@pytest.mark.parametrize("lifetime", [7.5, 300.0])
+def test_secret_lifetime_is_the_gates_parameter(config: Config, lifetime: float) -> None:
+    """A cookie made just before a rotation is good until the end of the next lifetime, not after."""
+    gate = AdmissionGate.for_gateway(config.gateway, secret_lifetime=lifetime)
+    gate.cookies.cookie_threshold = 0
+    made = 3 * lifetime - 0.25                          # a quarter second before the secret changes
+    req = full_init()
+    cookie = cookie_of(gate.admit(req, 500, PEER, made).reply.data)
+    retried = with_cookie(req, cookie)
+    assert gate.admit(retried, 500, PEER, made + 0.5).let_in                  # the previous secret now
+    assert gate.admit(retried, 500, PEER, 4 * lifetime - 0.01).let_in
+    late = gate.admit(retried, 500, PEER, 4 * lifetime)                       # two rotations on: gone
+    assert not late.let_in and gate.stats["cookie_invalid"] == 1
+    with pytest.raises(ValueError, match="secret_lifetime"):
+        AdmissionGate.for_gateway(config.gateway, secret_lifetime=0)
+
+
 def test_wrong_cookie_refused(config: Config) -> None:
     it, host, table, gate = daemon_like(config, cookie_threshold=0)
     req = full_init()
