@@ -13,10 +13,12 @@ In order, each step cheaper than what it protects:
    SAs a request must return a COOKIE made with the current or the previous secret (checked in constant
    time), else it is answered statelessly with one (``cookie_sent``, ``cookie_invalid``,
    ``cookie_accepted``).
-4. **Per source**: a peer address holding ``per_source`` half-open SAs must return a COOKIE whatever the
+4. **Per source**: a source holding ``per_source`` half-open SAs must return a COOKIE whatever the
    load, so requests spoofed in its name cannot lock the real peer out; and at most ``per_source`` of its
    half-open SAs may be ones made with a valid COOKIE (``half_open_per_source``): a real address that
    opens IKE_SA_INITs and never sends IKE_AUTH holds at most that many, each until ``half_open_timeout``.
+   A source is an IPv4 address, or an IPv6 /64 (``source_of``): one host gets a whole /64, so a limit
+   per IPv6 address would be no limit at all.
 
 Every answer to an unverified source is at most as large as the request it answers
 (``reply_too_large`` counts the ones withheld).  A half-open SA is dropped after ``half_open_timeout``.
@@ -24,6 +26,7 @@ Every answer to an unverified source is at most as large as the request it answe
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -34,8 +37,8 @@ from control.ike.sa import version_reply
 if TYPE_CHECKING:
     from control.config.model import GatewayConfig
 
-__all__ = ["AdmissionGate", "Admission", "screen", "HALF_OPEN_MAX", "HALF_OPEN_TIMEOUT", "HALF_OPEN_PER_SOURCE",
-           "COOKIE_THRESHOLD"]
+__all__ = ["AdmissionGate", "Admission", "screen", "source_of", "HALF_OPEN_MAX", "HALF_OPEN_TIMEOUT",
+           "HALF_OPEN_PER_SOURCE", "COOKIE_THRESHOLD"]
 
 HALF_OPEN_TIMEOUT = 30.0        # responder SAs that never finish IKE_AUTH are dropped after this
 HALF_OPEN_MAX = 1024            # beyond this, new IKE_SA_INIT requests are dropped
@@ -73,6 +76,20 @@ def screen(msg: bytes) -> str | None:
     return None
 
 
+def source_of(ip: str) -> str:
+    """What the per-source limit counts by: an IPv4 address as it is (also one mapped into IPv6), an IPv6
+    address by its /64, written as the network (``2001:db8:1:2::/64``)."""
+    if ":" not in ip:
+        return ip
+    try:
+        a = ipaddress.IPv6Address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    if a.ipv4_mapped is not None:
+        return str(a.ipv4_mapped)
+    return f"{ipaddress.IPv6Address(int(a) >> 64 << 64)}/64"
+
+
 class Admission(NamedTuple):
     let_in: bool
     reply: Datagram | None      # sent back whether or not the request is let in
@@ -96,7 +113,7 @@ class AdmissionGate:
         self.stats: Counter[str] = Counter()
         self._half_open: dict[tuple[bytes, str], bytes] = {}    # (initiator SPI, peer address) -> our SPI
         self._key: dict[bytes, tuple[bytes, str]] = {}          # our SPI -> its key
-        self._by_source: Counter[str] = Counter()                # peer address -> half-open SAs
+        self._by_source: Counter[str] = Counter()                # source_of(peer address) -> half-open SAs
         self._verified: Counter[str] = Counter()                 # ... of those, made with a valid COOKIE
         self._verified_spis: set[bytes] = set()
 
@@ -136,7 +153,7 @@ class AdmissionGate:
         if n >= self.max_half_open:
             return self._refuse("half_open_full")
         verified = False
-        ip = remote[0]
+        ip = source_of(remote[0])
         at_limit = self.per_source is not None and self._by_source[ip] >= self.per_source
         if self.cookies is not None:
             # a source at its limit must prove its address: spoofed requests in its name cannot lock it out
@@ -164,9 +181,10 @@ class AdmissionGate:
         key = (spi_i, remote[0])
         self._half_open[key] = our_spi
         self._key[our_spi] = key
-        self._by_source[remote[0]] += 1
+        src = source_of(remote[0])
+        self._by_source[src] += 1
         if verified:
-            self._verified[remote[0]] += 1
+            self._verified[src] += 1
             self._verified_spis.add(our_spi)
 
     def closed(self, our_spi: bytes, *, timed_out: bool = False) -> None:
@@ -178,7 +196,7 @@ class AdmissionGate:
         if timed_out:
             self.stats["half_open_timeout"] += 1
         del self._half_open[key]
-        ip = key[1]
+        ip = source_of(key[1])
         self._by_source[ip] -= 1
         if self._by_source[ip] <= 0:
             del self._by_source[ip]
@@ -189,7 +207,8 @@ class AdmissionGate:
                 del self._verified[ip]
 
     def from_source(self, ip: str) -> int:
-        return self._by_source.get(ip, 0)
+        """Half-open SAs counted against ``ip``'s source (its /64 for IPv6)."""
+        return self._by_source.get(source_of(ip), 0)
 
     def status(self) -> dict[str, object]:
         """What ``ipsecgw status`` shows of the gate: half-open now, the limits, drops by reason."""

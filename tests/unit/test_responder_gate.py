@@ -6,6 +6,7 @@ unverified source, and the gateway section's fields for all of it."""
 
 from __future__ import annotations
 
+import random
 import struct
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from control.ike.events import State
 from control.ike.message import Message
 from control.ike_intake import IkeIntake
 from control.ike_sa_table import IkeSaTable
-from control.responder_gate import AdmissionGate, screen
+from control.responder_gate import AdmissionGate, screen, source_of
 from control.sa_records import IkeEntry
 from control.verbs.running import format_status
 
@@ -29,10 +30,10 @@ LOCAL = "198.51.100.1"
 PEER = ("198.51.100.2", 500)
 
 
-def write_config(tmp_path: Path, extra: str = "") -> Path:
+def write_config(tmp_path: Path, extra: str = "", local: str = LOCAL) -> Path:
     cfg = tmp_path / "gw.yaml"
     text = gateway_yaml(shm=tmp_path / "gw.shm", sock=tmp_path / "gw.sock", ike_port=500, natt_port=4500,
-                        local=LOCAL, remote="'%any'", remote_port=500, remote_natt_port=4500,
+                        local=f"'{local}'", remote="'%any'", remote_port=500, remote_natt_port=4500,
                         local_id="gw-a.example", remote_id="gw-b.example", local_ts="10.1.0.0/16",
                         remote_ts="10.2.0.0/16", start_action="none", export_keys=False)
     if extra:
@@ -368,3 +369,49 @@ def test_status_shows_the_gate(config: Config) -> None:
 
 def test_gateway_config_is_a_plain_dataclass() -> None:
     assert GatewayConfig().half_open_per_source == 5
+
+
+LOCAL6 = "2001:db8:ffff::1"
+
+
+@pytest.mark.parametrize(("ip", "source"), [
+    ("203.0.113.7", "203.0.113.7"),
+    ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+    ("::ffff:203.0.113.7", "203.0.113.7"),                    # IPv4 on a dual-stack socket: the address
+    ("fe80::1%veth0", "fe80::/64"),
+])
+def test_source_of_keys_ipv4_by_address_and_ipv6_by_its_64(ip: str, source: str) -> None:
+    assert source_of(ip) == source
+
+
+def test_per_source_limit_counts_an_ipv6_64_as_one_source(tmp_path: Path) -> None:
+    """Anyone with a /64 has 2^64 addresses: five half-open SAs from five of them fill the /64's share,
+    the sixth address of that /64 must return a COOKIE, while the next /64 over is not held back."""
+    cfg = load_config(write_config(tmp_path, "  half_open_per_source: 5\n", local=LOCAL6))
+    it, host, table, gate = daemon_like(cfg)
+    for n in range(1, 6):
+        it.received(full_init(responder=LOCAL6), LOCAL6, 500, (f"2001:db8:1:2::{n:x}", 500))
+    assert len(table) == 5 and not host.sent and gate.from_source("2001:db8:1:2:ffff::9") == 5
+    req = full_init(responder=LOCAL6)
+    it.received(req, LOCAL6, 500, ("2001:db8:1:2:ffff::9", 500))
+    assert len(table) == 5 and gate.stats == {"cookie_sent": 1}
+    it.received(full_init(responder=LOCAL6), LOCAL6, 500, ("2001:db8:1:3::1", 500))
+    assert len(table) == 6 and gate.status()["busiest_source"] == 5
+    for _ in range(10):                         # the /64's owner returns its cookies: still bounded by 5
+        r = full_init(responder=LOCAL6)
+        src = (f"2001:db8:1:2::{random.getrandbits(16):x}:1", 500)
+        it.received(r, LOCAL6, 500, src)
+        it.received(with_cookie(r, cookie_of(host.sent[-1].data)), LOCAL6, 500, src)
+    assert gate.stats["cookie_accepted"] == 10 and gate.stats["half_open_per_source"] == 5
+    assert gate.from_source("2001:db8:1:2::1") == 10 and len(table) == 11
+    gate.closed(table.values()[0].spi)
+    assert gate.from_source("2001:db8:1:2::1") == 9
+
+
+def test_per_source_limit_counts_ipv4_addresses_apart(config: Config) -> None:
+    it, host, table, gate = daemon_like(config, half_open_per_source=1)
+    for n in range(1, 6):
+        it.received(full_init(), LOCAL, 500, (f"203.0.113.{n}", 500))     # same /24, five sources
+    assert len(table) == 5 and not host.sent and gate.status()["busiest_source"] == 1
