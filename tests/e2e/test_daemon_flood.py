@@ -1,19 +1,27 @@
 """Issue 15: a bounded spoofed-source IKE_SA_INIT flood at one ``ipsecgw run --control-only`` daemon (A,
 responder for ``%any``) while its legitimate peer, our second daemon (B), connects: the peer is up within
 3 s, A's half-open IKE SAs stay under the cookie threshold's bound, COOKIEs are counted, and after the
-flood the half-open SAs drain (half_open_timeout)."""
+flood the half-open SAs drain (half_open_timeout).  The same flood of requests refused anyway (unparseable,
+wrong version or exchange, no KE) takes no half-open SA at any sample and each kind is counted once by its
+reason."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from support.daemon_harness import DaemonProc, gateway_yaml, installed_child
 from support.ike_flood import Flood, init_template, spoofed_ipv4
 from support.strongswan import NetnsPair
+
+from control.ike.constants import ExchangeType
+from control.ike.message import Message
+from control.ike.payloads import KEPayload
 
 RATE, SECONDS, THRESHOLD, TIMEOUT = 2000, 2.0, 30, 3
 
@@ -68,6 +76,107 @@ def test_spoofed_init_flood_while_the_peer_connects(tmp_path: Path) -> None:
                     time.sleep(0.1)
                 assert da.call("status")["admission"]["half_open"] == 0
                 assert installed_child(da.call("list-sas")) is not None          # the peer's SA is unharmed
+            finally:
+                db.stop()
+        finally:
+            da.stop()
+
+
+def _refused_kinds(template: bytes) -> list[tuple[str, Callable[[], bytes]]]:
+    """Requests a responder refuses anyway, each named by the counter it must land in; a fresh initiator SPI
+    each, so none looks like a retransmission."""
+    msg = Message.parse(template)
+    no_ke = Message(msg.spi_i, bytes(8), msg.exchange, msg.flags, 0,
+                    [p for p in msg.payloads if not isinstance(p, KEPayload)]).serialize()
+
+    def spi(m: bytes) -> Callable[[], bytes]:
+        return lambda: os.urandom(8) + m[8:]
+
+    return [
+        ("init_bad_version", spi(template[:17] + b"\x30" + template[18:])),                 # major version 3
+        ("init_bad_chain", spi(template[:30] + b"\xff\xff" + template[32:])),               # a payload past the end
+        ("short_datagrams", spi(template[:20])),                                            # a truncated header
+        ("init_missing_payload", spi(no_ke)),                                               # SA, Nonce: no KE
+        ("unknown_spi", spi(template[:18] + bytes([ExchangeType.IKE_AUTH]) + template[19:])),   # zero SPIr
+    ]
+
+
+class Sampler:
+    """``status`` of a daemon every 20 ms on a thread: (monotonic time, admission half-open, IKE SAs)."""
+
+    def __init__(self, d: DaemonProc):
+        self.d, self.samples, self._stop = d, [], threading.Event()
+        self._t = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            st = self.d.call("status")
+            self.samples.append((time.monotonic(), st["admission"]["half_open"], st["ike_sas"]))
+            time.sleep(0.02)
+
+    def __enter__(self) -> Sampler:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces and raw sockets")
+def test_flood_of_refused_init_requests_takes_no_state(tmp_path: Path) -> None:
+    """2000/s of spoofed requests the gate refuses anyway (major version 3, a broken payload chain, a
+    truncated header, no KE, IKE_AUTH with a zero responder SPI): no half-open SA at any sample, each kind
+    counted once by its reason, and the peer connects meanwhile within 3 s (no cookie needed)."""
+    tag = f"fr{os.getpid() % 100000}"
+    with NetnsPair(tag) as net:
+        subprocess.run(["ip", "-n", net.a, "route", "add", "default", "via", net.b_ip], check=True)
+        a = _config(tmp_path, "a", local=net.a_ip, remote="'%any'", lid="gw-a.example", rid="gw-b.example",
+                    lts="10.1.0.0/16", rts="10.2.0.0/16", start="none",
+                    extra=f"  cookie_threshold: {THRESHOLD}\n  half_open_timeout: {TIMEOUT}s\n")
+        b = _config(tmp_path, "b", local=net.b_ip, remote=net.a_ip, lid="gw-b.example", rid="gw-a.example",
+                    lts="10.2.0.0/16", rts="10.1.0.0/16", start="none")
+        da = DaemonProc(*a, netns=net.a)
+        try:
+            db = DaemonProc(*b, netns=net.b)
+            try:
+                before = da.call("status")["counters"]
+                cpu0 = _cpu_seconds(da.proc.pid)
+                flood = Flood(net.b, net.a_ip, _refused_kinds(init_template(net.a_ip)), spoofed_ipv4,
+                              rate=RATE, seconds=SECONDS)
+                with Sampler(da) as s:
+                    flood.start()
+                    time.sleep(0.5)
+                    t0 = time.monotonic()
+                    db.call("initiate", name="peer")
+                    db.wait_for(installed_child, timeout=3.0)
+                    t_up = time.monotonic()
+                    flood.join()
+                    time.sleep(0.2)                     # the last datagrams are read
+                cpu = _cpu_seconds(da.proc.pid) - cpu0
+                st = da.call("status")
+                assert t_up - t0 < 3.0
+                assert flood.total >= RATE * SECONDS * 0.9, flood.sent
+                # the only half-open SA ever is the peer's own, while it connects
+                assert len(s.samples) > 50
+                assert all(h == 0 for t, h, _ in s.samples if not t0 <= t <= t_up), s.samples
+                assert max(h for _, h, _ in s.samples) <= 1 and max(n for _, _, n in s.samples) <= 1
+                assert st["admission"]["half_open"] == 0 and st["ike_sas"] == 1
+                got = {k: st["counters"].get(k, 0) - before.get(k, 0) for k in flood.sent}
+                for kind, n in flood.sent.items():      # once each (never also as another reason)
+                    assert n // 2 <= got[kind] <= n, (kind, got, flood.sent)
+                gate = st["admission"]["counters"]
+                for kind in ("init_bad_version", "init_bad_chain", "init_missing_payload"):
+                    assert gate[kind] == st["counters"][kind], (gate, st["counters"])
+                assert not gate.get("cookie_sent") and not gate.get("half_open_full"), gate
+                print(f"refused flood: {flood.total} datagrams in {SECONDS:.0f} s, counted {got}, "
+                      f"daemon CPU {cpu:.2f} s")
+                assert installed_child(da.call("list-sas")) is not None
             finally:
                 db.stop()
         finally:
