@@ -1,7 +1,8 @@
 """Issue 15: a bounded spoofed-source IKE_SA_INIT flood at one ``ipsecgw run --control-only`` daemon (A,
 responder for ``%any``) while its legitimate peer, our second daemon (B), connects: the peer is up within
 3 s, A's half-open IKE SAs stay under the cookie threshold's bound, COOKIEs are counted, and after the
-flood the half-open SAs drain (half_open_timeout).  The same flood of requests refused anyway (unparseable,
+flood the half-open SAs drain (half_open_timeout); the same over IPv6, from one /64 (held by the per-source
+limit, the /64 being one source) and from many.  The same flood of requests refused anyway (unparseable,
 wrong version or exchange, no KE) takes no half-open SA at any sample and each kind is counted once by its
 reason."""
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.daemon_harness import DaemonProc, gateway_yaml, installed_child
-from support.ike_flood import Flood, init_template, spoofed_ipv4
+from support.ike_flood import Flood, init_template, many_prefixes, one_64, spoofed_ipv4
 from support.strongswan import NetnsPair
 
 from control.ike.constants import ExchangeType
@@ -176,6 +177,63 @@ def test_flood_of_refused_init_requests_takes_no_state(tmp_path: Path) -> None:
                 assert not gate.get("cookie_sent") and not gate.get("half_open_full"), gate
                 print(f"refused flood: {flood.total} datagrams in {SECONDS:.0f} s, counted {got}, "
                       f"daemon CPU {cpu:.2f} s")
+                assert installed_child(da.call("list-sas")) is not None
+            finally:
+                db.stop()
+        finally:
+            da.stop()
+
+
+A6, B6 = "fd00:15:0:1::1", "fd00:15:0:1::2"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces and raw sockets")
+@pytest.mark.parametrize("sources", ["one-64", "many-prefixes"])
+def test_spoofed_ipv6_init_flood_while_the_peer_connects(tmp_path: Path, sources: str) -> None:
+    """The daemon on an IPv6 address, 2000/s of real IKE_SA_INIT requests from spoofed IPv6 sources.  From
+    one /64 the per-source limit holds them to half_open_per_source half-open SAs (the /64 is one source:
+    keyed by address the flood would fill the table up to the cookie threshold); from many /64s the cookie
+    threshold bounds them.  The IPv6 peer is up within 3 s either way, and everything drains afterwards."""
+    per_source = 5
+    tag = f"f6{os.getpid() % 100000}"
+    with NetnsPair(tag, a_ip=A6, b_ip=B6) as net:
+        subprocess.run(["ip", "-n", net.a, "-6", "route", "add", "default", "via", net.b_ip], check=True)
+        a = _config(tmp_path, "a", local=f"'{A6}'", remote="'%any'", lid="gw-a.example", rid="gw-b.example",
+                    lts="10.1.0.0/16", rts="10.2.0.0/16", start="none",
+                    extra=f"  cookie_threshold: {THRESHOLD}\n  half_open_per_source: {per_source}\n"
+                          f"  half_open_timeout: {TIMEOUT}s\n")
+        b = _config(tmp_path, "b", local=f"'{B6}'", remote=f"'{A6}'", lid="gw-b.example", rid="gw-a.example",
+                    lts="10.2.0.0/16", rts="10.1.0.0/16", start="none")
+        da = DaemonProc(*a, netns=net.a)
+        try:
+            db = DaemonProc(*b, netns=net.b)
+            try:
+                template = init_template(A6)
+                flood = Flood(net.b, A6, [("init", lambda: os.urandom(8) + template[8:])],
+                              one_64() if sources == "one-64" else many_prefixes, rate=RATE, seconds=SECONDS)
+                with Sampler(da) as s:
+                    flood.start()
+                    time.sleep(0.5)
+                    t0 = time.monotonic()
+                    db.call("initiate", name="peer")
+                    db.wait_for(installed_child, timeout=3.0)
+                    up = time.monotonic() - t0
+                    flood.join()
+                st = da.call("status")["admission"]
+                assert up < 3.0
+                assert flood.total >= RATE * SECONDS * 0.9, flood.sent
+                peak = max(h for _, h, _ in s.samples)
+                bound = per_source if sources == "one-64" else THRESHOLD
+                assert peak <= bound + 1, (peak, st)            # + the peer's own while it connects
+                assert st["counters"].get("cookie_sent", 0) > flood.total // 2, st
+                if sources == "one-64":
+                    assert st["busiest_source"] <= per_source, st
+                print(f"IPv6 flood ({sources}): {flood.total} sent, peer up in {up:.2f} s, peak half-open {peak}, "
+                      f"counters {st['counters']}")
+                deadline = time.monotonic() + TIMEOUT + 3
+                while da.call("status")["admission"]["half_open"] and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert da.call("status")["admission"]["half_open"] == 0
                 assert installed_child(da.call("list-sas")) is not None
             finally:
                 db.stop()
