@@ -2,7 +2,10 @@
 sockets: COOKIEs past the threshold (accepted on return, the previous secret still accepted after a
 rotation, a wrong one refused), the per-source and global half-open limits, requests that would be
 refused anyway taking no half-open slot and counted by reason, no reply larger than its request to an
-unverified source, and the gateway section's fields for all of it."""
+unverified source, the per-source limit keyed on the IPv4 address or the IPv6 /64, one owner each for the
+hard limit and the half-open timeout (the core's timer, driven through the daemon's run_due: a slow peer's
+slot freed, a cookie-verified abuser bounded then timed out), the cookie secret's lifetime as a parameter,
+and the gateway section's fields for all of it."""
 
 from __future__ import annotations
 
