@@ -9,6 +9,7 @@ reason."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -18,9 +19,10 @@ from pathlib import Path
 import pytest
 from support.daemon_harness import DaemonProc, gateway_yaml, installed_child
 from support.ike_flood import Flood, init_template, many_prefixes, one_64, spoofed_ipv4
-from support.strongswan import NetnsPair
+from support.ike_messages import full_init, with_cookie
+from support.strongswan import NetnsPair, in_netns
 
-from control.ike.constants import ExchangeType
+from control.ike.constants import ExchangeType, Notify
 from control.ike.message import Message
 from control.ike.payloads import KEPayload
 
@@ -234,6 +236,71 @@ def test_spoofed_ipv6_init_flood_while_the_peer_connects(tmp_path: Path, sources
                 while da.call("status")["admission"]["half_open"] and time.monotonic() < deadline:
                     time.sleep(0.1)
                 assert da.call("status")["admission"]["half_open"] == 0
+                assert installed_child(da.call("list-sas")) is not None
+            finally:
+                db.stop()
+        finally:
+            da.stop()
+
+
+def _cookie_dance(sock: socket.socket, dst: str, n: int) -> int:
+    """From a real address: ``n`` IKE_SA_INIT requests, each retried with the COOKIE it was answered with,
+    and never an IKE_AUTH.  Returns how many got a real IKE_SA_INIT response (a half-open SA each)."""
+    responses = 0
+    for _ in range(n):
+        req = os.urandom(8) + full_init(responder=dst)[8:]
+        sock.sendto(req, (dst, 500))
+        reply, _ = sock.recvfrom(4096)
+        (cookie,) = [p.data for p in Message.parse(reply).notifies() if p.notify_type == Notify.COOKIE]
+        sock.sendto(with_cookie(req, cookie), (dst, 500))
+        try:
+            reply, _ = sock.recvfrom(4096)
+        except TimeoutError:
+            continue                                # refused past the per-source limit: no answer
+        responses += any(isinstance(p, KEPayload) for p in Message.parse(reply).payloads)
+    return responses
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+def test_real_address_that_never_sends_ike_auth_is_bounded_and_timed_out(tmp_path: Path) -> None:
+    """IKE_AUTH-stage abuse from an address that does pass the cookie (every request must return one:
+    cookie_threshold 0): it holds half_open_per_source half-open SAs and no more, the peer at another
+    address connects meanwhile, and after half_open_timeout the abuser's slots are gone (counted)."""
+    per_source, abuser, timeout = 5, "192.0.2.3", 6     # the 10 refused retries take 2 s of it
+    tag = f"fa{os.getpid() % 100000}"
+    with NetnsPair(tag) as net:
+        subprocess.run(["ip", "-n", net.b, "addr", "add", f"{abuser}/24", "dev", net.veth_b], check=True)
+        a = _config(tmp_path, "a", local=net.a_ip, remote="'%any'", lid="gw-a.example", rid="gw-b.example",
+                    lts="10.1.0.0/16", rts="10.2.0.0/16", start="none",
+                    extra=f"  cookie_threshold: 0\n  half_open_per_source: {per_source}\n"
+                          f"  half_open_timeout: {timeout}s\n")
+        b = _config(tmp_path, "b", local=net.b_ip, remote=net.a_ip, lid="gw-b.example", rid="gw-a.example",
+                    lts="10.2.0.0/16", rts="10.1.0.0/16", start="none")
+        da = DaemonProc(*a, netns=net.a)
+        try:
+            db = DaemonProc(*b, netns=net.b)
+            try:
+                def abuse() -> int:
+                    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                        s.bind((abuser, 0))
+                        s.settimeout(0.2)
+                        return _cookie_dance(s, net.a_ip, 3 * per_source)
+
+                responses = in_netns(net.b, abuse)
+                st = da.call("status")["admission"]
+                assert responses == per_source and st["half_open"] == per_source, (responses, st)
+                assert st["counters"]["cookie_accepted"] == 3 * per_source
+                assert st["counters"]["half_open_per_source"] == 2 * per_source, st
+                t0 = time.monotonic()
+                db.call("initiate", name="peer")             # another address: not held back
+                db.wait_for(installed_child, timeout=3.0)
+                assert time.monotonic() - t0 < 3.0
+                deadline = time.monotonic() + timeout + 3
+                while da.call("status")["admission"]["half_open"] and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                st = da.call("status")["admission"]
+                assert st["half_open"] == 0 and st["counters"]["half_open_timeout"] == per_source, st
+                assert in_netns(net.b, abuse) == per_source     # its slots are free again
                 assert installed_child(da.call("list-sas")) is not None
             finally:
                 db.stop()
