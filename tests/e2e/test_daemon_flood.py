@@ -4,7 +4,8 @@ responder for ``%any``) while its legitimate peer, our second daemon (B), connec
 flood the half-open SAs drain (half_open_timeout); the same over IPv6, from one /64 (held by the per-source
 limit, the /64 being one source) and from many.  The same flood of requests refused anyway (unparseable,
 wrong version or exchange, no KE) takes no half-open SA at any sample and each kind is counted once by its
-reason."""
+reason.  And a real address that passes the cookie but never sends IKE_AUTH is held to its per-source
+limit and timed out."""
 
 from __future__ import annotations
 
