@@ -327,7 +327,11 @@ class Daemon:
     def drop_entry(self, entry: IkeEntry, reason: str) -> None:
         if self.ike_sas.pop(entry.spi) is None:
             return
-        self.gate.closed(entry.spi)
+        timed_out = bool(entry.ike.stats.get("half_open_timeout"))
+        if timed_out:
+            log.info("IKE SA %s with %s did not complete within %.0f s, dropped", entry.label,
+                     entry.ike.remote[0], entry.ike.config.half_open_timeout)
+        self.gate.closed(entry.spi, timed_out=timed_out)
         assert self.installer is not None
         for child in self.installer.of_ike(entry.spi):
             self.installer.remove(child, reason=reason)

@@ -51,6 +51,8 @@ class IkeIntake:
         if entry is None and from_initiator and spi_r == bytes(8) and not flags & 0x20 \
                 and exchange == ExchangeType.IKE_SA_INIT:
             entry = self._responder_for(data, spi_i, local_ip, port, remote)
+            if entry is None:
+                return          # counted once, by the reason it was refused for
         if entry is None:
             self.host.count("unknown_spi")
             return
@@ -80,5 +82,5 @@ class IkeIntake:
         ike = IkeSA(conn.ike_config(self.config.gateway, local_ip=local_ip), initiator=False, local=(local_ip, port),
                     remote=remote)
         entry = self.ike_sas.add(conn, ike, local_ip, self.host.now())
-        self.gate.opened(spi_i, remote, entry.spi, verified=admission.refused == "cookie_accepted")
+        self.gate.opened(spi_i, remote, entry.spi, verified=admission.verified)
         return entry

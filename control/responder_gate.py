@@ -13,10 +13,12 @@ In order, each step cheaper than what it protects:
    SAs a request must return a COOKIE made with the current or the previous secret (checked in constant
    time), else it is answered statelessly with one (``cookie_sent``, ``cookie_invalid``,
    ``cookie_accepted``).
-4. **Per source**: a peer address holding ``per_source`` half-open SAs must return a COOKIE whatever the
+4. **Per source**: a source holding ``per_source`` half-open SAs must return a COOKIE whatever the
    load, so requests spoofed in its name cannot lock the real peer out; and at most ``per_source`` of its
    half-open SAs may be ones made with a valid COOKIE (``half_open_per_source``): a real address that
    opens IKE_SA_INITs and never sends IKE_AUTH holds at most that many, each until ``half_open_timeout``.
+   A source is an IPv4 address, or an IPv6 /64 (``source_of``): one host gets a whole /64, so a limit
+   per IPv6 address would be no limit at all.
 
 Every answer to an unverified source is at most as large as the request it answers
 (``reply_too_large`` counts the ones withheld).  A half-open SA is dropped after ``half_open_timeout``.
@@ -24,18 +26,19 @@ Every answer to an unverified source is at most as large as the request it answe
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from typing import TYPE_CHECKING, NamedTuple
 
-from control.ike.cookie import ResponderGate
+from control.ike.cookie import COOKIE_SECRET_LIFETIME, ResponderGate
 from control.ike.events import Address, Datagram
 from control.ike.sa import version_reply
 
 if TYPE_CHECKING:
     from control.config.model import GatewayConfig
 
-__all__ = ["AdmissionGate", "Admission", "screen", "HALF_OPEN_MAX", "HALF_OPEN_TIMEOUT", "HALF_OPEN_PER_SOURCE",
-           "COOKIE_THRESHOLD"]
+__all__ = ["AdmissionGate", "Admission", "screen", "source_of", "HALF_OPEN_MAX", "HALF_OPEN_TIMEOUT",
+           "HALF_OPEN_PER_SOURCE", "COOKIE_THRESHOLD"]
 
 HALF_OPEN_TIMEOUT = 30.0        # responder SAs that never finish IKE_AUTH are dropped after this
 HALF_OPEN_MAX = 1024            # beyond this, new IKE_SA_INIT requests are dropped
@@ -73,13 +76,29 @@ def screen(msg: bytes) -> str | None:
     return None
 
 
+def source_of(ip: str) -> str:
+    """What the per-source limit counts by: an IPv4 address as it is (also one mapped into IPv6), an IPv6
+    address by its /64, written as the network (``2001:db8:1:2::/64``)."""
+    if ":" not in ip:
+        return ip
+    try:
+        a = ipaddress.IPv6Address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    if a.ipv4_mapped is not None:
+        return str(a.ipv4_mapped)
+    return f"{ipaddress.IPv6Address(int(a) >> 64 << 64)}/64"
+
+
 class Admission(NamedTuple):
     let_in: bool
     reply: Datagram | None      # sent back whether or not the request is let in
-    refused: str | None         # the daemon's counter for a refusal (or, let in, for how: cookie_accepted)
+    refused: str | None         # the daemon's counter for a refusal; None when let in
+    verified: bool = False      # let in with a valid COOKIE: its source address is real
 
 
 _LET_IN = Admission(True, None, None)
+_LET_IN_VERIFIED = Admission(True, None, None, True)
 
 
 class AdmissionGate:
@@ -94,15 +113,17 @@ class AdmissionGate:
         self.stats: Counter[str] = Counter()
         self._half_open: dict[tuple[bytes, str], bytes] = {}    # (initiator SPI, peer address) -> our SPI
         self._key: dict[bytes, tuple[bytes, str]] = {}          # our SPI -> its key
-        self._by_source: Counter[str] = Counter()                # peer address -> half-open SAs
+        self._by_source: Counter[str] = Counter()                # source_of(peer address) -> half-open SAs
         self._verified: Counter[str] = Counter()                 # ... of those, made with a valid COOKIE
         self._verified_spis: set[bytes] = set()
 
     @classmethod
-    def for_gateway(cls, gw: GatewayConfig) -> AdmissionGate:
-        """The gate ``ipsecgw run`` uses: the gateway section's limits, COOKIEs past its threshold."""
-        cookies = ResponderGate(cookie_threshold=gw.cookie_threshold, max_half_open=gw.half_open_max,
-                                natt_port=gw.natt_port)
+    def for_gateway(cls, gw: GatewayConfig, *, secret_lifetime: float = COOKIE_SECRET_LIFETIME) -> AdmissionGate:
+        """The gate ``ipsecgw run`` uses: the gateway section's limits, COOKIEs past its threshold made with
+        a secret that rotates every ``secret_lifetime`` seconds."""
+        # the hard limit is ours alone (step 2 runs before the cookie gate): the cookie gate keeps none
+        cookies = ResponderGate(cookie_threshold=gw.cookie_threshold, max_half_open=None,
+                                secret_lifetime=secret_lifetime, natt_port=gw.natt_port)
         return cls(max_half_open=gw.half_open_max, cookies=cookies, per_source=gw.half_open_per_source,
                    half_open_timeout=float(gw.half_open_timeout), natt_port=gw.natt_port)
 
@@ -131,8 +152,8 @@ class AdmissionGate:
         n = len(self._half_open)
         if n >= self.max_half_open:
             return self._refuse("half_open_full")
-        counted = None
-        ip = remote[0]
+        verified = False
+        ip = source_of(remote[0])
         at_limit = self.per_source is not None and self._by_source[ip] >= self.per_source
         if self.cookies is not None:
             # a source at its limit must prove its address: spoofed requests in its name cannot lock it out
@@ -147,32 +168,35 @@ class AdmissionGate:
                 reply = None
             if not ok:
                 return Admission(False, reply, "cookie_gate")
-            if "cookie_accepted" in decided:
-                counted = "cookie_accepted"
+            verified = "cookie_accepted" in decided
         if self.per_source is not None:
             # verified (cookie returned) half-open SAs of a source have a limit of their own
-            held = self._verified[ip] if counted == "cookie_accepted" else self._by_source[ip]
+            held = self._verified[ip] if verified else self._by_source[ip]
             if held >= self.per_source:
                 return self._refuse("half_open_per_source")
-        return _LET_IN if counted is None else Admission(True, None, counted)
+        return _LET_IN_VERIFIED if verified else _LET_IN
 
     def opened(self, spi_i: bytes, remote: Address, our_spi: bytes, *, verified: bool = False) -> None:
         """``verified``: the request returned a valid COOKIE, so its source address is real."""
         key = (spi_i, remote[0])
         self._half_open[key] = our_spi
         self._key[our_spi] = key
-        self._by_source[remote[0]] += 1
+        src = source_of(remote[0])
+        self._by_source[src] += 1
         if verified:
-            self._verified[remote[0]] += 1
+            self._verified[src] += 1
             self._verified_spis.add(our_spi)
 
-    def closed(self, our_spi: bytes) -> None:
-        """The IKE SA is established or gone: it no longer counts as half-open."""
+    def closed(self, our_spi: bytes, *, timed_out: bool = False) -> None:
+        """The IKE SA is established or gone: it no longer counts as half-open.  ``timed_out``: the core
+        ended it after ``half_open_timeout`` without IKE_AUTH (counted: slow or abusive peers show there)."""
         key = self._key.pop(our_spi, None)
         if key is None or self._half_open.get(key) != our_spi:
             return
+        if timed_out:
+            self.stats["half_open_timeout"] += 1
         del self._half_open[key]
-        ip = key[1]
+        ip = source_of(key[1])
         self._by_source[ip] -= 1
         if self._by_source[ip] <= 0:
             del self._by_source[ip]
@@ -183,7 +207,8 @@ class AdmissionGate:
                 del self._verified[ip]
 
     def from_source(self, ip: str) -> int:
-        return self._by_source.get(ip, 0)
+        """Half-open SAs counted against ``ip``'s source (its /64 for IPv6)."""
+        return self._by_source.get(source_of(ip), 0)
 
     def status(self) -> dict[str, object]:
         """What ``ipsecgw status`` shows of the gate: half-open now, the limits, drops by reason."""

@@ -1,5 +1,7 @@
-"""The daemon's own timers over its IKE and CHILD SAs: the half-open limit, rekeys and DPD when the core
-does not keep them, CHILD SA lifetimes, and the moment a rekeyed CHILD SA takes the outbound traffic."""
+"""The daemon's own timers over its IKE and CHILD SAs: rekeys and DPD when the core does not keep them,
+CHILD SA lifetimes, and the moment a rekeyed CHILD SA takes the outbound traffic.  The half-open timeout is
+the core's (``IkeSA.handle_timer`` ends a responder SA without IKE_AUTH after ``half_open_timeout``, and
+the daemon drops the dead entry): one owner, for the daemon and ``IkeUdpEndpoint`` alike."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import logging
 from typing import Protocol
 
 from control.child_installer import OUTBOUND_SWITCH_MAX, ChildInstaller
-from control.ike.events import State
 from control.ike_sa_table import IkeSaTable
 from control.sa_records import REKEYING, ChildEntry, IkeEntry
 
@@ -40,15 +41,14 @@ def deadlines(ike_sas: IkeSaTable, children: list[ChildEntry]) -> list[float]:
         for t in (e.rekey_at, e.dpd_at):
             if t is not None:
                 out.append(t)
-        if e.established is None:
-            out.append(e.created + e.ike.config.half_open_timeout)
     for c in children:
         out += [t for t in (c.rekey_at, c.expire_at, c.remove_at, c.switch_at) if t is not None]
     return out
 
 
 def run_due(host: TimerHost, ike_sas: IkeSaTable, installer: ChildInstaller, now: float) -> None:
-    """Act on everything due by ``now``: the core's timers, half-open expiry, rekeys, DPD, CHILD SA hand-overs."""
+    """Act on everything due by ``now``: the core's timers (half-open expiry among them), rekeys, DPD, CHILD
+    SA hand-overs."""
     for entry in ike_sas:
         if entry.spi not in ike_sas:
             continue
@@ -57,12 +57,6 @@ def run_due(host: TimerHost, ike_sas: IkeSaTable, installer: ChildInstaller, now
             entry.ike.handle_timer(now)
             host.process(entry)
         if entry.spi not in ike_sas:
-            continue
-        if entry.established is None and now >= entry.created + entry.ike.config.half_open_timeout \
-                and entry.ike.state != State.ESTABLISHED:
-            log.info("IKE SA %s with %s did not complete within %.0f s, dropped", entry.label,
-                     entry.ike.remote[0], entry.ike.config.half_open_timeout)
-            host.drop_entry(entry, "half-open timeout")
             continue
         if entry.rekey_at is not None and now >= entry.rekey_at:
             host.rekey_ike(entry, "rekey_time")

@@ -31,7 +31,7 @@ class GatewayConfig:
     # in front of IKE state (control/responder_gate.py; docs/operator-guide.md "Under attack")
     cookie_threshold: int = 30      # half-open IKE SAs from which IKE_SA_INIT must return a COOKIE (charon's)
     half_open_max: int = 1024       # hard limit: past it new IKE_SA_INIT requests are dropped before any DH
-    half_open_per_source: int = 5   # half-open IKE SAs one peer address may hold (charon.block_threshold)
+    half_open_per_source: int = 5   # half-open IKE SAs one source may hold: an IPv4 address, an IPv6 /64
     half_open_timeout: int = 30     # seconds a responder IKE SA may stay without IKE_AUTH (charon's)
     fastpath: FastpathConfig = field(default_factory=FastpathConfig)
 

@@ -10,7 +10,9 @@ without keeping any state, with a COOKIE notify:
 
 The secret rotates every ``secret_lifetime`` seconds; cookies made with the previous secret are
 still accepted, so a rotation between challenge and retry does not cost a round trip.  At
-``max_half_open`` new requests are dropped outright.  Every decision is counted in ``stats``.
+``max_half_open`` new requests are dropped outright, unless the caller keeps that limit itself and
+passes None (the daemon's ``control.responder_gate.AdmissionGate`` does, before this gate runs).  Every
+decision is counted in ``stats``.
 """
 
 from __future__ import annotations
@@ -27,15 +29,21 @@ from control.ike.payloads import NoncePayload, NotifyPayload, ParseError
 from control.ike.sa import version_reply
 
 COOKIE_HASH_LEN = 16
+# how long one secret makes cookies; the previous one is still accepted, so a cookie stays good for one
+# to two lifetimes.  Not a config key: it only bounds how long a cookie (bound to IPi, SPIi and Ni) can
+# be replayed and how slow a retry may be, and no deployment needs either tuned.
+COOKIE_SECRET_LIFETIME = 60.0
 # checked for every new request: plain ints (IntFlag & and enum class attributes run in Python)
 _IKE_SA_INIT, _RESPONSE, _INITIATOR = int(ExchangeType.IKE_SA_INIT), int(Flag.RESPONSE), int(Flag.INITIATOR)
 _ZERO_SPI = bytes(8)
 
 
 class ResponderGate:
-    def __init__(self, *, cookie_threshold: int = 50, max_half_open: int = 5000, secret_lifetime: float = 60.0,
-                 natt_port: int = 4500):
-        if not 0 <= cookie_threshold <= max_half_open:
+    def __init__(self, *, cookie_threshold: int = 50, max_half_open: int | None = 5000,
+                 secret_lifetime: float = COOKIE_SECRET_LIFETIME, natt_port: int = 4500):
+        if not secret_lifetime > 0:
+            raise ValueError("secret_lifetime must be positive")
+        if cookie_threshold < 0 or (max_half_open is not None and cookie_threshold > max_half_open):
             raise ValueError("cookie_threshold must lie between 0 and max_half_open")
         self.cookie_threshold = cookie_threshold
         self.max_half_open = max_half_open
@@ -97,7 +105,7 @@ class ResponderGate:
         if hdr.exchange != _IKE_SA_INIT or hdr.flags & _RESPONSE or not hdr.flags & _INITIATOR or \
                 hdr.spi_r != _ZERO_SPI or hdr.message_id != 0:
             return False, None, ("no_such_sa",)
-        if half_open >= self.max_half_open:
+        if self.max_half_open is not None and half_open >= self.max_half_open:
             return False, None, ("half_open_limit",)
         if half_open < self.cookie_threshold:
             return True, None, ("accepted",)
@@ -123,4 +131,4 @@ class ResponderGate:
                         [NotifyPayload(Notify.COOKIE, value)]).serialize()
         return False, Datagram(marker + reply, local_port, remote), (*counted, "cookie_sent")
 
-__all__ = ["ResponderGate", "COOKIE_HASH_LEN"]
+__all__ = ["ResponderGate", "COOKIE_HASH_LEN", "COOKIE_SECRET_LIFETIME"]

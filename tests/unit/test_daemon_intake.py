@@ -58,7 +58,7 @@ def test_half_open_cap_refuses_before_any_state(config: Config) -> None:
     it.received(init_request(), LOCAL, 500, PEER)
     it.received(init_request(), LOCAL, 500, PEER)
     assert len(table) == 1
-    assert host.counts == {"half_open_full": 1, "unknown_spi": 1}
+    assert host.counts == {"half_open_full": 1}          # once, by its reason
 
 
 def test_unknown_peer_and_non_ike_are_counted_not_answered(config: Config) -> None:
@@ -67,16 +67,27 @@ def test_unknown_peer_and_non_ike_are_counted_not_answered(config: Config) -> No
     it.received(b"\xff", LOCAL, 4500, PEER)
     it.received(bytes(8), LOCAL, 500, PEER)
     assert len(table) == 0 and not host.sent
-    assert host.counts == {"no_connection": 1, "unknown_spi": 1, "natt_keepalive": 1, "short_datagrams": 1}
+    assert host.counts == {"no_connection": 1, "natt_keepalive": 1, "short_datagrams": 1}
 
 
 def test_cookie_gate_plugs_in_front_of_ike_state(config: Config) -> None:
     it, host, table = intake(config, AdmissionGate(cookies=ResponderGate(cookie_threshold=0)))
     req = init_request(spi=bytes(range(8)))
     it.received(req, LOCAL, 500, PEER)
-    assert len(table) == 0 and host.counts == {"cookie_gate": 1, "unknown_spi": 1}
+    assert len(table) == 0 and host.counts == {"cookie_gate": 1}
     (reply,), (src,) = host.sent, host.sent_from
     (n,) = Message.parse(reply.data).notifies()
     assert src == LOCAL and reply.remote == PEER and n.notify_type == Notify.COOKIE
     it.received(with_cookie(req, n.data), LOCAL, 500, PEER)
     assert len(table) == 1 and len(host.sent) == 1
+
+
+def test_a_refused_or_unmatched_datagram_is_counted_once(config: Config) -> None:
+    """A refused IKE_SA_INIT counts only its reason; a datagram for no IKE SA only unknown_spi."""
+    it, host, table = intake(config, AdmissionGate())
+    bad = init_request()[:-1]                                   # the header's length says one byte more
+    it.received(bad, LOCAL, 500, PEER)
+    auth = bytearray(init_request())
+    auth[18] = 35                                               # IKE_AUTH with a zero responder SPI
+    it.received(bytes(auth), LOCAL, 500, PEER)
+    assert len(table) == 0 and host.counts == {"init_bad_chain": 1, "unknown_spi": 1}

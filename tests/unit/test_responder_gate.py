@@ -2,10 +2,14 @@
 sockets: COOKIEs past the threshold (accepted on return, the previous secret still accepted after a
 rotation, a wrong one refused), the per-source and global half-open limits, requests that would be
 refused anyway taking no half-open slot and counted by reason, no reply larger than its request to an
-unverified source, and the gateway section's fields for all of it."""
+unverified source, the per-source limit keyed on the IPv4 address or the IPv6 /64, one owner each for the
+hard limit and the half-open timeout (the core's timer, driven through the daemon's run_due: a slow peer's
+slot freed, a cookie-verified abuser bounded then timed out), the cookie secret's lifetime as a parameter,
+and the gateway section's fields for all of it."""
 
 from __future__ import annotations
 
+import random
 import struct
 from pathlib import Path
 
@@ -17,10 +21,11 @@ from support.intake_host import IntakeHost
 from control.config import Config, ConfigError, load_config
 from control.config.model import GatewayConfig
 from control.ike.constants import Notify
+from control.ike.events import State
 from control.ike.message import Message
 from control.ike_intake import IkeIntake
 from control.ike_sa_table import IkeSaTable
-from control.responder_gate import AdmissionGate, screen
+from control.responder_gate import AdmissionGate, screen, source_of
 from control.sa_records import IkeEntry
 from control.verbs.running import format_status
 
@@ -28,10 +33,10 @@ LOCAL = "198.51.100.1"
 PEER = ("198.51.100.2", 500)
 
 
-def write_config(tmp_path: Path, extra: str = "") -> Path:
+def write_config(tmp_path: Path, extra: str = "", local: str = LOCAL) -> Path:
     cfg = tmp_path / "gw.yaml"
     text = gateway_yaml(shm=tmp_path / "gw.shm", sock=tmp_path / "gw.sock", ike_port=500, natt_port=4500,
-                        local=LOCAL, remote="'%any'", remote_port=500, remote_natt_port=4500,
+                        local=f"'{local}'", remote="'%any'", remote_port=500, remote_natt_port=4500,
                         local_id="gw-a.example", remote_id="gw-b.example", local_ts="10.1.0.0/16",
                         remote_ts="10.2.0.0/16", start_action="none", export_keys=False)
     if extra:
@@ -117,7 +122,20 @@ def test_cookie_past_threshold_accepted_on_return(config: Config) -> None:
     it.received(with_cookie(req, cookie_of(reply.data)), LOCAL, 500, PEER)
     assert len(table) == 3 and len(gate) == 3
     assert gate.stats == {"cookie_sent": 1, "cookie_accepted": 1}
-    assert host.counts["cookie_gate"] == 1 and host.counts["cookie_accepted"] == 1
+    assert host.counts == {"cookie_gate": 1}           # a verified request is let in, not refused
+
+
+def test_admission_says_whether_the_source_was_verified(config: Config) -> None:
+    gate = AdmissionGate.for_gateway(config.gateway)
+    gate.cookies.cookie_threshold = 0
+    req = full_init()
+    challenged = gate.admit(req, 500, PEER, 100.0)
+    assert (challenged.let_in, challenged.refused, challenged.verified) == (False, "cookie_gate", False)
+    back = gate.admit(with_cookie(req, cookie_of(challenged.reply.data)), 500, PEER, 100.0)
+    assert (back.let_in, back.refused, back.verified) == (True, None, True)
+    gate.cookies.cookie_threshold = 30
+    plain = gate.admit(full_init(), 500, PEER, 100.0)
+    assert (plain.let_in, plain.refused, plain.verified) == (True, None, False)
 
 
 def test_previous_secret_still_accepted_after_rotation_then_refused(config: Config) -> None:
@@ -135,6 +153,23 @@ def test_previous_secret_still_accepted_after_rotation_then_refused(config: Conf
     it.received(with_cookie(req2, old), LOCAL, 500, peer(7))
     assert len(table) == 1 and gate.stats["cookie_invalid"] == 1
     assert cookie_of(host.sent[-1].data) != old         # a fresh challenge instead
+
+
+@pytest.mark.parametrize("lifetime", [7.5, 300.0])
+def test_secret_lifetime_is_the_gates_parameter(config: Config, lifetime: float) -> None:
+    """A cookie made just before a rotation is good until the end of the next lifetime, not after."""
+    gate = AdmissionGate.for_gateway(config.gateway, secret_lifetime=lifetime)
+    gate.cookies.cookie_threshold = 0
+    made = 3 * lifetime - 0.25                          # a quarter second before the secret changes
+    req = full_init()
+    cookie = cookie_of(gate.admit(req, 500, PEER, made).reply.data)
+    retried = with_cookie(req, cookie)
+    assert gate.admit(retried, 500, PEER, made + 0.5).let_in                  # the previous secret now
+    assert gate.admit(retried, 500, PEER, 4 * lifetime - 0.01).let_in
+    late = gate.admit(retried, 500, PEER, 4 * lifetime)                       # two rotations on: gone
+    assert not late.let_in and gate.stats["cookie_invalid"] == 1
+    with pytest.raises(ValueError, match="secret_lifetime"):
+        AdmissionGate.for_gateway(config.gateway, secret_lifetime=0)
 
 
 def test_wrong_cookie_refused(config: Config) -> None:
@@ -181,7 +216,26 @@ def test_spoofed_requests_in_a_peers_name_do_not_lock_it_out(config: Config) -> 
     assert host.counts["half_open_per_source"] == 2
 
 
+class TimerDaemon:
+    """What run_due needs of the daemon, doing what Daemon does with a dead entry (_reconcile_entry ->
+    drop_entry -> gate.closed, timed_out read from the core's counter)."""
+
+    def __init__(self, table: IkeSaTable, gate: AdmissionGate):
+        self.table, self.gate, self.dropped = table, gate, []
+        self.children: list = []            # stands in for the ChildInstaller: no CHILD SAs here
+
+    def process(self, e: IkeEntry) -> None:
+        if e.ike.state == State.DEAD and self.table.pop(e.spi) is not None:
+            self.gate.closed(e.spi, timed_out=bool(e.ike.stats.get("half_open_timeout")))
+            self.dropped.append(e)
+
+    def drop_entry(self, e: IkeEntry, reason: str) -> None:
+        raise AssertionError(f"the core, not the daemon's timers, ends a half-open SA ({reason})")
+
+
 def test_slow_peer_half_open_sa_times_out_and_frees_its_slot(tmp_path: Path) -> None:
+    """A real address that answers our IKE_SA_INIT response with nothing: the core's timer ends its SA at
+    half_open_timeout (not before), the slot is free again, and the gate counts the timeout."""
     from control.sa_timers import deadlines, run_due
 
     cfg = load_config(write_config(tmp_path, "  half_open_per_source: 1\n  half_open_timeout: 5s\n"))
@@ -189,29 +243,40 @@ def test_slow_peer_half_open_sa_times_out_and_frees_its_slot(tmp_path: Path) -> 
     it.received(full_init(), LOCAL, 500, PEER)                  # answered, but no IKE_AUTH ever follows
     assert len(table) == 1 and gate.from_source(PEER[0]) == 1
     (entry,) = table.values()
-    assert min(deadlines(table, [])) <= host.t + 5.0
-
-    class Timers:
-        dropped: list[str] = []
-
-        def process(self, e: IkeEntry) -> None: ...
-
-        def drop_entry(self, e: IkeEntry, reason: str) -> None:
-            table.pop(e.spi)
-            gate.closed(e.spi)
-            self.dropped.append(reason)
-
-    class NoChildren:
-        children: list = []
-
-    t, none = Timers(), NoChildren()
-    run_due(t, table, none, host.t + 4.9)                       # type: ignore[arg-type]
-    assert len(table) == 1
-    run_due(t, table, none, host.t + 5.0)                       # type: ignore[arg-type]
+    assert min(deadlines(table, [])) == host.t + 5.0
+    d = TimerDaemon(table, gate)
+    run_due(d, table, d, host.t + 4.9)                          # type: ignore[arg-type]
+    it.received(full_init(), LOCAL, 500, PEER)                  # the slot is still held: a COOKIE instead
+    assert len(table) == 1 and gate.stats["cookie_sent"] == 1
+    run_due(d, table, d, host.t + 5.0)                          # type: ignore[arg-type]
+    assert d.dropped == [entry] and entry.ike.state == State.DEAD
     assert len(table) == 0 and len(gate) == 0 and gate.from_source(PEER[0]) == 0
-    assert t.dropped == ["half-open timeout"]
+    assert gate.stats["half_open_timeout"] == 1 and gate.status()["counters"]["half_open_timeout"] == 1
     it.received(full_init(), LOCAL, 500, PEER)
     assert len(table) == 1
+
+
+def test_many_verified_half_open_sas_from_one_address_each_time_out(tmp_path: Path) -> None:
+    """IKE_AUTH-stage abuse from a real address: it returns every COOKIE and never sends IKE_AUTH.  It
+    holds at most half_open_per_source verified SAs; at the timeout all of them go, and it may start again."""
+    from control.sa_timers import run_due
+
+    cfg = load_config(write_config(tmp_path, "  half_open_per_source: 3\n  half_open_timeout: 5s\n"
+                                             "  cookie_threshold: 0\n"))
+    it, host, table, gate = daemon_like(cfg)
+    for _ in range(10):
+        req = full_init()
+        it.received(req, LOCAL, 500, PEER)
+        it.received(with_cookie(req, cookie_of(host.sent[-1].data)), LOCAL, 500, PEER)
+    assert len(table) == 3 and gate.from_source(PEER[0]) == 3
+    assert gate.stats["cookie_accepted"] == 10 and gate.stats["half_open_per_source"] == 7
+    req = full_init()
+    it.received(req, LOCAL, 500, peer(1))                       # another peer is not held back
+    it.received(with_cookie(req, cookie_of(host.sent[-1].data)), LOCAL, 500, peer(1))
+    assert len(table) == 4
+    d = TimerDaemon(table, gate)
+    run_due(d, table, d, host.t + 5.0)                          # type: ignore[arg-type]
+    assert len(table) == 0 and gate.stats["half_open_timeout"] == 4 and gate.from_source(PEER[0]) == 0
 
 
 def test_per_source_limit_applies_after_the_cookie(config: Config) -> None:
@@ -229,6 +294,19 @@ def test_global_limit_drops_before_any_state_or_reply(config: Config) -> None:
         it.received(full_init(), LOCAL, 500, peer(n))
     assert len(table) == 4 and len(gate) == 4
     assert gate.stats == {"half_open_full": 6} and not host.sent
+
+
+def test_the_hard_limit_has_one_owner(config: Config) -> None:
+    """The daemon's cookie gate keeps no hard limit of its own: at half_open_max verified requests too
+    are dropped by the AdmissionGate's step 2, counted as half_open_full only."""
+    it, host, table, gate = daemon_like(config, half_open_max=3, cookie_threshold=0, half_open_per_source=3)
+    assert gate.cookies is not None and gate.cookies.max_half_open is None
+    for n in range(5):
+        req = full_init()
+        it.received(req, LOCAL, 500, peer(n))
+        if len(table) < 3:
+            it.received(with_cookie(req, cookie_of(host.sent[-1].data)), LOCAL, 500, peer(n))
+    assert len(table) == 3 and gate.stats["half_open_full"] == 2 and "half_open_limit" not in gate.stats
 
 
 @pytest.mark.parametrize(("mangle", "reason"), [
@@ -294,3 +372,49 @@ def test_status_shows_the_gate(config: Config) -> None:
 
 def test_gateway_config_is_a_plain_dataclass() -> None:
     assert GatewayConfig().half_open_per_source == 5
+
+
+LOCAL6 = "2001:db8:ffff::1"
+
+
+@pytest.mark.parametrize(("ip", "source"), [
+    ("203.0.113.7", "203.0.113.7"),
+    ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+    ("::ffff:203.0.113.7", "203.0.113.7"),                    # IPv4 on a dual-stack socket: the address
+    ("fe80::1%veth0", "fe80::/64"),
+])
+def test_source_of_keys_ipv4_by_address_and_ipv6_by_its_64(ip: str, source: str) -> None:
+    assert source_of(ip) == source
+
+
+def test_per_source_limit_counts_an_ipv6_64_as_one_source(tmp_path: Path) -> None:
+    """Anyone with a /64 has 2^64 addresses: five half-open SAs from five of them fill the /64's share,
+    the sixth address of that /64 must return a COOKIE, while the next /64 over is not held back."""
+    cfg = load_config(write_config(tmp_path, "  half_open_per_source: 5\n", local=LOCAL6))
+    it, host, table, gate = daemon_like(cfg)
+    for n in range(1, 6):
+        it.received(full_init(responder=LOCAL6), LOCAL6, 500, (f"2001:db8:1:2::{n:x}", 500))
+    assert len(table) == 5 and not host.sent and gate.from_source("2001:db8:1:2:ffff::9") == 5
+    req = full_init(responder=LOCAL6)
+    it.received(req, LOCAL6, 500, ("2001:db8:1:2:ffff::9", 500))
+    assert len(table) == 5 and gate.stats == {"cookie_sent": 1}
+    it.received(full_init(responder=LOCAL6), LOCAL6, 500, ("2001:db8:1:3::1", 500))
+    assert len(table) == 6 and gate.status()["busiest_source"] == 5
+    for _ in range(10):                         # the /64's owner returns its cookies: still bounded by 5
+        r = full_init(responder=LOCAL6)
+        src = (f"2001:db8:1:2::{random.getrandbits(16):x}:1", 500)
+        it.received(r, LOCAL6, 500, src)
+        it.received(with_cookie(r, cookie_of(host.sent[-1].data)), LOCAL6, 500, src)
+    assert gate.stats["cookie_accepted"] == 10 and gate.stats["half_open_per_source"] == 5
+    assert gate.from_source("2001:db8:1:2::1") == 10 and len(table) == 11
+    gate.closed(table.values()[0].spi)
+    assert gate.from_source("2001:db8:1:2::1") == 9
+
+
+def test_per_source_limit_counts_ipv4_addresses_apart(config: Config) -> None:
+    it, host, table, gate = daemon_like(config, half_open_per_source=1)
+    for n in range(1, 6):
+        it.received(full_init(), LOCAL, 500, (f"203.0.113.{n}", 500))     # same /24, five sources
+    assert len(table) == 5 and not host.sent and gate.status()["busiest_source"] == 1
