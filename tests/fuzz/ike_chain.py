@@ -70,3 +70,23 @@ def mutate_chain(first: int, chain: bytes, max_size: int, rng: random.Random,
         return f, bytes(b[:max_size])
     f, out = build(ps)
     return f, out[:max_size]
+
+
+HEADER_LEN = 28
+
+
+def mutate_message(msg: bytes, max_size: int, rng: random.Random) -> bytes:
+    """One edit of a whole IKE message: a header field (version, exchange, flags, message ID, length), or
+    its payload chain (``mutate_chain``) with the header's first-payload and, mostly, length fields kept
+    right."""
+    if len(msg) < HEADER_LEN or rng.randrange(5) == 0:
+        return atheris.Mutate(msg, max_size)
+    hdr = bytearray(msg[:HEADER_LEN])
+    if rng.randrange(4) == 0:
+        hdr[rng.choice([16, 17, 18, 19, 20, 23, 24, 27])] = rng.randrange(256)
+        return bytes(hdr) + msg[HEADER_LEN:]
+    first, chain = mutate_chain(hdr[16], msg[HEADER_LEN:], max(1, max_size - HEADER_LEN), rng)
+    hdr[16] = first
+    if rng.randrange(4):
+        struct.pack_into("!I", hdr, 24, HEADER_LEN + len(chain))
+    return (bytes(hdr) + chain)[:max_size]
