@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 _DIR = Path(tempfile.mkdtemp(prefix="fuzz-config-"))
 FILE = _DIR / "gw.yaml"
 
-# what a problem line must say besides where: what was expected there, or that the text is not YAML at all
-SAYS_WHAT = ("expected", "not valid YAML")
+# what a problem line must say besides where: what was expected there, that the text is not YAML at all,
+# or which key is there twice
+SAYS_WHAT = ("expected", "not valid YAML", "appears twice")
 ODD_VALUES = [
     None, True, False, 0, -1, 1, 65535, 65536, 2**31, 2**63, 2**64 + 1, -2**63, 1e308, float("nan"), float("inf"),
     "", " ", "%any", "%any6", "0.0.0.0", "255.255.255.255", "192.0.2.300", "::", "fe80::1%eth0", "2001:db8::/129",
