@@ -62,7 +62,22 @@ def run_target(name: str, seconds: int, runs: int | None, corpus: Path | None, a
     return rc, runs_done(text), time.monotonic() - t0
 
 
+def _in_venv() -> None:
+    """Started by a Python without atheris (``python tests/fuzz/run.py`` from the repo root): go on in the
+    project's virtualenv, which ``make venv`` made with it."""
+    try:
+        import atheris  # noqa: F401
+    except ImportError:
+        venv = HERE.parent.parent / ".venv" / "bin" / "python"
+        # sys.prefix, not the interpreter's path: a venv's python is a symlink to the one it was made from
+        if venv.exists() and Path(sys.prefix).resolve() != venv.parent.parent.resolve():
+            os.execv(str(venv), [str(venv), str(Path(__file__).resolve()), *sys.argv[1:]])
+        raise SystemExit("fuzz: atheris is not installed here; run `make venv` (it is in the test extra)") from None
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        _in_venv()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("target", choices=[*TARGETS, "all"])
     ap.add_argument("--seconds", type=int, default=60, help="time per target (libFuzzer -max_total_time)")
