@@ -2,6 +2,7 @@
 #   make test   apt packages, virtualenv, editable install with the cffi build, lint, the whole suite
 #   make build  rebuild the C modules in place after editing cdefs/
 #   make lint   ruff, and lint-imports (the layer contracts in pyproject.toml)
+#   make fuzz   every fuzz target of tests/fuzz/ for FUZZ_SECONDS each (docs/fuzzing.md)
 #   make demo   two ipsecgw gateways and a strongSwan site in network namespaces: ping, iperf3, list-sas
 
 PYTHON ?= python3
@@ -16,9 +17,9 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc make pkg-config libssl-dev 
 	charon-systemd strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins \
 	libstrongswan-extra-plugins dpdk dpdk-dev libdpdk-dev
 # what the virtualenv must be able to import before it is trusted (a half-made one is rebuilt)
-VENV_CHECK := import cffi, cryptography, numpy, yaml, pytest, scapy, importlinter, control.cli, fastpath
+VENV_CHECK := import cffi, cryptography, numpy, yaml, pytest, scapy, importlinter, atheris, control.cli, fastpath
 
-.PHONY: test lint build deps venv clean bench demo
+.PHONY: test lint build deps venv clean bench demo fuzz
 
 # Checked on every run (one dpkg-query, well under a second when nothing is missing), so a package
 # removed since, or an apt run that was interrupted, is repaired rather than trusted through a stamp.
@@ -65,6 +66,12 @@ bench: venv
 	mkdir -p bench/results
 	$(VENV)/bin/pytest bench -q --benchmark-enable --benchmark-json=bench/results/raw.json -p no:cacheprovider
 	$(PY) bench/report.py bench/results/raw.json --out-json bench/results/esp.json --out-md bench/results/esp.md --crypto-perf
+
+# Longer fuzzing than make test's bounded pass: each target for FUZZ_SECONDS, its corpus kept in .fuzz-corpus/
+# so the next run starts where this one stopped; crashers land in tests/fuzz/crashers/<target>/.
+FUZZ_SECONDS ?= 300
+fuzz: venv
+	$(PY) tests/fuzz/run.py all --seconds $(FUZZ_SECONDS) --corpus .fuzz-corpus
 
 # The README's demo: builds namespaces, runs `ipsecgw run` on two gateways plus strongSwan, shows the
 # ACQUIRE, pings, iperf3 and list-sas, and tears everything down (also on Ctrl-C or failure).

@@ -71,6 +71,9 @@ class KEPayload(Payload):
         return cls(struct.unpack_from("!H", data)[0], bytes(data[4:]))
 
 
+_ID_ADDR_LEN = {1: 4, 5: 16}      # ID_IPV4_ADDR, ID_IPV6_ADDR (constants.IdType)
+
+
 @dataclass
 class IDPayload(Payload):
     """IDi or IDr (``initiator`` says which)."""
@@ -90,6 +93,11 @@ class IDPayload(Payload):
     def parse_body(cls, data: bytes, initiator: bool = True) -> IDPayload:
         if len(data) < 4:
             raise ParseError("ID payload shorter than 4 bytes")
+        # RFC 7296 §3.5: an address identity is exactly one address; anything else would reach the
+        # identity checks and the logs as an address that is none
+        want = _ID_ADDR_LEN.get(data[0])
+        if want is not None and len(data) - 4 != want:
+            raise ParseError(f"ID payload of type {data[0]} with {len(data) - 4} bytes, expected {want}")
         return cls(data[0], bytes(data[4:]), initiator)
 
 

@@ -198,3 +198,22 @@ def test_package_keeps_its_public_names() -> None:
         assert hasattr(cc, name), name
     assert cc.parse_config is loader.parse_config and cc.load_config_or_report is loader.load_config_or_report
     assert cc.ConnectionConfig is model.ConnectionConfig and cc.core_schedules_rekeys is model.core_schedules_rekeys
+
+
+# Found by tests/fuzz/config_loader (tests/fuzz/crashers/config_loader/): YAML the composer accepts but
+# that ended in RecursionError, ConstructorError or minutes of alias expansion inside the tree walk.
+@pytest.mark.parametrize(("text", "says"), [
+    ("gateway: &x {a: *x}\n", "a YAML alias that contains itself"),
+    ("a: &x [1, *x]\n", "a YAML alias that contains itself"),
+    ("connections:\n  peer: !92.0.2.1 x\n", "not valid YAML: could not determine a constructor"),
+    ("? &k [1, *k]\n: 2\n", "expected a plain key, got a list"),
+    ("a: " + "[" * 100 + "]" * 100 + "\n", "expected at most 64 levels of nesting"),
+    ("a: " + "[" * 3000 + "]" * 3000 + "\n", "expected at most 64 levels of nesting"),
+    ("a: &a [" + ",".join("x" * 10) + "]\n" + "".join(
+        f"{n}: &{n} [" + ",".join([f"*{p}"] * 10) + "]\n" for p, n in zip("abcde", "bcdef", strict=True))
+     + "g: [" + ",".join(["*f"] * 10) + "]\n", "expected at most 200000 values"),
+])
+def test_hostile_yaml_is_a_config_error(text: str, says: str) -> None:
+    with pytest.raises(ConfigError, match="^f.yaml") as exc:
+        parse_config(text, "f.yaml")
+    assert says in str(exc.value)

@@ -212,7 +212,10 @@ blob = st.binary(max_size=64)
 payload = st.one_of(
     sa_payloads(),
     st.builds(KEPayload, st.integers(0, 65535), blob),
-    st.builds(IDPayload, st.integers(0, 255), blob, st.booleans()),
+    # an address identity is one address long (RFC 7296 §3.5); any other type carries any bytes
+    st.builds(IDPayload, st.integers(0, 255).filter(lambda t: t not in (1, 5)), blob, st.booleans()),
+    st.builds(IDPayload, st.just(1), st.binary(min_size=4, max_size=4), st.booleans()),
+    st.builds(IDPayload, st.just(5), st.binary(min_size=16, max_size=16), st.booleans()),
     st.builds(AuthPayload, st.integers(0, 255), blob),
     st.builds(NoncePayload, st.binary(min_size=16, max_size=256)),
     st.builds(NotifyPayload, st.integers(0, 65535), blob, st.integers(0, 255), st.binary(max_size=8)),
@@ -223,6 +226,15 @@ payload = st.one_of(
     st.builds(DeletePayload, st.just(ProtocolId.ESP), st.lists(st.binary(min_size=4, max_size=4), max_size=4),
               st.just(4)),
 )
+
+
+@pytest.mark.parametrize(("id_type", "size"), [(1, 3), (1, 8), (5, 4), (5, 17)])
+def test_address_identity_of_the_wrong_length_is_a_parse_error(id_type: int, size: int) -> None:
+    # found by tests/fuzz/ike_codec (crashers/ike_codec/id-ipv4-wrong-length): such an IDi reached the
+    # identity check, whose message formats the identity as an address, and ValueError escaped
+    data = msg([IDPayload(id_type, bytes(size), True)]).serialize()
+    with pytest.raises(ParseError, match="ID payload of type"):
+        Message.parse(data)
 
 
 @settings(max_examples=300, deadline=None)
