@@ -15,7 +15,7 @@ from typing import Any
 
 from cdefs import defines
 from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
-from cdefs.sa import SA, Direction, Lifetime, Mode, TrafficSelector
+from cdefs.sa import SA, Direction, Lifetime, Mode, SAError, TrafficSelector
 
 _E = defines("esp.h")
 U64 = (1 << 64) - 1
@@ -37,6 +37,11 @@ _ECN_NAME = {v: k for k, v in ECN.items()}
 _FLOWLABEL_NAME = {v: k for k, v in FLOWLABEL.items()}
 _ENC_BY_CODE = {(a.code, a.config_key_len): name for name, a in ENC_ALGS.items()}
 _INTEG_BY_CODE = {a.code: name for name, a in INTEG_ALGS.items()}
+
+
+def _no_ah(sa: SA) -> SAError:
+    # The C struct has no protocol field yet: an AH SA written here would run as ESP.
+    return SAError("proto", "esp: AH runs only in the reference engine so far (docs/ah.md)", sa.proto)
 
 
 @functools.cache
@@ -61,6 +66,8 @@ def sa_to_params(ffi: Any, sa: SA, direction: Direction | str, p: Any = None) ->
     Control's install path runs this per SA, so it stays lean: no re-validation, each
     field written once.
     """
+    if sa.proto != "esp":
+        raise _no_ah(sa)
     if p is None:
         p = ffi.new("struct ipsg_sa_params *")
     else:
@@ -140,6 +147,8 @@ def sa_fields(ffi: Any, sa: SA, direction: Direction | str) -> tuple | None:
     """The fields of ``sa_to_params`` as the argument list of ``ipsg_shm_sa_install_fields``
     (after its first six: slot, state, placement, id, old SPI), or None for an SA with traffic
     selectors, which needs the struct.  One C call instead of a struct filled through cffi."""
+    if sa.proto != "esp":
+        raise _no_ah(sa)
     if sa.local_ts or sa.remote_ts:
         return None
     src = sa.src.packed
