@@ -29,7 +29,8 @@ def make_ah_sa(integ: str = "hmac-sha256-128", *, family: int = 4, **kw: Any) ->
     kw.setdefault("spi", int.from_bytes(os.urandom(4), "big") | 0x1000)
     kw.setdefault("src", src)
     kw.setdefault("dst", dst)
-    kw.setdefault("integ_key", os.urandom(AH_INTEG_ALGS[integ].key_len))
+    if "integ_key" not in kw:
+        kw["integ_key"] = os.urandom(AH_INTEG_ALGS[integ].key_len)
     return SA(enc="null", enc_key=b"", integ=integ, proto="ah", **kw)
 
 
