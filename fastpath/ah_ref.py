@@ -244,6 +244,8 @@ class AhSession(Session):
             # RFC 4302 3.3.4: AH covers whole packets; a fragment's ICV could never be checked.
             raise Drop(Status.FRAGMENT)
         ah_off, nh, proto_off = _insert_point(pkt, info)
+        if info.version == 6 and nh == iphdr.PROTO_FRAGMENT:
+            raise Drop(Status.FRAGMENT)
         ah, field_len = self._ah_header(nh, info.version, seq)
         hdr = bytearray(pkt[:ah_off])
         hdr[proto_off] = iphdr.PROTO_AH

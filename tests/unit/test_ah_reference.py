@@ -234,6 +234,20 @@ def test_unknown_spi_and_esp_sa_with_the_same_spi():
     assert e.engine_drops() == {Status.NO_SA: 1}
 
 
+def test_transport_fragments_are_not_protected():
+    """RFC 4302 3.3.4: AH covers whole packets; a fragment's ICV could never be verified."""
+    from scapy.layers.inet6 import IPv6ExtHdrFragment
+
+    e = new_engine("reference")
+    v4, v6 = make_ah_sa(mode=Mode.TRANSPORT), make_ah_sa(family=6, mode=Mode.TRANSPORT)
+    install(e, 0, v4, "out")
+    install(e, 1, v6, "out")
+    frag4 = bytes(IP(src=str(v4.src), dst=str(v4.dst), flags="MF") / UDP() / (b"x" * 16))
+    frag6 = bytes(IPv6(src=str(v6.src), dst=str(v6.dst)) / IPv6ExtHdrFragment(m=1) / UDP() / (b"x" * 16))
+    assert [s for s, _, _ in run(e, "out", [frag4, frag6], sa=[0, 1])] == [Status.FRAGMENT] * 2
+    assert e.stats(0).seq == 1 and e.stats(1).seq == 1     # no sequence number spent
+
+
 def test_malformed_length_and_truncation():
     sa = make_ah_sa("hmac-sha256-128", family=6)
     e = _pair(sa)
