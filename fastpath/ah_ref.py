@@ -110,8 +110,10 @@ def _zero_ipv6(pkt: bytearray, ah_off: int, sending: bool) -> None:
         nh, off = pkt[off], off + length
 
 
-def icv_input(pkt: bytes, version: int, ah_off: int, field_len: int, sending: bool) -> bytes:
-    """The packet as the ICV covers it: mutable fields and the ICV field (IV included) zeroed.
+def icv_input(pkt: bytes, version: int, ah_off: int, icv_len: int, sending: bool) -> bytes:
+    """The packet as the ICV covers it: mutable fields and the ICV (GMAC: IV and tag) zeroed.
+
+    ``icv_len`` leaves out the alignment padding, which the ICV covers as sent (RFC 4302 3.3.3.2.1).
 
     ``sending``: the packet is on its way out, so an IPv6 routing header is authenticated as the final
     destination will receive it.  Raises MalformedPacket on options that cannot be walked.
@@ -122,7 +124,7 @@ def icv_input(pkt: bytes, version: int, ah_off: int, field_len: int, sending: bo
     else:
         _zero_ipv6(buf, ah_off, sending)
     start = ah_off + AH_FIXED
-    buf[start:start + field_len] = bytes(field_len)
+    buf[start:start + icv_len] = bytes(icv_len)
     return bytes(buf)
 
 
@@ -179,11 +181,11 @@ class AhSession(Session):
         h.update(data + esn)
         return h.finalize()[:self.alg.icv_len]
 
-    def _verify(self, pkt: bytes, version: int, ah_off: int, field_len: int, seq: int) -> bool:
+    def _verify(self, pkt: bytes, version: int, ah_off: int, seq: int) -> bool:
         start = ah_off + AH_FIXED
         got = pkt[start:start + self.alg.field_len]
         iv = got[:self.alg.iv_len] if self._gmac is not None else None
-        want = self._icv(icv_input(pkt, version, ah_off, field_len, sending=False), seq, iv)
+        want = self._icv(icv_input(pkt, version, ah_off, self.alg.field_len, sending=False), seq, iv)
         return _hmac.compare_digest(want, got)
 
     # -- outbound -------------------------------------------------------------
@@ -221,23 +223,24 @@ class AhSession(Session):
         self._count(len(pkt))
         return out
 
-    def _ah_header(self, nh: int, version: int, seq: int) -> tuple[bytes, int]:
+    def _ah_header(self, nh: int, version: int, seq: int) -> bytes:
+        """AH with a zero ICV field; the padding stays zero (RFC 4302 lets the sender choose it)."""
         field_len = icv_field_len(self.alg, version)
         hdr = struct.pack("!BBHII", nh, (AH_FIXED + field_len) // 4 - 2, 0, self.sa.spi, seq & SEQ32_MAX)
-        return hdr + bytes(field_len), field_len
+        return hdr + bytes(field_len)
 
-    def _sign(self, out: bytearray, version: int, ah_off: int, field_len: int, seq: int) -> bytes:
-        icv = self._icv(icv_input(bytes(out), version, ah_off, field_len, sending=True), seq)
+    def _sign(self, out: bytearray, version: int, ah_off: int, seq: int) -> bytes:
+        icv = self._icv(icv_input(bytes(out), version, ah_off, self.alg.field_len, sending=True), seq)
         out[ah_off + AH_FIXED:ah_off + AH_FIXED + len(icv)] = icv
         return bytes(out)
 
     def _encap_tunnel(self, pkt: bytes, info: iphdr.IPInfo, seq: int) -> tuple[bytes, int]:
         version = self.sa.src.version
         nh = iphdr.PROTO_IPIP if info.version == 4 else iphdr.PROTO_IPV6
-        ah, field_len = self._ah_header(nh, version, seq)
+        ah = self._ah_header(nh, version, seq)
         out = bytearray(self._tunnel_header(info, ah + pkt, iphdr.PROTO_AH))
         ah_off = 20 if version == 4 else 40
-        return self._sign(out, version, ah_off, field_len, seq), ah_off
+        return self._sign(out, version, ah_off, seq), ah_off
 
     def _encap_transport(self, pkt: bytes, info: iphdr.IPInfo, seq: int) -> tuple[bytes, int]:
         if info.version == 4 and info.frag & (iphdr.IPV4_MF | iphdr.IPV4_OFFSET_MASK):
@@ -246,7 +249,7 @@ class AhSession(Session):
         ah_off, nh, proto_off = _insert_point(pkt, info)
         if info.version == 6 and nh == iphdr.PROTO_FRAGMENT:
             raise Drop(Status.FRAGMENT)
-        ah, field_len = self._ah_header(nh, info.version, seq)
+        ah = self._ah_header(nh, info.version, seq)
         hdr = bytearray(pkt[:ah_off])
         hdr[proto_off] = iphdr.PROTO_AH
         rest = len(ah) + len(pkt) - ah_off
@@ -256,7 +259,7 @@ class AhSession(Session):
         else:
             struct.pack_into("!H", hdr, 4, len(hdr) - 40 + rest)
         out = bytearray(hdr + ah + pkt[ah_off:])
-        return self._sign(out, info.version, ah_off, field_len, seq), ah_off
+        return self._sign(out, info.version, ah_off, seq), ah_off
 
     # -- inbound --------------------------------------------------------------
 
@@ -275,7 +278,7 @@ class AhSession(Session):
         if seq is None:
             raise Drop(Status.REPLAY)
         try:
-            ok = self._verify(pkt, outer.version, ah_off, field_len, seq)
+            ok = self._verify(pkt, outer.version, ah_off, seq)
         except MalformedPacket:
             raise Drop(Status.MALFORMED) from None
         if not ok:

@@ -66,15 +66,14 @@ def _zeroed_v6(pkt: bytearray) -> None:
 
 def gmac_icv(sa: SA, pkt: bytes, seq: int) -> bytes:
     """RFC 4543 AH: IV || AES-GCM tag over the packet (outer header without options or extension headers)
-    with mutable fields and the whole ICV field zeroed as AAD, empty plaintext, nonce = salt || IV."""
+    with mutable fields, IV and tag zeroed as AAD, empty plaintext, nonce = salt || IV."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     buf = bytearray(pkt)
     version = buf[0] >> 4
     (_zeroed_v4 if version == 4 else _zeroed_v6)(buf)
     ah = 20 if version == 4 else 40
-    field = (buf[ah + 1] + 2) * 4 - 12
-    buf[ah + 12:ah + 12 + field] = bytes(field)
+    buf[ah + 12:ah + 36] = bytes(24)      # IV and tag; IPv6's alignment padding is covered as sent
     iv = pkt[ah + 12:ah + 20]
     aad = bytes(buf) + (struct.pack("!I", seq >> 32) if sa.esn else b"")
     key, salt = sa.integ_key[:-4], sa.integ_key[-4:]
