@@ -80,6 +80,7 @@ class AhIntegAlg:
     """
 
     name: str
+    code: int           # IPSG_INTEG_* (the SA slot carries it; no C engine runs AH yet)
     key_len: int        # configured key bytes, GMAC's 4-byte salt at the end included
     icv_len: int        # the tag (truncated HMAC output, or the 16-byte GMAC tag)
     hash: str           # cryptography hash name; "gmac" for AES-GMAC
@@ -93,16 +94,16 @@ class AhIntegAlg:
 
 
 def _ah_gmac(bits: int) -> AhIntegAlg:
-    return AhIntegAlg(f"aes-gmac-{bits}", bits // 8 + 4, 16, "gmac", salt_len=4, iv_len=8)
+    return AhIntegAlg(f"aes-gmac-{bits}", _D["IPSG_INTEG_AES_GMAC"], bits // 8 + 4, 16, "gmac", salt_len=4, iv_len=8)
 
 
 AH_INTEG_ALGS: dict[str, AhIntegAlg] = {
     a.name: a
     for a in (
-        AhIntegAlg("hmac-sha1-96", 20, 12, "sha1"),
-        AhIntegAlg("hmac-sha256-128", 32, 16, "sha256"),
-        AhIntegAlg("hmac-sha384-192", 48, 24, "sha384"),
-        AhIntegAlg("hmac-sha512-256", 64, 32, "sha512"),
+        AhIntegAlg("hmac-sha1-96", _D["IPSG_INTEG_HMAC_SHA1_96"], 20, 12, "sha1"),
+        AhIntegAlg("hmac-sha256-128", _D["IPSG_INTEG_HMAC_SHA256_128"], 32, 16, "sha256"),
+        AhIntegAlg("hmac-sha384-192", _D["IPSG_INTEG_HMAC_SHA384_192"], 48, 24, "sha384"),
+        AhIntegAlg("hmac-sha512-256", _D["IPSG_INTEG_HMAC_SHA512_256"], 64, 32, "sha512"),
         _ah_gmac(128), _ah_gmac(192), _ah_gmac(256),
     )
 }
