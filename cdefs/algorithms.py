@@ -69,3 +69,41 @@ INTEG_ALGS: dict[str, IntegAlg] = {
 
 AEAD_NAMES = tuple(n for n, a in ENC_ALGS.items() if a.aead)
 CIPHER_NAMES = tuple(n for n, a in ENC_ALGS.items() if not a.aead)
+
+
+@dataclass(frozen=True)
+class AhIntegAlg:
+    """An AH integrity algorithm (RFC 4302; RFC 4543 for GMAC).
+
+    AH has its own table because it authenticates with algorithms ESP here does not
+    (HMAC-SHA1-96) and carries GMAC's IV inside the ICV field rather than as an ESP IV.
+    """
+
+    name: str
+    code: int           # IPSG_INTEG_* (the SA slot carries it; no C engine runs AH yet)
+    key_len: int        # configured key bytes, GMAC's 4-byte salt at the end included
+    icv_len: int        # the tag (truncated HMAC output, or the 16-byte GMAC tag)
+    hash: str           # cryptography hash name; "gmac" for AES-GMAC
+    salt_len: int = 0
+    iv_len: int = 0     # GMAC: explicit IV ahead of the tag in the ICV field
+
+    @property
+    def field_len(self) -> int:
+        """Bytes of the AH ICV field before alignment padding."""
+        return self.iv_len + self.icv_len
+
+
+def _ah_gmac(bits: int) -> AhIntegAlg:
+    return AhIntegAlg(f"aes-gmac-{bits}", _D["IPSG_INTEG_AES_GMAC"], bits // 8 + 4, 16, "gmac", salt_len=4, iv_len=8)
+
+
+AH_INTEG_ALGS: dict[str, AhIntegAlg] = {
+    a.name: a
+    for a in (
+        AhIntegAlg("hmac-sha1-96", _D["IPSG_INTEG_HMAC_SHA1_96"], 20, 12, "sha1"),
+        AhIntegAlg("hmac-sha256-128", _D["IPSG_INTEG_HMAC_SHA256_128"], 32, 16, "sha256"),
+        AhIntegAlg("hmac-sha384-192", _D["IPSG_INTEG_HMAC_SHA384_192"], 48, 24, "sha384"),
+        AhIntegAlg("hmac-sha512-256", _D["IPSG_INTEG_HMAC_SHA512_256"], 64, 32, "sha512"),
+        _ah_gmac(128), _ah_gmac(192), _ah_gmac(256),
+    )
+}

@@ -1,4 +1,4 @@
-"""The negotiated state of one ESP SA, independent of any engine.
+"""The negotiated state of one ESP or AH SA, independent of any engine.
 
 An SA is what IKE (or a static SA file) agrees on; a *session* is how an engine
 executes it.  Engines take an ``SA`` plus a direction and build their own
@@ -11,7 +11,7 @@ import enum
 import ipaddress
 from dataclasses import dataclass, field
 
-from cdefs.algorithms import ENC_ALGS, INTEG_ALGS, EncAlg, IntegAlg
+from cdefs.algorithms import AH_INTEG_ALGS, ENC_ALGS, INTEG_ALGS, AhIntegAlg, EncAlg, IntegAlg
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -20,6 +20,7 @@ REPLAY_WINDOW_MAX = 4096
 _DF_VALUES = ("copy", "set", "clear")
 _ECN_VALUES = ("normal", "compat")
 _FLOWLABEL_VALUES = ("copy", "zero")
+PROTOCOLS = ("esp", "ah")
 _ADDRESS_CLASSES = frozenset({ipaddress.IPv4Address, ipaddress.IPv6Address})
 
 
@@ -121,6 +122,8 @@ class SA:
     local_ts: list[TrafficSelector] = field(default_factory=list)   # empty = any
     remote_ts: list[TrafficSelector] = field(default_factory=list)
     lifetime: Lifetime = field(default_factory=Lifetime)
+    # esp | ah.  An AH SA has enc "null" with no key: integ/integ_key (AH_INTEG_ALGS) are all it uses.
+    proto: str = "esp"
 
     def __post_init__(self) -> None:
         self.mode = Mode(self.mode)
@@ -131,7 +134,13 @@ class SA:
         return ENC_ALGS[self.enc]
 
     @property
-    def integ_alg(self) -> IntegAlg | None:
+    def is_ah(self) -> bool:
+        return self.proto == "ah"
+
+    @property
+    def integ_alg(self) -> IntegAlg | AhIntegAlg | None:
+        if self.proto == "ah":
+            return AH_INTEG_ALGS[self.integ] if self.integ else None
         return INTEG_ALGS[self.integ] if self.integ else None
 
     @property
@@ -163,6 +172,8 @@ class SA:
         kind = type(src)
         if (kind is not type(dst) or kind not in _ADDRESS_CLASSES) and src.version != dst.version:
             raise SAError("dst", f"an IPv{src.version} address like src", str(dst))
+        if self.proto != "esp":
+            self._validate_ah()
         alg = ENC_ALGS.get(self.enc)
         if alg is None:
             raise SAError("enc", "one of " + ", ".join(ENC_ALGS), self.enc)
@@ -172,7 +183,9 @@ class SA:
             extra = " (cipher key + 4-byte salt)" if alg.salt_len else ""
             raise SAError(what, f"{key_len} bytes for {alg.name}{extra}", f"{len(self.enc_key)} bytes")
         integ = self.integ
-        if alg.aead:
+        if self.proto == "ah":
+            pass        # checked by _validate_ah
+        elif alg.aead:
             if integ:
                 raise SAError("integrity", f"none: {alg.name} is an AEAD and carries its own ICV", integ)
         else:
@@ -218,3 +231,20 @@ class SA:
             if not isinstance(v, int) or v < 0:
                 name = next(k for k, x in limits.items() if x is v)
                 raise SAError(f"lifetime.{name}", "a non-negative integer (0 = no limit)", v)
+
+    def _validate_ah(self) -> None:
+        """The fields an AH SA has (or must not have) that an ESP SA does not."""
+        if self.proto not in PROTOCOLS:
+            raise SAError("proto", "esp or ah", self.proto)
+        if self.enc != "null" or self.enc_key:
+            raise SAError("enc", "null with no key: AH authenticates only", self.enc)
+        if self.udp_encap:
+            # RFC 4302 authenticates the outer addresses, which a NAT rewrites; RFC 3948 carries only ESP.
+            raise SAError("udp_encap", "false: AH cannot pass a NAT (UDP encapsulation carries ESP only)", True)
+        integ = AH_INTEG_ALGS.get(self.integ or "")
+        if integ is None:
+            raise SAError("integrity", "one of " + ", ".join(AH_INTEG_ALGS), self.integ)
+        if len(self.integ_key) != integ.key_len:
+            extra = " (AES key + 4-byte salt)" if integ.salt_len else ""
+            raise SAError("integrity_key", f"{integ.key_len} bytes for {integ.name}{extra}",
+                          f"{len(self.integ_key)} bytes")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cdefs import defines
-from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.algorithms import AH_INTEG_ALGS, ENC_ALGS, INTEG_ALGS
 from cdefs.sa import SA, Direction, Lifetime, Mode, TrafficSelector
 
 _E = defines("esp.h")
@@ -31,12 +31,17 @@ ECN = {"normal": _E["IPSG_ECN_NORMAL"], "compat": _E["IPSG_ECN_COMPAT"]}
 FLOWLABEL = {"copy": _E["IPSG_FLOWLABEL_COPY"], "zero": _E["IPSG_FLOWLABEL_ZERO"]}
 ENC_CODE = {name: a.code for name, a in ENC_ALGS.items()}
 INTEG_CODE = {name: a.code for name, a in INTEG_ALGS.items()}
+AH_INTEG_CODE = {name: a.code for name, a in AH_INTEG_ALGS.items()}
+PROTO = {"esp": _E["IPSG_PROTO_ESP"], "ah": _E["IPSG_PROTO_AH"]}
 
 _DF_NAME = {v: k for k, v in DF.items()}
 _ECN_NAME = {v: k for k, v in ECN.items()}
 _FLOWLABEL_NAME = {v: k for k, v in FLOWLABEL.items()}
 _ENC_BY_CODE = {(a.code, a.config_key_len): name for name, a in ENC_ALGS.items()}
 _INTEG_BY_CODE = {a.code: name for name, a in INTEG_ALGS.items()}
+# GMAC's three key sizes share one code: the key length (with salt) tells them apart.
+_AH_INTEG_BY_CODE = {(a.code, a.key_len): name for name, a in AH_INTEG_ALGS.items()}
+_PROTO_NAME = {v: k for k, v in PROTO.items()}
 
 
 @functools.cache
@@ -73,7 +78,10 @@ def sa_to_params(ffi: Any, sa: SA, direction: Direction | str, p: Any = None) ->
     p.family = 4 if len(src) == 4 else 6
     p.esn = sa.esn
     p.enc = ENC_CODE[sa.enc]
-    if sa.integ:
+    if sa.proto == "ah":
+        p.proto = PROTO["ah"]
+        p.integ = AH_INTEG_CODE[sa.integ]
+    elif sa.integ:
         p.integ = INTEG_CODE[sa.integ]
     key = sa.enc_key
     p.enc_key_len = len(key)
@@ -148,12 +156,18 @@ def sa_fields(ffi: Any, sa: SA, direction: Direction | str) -> tuple | None:
     dscp = sa.dscp
     return (sa.spi, DIR_IN if direction == "in" else DIR_OUT,
             MODE_TRANSPORT if sa.mode == "transport" else MODE_TUNNEL, sa.esn,
-            ENC_CODE[sa.enc], INTEG_CODE[sa.integ] if sa.integ else 0,
+            ENC_CODE[sa.enc], _integ_code(sa),
             sa.enc_key, len(sa.enc_key), integ_key or ffi.NULL, len(integ_key),
             src, sa.dst.packed, len(src), sa.udp_encap, sa.ttl, DF[sa.df],
             DSCP_COPY if dscp is None else dscp, ECN[sa.ecn], FLOWLABEL[sa.flowlabel],
             sa.sport, sa.dport, sa.replay_window, sa.seq & U64,
-            lt.soft_bytes, lt.hard_bytes, lt.soft_packets, lt.hard_packets)
+            lt.soft_bytes, lt.hard_bytes, lt.soft_packets, lt.hard_packets, PROTO[sa.proto])
+
+
+def _integ_code(sa: SA) -> int:
+    if not sa.integ:
+        return 0
+    return AH_INTEG_CODE[sa.integ] if sa.proto == "ah" else INTEG_CODE[sa.integ]
 
 
 def _addr(ffi: Any, family: int, raw: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -172,8 +186,12 @@ def _read_ts(ffi: Any, arr: Any, n: int) -> list[TrafficSelector]:
 
 def params_to_sa(ffi: Any, p: Any) -> tuple[SA, Direction]:
     """The SA and direction a ``struct ipsg_sa_params`` describes (raises SAError if it is not valid)."""
+    proto = _PROTO_NAME.get(p.proto, f"code {p.proto}")
     enc = _ENC_BY_CODE.get((p.enc, p.enc_key_len), f"code {p.enc}/{p.enc_key_len}")
-    integ = _INTEG_BY_CODE.get(p.integ) if p.integ else None
+    if proto == "ah":
+        integ = _AH_INTEG_BY_CODE.get((p.integ, p.integ_key_len), f"code {p.integ}/{p.integ_key_len}")
+    else:
+        integ = _INTEG_BY_CODE.get(p.integ) if p.integ else None
     seq = p.seq
     if seq == 0 and p.esn:
         seq = 1 << 64
@@ -200,6 +218,7 @@ def params_to_sa(ffi: Any, p: Any) -> tuple[SA, Direction]:
         local_ts=_read_ts(ffi, p.local_ts, p.n_local_ts),
         remote_ts=_read_ts(ffi, p.remote_ts, p.n_remote_ts),
         lifetime=Lifetime(p.soft_bytes, p.hard_bytes, p.soft_packets, p.hard_packets),
+        proto=proto,
     )
     direction = Direction.IN if p.direction == DIR_IN else Direction.OUT
     return sa, direction

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from cdefs.algorithms import AEAD_NAMES, CIPHER_NAMES, ENC_ALGS, INTEG_ALGS
-from cdefs.sa import SA, Lifetime, Mode, SAError, TrafficSelector
+from cdefs.algorithms import AEAD_NAMES, AH_INTEG_ALGS, CIPHER_NAMES, ENC_ALGS, INTEG_ALGS
+from cdefs.sa import PROTOCOLS, SA, Lifetime, Mode, SAError, TrafficSelector
 
 __all__ = ["SAFileError", "load_sa_file", "parse_sas"]
 
@@ -25,7 +25,7 @@ __all__ = ["SAFileError", "load_sa_file", "parse_sas"]
 FIRST_UNRESERVED_SPI = 256
 
 SA_FIELDS = (
-    "spi", "src", "dst", "mode", "aead", "key", "cipher", "cipher_key", "integrity", "integrity_key",
+    "spi", "src", "dst", "proto", "mode", "aead", "key", "cipher", "cipher_key", "integrity", "integrity_key",
     "esn", "seq", "replay_window", "encap", "sport", "dport", "ttl", "df", "dscp", "ecn", "flowlabel",
     "local_ts", "remote_ts", "lifetime",
 )
@@ -249,10 +249,13 @@ def _sa_from_mapping(d: dict) -> SA:
     spi = _int("spi", d["spi"], 1, 0xFFFFFFFF, "an integer from 1 to 0xffffffff (0 is reserved)")
     kw: dict[str, Any] = {"spi": spi, "src": _addr("src", d["src"]), "dst": _addr("dst", d["dst"])}
 
-    if ("aead" in d) == ("cipher" in d):
+    proto = _choice("proto", d["proto"], PROTOCOLS) if "proto" in d else "esp"
+    if proto == "ah":
+        _ah_fields(d, kw)
+    elif ("aead" in d) == ("cipher" in d):
         raise _FieldError("aead", "exactly one of aead (with key) or cipher (with cipher_key and integrity)",
                           "both" if "aead" in d else "neither")
-    if "aead" in d:
+    elif "aead" in d:
         kw["enc"] = _choice("aead", d["aead"], AEAD_NAMES)
         for other in ("cipher_key", "integrity", "integrity_key"):
             if other in d:
@@ -316,6 +319,27 @@ def _sa_from_mapping(d: dict) -> SA:
         return SA(**kw)
     except SAError as exc:
         raise _model_error(exc, kw) from None
+
+
+def _ah_fields(d: dict, kw: dict) -> None:
+    """An AH SA's algorithm and key: integrity and integrity_key only (AH encrypts nothing)."""
+    for other in ("aead", "key", "cipher", "cipher_key"):
+        if other in d:
+            raise _FieldError(other, "nothing: an AH SA authenticates only; give integrity and integrity_key",
+                              "a value")
+    if "encap" in d and d["encap"] != "none":
+        raise _FieldError("encap", "none: AH cannot pass a NAT (UDP encapsulation carries ESP only)",
+                          _describe(d["encap"]))
+    names = tuple(AH_INTEG_ALGS)
+    if "integrity" not in d:
+        raise _FieldError("integrity", "one of " + ", ".join(names) + " (proto: ah)", "nothing")
+    integ = _choice("integrity", d["integrity"], names)
+    if "integrity_key" not in d:
+        alg = AH_INTEG_ALGS[integ]
+        extra = " (AES key + 4-byte salt)" if alg.salt_len else ""
+        raise _FieldError("integrity_key", f"{alg.key_len} bytes for {integ}{extra}", "nothing")
+    kw.update(proto="ah", enc="null", enc_key=b"", integ=integ,
+              integ_key=_key("integrity_key", d["integrity_key"]))
 
 
 def _model_error(exc: SAError, kw: dict) -> _FieldError:

@@ -73,11 +73,30 @@ void crypto_engine_free(void *be)
         free_mb_mgr(be);
 }
 
-static int block_size(uint8_t integ) { return integ == IPSG_INTEG_HMAC_SHA256_128 ? 64 : 128; }
+/* HMAC-SHA1 is for AH only (esp_core.c check_params keeps it out of ESP). */
+static int hmac_known(uint8_t integ)
+{
+    return integ == IPSG_INTEG_HMAC_SHA1_96 ||
+           (integ >= IPSG_INTEG_HMAC_SHA256_128 && integ <= IPSG_INTEG_HMAC_SHA512_256);
+}
+
+static int block_size(uint8_t integ)
+{
+    return integ == IPSG_INTEG_HMAC_SHA256_128 || integ == IPSG_INTEG_HMAC_SHA1_96 ? 64 : 128;
+}
+
+static int full_len(uint8_t integ)
+{
+    return integ == IPSG_INTEG_HMAC_SHA1_96       ? 20
+           : integ == IPSG_INTEG_HMAC_SHA256_128 ? 32
+           : integ == IPSG_INTEG_HMAC_SHA384_192 ? 48
+                                                 : 64;
+}
 
 static IMB_HASH_ALG hash_alg(uint8_t integ)
 {
-    return integ == IPSG_INTEG_HMAC_SHA256_128   ? IMB_AUTH_HMAC_SHA_256
+    return integ == IPSG_INTEG_HMAC_SHA1_96      ? IMB_AUTH_HMAC_SHA_1
+           : integ == IPSG_INTEG_HMAC_SHA256_128 ? IMB_AUTH_HMAC_SHA_256
            : integ == IPSG_INTEG_HMAC_SHA384_192 ? IMB_AUTH_HMAC_SHA_384
                                                  : IMB_AUTH_HMAC_SHA_512;
 }
@@ -87,12 +106,14 @@ static int hmac_pads(IMB_MGR *m, uint8_t integ, const uint8_t *key, size_t key_l
 {
     uint8_t k0[128], pad[128];
     size_t bs, i;
-    if (integ < IPSG_INTEG_HMAC_SHA256_128 || integ > IPSG_INTEG_HMAC_SHA512_256)
+    if (!hmac_known(integ))
         return -1;
     bs = (size_t)block_size(integ);
     memset(k0, 0, sizeof(k0));
     if (key_len > bs) { /* long keys are hashed first */
-        if (integ == IPSG_INTEG_HMAC_SHA256_128)
+        if (integ == IPSG_INTEG_HMAC_SHA1_96)
+            IMB_SHA1(m, key, key_len, k0);
+        else if (integ == IPSG_INTEG_HMAC_SHA256_128)
             IMB_SHA256(m, key, key_len, k0);
         else if (integ == IPSG_INTEG_HMAC_SHA384_192)
             IMB_SHA384(m, key, key_len, k0);
@@ -103,7 +124,9 @@ static int hmac_pads(IMB_MGR *m, uint8_t integ, const uint8_t *key, size_t key_l
     }
     for (i = 0; i < bs; i++)
         pad[i] = k0[i] ^ 0x36;
-    if (integ == IPSG_INTEG_HMAC_SHA256_128)
+    if (integ == IPSG_INTEG_HMAC_SHA1_96)
+        IMB_SHA1_ONE_BLOCK(m, pad, ipad);
+    else if (integ == IPSG_INTEG_HMAC_SHA256_128)
         IMB_SHA256_ONE_BLOCK(m, pad, ipad);
     else if (integ == IPSG_INTEG_HMAC_SHA384_192)
         IMB_SHA384_ONE_BLOCK(m, pad, ipad);
@@ -111,7 +134,9 @@ static int hmac_pads(IMB_MGR *m, uint8_t integ, const uint8_t *key, size_t key_l
         IMB_SHA512_ONE_BLOCK(m, pad, ipad);
     for (i = 0; i < bs; i++)
         pad[i] = k0[i] ^ 0x5c;
-    if (integ == IPSG_INTEG_HMAC_SHA256_128)
+    if (integ == IPSG_INTEG_HMAC_SHA1_96)
+        IMB_SHA1_ONE_BLOCK(m, pad, opad);
+    else if (integ == IPSG_INTEG_HMAC_SHA256_128)
         IMB_SHA256_ONE_BLOCK(m, pad, opad);
     else if (integ == IPSG_INTEG_HMAC_SHA384_192)
         IMB_SHA384_ONE_BLOCK(m, pad, opad);
@@ -466,10 +491,9 @@ int ipsg_hmac(uint8_t integ, const uint8_t *key, uint32_t key_len, const uint8_t
     struct sa_crypto *c;
     IMB_JOB *jb;
     int n = -1, full;
-    if (out64 == NULL || (key_len && key == NULL) || (data_len && data == NULL) ||
-        integ < IPSG_INTEG_HMAC_SHA256_128 || integ > IPSG_INTEG_HMAC_SHA512_256)
+    if (out64 == NULL || (key_len && key == NULL) || (data_len && data == NULL) || !hmac_known(integ))
         return -1;
-    full = integ == IPSG_INTEG_HMAC_SHA256_128 ? 32 : integ == IPSG_INTEG_HMAC_SHA384_192 ? 48 : 64;
+    full = full_len(integ);
     if ((m = mgr_new(NULL)) == NULL)
         return -1;
     if ((c = sa_alloc()) != NULL && hmac_pads(m, integ, key, key_len, c->ipad, c->opad) == 0) {

@@ -52,15 +52,19 @@ static const char *digest_name(uint8_t integ, uint32_t *icv_len)
     case IPSG_INTEG_HMAC_SHA512_256:
         *icv_len = 32;
         return "SHA512";
+    case IPSG_INTEG_HMAC_SHA1_96: /* AH only (esp_core.c check_params keeps it out of ESP) */
+        *icv_len = 12;
+        return "SHA1";
     default:
         return NULL;
     }
 }
 
 
-/* HMAC (RFC 2104) on SHA-256/384/512 with the keyed inner and outer states
- * computed once per SA. */
+/* HMAC (RFC 2104) on SHA-256/384/512 (and SHA-1, for AH) with the keyed inner
+ * and outer states computed once per SA. */
 union sha2_ctx {
+    SHA_CTX s1;
     SHA256_CTX s256;
     SHA512_CTX s512;         /* SHA-384 uses the SHA-512 state */
 };
@@ -73,7 +77,9 @@ struct hmac_key {
 
 static void sha2_init(uint8_t integ, union sha2_ctx *c)
 {
-    if (integ == IPSG_INTEG_HMAC_SHA256_128)
+    if (integ == IPSG_INTEG_HMAC_SHA1_96)
+        SHA1_Init(&c->s1);
+    else if (integ == IPSG_INTEG_HMAC_SHA256_128)
         SHA256_Init(&c->s256);
     else if (integ == IPSG_INTEG_HMAC_SHA384_192)
         SHA384_Init(&c->s512);
@@ -83,7 +89,9 @@ static void sha2_init(uint8_t integ, union sha2_ctx *c)
 
 static void sha2_update(uint8_t integ, union sha2_ctx *c, const uint8_t *p, size_t n)
 {
-    if (integ == IPSG_INTEG_HMAC_SHA256_128)
+    if (integ == IPSG_INTEG_HMAC_SHA1_96)
+        SHA1_Update(&c->s1, p, n);
+    else if (integ == IPSG_INTEG_HMAC_SHA256_128)
         SHA256_Update(&c->s256, p, n);
     else
         SHA512_Update(&c->s512, p, n);
@@ -91,7 +99,9 @@ static void sha2_update(uint8_t integ, union sha2_ctx *c, const uint8_t *p, size
 
 static void sha2_final(uint8_t integ, union sha2_ctx *c, uint8_t *out)
 {
-    if (integ == IPSG_INTEG_HMAC_SHA256_128)
+    if (integ == IPSG_INTEG_HMAC_SHA1_96)
+        SHA1_Final(out, &c->s1);
+    else if (integ == IPSG_INTEG_HMAC_SHA256_128)
         SHA256_Final(out, &c->s256);
     else if (integ == IPSG_INTEG_HMAC_SHA384_192)
         SHA384_Final(out, &c->s512);
@@ -102,13 +112,16 @@ static void sha2_final(uint8_t integ, union sha2_ctx *c, uint8_t *out)
 static struct hmac_key *hmac_new(uint8_t integ, const uint8_t *key, size_t key_len)
 {
     uint8_t k0[128], pad[128];
-    size_t bs = integ == IPSG_INTEG_HMAC_SHA256_128 ? 64 : 128, i;
+    size_t bs = integ == IPSG_INTEG_HMAC_SHA256_128 || integ == IPSG_INTEG_HMAC_SHA1_96 ? 64 : 128, i;
     struct hmac_key *h;
     uint32_t icv;
     if (digest_name(integ, &icv) == NULL || (h = OPENSSL_zalloc(sizeof(*h))) == NULL)
         return NULL;
     h->integ = integ;
-    h->out_len = integ == IPSG_INTEG_HMAC_SHA256_128 ? 32 : integ == IPSG_INTEG_HMAC_SHA384_192 ? 48 : 64;
+    h->out_len = integ == IPSG_INTEG_HMAC_SHA1_96       ? 20
+                 : integ == IPSG_INTEG_HMAC_SHA256_128 ? 32
+                 : integ == IPSG_INTEG_HMAC_SHA384_192 ? 48
+                                                       : 64;
     memset(k0, 0, sizeof(k0));
     if (key_len > bs) { /* long keys are hashed first */
         union sha2_ctx c;

@@ -41,6 +41,13 @@
 #define IPSG_INTEG_HMAC_SHA256_128 1
 #define IPSG_INTEG_HMAC_SHA384_192 2
 #define IPSG_INTEG_HMAC_SHA512_256 3
+/* AH only so far (cdefs/algorithms.py AH_INTEG_ALGS); no engine in C runs them yet. */
+#define IPSG_INTEG_HMAC_SHA1_96 4
+#define IPSG_INTEG_AES_GMAC 5
+
+/* ipsg_sa_params.proto: which IPsec protocol the SA is (AH: enc NULL, integ only). */
+#define IPSG_PROTO_ESP 0
+#define IPSG_PROTO_AH 1
 
 #define IPSG_DIR_OUT 0
 #define IPSG_DIR_IN 1
@@ -101,6 +108,8 @@ struct ipsg_sa_params {
     uint8_t flowlabel;
     uint16_t sport;
     uint16_t dport;
+    uint8_t proto;           /* IPSG_PROTO_*; in what was padding, so no other field moved */
+    uint8_t reserved_;
     uint32_t replay_window;  /* 0 disables anti-replay */
     uint64_t seq;            /* next outbound sequence number */
     uint64_t soft_bytes;     /* 0 = no limit */

@@ -295,6 +295,8 @@ static int fail(char *err, size_t errlen, const char *msg)
 static const char *check_params(const struct ipsg_sa_params *p)
 {
     uint32_t i;
+    if (p->proto != IPSG_PROTO_ESP)
+        return p->proto == IPSG_PROTO_AH ? "AH is not in this engine yet (docs/ah.md)" : "unknown IPsec protocol";
     if (p->direction > IPSG_DIR_IN)
         return "direction must be in or out";
     if (p->mode > IPSG_MODE_TRANSPORT)

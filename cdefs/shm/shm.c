@@ -462,7 +462,7 @@ int64_t ipsg_shm_sa_install_fields(struct ipsg_shm *s, uint32_t slot, uint8_t st
                                    const uint8_t *dst, uint8_t addr_len, uint8_t udp_encap, uint8_t ttl, uint8_t df,
                                    uint8_t dscp, uint8_t ecn, uint8_t flowlabel, uint16_t sport, uint16_t dport,
                                    uint32_t replay_window, uint64_t seq, uint64_t soft_bytes, uint64_t hard_bytes,
-                                   uint64_t soft_packets, uint64_t hard_packets) {
+                                   uint64_t soft_packets, uint64_t hard_packets, uint8_t proto) {
     struct ipsg_sa_params p;
     if (enc_key_len > sizeof(p.enc_key) || integ_key_len > sizeof(p.integ_key) || (addr_len != 4 && addr_len != 16))
         return IPSG_SHM_EINVAL;
@@ -494,6 +494,7 @@ int64_t ipsg_shm_sa_install_fields(struct ipsg_shm *s, uint32_t slot, uint8_t st
     p.hard_bytes = hard_bytes;
     p.soft_packets = soft_packets;
     p.hard_packets = hard_packets;
+    p.proto = proto;
     int64_t v = ipsg_shm_sa_install(s, slot, &p, state, placement, id, old_spi);
     explicit_bzero(&p, sizeof p);   /* no key copy left on the stack */
     return v;

@@ -23,7 +23,7 @@
 
 /* "IPSGSHM1" read as a little-endian 64-bit word. */
 #define IPSG_SHM_MAGIC 0x314D485347535049
-#define IPSG_SHM_ABI 3
+#define IPSG_SHM_ABI 4
 
 /* ipsg_shm_sa.state */
 #define IPSG_SHM_SA_FREE 0
@@ -355,7 +355,7 @@ int64_t ipsg_shm_sa_install_fields(struct ipsg_shm *s, uint32_t slot, uint8_t st
                                    const uint8_t *dst, uint8_t addr_len, uint8_t udp_encap, uint8_t ttl, uint8_t df,
                                    uint8_t dscp, uint8_t ecn, uint8_t flowlabel, uint16_t sport, uint16_t dport,
                                    uint32_t replay_window, uint64_t seq, uint64_t soft_bytes, uint64_t hard_bytes,
-                                   uint64_t soft_packets, uint64_t hard_packets);
+                                   uint64_t soft_packets, uint64_t hard_packets, uint8_t proto);
 /* Unindex, zero and free a slot, and tell the fastpath; the new version or a negative code. */
 int64_t ipsg_shm_sa_delete(struct ipsg_shm *s, uint32_t slot);
 /* Zeroes the keys and every parameter, state FREE. */

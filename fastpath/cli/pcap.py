@@ -1,4 +1,7 @@
-"""``ipsecgw pcap encrypt|decrypt``: run captured packets through an ESP engine offline.
+"""``ipsecgw pcap encrypt|decrypt`` (``protect|unprotect``): run captured packets through an engine offline.
+
+ESP and AH (docs/ah.md) SAs alike; AH runs in the reference engine only so far,
+which ``best`` then picks.
 
 Input: a classic pcap (Ethernet, raw IP, Linux cooked...).  Output: a raw-IP
 (LINKTYPE_RAW) pcap with the same timestamps.  Packets go to the engine in
@@ -65,22 +68,25 @@ def _batch_size(text: str) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pcap", help="encrypt or decrypt the packets of a pcap file offline",
-                       description="Run the packets of a pcap file through an ESP engine. The output is a "
+                       description="Run the packets of a pcap file through an ESP or AH engine. The output is a "
                                    "raw-IP (LINKTYPE_RAW) pcap with the input's timestamps.")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
-    d = verbs.add_parser("decrypt", help="decrypt ESP packets; other IP packets pass through unchanged",
-                         description="Decrypt the ESP packets (IP protocol 50, or UDP port 4500) of IN with the "
-                                     "SAs of the SA file. Packets that are not ESP are written unchanged. Prints "
-                                     "counts per status; exits 1 if any ESP packet failed.")
-    e = verbs.add_parser("encrypt", help="encrypt every IP packet with one SA",
-                         description="Encrypt every IP packet of IN with one outbound SA (--spi, or the first "
-                                     "SA of the file) and write the ESP packets with their outer headers.")
+    d = verbs.add_parser("decrypt", aliases=["unprotect"],
+                         help="decrypt ESP / verify AH packets; other IP packets pass through unchanged",
+                         description="Decrypt the ESP packets (IP protocol 50, or UDP port 4500) and verify the AH "
+                                     "packets (IP protocol 51) of IN with the SAs of the SA file, writing what "
+                                     "remains once ESP or AH is removed. Packets that are neither are written "
+                                     "unchanged. Prints counts per status; exits 1 if any ESP or AH packet failed.")
+    e = verbs.add_parser("encrypt", aliases=["protect"], help="protect every IP packet with one SA (ESP or AH)",
+                         description="Protect every IP packet of IN with one outbound SA (--spi, or the first "
+                                     "SA of the file) and write the ESP or AH packets with their outer headers.")
     for verb, parser in (("decrypt", d), ("encrypt", e)):
         parser.add_argument("--sa", required=True, metavar="SAS.yaml", help="static SA file (YAML)")
         if verb == "encrypt":
             parser.add_argument("--spi", type=_spi, help="SA to use (0x hex or decimal; default: the first SA)")
         parser.add_argument("--engine", default="best", choices=ENGINE_CHOICES,
-                            help="ESP engine (default: best = the fastest present one)")
+                            help="engine (default: best = the fastest present one that serves the SAs; "
+                                 "AH: reference)")
         parser.add_argument("--batch", type=_batch_size, default=DEFAULT_BATCH, metavar="N",
                             help=f"packets per engine call (default {DEFAULT_BATCH})")
         parser.add_argument("input", metavar="IN.pcap")
@@ -224,8 +230,11 @@ def _run(args: argparse.Namespace, direction: Direction) -> int:
                 return 2
         chosen = chosen[:1]
 
+    name = args.engine
+    if name == "best" and any(sa.is_ah for _, sa in chosen):
+        name = "reference"      # the one engine with AH so far (docs/ah.md)
     try:
-        engine = create(args.engine, capacity=max(1024, len(chosen)))
+        engine = create(name, capacity=max(1024, len(chosen)))
     except EngineError as exc:
         _err(str(exc))
         return 2

@@ -84,6 +84,8 @@ class CBatchEngine(Engine):
         ffi, lib = self._ffi, self._lib
         if not 0 <= index < self.capacity:
             raise EngineError(f"SA index {index} outside 0..{self.capacity - 1}")
+        if sa.proto != "esp":
+            raise EngineError(f"{self.name} engine does not serve AH yet; the reference engine does (docs/ah.md)")
         if sa.enc not in self.algorithms or (sa.integ and sa.integ not in self.algorithms):
             raise EngineError(f"{self.name} engine does not serve {sa.enc}/{sa.integ}")
         with c_params(ffi, sa, Direction(direction), params) as p:

@@ -1,10 +1,11 @@
 """Known-answer tests: published ESP and HMAC vectors through every engine.
 
 The vectors (tests/support/vectors/*.json) are transcribed from draft-mcgrew-gcm-test-01
-(RFC 4106 / RFC 4543 ESP packets), RFC 7634 Appendix A and RFC 4868 section
-2.7.2.  Each ESP vector is fed to the engine as an inbound packet: the engine
-must produce exactly the decapsulated packet, reject any one-bit change as
-AUTH_FAILED without moving the replay window, and reject the replay.
+(RFC 4106 / RFC 4543 ESP packets), RFC 7634 Appendix A, RFC 4868 section
+2.7.2 and RFC 2202 section 3 (HMAC-SHA-1, for AH's HMAC-SHA1-96).  Each ESP
+vector is fed to the engine as an inbound packet: the engine must produce
+exactly the decapsulated packet, reject any one-bit change as AUTH_FAILED
+without moving the replay window, and reject the replay.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from support.engines import install, new_engine, run
 from support.packets import ipv4, ipv6, outer_esp
 from support.sa import V4_A, V4_B, V6_A, V6_B
 
-from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.algorithms import AH_INTEG_ALGS, ENC_ALGS, INTEG_ALGS
 from cdefs.sa import SA
 from fastpath.status import Status
 
@@ -33,6 +34,7 @@ def _load(name: str) -> list[dict]:
 
 ESP_VECTORS = _load("draft_mcgrew_gcm_test_01.json") + _load("rfc7634_chacha20_poly1305_esp.json")
 HMAC_VECTORS = _load("rfc4868_hmac_sha2.json")
+SHA1_VECTORS = _load("rfc2202_hmac_sha1.json")
 
 
 class Vec:
@@ -203,3 +205,15 @@ def test_hmac_vectors_c(vec: dict, c_module: str) -> None:
     assert got[: integ.icv_len] == mac[: integ.icv_len], "truncated ICV differs"
     assert got[: len(mac)] == mac, "full HMAC output differs"
     assert rc == len(mac), f"ipsg_hmac returned {rc}; cdefs/esp/esp.h documents the full MAC length"
+
+
+@pytest.mark.parametrize("vec", SHA1_VECTORS, ids=_hmac_id)
+def test_hmac_sha1_vectors(vec: dict, c_module: str) -> None:
+    """RFC 2202 through ipsg_hmac (AH's HMAC-SHA1-96 takes the first 12 bytes) and through Python's hmac."""
+    ffi, lib = _c_lib(c_module)
+    integ = AH_INTEG_ALGS[vec["integ"]]
+    key, data, mac = (bytes.fromhex(vec[k]) for k in ("key", "data", "mac"))
+    assert hmac.new(key, data, integ.hash).digest() == mac and vec["icv_len"] == integ.icv_len
+    out = ffi.new("uint8_t[64]")
+    assert lib.ipsg_hmac(integ.code, key, len(key), data, len(data), out) == 20
+    assert ffi.buffer(out, 20)[:] == mac

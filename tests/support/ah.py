@@ -1,0 +1,80 @@
+"""AH SAs as the AH tests build them, scapy's view of the same SA, and an AES-GMAC ICV computed apart
+from the code under test.
+
+scapy's AH (scapy.layers.ipsec) is an implementation we did not write: packets it protects must verify in
+ours and the other way round.  scapy has no AES-GMAC for AH, so ``gmac_icv`` states RFC 4543's AH
+construction directly on ``cryptography``'s AES-GCM, with its own zeroing of the mutable fields.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+from cdefs.algorithms import AH_INTEG_ALGS
+from cdefs.sa import SA, Mode
+from support.sa import endpoints
+
+# Ours -> scapy's names; GMAC is left out because scapy's AH does not have it.
+SCAPY_AH_AUTH = {"hmac-sha1-96": "HMAC-SHA1-96", "hmac-sha256-128": "SHA2-256-128",
+                 "hmac-sha384-192": "SHA2-384-192", "hmac-sha512-256": "SHA2-512-256"}
+HMACS = tuple(SCAPY_AH_AUTH)
+GMACS = ("aes-gmac-128", "aes-gmac-192", "aes-gmac-256")
+
+
+def make_ah_sa(integ: str = "hmac-sha256-128", *, family: int = 4, **kw: Any) -> SA:
+    """An AH SA with a random key of the right size; keyword arguments override any field."""
+    src, dst = endpoints(family)
+    kw.setdefault("spi", int.from_bytes(os.urandom(4), "big") | 0x1000)
+    kw.setdefault("src", src)
+    kw.setdefault("dst", dst)
+    if "integ_key" not in kw:
+        kw["integ_key"] = os.urandom(AH_INTEG_ALGS[integ].key_len)
+    return SA(enc="null", enc_key=b"", integ=integ, proto="ah", **kw)
+
+
+def scapy_ah_sa(sa: SA, *, seq: int | None = None):
+    """scapy's SecurityAssociation(AH, ...) for an HMAC AH SA; ``seq`` sets its counter (high half: ESN)."""
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.ipsec import AH, SecurityAssociation
+
+    header = None
+    if sa.mode is Mode.TUNNEL:
+        header = (IP if sa.src.version == 4 else IPv6)(src=str(sa.src), dst=str(sa.dst))
+    args: dict[str, Any] = {}
+    esn_hi = 0
+    if seq is not None:
+        args["seq_num"] = seq & 0xFFFFFFFF
+        esn_hi = seq >> 32
+    return SecurityAssociation(AH, spi=sa.spi, auth_algo=SCAPY_AH_AUTH[sa.integ], auth_key=sa.integ_key,
+                               tunnel_header=header, esn_en=sa.esn, esn=esn_hi, **args)
+
+
+def _zeroed_v4(pkt: bytearray) -> None:
+    # Only what the GMAC tests send: a 20-byte header, no options.
+    pkt[1] = 0
+    pkt[6:10] = b"\x00\x00\x00" + pkt[9:10]
+    pkt[10:12] = b"\x00\x00"
+
+
+def _zeroed_v6(pkt: bytearray) -> None:
+    pkt[0:4] = b"\x60\x00\x00\x00"
+    pkt[7] = 0
+
+
+def gmac_icv(sa: SA, pkt: bytes, seq: int) -> bytes:
+    """RFC 4543 AH: IV || AES-GCM tag over the packet (outer header without options or extension headers)
+    with mutable fields, IV and tag zeroed as AAD, empty plaintext, nonce = salt || IV."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    buf = bytearray(pkt)
+    version = buf[0] >> 4
+    (_zeroed_v4 if version == 4 else _zeroed_v6)(buf)
+    ah = 20 if version == 4 else 40
+    buf[ah + 12:ah + 36] = bytes(24)      # IV and tag; IPv6's alignment padding is covered as sent
+    iv = pkt[ah + 12:ah + 20]
+    aad = bytes(buf) + (struct.pack("!I", seq >> 32) if sa.esn else b"")
+    key, salt = sa.integ_key[:-4], sa.integ_key[-4:]
+    return iv + AESGCM(key).encrypt(salt + iv, b"", aad)
