@@ -19,6 +19,9 @@ In order, each step cheaper than what it protects:
    opens IKE_SA_INITs and never sends IKE_AUTH holds at most that many, each until ``half_open_timeout``.
    A source is an IPv4 address, or an IPv6 /64 (``source_of``): one host gets a whole /64, so a limit
    per IPv6 address would be no limit at all.
+5. **Decode** (``decodes``): every payload of the request decoded, as the IKE SA would; one that does
+   not (a malformed SA, KE or Nonce body) takes no state (``init_malformed``).  It comes last because it
+   is the dearest check that needs no key: a flood pays for it only up to the limits above.
 
 Every answer to an unverified source is at most as large as the request it answers
 (``reply_too_large`` counts the ones withheld).  A half-open SA is dropped after ``half_open_timeout``.
@@ -32,6 +35,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from control.ike.cookie import COOKIE_SECRET_LIFETIME, ResponderGate
 from control.ike.events import Address, Datagram
+from control.ike.message import Message
+from control.ike.payloads import ParseError
 from control.ike.sa import version_reply
 
 if TYPE_CHECKING:
@@ -74,6 +79,15 @@ def screen(msg: bytes) -> str | None:
     if not _NEEDED <= seen:
         return "init_missing_payload"
     return None
+
+
+def decodes(msg: bytes) -> bool:
+    """Whether every payload of a request decodes (step 5, after the limits: this one costs a full parse)."""
+    try:
+        Message.parse(msg)
+    except ParseError:
+        return False
+    return True
 
 
 def source_of(ip: str) -> str:
@@ -174,6 +188,11 @@ class AdmissionGate:
             held = self._verified[ip] if verified else self._by_source[ip]
             if held >= self.per_source:
                 return self._refuse("half_open_per_source")
+        # the whole decode comes last, once every cheaper check has passed, so a flood pays for it only up to
+        # the limits: a request whose SA, KE or Nonce body does not decode would make an IKE SA that can only
+        # answer it with an error and then sit half-open until half_open_timeout
+        if not decodes(msg):
+            return self._refuse("init_malformed")
         return _LET_IN_VERIFIED if verified else _LET_IN
 
     def opened(self, spi_i: bytes, remote: Address, our_spi: bytes, *, verified: bool = False) -> None:

@@ -7,11 +7,8 @@ fresh SA table, on port 500 or (bit 0) behind the non-ESP marker on 4500.  When 
 the ``IkeSA`` it made parses it and answers.
 
 Oracle: nothing raises; the request gets a reply or a counted drop (a datagram sent, a counter of the
-intake or of the IKE SA moved).  With IPSECGW_FUZZ_NO_STATE=1 also: a request ``Message.parse`` refuses
-leaves no live half-open SA behind (issue 15: an unparseable request takes no state).  That one is off
-by default because it does not hold yet: the gate's ``screen`` walks only the generic payload headers,
-so a request whose chain is well-formed but whose SA/KE/Nonce body does not parse still gets an IKE SA,
-which counts it ``malformed`` and stays half-open until ``half_open_timeout`` (docs/fuzzing.md).
+intake or of the IKE SA moved); and a request ``Message.parse`` refuses leaves no IKE SA behind at all
+(issue 15: an unparseable request takes no state; the gate's last step, ``decodes``, refuses it).
 
 Seeds: real IKE_SA_INIT requests of our initiator core (tests/support/ike_messages.py), with and
 without a COOKIE, bare ones, on both ports.
@@ -19,7 +16,6 @@ without a COOKIE, bare ones, on both ports.
 
 from __future__ import annotations
 
-import os
 import random
 import tempfile
 from pathlib import Path
@@ -42,7 +38,6 @@ from fuzz import ike_chain
 from fuzz.harness import FuzzFailure
 
 LOCAL, PEER = "198.51.100.1", "198.51.100.2"
-NO_STATE = os.environ.get("IPSECGW_FUZZ_NO_STATE") == "1"
 
 
 def _config():
@@ -82,8 +77,8 @@ def one_input(data: bytes) -> None:
         ike = entry.ike
         out = ike.datagrams_to_send()
         answered = answered or bool(out) or any(ike.stats.values()) or ike.state == State.DEAD
-        if NO_STATE and ike.state != State.DEAD and not _parses(msg):
-            raise FuzzFailure(f"an unparseable request left a half-open IKE SA in state {ike.state.name}")
+        if not _parses(msg):
+            raise FuzzFailure(f"an unparseable request made an IKE SA (state {ike.state.name})")
     if not answered:
         raise FuzzFailure(f"a {len(msg)}-byte request got neither a reply nor a counted drop: {msg[:40].hex()}")
 

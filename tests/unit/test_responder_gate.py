@@ -329,6 +329,23 @@ def test_requests_refused_anyway_take_no_slot_and_are_counted(config: Config, ma
         assert len(d.data) <= len(bad)
 
 
+def test_request_whose_payload_body_does_not_decode_takes_no_state(config: Config) -> None:
+    """A sound chain with a broken SA body (the first transform's last-substructure byte 1: RFC 7296 §3.3.2
+    allows 0 or 3) passes the shape check but not the decode: no IKE SA, no slot, no reply, counted once."""
+    req = bytearray(full_init())
+    assert req[16] == 33 and req[40] == 3           # SA first; proposal header at 32, its first transform at 40
+    req[40] = 1
+    bad = bytes(req)
+    assert screen(bad) is None
+    it, host, table, gate = daemon_like(config)
+    for _ in range(3):
+        it.received(bad, LOCAL, 500, PEER)
+    assert len(table) == 0 and len(gate) == 0 and not host.sent
+    assert gate.stats["init_malformed"] == 3 and host.counts["init_malformed"] == 3
+    it.received(full_init(), LOCAL, 500, PEER)      # a sound request from the same source still gets in
+    assert len(table) == 1
+
+
 def test_no_connection_takes_no_slot(config: Config) -> None:
     it, host, table, gate = daemon_like(config)
     it.received(full_init(), "192.0.2.99", 500, PEER)           # no connection has this local address
