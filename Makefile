@@ -2,6 +2,8 @@
 #   make test   apt packages, virtualenv, editable install with the cffi build, lint, the whole suite
 #   make build  rebuild the C modules in place after editing cdefs/
 #   make lint   ruff, and lint-imports (the layer contracts in pyproject.toml)
+#   make asan   the C modules again with ASan+UBSan into build/asan/, the C-facing tests and an ESP fuzz pass
+#               on them, failing on any report (tests/asan/run.py; about TIME on 2 cores); normal build untouched
 #   make demo   two ipsecgw gateways and a strongSwan site in network namespaces: ping, iperf3, list-sas
 
 PYTHON ?= python3
@@ -18,7 +20,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc make pkg-config libssl-dev 
 # what the virtualenv must be able to import before it is trusted (a half-made one is rebuilt)
 VENV_CHECK := import cffi, cryptography, numpy, yaml, pytest, scapy, importlinter, control.cli, fastpath
 
-.PHONY: test lint build deps venv clean bench demo
+.PHONY: test lint build deps venv clean bench demo asan
 
 # Checked on every run (one dpkg-query, well under a second when nothing is missing), so a package
 # removed since, or an apt run that was interrupted, is repaired rather than trusted through a stamp.
@@ -65,6 +67,12 @@ bench: venv
 	mkdir -p bench/results
 	$(VENV)/bin/pytest bench -q --benchmark-enable --benchmark-json=bench/results/raw.json -p no:cacheprovider
 	$(PY) bench/report.py bench/results/raw.json --out-json bench/results/esp.json --out-md bench/results/esp.md --crypto-perf
+
+# The C code under AddressSanitizer and UBSan (docs/architecture.md, Tests): tests/asan/run.py builds the
+# sanitized modules into build/asan/, runs the C-facing tests and the ESP fuzz pass on them; any report fails.
+ASAN_FUZZ_SECONDS ?= 60
+asan: venv
+	$(PY) tests/asan/run.py --fuzz-seconds $(ASAN_FUZZ_SECONDS)
 
 # The README's demo: builds namespaces, runs `ipsecgw run` on two gateways plus strongSwan, shows the
 # ACQUIRE, pings, iperf3 and list-sas, and tears everything down (also on Ctrl-C or failure).
