@@ -3,7 +3,7 @@
 #   make build  rebuild the C modules in place after editing cdefs/
 #   make lint   ruff, and lint-imports (the layer contracts in pyproject.toml)
 #   make asan   the C modules again with ASan+UBSan into build/asan/, the C-facing tests and an ESP fuzz pass
-#               on them, failing on any report (tests/asan/run.py; about TIME on 2 cores); normal build untouched
+#               on them, failing on any report (tests/asan/run.py; about 5 min on 2 cores); normal build untouched
 #   make demo   two ipsecgw gateways and a strongSwan site in network namespaces: ping, iperf3, list-sas
 
 PYTHON ?= python3
