@@ -3,6 +3,8 @@
 #   make build  rebuild the C modules in place after editing cdefs/
 #   make lint   ruff, and lint-imports (the layer contracts in pyproject.toml)
 #   make fuzz   every fuzz target of tests/fuzz/ for FUZZ_SECONDS each (docs/fuzzing.md)
+#   make asan   the C modules again with ASan+UBSan into build/asan/, the C-facing tests and an ESP fuzz pass
+#               on them, failing on any report (tests/asan/run.py; about 5 min on 2 cores); normal build untouched
 #   make demo   two ipsecgw gateways and a strongSwan site in network namespaces: ping, iperf3, list-sas
 
 PYTHON ?= python3
@@ -19,7 +21,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc make pkg-config libssl-dev 
 # what the virtualenv must be able to import before it is trusted (a half-made one is rebuilt)
 VENV_CHECK := import cffi, cryptography, numpy, yaml, pytest, scapy, importlinter, atheris, control.cli, fastpath
 
-.PHONY: test lint build deps venv clean bench demo fuzz
+.PHONY: test lint build deps venv clean bench demo fuzz asan
 
 # Checked on every run (one dpkg-query, well under a second when nothing is missing), so a package
 # removed since, or an apt run that was interrupted, is repaired rather than trusted through a stamp.
@@ -72,6 +74,12 @@ bench: venv
 FUZZ_SECONDS ?= 300
 fuzz: venv
 	$(PY) tests/fuzz/run.py all --seconds $(FUZZ_SECONDS) --corpus .fuzz-corpus
+
+# The C code under AddressSanitizer and UBSan (docs/architecture.md, Tests): tests/asan/run.py builds the
+# sanitized modules into build/asan/, runs the C-facing tests and the ESP fuzz pass on them; any report fails.
+ASAN_FUZZ_SECONDS ?= 60
+asan: venv
+	$(PY) tests/asan/run.py --fuzz-seconds $(ASAN_FUZZ_SECONDS)
 
 # The README's demo: builds namespaces, runs `ipsecgw run` on two gateways plus strongSwan, shows the
 # ACQUIRE, pings, iperf3 and list-sas, and tears everything down (also on Ctrl-C or failure).

@@ -4,11 +4,18 @@ A builder runs two ways: setup.py's ``cffi_modules`` imports it and compiles fro
 the project root, and a developer runs ``python cdefs/<part>/build_X.py`` to rebuild the
 module in place.  A missing library never raises here: the builder still defines
 its ``ffibuilder``, the compile fails, and setup.py records that and installs the rest.
+
+Two environment variables let a second build sit beside the normal one (``make asan``, tests/asan/):
+``IPSECGW_CFLAGS`` is appended to every module's compile and link flags (last, so its -O wins), and
+``IPSECGW_BUILD_OUT`` makes a direct rebuild compile under ``<dir>/cffi`` and put the module in
+``<dir>/<package>/`` instead of next to the package's sources; ``IPSECGW_EXT_DIR`` (fastpath/__init__.py)
+then makes one run import it from there.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Sequence
@@ -18,6 +25,13 @@ from typing import Any
 from cdefs.pkgconfig import NotFound, flags
 
 ROOT = Path(__file__).resolve().parent.parent
+CFLAGS_ENV = "IPSECGW_CFLAGS"
+BUILD_OUT_ENV = "IPSECGW_BUILD_OUT"
+
+
+def extra_flags() -> list[str]:
+    """IPSECGW_CFLAGS split as a shell would: flags every module is compiled and linked with, after its own."""
+    return shlex.split(os.environ.get(CFLAGS_ENV, ""))
 
 
 def pkg_flags(package: str, fallback_libraries: Sequence[str],
@@ -44,6 +58,7 @@ def set_source(ffibuilder: Any, module: str, prelude: str, *, direct: bool, sour
     # setuptools wants paths relative to the project root; a direct run compiles
     # inside build/cffi, so it needs absolute ones.
     cdefs = f"{ROOT}/cdefs" if direct else "cdefs"
+    extra = extra_flags()
     ffibuilder.set_source(
         module,
         prelude,
@@ -52,7 +67,8 @@ def set_source(ffibuilder: Any, module: str, prelude: str, *, direct: bool, sour
         library_dirs=lib.get("library_dirs", []),
         libraries=[*libraries, *lib.get("libraries", [])],
         depends=[f"{cdefs}/{name}" for name in depends],
-        extra_compile_args=[*cflags, *lib.get("extra_compile_args", [])],
+        extra_compile_args=[*cflags, *lib.get("extra_compile_args", []), *extra],
+        extra_link_args=extra,
     )
 
 
@@ -61,9 +77,12 @@ def rebuild(ffibuilder: Any, module: str, why_not: str | None = None) -> None:
     if why_not:
         sys.exit(f"not built: {why_not}")
     os.chdir(ROOT)
-    built = ffibuilder.compile(tmpdir="build/cffi")
+    out = os.environ.get(BUILD_OUT_ENV)
+    base = Path(out).resolve() if out else ROOT
+    built = ffibuilder.compile(tmpdir=str(base / "cffi") if out else "build/cffi")
     package, name = module.rsplit(".", 1)
-    target = ROOT.joinpath(*package.split("."))
+    target = base.joinpath(*package.split("."))
+    target.mkdir(parents=True, exist_ok=True)
     for stale in target.glob(f"{name}.*so"):
         stale.unlink()  # an older build under another suffix would shadow this one
     shutil.copy(built, target)
