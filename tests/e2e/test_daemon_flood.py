@@ -6,51 +6,16 @@ flood the half-open SAs drain (half_open_timeout)."""
 from __future__ import annotations
 
 import os
-import random
-import socket
-import struct
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from support.daemon_harness import DaemonProc, gateway_yaml, installed_child
-from support.ike_pair import cfgs
-from support.strongswan import NetnsPair, in_netns
-
-from control.ike.sa import IkeSA
+from support.ike_flood import Flood, init_template, spoofed_ipv4
+from support.strongswan import NetnsPair
 
 RATE, SECONDS, THRESHOLD, TIMEOUT = 2000, 2.0, 30, 3
-
-
-def _template(dst: str) -> bytes:
-    ca, _ = cfgs()
-    i = IkeSA(ca, initiator=True, local=("198.18.0.1", 500), remote=(dst, 500))
-    i.initiate(0.0)
-    return i.datagrams_to_send()[0].data
-
-
-def _udp_ip(src: str, dst: str, payload: bytes) -> bytes:
-    udp = struct.pack("!HHHH", 500, 500, 8 + len(payload), 0) + payload      # UDP checksum 0: none (IPv4)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), random.getrandbits(16), 0, 64, socket.IPPROTO_UDP,
-                     0, socket.inet_aton(src), socket.inet_aton(dst))
-    return ip + udp                     # the kernel fills in the IP checksum with IP_HDRINCL
-
-
-def _flood(dst: str, template: bytes, sent: list[int]) -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
-    start = time.monotonic()
-    n = 0
-    while (el := time.monotonic() - start) < SECONDS:
-        while n < el * RATE:
-            src = f"198.18.{random.randrange(256)}.{random.randrange(1, 255)}"
-            s.sendto(_udp_ip(src, dst, os.urandom(8) + template[8:]), (dst, 0))
-            n += 1
-        time.sleep(0.005)
-    s.close()
-    sent.append(n)
 
 
 def _config(tmp: Path, tag: str, *, local: str, remote: str, lid: str, rid: str, lts: str, rts: str,
@@ -78,9 +43,9 @@ def test_spoofed_init_flood_while_the_peer_connects(tmp_path: Path) -> None:
         try:
             db = DaemonProc(*b, netns=net.b)
             try:
-                template, sent = _template(net.a_ip), []
-                flood = threading.Thread(target=in_netns, args=(net.b, lambda: _flood(net.a_ip, template, sent)))
-                flood.start()
+                template = init_template(net.a_ip)
+                flood = Flood(net.b, net.a_ip, [("init", lambda: os.urandom(8) + template[8:])], spoofed_ipv4,
+                              rate=RATE, seconds=SECONDS).start()
                 time.sleep(0.5)                         # the flood is under way: A is past its threshold
                 peak = da.call("status")["admission"]["half_open"]
                 t0 = time.monotonic()
@@ -93,10 +58,10 @@ def test_spoofed_init_flood_while_the_peer_connects(tmp_path: Path) -> None:
                 flood.join()
                 st = da.call("status")["admission"]
                 assert up < 3.0
-                assert sent and sent[0] >= RATE * SECONDS * 0.9, sent
+                assert flood.total >= RATE * SECONDS * 0.9, flood.sent
                 # spoofed sources never return their cookie: only the first THRESHOLD took state
                 assert peak <= THRESHOLD + 1, (peak, st)
-                assert st["counters"].get("cookie_sent", 0) > sent[0] // 2, st
+                assert st["counters"].get("cookie_sent", 0) > flood.total // 2, st
                 assert st["counters"].get("cookie_accepted", 0) >= 1, st        # B's retry with its cookie
                 deadline = time.monotonic() + TIMEOUT + 3
                 while da.call("status")["admission"]["half_open"] and time.monotonic() < deadline:
