@@ -42,12 +42,14 @@ def gateway_sample(sock: Path, shm: Path) -> dict[str, Any]:
     return {
         "t": t,
         "processes": procs,
-        "ike_sas": len(sas),
+        # half-open responder SAs (a flood's, until half_open_timeout) are counted apart from the IKE SAs
+        "ike_listed": len(sas),
+        "ike_sas": len(sas) - int((st.get("admission") or {}).get("half_open") or 0),
         "ike_established": sum(1 for ike in sas if ike.get("state") == "ESTABLISHED"),
         "child_sas": len(children),
         "child_installed": sum(1 for c in children if c.get("state") == "INSTALLED"),
         "region_sas": len(region_sas(shm)),
-        "half_open": (st.get("admission") or {}).get("half_open"),
+        "half_open": int((st.get("admission") or {}).get("half_open") or 0),
         "admission": (st.get("admission") or {}).get("counters") or {},
         "counters": st.get("counters") or {},
         "fastpath": {"inbound": fp.get("inbound") or {}, "outbound": fp.get("outbound") or {}},

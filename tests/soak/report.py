@@ -61,7 +61,7 @@ def minute_table(result: dict[str, Any], samples: dict[str, list[dict]], t_start
     roles = sorted({r for smp in samples.values() for s in smp if "error" not in s for r in s["processes"]})
     head = ["min", "pings", "lost(win)", "udp", "lost(win)"]
     for gw in samples:
-        head += [f"{gw} ike", f"{gw} child", f"{gw} region"] + [f"{gw} {r[:4]} MiB" for r in roles]
+        head += [f"{gw} ike", f"{gw} half", f"{gw} child", f"{gw} region"] + [f"{gw} {r[:4]} MiB" for r in roles]
         head += [f"{gw} drops"]
     rows = [head]
     minutes = int(result["minutes"]) + 1
@@ -79,9 +79,9 @@ def minute_table(result: dict[str, Any], samples: dict[str, list[dict]], t_start
         for gw, smp in samples.items():
             got = [s for s in smp if "error" not in s and lo <= s["t"] < hi]
             if not got:
-                row += ["-"] * (4 + len(roles))
+                row += ["-"] * (5 + len(roles))
                 continue
-            for k in ("ike_sas", "child_sas", "region_sas"):
+            for k in ("ike_sas", "half_open", "child_sas", "region_sas"):
                 a, b = min(s[k] for s in got), max(s[k] for s in got)
                 row.append(f"{a}" if a == b else f"{a}-{b}")
             for r in roles:
@@ -99,6 +99,7 @@ def plot(result: dict[str, Any], samples: dict[str, list[dict]], t_start: float)
     rss: dict[str, list[tuple[float, float]]] = {}
     fds: dict[str, list[tuple[float, float]]] = {}
     sas: dict[str, list[tuple[float, float]]] = {}
+    half: dict[str, list[tuple[float, float]]] = {}
     for gw, smp in samples.items():
         for s in smp:
             if "error" in s:
@@ -111,6 +112,8 @@ def plot(result: dict[str, Any], samples: dict[str, list[dict]], t_start: float)
                     fds.setdefault(f"gw {gw} {role}", []).append((t, p["fds"]))
             for k in ("ike_sas", "child_sas", "region_sas"):
                 sas.setdefault(f"gw {gw} {k.replace('_sas', '')}", []).append((t, s[k]))
+            half.setdefault(f"gw {gw}", []).append((t, s["half_open"]))
     wins = [(w["start"] - t_start, w["end"] - t_start) for w in result["windows"]]
-    return chart([("RSS (MiB)", rss), ("SA count", sas), ("open fds", fds)], wins,
+    return chart([("RSS (MiB)", rss), ("SAs (IKE, CHILD, region slots)", sas), ("half-open IKE SAs", half),
+                  ("open fds", fds)], wins,
                  result["t_end"] - t_start, result["verdict"][:110] + ("..." if len(result["verdict"]) > 110 else ""))

@@ -3,6 +3,7 @@ shaded in each."""
 
 from __future__ import annotations
 
+import math
 from html import escape
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -10,13 +11,14 @@ W, LEFT, RIGHT, PANEL_H, GAP, TOP = 900, 70, 190, 220, 50, 30
 
 
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Round values between lo and hi, about n of them (steps of 1, 2 or 5 times a power of ten)."""
     if hi <= lo:
         return [lo]
     raw = (hi - lo) / n
-    mag = 10 ** len(str(int(raw))) / 10 if raw >= 1 else 10 ** -(len(f"{raw:.10f}".split(".")[1].rstrip("0")) - 1)
-    step = min((m * mag for m in (1, 2, 5, 10) if m * mag >= raw), default=raw)
-    first = (lo // step) * step
-    return [first + i * step for i in range(n + 3) if lo <= first + i * step <= hi]
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    return [round(first + i * step, 10) for i in range(n + 2) if first + i * step <= hi]
 
 
 def chart(panels: list[tuple[str, dict[str, list[tuple[float, float]]]]], windows: list[tuple[float, float]],
