@@ -42,12 +42,18 @@ def result_of(args: argparse.Namespace, samples: dict[str, list[dict]], pings: P
     }
 
 
+# control's counters that are not drops, or not new ones: fastpath events; cookie_gate (the responder
+# gate's own counters, taken as ike:*, say the same by reason); natt_non_ike, where the fastpath's own
+# reuseport steering probe (fastpath/io/sockets.py, one every 5 s) lands when it reaches control's socket
+NOT_DROPS = ("event_", "cookie_gate", "natt_non_ike")
+
+
 def drops(sample: dict) -> dict[str, int]:
     """Every drop counter of one sample: the fastpath's inbound verdicts other than ok, the responder
-    gate's, and the control process's counters."""
+    gate's counters, and the control process's drop counters."""
     d = {f"esp:{k}": v for k, v in sample["fastpath"]["inbound"].items() if k != "ok"}
     d.update({f"ike:{k}": v for k, v in sample["admission"].items()})
-    d.update({f"ctl:{k}": v for k, v in sample["counters"].items()})
+    d.update({f"ctl:{k}": v for k, v in sample["counters"].items() if not k.startswith(NOT_DROPS)})
     return d
 
 
