@@ -49,9 +49,11 @@ NOT_DROPS = ("event_", "cookie_gate", "natt_non_ike")
 
 
 def drops(sample: dict) -> dict[str, int]:
-    """Every drop counter of one sample: the fastpath's inbound verdicts other than ok, the responder
-    gate's counters, and the control process's drop counters."""
+    """Every drop counter of one sample: the fastpath's inbound verdicts other than ok and its outbound
+    ones that drop (engine-drop, no-policy, ...), the responder gate's counters, control's drop counters."""
     d = {f"esp:{k}": v for k, v in sample["fastpath"]["inbound"].items() if k != "ok"}
+    d.update({f"out:{k}": v for k, v in sample["fastpath"]["outbound"].items() if k not in ("protect", "bypass",
+                                                                                             "acquire")})
     d.update({f"ike:{k}": v for k, v in sample["admission"].items()})
     d.update({f"ctl:{k}": v for k, v in sample["counters"].items() if not k.startswith(NOT_DROPS)})
     return d
