@@ -6,6 +6,7 @@
 #   make asan   the C modules again with ASan+UBSan into build/asan/, the C-facing tests and an ESP fuzz pass
 #               on them, failing on any report (tests/asan/run.py; about 5 min on 2 cores); normal build untouched
 #   make demo   two ipsecgw gateways and a strongSwan site in network namespaces: ping, iperf3, list-sas
+#   make soak   a gateway pair under load, rekeys and abuse for 30 minutes (MINUTES=5 for less)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -21,7 +22,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc make pkg-config libssl-dev 
 # what the virtualenv must be able to import before it is trusted (a half-made one is rebuilt)
 VENV_CHECK := import cffi, cryptography, numpy, yaml, pytest, scapy, importlinter, atheris, control.cli, fastpath
 
-.PHONY: test lint build deps venv clean bench demo fuzz asan
+.PHONY: test lint build deps venv clean bench demo fuzz asan soak
 
 # Checked on every run (one dpkg-query, well under a second when nothing is missing), so a package
 # removed since, or an apt run that was interrupted, is repaired rather than trusted through a stamp.
@@ -85,6 +86,12 @@ asan: venv
 # ACQUIRE, pings, iperf3 and list-sas, and tears everything down (also on Ctrl-C or failure).
 demo: venv
 	IPSECGW=$(abspath $(VENV))/bin/ipsecgw demo/demo.sh
+
+# The soak (docs/soak.md): a gateway pair under pings, iperf3, rekeys and abuse for MINUTES (default 30);
+# prints a table, the verdict and where its JSON and SVG went; exits non-zero when it FAILED.
+MINUTES ?= 30
+soak: venv
+	$(PY) tests/soak/run_soak.py --minutes $(MINUTES) $(SOAK_ARGS)
 
 clean:
 	rm -rf build $(VENV) *.egg-info fastpath/*.so fastpath/_*.c

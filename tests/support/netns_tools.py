@@ -7,8 +7,8 @@ namespace (``python tests/support/netns_tools.py CMD ...``).
   connection; ``with_other_connection`` adds a second one, for reload);
 - ``FastpathProc``: ``ipsecgw fastpath`` as a process in a namespace.
 
-Tools: ping (ICMP echo at a fixed interval on a raw socket; prints one JSON object with the send times
-and the sequence numbers answered, so a test can measure the longest outage exactly); tcp-server /
+Tools: ping (ICMP echo at a fixed interval on a raw socket; prints one JSON object with the start time,
+the send times and the sequence numbers answered, so a test can measure the longest outage exactly); tcp-server /
 tcp-client (a byte stream with a SHA-256 check).
 """
 
@@ -322,7 +322,8 @@ def ping(dst: str, count: int, interval: float, size: int = 56, wait: float = 1.
             t, _, _, i, sq = struct.unpack_from("!BBHHH", data, ihl)
             if t == reply and i == ident:
                 got.setdefault(sq, time.monotonic() - start)
-    print(json.dumps({"sent": sent, "got": sorted(got)}))
+    # t0 (CLOCK_MONOTONIC, shared by every process on the host) puts the send times on a caller's clock
+    print(json.dumps({"t0": start, "sent": sent, "got": sorted(got)}))
 
 
 def tcp_server(port: int, bind: str = "0.0.0.0") -> None:
