@@ -90,6 +90,7 @@ def _refused_kinds(template: bytes) -> list[tuple[str, Callable[[], bytes]]]:
     """Requests a responder refuses anyway, each named by the counter it must land in; a fresh initiator SPI
     each, so none looks like a retransmission."""
     msg = Message.parse(template)
+    assert template[16] == 33 and template[40] == 3, "the SA payload comes first, its first transform at 40"
     no_ke = Message(msg.spi_i, bytes(8), msg.exchange, msg.flags, 0,
                     [p for p in msg.payloads if not isinstance(p, KEPayload)]).serialize()
 
@@ -102,6 +103,9 @@ def _refused_kinds(template: bytes) -> list[tuple[str, Callable[[], bytes]]]:
         ("short_datagrams", spi(template[:20])),                                            # a truncated header
         ("init_missing_payload", spi(no_ke)),                                               # SA, Nonce: no KE
         ("unknown_spi", spi(template[:18] + bytes([ExchangeType.IKE_AUTH]) + template[19:])),   # zero SPIr
+        # a sound chain around an SA body that does not decode: the first transform's last-substructure byte
+        # (RFC 7296 §3.3.2: 0 or 3) at 40, after the header (28), the SA's (4) and the proposal's (8)
+        ("init_malformed", spi(template[:40] + b"\x01" + template[41:])),
     ]
 
 
@@ -175,7 +179,7 @@ def test_flood_of_refused_init_requests_takes_no_state(tmp_path: Path) -> None:
                 for kind, n in flood.sent.items():      # once each (never also as another reason)
                     assert n // 2 <= got[kind] <= n, (kind, got, flood.sent)
                 gate = st["admission"]["counters"]
-                for kind in ("init_bad_version", "init_bad_chain", "init_missing_payload"):
+                for kind in ("init_bad_version", "init_bad_chain", "init_missing_payload", "init_malformed"):
                     assert gate[kind] == st["counters"][kind], (gate, st["counters"])
                 assert not gate.get("cookie_sent") and not gate.get("half_open_full"), gate
                 print(f"refused flood: {flood.total} datagrams in {SECONDS:.0f} s, counted {got}, "
