@@ -252,3 +252,24 @@ def test_a_refused_rekey_leaves_the_child_rekeyable(pair) -> None:
     pump(a, b, wire)
     live = [c for c in a.children if c.state != "REKEYED"]
     assert len(live) == 1 and live[0] is not old_a and a.view().outbound_spi == live[0].spi_out
+
+
+def test_old_outbound_sa_stays_until_the_old_pair_is_removed(pair) -> None:
+    """When the SPD moves to the new outbound SA the fastpath may still hold a batch classified onto the old
+    one: its slot stays (with its keys) until the old pair itself is removed, as the inbound half does.
+    Freeing it at the switch dropped those packets as engine drops (docs/soak.md, 3 of 245 rekeys)."""
+    a, b, wire, clock = pair
+    a.rekeyed_inbound_delay = 3.0
+    up(a, b, wire)
+    old_a = a.children[0]
+    deliver(rekey_until_response(a, b, wire), a)        # A switches its outbound and sends the Delete
+    new_a = next(c for c in a.children if c is not old_a)
+    assert a.view().outbound_spi == new_a.spi_out
+    out_spis = {sa.spi for sa, d in region_sas(Path(a.gw.shm_path)).values() if d == Direction.OUT}
+    assert out_spis == {old_a.spi_out, new_a.spi_out}
+    pump(a, b, wire)                                    # the Delete's answer: the old pair is removed
+    clock[0] += 3.1
+    a._run_timers(clock[0])
+    assert old_a not in a.children
+    out_spis = {sa.spi for sa, d in region_sas(Path(a.gw.shm_path)).values() if d == Direction.OUT}
+    assert out_spis == {new_a.spi_out}
