@@ -22,7 +22,7 @@ from fastpath import iphdr
 from fastpath.esp_ref import Drop, Session
 from fastpath.iphdr import MalformedPacket
 from fastpath.replay import SEQ32_MAX
-from fastpath.status import SAFlag, Status
+from fastpath.status import Status
 
 AH_FIXED = 12       # next header, payload length, reserved, SPI, sequence number
 
@@ -192,13 +192,8 @@ class AhSession(Session):
 
     def outbound(self, pkt: bytes, slot_size: int) -> bytes:
         """Add AH to one IP packet; raises Drop."""
-        st, sa = self.stats, self.sa
-        if st.flags & SAFlag.HARD_EXPIRED:
-            raise Drop(Status.HARD_EXPIRED)
-        if st.flags & SAFlag.SEQ_EXHAUSTED or self.next_seq > self.seq_max:
-            st.flags |= SAFlag.SEQ_EXHAUSTED
-            raise Drop(Status.SEQ_EXHAUSTED)
-        self._check_hard_packets()
+        sa = self.sa
+        self._outbound_allowed()
         try:
             info = iphdr.parse_ip(pkt, frozenset(), exact=False)
             pkt = pkt[:info.total_len]
@@ -210,18 +205,7 @@ class AhSession(Session):
                 out, ah_off = self._encap_transport(pkt, info, seq)
         except MalformedPacket:
             raise Drop(Status.MALFORMED) from None
-        if len(out) > slot_size or len(out) > (0xFFFF if out[0] >> 4 == 4 else 40 + 0xFFFF):
-            raise Drop(Status.TOO_BIG)
-
-        # Commit only now, so a dropped packet burns no sequence number or IPv4 ID.
-        self.next_seq = seq + 1
-        if sa.mode is Mode.TUNNEL and sa.src.version == 4:
-            self.ip_id = (self.ip_id + 1) & 0xFFFF
-        if seq >= self.seq_max:
-            st.flags |= SAFlag.SEQ_EXHAUSTED
-        st.seq = self.next_seq
-        self._count(len(pkt))
-        return out
+        return self._outbound_commit(pkt, out, seq, slot_size)
 
     def _ah_header(self, nh: int, version: int, seq: int) -> bytes:
         """AH with a zero ICV field; the padding stays zero (RFC 4302 lets the sender choose it)."""

@@ -173,13 +173,8 @@ class Session:
 
     def outbound(self, pkt: bytes, slot_size: int) -> bytes:
         """Encapsulate one IP packet; raises Drop."""
-        st, sa = self.stats, self.sa
-        if st.flags & SAFlag.HARD_EXPIRED:
-            raise Drop(Status.HARD_EXPIRED)
-        if st.flags & SAFlag.SEQ_EXHAUSTED or self.next_seq > self.seq_max:
-            st.flags |= SAFlag.SEQ_EXHAUSTED
-            raise Drop(Status.SEQ_EXHAUSTED)
-        self._check_hard_packets()
+        sa = self.sa
+        self._outbound_allowed()
         try:
             info = iphdr.parse_ip(pkt, iphdr.EXT_OUTBOUND, exact=False)
         except MalformedPacket:
@@ -203,11 +198,25 @@ class Session:
             out = self._tunnel_header(info, esp, proto)
         else:
             out = self._transport_header(pkt, info, esp, proto)
-        # The slot, and the 16-bit length field (IPv4 total, IPv6 payload) that describes it.
+        return self._outbound_commit(pkt, out, seq, slot_size)
+
+    def _outbound_allowed(self) -> None:
+        """Raise the Drop an SA past its hard lifetime or its last sequence number gives (ESP and AH)."""
+        st = self.stats
+        if st.flags & SAFlag.HARD_EXPIRED:
+            raise Drop(Status.HARD_EXPIRED)
+        if st.flags & SAFlag.SEQ_EXHAUSTED or self.next_seq > self.seq_max:
+            st.flags |= SAFlag.SEQ_EXHAUSTED
+            raise Drop(Status.SEQ_EXHAUSTED)
+        self._check_hard_packets()
+
+    def _outbound_commit(self, pkt: bytes, out: bytes, seq: int, slot_size: int) -> bytes:
+        """``out`` must fit the slot and the 16-bit length field (IPv4 total, IPv6 payload) that describes
+        it; only then are the sequence number and the tunnel's IPv4 ID spent, so a dropped packet burns
+        neither (ESP and AH)."""
         if len(out) > slot_size or len(out) > (0xFFFF if out[0] >> 4 == 4 else 40 + 0xFFFF):
             raise Drop(Status.TOO_BIG)
-
-        # Commit only now, so a dropped packet burns no sequence number or IPv4 ID.
+        sa, st = self.sa, self.stats
         self.next_seq = seq + 1
         if sa.mode is Mode.TUNNEL and sa.src.version == 4:
             self.ip_id = (self.ip_id + 1) & 0xFFFF
