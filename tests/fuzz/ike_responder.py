@@ -29,11 +29,9 @@ from control.config import load_config
 from control.ike.constants import NON_ESP_MARKER
 from control.ike.cookie import ResponderGate
 from control.ike.events import State
-from control.ike.message import Message
-from control.ike.payloads import ParseError
 from control.ike_intake import IkeIntake
 from control.ike_sa_table import IkeSaTable
-from control.responder_gate import AdmissionGate
+from control.responder_gate import AdmissionGate, decodes
 from fuzz import ike_chain
 from fuzz.harness import FuzzFailure
 
@@ -54,14 +52,6 @@ def _config():
 CONFIG = _config()
 
 
-def _parses(msg: bytes) -> bool:
-    try:
-        Message.parse(msg)
-    except ParseError:
-        return False
-    return True
-
-
 def one_input(data: bytes) -> None:
     if not data:
         return
@@ -77,7 +67,7 @@ def one_input(data: bytes) -> None:
         ike = entry.ike
         out = ike.datagrams_to_send()
         answered = answered or bool(out) or any(ike.stats.values()) or ike.state == State.DEAD
-        if not _parses(msg):
+        if not decodes(msg):
             raise FuzzFailure(f"an unparseable request made an IKE SA (state {ike.state.name})")
     if not answered:
         raise FuzzFailure(f"a {len(msg)}-byte request got neither a reply nor a counted drop: {msg[:40].hex()}")
