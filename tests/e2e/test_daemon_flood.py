@@ -40,17 +40,25 @@ def _config(tmp: Path, tag: str, *, local: str, remote: str, lid: str, rid: str,
     return cfg, sock, shm
 
 
+def _pair(tmp: Path, a_ip: str, b_ip: str, gate: str) -> tuple[tuple[Path, Path, Path], tuple[Path, Path, Path]]:
+    """The flooded responder A (any peer, ``gate``: its gateway keys) and its legitimate peer B, which only
+    initiates when told to."""
+    q = (lambda ip: f"'{ip}'") if ":" in a_ip else (lambda ip: ip)
+    a = _config(tmp, "a", local=q(a_ip), remote="'%any'", lid="gw-a.example", rid="gw-b.example",
+                lts="10.1.0.0/16", rts="10.2.0.0/16", start="none", extra=gate)
+    b = _config(tmp, "b", local=q(b_ip), remote=q(a_ip), lid="gw-b.example", rid="gw-a.example",
+                lts="10.2.0.0/16", rts="10.1.0.0/16", start="none")
+    return a, b
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces and raw sockets")
 def test_spoofed_init_flood_while_the_peer_connects(tmp_path: Path) -> None:
     tag = f"fl{os.getpid() % 100000}"
     with NetnsPair(tag) as net:
         # replies to the spoofed sources leave A (and die at B)
         subprocess.run(["ip", "-n", net.a, "route", "add", "default", "via", net.b_ip], check=True)
-        a = _config(tmp_path, "a", local=net.a_ip, remote="'%any'", lid="gw-a.example", rid="gw-b.example",
-                    lts="10.1.0.0/16", rts="10.2.0.0/16", start="none",
-                    extra=f"  cookie_threshold: {THRESHOLD}\n  half_open_timeout: {TIMEOUT}s\n")
-        b = _config(tmp_path, "b", local=net.b_ip, remote=net.a_ip, lid="gw-b.example", rid="gw-a.example",
-                    lts="10.2.0.0/16", rts="10.1.0.0/16", start="none")
+        a, b = _pair(tmp_path, net.a_ip, net.b_ip,
+                     f"  cookie_threshold: {THRESHOLD}\n  half_open_timeout: {TIMEOUT}s\n")
         da = DaemonProc(*a, netns=net.a)
         try:
             db = DaemonProc(*b, netns=net.b)
@@ -144,11 +152,8 @@ def test_flood_of_refused_init_requests_takes_no_state(tmp_path: Path) -> None:
     tag = f"fr{os.getpid() % 100000}"
     with NetnsPair(tag) as net:
         subprocess.run(["ip", "-n", net.a, "route", "add", "default", "via", net.b_ip], check=True)
-        a = _config(tmp_path, "a", local=net.a_ip, remote="'%any'", lid="gw-a.example", rid="gw-b.example",
-                    lts="10.1.0.0/16", rts="10.2.0.0/16", start="none",
-                    extra=f"  cookie_threshold: {THRESHOLD}\n  half_open_timeout: {TIMEOUT}s\n")
-        b = _config(tmp_path, "b", local=net.b_ip, remote=net.a_ip, lid="gw-b.example", rid="gw-a.example",
-                    lts="10.2.0.0/16", rts="10.1.0.0/16", start="none")
+        a, b = _pair(tmp_path, net.a_ip, net.b_ip,
+                     f"  cookie_threshold: {THRESHOLD}\n  half_open_timeout: {TIMEOUT}s\n")
         da = DaemonProc(*a, netns=net.a)
         try:
             db = DaemonProc(*b, netns=net.b)
@@ -205,12 +210,9 @@ def test_spoofed_ipv6_init_flood_while_the_peer_connects(tmp_path: Path, sources
     tag = f"f6{os.getpid() % 100000}"
     with NetnsPair(tag, a_ip=A6, b_ip=B6) as net:
         subprocess.run(["ip", "-n", net.a, "-6", "route", "add", "default", "via", net.b_ip], check=True)
-        a = _config(tmp_path, "a", local=f"'{A6}'", remote="'%any'", lid="gw-a.example", rid="gw-b.example",
-                    lts="10.1.0.0/16", rts="10.2.0.0/16", start="none",
-                    extra=f"  cookie_threshold: {THRESHOLD}\n  half_open_per_source: {per_source}\n"
-                          f"  half_open_timeout: {TIMEOUT}s\n")
-        b = _config(tmp_path, "b", local=f"'{B6}'", remote=f"'{A6}'", lid="gw-b.example", rid="gw-a.example",
-                    lts="10.2.0.0/16", rts="10.1.0.0/16", start="none")
+        a, b = _pair(tmp_path, A6, B6,
+                     f"  cookie_threshold: {THRESHOLD}\n  half_open_per_source: {per_source}\n"
+                     f"  half_open_timeout: {TIMEOUT}s\n")
         da = DaemonProc(*a, netns=net.a)
         try:
             db = DaemonProc(*b, netns=net.b)
@@ -275,12 +277,9 @@ def test_real_address_that_never_sends_ike_auth_is_bounded_and_timed_out(tmp_pat
     tag = f"fa{os.getpid() % 100000}"
     with NetnsPair(tag) as net:
         subprocess.run(["ip", "-n", net.b, "addr", "add", f"{abuser}/24", "dev", net.veth_b], check=True)
-        a = _config(tmp_path, "a", local=net.a_ip, remote="'%any'", lid="gw-a.example", rid="gw-b.example",
-                    lts="10.1.0.0/16", rts="10.2.0.0/16", start="none",
-                    extra=f"  cookie_threshold: 0\n  half_open_per_source: {per_source}\n"
-                          f"  half_open_timeout: {timeout}s\n")
-        b = _config(tmp_path, "b", local=net.b_ip, remote=net.a_ip, lid="gw-b.example", rid="gw-a.example",
-                    lts="10.2.0.0/16", rts="10.1.0.0/16", start="none")
+        a, b = _pair(tmp_path, net.a_ip, net.b_ip,
+                     f"  cookie_threshold: 0\n  half_open_per_source: {per_source}\n"
+                     f"  half_open_timeout: {timeout}s\n")
         da = DaemonProc(*a, netns=net.a)
         try:
             db = DaemonProc(*b, netns=net.b)
