@@ -15,6 +15,18 @@ from control.ike.certs import CertError, Credentials, load_cert, load_key
 _AUTH_KEYS = ("auth", "id", "certs", "cacerts", "pubkeys", "key", "rsa_pss")
 
 
+def file_problem(text: str) -> str | None:
+    """Why ``text`` names no file we could read, or None.  ``Path.exists`` answers only "missing" and
+    raises for a name the system cannot hold (too long, a NUL byte), which a config can contain."""
+    try:
+        Path(text).stat()
+    except ValueError:
+        return "not a file name: it holds a NUL byte"
+    except OSError as exc:
+        return (exc.strerror or "cannot stat it").lower()
+    return None
+
+
 def parse_auth(ck: Checker, node: Node | None, path: str, required_id: bool) -> tuple[str, str | None]:
     if node is None:
         if required_id:
@@ -34,8 +46,9 @@ def parse_auth(ck: Checker, node: Node | None, path: str, required_id: bool) -> 
     for key in ("certs", "cacerts", "pubkeys"):
         if key in m:
             for text, item, p in ck.str_list(m[key], f"{path}.{key}"):
-                if not Path(text).exists():
-                    ck.error(item, p, "a readable certificate/key file", f"{text!r} (no such file)")
+                problem = file_problem(text)
+                if problem:
+                    ck.error(item, p, "a readable certificate/key file", f"{text[:200]!r} ({problem})")
     return method, ident
 
 
@@ -47,7 +60,7 @@ def parse_pubkey_material(ck: Checker, node: Node | None, path: str, method: str
     m = node.value if node is not None and isinstance(node.value, dict) else {}
     cas: list[x509.Certificate] = []
     for text, item, p in ck.str_list(m["cacerts"], f"{path}.cacerts") if "cacerts" in m else []:
-        if Path(text).exists():
+        if file_problem(text) is None:
             try:
                 cas.append(load_cert(text, f"{path}.cacerts"))
             except CertError as exc:
@@ -64,10 +77,11 @@ def parse_pubkey_material(ck: Checker, node: Node | None, path: str, method: str
         ck.error(node, f"{path}.key", "the private key file of our certificate (auth: pubkey)", "nothing")
         return None, cas, rsa_pss
     key_path = ck.string(m["key"], f"{path}.key")
-    if not certs or key_path is None or not all(Path(t).exists() for t, _, _ in certs):
+    if not certs or key_path is None or any(file_problem(t) for t, _, _ in certs):
         return None, cas, rsa_pss
-    if not Path(key_path).exists():
-        ck.error(m["key"], f"{path}.key", "a readable private key file", f"{key_path!r} (no such file)")
+    problem = file_problem(key_path)
+    if problem:
+        ck.error(m["key"], f"{path}.key", "a readable private key file", f"{key_path[:200]!r} ({problem})")
         return None, cas, rsa_pss
     try:
         chain = [load_cert(t, p) for t, _, p in certs]

@@ -36,7 +36,7 @@ def runs_done(log: str) -> int:
 
 
 def run_target(name: str, seconds: int, runs: int | None, corpus: Path | None, artifacts: Path,
-               log_dir: Path) -> tuple[int, int, float]:
+               log_dir: Path, seed: int | None = None) -> tuple[int, int, float]:
     """(exit status, inputs run, wall seconds) of one target."""
     artifacts.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"fuzz-{name}-") as tmp:
@@ -47,6 +47,8 @@ def run_target(name: str, seconds: int, runs: int | None, corpus: Path | None, a
                 f"-artifact_prefix={artifacts}/", "-max_len=4096"]
         if runs is not None:
             args.append(f"-runs={runs}")
+        if seed is not None:
+            args.append(f"-seed={seed}")
         env = dict(os.environ, PYTHONHASHSEED="0")
         t0 = time.monotonic()
         log_path = log_dir / f"{name}.log"
@@ -82,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("target", choices=[*TARGETS, "all"])
     ap.add_argument("--seconds", type=int, default=60, help="time per target (libFuzzer -max_total_time)")
     ap.add_argument("--runs", type=int, default=None, help="stop a target after this many inputs")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="libFuzzer's -seed (it also seeds the custom mutators): the same inputs in the same "
+                         "order, as far as the time allows; default a new one each run")
     ap.add_argument("--corpus", type=Path, default=None,
                     help="keep each target's corpus in DIR/<target> (default: a temporary one, seeds only)")
     ap.add_argument("--artifacts", type=Path, default=HERE / "crashers",
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         log_dir = a.logs or Path(tmp)
         log_dir.mkdir(parents=True, exist_ok=True)
         for name in targets:
-            rc, n, wall = run_target(name, a.seconds, a.runs, a.corpus, a.artifacts / name, log_dir)
+            rc, n, wall = run_target(name, a.seconds, a.runs, a.corpus, a.artifacts / name, log_dir, a.seed)
             status = "ok" if rc == 0 else f"CRASH (exit {rc})"
             if rc != 0:
                 failed.append(name)

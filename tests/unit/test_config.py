@@ -92,6 +92,13 @@ def test_error_names_file_line_path_and_expectation() -> None:
     ("sa_capacity: 64", "sa_capacity: lots", "gw.yaml:2: gateway.shm.sa_capacity: expected an integer"),
     ("    local: {auth: psk, id: gw-a.example}", "    local: {auth: pubkey, id: gw-a.example, certs: [/nonexist.pem]}",
      "gw.yaml:9: connections.site-b.local.certs[0]: expected a readable certificate/key file"),
+    # names the system cannot hold are a config problem too, not an OSError out of the loader
+    ("    local: {auth: psk, id: gw-a.example}",
+     "    local: {auth: pubkey, id: gw-a.example, certs: [" + "a" * 5000 + "]}",
+     "gw.yaml:9: connections.site-b.local.certs[0]: expected a readable certificate/key file, got 'aaa"),
+    ("    local: {auth: psk, id: gw-a.example}", '    local: {auth: pubkey, id: gw-a.example, certs: ["/x\\0.pem"]}',
+     "gw.yaml:9: connections.site-b.local.certs[0]: expected a readable certificate/key file, got '/x\\x00.pem' "
+     "(not a file name: it holds a NUL byte)"),
     ("        rekey_time: 1h", "        rekey_time: 1h\n        colour: blue",
      "gw.yaml:18: connections.site-b.children.net.colour: expected one of the known keys"),
 ])
