@@ -15,6 +15,7 @@ from control.ike.sa import IkeSA
 from control.ike_sa_table import IkeSaTable
 from control.responder_gate import AdmissionGate
 from control.sa_records import IkeEntry
+from fastpath.io.sockets import PROBE_MAGIC
 
 __all__ = ["IkeIntake", "IntakeHost"]
 
@@ -38,8 +39,15 @@ class IkeIntake:
     def received(self, data: bytes, local_ip: str, port: int, remote: Address) -> None:
         natt = port == self.config.gateway.natt_port
         if natt and not data.startswith(NON_ESP_MARKER):
-            # ESP-in-UDP is the fastpath's business; a NAT-T keepalive (RFC 3948 §2.3) is only counted
-            self.host.count("natt_keepalive" if data == NATT_KEEPALIVE else "natt_non_ike")
+            # ESP-in-UDP is the fastpath's business; a NAT-T keepalive (RFC 3948 §2.3) is only counted, and
+            # so is the fastpath's reuseport steering probe, which lands here whenever control's socket holds
+            # the index it tests (fastpath/io/sockets.py): apart, so natt_non_ike counts only what is odd
+            if data == NATT_KEEPALIVE:
+                self.host.count("natt_keepalive")
+            elif len(data) == len(PROBE_MAGIC) + 8 and data.startswith(PROBE_MAGIC):
+                self.host.count("natt_steering_probe")
+            else:
+                self.host.count("natt_non_ike")
             return
         msg = data[4:] if natt else data
         if len(msg) < 28:

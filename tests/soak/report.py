@@ -43,9 +43,9 @@ def result_of(args: argparse.Namespace, samples: dict[str, list[dict]], pings: P
 
 
 # control's counters that are not drops, or not new ones: fastpath events; cookie_gate (the responder
-# gate's own counters, taken as ike:*, say the same by reason); natt_non_ike, where the fastpath's own
-# reuseport steering probe (fastpath/io/sockets.py, one every 5 s) lands when it reaches control's socket
-NOT_DROPS = ("event_", "cookie_gate", "natt_non_ike")
+# gate's own counters, taken as ike:*, say the same by reason); natt_steering_probe, the fastpath's own
+# reuseport steering probe (fastpath/io/sockets.py, one every 5 s) when it reaches control's socket
+NOT_DROPS = ("event_", "cookie_gate", "natt_steering_probe")
 
 
 def drops(sample: dict) -> dict[str, int]:

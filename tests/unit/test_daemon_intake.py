@@ -66,8 +66,12 @@ def test_unknown_peer_and_non_ike_are_counted_not_answered(config: Config) -> No
     it.received(init_request(), LOCAL, 500, ("203.0.113.9", 500))
     it.received(b"\xff", LOCAL, 4500, PEER)
     it.received(bytes(8), LOCAL, 500, PEER)
+    it.received(b"IPSGPROB" + bytes(range(8)), LOCAL, 4500, (LOCAL, 40000))   # the fastpath's steering probe
+    it.received(b"IPSGPROB" + bytes(3), LOCAL, 4500, PEER)                    # not the probe's shape
+    it.received(b"\x00\x00\x00\x01" + bytes(20), LOCAL, 4500, PEER)          # ESP-in-UDP that reached control
     assert len(table) == 0 and not host.sent
-    assert host.counts == {"no_connection": 1, "natt_keepalive": 1, "short_datagrams": 1}
+    assert host.counts == {"no_connection": 1, "natt_keepalive": 1, "short_datagrams": 1,
+                           "natt_steering_probe": 1, "natt_non_ike": 2}
 
 
 def test_cookie_gate_plugs_in_front_of_ike_state(config: Config) -> None:
