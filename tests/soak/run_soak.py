@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -219,11 +220,20 @@ def run(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _stop(signum: int, _frame: object) -> None:
+    # SIGTERM's default ends the process without unwinding: the gateways, iperf3 and the namespaces would
+    # outlive the soak.  As an exception, run()'s finally blocks and the Topology's exit take them down.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("soak: run as root (network namespaces, TUN devices, raw sockets)", file=sys.stderr)
         return 2
-    return run(parse_args(argv))
+    args = parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
+    return run(args)
 
 
 if __name__ == "__main__":
