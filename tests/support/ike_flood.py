@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from control.ike.sa import IkeSA
 from support.ike_pair import cfgs
+from support.netns_tools import inet_checksum
 from support.strongswan import in_netns
 
 
@@ -24,15 +25,6 @@ def init_template(dst: str) -> bytes:
     i = IkeSA(ca, initiator=True, local=("2001:db8::1" if ":" in dst else "198.18.0.1", 500), remote=(dst, 500))
     i.initiate(0.0)
     return i.datagrams_to_send()[0].data
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF or 0xFFFF
 
 
 def udp_packet(src: str, dst: str, payload: bytes, sport: int = 500, dport: int = 500) -> bytes:
@@ -45,7 +37,8 @@ def udp_packet(src: str, dst: str, payload: bytes, sport: int = 500, dport: int 
         return ip + udp             # the kernel fills in the IP checksum with IP_HDRINCL
     s6, d6 = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
     pseudo = s6 + d6 + struct.pack("!IxxxB", length, socket.IPPROTO_UDP)
-    csum = _checksum(pseudo + struct.pack("!HHHH", sport, dport, length, 0) + payload)   # mandatory in IPv6
+    # mandatory in IPv6, and a computed 0 is sent as 0xFFFF (RFC 8200 §8.1)
+    csum = inet_checksum(pseudo + struct.pack("!HHHH", sport, dport, length, 0) + payload) or 0xFFFF
     ip6 = struct.pack("!IHBB", 6 << 28, length, socket.IPPROTO_UDP, 64) + s6 + d6
     return ip6 + struct.pack("!HHHH", sport, dport, length, csum) + payload
 
