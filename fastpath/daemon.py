@@ -10,6 +10,8 @@ One thread, one epoll.  Every wake-up drains whole batches:
   split) -> ``engine.inbound`` -> ``kio_tun_write_vnet`` (in-order TCP runs coalesced into GSO writes).
 - outer IPv6: every protected-side socket has an AF_INET6 twin (``kio_recv_raw6`` rebuilds the IPv6 header
   the raw socket strips; ``kio_recv_udp6_gro``; sends pick the socket by the packet's IP version).
+- AH (protocol 51): raw sockets of its own into the same inbound batches (``kio_recv_raw4``, and
+  ``kio_recv_ah6``, which also puts back the extension headers AH's ICV covers); sent whole on IPPROTO_RAW.
 
 Between batches: ``FastpathRegion.sync`` applies control's SA changes, counters and events are published
 every 100 ms, packets held for an ACQUIRE are retried when the SPD or the SAs change, and the NAT-T
@@ -35,7 +37,16 @@ from fastpath.batch import Batch
 from fastpath.classify import Classifier
 from fastpath.engines.base import Engine
 from fastpath.io import kio
-from fastpath.io.sockets import NattSocket, esp_socket, ipv6_sockets, send_socket, single_fd
+from fastpath.io.sockets import (
+    IPPROTO_AH,
+    NattSocket,
+    esp_socket,
+    ipv6_sockets,
+    raw_socket4,
+    raw_socket6,
+    send_socket,
+    single_fd,
+)
 from fastpath.io.tun import Tun
 from fastpath.plan import FastpathPlan
 from fastpath.region_sync import sync_region
@@ -195,6 +206,10 @@ class Fastpath:
         # outer IPv6: ESP on its own raw socket (headers rebuilt in C), IPv6 packets leave on AF_INET6 IPPROTO_RAW
         self.esp6, self.raw6 = ipv6_sockets(plan.ipv6_outer)
         self.raw6_fd = self.raw6.fileno() if self.raw6 is not None else -1
+        # AH (protocol 51) on raw sockets of its own, into the same inbound batches as ESP: the engine tells
+        # the two apart by the IP protocol.  Never in UDP: RFC 3948 encapsulates ESP only.
+        self.ah = raw_socket4(IPPROTO_AH)
+        self.ah6 = raw_socket6(IPPROTO_AH) if self.esp6 is not None else None
         self.natt: list[NattSocket] = []
         for a in plan.local_addrs:
             try:
@@ -204,8 +219,8 @@ class Fastpath:
         self.udp_fd, self.udp6_fd = single_fd(self.natt, False), single_fd(self.natt, True)
         self.control_pid = -1
         self.ep = select.epoll()
-        for fd in (self.tun.fileno(), self.esp.fileno(), *(s.fileno() for s in self.natt),
-                   *((self.esp6.fileno(),) if self.esp6 is not None else ())):
+        for fd in (self.tun.fileno(), self.esp.fileno(), self.ah.fileno(), *(s.fileno() for s in self.natt),
+                   *(s6.fileno() for s6 in (self.esp6, self.ah6) if s6 is not None)):
             self.ep.register(fd, select.EPOLLIN)
         log.info("fastpath up: engine %s, TUN %s (MTU %d, routes %s, offloads %s), outer MTU %d, NAT-T %s, "
                  "region %s", self.engine.name, self.tun.name, self.tun_mtu, ", ".join(self.tun.routes) or "none",
@@ -337,6 +352,12 @@ class Fastpath:
             n = self.kin.recv_raw4(self.esp.fileno())
             if self.esp6 is not None and n < cap:
                 n += self.kin.recv_raw6(self.esp6.fileno(), start=n)
+            if n < cap:
+                n += self.kin.recv_raw4(self.ah.fileno(), start=n)
+            if self.ah6 is not None and n < cap:
+                got, left_out = self.kin.recv_ah6(self.ah6.fileno(), start=n)
+                n += got
+                self.totals.ah6_unrebuilt += left_out
             for s in self.natt:
                 if n >= cap:
                     break
@@ -448,8 +469,9 @@ class Fastpath:
         for s in self.natt:
             s.close()
         self.esp.close()
+        self.ah.close()
         self.raw.close()
-        for s6 in (self.esp6, self.raw6):
+        for s6 in (self.esp6, self.ah6, self.raw6):
             if s6 is not None:
                 s6.close()
         # With control still alive its policies still say "protect": keep the persistent TUN and its routes

@@ -27,7 +27,8 @@ from fastpath.status import N_STATUS, Status
 WRITE_EVERY = 0.5            # seconds between status file writes
 
 _SCALARS = ("tun_in", "tun_in_bytes", "tun_out", "tun_out_bytes", "esp_in", "esp_in_bytes", "sent",
-            "esp_out_bytes", "send_failed", "held_dropped", "fragments", "ike_misdirected", "gro_dropped")
+            "esp_out_bytes", "send_failed", "held_dropped", "fragments", "ike_misdirected", "gro_dropped",
+            "ah6_unrebuilt")
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Totals:
     fragments: int = 0
     ike_misdirected: int = 0
     gro_dropped: int = 0
+    ah6_unrebuilt: int = 0          # IPv6 AH whose headers in front of AH could not be put back (kio_recv_ah6)
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {k: int(getattr(self, k)) for k in _SCALARS}

@@ -19,7 +19,7 @@ ffibuilder.cdef(cdef_text("kio.h"))
 ffibuilder.cdef(cdef_text("kio_packet.h"))     # AF_PACKET clear side
 
 set_source(ffibuilder, MODULE, '#include "kio/kio.h"\n#include "kio/kio_packet.h"\n', direct=__name__ == "__main__",
-           sources=["kio/kio.c", "kio/kio_gso.c", "kio/kio_packet.c", "kio/kio_frag.c"],
+           sources=["kio/kio.c", "kio/kio_gso.c", "kio/kio_packet.c", "kio/kio_frag.c", "kio/kio_ah6.c"],
            depends=["kio/kio.h", "kio/kio_util.h", "shm/shm.h", "esp/esp.h", "kio/kio_packet.h", "ip/ip_bytes.h",
                     "ip/icmp_too_big.h", "ip/ip_flow.h"],
            cflags=["-O2", "-march=x86-64-v2", "-Wall", "-Wno-unused-function"])

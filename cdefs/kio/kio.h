@@ -107,6 +107,12 @@ int kio_recv_raw4(int fd, struct kio_batch *b, uint32_t start, uint32_t max);
  * from IPV6_TCLASS: the socket needs IPV6_RECVPKTINFO and IPV6_RECVTCLASS), next header ESP.
  * Extension headers the kernel processed are not rebuilt.  Count or -errno. */
 int kio_recv_raw6(int fd, struct kio_batch *b, uint32_t start, uint32_t max);
+/* Raw IPv6 socket (protocol 51, AH): as kio_recv_raw6, and the extension headers in front of AH come back
+ * too, since AH's ICV covers them: the socket also needs IPV6_RECVHOPOPTS, IPV6_RECVDSTOPTS and
+ * IPV6_RECVRTHDR (sockets.ah_socket6).  At most 32 packets a call.  A packet whose headers cannot be put
+ * back (control data cut short, no room in the slot) is left out and counted in *unrebuilt.
+ * Count or -errno. */
+int kio_recv_ah6(int fd, struct kio_batch *b, uint32_t start, uint32_t max, uint64_t *unrebuilt);
 
 /* The protected-side sockets a send uses, per outer family (-1: none).  raw4 is IPPROTO_RAW (AF_INET),
  * raw6 is AF_INET6 IPPROTO_RAW (IPV6_HDRINCL), so whole packets go out as the engine built them;

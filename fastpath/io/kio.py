@@ -123,6 +123,16 @@ class KBatch:
             raise OSError(-n, "raw receive failed")
         return n
 
+    def recv_ah6(self, fd: int, start: int = 0, limit: int | None = None) -> tuple[int, int]:
+        """Raw AF_INET6 protocol-51 socket (sockets.raw_socket6(IPPROTO_AH)): each packet gets its IPv6
+        header and the extension headers in front of AH back.  (packets, packets left out because their
+        headers could not be put back)."""
+        left_out = ffi.new("uint64_t *")
+        n = lib.kio_recv_ah6(fd, self.c, start, self.batch.capacity if limit is None else limit, left_out)
+        if n < 0:
+            raise OSError(-n, "raw receive failed")
+        return n, int(left_out[0])
+
     def _out(self, raw_fd: int, udp_fd: int, udp_port: int, raw6_fd: int, udp6_fd: int, gso: bool) -> Any:
         o = self._o
         o.raw4, o.udp4, o.raw6, o.udp6, o.udp_port, o.gso = raw_fd, udp_fd, raw6_fd, udp6_fd, udp_port, gso

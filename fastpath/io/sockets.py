@@ -16,6 +16,9 @@
   ESP packets whole (IPv4 header included) and nothing else consumes them.  An AF_INET6 raw socket
   delivers the ESP packet without its IPv6 header, so it asks for the destination (IPV6_PKTINFO) and
   the traffic class (IPV6_TCLASS) of each packet, and kio_recv_raw6 rebuilds the header from them.
+- **Raw IP protocol 51** for AH, the same way.  AH's ICV covers the IPv6 header and the extension
+  headers in front of AH, so the AF_INET6 socket also asks for those (IPV6_RECVHOPOPTS, IPV6_RECVDSTOPTS,
+  IPV6_RECVRTHDR) and kio_recv_ah6 puts them back.  AH never travels in UDP (RFC 3948 has no AH).
 - **IPPROTO_RAW** for sending whole IPv4 packets the engine built (outer header included, so DSCP,
   ECN, DF and the IP ID are the engine's), and for bypass traffic; its AF_INET6 twin (IPV6_HDRINCL)
   does the same for IPv6 packets (traffic class, flow label and hop limit are the engine's).
@@ -39,6 +42,7 @@ UDP_GRO = 104
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 IPPROTO_ESP = 50
+IPPROTO_AH = 51
 IPV6_HDRINCL = 36       # linux/in6.h; an AF_INET6 IPPROTO_RAW socket has it on already
 PROBE_MAGIC = b"IPSGPROB"
 PROBE_EVERY = 5.0       # seconds between routine probes
@@ -166,21 +170,35 @@ class NattSocket:
 
 def esp_socket() -> socket.socket:
     """Raw IPv4 socket receiving every ESP packet (IP header included)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_ESP)
+    return raw_socket4(IPPROTO_ESP)
+
+
+def raw_socket4(proto: int) -> socket.socket:
+    """Raw IPv4 socket receiving every packet of IP protocol ``proto`` (IP header included)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
+    _tune(s)
+    s.setblocking(False)
+    return s
+
+
+def raw_socket6(proto: int) -> socket.socket:
+    """Raw IPv6 socket receiving every packet of ``proto``; the kernel strips the IPv6 header, so each
+    packet's destination and traffic class come along as control messages (kio_recv_raw6), and for AH
+    also the extension headers in front of it, which its ICV covers (kio_recv_ah6)."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, proto)
+    opts = [socket.IPV6_RECVPKTINFO, socket.IPV6_RECVTCLASS]
+    if proto == IPPROTO_AH:
+        opts += [socket.IPV6_RECVHOPOPTS, socket.IPV6_RECVDSTOPTS, socket.IPV6_RECVRTHDR]
+    for opt in opts:
+        s.setsockopt(socket.IPPROTO_IPV6, opt, 1)
     _tune(s)
     s.setblocking(False)
     return s
 
 
 def esp_socket6() -> socket.socket:
-    """Raw IPv6 socket receiving every ESP packet; the kernel strips the IPv6 header, so each packet's
-    destination and traffic class come along as control messages for kio_recv_raw6."""
-    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_ESP)
-    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
-    _tune(s)
-    s.setblocking(False)
-    return s
+    """Raw IPv6 socket receiving every ESP packet (see raw_socket6)."""
+    return raw_socket6(IPPROTO_ESP)
 
 
 def send_socket() -> socket.socket:

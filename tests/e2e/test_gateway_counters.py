@@ -61,6 +61,25 @@ def _totals(ctl: DaemonProc, after: float = 0.7) -> dict:
     return t
 
 
+def _send_ah(ns: str, src: str, dst: str, count: int) -> int:
+    """``count`` IPv4 AH packets with SPIs no SA has (HMAC-SHA2-256 sized ICV, an inner IPv4 packet)."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.ipsec import AH
+    from support.strongswan import in_netns
+
+    pkts = [bytes(IP(src=src, dst=dst) / AH(spi=0x0BAD0000 + i, seq=1, nh=4, icv=os.urandom(16))
+                  / IP(src="10.2.0.2", dst="10.1.0.2") / UDP(sport=9, dport=9) / b"not ours") for i in range(count)]
+
+    def send() -> int:
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        for pkt in pkts:
+            s.sendto(pkt, (dst, 0))
+        s.close()
+        return len(pkts)
+    return in_netns(ns, send)
+
+
 def test_fragmentation_and_gateway_counters(tmp_path: Path) -> None:
     tag = f"gc{os.getpid() % 10000}"
     with Topology(tag) as net:
@@ -115,6 +134,15 @@ def test_fragmentation_and_gateway_counters(tmp_path: Path) -> None:
             assert ta3["esp_in_bytes"] - ta2["esp_in_bytes"] >= 40 * (528 + 36)
             assert ta3["sent"] - ta2["sent"] >= 40 and ta3["send_failed"] == 0
             assert ta3["age"] < 2 and ta3["inbound"].get("auth-failed", 0) == 0
+
+            # 4b. AH (protocol 51) reaches the fastpath on its raw socket and is counted by its verdict (no SA
+            # has those SPIs), not dropped unseen by the kernel or fatal to the engine; traffic goes on
+            ah = _send_ah(net.gB, "192.0.2.2", "192.0.2.1", 20)
+            ta3b = _totals(ctl_a)
+            assert ta3b["esp_in"] - ta3["esp_in"] >= ah, (ta3, ta3b)
+            bad = {k: v - ta3["inbound"].get(k, 0) for k, v in ta3b["inbound"].items() if k != "ok"}
+            assert sum(bad.values()) == ah, (ta3["inbound"], ta3b["inbound"])
+            assert len(net.ping(5, 0.05)["got"]) >= 4 and fp_a.proc.poll() is None
 
             # 5. the text output, as an operator reads it
             out = subprocess.run([sys.executable, "-m", "control.cli", "status", "--socket", str(sock_a)], cwd=ROOT,
