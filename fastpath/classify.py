@@ -23,11 +23,18 @@ import ipaddress
 import numpy as np
 
 from cdefs.sa import SA
+from fastpath.ah_ref import AH_FIXED, icv_field_len
 from fastpath.io import kio
 
 
 def esp_overhead(sa: SA) -> tuple[int, int]:
-    """(bytes ESP adds to a tunnel-mode packet besides padding, padding block) for an outbound SA."""
+    """(bytes ESP adds to a tunnel-mode packet besides padding, padding block) for an outbound SA; for an
+    AH SA what AH adds (outer header, AH header and the padded ICV field) with block 1, no padding
+    (inner_mtu's 2 bytes for ESP's trailer then leave AH packets 2 bytes short of the MTU)."""
+    if sa.is_ah:
+        integ = sa.integ_alg
+        field = icv_field_len(integ, sa.src.version) if integ is not None else 0   # type: ignore[arg-type]
+        return (20 if sa.src.version == 4 else 40) + AH_FIXED + field, 1
     enc = sa.enc_alg
     icv = enc.icv_len if enc.aead else (sa.integ_alg.icv_len if sa.integ_alg else 0)
     outer = 20 if sa.src.version == 4 else 40

@@ -186,3 +186,18 @@ def test_too_big_gets_icmp_with_the_inner_mtu(regions) -> None:
     assert IPv6(bytes(chk6))[ICMPv6PacketTooBig].cksum == ptb.cksum
     assert len(bytes(out6)) <= 1280 and bytes(out6)[48:48 + 40] == orig6[:40]
     assert struct.unpack("!H", bytes(out6)[4:6])[0] == len(bytes(out6)) - 40
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("integ", ["hmac-sha1-96", "hmac-sha256-128", "hmac-sha384-192", "hmac-sha512-256"])
+def test_ah_overhead_is_what_scapys_ah_adds(integ: str, family: int) -> None:
+    # the classifier's MTU check must know AH's size, not ESP's: scapy's AH in tunnel mode says what it is
+    from scapy.layers.inet6 import IPv6
+    from support.ah import make_ah_sa, scapy_ah_sa
+
+    sa = make_ah_sa(integ, family=family)
+    inner = (IP(src="10.1.0.5", dst="10.2.0.7") if family == 4 else IPv6(src="fd00:1::5", dst="fd00:2::7")) / \
+        UDP(sport=1, dport=2) / bytes(333)
+    ovh, blk = esp_overhead(sa)
+    assert blk == 1
+    assert ovh == len(bytes(scapy_ah_sa(sa).encrypt(inner))) - len(bytes(inner))
