@@ -1,7 +1,10 @@
 """The daemon's SA keys as Wireshark's IKEv2 and ESP decryption tables (``ipsecgw export-keys``).
 
 The format is that of strongSwan's save-keys plugin: Wireshark's ``ikev2_decryption_table``
-and ``esp_sa`` UAT files.  Only the control socket's ``export-keys`` command (root, and
+and ``esp_sa`` UAT files.  Wireshark does not check AH ICVs, so AH SAs go to a table of their own,
+``ah_sa``, in esp_sa's column order with the authentication columns only and our algorithm names (those
+of ``ipsecgw pcap`` SA files): ``"IPv4","src","dst","0xSPI","hmac-sha256-128","0xKEY"`` (AES-GMAC keys
+end in the 4-byte salt).  Only the control socket's ``export-keys`` command (root, and
 ``gateway.export_keys: yes``) calls this; nothing here logs a key.
 """
 
@@ -36,7 +39,7 @@ def wireshark_tables(ike_sas: Iterable[IkeEntry], children: Iterable[ChildEntry]
 
     Algorithms Wireshark cannot decrypt (ChaCha20-Poly1305, AES-GMAC) appear as comment lines.
     """
-    ike_lines, esp_lines = [], []
+    ike_lines, esp_lines, ah_lines = [], [], []
     for e in ike_sas:
         keys, suite = e.ike.keys, e.ike.suite
         if keys is None or suite is None or e.established is None:
@@ -52,13 +55,17 @@ def wireshark_tables(ike_sas: Iterable[IkeEntry], children: Iterable[ChildEntry]
         if c.keys is None:
             continue
         for sa in c.keys:
+            fam = f"IPv{sa.src.version}"
+            if sa.is_ah:
+                ah_lines.append(f'"{fam}","{sa.src}","{sa.dst}","0x{sa.spi:08x}","{sa.integ}","0x{sa.integ_key.hex()}"')
+                continue
             enc, integ = _WS_ESP_ENC.get(sa.enc), _WS_ESP_INTEG.get(sa.integ)
             if enc is None or integ is None:
                 esp_lines.append(f"# {c.name} SPI 0x{sa.spi:08x}: {sa.enc} is not in Wireshark's ESP table")
                 continue
-            fam = f"IPv{sa.src.version}"
             ikey = f"0x{sa.integ_key.hex()}" if sa.integ_key else ""
             esp_lines.append(f'"{fam}","{sa.src}","{sa.dst}","0x{sa.spi:08x}","{enc}","0x{sa.enc_key.hex()}",'
                              f'"{integ}","{ikey}"')
     return {"ikev2_decryption_table": "".join(line + "\n" for line in ike_lines),
-            "esp_sa": "".join(line + "\n" for line in esp_lines)}
+            "esp_sa": "".join(line + "\n" for line in esp_lines),
+            "ah_sa": "".join(line + "\n" for line in ah_lines)}

@@ -65,12 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         _add_query(sub, *q)
     e = sub.add_parser("export-keys", help="print SA keys for Wireshark (root only, off unless enabled)",
                        description="Print the IKE and ESP keys of the live SAs in Wireshark's "
-                                   "ikev2_decryption_table and esp_sa formats (as strongSwan's save-keys). Needs "
+                                   "ikev2_decryption_table and esp_sa formats (as strongSwan's save-keys), and "
+                                   "AH SAs' keys in ah_sa (esp_sa's columns, authentication only). Needs "
                                    "root and gateway.export_keys: yes. Anyone holding the output can decrypt the "
                                    "traffic.")
     e.add_argument("--format", choices=("wireshark",), default="wireshark")
-    e.add_argument("--dir", metavar="DIR", help="write ikev2_decryption_table and esp_sa files (0600) into DIR "
-                                                "instead of printing")
+    e.add_argument("--dir", metavar="DIR", help="write the ikev2_decryption_table, esp_sa and ah_sa files (0600) "
+                                                "into DIR instead of printing")
     _add_target(e)
     e.set_defaults(func=_export)
 
@@ -345,7 +346,7 @@ def _export(args: argparse.Namespace) -> int:
             fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(text)
-        print(f"wrote {d / 'ikev2_decryption_table'} and {d / 'esp_sa'}")
+        print("wrote " + ", ".join(str(d / name) for name in tables))
         return 0
     for name, text in tables.items():
         sys.stdout.write(f"# {name}\n{text}")
