@@ -52,6 +52,11 @@ def wireshark_tables(ike_sas: Iterable[IkeEntry], children: Iterable[ChildEntry]
         if c.keys is None:
             continue
         for sa in c.keys:
+            if sa.is_ah:
+                # esp_sa is the ESP dissector's table: an AH SA written there would read as ESP-NULL
+                esp_lines.append(f"# {c.name} SPI 0x{sa.spi:08x}: AH ({sa.integ}) has no place in Wireshark's "
+                                 "ESP table")
+                continue
             enc, integ = _WS_ESP_ENC.get(sa.enc), _WS_ESP_INTEG.get(sa.integ)
             if enc is None or integ is None:
                 esp_lines.append(f"# {c.name} SPI 0x{sa.spi:08x}: {sa.enc} is not in Wireshark's ESP table")

@@ -7,6 +7,7 @@ test_region_sync_ah.py's business.)"""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from support.daemon_harness import gateway_yaml, region_sas
@@ -15,6 +16,7 @@ from cdefs.sa import Direction
 from control.config import load_config
 from control.daemon import Daemon
 from control.ike.events import Datagram
+from control.wireshark_keys import wireshark_tables
 
 A_IP, B_IP = "198.51.100.1", "198.51.100.2"
 A_NET, B_NET = "10.1.0.0/16", "10.2.0.0/16"
@@ -73,3 +75,7 @@ def test_an_ah_child_lands_in_both_regions_as_ah(pair, tmp_path: Path) -> None:
     assert sas["a"][Direction.OUT].integ_key == sas["b"][Direction.IN].integ_key
     assert sas["b"][Direction.OUT].integ_key == sas["a"][Direction.IN].integ_key
     assert sas["a"][Direction.OUT].integ_key != sas["a"][Direction.IN].integ_key
+    # export-keys' Wireshark table is ESP's: the AH pair is named in a comment, its keys stay out
+    table = wireshark_tables([], [SimpleNamespace(name="net", keys=(sas["a"][Direction.IN], sas["a"][Direction.OUT]))])
+    assert f"# net SPI 0x{ca.spi_out:08x}: AH (aes-gmac-256)" in table["esp_sa"]
+    assert sas["a"][Direction.OUT].integ_key.hex() not in table["esp_sa"]

@@ -105,7 +105,7 @@ def test_ike_auth_negotiates_an_ah_child(kw: str, esn: str) -> None:
             assert len(sa.integ_key) == alg.key_len and sa.esn == (esn == "esn") and not sa.udp_encap
     assert ci.inbound.integ_key == cr.outbound.integ_key and ci.outbound.integ_key == cr.inbound.integ_key
     assert ci.inbound.integ_key != ci.outbound.integ_key
-    assert ci.inbound.integ_key.hex() not in repr(ci)
+    assert ci.inbound.integ_key.hex() not in repr(ci) and f"AH {name}" in repr(ci)
     assert_ah_works(ci, cr)
 
 
