@@ -68,7 +68,7 @@ def ah_blocked(sa: IkeSA, child: ChildConfig) -> bool:
     return child.protocol == ProtocolId.AH and sa.use_natt
 
 
-def esp_choice(child: ChildConfig, chosen: Proposal | None, transport: bool, sa: IkeSA | None = None) -> EspSuite:
+def child_choice(child: ChildConfig, chosen: Proposal | None, transport: bool, sa: IkeSA | None = None) -> EspSuite:
     """A responder's checks on the ESP or AH proposal it chose for child (None: none fitted): the suite,
     or IkeError with what to refuse the child with.  With ``sa``, an AH child behind a NAT is refused."""
     what = "AH" if child.protocol == ProtocolId.AH else "ESP"

@@ -12,7 +12,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from cdefs.sa import Mode
-from control.ike.child_keying import accept_selectors, ah_blocked, ah_nat_reason, esp_choice, install_child
+from control.ike.child_keying import accept_selectors, ah_blocked, ah_nat_reason, child_choice, install_child
 from control.ike.config import ChildConfig
 from control.ike.constants import MIN_NEGOTIATED_SPI, ExchangeType, Notify, TransformType, notify_name
 from control.ike.crypto import CryptoError, KeyExchange
@@ -224,7 +224,7 @@ class ChildCreateResponder(Responder):
                                             struct.pack("!H", group))
                     break
             try:
-                suite = esp_choice(child, chosen, transport, sa)
+                suite = child_choice(child, chosen, transport, sa)
             except IkeError as exc:
                 notify, reason = exc.notify, str(exc)
                 continue

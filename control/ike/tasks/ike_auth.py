@@ -21,7 +21,7 @@ from control.ike.certs import (
     id_matches_cert,
     verify_chain,
 )
-from control.ike.child_keying import accept_selectors, ah_blocked, ah_nat_reason, esp_choice, install_child
+from control.ike.child_keying import accept_selectors, ah_blocked, ah_nat_reason, child_choice, install_child
 from control.ike.config import ChildConfig, Identity
 from control.ike.constants import (
     MIN_NEGOTIATED_SPI,
@@ -280,7 +280,7 @@ class IkeAuthResponder(Responder):
             # strip_dh: no KE payload in IKE_AUTH, so key exchange transforms count on neither side
             chosen = select_proposal(child.proposals, sa_p.proposals, strip_dh=True)
             try:
-                suite = esp_choice(child, chosen, transport, sa)
+                suite = child_choice(child, chosen, transport, sa)
             except IkeError as exc:
                 notify, reason = exc.notify, str(exc)
                 continue
@@ -297,5 +297,5 @@ class IkeAuthResponder(Responder):
 
 
 __all__ = ["IkeAuthInitiator", "IkeAuthResponder", "psk_auth", "signed_octets", "certreq_payloads",
-           "install_child", "esp_choice", "accept_selectors",
+           "install_child", "child_choice", "accept_selectors",
            "TrafficSelectorEntry"]
