@@ -33,6 +33,9 @@ def ike_proposal_name(suite: Any) -> str:
 
 
 def esp_proposal_name(suite: Any) -> str:
+    """A CHILD SA's algorithms as list-sas and the log show them; an AH SA's start with "AH/"."""
+    if getattr(suite, "proto", "esp") == "ah":
+        return f"AH/{suite.integ}" + ("/ESN" if suite.esn else "")
     return suite.enc + (f"/{suite.integ}" if suite.integ else "") + ("/ESN" if suite.esn else "")
 
 

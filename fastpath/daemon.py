@@ -234,6 +234,7 @@ class Fastpath:
         """Apply control's changes; True if held packets may now find an SA."""
         r = sync_region(self.region, self.engine,
                         lambda slot, sa, d: self.cls.set_sa(slot, sa if d == Direction.OUT else None))
+        self.totals.sa_refused += len(r.rejected)
         return bool(r.installed or r.spd_changed)
 
     def sync_now(self) -> bool:

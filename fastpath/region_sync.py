@@ -4,7 +4,9 @@ and the DPDK worker (fastpath/dpdk/daemon.py).
 ``FastpathRegion.sync`` installs and removes SAs in the engine; the I/O side also keeps per-SA facts of
 its own (the classifier's ESP overhead for the MTU check, the DPDK worker's sequence reservation cache).
 ``sync_region`` runs the sync, tells ``on_sa`` about every slot that changed (the SA and direction, or
-None when it went away) and logs what happened, the same way for both.
+None when it went away) and logs what happened, the same way for both.  An SA the engine refuses stays
+out of the data plane only: control's IKE SA and its other CHILD SAs carry on.  An AH SA on an engine
+without AH (the C engines until they serve it) is said so by name, "no AH in engine X".
 """
 
 from __future__ import annotations
@@ -37,5 +39,19 @@ def sync_region(region: FastpathRegion, engine: Engine,
         on_sa(slot, sa, direction)
         log.info("SA slot %d installed: SPI 0x%08x %s, %s", slot, sa.spi, direction.name.lower(), sa.enc)
     for slot, why in r.rejected.items():
-        log.warning("SA slot %d not installed: %s", slot, why)
+        if _is_ah(region, slot):
+            log.warning("SA slot %d not installed: no AH in engine %s (%s); AH traffic of this SA is dropped",
+                        slot, engine.name, why)
+        else:
+            log.warning("SA slot %d not installed: %s", slot, why)
     return r
+
+
+def _is_ah(region: FastpathRegion, slot: int) -> bool:
+    cur = region.read_slot(slot)
+    if cur is None:
+        return False
+    try:
+        return params_to_sa(cur.p)[0].is_ah
+    except ValueError:
+        return False

@@ -28,7 +28,7 @@ WRITE_EVERY = 0.5            # seconds between status file writes
 
 _SCALARS = ("tun_in", "tun_in_bytes", "tun_out", "tun_out_bytes", "esp_in", "esp_in_bytes", "sent",
             "esp_out_bytes", "send_failed", "held_dropped", "fragments", "ike_misdirected", "gro_dropped",
-            "ah6_unrebuilt")
+            "ah6_unrebuilt", "sa_refused")
 
 
 @dataclass
@@ -40,7 +40,8 @@ class Totals:
     packets by the engine's status.  tun_in/tun_out: clear-side packets read/written (ICMP errors written
     back included); esp_in: protected-side packets received; sent: packets handed to the kernel (ESP, bypass
     and fragments); esp_out_bytes: bytes of the ESP packets among them; fragments: inner fragments made
-    from too-big packets without DF, each sent as its own ESP packet."""
+    from too-big packets without DF, each sent as its own ESP packet; sa_refused: SAs from the region the
+    engine would not take (logged with the reason, e.g. an AH SA on an engine without AH)."""
 
     verdicts: np.ndarray = field(default_factory=lambda: np.zeros(kio.V_MAX, dtype=np.uint64))
     inbound: np.ndarray = field(default_factory=lambda: np.zeros(N_STATUS, dtype=np.uint64))
@@ -58,6 +59,7 @@ class Totals:
     ike_misdirected: int = 0
     gro_dropped: int = 0
     ah6_unrebuilt: int = 0          # IPv6 AH whose headers in front of AH could not be put back (kio_recv_ah6)
+    sa_refused: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {k: int(getattr(self, k)) for k in _SCALARS}

@@ -1,5 +1,5 @@
-"""A connection's ``children:`` entries (CHILD SAs): traffic selectors, ESP proposals, mode, start action
-and lifetimes, into ``ChildSpec``."""
+"""A connection's ``children:`` entries (CHILD SAs): traffic selectors, ESP or AH proposals, mode, start
+action and lifetimes, into ``ChildSpec``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from control.ike.message import TrafficSelectorEntry
 
 START_ACTIONS = ("none", "trap", "start")
 _PROTO_NAMES = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "ipv6-icmp": 58, "sctp": 132, "gre": 47}
-_CHILD_KEYS = ("local_ts", "remote_ts", "esp_proposals", "mode", "start_action", "rekey_time", "life_time",
+_CHILD_KEYS = ("local_ts", "remote_ts", "esp_proposals", "ah_proposals",
+               "mode", "start_action", "rekey_time", "life_time",
                "rekey_bytes", "life_bytes", "rekey_packets", "life_packets", "dpd_action")
 
 
@@ -72,7 +73,14 @@ def parse_child(ck: Checker, name: str, node: Node, path: str) -> ChildSpec | No
         ts, texts = _ts_list(ck, m[side], f"{path}.{side}")
         setattr(spec, side, ts)
         setattr(spec, f"{side}_text", texts)
-    if "esp_proposals" in m:
+    if "esp_proposals" in m and "ah_proposals" in m:
+        # one protocol per child, as in swanctl.conf (AH+ESP bundles are not supported)
+        ck.error(m["ah_proposals"], f"{path}.ah_proposals", "either esp_proposals or ah_proposals, not both",
+                 "both")
+    elif "ah_proposals" in m:
+        spec.ah_proposals = parse_proposal_list(ck, m["ah_proposals"], f"{path}.ah_proposals", "ah")
+        spec.esp_proposals = []
+    elif "esp_proposals" in m:
         spec.esp_proposals = parse_proposal_list(ck, m["esp_proposals"], f"{path}.esp_proposals", "esp")
     if "mode" in m:
         mode = ck.choice(m["mode"], f"{path}.mode", ("tunnel", "transport"), "tunnel or transport", lower=True)

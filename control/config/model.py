@@ -52,6 +52,11 @@ class ChildSpec:
     life_bytes: int = 0
     rekey_packets: int = 0
     life_packets: int = 0
+    ah_proposals: list[str] = field(default_factory=list)     # set: an AH child (esp_proposals then empty)
+
+    @property
+    def protocol(self) -> str:
+        return "ah" if self.ah_proposals else "esp"
 
     def child_config(self) -> ChildConfig:
         extra = {}
@@ -59,7 +64,8 @@ class ChildSpec:
             # the core's CREATE_CHILD_SA task rekeys on its own timer, 0-10 % early (jitter)
             extra = {"rekey_time": float(self.rekey_time), "rand_time": self.rekey_time * 0.1}
         return ChildConfig(self.name, list(self.local_ts), list(self.remote_ts),
-                           esp_proposals=",".join(self.esp_proposals), mode=self.mode, **extra)
+                           esp_proposals=",".join(self.esp_proposals) or "aes128gcm16",
+                           ah_proposals=",".join(self.ah_proposals), mode=self.mode, **extra)
 
     @property
     def hard_seconds(self) -> int:

@@ -23,8 +23,9 @@ def parse_identity(ck: Checker, node: Node, path: str) -> str | None:
 
 def parse_proposal_list(ck: Checker, node: Node, path: str, protocol: str) -> list[str]:
     out = []
-    example = "aes128gcm16-prfsha256-x25519, aes256-sha384-ecp384" if protocol == "ike" \
-        else "aes128gcm16, aes256-sha256, aes256gcm16-esn"
+    example = {"ike": "aes128gcm16-prfsha256-x25519, aes256-sha384-ecp384",
+               "ah": "sha256, sha512-esn, aes128gmac-x25519"}.get(
+                   protocol, "aes128gcm16, aes256-sha256, aes256gcm16-esn")
     for text, item, p in ck.str_list(node, path):
         parts = [x.strip() for x in text.split(",") if x.strip()]
         for part in parts:

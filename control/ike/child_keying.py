@@ -1,6 +1,9 @@
-"""CHILD SA keying, shared by IKE_AUTH and CREATE_CHILD_SA: the responder's ESP choice, the initiator's
-selector checks, and KEYMAT into the inbound/outbound SA pair (RFC 7296 §2.17) that leaves the IKE core
-as plain data (``cdefs.sa.SA`` in a ``ChildSaEstablished`` event)."""
+"""CHILD SA keying, shared by IKE_AUTH and CREATE_CHILD_SA: the responder's ESP or AH choice, the
+initiator's selector checks, and KEYMAT into the inbound/outbound SA pair (RFC 7296 §2.17) that leaves the
+IKE core as plain data (``cdefs.sa.SA`` in a ``ChildSaEstablished`` event).
+
+AH (RFC 4302) authenticates the outer addresses, which a NAT rewrites, and UDP encapsulation (RFC 3948)
+carries ESP only: an AH child is never negotiated over an IKE SA that detected a NAT or forces encap."""
 
 from __future__ import annotations
 
@@ -8,11 +11,11 @@ from typing import TYPE_CHECKING
 
 from cdefs.sa import SA, Mode
 from control.ike.config import ChildConfig
-from control.ike.constants import MIN_NEGOTIATED_SPI, Notify
+from control.ike.constants import MIN_NEGOTIATED_SPI, Notify, ProtocolId
 from control.ike.crypto import child_keymat
 from control.ike.events import ChildSaEstablished, ChildState, IkeError
 from control.ike.message import Message
-from control.ike.proposals import EspSuite, ProposalError, esp_suite
+from control.ike.proposals import EspSuite, ProposalError, child_suite
 from control.ike.sa_payload import Proposal
 from control.ike.ts import covered, to_fastpath
 from control.ike.ts_payload import TrafficSelectorEntry, TSPayload
@@ -38,11 +41,14 @@ def install_child(sa: IkeSA, child: ChildState, *, exchange_initiator: bool | No
     (out_e, out_a), (in_e, in_a) = ((ei, ai), (er, ar)) if ini else ((er, ar), (ei, ai))
     local, remote = sa.local_ip, sa.remote_ip
     encap = sa.use_natt
+    if s.proto == "ah" and encap:
+        # the tasks refuse an AH child behind a NAT before keying; this keeps any path from getting here
+        raise IkeError(Notify.NO_PROPOSAL_CHOSEN, ah_nat_reason(sa, child.config.name))
     ours, theirs = sa.esp_ports
     lts = [to_fastpath(t) for t in child.local_ts]
     rts = [to_fastpath(t) for t in child.remote_ts]
     common = dict(enc=s.enc, integ=s.integ, mode=child.config.mode, esn=s.esn, udp_encap=encap,
-                  local_ts=lts, remote_ts=rts)
+                  local_ts=lts, remote_ts=rts, proto=s.proto)
     outbound = SA(spi=child.spi_out, src=local, dst=remote, enc_key=out_e, integ_key=out_a, sport=ours,
                   dport=theirs, **common)
     inbound = SA(spi=child.spi_in, src=remote, dst=local, enc_key=in_e, integ_key=in_a, sport=theirs,
@@ -52,13 +58,29 @@ def install_child(sa: IkeSA, child: ChildState, *, exchange_initiator: bool | No
                               initiator=ini)
 
 
-def esp_choice(child: ChildConfig, chosen: Proposal | None, transport: bool) -> EspSuite:
-    """A responder's checks on the ESP proposal it chose for child (None: none fitted): the suite,
-    or IkeError with what to refuse the child with."""
+def ah_nat_reason(sa: IkeSA, name: str) -> str:
+    why = "encap is forced" if sa.config.encap else "a NAT was detected"
+    return f"AH cannot traverse NAT: CHILD SA {name} is AH and {why} (UDP encapsulation carries ESP only)"
+
+
+def ah_blocked(sa: IkeSA, child: ChildConfig) -> bool:
+    """Whether child is AH on an IKE SA whose traffic must go in UDP (a NAT, or encap forced)."""
+    return child.protocol == ProtocolId.AH and sa.use_natt
+
+
+def child_choice(child: ChildConfig, chosen: Proposal | None, transport: bool, sa: IkeSA | None = None) -> EspSuite:
+    """A responder's checks on the ESP or AH proposal it chose for child (None: none fitted): the suite,
+    or IkeError with what to refuse the child with.  With ``sa``, an AH child behind a NAT is refused."""
+    what = "AH" if child.protocol == ProtocolId.AH else "ESP"
     if chosen is None or len(chosen.spi) != 4 or int.from_bytes(chosen.spi, "big") < MIN_NEGOTIATED_SPI:
-        raise IkeError(Notify.NO_PROPOSAL_CHOSEN, f"no acceptable ESP proposal for {child.name}")
+        raise IkeError(Notify.NO_PROPOSAL_CHOSEN, f"no acceptable {what} proposal for {child.name}")
+    if chosen.protocol != child.protocol:
+        raise IkeError(Notify.NO_PROPOSAL_CHOSEN, f"{child.name} is configured for {what}")
+    if sa is not None and ah_blocked(sa, child):
+        sa.stats["child_ah_refused_nat"] += 1
+        raise IkeError(Notify.NO_PROPOSAL_CHOSEN, ah_nat_reason(sa, child.name))
     try:
-        suite = esp_suite(chosen)
+        suite = child_suite(chosen)
     except ProposalError as exc:
         raise IkeError(Notify.NO_PROPOSAL_CHOSEN, str(exc)) from None
     if transport != (child.mode == Mode.TRANSPORT):

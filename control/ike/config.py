@@ -9,7 +9,7 @@ from cryptography import x509
 
 from cdefs.sa import Mode
 from control.ike.certs import Credentials, dn_from_string, dn_to_string
-from control.ike.constants import IdType
+from control.ike.constants import IdType, ProtocolId
 from control.ike.payloads import IDPayload
 from control.ike.proposals import parse_proposals
 from control.ike.ts_payload import TrafficSelectorEntry
@@ -59,9 +59,18 @@ class ChildConfig:
     mode: Mode = Mode.TUNNEL
     rekey_time: float = 0.0         # seconds after creation to rekey (0: never), like swanctl's rekey_time
     rand_time: float = 0.0          # up to this much earlier, at random, so both ends rarely collide
+    # AH instead of ESP (RFC 4302): when set, the child negotiates protocol ID AH with these proposals and
+    # esp_proposals is not used (the YAML loader refuses a child that names both)
+    ah_proposals: str = ""
 
     def __post_init__(self) -> None:
-        self.proposals = parse_proposals(self.esp_proposals, "esp")
+        self.protocol = ProtocolId.AH if self.ah_proposals else ProtocolId.ESP
+        self.proposals = parse_proposals(self.ah_proposals, "ah") if self.ah_proposals else \
+            parse_proposals(self.esp_proposals, "esp")
+
+    @property
+    def is_ah(self) -> bool:
+        return self.protocol == ProtocolId.AH
 
 
 @dataclass

@@ -84,6 +84,9 @@ class Prf(enum.IntEnum):
 class Integ(enum.IntEnum):
     NONE = 0
     HMAC_SHA1_96 = 2
+    AES_128_GMAC = 9            # RFC 4543: AH only here (ESP takes GMAC as ENCR_NULL_AUTH_AES_GMAC)
+    AES_192_GMAC = 10
+    AES_256_GMAC = 11
     HMAC_SHA2_256_128 = 12
     HMAC_SHA2_384_192 = 13
     HMAC_SHA2_512_256 = 14

@@ -62,7 +62,7 @@ class ChildSaEstablished:
     def __repr__(self) -> str:          # SAs carry keys
         extra = f", rekey_of=0x{self.rekey_of:08x}" if self.rekey_of is not None else ""
         return (f"ChildSaEstablished({self.name!r}, in=0x{self.inbound.spi:08x}, out=0x{self.outbound.spi:08x}, "
-                f"{self.suite.enc}{extra})")
+                f"{'AH ' + str(self.suite.integ) if self.suite.proto == 'ah' else self.suite.enc}{extra})")
 
 
 @dataclass

@@ -5,7 +5,9 @@ gives the transforms an SA payload carries, so operators can copy what they run
 in swanctl.conf.  Rules follow strongSwan's: algorithms of one type listed in
 one proposal are alternatives; an IKE proposal without a ``prf`` keyword takes
 its PRFs from the integrity keywords; an AEAD IKE proposal's integrity keywords
-only name PRFs; ESP proposals get "no ESN" unless ``esn`` is written.
+only name PRFs; ESP and AH proposals get "no ESN" unless ``esn`` is written.  An AH proposal
+(protocol ID 2, RFC 7296 §3.3) has integrity, ESN and optional key exchange transforms but no cipher;
+its ``aes128gmac``... keywords name AES-GMAC as integrity (RFC 4543 §7: AUTH_AES_*_GMAC).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import functools
 import re
 from dataclasses import dataclass
 
+from cdefs.algorithms import AH_INTEG_ALGS
 from control.ike.constants import DhGroup, Encr, Esn, Integ, Prf, ProtocolId, TransformType
 from control.ike.crypto import ENCR, INTEG, SUPPORTED_GROUPS, IkeSuite, encr_key_len
 from control.ike.sa_payload import Proposal, Transform
@@ -59,10 +62,41 @@ def _encr_keyword(kw: str) -> tuple[int, int | None] | None:
     return None
 
 
+_AH_GMAC_KW = {"aes128gmac": Integ.AES_128_GMAC, "aes192gmac": Integ.AES_192_GMAC, "aes256gmac": Integ.AES_256_GMAC}
+
+
+def _parse_ah(text: str) -> Proposal:
+    """An AH proposal ("sha256-esn", "aes256gmac-x25519"): integrity, optional DH for PFS, ESN."""
+    integ: list[int] = []
+    dh: list[int] = []
+    esn: list[int] = []
+    for kw in text.strip().lower().split("-"):
+        if kw in _INTEG_KW:
+            integ.append(_INTEG_KW[kw])
+        elif kw in _AH_GMAC_KW:
+            integ.append(_AH_GMAC_KW[kw])
+        elif kw in _DH_KW:
+            dh.append(_DH_KW[kw])
+        elif kw in ("esn", "noesn"):
+            esn.append(Esn.YES if kw == "esn" else Esn.NO)
+        elif _encr_keyword(kw) is not None:
+            raise ProposalError(f"{kw}: AH authenticates only, an AH proposal takes no cipher")
+        else:
+            raise ProposalError(f"unknown or unsupported ah proposal keyword {kw!r} in {text!r}")
+    if not integ:
+        raise ProposalError(f"{text!r}: an AH proposal needs an integrity algorithm")
+    ts = [Transform(TransformType.INTEG, i) for i in _unique(integ)]
+    ts += [Transform(TransformType.DH, d) for d in _unique(dh)]
+    ts += [Transform(TransformType.ESN, e) for e in _unique(esn or [Esn.NO])]
+    return Proposal(1, ProtocolId.AH, b"", ts)
+
+
 def parse_proposal(text: str, protocol: str = "ike") -> Proposal:
     """One proposal ("aes128gcm16-prfsha256-x25519") as the transforms of an SA payload proposal."""
-    if protocol not in ("ike", "esp"):
-        raise ProposalError(f"protocol {protocol!r}: expected ike or esp")
+    if protocol not in ("ike", "esp", "ah"):
+        raise ProposalError(f"protocol {protocol!r}: expected ike, esp or ah")
+    if protocol == "ah":
+        return _parse_ah(text)
     encr: list[Transform] = []
     integ: list[int] = []
     prfs: list[int] = []
@@ -261,13 +295,14 @@ def _ike_suite(sig: _PSig) -> IkeSuite:
 
 @dataclass(frozen=True)
 class EspSuite:
-    """A chosen ESP proposal in cdefs.algorithms names and the key material sizes it needs."""
+    """A chosen ESP (or AH) proposal in cdefs.algorithms names and the key material sizes it needs."""
 
-    enc: str                # cdefs.algorithms.ENC_ALGS key
-    integ: str | None       # cdefs.algorithms.INTEG_ALGS key
+    enc: str                # cdefs.algorithms.ENC_ALGS key ("null" for AH)
+    integ: str | None       # cdefs.algorithms.INTEG_ALGS key (AH: AH_INTEG_ALGS)
     enc_key_len: int        # bytes from KEYMAT, salt included
-    integ_key_len: int
+    integ_key_len: int      # AH's AES-GMAC: the AES key and its 4-byte salt (RFC 4543 §7)
     esn: bool
+    proto: str = "esp"      # esp | ah, as cdefs.sa.SA.proto
 
 
 _FASTPATH_INTEG = {Integ.HMAC_SHA2_256_128: "hmac-sha256-128", Integ.HMAC_SHA2_384_192: "hmac-sha384-192",
@@ -311,3 +346,35 @@ def _esp_suite(sig: _PSig) -> EspSuite:
     enc_len = encr_key_len(Encr.AES_GCM_16 if enc.id == Encr.NULL_AUTH_AES_GMAC else enc.id, bits)
     integ_len = INTEG[integ.id].key_len if integ_name else 0  # type: ignore[union-attr]
     return EspSuite(name, integ_name, enc_len, integ_len, bool(esn and esn.id == Esn.YES))
+
+
+_AH_INTEG = {Integ.HMAC_SHA1_96: "hmac-sha1-96", **_FASTPATH_INTEG,
+             Integ.AES_128_GMAC: "aes-gmac-128", Integ.AES_192_GMAC: "aes-gmac-192",
+             Integ.AES_256_GMAC: "aes-gmac-256"}
+
+
+def child_suite(p: Proposal) -> EspSuite:
+    """The data plane's names for a chosen ESP or AH proposal (by its protocol ID)."""
+    return ah_suite(p) if p.protocol == ProtocolId.AH else esp_suite(p)
+
+
+def ah_suite(p: Proposal) -> EspSuite:
+    """The data plane's names for a chosen AH proposal; unsupported ones raise ProposalError."""
+    return _ah_suite(_psig(p))
+
+
+@functools.lru_cache(maxsize=64)
+def _ah_suite(sig: _PSig) -> EspSuite:
+    p = _from_sig(sig)
+    if p.protocol != ProtocolId.AH:
+        raise ProposalError(f"protocol {p.protocol} is not AH")
+    if p.of_type(TransformType.ENCR):
+        raise ProposalError("chosen AH proposal carries a cipher: AH authenticates only")
+    integ, esn = _one(p, TransformType.INTEG), _one(p, TransformType.ESN)
+    if integ is None or integ.id not in _AH_INTEG:
+        raise ProposalError(f"AH integrity {integ.id if integ else None} is not supported by the data plane")
+    if integ.key_length is not None:
+        raise ProposalError("AH integrity transforms take no key length attribute")
+    name = _AH_INTEG[Integ(integ.id)]
+    # AH_INTEG_ALGS' key length includes GMAC's salt, which KEYMAT supplies after the key (RFC 4543 §7)
+    return EspSuite("null", name, 0, AH_INTEG_ALGS[name].key_len, bool(esn and esn.id == Esn.YES), "ah")

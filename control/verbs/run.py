@@ -42,6 +42,10 @@ def _check(args: argparse.Namespace) -> int:
         return 2
     kids = sum(len(c.children) for c in cfg.connections.values())
     print(f"{args.config}: OK ({len(cfg.connections)} connection(s), {kids} child(ren))")
+    for conn in cfg.connections.values():
+        for child in conn.children:
+            props = child.ah_proposals or child.esp_proposals
+            print(f"  {conn.name}/{child.name}: {child.protocol.upper()} {child.mode}, {', '.join(props)}")
     return 0
 
 

@@ -78,3 +78,37 @@ def gmac_icv(sa: SA, pkt: bytes, seq: int) -> bytes:
     aad = bytes(buf) + (struct.pack("!I", seq >> 32) if sa.esn else b"")
     key, salt = sa.integ_key[:-4], sa.integ_key[-4:]
     return iv + AESGCM(key).encrypt(salt + iv, b"", aad)
+
+
+def assert_ah_works(a: Any, b: Any) -> None:
+    """Two ``ChildSaEstablished`` of one AH CHILD SA (the two IKE peers'): a packet a's outbound AH
+    session protects verifies on b's inbound session and comes out as sent, and back; a flipped payload
+    byte fails.  For the HMACs scapy's AH, built from the receiver's SA, verifies it as well."""
+    from cdefs.sa import Direction
+    from fastpath.ah_ref import AhSession, locate_ah
+    from fastpath.esp_ref import Drop
+    from fastpath.status import Status
+    from support.packets import ipv4, udp
+
+    assert a.outbound.proto == b.inbound.proto == "ah"
+    assert a.outbound.spi == b.inbound.spi and a.inbound.spi == b.outbound.spi
+    for x, y in ((a, b), (b, a)):
+        src, dst = str(x.local_ts[0].start + 5), str(x.remote_ts[0].start + 9)
+        inner = ipv4(src, dst, 17, udp(src, dst, 1000, 2000, os.urandom(64)))
+        out, inn = AhSession(x.outbound, Direction.OUT), AhSession(y.inbound, Direction.IN)
+        wire = out.outbound(inner, 4096)
+        assert wire[9] == 51 and inner[20:] in wire      # AH: protocol 51, the payload in the clear
+        info, off, end = locate_ah(wire)
+        assert inn.inbound(wire[:end], info, off) == inner
+        if y.inbound.integ in SCAPY_AH_AUTH:
+            from scapy.layers.inet import IP
+            assert bytes(scapy_ah_sa(y.inbound).decrypt(IP(wire))) == inner
+        bad = bytearray(out.outbound(inner, 4096))
+        bad[-1] ^= 1
+        info, off, end = locate_ah(bytes(bad))
+        try:
+            inn.inbound(bytes(bad)[:end], info, off)
+        except Drop as drop:
+            assert drop.status == Status.AUTH_FAILED
+        else:
+            raise AssertionError("a flipped byte verified")

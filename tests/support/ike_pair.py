@@ -34,9 +34,10 @@ PSK = b"correct horse battery staple"
 Drop = Callable[[str, int, bytes], bool]
 
 
-def child(name="net", local="10.1.0.0/16", remote="10.2.0.0/16", esp="aes128gcm16") -> ChildConfig:
+def child(name="net", local="10.1.0.0/16", remote="10.2.0.0/16", esp="aes128gcm16", ah="") -> ChildConfig:
+    """A CHILD SA's configuration; with ``ah`` (AH proposals) an AH child instead of ESP."""
     return ChildConfig(name, [TS.from_network(n) for n in local.split(",")],
-                       [TS.from_network(n) for n in remote.split(",")], esp_proposals=esp)
+                       [TS.from_network(n) for n in remote.split(",")], esp_proposals=esp, ah_proposals=ah)
 
 
 def configs(ike_i="aes128gcm16-prfsha256-x25519", ike_r=None, esp_i="aes128gcm16", esp_r=None, psk_r=PSK,

@@ -12,16 +12,16 @@ import struct
 from typing import TYPE_CHECKING
 
 from cdefs.sa import Mode
-from control.ike.child_keying import accept_selectors, esp_choice, install_child
+from control.ike.child_keying import accept_selectors, ah_blocked, ah_nat_reason, child_choice, install_child
 from control.ike.config import ChildConfig
-from control.ike.constants import MIN_NEGOTIATED_SPI, ExchangeType, Notify, ProtocolId, TransformType, notify_name
+from control.ike.constants import MIN_NEGOTIATED_SPI, ExchangeType, Notify, TransformType, notify_name
 from control.ike.crypto import CryptoError, KeyExchange
 from control.ike.events import ChildSaEstablished, ChildSaFailed, ChildState, IkeError
 from control.ike.message import Message
 from control.ike.payloads import KEPayload, NoncePayload, NotifyPayload, Payload
 from control.ike.proposals import (
     ProposalError,
-    esp_suite,
+    child_suite,
     offered_groups,
     proposal_acceptable,
     select_proposal,
@@ -84,10 +84,15 @@ class ChildCreateInitiator(Initiator):
 
     def build_request(self, sa: IkeSA) -> list[Payload] | None:
         assert self.config is not None
+        if ah_blocked(sa, self.config):
+            # not offered at all: AH behind a NAT (or with encap forced) cannot reach the peer intact
+            sa.stats["child_ah_refused_nat"] += 1
+            self.failed(sa, Notify.NO_PROPOSAL_CHOSEN, ah_nat_reason(sa, self.config.name), 0.0)
+            return None
         self.state = ChildState(self.config, random_esp_spi())
         self.nonce = os.urandom(NONCE_LEN)
         spi = self.state.spi_in.to_bytes(4, "big")
-        offer = [Proposal(p.num, ProtocolId.ESP, spi, list(p.transforms)) for p in self.config.proposals]
+        offer = [Proposal(p.num, self.config.protocol, spi, list(p.transforms)) for p in self.config.proposals]
         payloads = self.extra_payloads(sa)
         if self.config.mode == Mode.TRANSPORT:
             payloads.append(NotifyPayload(Notify.USE_TRANSPORT_MODE))
@@ -137,14 +142,14 @@ class ChildCreateInitiator(Initiator):
         assert self.config is not None and self.state is not None
         sa_p, nonce, ke, tsi, tsr = _child_payloads(msg, "response")
         if len(sa_p.proposals) != 1 or len(sa_p.proposals[0].spi) != 4:
-            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder's SA payload is not one ESP proposal")
+            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder's SA payload is not one ESP or AH proposal")
         prop = sa_p.proposals[0]
         self.state.spi_out = int.from_bytes(prop.spi, "big")
-        offer = [Proposal(p.num, ProtocolId.ESP, b"", list(p.transforms)) for p in self.config.proposals]
+        offer = [Proposal(p.num, self.config.protocol, b"", list(p.transforms)) for p in self.config.proposals]
         if not proposal_acceptable(offer, prop):
-            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder chose an ESP proposal we did not offer")
+            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder chose a CHILD SA proposal we did not offer")
         try:
-            self.state.suite = esp_suite(prop)
+            self.state.suite = child_suite(prop)
         except ProposalError as exc:
             raise IkeError(Notify.NO_PROPOSAL_CHOSEN, str(exc)) from None
         if self.state.spi_out < MIN_NEGOTIATED_SPI:
@@ -219,7 +224,7 @@ class ChildCreateResponder(Responder):
                                             struct.pack("!H", group))
                     break
             try:
-                suite = esp_choice(child, chosen, transport)
+                suite = child_choice(child, chosen, transport, sa)
             except IkeError as exc:
                 notify, reason = exc.notify, str(exc)
                 continue

@@ -1,7 +1,8 @@
 """Deleting CHILD SAs with INFORMATIONAL Delete payloads (RFC 7296 §1.4.1).
 
 A Delete names the sender's *inbound* SPIs; the responder removes those pairs and answers with its
-own inbound SPIs of the same pairs, except for pairs it is deleting itself at the same time."""
+own inbound SPIs of the same pairs, except for pairs it is deleting itself at the same time.  One Delete
+payload carries one protocol's SPIs (RFC 7296 §3.11): ESP and AH children go in a payload each."""
 
 from __future__ import annotations
 
@@ -34,12 +35,22 @@ class ChildDeleteInitiator(Initiator):
             return None
         for c in self.children:
             c.status = ChildStatus.DELETING
-        return [DeletePayload(ProtocolId.ESP, [c.spi_in.to_bytes(4, "big") for c in victims], 4)]
+        return _deletes(victims)
 
     def process_response(self, sa: IkeSA, msg: Message, now: float) -> bool:
         for c in self.children:
             sa.remove_child(c, self.reason)
         return False
+
+
+def _deletes(children: list[ChildState]) -> list[Payload]:
+    """Delete payloads for children's inbound SPIs, one per protocol (ESP first)."""
+    out: list[Payload] = []
+    for proto in (ProtocolId.ESP, ProtocolId.AH):
+        spis = [c.spi_in.to_bytes(4, "big") for c in children if c.config.protocol == proto]
+        if spis:
+            out.append(DeletePayload(proto, spis, 4))
+    return out
 
 
 def _creating(sa: IkeSA) -> bool:
@@ -50,13 +61,15 @@ class ChildDeleteResponder(Responder):
     exchange = ExchangeType.INFORMATIONAL
 
     def process_request(self, sa: IkeSA, msg: Message, now: float) -> list[Payload]:
-        ours: list[bytes] = []
+        ours: list[ChildState] = []
         for d in (p for p in msg.payloads if isinstance(p, DeletePayload)):
-            if d.protocol != ProtocolId.ESP:
+            if d.protocol not in (ProtocolId.ESP, ProtocolId.AH):
                 sa.stats["delete_unsupported_protocol"] += 1
                 continue
             for spi in d.spis:
                 c = sa.find_child(spi_out=int.from_bytes(spi, "big"))
+                if c is not None and c.config.protocol != d.protocol:
+                    c = None            # SPIs are per protocol: an AH SPI does not name an ESP SA
                 if c is None:
                     sa.stats["delete_unknown_spi"] += 1
                     if _creating(sa):
@@ -64,9 +77,9 @@ class ChildDeleteResponder(Responder):
                         sa.early_deletes.add(int.from_bytes(spi, "big"))
                     continue
                 if c.status != ChildStatus.DELETING:      # a simultaneous delete gets no Delete back
-                    ours.append(c.spi_in.to_bytes(4, "big"))
+                    ours.append(c)
                 sa.remove_child(c, "deleted by the peer")
-        return [DeletePayload(ProtocolId.ESP, ours, 4)] if ours else []
+        return _deletes(ours)
 
 
 __all__ = ["ChildDeleteInitiator", "ChildDeleteResponder"]

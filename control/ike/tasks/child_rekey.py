@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from control.ike.collision import lowest_nonce_wins
 from control.ike.config import ChildConfig
-from control.ike.constants import Notify, ProtocolId
+from control.ike.constants import Notify
 from control.ike.events import ChildSaEstablished, ChildState, ChildStatus
 from control.ike.message import Message
 from control.ike.payloads import NotifyPayload, Payload
@@ -34,7 +34,9 @@ class ChildRekeyInitiator(ChildCreateInitiator):
         return self.spi
 
     def extra_payloads(self, sa: IkeSA) -> list[Payload]:
-        return [NotifyPayload(Notify.REKEY_SA, b"", ProtocolId.ESP, self.spi.to_bytes(4, "big"))]
+        # the notify names the protocol of the SA it rekeys: AH for an AH child (RFC 7296 §3.10)
+        assert self.old is not None
+        return [NotifyPayload(Notify.REKEY_SA, b"", self.old.config.protocol, self.spi.to_bytes(4, "big"))]
 
     def selectors(self) -> tuple[list[TrafficSelectorEntry], list[TrafficSelectorEntry]]:
         assert self.old is not None
@@ -98,7 +100,7 @@ class ChildRekeyResponder(ChildCreateResponder):
     def process_request(self, sa: IkeSA, msg: Message, now: float) -> list[Payload]:
         n = msg.notifies(Notify.REKEY_SA)[0]
         old = sa.find_child(spi_out=int.from_bytes(n.spi, "big")) if len(n.spi) == 4 else None
-        if old is None or n.protocol != ProtocolId.ESP:
+        if old is None or n.protocol != old.config.protocol:
             sa.stats["rekey_unknown_child"] += 1
             return [NotifyPayload(Notify.CHILD_SA_NOT_FOUND, b"", n.protocol, n.spi)]
         if old.status in (ChildStatus.REKEYED, ChildStatus.DELETING):

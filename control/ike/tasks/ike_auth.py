@@ -21,7 +21,7 @@ from control.ike.certs import (
     id_matches_cert,
     verify_chain,
 )
-from control.ike.child_keying import accept_selectors, esp_choice, install_child
+from control.ike.child_keying import accept_selectors, ah_blocked, ah_nat_reason, child_choice, install_child
 from control.ike.config import ChildConfig, Identity
 from control.ike.constants import (
     MIN_NEGOTIATED_SPI,
@@ -29,14 +29,13 @@ from control.ike.constants import (
     ExchangeType,
     IdType,
     Notify,
-    ProtocolId,
     TransformType,
 )
 from control.ike.crypto import KeyedPrf, prf
 from control.ike.events import ChildSaEstablished, ChildSaFailed, ChildState, IkeError, IkeSaEstablished, State
 from control.ike.message import Message
 from control.ike.payloads import AuthPayload, CertPayload, IDPayload, NotifyPayload, Payload
-from control.ike.proposals import ProposalError, esp_suite, proposal_acceptable, select_proposal
+from control.ike.proposals import ProposalError, child_suite, proposal_acceptable, select_proposal
 from control.ike.sa_payload import Proposal, SAPayload
 from control.ike.spi import random_esp_spi
 from control.ike.tasks.base import Initiator, Responder
@@ -173,8 +172,8 @@ def _established(sa: IkeSA, peer: Identity) -> None:
 
 
 def _esp_offer(child: ChildConfig, spi: int) -> list[Proposal]:
-    # the first CHILD SA has no KE payload, so no key exchange transforms are offered
-    return [Proposal(p.num, ProtocolId.ESP, spi.to_bytes(4, "big"),
+    # the first CHILD SA has no KE payload, so no key exchange transforms are offered; AH or ESP as configured
+    return [Proposal(p.num, child.protocol, spi.to_bytes(4, "big"),
                      [t for t in p.transforms if t.type != _DH]) for p in child.proposals]
 
 
@@ -195,6 +194,12 @@ class IkeAuthInitiator(Initiator):
             payloads.append(sa.config.remote_id.payload(False))
         payloads.append(ours[-1])
         payloads += window_payloads(sa)
+        if self.child is not None and ah_blocked(sa, self.child):
+            # NAT detection in IKE_SA_INIT found a NAT (or encap is forced): AH could not reach the peer
+            # intact, so it is not offered; the IKE SA comes up without it and the reason is reported
+            sa.stats["child_ah_refused_nat"] += 1
+            sa.emit(ChildSaFailed(self.child.name, Notify.NO_PROPOSAL_CHOSEN, ah_nat_reason(sa, self.child.name)))
+            self.child = None
         if self.child is not None:
             self.state = ChildState(self.child, random_esp_spi())
             if self.child.mode == Mode.TRANSPORT:
@@ -236,9 +241,9 @@ class IkeAuthInitiator(Initiator):
         offer = _esp_offer(self.child, self.state.spi_in)
         if len(sa_p.proposals) != 1 or not proposal_acceptable(offer, sa_p.proposals[0]) \
                 or len(sa_p.proposals[0].spi) != 4:
-            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder chose an ESP proposal we did not offer")
+            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder chose a CHILD SA proposal we did not offer")
         try:
-            self.state.suite = esp_suite(sa_p.proposals[0])
+            self.state.suite = child_suite(sa_p.proposals[0])
         except ProposalError as exc:
             raise IkeError(Notify.NO_PROPOSAL_CHOSEN, str(exc)) from None
         self.state.spi_out = int.from_bytes(sa_p.proposals[0].spi, "big")
@@ -275,7 +280,7 @@ class IkeAuthResponder(Responder):
             # strip_dh: no KE payload in IKE_AUTH, so key exchange transforms count on neither side
             chosen = select_proposal(child.proposals, sa_p.proposals, strip_dh=True)
             try:
-                suite = esp_choice(child, chosen, transport)
+                suite = child_choice(child, chosen, transport, sa)
             except IkeError as exc:
                 notify, reason = exc.notify, str(exc)
                 continue
@@ -292,5 +297,5 @@ class IkeAuthResponder(Responder):
 
 
 __all__ = ["IkeAuthInitiator", "IkeAuthResponder", "psk_auth", "signed_octets", "certreq_payloads",
-           "install_child", "esp_choice", "accept_selectors",
+           "install_child", "child_choice", "accept_selectors",
            "TrafficSelectorEntry"]
