@@ -1,0 +1,585 @@
+/* Batch AH core (RFC 4302; RFC 4543 for AES-GMAC): framing, mutable-field zeroing, ICV, replay.
+ *
+ * Behaviour contract: docs/ah.md; fastpath/ah_ref.py is the model this follows
+ * step for step (same checks in the same order, byte-identical output).  The SA
+ * table, replay window, lifetimes and counters are the ESP core's (sa_state.h);
+ * the crypto is the back end's one-shot HMAC (ipsg_hmac) and AES-GCM with an
+ * empty plaintext (crypto_aead_run): no crypto code here.
+ *
+ * Unlike ESP a batch runs one packet after another: the ICV covers a zeroed copy
+ * of the whole packet (e->ah_buf), so there is no in-place job to hand a back end
+ * in bulk, and every check meets exactly the state its predecessors left.
+ */
+#include "ah_core.h"
+
+#define PROTO_AH 51
+#define PROTO_FRAGMENT 44
+#define IPV6_OPT_MUTABLE 0x20 /* RFC 8200 4.2: the option's data may change en route */
+
+struct ah_keys {
+    uint8_t integ;
+    uint8_t len;             /* GMAC: the AES key then the 4-byte salt */
+    uint8_t key[IPSG_MAX_INTEG_KEY];
+};
+
+/* ------------------------------------------------------------- SA setup */
+
+static uint32_t hmac_icv_len(uint8_t integ)
+{
+    switch (integ) {
+    case IPSG_INTEG_HMAC_SHA1_96:
+        return 12;
+    case IPSG_INTEG_HMAC_SHA256_128:
+        return 16;
+    case IPSG_INTEG_HMAC_SHA384_192:
+        return 24;
+    case IPSG_INTEG_HMAC_SHA512_256:
+        return 32;
+    default:
+        return 0;
+    }
+}
+
+const char *ah_check_params(const struct ipsg_sa_params *p)
+{
+    if (p->enc != IPSG_ENC_NULL || p->enc_key_len != 0)
+        return "an AH SA takes no encryption algorithm or key";
+    if (p->udp_encap)
+        return "AH cannot be UDP-encapsulated (NAT-T carries ESP only)";
+    if (p->integ == IPSG_INTEG_AES_GMAC) {
+        uint32_t aes = p->integ_key_len - 4u;
+        if (p->integ_key_len < 4 || (aes != 16 && aes != 24 && aes != 32))
+            return "bad AES-GMAC key length (AES key + 4-byte salt)";
+    } else if (hmac_icv_len(p->integ) == 0) {
+        return "unknown AH integrity algorithm";
+    } else if (p->integ_key_len == 0) {
+        return "empty integrity key";
+    }
+    return NULL;
+}
+
+void *ah_keys_new(const struct ipsg_sa_params *p, const char **why)
+{
+    struct ah_keys *k = calloc(1, sizeof(*k));
+    if (k == NULL) {
+        *why = "out of memory";
+        return NULL;
+    }
+    k->integ = p->integ;
+    k->len = p->integ_key_len;
+    memcpy(k->key, p->integ_key, p->integ_key_len);
+    return k;
+}
+
+void ah_keys_free(void *keys)
+{
+    if (keys == NULL)
+        return;
+    crypto_cleanse(keys, sizeof(struct ah_keys));
+    free(keys);
+}
+
+void ah_sa_init(struct sa *s)
+{
+    int gmac = s->p.integ == IPSG_INTEG_AES_GMAC;
+    s->icv_len = (uint8_t)(gmac ? 8 + 16 : hmac_icv_len(s->p.integ)); /* GMAC: IV then tag */
+    s->iv_len = gmac ? 8 : 0;
+}
+
+/* The ICV field with its padding: AH is a multiple of 32 (IPv4) / 64 (IPv6) bits (RFC 4302 2.6). */
+static inline uint32_t field_len(const struct sa *s, uint32_t fam)
+{
+    uint32_t align = fam == 4 ? 4 : 8;
+    return s->icv_len + ((0u - (AH_FIXED + s->icv_len)) & (align - 1));
+}
+
+/* ---------------------------------------------------- what the ICV covers */
+
+/* RFC 4302 appendix A.1: the options included as they are; any other is zeroed whole. */
+static inline int ipv4_option_immutable(uint8_t kind)
+{
+    return kind == 0 || kind == 1 || kind == 130 || kind == 133 || kind == 134 || kind == 148 || kind == 149;
+}
+
+static int zero_ipv4(uint8_t *b)
+{
+    uint32_t ihl = (b[0] & 15u) * 4, i = 20;
+    b[1] = 0;           /* DSCP and ECN */
+    b[6] = b[7] = 0;    /* flags and fragment offset */
+    b[8] = 0;           /* TTL */
+    b[10] = b[11] = 0;  /* checksum */
+    while (i < ihl) {
+        uint8_t kind = b[i], len;
+        if (kind == 0)
+            break; /* end of list: what follows is (immutable) padding */
+        if (kind == 1) {
+            i++;
+            continue;
+        }
+        if (i + 2 > ihl || b[i + 1] < 2 || i + b[i + 1] > ihl)
+            return -1;
+        len = b[i + 1];
+        if (!ipv4_option_immutable(kind))
+            memset(b + i, 0, len);
+        i += len;
+    }
+    return 0;
+}
+
+static int zero_ipv6_options(uint8_t *b, uint32_t i, uint32_t end)
+{
+    while (i < end) {
+        uint8_t kind = b[i];
+        if (kind == 0) { /* Pad1 has no length byte */
+            i++;
+            continue;
+        }
+        if (i + 2 > end || i + 2 + b[i + 1] > end)
+            return -1;
+        if (kind & IPV6_OPT_MUTABLE)
+            memset(b + i + 2, 0, b[i + 1]);
+        i += 2u + b[i + 1];
+    }
+    return 0;
+}
+
+/* A type 0/2 routing header as the final destination receives it: each hop swaps the destination
+ * with the next listed address (RFC 8200 4.4), and the sender authenticates that form
+ * (RFC 4302 3.3.3.1.2.2). */
+static int route_as_received(uint8_t *b, uint32_t off)
+{
+    uint32_t seg_left = b[off + 3], n = b[off + 1] / 2u, i;
+    uint8_t rtype = b[off + 2], tmp[16];
+    if (seg_left == 0)
+        return 0;
+    if ((rtype != 0 && rtype != 2) || seg_left > n)
+        return -1;
+    for (i = n - seg_left; i < n; i++) {
+        uint8_t *a = b + off + 8 + 16 * i;
+        memcpy(tmp, b + 24, 16);
+        memcpy(b + 24, a, 16);
+        memcpy(a, tmp, 16);
+    }
+    b[off + 3] = 0;
+    return 0;
+}
+
+/* The extension headers ahead of AH were walked (and bounded) by the caller. */
+static int zero_ipv6(uint8_t *b, uint32_t ah_off, int sending)
+{
+    uint32_t off = 40;
+    uint8_t nh = b[6];
+    b[0] = 0x60;            /* traffic class (high nibble) ... */
+    b[1] = b[2] = b[3] = 0; /* ... its low nibble and the flow label */
+    b[7] = 0;               /* hop limit */
+    while (off < ah_off) {
+        uint32_t len = (b[off + 1] + 1u) * 8;
+        if (nh == PROTO_HOPOPT || nh == PROTO_DSTOPTS) {
+            if (zero_ipv6_options(b, off + 2, off + len) != 0)
+                return -1;
+        } else if (nh == PROTO_ROUTING && sending) {
+            if (route_as_received(b, off) != 0)
+                return -1;
+        }
+        nh = b[off];
+        off += len;
+    }
+    return 0;
+}
+
+/* The ICV field contents (GMAC: iv then tag, RFC 4543 3) of the n-byte packet at pkt, into out.
+ * Returns IPSG_ST_OK, _MALFORMED (options that cannot be walked) or _INTERNAL. */
+static uint8_t compute_icv(struct ipsg_engine *e, const struct sa *s, const uint8_t *pkt, uint32_t n,
+                           uint32_t fam, uint32_t ah_off, int sending, uint64_t seq, const uint8_t *iv,
+                           uint8_t *out)
+{
+    const struct ah_keys *k = s->cs;
+    uint8_t *buf = e->ah_buf, full[64];
+    memcpy(buf, pkt, n);
+    if ((fam == 4 ? zero_ipv4(buf) : zero_ipv6(buf, ah_off, sending)) != 0)
+        return IPSG_ST_MALFORMED;
+    memset(buf + ah_off + AH_FIXED, 0, s->icv_len); /* the padding after it is covered as sent */
+    if (s->p.esn) { /* RFC 4302 3.3.3.2.1: the high half is authenticated after the packet, never sent */
+        wr32(buf + n, (uint32_t)(seq >> 32));
+        n += 4;
+    }
+    if (k->integ == IPSG_INTEG_AES_GMAC) {
+        uint8_t nonce[12];
+        memcpy(nonce, k->key + k->len - 4, 4);
+        memcpy(nonce + 4, iv, 8);
+        memcpy(out, iv, 8);
+        /* RFC 4543: AES-GCM with the whole zeroed packet as the AAD and an empty plaintext */
+        if (crypto_aead_run(1, IPSG_ENC_AES_GMAC, k->key, k->len - 4u, nonce, 12, buf, n, NULL, 0, NULL,
+                            out + 8) != 0)
+            return IPSG_ST_INTERNAL;
+        return IPSG_ST_OK;
+    }
+    if (ipsg_hmac(k->integ, k->key, k->len, buf, n, full) < (int)s->icv_len)
+        return IPSG_ST_INTERNAL;
+    memcpy(out, full, s->icv_len);
+    return IPSG_ST_OK;
+}
+
+/* --------------------------------------------------------------- outbound */
+
+/* Transport mode: where AH goes (IPv6: after Hop-by-Hop, Routing and any Destination Options ahead
+ * of a Routing header, RFC 4302 3.1.1) and the offset of the byte naming what follows it. */
+static uint8_t insert_point(const uint8_t *pkt, uint32_t ip_len, uint32_t *ah_off, uint32_t *nh_off)
+{
+    uint32_t off = 40, proto_off = 6;
+    int routed = 0;
+    uint8_t nh = pkt[6];
+    while (nh == PROTO_HOPOPT || nh == PROTO_ROUTING || nh == PROTO_DSTOPTS) {
+        if (nh == PROTO_DSTOPTS && routed)
+            break; /* for the final destination: stays behind AH */
+        if (off + 8 > ip_len || off + (pkt[off + 1] + 1u) * 8 > ip_len)
+            return IPSG_ST_MALFORMED;
+        routed = routed || nh == PROTO_ROUTING;
+        proto_off = off;
+        nh = pkt[off];
+        off += (pkt[off + 1] + 1u) * 8;
+    }
+    *ah_off = off;
+    *nh_off = proto_off;
+    return nh == PROTO_FRAGMENT ? IPSG_ST_FRAGMENT : IPSG_ST_OK;
+}
+
+static uint8_t ah_out_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, uint32_t slot_size,
+                          uint32_t *rel_io, uint32_t *len_io)
+{
+    const struct ipsg_sa_params *p = &s->p;
+    const int tunnel = p->mode == IPSG_MODE_TUNNEL;
+    uint32_t rel = *rel_io, plen = *len_io, ver, ip_len, hl = 0, ah_off, nh_off, fam, flen, ah_len, total;
+    uint32_t prefix, inner_fl = 0;
+    uint8_t *pkt = slot + rel, *start, *ah, nh, tos = 0, st;
+    int inner_df = 0;
+    uint64_t seq = s->st.seq;
+
+    if (s->st.flags & (IPSG_SAF_HARD_EXPIRED | IPSG_SAF_SEQ_EXHAUSTED))
+        return s->st.flags & IPSG_SAF_HARD_EXPIRED ? IPSG_ST_HARD_EXPIRED : IPSG_ST_SEQ_EXHAUSTED;
+    if (hard_packets_reached(s))
+        return IPSG_ST_HARD_EXPIRED;
+    if (plen < 1)
+        return IPSG_ST_MALFORMED;
+    ver = pkt[0] >> 4;
+    if (ver == 4) {
+        if (plen < 20)
+            return IPSG_ST_MALFORMED;
+        hl = (pkt[0] & 15u) * 4;
+        ip_len = rd16(pkt + 2);
+        if (hl < 20 || ip_len < hl || ip_len > plen)
+            return IPSG_ST_MALFORMED;
+        tos = pkt[1];
+        inner_df = (pkt[6] & 0x40) != 0;
+    } else if (ver == 6) {
+        if (plen < 40)
+            return IPSG_ST_MALFORMED;
+        ip_len = 40u + rd16(pkt + 4);
+        if (ip_len > plen || (ip_len == 40 && plen > 40)) /* zero payload length: jumbogram */
+            return IPSG_ST_MALFORMED;
+        tos = (uint8_t)(rd32(pkt) >> 20);
+        inner_fl = rd32(pkt) & 0xFFFFF;
+        inner_df = 1;
+    } else {
+        return IPSG_ST_MALFORMED;
+    }
+    if (hard_bytes_exceeded(s, ip_len))
+        return IPSG_ST_HARD_EXPIRED;
+
+    if (tunnel) {
+        fam = p->family;
+        ah_off = fam == 4 ? 20 : 40;
+        nh = ver == 4 ? PROTO_IPIP : PROTO_IPV6;
+        nh_off = fam == 4 ? 9 : 6;
+    } else {
+        fam = ver;
+        if (ver == 4) {
+            /* RFC 4302 3.3.4: AH covers whole packets; a fragment's ICV could never be checked. */
+            if (rd16(pkt + 6) & 0x3FFF)
+                return IPSG_ST_FRAGMENT;
+            ah_off = hl;
+            nh_off = 9;
+        } else if ((st = insert_point(pkt, ip_len, &ah_off, &nh_off)) != IPSG_ST_OK) {
+            return st;
+        }
+        nh = pkt[nh_off];
+    }
+    flen = field_len(s, fam);
+    ah_len = AH_FIXED + flen;
+    /* tunnel: outer header and AH in front of the packet; transport: AH inside it */
+    prefix = tunnel ? ah_off + ah_len : ah_len;
+    total = prefix + ip_len;
+    if (total > slot_size || (fam == 4 && total > 0xFFFF) || (fam == 6 && total - 40 > 0xFFFF))
+        return IPSG_ST_TOO_BIG;
+
+    if (rel < prefix || rel + ip_len > slot_size) { /* too little headroom: move the packet */
+        memmove(slot + prefix, pkt, ip_len);
+        rel = prefix;
+        pkt = slot + rel;
+    }
+    start = pkt - prefix;
+    if (tunnel) {
+        write_outer(s, start, total, tos, inner_df, inner_fl, ver, PROTO_AH);
+    } else {
+        memmove(start, pkt, ah_off); /* the header (and extension headers ahead of AH) moves up */
+        start[nh_off] = PROTO_AH;
+        if (fam == 4) {
+            wr16(start + 2, total);
+            ipv4_checksum(start, hl);
+        } else {
+            wr16(start + 4, total - 40);
+        }
+    }
+    ah = start + ah_off;
+    ah[0] = nh;
+    ah[1] = (uint8_t)(ah_len / 4 - 2);
+    ah[2] = ah[3] = 0;
+    wr32(ah + 4, p->spi);
+    wr32(ah + 8, (uint32_t)seq);
+    memset(ah + AH_FIXED, 0, flen); /* the padding stays zero (RFC 4302 lets the sender choose it) */
+    {
+        uint8_t iv[8], icv[64];
+        wr64(iv, seq); /* GMAC's IV only has to be unique under the key (RFC 4543 3.1) */
+        if ((st = compute_icv(e, s, start, total, fam, ah_off, 1, seq, iv, icv)) != IPSG_ST_OK)
+            return st;
+        memcpy(ah + AH_FIXED, icv, s->icv_len);
+    }
+
+    /* Commit SA state now: the packet leaves. */
+    if (tunnel && p->family == 4)
+        s->ip_id++;
+    if ((!p->esn && seq >= 0xFFFFFFFFull) || (p->esn && seq == UINT64_MAX))
+        s->st.flags |= IPSG_SAF_SEQ_EXHAUSTED;
+    s->st.seq = seq + 1; /* with ESN 2^64 wraps to 0, read with the flag */
+    account(s, ip_len);
+    *rel_io = (uint32_t)(start - slot);
+    *len_io = total;
+    return IPSG_ST_OK;
+}
+
+/* One packet of b, with its status and counters. */
+static void ah_out_packet(struct ipsg_engine *e, struct ipsg_batch *b, uint32_t pi)
+{
+    uint32_t idx = b->sa[pi], rel, len;
+    struct sa *s = idx < e->capacity ? &e->sas[idx] : NULL;
+    uint8_t st;
+    if (s == NULL || !s->used || s->p.direction != IPSG_DIR_OUT || s->p.proto != IPSG_PROTO_AH) {
+        e->drops[IPSG_ST_NO_SA]++;
+        b->status[pi] = IPSG_ST_NO_SA;
+        return;
+    }
+    if (!slot_ok(b, pi, &rel)) {
+        st = IPSG_ST_MALFORMED;
+    } else {
+        len = b->len[pi];
+        st = ah_out_one(e, s, b->buf + (uint64_t)pi * b->slot_size, b->slot_size, &rel, &len);
+        if (st == IPSG_ST_OK) {
+            b->off[pi] = (uint32_t)((uint64_t)pi * b->slot_size + rel);
+            b->len[pi] = len;
+        }
+    }
+    if (st != IPSG_ST_OK)
+        s->st.drops[st]++;
+    b->status[pi] = st;
+}
+
+void ipsg_ah_outbound(struct ipsg_engine *e, struct ipsg_batch *b)
+{
+    uint32_t i;
+    if (!batch_usable(e, b))
+        return;
+    for (i = 0; i < b->n; i++)
+        ah_out_packet(e, b, i);
+}
+
+void ipsg_ipsec_outbound(struct ipsg_engine *e, struct ipsg_batch *b)
+{
+    uint32_t i;
+    if (!batch_usable(e, b))
+        return;
+    ipsg_esp_outbound(e, b); /* leaves an AH SA's packet untouched, as no-sa */
+    for (i = 0; i < b->n; i++) {
+        uint32_t idx = b->sa[i];
+        if (b->status[i] == IPSG_ST_NO_SA && idx < e->capacity && e->sas[idx].used &&
+            e->sas[idx].p.proto == IPSG_PROTO_AH) {
+            e->drops[IPSG_ST_NO_SA]--; /* it has an SA after all */
+            ah_out_packet(e, b, i);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- inbound */
+
+/* Where AH is in an outer packet (past IPv6 Hop-by-Hop, Routing, Destination Options). */
+static uint8_t locate_ah(const uint8_t *pkt, uint32_t len, struct outer *o)
+{
+    uint32_t frag = 0;
+    uint8_t proto;
+    if (len < 1)
+        return IPSG_ST_MALFORMED;
+    if ((pkt[0] >> 4) == 4) {
+        uint32_t ihl;
+        if (len < 20)
+            return IPSG_ST_MALFORMED;
+        ihl = (pkt[0] & 15u) * 4;
+        o->end = rd16(pkt + 2);
+        if (ihl < 20 || o->end < ihl || o->end > len)
+            return IPSG_ST_MALFORMED;
+        o->fam = 4;
+        o->ecn = pkt[1] & 3;
+        o->dst = pkt + 16;
+        o->nh_off = 9;
+        o->l4 = ihl;
+        proto = pkt[9];
+        frag = rd16(pkt + 6) & 0x3FFF;
+    } else if ((pkt[0] >> 4) == 6) {
+        if (len < 40)
+            return IPSG_ST_MALFORMED;
+        o->end = 40u + rd16(pkt + 4);
+        if (o->end > len || (o->end == 40 && len > 40))
+            return IPSG_ST_MALFORMED;
+        o->fam = 6;
+        o->ecn = (pkt[1] >> 4) & 3;
+        o->dst = pkt + 24;
+        o->nh_off = 6;
+        o->l4 = 40;
+        while (pkt[o->nh_off] == PROTO_HOPOPT || pkt[o->nh_off] == PROTO_ROUTING ||
+               pkt[o->nh_off] == PROTO_DSTOPTS) {
+            uint32_t el;
+            if (o->l4 + 8 > o->end)
+                return IPSG_ST_MALFORMED;
+            el = (pkt[o->l4 + 1] + 1u) * 8;
+            if (el > o->end - o->l4)
+                return IPSG_ST_MALFORMED;
+            o->nh_off = o->l4;
+            o->l4 += el;
+        }
+        proto = pkt[o->nh_off];
+    } else {
+        return IPSG_ST_MALFORMED;
+    }
+    if (proto != PROTO_AH)
+        return IPSG_ST_NOT_ESP;
+    if (frag)
+        return IPSG_ST_FRAGMENT;
+    if (o->l4 + AH_FIXED > o->end)
+        return IPSG_ST_MALFORMED;
+    o->esp = o->l4;
+    return IPSG_ST_OK;
+}
+
+/* The checks after the SA lookup, in ah_ref.py's order; on OK the packet is at *rel_io, *len_io. */
+static uint8_t ah_in_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, const struct outer *o,
+                         uint32_t *rel_io, uint32_t *len_io)
+{
+    uint8_t *pkt = slot + *rel_io, *ah = pkt + o->esp, *res, nh, st, want[64];
+    uint32_t ah_len = (ah[1] + 2u) * 4, res_len, lo;
+    uint64_t seq;
+    struct flow f;
+
+    if (s->st.flags & IPSG_SAF_HARD_EXPIRED || hard_packets_reached(s))
+        return IPSG_ST_HARD_EXPIRED;
+    /* the ICV field is exactly the algorithm's, with the minimal padding (RFC 4302 2.6) */
+    if (ah_len != AH_FIXED + field_len(s, o->fam) || o->esp + ah_len > o->end)
+        return IPSG_ST_MALFORMED;
+    lo = rd32(ah + 8);
+    seq = s->p.esn ? infer_esn(s, s->top, lo) : lo;
+    if (seq == 0 || replay_seen(s, seq))
+        return IPSG_ST_REPLAY;
+    if ((st = compute_icv(e, s, pkt, o->end, o->fam, o->esp, 0, seq, ah + AH_FIXED, want)) != IPSG_ST_OK)
+        return st;
+    if (ipsg_ct_diff(want, ah + AH_FIXED, s->icv_len))
+        return IPSG_ST_AUTH_FAILED;
+    replay_accept(s, seq); /* only once the ICV is good */
+
+    nh = ah[0];
+    if (s->p.mode == IPSG_MODE_TUNNEL) {
+        res = ah + ah_len;
+        if ((st = tunnel_inner(nh, res, o->end - o->esp - ah_len, o->ecn, &res_len)) != IPSG_ST_OK)
+            return st;
+    } else {
+        /* the header and extension headers ahead of AH close up over it, next header and lengths restored */
+        res = pkt + ah_len;
+        memmove(res, pkt, o->esp);
+        res[o->nh_off] = nh;
+        res_len = o->end - ah_len;
+        if (o->fam == 4) {
+            wr16(res + 2, res_len);
+            ipv4_checksum(res, o->esp);
+        } else {
+            wr16(res + 4, res_len - 40);
+        }
+    }
+    if (s->p.n_remote_ts || s->p.n_local_ts) {
+        flow_of(res, res_len, &f);
+        if (!ts_match(s->p.remote_ts, s->p.n_remote_ts, &f, f.src, f.sport) ||
+            !ts_match(s->p.local_ts, s->p.n_local_ts, &f, f.dst, f.dport))
+            return IPSG_ST_SELECTOR;
+    }
+    if (hard_bytes_exceeded(s, res_len))
+        return IPSG_ST_HARD_EXPIRED;
+    account(s, res_len);
+    *rel_io = (uint32_t)(res - slot);
+    *len_io = res_len;
+    return IPSG_ST_OK;
+}
+
+static void ah_in_packet(struct ipsg_engine *e, struct ipsg_batch *b, uint32_t pi)
+{
+    uint8_t *slot = b->buf + (uint64_t)pi * b->slot_size, st;
+    uint32_t rel, len, index = NO_INDEX;
+    struct sa *s = NULL;
+    struct outer o;
+
+    if (!slot_ok(b, pi, &rel)) {
+        st = IPSG_ST_MALFORMED;
+    } else if ((st = locate_ah(slot + rel, b->len[pi], &o)) == IPSG_ST_OK) {
+        const uint8_t *ah = slot + rel + o.esp;
+        s = lookup(e, e->ah_heads, rd32(ah + 4), o.fam, o.dst, &index);
+        if (s == NULL) {
+            st = IPSG_ST_NO_SA;
+        } else {
+            len = b->len[pi];
+            st = ah_in_one(e, s, slot, &o, &rel, &len);
+            if (st == IPSG_ST_OK) {
+                b->off[pi] = (uint32_t)((uint64_t)pi * b->slot_size + rel);
+                b->len[pi] = len;
+            }
+        }
+    }
+    if (st != IPSG_ST_OK) {
+        if (s != NULL)
+            s->st.drops[st]++;
+        else
+            e->drops[st]++;
+    }
+    b->sa[pi] = s != NULL ? index : NO_INDEX;
+    b->status[pi] = st;
+}
+
+void ipsg_ah_inbound(struct ipsg_engine *e, struct ipsg_batch *b)
+{
+    uint32_t i;
+    if (!batch_usable(e, b))
+        return;
+    poison_slot_tails(b);
+    for (i = 0; i < b->n; i++)
+        ah_in_packet(e, b, i);
+    unpoison_slots(b);
+}
+
+void ipsg_ipsec_inbound(struct ipsg_engine *e, struct ipsg_batch *b)
+{
+    uint32_t i;
+    if (!batch_usable(e, b))
+        return;
+    ipsg_esp_inbound(e, b); /* leaves every packet that is not ESP untouched, as not-esp */
+    poison_slot_tails(b);
+    for (i = 0; i < b->n; i++) {
+        if (b->status[i] == IPSG_ST_NOT_ESP) {
+            e->drops[IPSG_ST_NOT_ESP]--; /* counted again below if it is not AH either */
+            ah_in_packet(e, b, i);
+        }
+    }
+    unpoison_slots(b);
+}
