@@ -109,7 +109,10 @@ class CBatchEngine(Engine):
                    Direction.IN: (lib.ipsg_esp_inbound, lib.ipsg_ah_inbound, lib.ipsg_ipsec_inbound)}
         for d, (esp, ah, both) in entries.items():
             kinds = {is_ah for is_ah, sd in self._kind.values() if sd is d}
-            self._entry[d] = both if kinds == {False, True} else ah if kinds == {True} else esp
+            # Inbound with AH SAs takes both cores even without ESP SAs: an ESP packet is then no-sa
+            # (as in the reference), where the AH core alone would call it not-esp.
+            pure_ah = kinds == {True} and d is Direction.OUT
+            self._entry[d] = ah if pure_ah else both if True in kinds else esp
 
     def remove_sa(self, index: int) -> None:
         e = self._engine()
