@@ -3,24 +3,19 @@
  * Behaviour contract: docs/ah.md; fastpath/ah_ref.py is the model this follows
  * step for step (same checks in the same order, byte-identical output).  The SA
  * table, replay window, lifetimes and counters are the ESP core's (sa_state.h);
- * the crypto is the back end's one-shot HMAC (ipsg_hmac) and AES-GCM with an
- * empty plaintext (crypto_aead_run): no crypto code here.
+ * the crypto is the back end's, with the SA's keys expanded once by crypto_sa_new
+ * and each ICV run as one of ESP's jobs (NULL+HMAC, or AES-GMAC) over a zeroed copy
+ * of the packet: no crypto code here.
  *
  * Unlike ESP a batch runs one packet after another: the ICV covers a zeroed copy
- * of the whole packet (e->ah_buf), so there is no in-place job to hand a back end
- * in bulk, and every check meets exactly the state its predecessors left.
+ * of the whole packet (e->ah_buf, one per engine), and every check meets exactly
+ * the state its predecessors left.
  */
 #include "ah_core.h"
 
 #define PROTO_AH 51
 #define PROTO_FRAGMENT 44
 #define IPV6_OPT_MUTABLE 0x20 /* RFC 8200 4.2: the option's data may change en route */
-
-struct ah_keys {
-    uint8_t integ;
-    uint8_t len;             /* GMAC: the AES key then the 4-byte salt */
-    uint8_t key[IPSG_MAX_INTEG_KEY];
-};
 
 /* ------------------------------------------------------------- SA setup */
 
@@ -58,32 +53,26 @@ const char *ah_check_params(const struct ipsg_sa_params *p)
     return NULL;
 }
 
-void *ah_keys_new(const struct ipsg_sa_params *p, const char **why)
+void ah_crypto_params(const struct ipsg_sa_params *p, struct ipsg_sa_params *out)
 {
-    struct ah_keys *k = calloc(1, sizeof(*k));
-    if (k == NULL) {
-        *why = "out of memory";
-        return NULL;
+    *out = *p;
+    if (p->integ == IPSG_INTEG_AES_GMAC) {
+        out->enc = IPSG_ENC_AES_GMAC;
+        memcpy(out->enc_key, p->integ_key, p->integ_key_len);
+        out->enc_key_len = p->integ_key_len;
+        out->integ = IPSG_INTEG_NONE;
+        memset(out->integ_key, 0, sizeof(out->integ_key));
+        out->integ_key_len = 0;
     }
-    k->integ = p->integ;
-    k->len = p->integ_key_len;
-    memcpy(k->key, p->integ_key, p->integ_key_len);
-    return k;
 }
 
-void ah_keys_free(void *keys)
+void ah_sa_init(struct sa *s, const struct ipsg_sa_params *p)
 {
-    if (keys == NULL)
-        return;
-    crypto_cleanse(keys, sizeof(struct ah_keys));
-    free(keys);
-}
-
-void ah_sa_init(struct sa *s)
-{
-    int gmac = s->p.integ == IPSG_INTEG_AES_GMAC;
-    s->icv_len = (uint8_t)(gmac ? 8 + 16 : hmac_icv_len(s->p.integ)); /* GMAC: IV then tag */
+    int gmac = p->integ == IPSG_INTEG_AES_GMAC;
+    s->icv_len = (uint8_t)(gmac ? 8 + 16 : hmac_icv_len(p->integ)); /* GMAC: IV then tag */
     s->iv_len = gmac ? 8 : 0;
+    if (gmac)
+        memcpy(s->salt, p->integ_key + p->integ_key_len - 4, 4);
 }
 
 /* The ICV field with its padding: AH is a multiple of 32 (IPv4) / 64 (IPv6) bits (RFC 4302 2.6). */
@@ -187,37 +176,60 @@ static int zero_ipv6(uint8_t *b, uint32_t ah_off, int sending)
     return 0;
 }
 
-/* The ICV field contents (GMAC: iv then tag, RFC 4543 3) of the n-byte packet at pkt, into out.
- * Returns IPSG_ST_OK, _MALFORMED (options that cannot be walked) or _INTERNAL. */
-static uint8_t compute_icv(struct ipsg_engine *e, const struct sa *s, const uint8_t *pkt, uint32_t n,
-                           uint32_t fam, uint32_t ah_off, int sending, uint64_t seq, const uint8_t *iv,
-                           uint8_t *out)
+/* The ICV of the n-byte packet at pkt through the back end, as one ESP-shaped job over the zeroed copy
+ * in e->ah_buf.  Outbound: the ICV field contents (GMAC: iv then tag, RFC 4543 3) into icv.  Inbound:
+ * icv is the received field, compared in constant time by the back end.  Returns IPSG_ST_OK,
+ * _AUTH_FAILED, _MALFORMED (options that cannot be walked) or _INTERNAL. */
+static uint8_t run_icv(struct ipsg_engine *e, const struct sa *s, const uint8_t *pkt, uint32_t n, uint32_t fam,
+                       uint32_t ah_off, int dir, uint64_t seq, const uint8_t *iv, uint8_t *icv)
 {
-    const struct ah_keys *k = s->cs;
-    uint8_t *buf = e->ah_buf, full[64];
+    uint8_t *buf = e->ah_buf;
+    const int gmac = s->p.integ == IPSG_INTEG_AES_GMAC;
+    const uint32_t tag = gmac ? 16 : s->icv_len;
+    struct ipsg_job j;
+
     memcpy(buf, pkt, n);
-    if ((fam == 4 ? zero_ipv4(buf) : zero_ipv6(buf, ah_off, sending)) != 0)
+    if ((fam == 4 ? zero_ipv4(buf) : zero_ipv6(buf, ah_off, dir == IPSG_DIR_OUT)) != 0)
         return IPSG_ST_MALFORMED;
     memset(buf + ah_off + AH_FIXED, 0, s->icv_len); /* the padding after it is covered as sent */
-    if (s->p.esn) { /* RFC 4302 3.3.3.2.1: the high half is authenticated after the packet, never sent */
-        wr32(buf + n, (uint32_t)(seq >> 32));
-        n += 4;
+    memset(&j, 0, sizeof(j));
+    j.cs = s->cs;
+    j.esp = buf;
+    j.integ = s->p.integ;
+    j.st = IPSG_ST_INTERNAL;
+    if (gmac) {
+        /* RFC 4543: AES-GCM with the whole zeroed packet as the AAD and an empty plaintext; ESP's GMAC
+         * job authenticates aad || esp[8..16) || data, so its first 16 bytes are cut that way. */
+        if (s->p.esn) { /* RFC 4302 3.3.3.2.1: the high half after the packet, never sent */
+            wr32(buf + n, (uint32_t)(seq >> 32));
+            n += 4;
+        }
+        j.enc = IPSG_ENC_AES_GMAC;
+        memcpy(j.aad, buf, 8);
+        j.aad_len = 8;
+        j.data = buf + 16;
+        j.len = n - 16;
+        memcpy(j.nonce, s->salt, 4);
+        memcpy(j.nonce + 4, iv, 8);
+    } else {
+        /* ESP's NULL+HMAC job: esp up to icv, then the ESN high half */
+        j.enc = IPSG_ENC_NULL;
+        j.esn = s->p.esn;
+        wr32(j.seq_hi, (uint32_t)(seq >> 32));
+        j.data = buf + 8;
+        j.len = n - 8;
     }
-    if (k->integ == IPSG_INTEG_AES_GMAC) {
-        uint8_t nonce[12];
-        memcpy(nonce, k->key + k->len - 4, 4);
-        memcpy(nonce + 4, iv, 8);
-        memcpy(out, iv, 8);
-        /* RFC 4543: AES-GCM with the whole zeroed packet as the AAD and an empty plaintext */
-        if (crypto_aead_run(1, IPSG_ENC_AES_GMAC, k->key, k->len - 4u, nonce, 12, buf, n, NULL, 0, NULL,
-                            out + 8) != 0)
-            return IPSG_ST_INTERNAL;
-        return IPSG_ST_OK;
+    j.icv = buf + n;
+    j.icv_len = (uint8_t)tag;
+    if (dir == IPSG_DIR_IN)
+        memcpy(j.icv, icv + (gmac ? 8 : 0), tag);
+    crypto_run(e->be, &j, 1, dir);
+    if (j.st == IPSG_ST_OK && dir == IPSG_DIR_OUT) {
+        if (gmac)
+            memcpy(icv, iv, 8);
+        memcpy(icv + (gmac ? 8 : 0), j.icv, tag);
     }
-    if (ipsg_hmac(k->integ, k->key, k->len, buf, n, full) < (int)s->icv_len)
-        return IPSG_ST_INTERNAL;
-    memcpy(out, full, s->icv_len);
-    return IPSG_ST_OK;
+    return j.st;
 }
 
 /* --------------------------------------------------------------- outbound */
@@ -338,11 +350,10 @@ static uint8_t ah_out_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, ui
     wr32(ah + 8, (uint32_t)seq);
     memset(ah + AH_FIXED, 0, flen); /* the padding stays zero (RFC 4302 lets the sender choose it) */
     {
-        uint8_t iv[8], icv[64];
+        uint8_t iv[8];
         wr64(iv, seq); /* GMAC's IV only has to be unique under the key (RFC 4543 3.1) */
-        if ((st = compute_icv(e, s, start, total, fam, ah_off, 1, seq, iv, icv)) != IPSG_ST_OK)
+        if ((st = run_icv(e, s, start, total, fam, ah_off, IPSG_DIR_OUT, seq, iv, ah + AH_FIXED)) != IPSG_ST_OK)
             return st;
-        memcpy(ah + AH_FIXED, icv, s->icv_len);
     }
 
     /* Commit SA state now: the packet leaves. */
@@ -472,7 +483,7 @@ static uint8_t locate_ah(const uint8_t *pkt, uint32_t len, struct outer *o)
 static uint8_t ah_in_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, const struct outer *o,
                          uint32_t *rel_io, uint32_t *len_io)
 {
-    uint8_t *pkt = slot + *rel_io, *ah = pkt + o->esp, *res, nh, st, want[64];
+    uint8_t *pkt = slot + *rel_io, *ah = pkt + o->esp, *res, nh, st;
     uint32_t ah_len = (ah[1] + 2u) * 4, res_len, lo;
     uint64_t seq;
     struct flow f;
@@ -486,10 +497,8 @@ static uint8_t ah_in_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, con
     seq = s->p.esn ? infer_esn(s, s->top, lo) : lo;
     if (seq == 0 || replay_seen(s, seq))
         return IPSG_ST_REPLAY;
-    if ((st = compute_icv(e, s, pkt, o->end, o->fam, o->esp, 0, seq, ah + AH_FIXED, want)) != IPSG_ST_OK)
+    if ((st = run_icv(e, s, pkt, o->end, o->fam, o->esp, IPSG_DIR_IN, seq, ah + AH_FIXED, ah + AH_FIXED)) != IPSG_ST_OK)
         return st;
-    if (ipsg_ct_diff(want, ah + AH_FIXED, s->icv_len))
-        return IPSG_ST_AUTH_FAILED;
     replay_accept(s, seq); /* only once the ICV is good */
 
     nh = ah[0];

@@ -7,16 +7,17 @@
 
 /* Next header, payload length, reserved, SPI, sequence number (RFC 4302 2). */
 #define AH_FIXED 12
-/* The ICV input buffer: the largest IP packet (IPv6: 40 + 65535) and the ESN high half. */
-#define AH_BUF_SIZE (40u + 65535u + 4u)
+/* The ICV input buffer: the largest IP packet (IPv6: 40 + 65535), the ESN high half, and room for
+ * the ICV the back end writes or compares after them. */
+#define AH_BUF_SIZE (40u + 65535u + 4u + 64u)
 
 /* check_params for an AH SA once the checks common to ESP have passed; NULL when fine. */
 const char *ah_check_params(const struct ipsg_sa_params *p);
-/* The SA's integrity key, kept for the back end's one-shot primitives; NULL with *why set. */
-void *ah_keys_new(const struct ipsg_sa_params *p, const char **why);
-/* Zeroes and frees. */
-void ah_keys_free(void *keys);
-/* The AH lengths of a freshly added SA (icv_len: the ICV field without padding, iv_len: GMAC's IV). */
-void ah_sa_init(struct sa *s);
+/* The parameters the back end's crypto_sa_new gets for an AH SA: HMAC as ESP's NULL cipher with that
+ * HMAC, GMAC as ESP's AES-GMAC with the integrity key (AES key || salt) as its key.  Wipe out after use. */
+void ah_crypto_params(const struct ipsg_sa_params *p, struct ipsg_sa_params *out);
+/* The AH lengths and GMAC salt of a freshly added SA (icv_len: the ICV field without padding, iv_len:
+ * GMAC's IV); p: the SA's parameters, keys still in them. */
+void ah_sa_init(struct sa *s, const struct ipsg_sa_params *p);
 
 #endif

@@ -108,9 +108,7 @@ static void sa_clear(struct ipsg_engine *e, uint32_t index)
         return;
     if (s->p.direction == IPSG_DIR_IN)
         hash_unlink(e, index);
-    if (s->p.proto == IPSG_PROTO_AH)
-        ah_keys_free(s->cs);
-    else if (s->alt)
+    if (s->alt)
         e->alt_ops->sa_free(s->cs);
     else
         crypto_sa_free(s->cs); /* zeroes the expanded keys */
@@ -221,9 +219,12 @@ static int sa_add(struct ipsg_engine *e, uint32_t index, const struct ipsg_sa_pa
     if (p->proto == IPSG_PROTO_AH) {
         if (alt)
             return fail(err, errlen, "AH runs on CPU crypto: no offload or cryptodev back end takes it");
+        struct ipsg_sa_params cp;
         if (e->ah_buf == NULL && (e->ah_buf = malloc(AH_BUF_SIZE)) == NULL)
             return fail(err, errlen, "out of memory");
-        cs = ah_keys_new(p, &why);
+        ah_crypto_params(p, &cp);
+        cs = crypto_sa_new(e->be, &cp, &why);
+        crypto_cleanse(&cp, sizeof(cp));
     } else {
         cs = alt ? e->alt_ops->sa_new(e->alt_be, p, alt_arg, &why) : crypto_sa_new(e->be, p, &why);
     }
@@ -244,7 +245,7 @@ static int sa_add(struct ipsg_engine *e, uint32_t index, const struct ipsg_sa_pa
     s->iv_len = p->enc == IPSG_ENC_AES_CBC ? 16 : p->enc == IPSG_ENC_NULL ? 0 : 8;
     s->block = p->enc == IPSG_ENC_AES_CBC ? 16 : 4;
     if (p->proto == IPSG_PROTO_AH)
-        ah_sa_init(s);
+        ah_sa_init(s, p);
     if (p->direction == IPSG_DIR_OUT) {
         s->st.seq = p->seq;
         /* ESN: 0 stands for 2^64, the value after the last usable one */
