@@ -7,9 +7,10 @@
  * and each ICV run as one of ESP's jobs (NULL+HMAC, or AES-GMAC) over a zeroed copy
  * of the packet: no crypto code here.
  *
- * Unlike ESP a batch runs one packet after another: the ICV covers a zeroed copy
- * of the whole packet (e->ah_buf, one per engine), and every check meets exactly
- * the state its predecessors left.
+ * A batch runs in rounds as ESP's do (esp_core.c): (a) every packet of the round
+ * is framed/parsed and a zeroed copy of it made in the engine's arena (e->ah_buf)
+ * with a job over it; (b) the back end runs the round's jobs in one call; (c) every
+ * packet is finished in order, inbound state moving only there, after the ICV.
  */
 #include "ah_core.h"
 
@@ -176,61 +177,58 @@ static int zero_ipv6(uint8_t *b, uint32_t ah_off, int sending)
     return 0;
 }
 
-/* The ICV of the n-byte packet at pkt through the back end, as one ESP-shaped job over the zeroed copy
- * in e->ah_buf.  Outbound: the ICV field contents (GMAC: iv then tag, RFC 4543 3) into icv.  Inbound:
- * icv is the received field, compared in constant time by the back end.  Returns IPSG_ST_OK,
- * _AUTH_FAILED, _MALFORMED (options that cannot be walked) or _INTERNAL. */
-static uint8_t run_icv(struct ipsg_engine *e, const struct sa *s, const uint8_t *pkt, uint32_t n, uint32_t fam,
-                       uint32_t ah_off, int dir, uint64_t seq, const uint8_t *iv, uint8_t *icv)
+/* Job j for the ICV of the n-byte packet at pkt: an ESP-shaped job of the back end over the zeroed copy
+ * at buf (AH_STRIDE bytes).  The job's icv is past the copy: outbound the back end writes the tag there
+ * (finish_icv moves it into the packet); inbound it holds the received tag (icv: the received ICV field),
+ * which the back end compares in constant time.  IPSG_ST_OK, or _MALFORMED for options that cannot be
+ * walked. */
+static uint8_t prep_icv(const struct sa *s, uint8_t *buf, const uint8_t *pkt, uint32_t n, uint32_t fam,
+                        uint32_t ah_off, int dir, uint64_t seq, const uint8_t *iv, const uint8_t *icv,
+                        struct ipsg_job *j)
 {
-    uint8_t *buf = e->ah_buf;
     const int gmac = s->p.integ == IPSG_INTEG_AES_GMAC;
     const uint32_t tag = gmac ? 16 : s->icv_len;
-    struct ipsg_job j;
 
     memcpy(buf, pkt, n);
     if ((fam == 4 ? zero_ipv4(buf) : zero_ipv6(buf, ah_off, dir == IPSG_DIR_OUT)) != 0)
         return IPSG_ST_MALFORMED;
     memset(buf + ah_off + AH_FIXED, 0, s->icv_len); /* the padding after it is covered as sent */
-    memset(&j, 0, sizeof(j));
-    j.cs = s->cs;
-    j.esp = buf;
-    j.integ = s->p.integ;
-    j.st = IPSG_ST_INTERNAL;
+    memset(j, 0, sizeof(*j));
+    j->cs = s->cs;
+    j->esp = buf;
+    j->integ = s->p.integ;
+    j->st = IPSG_ST_INTERNAL;
     if (gmac) {
         /* RFC 4543: AES-GCM with the whole zeroed packet as the AAD and an empty plaintext; ESP's GMAC
-         * job authenticates aad || esp[8..16) || data, so its first 16 bytes are cut that way. */
+         * job authenticates aad || esp[8..16) || data, so the copy is cut that way. */
         if (s->p.esn) { /* RFC 4302 3.3.3.2.1: the high half after the packet, never sent */
             wr32(buf + n, (uint32_t)(seq >> 32));
             n += 4;
         }
-        j.enc = IPSG_ENC_AES_GMAC;
-        memcpy(j.aad, buf, 8);
-        j.aad_len = 8;
-        j.data = buf + 16;
-        j.len = n - 16;
-        memcpy(j.nonce, s->salt, 4);
-        memcpy(j.nonce + 4, iv, 8);
+        j->enc = IPSG_ENC_AES_GMAC;
+        memcpy(j->aad, buf, 8);
+        j->aad_len = 8;
+        j->data = buf + 16;
+        j->len = n - 16;
+        memcpy(j->nonce, s->salt, 4);
+        memcpy(j->nonce + 4, iv, 8);
     } else {
         /* ESP's NULL+HMAC job: esp up to icv, then the ESN high half */
-        j.enc = IPSG_ENC_NULL;
-        j.esn = s->p.esn;
-        wr32(j.seq_hi, (uint32_t)(seq >> 32));
-        j.data = buf + 8;
-        j.len = n - 8;
+        j->enc = IPSG_ENC_NULL;
+        j->esn = s->p.esn;
+        wr32(j->seq_hi, (uint32_t)(seq >> 32));
+        j->data = buf + 8;
+        j->len = n - 8;
     }
-    j.icv = buf + n;
-    j.icv_len = (uint8_t)tag;
+    j->icv = buf + n;
+    j->icv_len = (uint8_t)tag;
     if (dir == IPSG_DIR_IN)
-        memcpy(j.icv, icv + (gmac ? 8 : 0), tag);
-    crypto_run(e->be, &j, 1, dir);
-    if (j.st == IPSG_ST_OK && dir == IPSG_DIR_OUT) {
-        if (gmac)
-            memcpy(icv, iv, 8);
-        memcpy(icv + (gmac ? 8 : 0), j.icv, tag);
-    }
-    return j.st;
+        memcpy(j->icv, icv + (gmac ? 8 : 0), tag);
+    return IPSG_ST_OK;
 }
+
+/* The arena slot of round position k. */
+static inline uint8_t *arena(struct ipsg_engine *e, uint32_t k) { return e->ah_buf + (size_t)k * AH_STRIDE; }
 
 /* --------------------------------------------------------------- outbound */
 
@@ -256,12 +254,13 @@ static uint8_t insert_point(const uint8_t *pkt, uint32_t ip_len, uint32_t *ah_of
     return nh == PROTO_FRAGMENT ? IPSG_ST_FRAGMENT : IPSG_ST_OK;
 }
 
+/* Phase (a) for one outbound packet: frame it, commit SA state, fill job j (k: its arena slot). */
 static uint8_t ah_out_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, uint32_t slot_size,
-                          uint32_t *rel_io, uint32_t *len_io)
+                          struct pkt_ctx *c, uint32_t k, struct ipsg_job *j)
 {
     const struct ipsg_sa_params *p = &s->p;
     const int tunnel = p->mode == IPSG_MODE_TUNNEL;
-    uint32_t rel = *rel_io, plen = *len_io, ver, ip_len, hl = 0, ah_off, nh_off, fam, flen, ah_len, total;
+    uint32_t rel = c->rel, plen = c->len, ver, ip_len, hl = 0, ah_off, nh_off, fam, flen, ah_len, total;
     uint32_t prefix, inner_fl = 0;
     uint8_t *pkt = slot + rel, *start, *ah, nh, tos = 0, st;
     int inner_df = 0;
@@ -352,7 +351,8 @@ static uint8_t ah_out_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, ui
     {
         uint8_t iv[8];
         wr64(iv, seq); /* GMAC's IV only has to be unique under the key (RFC 4543 3.1) */
-        if ((st = run_icv(e, s, start, total, fam, ah_off, IPSG_DIR_OUT, seq, iv, ah + AH_FIXED)) != IPSG_ST_OK)
+        if ((st = prep_icv(s, arena(e, k), start, total, fam, ah_off, IPSG_DIR_OUT, seq, iv, NULL, j)) !=
+            IPSG_ST_OK)
             return st;
     }
 
@@ -363,60 +363,106 @@ static uint8_t ah_out_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, ui
         s->st.flags |= IPSG_SAF_SEQ_EXHAUSTED;
     s->st.seq = seq + 1; /* with ESN 2^64 wraps to 0, read with the flag */
     account(s, ip_len);
-    *rel_io = (uint32_t)(start - slot);
-    *len_io = total;
+    c->rel = (uint32_t)(start - slot);
+    c->len = total;
+    c->o.esp = ah_off;
+    c->seq = seq;
     return IPSG_ST_OK;
 }
 
-/* One packet of b, with its status and counters. */
-static void ah_out_packet(struct ipsg_engine *e, struct ipsg_batch *b, uint32_t pi)
+/* Which packets of a batch the AH core takes; after_esp: the ESP core has had the batch and left them
+ * untouched with this status (counted as an engine drop, which the AH core takes back). */
+static int ah_takes(struct ipsg_engine *e, const struct ipsg_batch *b, uint32_t pi, int dir, int after_esp)
 {
-    uint32_t idx = b->sa[pi], rel, len;
-    struct sa *s = idx < e->capacity ? &e->sas[idx] : NULL;
-    uint8_t st;
-    if (s == NULL || !s->used || s->p.direction != IPSG_DIR_OUT || s->p.proto != IPSG_PROTO_AH) {
-        e->drops[IPSG_ST_NO_SA]++;
-        b->status[pi] = IPSG_ST_NO_SA;
-        return;
+    uint32_t idx;
+    if (!after_esp)
+        return 1;
+    if (dir == IPSG_DIR_IN) {
+        if (b->status[pi] != IPSG_ST_NOT_ESP)
+            return 0;
+        e->drops[IPSG_ST_NOT_ESP]--; /* counted again if it is not AH either */
+        return 1;
     }
-    if (!slot_ok(b, pi, &rel)) {
-        st = IPSG_ST_MALFORMED;
-    } else {
-        len = b->len[pi];
-        st = ah_out_one(e, s, b->buf + (uint64_t)pi * b->slot_size, b->slot_size, &rel, &len);
-        if (st == IPSG_ST_OK) {
-            b->off[pi] = (uint32_t)((uint64_t)pi * b->slot_size + rel);
-            b->len[pi] = len;
+    idx = b->sa[pi];
+    if (b->status[pi] != IPSG_ST_NO_SA || idx >= e->capacity || !e->sas[idx].used ||
+        e->sas[idx].p.proto != IPSG_PROTO_AH)
+        return 0;
+    e->drops[IPSG_ST_NO_SA]--; /* it has an SA after all */
+    return 1;
+}
+
+/* Outbound in rounds of up to AH_ROUND packets: (a) frame, commit and fill jobs; (b) the back end runs
+ * the round's jobs in one call; (c) the ICVs go into the packets. */
+static void ah_outbound(struct ipsg_engine *e, struct ipsg_batch *b, int after_esp)
+{
+    uint32_t pis[AH_ROUND], pi = 0, n, i;
+    while (pi < b->n) {
+        uint32_t nj = 0;
+        for (n = 0; n < AH_ROUND && pi < b->n; pi++) {
+            struct pkt_ctx *c = &e->ctx[n];
+            uint32_t idx = b->sa[pi];
+            struct sa *s = idx < e->capacity ? &e->sas[idx] : NULL;
+            if (!ah_takes(e, b, pi, IPSG_DIR_OUT, after_esp))
+                continue;
+            pis[n++] = pi;
+            c->job = NO_JOB;
+            c->s = NULL;
+            if (s == NULL || !s->used || s->p.direction != IPSG_DIR_OUT || s->p.proto != IPSG_PROTO_AH) {
+                c->st = IPSG_ST_NO_SA;
+                continue;
+            }
+            c->s = s;
+            if (!slot_ok(b, pi, &c->rel)) {
+                c->st = IPSG_ST_MALFORMED;
+                continue;
+            }
+            c->len = b->len[pi];
+            c->st = ah_out_one(e, s, b->buf + (uint64_t)pi * b->slot_size, b->slot_size, c, nj, &e->jobs[nj]);
+            if (c->st == IPSG_ST_OK)
+                c->job = nj++;
+        }
+        if (nj)
+            crypto_run(e->be, e->jobs, nj, IPSG_DIR_OUT);
+        for (i = 0; i < n; i++) {
+            struct pkt_ctx *c = &e->ctx[i];
+            uint32_t p = pis[i];
+            uint8_t st = c->st;
+            if (c->job != NO_JOB) {
+                const struct ipsg_job *j = &e->jobs[c->job];
+                st = j->st;
+                if (st == IPSG_ST_OK) {
+                    uint8_t *icv = b->buf + (uint64_t)p * b->slot_size + c->rel + c->o.esp + AH_FIXED;
+                    const int gmac = c->s->p.integ == IPSG_INTEG_AES_GMAC;
+                    if (gmac)
+                        wr64(icv, c->seq); /* the IV */
+                    memcpy(icv + (gmac ? 8 : 0), j->icv, j->icv_len);
+                    b->off[p] = (uint32_t)((uint64_t)p * b->slot_size + c->rel);
+                    b->len[p] = c->len;
+                }
+            }
+            if (st != IPSG_ST_OK) {
+                if (c->s != NULL)
+                    c->s->st.drops[st]++;
+                else
+                    e->drops[st]++;
+            }
+            b->status[p] = st;
         }
     }
-    if (st != IPSG_ST_OK)
-        s->st.drops[st]++;
-    b->status[pi] = st;
 }
 
 void ipsg_ah_outbound(struct ipsg_engine *e, struct ipsg_batch *b)
 {
-    uint32_t i;
-    if (!batch_usable(e, b))
-        return;
-    for (i = 0; i < b->n; i++)
-        ah_out_packet(e, b, i);
+    if (batch_usable(e, b))
+        ah_outbound(e, b, 0);
 }
 
 void ipsg_ipsec_outbound(struct ipsg_engine *e, struct ipsg_batch *b)
 {
-    uint32_t i;
     if (!batch_usable(e, b))
         return;
     ipsg_esp_outbound(e, b); /* leaves an AH SA's packet untouched, as no-sa */
-    for (i = 0; i < b->n; i++) {
-        uint32_t idx = b->sa[i];
-        if (b->status[i] == IPSG_ST_NO_SA && idx < e->capacity && e->sas[idx].used &&
-            e->sas[idx].p.proto == IPSG_PROTO_AH) {
-            e->drops[IPSG_ST_NO_SA]--; /* it has an SA after all */
-            ah_out_packet(e, b, i);
-        }
-    }
+    ah_outbound(e, b, 1);
 }
 
 /* ---------------------------------------------------------------- inbound */
@@ -479,29 +525,60 @@ static uint8_t locate_ah(const uint8_t *pkt, uint32_t len, struct outer *o)
     return IPSG_ST_OK;
 }
 
-/* The checks after the SA lookup, in ah_ref.py's order; on OK the packet is at *rel_io, *len_io. */
-static uint8_t ah_in_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, const struct outer *o,
-                         uint32_t *rel_io, uint32_t *len_io)
-{
-    uint8_t *pkt = slot + *rel_io, *ah = pkt + o->esp, *res, nh, st;
-    uint32_t ah_len = (ah[1] + 2u) * 4, res_len, lo;
-    uint64_t seq;
-    struct flow f;
+/* Result of in_prepare beyond the IPSG_ST_* values: end the round before this packet. */
+#define CUT_ROUND 0xFF
 
+/* Phase (a) for one inbound packet, in ah_ref.py's order up to the ICV: find AH and the SA, the length,
+ * the replay pre-check; fill job j (k: its arena slot). */
+static uint8_t ah_in_prepare(struct ipsg_engine *e, uint8_t *slot, struct pkt_ctx *c, uint32_t k,
+                             struct ipsg_job *j)
+{
+    uint8_t *pkt = slot + c->rel, *ah, st;
+    uint32_t ah_len, lo;
+    struct sa *s;
+
+    if ((st = locate_ah(pkt, c->len, &c->o)) != IPSG_ST_OK)
+        return st;
+    ah = pkt + c->o.esp;
+    s = lookup(e, e->ah_heads, rd32(ah + 4), c->o.fam, c->o.dst, &c->index);
+    if (s == NULL)
+        return IPSG_ST_NO_SA;
+    lo = rd32(ah + 8);
+    if (s->p.esn && s->spec_round == e->round && s->spec_top > s->top &&
+        infer_esn(s, s->top, lo) != infer_esn(s, s->spec_top, lo))
+        return CUT_ROUND; /* a pending packet may move the top past where this one's high half changes */
+    c->s = s;
     if (s->st.flags & IPSG_SAF_HARD_EXPIRED || hard_packets_reached(s))
         return IPSG_ST_HARD_EXPIRED;
     /* the ICV field is exactly the algorithm's, with the minimal padding (RFC 4302 2.6) */
-    if (ah_len != AH_FIXED + field_len(s, o->fam) || o->esp + ah_len > o->end)
+    ah_len = (ah[1] + 2u) * 4;
+    if (ah_len != AH_FIXED + field_len(s, c->o.fam) || c->o.esp + ah_len > c->o.end)
         return IPSG_ST_MALFORMED;
-    lo = rd32(ah + 8);
-    seq = s->p.esn ? infer_esn(s, s->top, lo) : lo;
-    if (seq == 0 || replay_seen(s, seq))
+    c->seq = s->p.esn ? infer_esn(s, s->top, lo) : lo;
+    if (c->seq == 0 || replay_seen(s, c->seq))
         return IPSG_ST_REPLAY;
-    if ((st = run_icv(e, s, pkt, o->end, o->fam, o->esp, IPSG_DIR_IN, seq, ah + AH_FIXED, ah + AH_FIXED)) != IPSG_ST_OK)
+    if ((st = prep_icv(s, arena(e, k), pkt, c->o.end, c->o.fam, c->o.esp, IPSG_DIR_IN, c->seq, ah + AH_FIXED,
+                       ah + AH_FIXED, j)) != IPSG_ST_OK)
         return st;
-    replay_accept(s, seq); /* only once the ICV is good */
+    if (s->p.esn) {
+        if (s->spec_round != e->round) {
+            s->spec_round = e->round;
+            s->spec_top = s->top;
+        }
+        if (c->seq > s->spec_top)
+            s->spec_top = c->seq;
+    }
+    return IPSG_ST_OK;
+}
 
-    nh = ah[0];
+/* Phase (c) for one inbound packet whose ICV checked out and whose number is fresh: AH comes off. */
+static uint8_t ah_in_finish(struct sa *s, uint8_t *slot, struct pkt_ctx *c)
+{
+    const struct outer *o = &c->o;
+    uint8_t *pkt = slot + c->rel, *ah = pkt + o->esp, *res, nh = ah[0], st;
+    uint32_t ah_len = (ah[1] + 2u) * 4, res_len;
+    struct flow f;
+
     if (s->p.mode == IPSG_MODE_TUNNEL) {
         res = ah + ah_len;
         if ((st = tunnel_inner(nh, res, o->end - o->esp - ah_len, o->ecn, &res_len)) != IPSG_ST_OK)
@@ -528,67 +605,85 @@ static uint8_t ah_in_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, con
     if (hard_bytes_exceeded(s, res_len))
         return IPSG_ST_HARD_EXPIRED;
     account(s, res_len);
-    *rel_io = (uint32_t)(res - slot);
-    *len_io = res_len;
+    c->rel = (uint32_t)(res - slot);
+    c->len = res_len;
     return IPSG_ST_OK;
 }
 
-static void ah_in_packet(struct ipsg_engine *e, struct ipsg_batch *b, uint32_t pi)
+/* Inbound in rounds as ESP's (esp_core.c): SA state moves only in (c), after the ICV, each packet's checks
+ * evaluated again in packet order against the state its predecessors left. */
+static void ah_inbound(struct ipsg_engine *e, struct ipsg_batch *b, int after_esp)
 {
-    uint8_t *slot = b->buf + (uint64_t)pi * b->slot_size, st;
-    uint32_t rel, len, index = NO_INDEX;
-    struct sa *s = NULL;
-    struct outer o;
-
-    if (!slot_ok(b, pi, &rel)) {
-        st = IPSG_ST_MALFORMED;
-    } else if ((st = locate_ah(slot + rel, b->len[pi], &o)) == IPSG_ST_OK) {
-        const uint8_t *ah = slot + rel + o.esp;
-        s = lookup(e, e->ah_heads, rd32(ah + 4), o.fam, o.dst, &index);
-        if (s == NULL) {
-            st = IPSG_ST_NO_SA;
-        } else {
-            len = b->len[pi];
-            st = ah_in_one(e, s, slot, &o, &rel, &len);
-            if (st == IPSG_ST_OK) {
-                b->off[pi] = (uint32_t)((uint64_t)pi * b->slot_size + rel);
-                b->len[pi] = len;
+    uint32_t pis[AH_ROUND], pi = 0, n, i;
+    poison_slot_tails(b);
+    while (pi < b->n) {
+        uint32_t nj = 0;
+        e->round++;
+        for (n = 0; n < AH_ROUND && pi < b->n; pi++) {
+            struct pkt_ctx *c = &e->ctx[n];
+            if (!after_esp || b->status[pi] != CUT_ROUND) {
+                if (!ah_takes(e, b, pi, IPSG_DIR_IN, after_esp))
+                    continue;
             }
+            c->job = NO_JOB;
+            c->s = NULL;
+            c->index = NO_INDEX;
+            if (!slot_ok(b, pi, &c->rel)) {
+                c->st = IPSG_ST_MALFORMED;
+            } else {
+                c->len = b->len[pi];
+                c->st = ah_in_prepare(e, b->buf + (uint64_t)pi * b->slot_size, c, nj, &e->jobs[nj]);
+                if (c->st == CUT_ROUND) {
+                    b->status[pi] = CUT_ROUND; /* taken already: the next round starts here */
+                    break;
+                }
+            }
+            pis[n++] = pi;
+            if (c->st == IPSG_ST_OK)
+                c->job = nj++;
+        }
+        if (nj)
+            crypto_run(e->be, e->jobs, nj, IPSG_DIR_IN);
+        for (i = 0; i < n; i++) {
+            struct pkt_ctx *c = &e->ctx[i];
+            struct sa *s = c->s;
+            uint32_t p = pis[i];
+            uint8_t st = c->st;
+            if (s != NULL) {
+                if (s->st.flags & IPSG_SAF_HARD_EXPIRED || hard_packets_reached(s))
+                    st = IPSG_ST_HARD_EXPIRED;
+                else if (st == IPSG_ST_OK && replay_seen(s, c->seq))
+                    st = IPSG_ST_REPLAY;
+                else if (st == IPSG_ST_OK && (st = e->jobs[c->job].st) == IPSG_ST_OK) {
+                    replay_accept(s, c->seq); /* only once the ICV is good */
+                    st = ah_in_finish(s, b->buf + (uint64_t)p * b->slot_size, c);
+                }
+                if (st == IPSG_ST_OK) {
+                    b->off[p] = (uint32_t)((uint64_t)p * b->slot_size + c->rel);
+                    b->len[p] = c->len;
+                } else {
+                    s->st.drops[st]++;
+                }
+            } else {
+                e->drops[st]++;
+            }
+            b->sa[p] = s != NULL ? c->index : NO_INDEX;
+            b->status[p] = st;
         }
     }
-    if (st != IPSG_ST_OK) {
-        if (s != NULL)
-            s->st.drops[st]++;
-        else
-            e->drops[st]++;
-    }
-    b->sa[pi] = s != NULL ? index : NO_INDEX;
-    b->status[pi] = st;
+    unpoison_slots(b);
 }
 
 void ipsg_ah_inbound(struct ipsg_engine *e, struct ipsg_batch *b)
 {
-    uint32_t i;
-    if (!batch_usable(e, b))
-        return;
-    poison_slot_tails(b);
-    for (i = 0; i < b->n; i++)
-        ah_in_packet(e, b, i);
-    unpoison_slots(b);
+    if (batch_usable(e, b))
+        ah_inbound(e, b, 0);
 }
 
 void ipsg_ipsec_inbound(struct ipsg_engine *e, struct ipsg_batch *b)
 {
-    uint32_t i;
     if (!batch_usable(e, b))
         return;
     ipsg_esp_inbound(e, b); /* leaves every packet that is not ESP untouched, as not-esp */
-    poison_slot_tails(b);
-    for (i = 0; i < b->n; i++) {
-        if (b->status[i] == IPSG_ST_NOT_ESP) {
-            e->drops[IPSG_ST_NOT_ESP]--; /* counted again below if it is not AH either */
-            ah_in_packet(e, b, i);
-        }
-    }
-    unpoison_slots(b);
+    ah_inbound(e, b, 1);
 }

@@ -7,9 +7,13 @@
 
 /* Next header, payload length, reserved, SPI, sequence number (RFC 4302 2). */
 #define AH_FIXED 12
-/* The ICV input buffer: the largest IP packet (IPv6: 40 + 65535), the ESN high half, and room for
- * the ICV the back end writes or compares after them. */
-#define AH_BUF_SIZE (40u + 65535u + 4u + 64u)
+/* Packets per round: each gets a zeroed copy of itself in the engine's arena (e->ah_buf) for its ICV
+ * job, and the back end runs a round's jobs in one call (ipsec-mb's multi-buffer lanes fill up). */
+#define AH_ROUND 32
+/* One arena slot: the largest IP packet (IPv6: 40 + 65535), the ESN high half, and room for the ICV
+ * the back end writes or compares after them; a multiple of 64. */
+#define AH_STRIDE ((40u + 65535u + 4u + 64u + 63u) & ~63u)
+#define AH_ARENA ((size_t)AH_ROUND * AH_STRIDE)
 
 /* check_params for an AH SA once the checks common to ESP have passed; NULL when fine. */
 const char *ah_check_params(const struct ipsg_sa_params *p);

@@ -128,7 +128,7 @@ void ipsg_engine_free(struct ipsg_engine *e)
     free(e->heads);
     free(e->ah_heads);
     if (e->ah_buf != NULL) {
-        crypto_cleanse(e->ah_buf, AH_BUF_SIZE); /* the last packet's ICV input */
+        crypto_cleanse(e->ah_buf, AH_ARENA); /* the last packets' ICV input */
         free(e->ah_buf);
     }
     if (e->be != NULL)
@@ -220,7 +220,7 @@ static int sa_add(struct ipsg_engine *e, uint32_t index, const struct ipsg_sa_pa
         if (alt)
             return fail(err, errlen, "AH runs on CPU crypto: no offload or cryptodev back end takes it");
         struct ipsg_sa_params cp;
-        if (e->ah_buf == NULL && (e->ah_buf = malloc(AH_BUF_SIZE)) == NULL)
+        if (e->ah_buf == NULL && (e->ah_buf = malloc(AH_ARENA)) == NULL)
             return fail(err, errlen, "out of memory");
         ah_crypto_params(p, &cp);
         cs = crypto_sa_new(e->be, &cp, &why);

@@ -86,7 +86,7 @@ struct ipsg_engine {
     uint32_t hbits;
     uint32_t *heads;         /* inbound ESP SAs by SPI */
     uint32_t *ah_heads;      /* inbound AH SAs by SPI (ah_core.c) */
-    uint8_t *ah_buf;         /* AH: the ICV input, a zeroed copy of one packet (allocated with the first AH SA) */
+    uint8_t *ah_buf;         /* AH: the ICV inputs of a round, zeroed copies of its packets (with the first AH SA) */
     struct sa *sas;
     void *be;
     const struct ipsg_alt_ops *alt_ops; /* per-SA second back end, or NULL */
