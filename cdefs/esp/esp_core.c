@@ -217,9 +217,9 @@ static int sa_add(struct ipsg_engine *e, uint32_t index, const struct ipsg_sa_pa
     if ((why = check_params(p)) != NULL)
         return fail(err, errlen, why);
     if (p->proto == IPSG_PROTO_AH) {
+        struct ipsg_sa_params cp;
         if (alt)
             return fail(err, errlen, "AH runs on CPU crypto: no offload or cryptodev back end takes it");
-        struct ipsg_sa_params cp;
         if (e->ah_buf == NULL && (e->ah_buf = malloc(AH_ARENA)) == NULL)
             return fail(err, errlen, "out of memory");
         ah_crypto_params(p, &cp);
@@ -332,9 +332,6 @@ static int take_random_iv(struct ipsg_engine *e, uint8_t *iv16)
     e->rnd_pos += 16;
     return 0;
 }
-
-
-/* Whether packet i's off/len lie inside slot i; gives its offset in the slot. */
 
 /* The AEAD AAD (RFC 4106 5, RFC 7634 2.1): SPI || [seq_hi ||] seq_lo. */
 static inline void fill_aad(struct ipsg_job *j, uint32_t spi, uint64_t seq, int esn)
@@ -547,8 +544,6 @@ static uint8_t out_prepare(struct ipsg_engine *e, struct sa *s, uint8_t *slot, u
     return IPSG_ST_OK;
 }
 
-/* A batch call can proceed; otherwise every packet it can mark is INTERNAL. */
-
 void ipsg_esp_outbound(struct ipsg_engine *e, struct ipsg_batch *b)
 {
     uint32_t i0, i, n;
@@ -610,9 +605,6 @@ void ipsg_esp_outbound(struct ipsg_engine *e, struct ipsg_batch *b)
 }
 
 /* ---------------------------------------------------------------- inbound */
-
-/* Addresses, upper-layer protocol and ports of a well-formed (already length-checked) IP packet. */
-
 
 static uint8_t parse_outer(const uint8_t *pkt, uint32_t len, struct outer *o)
 {
@@ -696,8 +688,6 @@ static uint8_t parse_outer(const uint8_t *pkt, uint32_t len, struct outer *o)
         return IPSG_ST_MALFORMED;
     return IPSG_ST_OK;
 }
-
-/* RFC 6040 section 4.2 decapsulation of the ECN field into the inner header. */
 
 /* Result of in_prepare beyond the IPSG_ST_* values: end the round before this packet. */
 #define CUT_ROUND 0xFF

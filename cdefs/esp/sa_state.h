@@ -190,6 +190,7 @@ static int hard_bytes_exceeded(struct sa *s, uint32_t bytes)
     return 0;
 }
 
+/* Whether packet i's off/len lie inside slot i; gives its offset in the slot. */
 static inline int slot_ok(const struct ipsg_batch *b, uint32_t i, uint32_t *rel)
 {
     uint64_t base = (uint64_t)i * b->slot_size, off = b->off[i];
@@ -222,6 +223,7 @@ static inline void poison_slot_tails(const struct ipsg_batch *b) { (void)b; }
 static inline void unpoison_slots(const struct ipsg_batch *b) { (void)b; }
 #endif
 
+/* A batch call can proceed; otherwise every packet it can mark is INTERNAL. */
 static int batch_usable(const struct ipsg_engine *e, struct ipsg_batch *b)
 {
     uint32_t i;
@@ -235,6 +237,7 @@ static int batch_usable(const struct ipsg_engine *e, struct ipsg_batch *b)
     return 1;
 }
 
+/* Addresses, upper-layer protocol and ports of a well-formed (already length-checked) IP packet. */
 struct flow {
     uint8_t fam;
     uint8_t proto;
@@ -379,6 +382,7 @@ static void replay_accept(struct sa *s, uint64_t seq)
     }
 }
 
+/* RFC 6040 section 4.2 decapsulation of the ECN field into the inner header. */
 static uint8_t ecn_decap(uint8_t outer, uint8_t *inner)
 {
     int v4 = (inner[0] >> 4) == 4;
