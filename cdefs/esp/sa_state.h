@@ -85,8 +85,6 @@ struct ipsg_engine {
     uint32_t capacity;
     uint32_t hbits;
     uint32_t *heads;         /* inbound ESP SAs by SPI */
-    uint32_t *ah_heads;      /* inbound AH SAs by SPI (ah_core.c) */
-    uint8_t *ah_buf;         /* AH: the ICV inputs of a round, zeroed copies of its packets (with the first AH SA) */
     struct sa *sas;
     void *be;
     const struct ipsg_alt_ops *alt_ops; /* per-SA second back end, or NULL */
@@ -98,6 +96,9 @@ struct ipsg_engine {
     struct ipsg_job alt_tmp[IPSG_JOBS]; /* a mixed round's alternative jobs while they are sorted */
     uint32_t rnd_pos;
     uint8_t rnd[RAND_POOL];  /* CBC IVs, drawn in bulk */
+    /* AH (ah_core.c), at the end so that the ESP fields keep the offsets (and cache lines) they had */
+    uint32_t *ah_heads;      /* inbound AH SAs by SPI */
+    uint8_t *ah_buf;         /* the ICV inputs of a round, zeroed copies of its packets (with the first AH SA) */
 };
 
 static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
