@@ -80,7 +80,7 @@ class AhIntegAlg:
     """
 
     name: str
-    code: int           # IPSG_INTEG_* (the SA slot carries it; no C engine runs AH yet)
+    code: int           # IPSG_INTEG_* (the SA slot carries it; cdefs/esp/ah_core.c runs it)
     key_len: int        # configured key bytes, GMAC's 4-byte salt at the end included
     icv_len: int        # the tag (truncated HMAC output, or the 16-byte GMAC tag)
     hash: str           # cryptography hash name; "gmac" for AES-GMAC

@@ -38,11 +38,11 @@ set_source(ffibuilder, MODULE,
            "#include <rte_version.h>\n#include \"dpdk/dpdk.h\"\n#include \"dpdk/dpdk_loop.h\"\n"
            "#include \"dpdk/crypto_cryptodev.h\"\n",
            direct=__name__ == "__main__",
-           sources=["dpdk/dpdk_glue.c", "dpdk/dpdk_loop.c", "esp/esp_core.c", "esp/crypto_ipsecmb.c",
-                    "dpdk/crypto_cryptodev.c", "dpdk/dpdk_gw.c", "dpdk/dpdk_security.c"],
-           depends=["dpdk/dpdk.h", "dpdk/dpdk_loop.h", "esp/esp.h", "esp/esp_core.h", "dpdk/crypto_cryptodev.h",
-                    "shm/shm.h", "dpdk/dpdk_slots.h", "dpdk/dpdk_xform.h", "ip/icmp_too_big.h", "ip/ip_bytes.h",
-                    "ip/ip_flow.h"],
+           sources=["dpdk/dpdk_glue.c", "dpdk/dpdk_loop.c", "esp/esp_core.c", "esp/ah_core.c",
+                    "esp/crypto_ipsecmb.c", "dpdk/crypto_cryptodev.c", "dpdk/dpdk_gw.c", "dpdk/dpdk_security.c"],
+           depends=["dpdk/dpdk.h", "dpdk/dpdk_loop.h", "esp/esp.h", "esp/esp_core.h", "esp/sa_state.h",
+                    "esp/ah_core.h", "dpdk/crypto_cryptodev.h", "shm/shm.h", "dpdk/dpdk_slots.h", "dpdk/dpdk_xform.h",
+                    "ip/icmp_too_big.h", "ip/ip_bytes.h", "ip/ip_flow.h"],
            lib=_libdpdk, libraries=["IPSec_MB"],
            cflags=["-O3", "-Wall", "-Wno-unused-function", "-DALLOW_EXPERIMENTAL_API"])
 

@@ -1,4 +1,4 @@
-"""cffi builder for fastpath._esp_openssl: the batch ESP core (esp_core.c) on libcrypto (crypto_openssl.c)."""
+"""cffi builder for fastpath._esp_openssl: the batch ESP and AH cores (esp_core.c, ah_core.c) on libcrypto."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ ffibuilder.cdef(cdef_text("esp.h"))
 _libcrypto, _ = pkg_flags("libcrypto", ["crypto"])
 
 set_source(ffibuilder, MODULE, '#include "esp/esp.h"\n', direct=__name__ == "__main__",
-           sources=["esp/esp_core.c", "esp/crypto_openssl.c"], depends=["esp/esp.h", "esp/esp_core.h"],
+           sources=["esp/esp_core.c", "esp/ah_core.c",
+                    "esp/crypto_openssl.c"],
+           depends=["esp/esp.h", "esp/esp_core.h", "esp/sa_state.h", "esp/ah_core.h"],
            lib=_libcrypto,
            cflags=["-O3", "-march=x86-64-v2", "-Wall", "-Wno-unused-function"])
 

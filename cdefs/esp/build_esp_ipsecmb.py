@@ -1,4 +1,4 @@
-"""cffi builder for fastpath._esp_ipsecmb: the batch ESP core (esp_core.c) on intel-ipsec-mb.
+"""cffi builder for fastpath._esp_ipsecmb: the batch ESP and AH cores (esp_core.c, ah_core.c) on intel-ipsec-mb.
 
 intel-ipsec-mb ships no pkg-config file, so whether it is usable is found by
 compiling and linking a probe against it.  When the probe fails the module
@@ -63,7 +63,9 @@ if _WHY_NOT:  # the compile below then fails and setup.py records it
     print(f"ipsecgw: {_WHY_NOT}", file=sys.stderr)
 
 set_source(ffibuilder, MODULE, '#include "esp/esp.h"\n', direct=__name__ == "__main__",
-           sources=["esp/esp_core.c", "esp/crypto_ipsecmb.c"], depends=["esp/esp.h", "esp/esp_core.h"],
+           sources=["esp/esp_core.c", "esp/ah_core.c",
+                    "esp/crypto_ipsecmb.c"],
+           depends=["esp/esp.h", "esp/esp_core.h", "esp/sa_state.h", "esp/ah_core.h"],
            libraries=[LIBRARY],
            cflags=["-O3", "-march=x86-64-v2", "-Wall", "-Wno-unused-function"])
 

@@ -41,7 +41,7 @@
 #define IPSG_INTEG_HMAC_SHA256_128 1
 #define IPSG_INTEG_HMAC_SHA384_192 2
 #define IPSG_INTEG_HMAC_SHA512_256 3
-/* AH only so far (cdefs/algorithms.py AH_INTEG_ALGS); no engine in C runs them yet. */
+/* AH only (cdefs/algorithms.py AH_INTEG_ALGS; cdefs/esp/ah_core.c). */
 #define IPSG_INTEG_HMAC_SHA1_96 4
 #define IPSG_INTEG_AES_GMAC 5
 
@@ -161,6 +161,14 @@ void ipsg_engine_drops(struct ipsg_engine *e, uint64_t *out16);
 
 void ipsg_esp_outbound(struct ipsg_engine *e, struct ipsg_batch *b);
 void ipsg_esp_inbound(struct ipsg_engine *e, struct ipsg_batch *b);
+
+/* AH (RFC 4302, docs/ah.md) on the same engine and SA table: ah_* take a batch of AH SAs' packets
+ * (outbound: a packet of an ESP SA is no-sa; inbound: a non-AH packet is not-esp); ipsec_* take a
+ * batch mixing ESP and AH, each packet going through the core of its protocol. */
+void ipsg_ah_outbound(struct ipsg_engine *e, struct ipsg_batch *b);
+void ipsg_ah_inbound(struct ipsg_engine *e, struct ipsg_batch *b);
+void ipsg_ipsec_outbound(struct ipsg_engine *e, struct ipsg_batch *b);
+void ipsg_ipsec_inbound(struct ipsg_engine *e, struct ipsg_batch *b);
 
 /* Crypto primitives the batch path uses, exposed for known-answer tests.
  * Return 0 on success, -1 on failure (including an ICV mismatch on open). */

@@ -1,7 +1,7 @@
 """``ipsecgw pcap encrypt|decrypt`` (``protect|unprotect``): run captured packets through an engine offline.
 
-ESP and AH (docs/ah.md) SAs alike; AH runs in the reference engine only so far,
-which ``best`` then picks.
+ESP and AH (docs/ah.md) SAs alike; for AH ``best`` picks the fastest present
+engine that has AH with the SAs' algorithms (the C engines and the reference do).
 
 Input: a classic pcap (Ethernet, raw IP, Linux cooked...).  Output: a raw-IP
 (LINKTYPE_RAW) pcap with the same timestamps.  Packets go to the engine in
@@ -22,7 +22,7 @@ import numpy as np
 
 from cdefs.sa import SA, Direction, SAError
 from fastpath.batch import Batch
-from fastpath.engines import Engine, EngineError, create, known_names
+from fastpath.engines import Engine, EngineError, create, discover, known_names
 from fastpath.pcapfile import (
     DEFAULT_SNAPLEN,
     LINKTYPE_RAW,
@@ -85,8 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         if verb == "encrypt":
             parser.add_argument("--spi", type=_spi, help="SA to use (0x hex or decimal; default: the first SA)")
         parser.add_argument("--engine", default="best", choices=ENGINE_CHOICES,
-                            help="engine (default: best = the fastest present one that serves the SAs; "
-                                 "AH: reference)")
+                            help="engine (default: best = the fastest present one that serves the SAs)")
         parser.add_argument("--batch", type=_batch_size, default=DEFAULT_BATCH, metavar="N",
                             help=f"packets per engine call (default {DEFAULT_BATCH})")
         parser.add_argument("input", metavar="IN.pcap")
@@ -231,8 +230,10 @@ def _run(args: argparse.Namespace, direction: Direction) -> int:
         chosen = chosen[:1]
 
     name = args.engine
-    if name == "best" and any(sa.is_ah for _, sa in chosen):
-        name = "reference"      # the one engine with AH so far (docs/ah.md)
+    ah_algs = {sa.integ for _, sa in chosen if sa.is_ah}
+    if name == "best" and ah_algs:
+        # The fastest present engine that has AH with these algorithms (docs/ah.md).
+        name = next((i.name for i in discover() if i.present and ah_algs <= set(i.ah_algorithms)), "reference")
     try:
         engine = create(name, capacity=max(1024, len(chosen)))
     except EngineError as exc:

@@ -21,6 +21,7 @@ class EngineInfo:
     present: bool
     detail: str         # version/backend when present, the reason when not
     algorithms: tuple[str, ...] = ()
+    ah_algorithms: tuple[str, ...] = ()     # AH integrity algorithms; () for an engine without AH
 
 
 # Fastest first: "best" takes the first present engine.
@@ -31,27 +32,27 @@ _CANDIDATES: list[tuple[str, str, str]] = [
 ]
 
 
-def _load(module: str, cls: str) -> tuple[Callable[[], Engine] | None, str, tuple[str, ...]]:
+def _load(module: str, cls: str) -> tuple[Callable[[], Engine] | None, str, tuple[str, ...], tuple[str, ...]]:
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
-        return None, f"not available: {exc}", ()
+        return None, f"not available: {exc}", (), ()
     factory = getattr(mod, cls)
     probe = getattr(mod, "probe", None)
     if probe is not None:
         ok, detail = probe()
         if not ok:
-            return None, detail, ()
+            return None, detail, (), ()
     else:
         detail = ""
-    return factory, detail, tuple(getattr(factory, "algorithms", ()))
+    return factory, detail, tuple(getattr(factory, "algorithms", ())), tuple(getattr(factory, "ah_algorithms", ()))
 
 
 def discover() -> list[EngineInfo]:
     out = []
     for name, module, cls in _CANDIDATES:
-        factory, detail, algs = _load(module, cls)
-        out.append(EngineInfo(name, factory is not None, detail, algs))
+        factory, detail, algs, ah_algs = _load(module, cls)
+        out.append(EngineInfo(name, factory is not None, detail, algs, ah_algs))
     return out
 
 
@@ -72,7 +73,7 @@ def create(name: str = "best", capacity: int = 1024) -> Engine:
     for cand, module, cls in _CANDIDATES:
         if name not in ("best", cand):
             continue
-        factory, detail, _ = _load(module, cls)
+        factory, detail, _, _ = _load(module, cls)
         if factory is None:
             if name == cand:
                 raise EngineError(f"engine {cand} is not available here: {detail}")

@@ -1,10 +1,12 @@
-"""The C batch ESP engines: one wrapper over any cffi module built from cdefs/esp/esp_core.c.
+"""The C batch ESP and AH engines: one wrapper over any cffi module built from cdefs/esp/esp_core.c and ah_core.c.
 
 The modules (fastpath._esp_openssl, fastpath._esp_ipsecmb) expose the same
 API, cdefs/esp/esp.h, and differ only in their crypto back end.  Python only
 hands SAs over as ``struct ipsg_sa_params`` (the region slot's own bytes when the
 fastpath installs from shared memory) and whole batches to C: one call per batch,
-no per-packet Python.
+no per-packet Python.  A batch goes to the ESP entry point, the AH one, or the one
+taking both, by which protocols the installed SAs of its direction use, so an
+engine without AH SAs runs ESP exactly as before.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.algorithms import AH_INTEG_ALGS, ENC_ALGS, INTEG_ALGS
 from cdefs.sa import SA, Direction
 from cdefs.sa_params import c_params
 from fastpath.batch import Batch
@@ -45,10 +47,11 @@ def _check_array(arr: np.ndarray, dtype: type, n: int, name: str) -> None:
 
 
 class CBatchEngine(Engine):
-    """ESP over batches in C; subclasses name the compiled module (its crypto back end)."""
+    """ESP and AH over batches in C; subclasses name the compiled module (its crypto back end)."""
 
     name = ""
     algorithms: tuple[str, ...] = tuple(ENC_ALGS) + tuple(INTEG_ALGS)
+    ah_algorithms: tuple[str, ...] = tuple(AH_INTEG_ALGS)
     _ffi: Any = None
     _lib: Any = None
     _import_error: ImportError | None = None
@@ -67,6 +70,9 @@ class CBatchEngine(Engine):
         self._err = ffi.new("char[256]")
         self._stats = ffi.new("struct ipsg_sa_stats *")
         self._esn: dict[int, bool] = {}
+        # (is AH, direction) of each installed SA: which entry point a batch of a direction needs.
+        self._kind: dict[int, tuple[bool, Direction]] = {}
+        self._entry = {Direction.OUT: lib.ipsg_esp_outbound, Direction.IN: lib.ipsg_esp_inbound}
         # The arrays self._cb points into, with their buffer views: reused while a
         # caller keeps passing the same Batch (the usual loop), so a call costs no
         # per-array checks or view creation.
@@ -84,21 +90,37 @@ class CBatchEngine(Engine):
         ffi, lib = self._ffi, self._lib
         if not 0 <= index < self.capacity:
             raise EngineError(f"SA index {index} outside 0..{self.capacity - 1}")
-        if sa.proto != "esp":
-            raise EngineError(f"{self.name} engine does not serve AH yet; the reference engine does (docs/ah.md)")
-        if sa.enc not in self.algorithms or (sa.integ and sa.integ not in self.algorithms):
+        if sa.is_ah:
+            if sa.integ not in self.ah_algorithms:
+                raise EngineError(f"{self.name} engine does not serve AH with {sa.integ}")
+        elif sa.enc not in self.algorithms or (sa.integ and sa.integ not in self.algorithms):
             raise EngineError(f"{self.name} engine does not serve {sa.enc}/{sa.integ}")
         with c_params(ffi, sa, Direction(direction), params) as p:
             rc = lib.ipsg_sa_add(e, index, p, self._err, len(self._err))
         if rc != 0:
             raise EngineError(f"SA {index}: {ffi.string(self._err).decode()}")
         self._esn[index] = sa.esn
+        self._kind[index] = (sa.is_ah, Direction(direction))
+        self._choose_entries()
+
+    def _choose_entries(self) -> None:
+        lib = self._lib
+        entries = {Direction.OUT: (lib.ipsg_esp_outbound, lib.ipsg_ah_outbound, lib.ipsg_ipsec_outbound),
+                   Direction.IN: (lib.ipsg_esp_inbound, lib.ipsg_ah_inbound, lib.ipsg_ipsec_inbound)}
+        for d, (esp, ah, both) in entries.items():
+            kinds = {is_ah for is_ah, sd in self._kind.values() if sd is d}
+            # Inbound with AH SAs takes both cores even without ESP SAs: an ESP packet is then no-sa
+            # (as in the reference), where the AH core alone would call it not-esp.
+            pure_ah = kinds == {True} and d is Direction.OUT
+            self._entry[d] = ah if pure_ah else both if True in kinds else esp
 
     def remove_sa(self, index: int) -> None:
         e = self._engine()
         if not 0 <= index < self.capacity or self._lib.ipsg_sa_del(e, index) != 0:
             raise EngineError(f"no SA at index {index}")
         self._esn.pop(index, None)
+        self._kind.pop(index, None)
+        self._choose_entries()
 
     def _bind(self, batch: Batch, n: int) -> None:
         arrays = (batch.buf, batch.off, batch.len, batch.sa, batch.status)
@@ -142,10 +164,10 @@ class CBatchEngine(Engine):
         fn(e, self._cb)
 
     def outbound(self, batch: Batch) -> None:
-        self._run(batch, self._lib.ipsg_esp_outbound)
+        self._run(batch, self._entry[Direction.OUT])
 
     def inbound(self, batch: Batch) -> None:
-        self._run(batch, self._lib.ipsg_esp_inbound)
+        self._run(batch, self._entry[Direction.IN])
 
     def stats(self, index: int) -> SAStats:
         e = self._engine()
@@ -171,6 +193,7 @@ class CBatchEngine(Engine):
             self._lib.ipsg_engine_free(self._e)
             self._e = None
             self._esn.clear()
+            self._kind.clear()
 
     def __del__(self) -> None:
         try:

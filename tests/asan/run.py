@@ -52,6 +52,7 @@ C_FACING = (
     "tests/unit/test_cli_pcap.py", "tests/unit/test_shm_*.py", "tests/unit/test_daemon_rekey_order.py",
     "tests/unit/test_fastpath_classify.py", "tests/unit/test_fastpath_steering.py", "tests/unit/test_fragment.py",
     "tests/unit/test_icmp_too_big.py",
+    "tests/unit/test_ah_*.py", "tests/unit/test_cli_pcap_ah.py",   # AH through the C engines (ah_core.c)
     "tests/e2e/test_kio.py", "tests/e2e/test_kio_offload.py", "tests/e2e/test_gateway_afpacket.py",
     "tests/e2e/test_fastpath_e2e.py", "tests/e2e/test_dpdk_*.py",
     "tests/unit/test_fuzz_crashers.py",   # every crasher the fuzzers kept, the ESP ones through the C engines

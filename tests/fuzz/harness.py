@@ -23,7 +23,7 @@ TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-TARGETS = ("esp_inbound", "ike_codec", "ike_responder", "config_loader")
+TARGETS = ("esp_inbound", "ah_inbound", "ike_codec", "ike_responder", "config_loader")
 PRODUCT = ["cdefs", "fastpath", "control"]
 
 

@@ -1,14 +1,16 @@
-"""The ESP engines as the engine tests drive them: which are present, the algorithm pairs every one must
-support, one engine call over a list of packets."""
+"""The ESP engines as the engine tests drive them: which are present (and which have AH), the algorithm
+pairs every one must support, one engine call over a list of packets."""
 
 from __future__ import annotations
 
 from cdefs.sa import SA, Direction
 from fastpath.batch import Batch
-from fastpath.engines import create, present_names
+from fastpath.engines import create, discover, present_names
 from fastpath.status import Status
 
 ENGINES = present_names()
+# The present engines that serve AH (all AH algorithms: the AH tests run every one over each).
+AH_ENGINES = [i.name for i in discover() if i.present and i.ah_algorithms]
 
 # (enc, integ) pairs the engines must support; the order is the report order.
 ALGORITHMS: list[tuple[str, str | None]] = [

@@ -1,5 +1,6 @@
 """An AH SA in the one C SA description (``struct ipsg_sa_params``, the region's slot): the protocol and AH's
-algorithm codes survive both install paths, and a C engine handed one says it has no AH yet."""
+algorithm codes survive both install paths, and a C engine's own check of the parameters takes one and
+refuses what AH cannot be."""
 
 from __future__ import annotations
 
@@ -53,12 +54,25 @@ def test_esp_slot_bytes_unchanged_by_the_protocol_field():
     assert ffi.offsetof("struct ipsg_sa_params", "replay_window") == ffi.offsetof("struct ipsg_sa_params", "proto") + 2
 
 
+_AH_REFUSALS = {
+    "encryption": (lambda p: setattr(p, "enc", _E["IPSG_ENC_AES_CBC"]), b"an AH SA takes no encryption algorithm"),
+    "udp-encap": (lambda p: setattr(p, "udp_encap", 1), b"AH cannot be UDP-encapsulated"),
+    "gmac-key": (lambda p: setattr(p, "integ_key_len", 19), b"bad AES-GMAC key length"),
+    "integ-code": (lambda p: setattr(p, "integ", 99), b"unknown AH integrity algorithm"),
+    "protocol": (lambda p: setattr(p, "proto", 7), b"unknown IPsec protocol"),
+}
+
+
 @pytest.mark.parametrize("engine", [n for n in present_names() if n != "reference"])
-def test_c_engine_refuses_ah_params(engine):
-    """Below the Python wrapper's own refusal: the C check of the SA parameters (what the fastpath's region
-    sync reaches with a slot's bytes)."""
+@pytest.mark.parametrize("case", sorted(_AH_REFUSALS))
+def test_c_engine_checks_ah_params(engine, case):
+    """Below the Python wrapper: the C check of the SA parameters (what the fastpath's region sync reaches
+    with a slot's bytes) takes a well-formed AH SA and refuses what AH cannot be, saying what."""
     e = new_engine(engine)
     err = e._ffi.new("char[200]")
-    with c_params(e._ffi, make_ah_sa("hmac-sha1-96"), "in") as p:
-        assert e._lib.ipsg_sa_add(e._engine(), 0, p, err, 200) == -1
-    assert e._ffi.string(err) == b"AH is not in this engine yet (docs/ah.md)"
+    with c_params(e._ffi, make_ah_sa("aes-gmac-128"), "in") as p:
+        assert e._lib.ipsg_sa_add(e._engine(), 0, p, err, 200) == 0
+        spoil, why = _AH_REFUSALS[case]
+        spoil(p)
+        assert e._lib.ipsg_sa_add(e._engine(), 1, p, err, 200) == -1
+    assert e._ffi.string(err).startswith(why)

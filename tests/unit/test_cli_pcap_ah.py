@@ -1,5 +1,5 @@
-"""``ipsecgw pcap`` with AH SAs (``proto: ah``): scapy's AH protects and verifies, AES-GMAC is checked against
-the ICV the test computes with cryptography's AES-GCM."""
+"""``ipsecgw pcap`` with AH SAs (``proto: ah``), through every engine that has AH: scapy's AH protects and
+verifies, AES-GMAC is checked against the ICV the test computes with cryptography's AES-GCM."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 from scapy.utils import rdpcap, wrpcap
 from support.ah import gmac_icv, scapy_ah_sa
+from support.engines import AH_ENGINES
 
 from cdefs.sa import SA, Mode
 from control.cli import main
-from fastpath.engines import present_names
+from fastpath.cli import pcap as pcap_cli
 from fastpath.pcapfile import LINKTYPE_RAW
 
 KEYS = {
@@ -110,8 +111,14 @@ def _ip(raw: bytes):
     return (IP if raw[0] >> 4 == 4 else IPv6)(raw)
 
 
+@pytest.fixture(params=AH_ENGINES)
+def engine(request) -> str:
+    """Each engine with AH in turn, named on the command line."""
+    return request.param
+
+
 @pytest.mark.parametrize("verb", ["decrypt", "unprotect"])
-def test_decrypt_scapy_ah_byte_identical(tmp_path, capsys, verb):
+def test_decrypt_scapy_ah_byte_identical(tmp_path, capsys, verb, engine):
     frames, expect = [], []
     for spi in _HMAC:
         for i in range(5):
@@ -125,13 +132,14 @@ def test_decrypt_scapy_ah_byte_identical(tmp_path, capsys, verb):
     expect.insert(3, bytes(clear))
     src, out = tmp_path / "in.pcap", tmp_path / "out.pcap"
     wrpcap(str(src), frames, linktype=LINKTYPE_RAW)
-    code, stdout, stderr = run("pcap", verb, "--sa", sa_file(tmp_path), str(src), str(out), capsys=capsys)
+    code, stdout, stderr = run("pcap", verb, "--sa", sa_file(tmp_path), "--engine", engine, str(src), str(out),
+                               capsys=capsys)
     assert (code, stderr) == (0, "")
     assert stdout == f"decrypt: 21 packets: ok 20, not-esp 1; 21 written to {out}\n"
     assert [bytes(p) for p in rdpcap(str(out))] == expect
 
 
-def test_decrypt_failures_by_status(tmp_path, capsys):
+def test_decrypt_failures_by_status(tmp_path, capsys, engine):
     ssa = scapy_ah_sa(sa_of(0x2002))
     good = [bytes(ssa.encrypt(packet(0x2002, i))) for i in range(3)]
     tampered = bytearray(good[1])
@@ -143,7 +151,8 @@ def test_decrypt_failures_by_status(tmp_path, capsys):
               _ip(good[2])]
     src, out = tmp_path / "in.pcap", tmp_path / "out.pcap"
     wrpcap(str(src), frames, linktype=LINKTYPE_RAW)
-    code, stdout, _ = run("pcap", "decrypt", "--sa", sa_file(tmp_path), str(src), str(out), capsys=capsys)
+    code, stdout, _ = run("pcap", "decrypt", "--sa", sa_file(tmp_path), "--engine", engine, str(src), str(out),
+                          capsys=capsys)
     assert code == 1
     # The tampered copy of packet 1 must not take its place in the replay window.
     assert stdout == f"decrypt: 7 packets: ok 3, no-sa 1, auth-failed 1, replay 1, malformed 1; 3 written to {out}\n"
@@ -152,12 +161,12 @@ def test_decrypt_failures_by_status(tmp_path, capsys):
 
 @pytest.mark.parametrize("verb", ["encrypt", "protect"])
 @pytest.mark.parametrize("spi", sorted(_HMAC))
-def test_encrypt_verifies_in_scapy(tmp_path, capsys, verb, spi):
+def test_encrypt_verifies_in_scapy(tmp_path, capsys, verb, spi, engine):
     plain = [packet(spi, i) for i in range(4)]
     src, out = tmp_path / "in.pcap", tmp_path / "out.pcap"
     wrpcap(str(src), plain, linktype=LINKTYPE_RAW)
-    code, stdout, _ = run("pcap", verb, "--sa", sa_file(tmp_path), "--spi", hex(spi), str(src), str(out),
-                          capsys=capsys)
+    code, stdout, _ = run("pcap", verb, "--sa", sa_file(tmp_path), "--engine", engine, "--spi", hex(spi), str(src),
+                          str(out), capsys=capsys)
     assert code == 0, stdout
     got = [bytes(p) for p in rdpcap(str(out))]
     seq = _HMAC[spi][3]
@@ -166,16 +175,17 @@ def test_encrypt_verifies_in_scapy(tmp_path, capsys, verb, spi):
         assert bytes(scapy_ah_sa(sa_of(spi), seq=seq + n).decrypt(_ip(p))) == bytes(want)
 
 
-def test_encrypt_gmac_matches_independent_icv_and_decrypts(tmp_path, capsys):
+def test_encrypt_gmac_matches_independent_icv_and_decrypts(tmp_path, capsys, engine):
     plain = [packet(0x2005, i) for i in range(3)]
     src, out, back = tmp_path / "in.pcap", tmp_path / "out.pcap", tmp_path / "back.pcap"
     wrpcap(str(src), plain, linktype=LINKTYPE_RAW)
     sas = sa_file(tmp_path)
-    assert run("pcap", "protect", "--sa", sas, "--spi", "0x2005", str(src), str(out), capsys=capsys)[0] == 0
+    assert run("pcap", "protect", "--sa", sas, "--engine", engine, "--spi", "0x2005", str(src), str(out),
+               capsys=capsys)[0] == 0
     got = [bytes(p) for p in rdpcap(str(out))]
     for n, p in enumerate(got):
         assert p[32:56] == gmac_icv(sa_of(0x2005), p, seq=n + 1)
-    code, stdout, _ = run("pcap", "unprotect", "--sa", sas, str(out), str(back), capsys=capsys)
+    code, stdout, _ = run("pcap", "unprotect", "--sa", sas, "--engine", engine, str(out), str(back), capsys=capsys)
     assert code == 0, stdout
     assert [bytes(p) for p in rdpcap(str(back))] == [bytes(p) for p in plain]
 
@@ -202,11 +212,19 @@ def test_bad_ah_fields_one_clear_message(tmp_path, capsys, field, text, message)
     assert "00000000" not in stderr
 
 
-@pytest.mark.parametrize("engine", [n for n in present_names() if n != "reference"])
-def test_c_engine_asked_for_ah_says_so(tmp_path, capsys, engine):
+def test_best_engine_for_ah_is_the_fastest_with_ah(tmp_path, capsys, monkeypatch):
+    """``--engine best`` no longer falls back to the reference for AH: it takes the first present engine
+    (fastest first) whose AH algorithms cover the SAs."""
+    made = []
+    real_create = pcap_cli.create
+
+    def spy(name, capacity):
+        made.append(name)
+        return real_create(name, capacity=capacity)
+
+    monkeypatch.setattr(pcap_cli, "create", spy)
     src = tmp_path / "in.pcap"
     wrpcap(str(src), [packet(0x2001, 0)], linktype=LINKTYPE_RAW)
-    code, _, stderr = run("pcap", "encrypt", "--sa", sa_file(tmp_path), "--engine", engine, str(src),
-                          str(tmp_path / "o.pcap"), capsys=capsys)
-    assert code == 2
-    assert f"engine {engine} cannot take this SA" in stderr and "AH" in stderr
+    code, _, _ = run("pcap", "encrypt", "--sa", sa_file(tmp_path), str(src), str(tmp_path / "o.pcap"), capsys=capsys)
+    assert code == 0
+    assert made == [AH_ENGINES[0]]

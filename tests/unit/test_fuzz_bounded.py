@@ -28,7 +28,8 @@ SECONDS = int(os.environ.get("FUZZ_TEST_SECONDS", "15"))
 SEED = int(os.environ.get("FUZZ_TEST_SEED", "1"))
 # Inputs a target must get through in SECONDS: well under what each does on a loaded 2-core machine
 # (docs/fuzzing.md has the rates), far over what a broken set-up would manage.
-MIN_RUNS_PER_SECOND = {"esp_inbound": 100, "ike_codec": 20, "ike_responder": 100, "config_loader": 20}
+MIN_RUNS_PER_SECOND = {"esp_inbound": 100, "ah_inbound": 100, "ike_codec": 20, "ike_responder": 100,
+                       "config_loader": 20}
 LINE = re.compile(r"^fuzz (\S+): (\d+) runs in \d+ s, (.*)$", re.M)
 
 
