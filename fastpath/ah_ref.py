@@ -199,13 +199,16 @@ class AhSession(Session):
             pkt = pkt[:info.total_len]
             self._check_hard_bytes(len(pkt))
             seq = self.next_seq
+            spends_id = None
             if sa.mode is Mode.TUNNEL:
+                if sa.src.version == 4 and self.ip_id == 0:
+                    self.ip_id = 1          # see _encap_transport: an IPv4 AH packet never carries ID 0
                 out, ah_off = self._encap_tunnel(pkt, info, seq)
             else:
-                out, ah_off = self._encap_transport(pkt, info, seq)
+                out, ah_off, spends_id = self._encap_transport(pkt, info, seq)
         except MalformedPacket:
             raise Drop(Status.MALFORMED) from None
-        return self._outbound_commit(pkt, out, seq, slot_size)
+        return self._outbound_commit(pkt, out, seq, slot_size, spends_id)
 
     def _ah_header(self, nh: int, version: int, seq: int) -> bytes:
         """AH with a zero ICV field; the padding stays zero (RFC 4302 lets the sender choose it)."""
@@ -226,7 +229,11 @@ class AhSession(Session):
         ah_off = 20 if version == 4 else 40
         return self._sign(out, version, ah_off, seq), ah_off
 
-    def _encap_transport(self, pkt: bytes, info: iphdr.IPInfo, seq: int) -> tuple[bytes, int]:
+    def _encap_transport(self, pkt: bytes, info: iphdr.IPInfo, seq: int) -> tuple[bytes, int, bool]:
+        """(packet, AH offset, whether the SA's ID counter was given to it).  The IPv4 ID is immutable for
+        AH, and Linux's raw send (IP_HDRINCL) replaces an ID of 0 after the ICV covered it, so a packet
+        whose ID is 0 takes the SA's next non-zero one before it is signed (RFC 6864 4.1: the source of
+        an atomic datagram may pick any ID; in transport mode the gateway is that source)."""
         if info.version == 4 and info.frag & (iphdr.IPV4_MF | iphdr.IPV4_OFFSET_MASK):
             # RFC 4302 3.3.4: AH covers whole packets; a fragment's ICV could never be checked.
             raise Drop(Status.FRAGMENT)
@@ -237,13 +244,18 @@ class AhSession(Session):
         hdr = bytearray(pkt[:ah_off])
         hdr[proto_off] = iphdr.PROTO_AH
         rest = len(ah) + len(pkt) - ah_off
+        spends_id = False
         if info.version == 4:
+            if hdr[4:6] == b"\x00\x00":
+                self.ip_id = self.ip_id or 1
+                struct.pack_into("!H", hdr, 4, self.ip_id)
+                spends_id = True
             struct.pack_into("!H", hdr, 2, len(hdr) + rest)
             iphdr.fix_ipv4_checksum(hdr)
         else:
             struct.pack_into("!H", hdr, 4, len(hdr) - 40 + rest)
         out = bytearray(hdr + ah + pkt[ah_off:])
-        return self._sign(out, info.version, ah_off, seq), ah_off
+        return self._sign(out, info.version, ah_off, seq), ah_off, spends_id
 
     # -- inbound --------------------------------------------------------------
 

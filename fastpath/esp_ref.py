@@ -210,15 +210,17 @@ class Session:
             raise Drop(Status.SEQ_EXHAUSTED)
         self._check_hard_packets()
 
-    def _outbound_commit(self, pkt: bytes, out: bytes, seq: int, slot_size: int) -> bytes:
+    def _outbound_commit(self, pkt: bytes, out: bytes, seq: int, slot_size: int,
+                         spends_id: bool | None = None) -> bytes:
         """``out`` must fit the slot and the 16-bit length field (IPv4 total, IPv6 payload) that describes
-        it; only then are the sequence number and the tunnel's IPv4 ID spent, so a dropped packet burns
-        neither (ESP and AH)."""
+        it; only then are the sequence number and the IPv4 ID spent, so a dropped packet burns neither
+        (ESP and AH).  The ID counter is the tunnel's outer header's unless ``spends_id`` says (AH
+        transport gives it to a packet whose own ID is zero)."""
         if len(out) > slot_size or len(out) > (0xFFFF if out[0] >> 4 == 4 else 40 + 0xFFFF):
             raise Drop(Status.TOO_BIG)
         sa, st = self.sa, self.stats
         self.next_seq = seq + 1
-        if sa.mode is Mode.TUNNEL and sa.src.version == 4:
+        if (sa.mode is Mode.TUNNEL and sa.src.version == 4) if spends_id is None else spends_id:
             self.ip_id = (self.ip_id + 1) & 0xFFFF
         if seq >= self.seq_max:
             st.flags |= SAFlag.SEQ_EXHAUSTED

@@ -263,7 +263,7 @@ static uint8_t ah_out_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, ui
     uint32_t rel = c->rel, plen = c->len, ver, ip_len, hl = 0, ah_off, nh_off, fam, flen, ah_len, total;
     uint32_t prefix, inner_fl = 0;
     uint8_t *pkt = slot + rel, *start, *ah, nh, tos = 0, st;
-    int inner_df = 0;
+    int inner_df = 0, spends_id = 0;
     uint64_t seq = s->st.seq;
 
     if (s->st.flags & (IPSG_SAF_HARD_EXPIRED | IPSG_SAF_SEQ_EXHAUSTED))
@@ -330,11 +330,21 @@ static uint8_t ah_out_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, ui
     }
     start = pkt - prefix;
     if (tunnel) {
+        /* The IPv4 ID is immutable for AH, and Linux's raw send (IP_HDRINCL) replaces an ID of 0 after
+         * the ICV covered it: an IPv4 AH packet never carries ID 0 (ah_ref.py does the same). */
+        if (fam == 4 && s->ip_id == 0)
+            s->ip_id = 1;
         write_outer(s, start, total, tos, inner_df, inner_fl, ver, PROTO_AH);
     } else {
         memmove(start, pkt, ah_off); /* the header (and extension headers ahead of AH) moves up */
         start[nh_off] = PROTO_AH;
         if (fam == 4) {
+            if (rd16(start + 4) == 0) { /* RFC 6864 4.1: the source of an atomic datagram picks its ID */
+                if (s->ip_id == 0)
+                    s->ip_id = 1;
+                wr16(start + 4, s->ip_id);
+                spends_id = 1;
+            }
             wr16(start + 2, total);
             ipv4_checksum(start, hl);
         } else {
@@ -357,7 +367,7 @@ static uint8_t ah_out_one(struct ipsg_engine *e, struct sa *s, uint8_t *slot, ui
     }
 
     /* Commit SA state now: the packet leaves. */
-    if (tunnel && p->family == 4)
+    if ((tunnel && p->family == 4) || spends_id)
         s->ip_id++;
     if ((!p->esn && seq >= 0xFFFFFFFFull) || (p->esn && seq == UINT64_MAX))
         s->st.flags |= IPSG_SAF_SEQ_EXHAUSTED;

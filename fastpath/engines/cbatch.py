@@ -72,7 +72,7 @@ class CBatchEngine(Engine):
         self._esn: dict[int, bool] = {}
         # (is AH, direction) of each installed SA: which entry point a batch of a direction needs.
         self._kind: dict[int, tuple[bool, Direction]] = {}
-        self._entry = {Direction.OUT: lib.ipsg_esp_outbound, Direction.IN: lib.ipsg_esp_inbound}
+        self._entry = {Direction.OUT: lib.ipsg_esp_outbound, Direction.IN: lib.ipsg_ipsec_inbound}
         # The arrays self._cb points into, with their buffer views: reused while a
         # caller keeps passing the same Batch (the usual loop), so a call costs no
         # per-array checks or view creation.
@@ -109,10 +109,14 @@ class CBatchEngine(Engine):
                    Direction.IN: (lib.ipsg_esp_inbound, lib.ipsg_ah_inbound, lib.ipsg_ipsec_inbound)}
         for d, (esp, ah, both) in entries.items():
             kinds = {is_ah for is_ah, sd in self._kind.values() if sd is d}
-            # Inbound with AH SAs takes both cores even without ESP SAs: an ESP packet is then no-sa
-            # (as in the reference), where the AH core alone would call it not-esp.
-            pure_ah = kinds == {True} and d is Direction.OUT
-            self._entry[d] = ah if pure_ah else both if True in kinds else esp
+            if d is Direction.IN:
+                # Inbound always takes both cores: an AH packet for which no AH SA exists is no-sa, as
+                # in the reference, not the ESP core's not-esp; and with AH SAs only, an ESP packet is
+                # no-sa too, where the AH core alone would call it not-esp.  What the AH pass adds to an
+                # ESP batch is one look at each packet's status.
+                self._entry[d] = both
+            else:
+                self._entry[d] = ah if kinds == {True} else both if True in kinds else esp
 
     def remove_sa(self, index: int) -> None:
         e = self._engine()

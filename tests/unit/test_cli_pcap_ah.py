@@ -172,6 +172,11 @@ def test_encrypt_verifies_in_scapy(tmp_path, capsys, verb, spi, engine):
     seq = _HMAC[spi][3]
     for n, (p, want) in enumerate(zip(got, plain, strict=True)):
         assert p[9 if p[0] >> 4 == 4 else 6] == 51
+        if IP in want and want[IP].id == 0 and sa_of(spi).mode is Mode.TRANSPORT:
+            # an IPv4 ID of 0 is replaced (Linux's raw send would replace it after the ICV covered it)
+            assert IP(p).id != 0
+            want = want.copy()
+            want[IP].id, want[IP].chksum = IP(p).id, None
         assert bytes(scapy_ah_sa(sa_of(spi), seq=seq + n).decrypt(_ip(p))) == bytes(want)
 
 
