@@ -148,3 +148,61 @@ def test_kernel_libipsec_fakes_a_nat_so_we_refuse_its_ah_child(tmp_path: Path, e
             assert ike["children"] == [] and ike["nat"]["remote"] and ike["remote"]["port"] == 4500
             assert "ESTABLISHED" in charon.list_sas()
             assert gw.proc.poll() is None and "Traceback" not in gw.text()
+
+
+def test_we_initiate_ah_and_charon_answers_no_proposal_chosen_after_its_failed_install(tmp_path: Path) -> None:
+    """We initiate (host A's ping raises the ACQUIRE) with ``ah_proposals: [sha512, sha256]``;
+    charon (kernel-netlink only, responder) is configured with ``ah_proposals = sha384,sha256``.
+
+    Shown: charon parses our AH offer as the two proposals we encoded, selects
+    AH:HMAC_SHA2_256_128/NO_EXT_SEQ, tries to install both SAs before answering, fails in the kernel
+    and then answers IKE_AUTH with NO_PROPOSAL_CHOSEN (not with the SA it had selected); we log the
+    refused child and keep the IKE SA, which charon keeps too.
+    Not shown: an AH CHILD SA with charon as responder, nor any AH packet (no AH in charon's kernel)."""
+    with Topology(f"{TAG}i") as t:
+        cfg, sock = _our_config(tmp_path, "ah_proposals: [sha512, sha256]")
+        charon = _charon(t, "ah_proposals = sha384,sha256", encap=False, libipsec=False)
+        with gateway_a_with_charon(t, cfg, sock, tmp_path / "gwA.log", charon) as gw:
+            assert not t.ping(1, 0.5)["got"]
+            _wait_for(gw.text, r"CHILD SA net of peer\[\d+\] failed: NO_PROPOSAL_CHOSEN \(peer refused the CHILD SA\)",
+                      "our refused child")
+            log = charon.log_text()
+            assert "received proposals: AH:HMAC_SHA2_512_256/NO_EXT_SEQ, AH:HMAC_SHA2_256_128/NO_EXT_SEQ" in log, log
+            assert re.search(r"selected proposal: AH:HMAC_SHA2_256_128/NO_EXT_SEQ$", log, re.M), log
+            assert len(re.findall(r"unable to add SAD entry with SPI [0-9a-f]{8} ", log)) == 2, log
+            assert "unable to install inbound and outbound IPsec SA (SAD) in kernel" in log
+            assert "generating IKE_AUTH response 1 [ IDr AUTH N(NO_PROP) ]" in log
+            ike = _established_ike(gw)
+            assert ike["initiator"] and ike["children"] == [] and ike["nat"] == {"local": False, "remote": False}
+            listing = charon.list_sas()
+            assert "ESTABLISHED" in listing and ike["spi_i"] in listing and "INSTALLED" not in listing, listing
+            assert gw.proc.poll() is None and "Traceback" not in gw.text()
+
+
+@pytest.mark.parametrize(("theirs", "ours", "our_reason"), [
+    ("esp_proposals = aes128gcm16", "ah_proposals: [sha256]", "no acceptable AH proposal for net"),
+    ("ah_proposals = sha384,sha256", None, "no acceptable ESP proposal for net"),
+], ids=["charon-esp-we-ah", "charon-ah-we-esp"])
+def test_ah_against_esp_is_no_proposal_chosen_in_both_logs(tmp_path: Path, theirs: str, ours: str | None,
+                                                           our_reason: str) -> None:
+    """charon (kernel-netlink only, so no NAT is faked) initiates a child with the other protocol than
+    ours: an ESP offer to our AH child, and an AH offer to our ESP child.
+
+    Shown: we answer NO_PROPOSAL_CHOSEN and log which protocol we wanted; charon logs the notify and
+    keeps the IKE SA, as we do.  This path never reaches charon's kernel, so nothing is left unshown."""
+    with Topology(f"{TAG}m") as t:
+        cfg, sock = _our_config(tmp_path, ours)
+        charon = _charon(t, theirs, encap=False, libipsec=False)
+        with gateway_a_with_charon(t, cfg, sock, tmp_path / "gwA.log", charon) as gw:
+            out = _initiate(charon)
+            assert "establishing CHILD_SA 'net' failed" in out, out
+            log = charon.log_text()
+            assert "parsed IKE_AUTH response 1 [ IDr AUTH N(NO_PROP) ]" in log
+            assert "received NO_PROPOSAL_CHOSEN notify, no CHILD_SA built" in log
+            assert "failed to establish CHILD_SA, keeping IKE_SA" in log
+            _wait_for(gw.text, rf"CHILD SA net of peer\[\d+\] failed: NO_PROPOSAL_CHOSEN \({our_reason}\)",
+                      "our refusal")
+            ike = _established_ike(gw)
+            assert ike["children"] == [] and ike["nat"] == {"local": False, "remote": False}
+            assert "ESTABLISHED" in charon.list_sas()
+            assert gw.proc.poll() is None and "Traceback" not in gw.text()
