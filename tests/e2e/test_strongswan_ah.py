@@ -7,14 +7,15 @@ What strongSwan can and cannot show here (found by experiment, 5.9.8 on Debian 1
   kernel-libipsec plugin has no AH at all, and this kernel's XFRM has no AH either (``ip xfrm state add
   ... proto ah`` answers "Requested type not found"; charon's kernel-netlink gets EPROTONOSUPPORT).  So no
   AH packet ever flows between charon and us: the AH data plane is shown against scapy's AH instead
-  (tests/unit/test_ah_reference.py, tests/e2e/test_gateway_ah*.py).
+  (tests/unit/test_ah_reference.py, tests/e2e/test_kio_ah.py).
 - With kernel-libipsec loaded (the plugin set every other charon test uses) charon fakes a NAT
   ("faking NAT situation to enforce UDP encapsulation") whatever the connection's ``encap`` says, so
   our side sees a NAT and refuses the AH child with "AH cannot traverse NAT".  That is the only AH
   outcome reachable with kernel-libipsec.
 - With kernel-libipsec left out of charon's plugin list (kernel-netlink only) there is no faked NAT,
   the exchange runs to the end, and charon fails only at installing the SAs; what it does then is
-  what these tests assert (a Delete when it initiated).
+  what these tests assert: as initiator it sends a Delete for the AH child, as responder it answers
+  NO_PROPOSAL_CHOSEN after selecting our proposal.  Either way no AH CHILD SA stays up with charon.
 """
 
 from __future__ import annotations
@@ -86,30 +87,45 @@ def _established_ike(gw: GatewayProc) -> dict:
     return ikes[0]
 
 
-def test_charon_initiates_ah_and_fails_the_install_then_deletes_it(tmp_path: Path) -> None:
-    """charon (kernel-netlink only, ``encap = no``) initiates with ``ah_proposals = sha512,sha256``; we
-    are configured for sha256 only.
+@pytest.mark.parametrize(("theirs", "ours", "offered", "selected", "our_name"), [
+    ("sha512,sha256", "[sha256]", "AH:HMAC_SHA2_512_256/NO_EXT_SEQ, AH:HMAC_SHA2_256_128/NO_EXT_SEQ",
+     "AH:HMAC_SHA2_256_128/NO_EXT_SEQ", "AH/hmac-sha256-128"),
+    ("aes256gmac,sha1", "[aes256gmac]", "AH:AES_256_GMAC/NO_EXT_SEQ, AH:HMAC_SHA1_96/NO_EXT_SEQ",
+     "AH:AES_256_GMAC/NO_EXT_SEQ", "AH/aes-gmac-256"),
+    ("sha384-esn", "[sha384-esn]", "AH:HMAC_SHA2_384_192/EXT_SEQ", "AH:HMAC_SHA2_384_192/EXT_SEQ",
+     "AH/hmac-sha384-192/ESN"),
+], ids=["sha256", "aes256gmac", "sha384-esn"])
+def test_charon_initiates_ah_and_fails_the_install_then_deletes_it(tmp_path: Path, theirs: str, ours: str,
+                                                                   offered: str, selected: str,
+                                                                   our_name: str) -> None:
+    """charon (kernel-netlink only, ``encap = no``) initiates an AH child (e.g. ``ah_proposals =
+    sha512,sha256`` to our ``[sha256]``; also AES-256-GMAC, and HMAC-SHA2-384 with ESN).
 
-    Shown: charon's offer reaches us as two AH proposals and our answer is the AH proposal with
-    HMAC-SHA2-256-128 that charon accepts ("selected proposal: AH:HMAC_SHA2_256_128/NO_EXT_SEQ");
-    our SPIs are the ones charon then tries to install; the install fails in the kernel (no AH in
-    XFRM here) and charon sends a Delete for the AH child naming our outbound SPI, which we answer and
-    act on (the child removed, "deleted by the peer"); both IKE SAs stay up with the same SPIs.
+    Shown: charon's offer reaches us and our answer is the AH proposal charon accepts ("selected
+    proposal: AH:HMAC_SHA2_256_128/NO_EXT_SEQ" etc.: integrity transform and ESN both understood), and
+    we install our side of the pair; charon's install fails (for the HMACs the kernel refuses our SPIs:
+    no AH in XFRM here; for AES-GMAC kernel-netlink gives up without a netlink request); charon then
+    sends a Delete for the AH child naming our outbound SPI, which we answer and act on (the child
+    removed, "deleted by the peer"); both IKE SAs stay up with the same SPIs.
     Not shown: any AH packet between charon and us (charon has nowhere to install AH)."""
     with Topology(TAG) as t:
-        cfg, sock = _our_config(tmp_path, "ah_proposals: [sha256]")
-        charon = _charon(t, "ah_proposals = sha512,sha256", encap=False, libipsec=False)
+        cfg, sock = _our_config(tmp_path, f"ah_proposals: {ours}")
+        charon = _charon(t, f"ah_proposals = {theirs}", encap=False, libipsec=False)
         with gateway_a_with_charon(t, cfg, sock, tmp_path / "gwA.log", charon) as gw:
             _initiate(charon)
-            ours = _wait_for(gw.text, r"CHILD SA net\{peer\[\d+\]\} installed: AH/hmac-sha256-128, "
-                             r"SPIs in 0x([0-9a-f]{8}) out 0x([0-9a-f]{8})", "our install")
-            spi_in, spi_out = ours.group(1), ours.group(2)
+            got = _wait_for(gw.text, rf"CHILD SA net\{{peer\[\d+\]\}} installed: {re.escape(our_name)}, "
+                            r"SPIs in 0x([0-9a-f]{8}) out 0x([0-9a-f]{8})", "our install")
+            spi_in, spi_out = got.group(1), got.group(2)
             log = charon.log_text
-            assert "configured proposals: AH:HMAC_SHA2_512_256/NO_EXT_SEQ, AH:HMAC_SHA2_256_128/NO_EXT_SEQ" in log()
-            _wait_for(log, r"selected proposal: AH:HMAC_SHA2_256_128/NO_EXT_SEQ$", "charon's choice")
-            _wait_for(log, rf"unable to add SAD entry with SPI {spi_out} ", "charon's inbound install")
-            _wait_for(log, rf"unable to add SAD entry with SPI {spi_in} ", "charon's outbound install")
+            assert f"configured proposals: {offered}\n" in log()
+            _wait_for(log, rf"selected proposal: {re.escape(selected)}$", "charon's choice")
             _wait_for(log, r"unable to install inbound and outbound IPsec SA \(SAD\) in kernel", "install")
+            if "GMAC" in selected:
+                # kernel-netlink gives up on AH-GMAC before asking the kernel: no netlink error is logged
+                assert "unable to add SAD entry" not in log()
+            else:
+                assert f"unable to add SAD entry with SPI {spi_out} " in log()
+                assert f"unable to add SAD entry with SPI {spi_in} " in log()
             _wait_for(log, rf"sending DELETE for AH CHILD_SA with SPI {spi_out}$", "charon's Delete")
             _wait_for(gw.text, rf"CHILD SA net of peer removed \(deleted by the peer\): SPIs in 0x{spi_in} "
                       rf"out 0x{spi_out}", "our removal")
