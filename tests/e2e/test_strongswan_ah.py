@@ -153,6 +153,8 @@ def test_kernel_libipsec_fakes_a_nat_so_we_refuse_its_ah_child(tmp_path: Path, e
         with gateway_a_with_charon(t, cfg, sock, tmp_path / "gwA.log", charon) as gw:
             out = _initiate(charon)
             assert "establishing CHILD_SA 'net' failed" in out, out
+            # the last line charon logs for this child: every line asserted below comes before it
+            _wait_for(charon.log_text, r"failed to establish CHILD_SA, keeping IKE_SA", "charon")
             log = charon.log_text()
             assert "faking NAT situation to enforce UDP encapsulation" in log
             assert "configured proposals: AH:HMAC_SHA2_256_128/NO_EXT_SEQ" in log
@@ -212,6 +214,8 @@ def test_ah_against_esp_is_no_proposal_chosen_in_both_logs(tmp_path: Path, their
         with gateway_a_with_charon(t, cfg, sock, tmp_path / "gwA.log", charon) as gw:
             out = _initiate(charon)
             assert "establishing CHILD_SA 'net' failed" in out, out
+            # the last line charon logs for this child: every line asserted below comes before it
+            _wait_for(charon.log_text, r"failed to establish CHILD_SA, keeping IKE_SA", "charon")
             log = charon.log_text()
             assert "parsed IKE_AUTH response 1 [ IDr AUTH N(NO_PROP) ]" in log
             assert "received NO_PROPOSAL_CHOSEN notify, no CHILD_SA built" in log
