@@ -5,7 +5,9 @@ crypto > lookaside protocol > lookaside crypto (cryptodev) > CPU crypto > the
 software batch engines.  An engine is eligible only if its capabilities cover
 the SA: algorithm and key/ICV/IV/AAD sizes, ESN, UDP encapsulation, IPv6,
 replay window, and (where the device writes the outer header) the SA's header
-policies.  ``place`` returns the chosen engine, the eligible ones behind it
+policies.  AH is placed on the software engines only: no NIC or rte_security driver here offloads AH
+and the cryptodev paths are built for ESP, so every DPDK kind says so per SA.  ``place`` returns the
+chosen engine, the eligible ones behind it
 (the fall-back order when session creation fails) and, for every engine not
 taken, the reason.  No I/O, no DPDK: tests feed it tables for hardware we do
 not have.
@@ -18,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.algorithms import AH_INTEG_ALGS, ENC_ALGS, INTEG_ALGS
 from cdefs.sa import SA, Direction
 from fastpath.dpdk.caps import CryptodevCaps, DpdkCaps, EthdevCaps, SecurityCap, SymCap
 
@@ -37,21 +39,25 @@ ORDER: tuple[EngineKind, ...] = tuple(EngineKind)
 
 @dataclass(frozen=True)
 class SoftwareEngine:
-    """A software batch engine (fastpath.engines) and the algorithm names it serves."""
+    """A software batch engine (fastpath.engines), the ESP algorithm names it serves and its AH ones."""
 
     name: str
     algorithms: frozenset[str]
+    ah_algorithms: frozenset[str] = frozenset()
 
 
 ALL_ALGORITHMS = frozenset(ENC_ALGS) | frozenset(INTEG_ALGS)
-DEFAULT_SOFTWARE = (SoftwareEngine("software", ALL_ALGORITHMS),)
+DEFAULT_SOFTWARE = (SoftwareEngine("software", ALL_ALGORITHMS, frozenset(AH_INTEG_ALGS)),)
+AH_NOT_OFFLOADED = "AH is not offloaded: no NIC or rte_security driver here offers it, and the cryptodev " \
+    "paths carry ESP only (AH runs in a software engine)"
 
 
 def present_software() -> tuple[SoftwareEngine, ...]:
     """The software batch engines present on this machine, fastest first, with what each serves."""
     from fastpath.engines import discover
 
-    return tuple(SoftwareEngine(i.name, frozenset(i.algorithms)) for i in discover() if i.present)
+    return tuple(SoftwareEngine(i.name, frozenset(i.algorithms), frozenset(i.ah_algorithms))
+                 for i in discover() if i.present)
 
 
 @dataclass(frozen=True)
@@ -261,6 +267,9 @@ def _software_candidates(sa: SA, software: Sequence[SoftwareEngine]) -> list[tup
     out = []
     for s in software:
         cand = Candidate(EngineKind.SOFTWARE, s.name)
+        if sa.is_ah:
+            out.append((cand, "" if sa.integ in s.ah_algorithms else f"does not implement AH with {sa.integ}"))
+            continue
         missing = [a for a in (sa.enc, sa.integ) if a and a not in s.algorithms]
         out.append((cand, f"does not implement {', '.join(missing)}" if missing else ""))
     return out
@@ -280,6 +289,9 @@ def place(sa: SA, direction: Direction, caps: DpdkCaps | None = None,
     eligible: list[Candidate] = []
     skipped: list[tuple[Candidate, str]] = []
     for kind in ORDER:
+        if sa.is_ah and kind != EngineKind.SOFTWARE:
+            skipped.append((Candidate(kind, "-"), AH_NOT_OFFLOADED))
+            continue
         if kind == EngineKind.INLINE_PROTOCOL:
             found = _eth_candidates(sa, direction, ethdevs, "inline-protocol", kind)
         elif kind == EngineKind.INLINE_CRYPTO:

@@ -179,3 +179,25 @@ def test_software_back_end_picked_per_sa_by_what_it_serves() -> None:
     chacha = place(make_sa("chacha20-poly1305"), Direction.OUT, None, engines)
     assert chacha.engine.device == present[0].name
     assert any("chacha20-poly1305" in why for cand, why in chacha.skipped if cand.device == "fast-no-chacha")
+
+
+def test_ah_is_never_offloaded_and_says_so_per_sa():
+    # a full house of offload-capable devices (CNXK inline protocol, a lookaside protocol device, QAT) takes
+    # an ESP SA and none of them an AH one: every DPDK rung names the reason, a software engine runs it
+    from support.ah import make_ah_sa
+
+    caps = tables(eth=[CNXK], cdev=[LA_PROTO, QAT])
+    assert place(make_sa(), "out", caps).engine.kind != EngineKind.SOFTWARE
+    soft = (SoftwareEngine("ipsec-mb", frozenset({"aes-gcm-128"}), frozenset({"hmac-sha256-128"})),
+            SoftwareEngine("reference", frozenset(), frozenset({"hmac-sha256-128", "hmac-sha1-96"})))
+    for direction in ("out", "in"):
+        p = place(make_ah_sa("hmac-sha256-128"), direction, caps, software=soft)
+        assert str(p.engine) == "software:ipsec-mb" and [str(c) for c in p.eligible] == \
+            ["software:ipsec-mb", "software:reference"]
+        why = reasons(p)
+        assert [c.kind for c, _ in p.skipped] == list(ORDER[:-1])
+        assert all("AH is not offloaded" in why[str(c)] for c, _ in p.skipped), why
+    p = place(make_ah_sa("hmac-sha1-96"), "out", caps, software=soft)
+    assert str(p.engine) == "software:reference"
+    assert reasons(p)["software:ipsec-mb"] == "does not implement AH with hmac-sha1-96"
+    assert place(make_ah_sa("aes-gmac-128"), "out", caps, software=soft).engine is None
