@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.algorithms import AH_INTEG_ALGS, ENC_ALGS, INTEG_ALGS
 from fastpath.engines import discover
 
 # Flags that decide how fast AES-GCM/CBC, GHASH and SHA run (OpenSSL picks code paths on them).
@@ -105,13 +105,16 @@ def collect(dpdk: bool = True, dpdk_vdevs: Sequence[str] | None = None,
     algorithms = {}
     for name in (*ENC_ALGS, *INTEG_ALGS):
         algorithms[name] = [e.name for e in engines if e.present and name in e.algorithms]
+    ah = {name: [e.name for e in engines if e.present and name in e.ah_algorithms] for name in AH_INTEG_ALGS}
     return {
         "engines": [
-            {"name": e.name, "present": e.present, "detail": e.detail, "algorithms": list(e.algorithms)}
+            {"name": e.name, "present": e.present, "detail": e.detail, "algorithms": list(e.algorithms),
+             "ah_algorithms": list(e.ah_algorithms)}
             for e in engines
         ],
         "best": next((e.name for e in engines if e.present), None),
         "algorithms": algorithms,
+        "ah_algorithms": ah,
         "cpu": cpu_info(),
         "dpdk": dpdk_section(dpdk_vdevs, dpdk_pci) if dpdk else _dpdk_presence(),
     }
@@ -140,6 +143,11 @@ def format_table(caps: dict[str, Any]) -> str:
     aw = max(len(a) for a in caps["algorithms"])
     lines.append(f"  {'':<{aw}}  " + "  ".join(engine_names))
     for alg, served in caps["algorithms"].items():
+        cells = "  ".join(f"{('yes' if n in served else '-'):<{len(n)}}" for n in engine_names)
+        lines.append(f"  {alg:<{aw}}  {cells}".rstrip())
+    lines.append("")
+    lines.append("AH (RFC 4302) integrity, software engines only (no device here offloads AH):")
+    for alg, served in caps.get("ah_algorithms", {}).items():
         cells = "  ".join(f"{('yes' if n in served else '-'):<{len(n)}}" for n in engine_names)
         lines.append(f"  {alg:<{aw}}  {cells}".rstrip())
     cpu = caps["cpu"]
@@ -185,5 +193,5 @@ def _format_dpdk(d: dict[str, Any]) -> list[str]:
         lines.append("  " + "  ".join(f"{c:<{w}}" for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
         if i:
             algs = d["devices"][i - 1]["esp_algorithms"]
-            lines.append(f"  {'':<{widths[0]}}  ESP: {' '.join(algs) if algs else 'none'}")
+            lines.append(f"  {'':<{widths[0]}}  ESP: {' '.join(algs) if algs else 'none'}; AH: not offloaded")
     return lines

@@ -134,6 +134,7 @@ def test_cli_caps_json_and_table():
     for dev in ("crypto_aesni_gcm0", "crypto_aesni_mb0", "crypto_openssl0"):
         assert dev in r.stdout
     assert "cpu-crypto" in r.stdout and "ESP: aes-gcm-128" in r.stdout
+    assert "AH: not offloaded" in r.stdout            # per device: AH runs in a software engine only
 
     r = subprocess.run([str(IPSECGW), "caps", "--no-dpdk", "--json"], capture_output=True, text=True, timeout=120)
     assert json.loads(r.stdout)["dpdk"]["devices"] == []
@@ -160,6 +161,10 @@ def test_console_script_caps():
     assert set(names) >= {"reference", "openssl"}
     assert names["reference"]["present"] and "aes-gcm-128" in names["reference"]["algorithms"]
     assert "reference" in caps["algorithms"]["hmac-sha256-128"]
+    # AH: every present engine here serves every AH algorithm (the C engines and the reference)
+    present = {n for n, e in names.items() if e["present"]}
+    assert set(caps["ah_algorithms"]) >= {"hmac-sha1-96", "aes-gmac-128"}
+    assert all(set(served) == present for served in caps["ah_algorithms"].values()), caps["ah_algorithms"]
     assert set(caps["cpu"]["features"]) == {"aes", "pclmulqdq", "avx2", "avx512f", "vaes", "vpclmulqdq", "sha_ni"}
 
     r = subprocess.run([str(IPSECGW), "caps"], capture_output=True, text=True, timeout=120)
