@@ -112,3 +112,20 @@ def assert_ah_works(a: Any, b: Any) -> None:
             assert drop.status == Status.AUTH_FAILED
         else:
             raise AssertionError("a flipped byte verified")
+
+
+def arrived(raw: bytes) -> bytes:
+    """A source-routed IPv6 packet as its final destination receives it: what each hop of the route does
+    to it (RFC 8200 4.4); any other packet unchanged."""
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrRouting
+
+    pkt = IPv6(raw)
+    if IPv6ExtHdrRouting not in pkt:
+        return raw
+    rt = pkt[IPv6ExtHdrRouting]
+    while rt.segleft:
+        i = len(rt.addresses) - rt.segleft
+        addrs = list(rt.addresses)
+        addrs[i], pkt.dst = pkt.dst, addrs[i]
+        rt.addresses, rt.segleft = addrs, rt.segleft - 1
+    return bytes(pkt)

@@ -9,7 +9,7 @@ import struct
 import pytest
 from scapy.layers.inet import IP, UDP, IPOption_Router_Alert, IPOption_RR
 from scapy.layers.inet6 import HBHOptUnknown, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting
-from support.ah import GMACS, HMACS, gmac_icv, make_ah_sa, scapy_ah_sa
+from support.ah import GMACS, HMACS, arrived, gmac_icv, make_ah_sa, scapy_ah_sa
 from support.engines import AH_ENGINES, install, new_engine, run
 from support.sa import make_sa, scapy_sa
 
@@ -74,26 +74,12 @@ def test_c_output_byte_identical_to_reference(c_name, integ, mode, family, esn):
             [gmac_icv(sa, p, seq=seq + 2 * k) for k, (_, p, _) in enumerate(ours[::2])]
     # Inbound, in both: every packet once, then all of them again (replays).
     routed = family == 6 and mode is Mode.TRANSPORT     # the routing header travels outside AH
-    wire = [_arrived(p) if routed else p for _, p, _ in want]
+    wire = [arrived(p) if routed else p for _, p, _ in want]
     got, exp = run(c, "in", wire + wire), run(ref, "in", wire + wire)
     assert got == exp
     assert [s for s, _, _ in got] == [Status.OK] * 4 + [Status.REPLAY] * 4
-    assert [p for _, p, _ in got[:4]] == [_arrived(p) if routed else p for p in plains]
+    assert [p for _, p, _ in got[:4]] == [arrived(p) if routed else p for p in plains]
     assert c.stats(1) == ref.stats(1)
-
-
-def _arrived(raw: bytes) -> bytes:
-    """A source-routed IPv6 packet as its final destination receives it (RFC 8200 4.4)."""
-    pkt = IPv6(raw)
-    if IPv6ExtHdrRouting not in pkt:
-        return raw
-    rt = pkt[IPv6ExtHdrRouting]
-    while rt.segleft:
-        i = len(rt.addresses) - rt.segleft
-        addrs = list(rt.addresses)
-        addrs[i], pkt.dst = pkt.dst, addrs[i]
-        rt.addresses, rt.segleft = addrs, rt.segleft - 1
-    return bytes(pkt)
 
 
 @pytest.mark.parametrize("c_name", C_ENGINES)
@@ -106,7 +92,7 @@ def test_every_byte_flipped_same_verdict_as_reference(c_name, integ, family, mod
     sa = make_ah_sa(integ, family=family, mode=mode, replay_window=0)
     ref, c = _engines(sa, c_name)
     good = run(ref, "out", [_plain(sa, options=True)])[0][1]
-    good = _arrived(good) if family == 6 else good
+    good = arrived(good) if family == 6 else good
     flipped = []
     for off in range(len(good)):
         b = bytearray(good)

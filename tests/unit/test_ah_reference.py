@@ -15,7 +15,7 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrRouting,
 )
 from scapy.layers.ipsec import IPSecIntegrityError
-from support.ah import GMACS, HMACS, gmac_icv, make_ah_sa, scapy_ah_sa
+from support.ah import GMACS, HMACS, arrived, gmac_icv, make_ah_sa, scapy_ah_sa
 from support.engines import AH_ENGINES, install, new_engine, run
 
 from cdefs.sa import Mode, SAError
@@ -108,7 +108,7 @@ def _v4_with_options(sa):
     return bytes(_inner(sa, options=[IPOption_RR(routers=["192.0.2.77"]), IPOption_Router_Alert()]))
 
 
-def test_ipv4_options_mutable_fields_changed_en_route(engine):
+def test_ipv4_options_mutable_fields_changed_enarrived(engine):
     sa = make_ah_sa("hmac-sha256-128", mode=Mode.TRANSPORT)
     e = _pair(sa, engine)
     plain = _v4_with_options(sa)
@@ -155,25 +155,13 @@ def _v6_with_ext(sa):
                  / UDP(sport=1, dport=2) / b"v6 with extension headers")
 
 
-def _route(raw: bytes) -> bytes:
-    """What each hop of the source route does to the packet (RFC 8200 4.4), until it arrives."""
-    pkt = _ip(raw)
-    rt = pkt[IPv6ExtHdrRouting]
-    while rt.segleft:
-        i = len(rt.addresses) - rt.segleft
-        addrs = list(rt.addresses)
-        addrs[i], pkt.dst = pkt.dst, addrs[i]
-        rt.addresses, rt.segleft = addrs, rt.segleft - 1
-    return bytes(pkt)
-
-
 def _opt_data_offset(pkt: bytes, otype: int, start: int = 40) -> int:
     """Offset of the data of the first option ``otype`` in the extension headers."""
     i = pkt.index(bytes((otype,)), start + 2)
     return i + 2
 
 
-def test_ipv6_extension_headers_mutable_changed_en_route(engine):
+def test_ipv6_extension_headers_mutable_changed_enarrived(engine):
     sa = make_ah_sa("hmac-sha256-128", family=6, mode=Mode.TRANSPORT)
     e = _pair(sa, engine)
     plain = _v6_with_ext(sa)
@@ -181,7 +169,7 @@ def test_ipv6_extension_headers_mutable_changed_en_route(engine):
     assert st == Status.OK
     # scapy authenticates a routing header as if every segment were left, which this one has.
     theirs = bytes(scapy_ah_sa(sa).encrypt(_ip(plain)))
-    for pkt in (_route(ours), _route(theirs)):
+    for pkt in (arrived(ours), arrived(theirs)):
         assert _ip(pkt).dst == sa.dst.compressed
         moved = bytearray(pkt)
         moved[0:4] = struct.pack("!I", (6 << 28) | (0xB8 << 20) | 0xABCDE)   # traffic class, flow label
