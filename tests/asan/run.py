@@ -53,8 +53,9 @@ C_FACING = (
     "tests/unit/test_fastpath_classify.py", "tests/unit/test_fastpath_steering.py", "tests/unit/test_fragment.py",
     "tests/unit/test_icmp_too_big.py",
     "tests/unit/test_ah_*.py", "tests/unit/test_cli_pcap_ah.py",   # AH through the C engines (ah_core.c)
-    "tests/e2e/test_kio.py", "tests/e2e/test_kio_offload.py", "tests/e2e/test_gateway_afpacket.py",
+    "tests/e2e/test_kio*.py", "tests/e2e/test_gateway_afpacket.py",   # test_kio_ah: kio_ah6.c
     "tests/e2e/test_fastpath_e2e.py", "tests/e2e/test_dpdk_*.py",
+    "tests/e2e/test_gateway_ah.py",       # AH through ipsecgw run: kernel I/O and the C engines' AH together
     "tests/unit/test_fuzz_crashers.py",   # every crasher the fuzzers kept, the ESP ones through the C engines
 )
 # what the globs above match but must not run here, and why
