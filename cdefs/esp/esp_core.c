@@ -608,50 +608,10 @@ void ipsg_esp_outbound(struct ipsg_engine *e, struct ipsg_batch *b)
 
 static uint8_t parse_outer(const uint8_t *pkt, uint32_t len, struct outer *o)
 {
-    uint32_t frag = 0, proto;
-    if (len < 1)
-        return IPSG_ST_MALFORMED;
-    if (likely((pkt[0] >> 4) == 4)) {
-        uint32_t ihl;
-        if (len < 20)
-            return IPSG_ST_MALFORMED;
-        ihl = (pkt[0] & 15u) * 4;
-        o->end = rd16(pkt + 2);
-        if (ihl < 20 || o->end < ihl || o->end > len)
-            return IPSG_ST_MALFORMED;
-        o->fam = 4;
-        o->ecn = pkt[1] & 3;
-        o->dst = pkt + 16;
-        o->nh_off = 9;
-        o->l4 = ihl;
-        proto = pkt[9];
-        frag = rd16(pkt + 6) & 0x3FFF; /* MF or offset */
-    } else if ((pkt[0] >> 4) == 6) {
-        if (len < 40)
-            return IPSG_ST_MALFORMED;
-        o->end = 40u + rd16(pkt + 4);
-        if (o->end > len || (o->end == 40 && len > 40))
-            return IPSG_ST_MALFORMED;
-        o->fam = 6;
-        o->ecn = (pkt[1] >> 4) & 3;
-        o->dst = pkt + 24;
-        o->nh_off = 6;
-        o->l4 = 40;
-        while (pkt[o->nh_off] == PROTO_HOPOPT || pkt[o->nh_off] == PROTO_ROUTING ||
-               pkt[o->nh_off] == PROTO_DSTOPTS) {
-            uint32_t el;
-            if (o->l4 + 8 > o->end)
-                return IPSG_ST_MALFORMED;
-            el = (pkt[o->l4 + 1] + 1u) * 8;
-            if (el > o->end - o->l4)
-                return IPSG_ST_MALFORMED;
-            o->nh_off = o->l4;
-            o->l4 += el;
-        }
-        proto = pkt[o->nh_off];
-    } else {
-        return IPSG_ST_MALFORMED;
-    }
+    uint32_t frag, proto;
+    uint8_t st = outer_ip(pkt, len, o, &proto, &frag);
+    if (unlikely(st != IPSG_ST_OK))
+        return st;
 
     if (proto == PROTO_ESP) {
         if (frag)

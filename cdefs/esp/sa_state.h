@@ -124,6 +124,62 @@ static inline void wr64(uint8_t *p, uint64_t v)
     wr32(p + 4, (uint32_t)v);
 }
 
+/* The outer IP header of an inbound packet, ESP's and AH's alike: its family, end, ECN and destination
+ * into *o, o->l4 and o->nh_off past IPv6 Hop-by-Hop, Routing and Destination Options headers; the
+ * protocol found there into *proto and the IPv4 MF/offset bits into *frag (0 for IPv6).  OK or
+ * MALFORMED. */
+static inline __attribute__((always_inline)) uint8_t outer_ip(const uint8_t *pkt, uint32_t len, struct outer *o,
+                                                              uint32_t *proto_out, uint32_t *frag_out)
+{
+    uint32_t frag = 0, proto;
+    if (len < 1)
+        return IPSG_ST_MALFORMED;
+    if (likely((pkt[0] >> 4) == 4)) {
+        uint32_t ihl;
+        if (len < 20)
+            return IPSG_ST_MALFORMED;
+        ihl = (pkt[0] & 15u) * 4;
+        o->end = rd16(pkt + 2);
+        if (ihl < 20 || o->end < ihl || o->end > len)
+            return IPSG_ST_MALFORMED;
+        o->fam = 4;
+        o->ecn = pkt[1] & 3;
+        o->dst = pkt + 16;
+        o->nh_off = 9;
+        o->l4 = ihl;
+        proto = pkt[9];
+        frag = rd16(pkt + 6) & 0x3FFF; /* MF or offset */
+    } else if ((pkt[0] >> 4) == 6) {
+        if (len < 40)
+            return IPSG_ST_MALFORMED;
+        o->end = 40u + rd16(pkt + 4);
+        if (o->end > len || (o->end == 40 && len > 40))
+            return IPSG_ST_MALFORMED;
+        o->fam = 6;
+        o->ecn = (pkt[1] >> 4) & 3;
+        o->dst = pkt + 24;
+        o->nh_off = 6;
+        o->l4 = 40;
+        while (pkt[o->nh_off] == PROTO_HOPOPT || pkt[o->nh_off] == PROTO_ROUTING ||
+               pkt[o->nh_off] == PROTO_DSTOPTS) {
+            uint32_t el;
+            if (o->l4 + 8 > o->end)
+                return IPSG_ST_MALFORMED;
+            el = (pkt[o->l4 + 1] + 1u) * 8;
+            if (el > o->end - o->l4)
+                return IPSG_ST_MALFORMED;
+            o->nh_off = o->l4;
+            o->l4 += el;
+        }
+        proto = pkt[o->nh_off];
+    } else {
+        return IPSG_ST_MALFORMED;
+    }
+    *proto_out = proto;
+    *frag_out = frag;
+    return IPSG_ST_OK;
+}
+
 static uint64_t csum_add(uint64_t sum, const uint8_t *p, size_t n)
 {
     size_t i;
