@@ -104,19 +104,14 @@ class CBatchEngine(Engine):
         self._choose_entries()
 
     def _choose_entries(self) -> None:
+        # Inbound is always ipsg_ipsec_inbound (set in __init__): both cores, so an AH packet for which no
+        # AH SA exists is no-sa, as in the reference, not the ESP core's not-esp, and with AH SAs only an
+        # ESP packet is no-sa too.  What the AH pass adds to an ESP batch is one look at each status.
+        # Outbound picks by the SAs installed for it.
         lib = self._lib
-        entries = {Direction.OUT: (lib.ipsg_esp_outbound, lib.ipsg_ah_outbound, lib.ipsg_ipsec_outbound),
-                   Direction.IN: (lib.ipsg_esp_inbound, lib.ipsg_ah_inbound, lib.ipsg_ipsec_inbound)}
-        for d, (esp, ah, both) in entries.items():
-            kinds = {is_ah for is_ah, sd in self._kind.values() if sd is d}
-            if d is Direction.IN:
-                # Inbound always takes both cores: an AH packet for which no AH SA exists is no-sa, as
-                # in the reference, not the ESP core's not-esp; and with AH SAs only, an ESP packet is
-                # no-sa too, where the AH core alone would call it not-esp.  What the AH pass adds to an
-                # ESP batch is one look at each packet's status.
-                self._entry[d] = both
-            else:
-                self._entry[d] = ah if kinds == {True} else both if True in kinds else esp
+        kinds = {is_ah for is_ah, d in self._kind.values() if d is Direction.OUT}
+        self._entry[Direction.OUT] = (lib.ipsg_ah_outbound if kinds == {True} else
+                                      lib.ipsg_ipsec_outbound if True in kinds else lib.ipsg_esp_outbound)
 
     def remove_sa(self, index: int) -> None:
         e = self._engine()
