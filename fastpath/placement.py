@@ -225,12 +225,17 @@ def _security_reason(sa: SA, direction: Direction, caps: Sequence[SecurityCap], 
 # ---- the candidates of each kind
 
 def _eth_candidates(sa: SA, direction: Direction, ethdevs: Sequence[EthdevCaps], action: str,
-                    kind: EngineKind) -> list[tuple[Candidate, str]]:
+                    kind: EngineKind, refused: str = "") -> list[tuple[Candidate, str]]:
+    """The ports offering ``action`` and why each cannot take sa ("" when it can); ``refused``: that reason
+    for every one, unexamined (an SA no such device takes, e.g. AH)."""
     out = []
     for e in ethdevs:
         if not any(c.action == action for c in e.security):
             continue
         cand = Candidate(kind, e.name, e.driver)
+        if refused:
+            out.append((cand, refused))
+            continue
         if direction == Direction.IN and not e.rx_security:
             out.append((cand, "port lacks the RX security offload"))
             continue
@@ -243,18 +248,22 @@ def _eth_candidates(sa: SA, direction: Direction, ethdevs: Sequence[EthdevCaps],
 
 
 def _cdev_candidates(sa: SA, direction: Direction, cdevs: Sequence[CryptodevCaps],
-                     kind: EngineKind) -> list[tuple[Candidate, str]]:
+                     kind: EngineKind, refused: str = "") -> list[tuple[Candidate, str]]:
+    """As _eth_candidates, for the cryptodevs offering ``kind``."""
     out = []
     for d in cdevs:
         cand = Candidate(kind, d.name, d.driver)
         if kind == EngineKind.LOOKASIDE_PROTOCOL:
             if not any(c.action == "lookaside-protocol" for c in d.security):
                 continue
-            _, why = _security_reason(sa, direction, d.security, "lookaside-protocol", True)
+            why = refused or _security_reason(sa, direction, d.security, "lookaside-protocol", True)[1]
         else:
             if kind == EngineKind.LOOKASIDE_CRYPTO and not d.symmetric:
                 continue
             if kind == EngineKind.CPU_CRYPTO and not d.cpu_crypto:
+                continue
+            if refused:
+                out.append((cand, refused))
                 continue
             why = missing_crypto(sa, d.sym) or ""
             if not why and len(crypto_needs(sa)) > 1 and not d.chaining:
@@ -288,18 +297,19 @@ def place(sa: SA, direction: Direction, caps: DpdkCaps | None = None,
     ethdevs = [e for e in caps.ethdevs if ports is None or e.name in ports]
     eligible: list[Candidate] = []
     skipped: list[tuple[Candidate, str]] = []
+    # AH is refused by every device rung, named per device that offers the kind (list-sas shows those)
+    refused = AH_NOT_OFFLOADED if sa.is_ah else ""
     for kind in ORDER:
-        if sa.is_ah and kind != EngineKind.SOFTWARE:
-            skipped.append((Candidate(kind, "-"), AH_NOT_OFFLOADED))
-            continue
         if kind == EngineKind.INLINE_PROTOCOL:
-            found = _eth_candidates(sa, direction, ethdevs, "inline-protocol", kind)
+            found = _eth_candidates(sa, direction, ethdevs, "inline-protocol", kind, refused)
         elif kind == EngineKind.INLINE_CRYPTO:
-            found = _eth_candidates(sa, direction, ethdevs, "inline-crypto", kind)
+            found = _eth_candidates(sa, direction, ethdevs, "inline-crypto", kind, refused)
         elif kind == EngineKind.SOFTWARE:
             found = _software_candidates(sa, software)
         else:
-            found = _cdev_candidates(sa, direction, caps.cryptodevs, kind)
+            found = _cdev_candidates(sa, direction, caps.cryptodevs, kind, refused)
+        if not found and refused:
+            found = [(Candidate(kind, "-"), refused)]
         if not found:
             skipped.append((Candidate(kind, "-"), f"no device offers {kind}"))
         for cand, why in found:

@@ -504,7 +504,7 @@ static void clear_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t
     if (k) {
         g->b.n = k;
         reserve_batch(g, k);
-        ipsg_esp_outbound(g->c.e, &g->b);
+        ipsg_ipsec_outbound(g->c.e, &g->b);   /* ESP, then AH for the packets of AH SAs */
         for (i = 0; i < k; i++) {
             struct rte_mbuf *m = g->inb[i];
             uint8_t st = slot_status(&g->b, i, m);
@@ -527,10 +527,11 @@ static void clear_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t
 
 /* -- inbound --------------------------------------------------------------------------------- */
 
-/* The SPI of an ESP or ESP-in-UDP packet (f parsed), or 0. */
-static uint32_t esp_spi(const uint8_t *ip, const struct ip_flow *f)
+/* The SPI of an ESP, ESP-in-UDP or AH packet (f parsed), or 0.  AH's SPI follows its next header,
+ * payload length and reserved field. */
+static uint32_t ipsec_spi(const uint8_t *ip, const struct ip_flow *f)
 {
-    uint32_t o = f->proto == 50 ? f->l4 : f->l4 + 8;
+    uint32_t o = f->proto == 50 ? f->l4 : f->proto == 51 ? f->l4 + 4 : f->l4 + 8;
     if (o + 4 > f->iplen)
         return 0;
     return rd32(ip + o);
@@ -547,12 +548,13 @@ static void prot_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t 
         ip = rx_frame(g, m, late ? NULL : g->c.prot_mac, &f);
         if (ip == NULL)
             continue;
-        /* Ours: ESP, or ESP-in-UDP on the ESP core's port (not IKE's non-ESP marker, not a NAT
+        /* Ours: ESP, AH, or ESP-in-UDP on the ESP core's port (not IKE's non-ESP marker, not a NAT
          * keepalive), to one of our addresses.  Everything else is the kernel's: it sees the same
          * frame through af_packet and answers ARP/ND, IKE (control's sockets) and pings. */
         if (!is_local(g, f.family, f.dst) ||
-            !(f.proto == 50 || (f.proto == 17 && (f.sport == NAT_T_PORT || f.dport == NAT_T_PORT) &&
-                                f.iplen >= f.l4 + 12 && esp_spi(ip, &f) != 0))) {
+            !(f.proto == 50 || f.proto == 51 ||
+              (f.proto == 17 && (f.sport == NAT_T_PORT || f.dport == NAT_T_PORT) && f.iplen >= f.l4 + 12 &&
+               ipsec_spi(ip, &f) != 0))) {
             drop(g, m, IPSG_GW_C_KERNEL);
             continue;
         }
@@ -565,7 +567,7 @@ static void prot_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t 
     }
     if (k) {
         g->b.n = k;
-        ipsg_esp_inbound(g->c.e, &g->b);
+        ipsg_ipsec_inbound(g->c.e, &g->b);   /* ESP, then AH; either without its SA is no-sa */
         for (i = 0; i < k; i++) {
             struct rte_mbuf *m = g->inb[i];
             uint8_t st = slot_status(&g->b, i, m);
@@ -580,7 +582,7 @@ static void prot_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t 
                  * hard-expired here is still in the region until control deletes it: drop, counted. */
                 uint8_t *ip = rte_pktmbuf_mtod(m, uint8_t *) + ETH_HLEN;
                 int64_t slot = ip_parse_flow(ip, m->data_len - ETH_HLEN, &f) == 0
-                                   ? g->spi_lookup(g->shm, esp_spi(ip, &f), 0, NULL) : -1;
+                                   ? g->spi_lookup(g->shm, ipsec_spi(ip, &f), 0, NULL) : -1;
                 if (slot >= 0 && (uint64_t)slot < g->c.n_sa && g->dead[slot]) {
                     st = IPSG_ST_HARD_EXPIRED;
                 } else if (slot >= 0 && g->n_late < IPSG_GW_HOLD_MAX) {

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from cdefs.algorithms import AH_INTEG_ALGS
 from cdefs.sa import SA, Direction
 from cdefs.sa_params import c_params
 from fastpath.dpdk.caps import DpdkCaps
@@ -28,8 +29,8 @@ from fastpath.engines.cbatch import CBatchEngine
 from fastpath.placement import ALL_ALGORITHMS, Candidate, EngineKind, Placement, SoftwareEngine, place
 from fastpath.status import SAFlag
 
-# The software rung inside the DPDK module: the ESP core on intel-ipsec-mb, which runs every algorithm.
-CORE_SOFTWARE = (SoftwareEngine("ipsec-mb-core", ALL_ALGORITHMS),)
+# The software rung inside the DPDK module: the ESP and AH cores on intel-ipsec-mb, which run every algorithm.
+CORE_SOFTWARE = (SoftwareEngine("ipsec-mb-core", ALL_ALGORITHMS, frozenset(AH_INTEG_ALGS)),)
 
 MODES = {EngineKind.LOOKASIDE_CRYPTO: "IPSG_CDEV_LOOKASIDE", EngineKind.CPU_CRYPTO: "IPSG_CDEV_CPU"}
 # The rungs behind an rte_security session (cdefs/dpdk/dpdk_security.c): ethdev port or cryptodev by name.

@@ -129,3 +129,44 @@ def arrived(raw: bytes) -> bytes:
         addrs[i], pkt.dst = pkt.dst, addrs[i]
         rt.addresses, rt.segleft = addrs, rt.segleft - 1
     return bytes(pkt)
+
+
+def exported_ah_sas(keys: str) -> list[tuple[str, str, int, str, bytes]]:
+    """(src, dst, spi, algorithm, key) of each line of ``ipsecgw export-keys``' ah_sa table (either family)."""
+    import csv
+
+    section = keys.split("# ah_sa\n", 1)[1].split("\n# ", 1)[0]
+    out = []
+    for fam, src, dst, spi, alg, key in csv.reader(section.splitlines()):
+        assert fam == ("IPv6" if ":" in src else "IPv4"), (fam, src)
+        out.append((src, dst, int(spi, 16), alg, bytes.fromhex(key.removeprefix("0x"))))
+    return out
+
+
+def wire_verifier(src: str, dst: str, spi: int, alg: str, key: bytes):
+    """A function of a captured tunnel-mode AH packet of this SA (scapy IP or IPv6) that raises unless its
+    ICV is right and returns the inner packet: scapy's AH for the HMACs, ``gmac_icv`` for AES-GMAC."""
+    import ipaddress
+
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.ipsec import AH, SecurityAssociation
+
+    outer = IPv6 if ":" in src else IP
+
+    def inner(raw: bytes):
+        return (IP if raw[0] >> 4 == 4 else IPv6)(raw)
+
+    if alg in SCAPY_AH_AUTH:
+        sa = SecurityAssociation(AH, spi=spi, auth_algo=SCAPY_AH_AUTH[alg], auth_key=key,
+                                 tunnel_header=outer(src=src, dst=dst))
+        return lambda p: inner(bytes(sa.decrypt(p)))       # IPSecIntegrityError on a bad ICV
+    ours = SA(spi=spi, src=ipaddress.ip_address(src), dst=ipaddress.ip_address(dst), enc="null", enc_key=b"",
+              integ=alg, integ_key=key, proto="ah")
+    hl = 20 if outer is IP else 40
+
+    def check(p):
+        raw = bytes(p)
+        assert raw[hl + 12:hl + 36] == gmac_icv(ours, raw, p[AH].seq), f"bad GMAC ICV, seq {p[AH].seq}"
+        return inner(bytes(p[AH].payload))
+    return check
