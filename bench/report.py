@@ -33,6 +33,12 @@ def add_ratios(cells: list[dict]) -> None:
     for c in cells:
         base = naive.get((c["alg"], c["size"], c["direction"]))
         c["vs_naive"] = c["mpps"] / base if base else None
+    # AH against ESP with the same integrity (bench/test_ah_throughput.py), same engine, size, direction, batch
+    esp = {(c["engine"], c["alg"], c["size"], c["direction"], c["batch"]): c["mpps"] for c in cells}
+    for c in cells:
+        if c.get("esp_baseline"):
+            base = esp.get((c["engine"], c["esp_baseline"], c["size"], c["direction"], c["batch"]))
+            c["vs_esp"] = c["mpps"] / base if base else None
 
 
 def crypto_perf(sizes: tuple[int, ...] = CRYPTO_PERF_SIZES) -> dict[int, float] | None:
@@ -90,6 +96,15 @@ def markdown(cells: list[dict], ceiling: list[dict], machine: str, inout: list[d
         ratio = f"{c['vs_naive']:.1f}" if c.get("vs_naive") else "-"
         lines.append(f"| {c['engine']} | {c['alg']} | {c['size']} | {c['direction']} | {c['batch']} | "
                      f"{c['mpps']:.3f} | {c['gbps']:.2f} | {ratio} |")
+    ah = [c for c in cells if c.get("vs_esp")]
+    if ah:
+        lines += ["", "AH against ESP with the same integrity algorithm (ESP-NULL with the HMAC, ESP-GMAC), same "
+                      "engine, size, direction and batch, measured in the same run:", "",
+                  "| engine | AH | size | dir | AH Mpps | ESP | ESP Mpps | AH / ESP |",
+                  "|---|---|---|---|---:|---|---:|---:|"]
+        for c in sorted(ah, key=lambda c: (c["engine"], c["alg"], c["size"], c["direction"])):
+            lines.append(f"| {c['engine']} | {c['alg']} | {c['size']} | {c['direction']} | {c['mpps']:.3f} | "
+                         f"{c['esp_baseline']} | {c['mpps'] / c['vs_esp']:.3f} | {c['vs_esp']:.2f} |")
     if ceiling:
         lines += ["", "AES-128-GCM ESP outbound, batch 256, against dpdk-test-crypto-perf on crypto_aesni_gcm "
                       "(AES-128-GCM encrypt only, burst 32, one worker core); the two alternate three times "

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from cdefs.algorithms import ENC_ALGS, INTEG_ALGS
+from cdefs.algorithms import AH_INTEG_ALGS, ENC_ALGS, INTEG_ALGS
 from cdefs.sa import SA, Direction
 from fastpath.batch import Batch
 from fastpath.bench.naive import NaiveESP
@@ -41,20 +41,32 @@ NAIVE = "naive"
 CACHE_BUDGET = 256 * 1024   # bytes of saved packets the default rounds keep (see the docstring)
 
 
+AH_PREFIX = "ah-"     # 'ah-hmac-sha256-128': an AH SA with that integrity algorithm instead of ESP
+
+
 def parse_alg(name: str) -> tuple[str, str | None]:
-    """'aes-gcm-128' -> (aes-gcm-128, None); 'aes-cbc-128-hmac-sha256-128' -> (aes-cbc-128, hmac-sha256-128)."""
+    """'aes-gcm-128' -> (aes-gcm-128, None); 'aes-cbc-128-hmac-sha256-128' -> (aes-cbc-128, hmac-sha256-128);
+    'ah-aes-gmac-128' -> (null, aes-gmac-128), an AH SA."""
+    if name.startswith(AH_PREFIX) and name[len(AH_PREFIX):] in AH_INTEG_ALGS:
+        return "null", name[len(AH_PREFIX):]
     if name in ENC_ALGS and ENC_ALGS[name].aead:
         return name, None
     enc, sep, integ = name.partition("-hmac-")
     if sep and enc in ENC_ALGS and not ENC_ALGS[enc].aead and "hmac-" + integ in INTEG_ALGS:
         return enc, "hmac-" + integ
     choices = [n for n, a in ENC_ALGS.items() if a.aead] + [
-        f"{c}-{i}" for c, a in ENC_ALGS.items() if not a.aead for i in INTEG_ALGS]
+        f"{c}-{i}" for c, a in ENC_ALGS.items() if not a.aead for i in INTEG_ALGS] + [
+        AH_PREFIX + i for i in AH_INTEG_ALGS]
     raise ValueError(f"unknown algorithm {name!r}; expected one of {', '.join(choices)}")
 
 
 def bench_sa(alg: str, seq: int = 1) -> SA:
     enc, integ = parse_alg(alg)
+    if alg.startswith(AH_PREFIX):
+        assert integ is not None
+        return SA(spi=0x1000, src=ipaddress.ip_address("192.0.2.1"), dst=ipaddress.ip_address("192.0.2.2"),
+                  enc="null", enc_key=b"", integ=integ, integ_key=os.urandom(AH_INTEG_ALGS[integ].key_len),
+                  seq=seq, replay_window=64, proto="ah")
     return SA(spi=0x1000, src=ipaddress.ip_address("192.0.2.1"), dst=ipaddress.ip_address("192.0.2.2"),
               enc=enc, enc_key=os.urandom(ENC_ALGS[enc].config_key_len), integ=integ,
               integ_key=os.urandom(INTEG_ALGS[integ].key_len) if integ else b"", seq=seq, replay_window=64)
@@ -92,6 +104,8 @@ class Workload:
         self.packets_per_step = batch
         self.bytes_per_step = sum(len(p) for p in self.inner)
         self.sa = bench_sa(alg)
+        if engine == NAIVE and self.sa.is_ah:
+            raise ValueError(f"{alg}: the {NAIVE} baseline is ESP only")
         if engine == NAIVE:
             self._setup_naive()
         else:

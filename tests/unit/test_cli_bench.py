@@ -43,7 +43,20 @@ def test_bench_esp_both_directions_paired(engine: str, capsys) -> None:
     (["--size", "10"], "--size"),
     (["--engine", "nosuch"], "unknown engine"),
     (["--direction", "both", "--pairs", "3"], "--pairs"),
+    (["--alg", "ah-hmac-md5"], "unknown algorithm"),
+    (["--alg", "ah-hmac-sha1-96", "--engine", "naive"], "the naive baseline is ESP only"),
 ])
 def test_bench_esp_bad_arguments(argv: list[str], message: str, capsys) -> None:
     assert main(["bench", "esp", "--seconds", "0.05", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("engine", present_names())
+@pytest.mark.parametrize("alg", ["ah-hmac-sha1-96", "ah-aes-gmac-256"])
+def test_bench_esp_times_ah(engine: str, alg: str, capsys) -> None:
+    # an ah- algorithm times an AH SA: both directions run and every packet is checked (a drop would fail)
+    for direction in ("out", "in"):
+        assert main(["bench", "esp", "--engine", engine, "--alg", alg, "--size", "64", "--direction", direction,
+                     "--batch", "32", "--seconds", "0.05", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert (out["alg"], out["direction"]) == (alg, direction) and out["mpps"] > 0
