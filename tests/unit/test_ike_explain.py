@@ -15,7 +15,6 @@ from control.ike.explain import (
     identity_text,
     proposal_keywords,
     proposal_mismatch,
-    proposals_text,
     ts_mismatch,
 )
 from control.ike.message import TrafficSelectorEntry as TS
