@@ -51,12 +51,19 @@ class LifecycleCommands(CommandFamily):
         """Begin (or join) the negotiation: the answer without waiting, the IKE SA and the children to await."""
         d = self.daemon
         if spec is None:
-            entry = d.ike_sas.connecting(conn.name) or d.ike_sas.up(conn.name)
-            if entry is not None:
-                names = [c.name for c in entry.ike.config.children] + [c.name for c in entry.pending]
-                return f"{conn.name} is already up or connecting", entry, names
             first = next((c for c in conn.children if c.start_action == "start"), conn.children[0])
             more = [c for c in conn.children if c is not first and c.start_action != "trap"]
+            if (entry := d.ike_sas.connecting(conn.name)) is not None:
+                names = [c.name for c in entry.ike.config.children] + [c.name for c in entry.pending]
+                return f"{conn.name} is already up or connecting", entry, names
+            if (entry := d.ike_sas.up(conn.name)) is not None:
+                # up, perhaps without its children (the peer's attempt got its IKE SA but no CHILD SA):
+                # the missing ones are negotiated on it
+                assert d.installer is not None
+                missing = [c for c in [first, *more] if not d.installer.child_up(conn.name, c.name)]
+                for c in missing:
+                    d.bring_up(conn, c, "operator request")
+                return f"{conn.name} is already up or connecting", entry, [c.name for c in missing]
             entry = d.initiate(conn, first, more)
             return f"initiating {conn.name}", entry, [first.name] + [c.name for c in more]
         text = d.bring_up(conn, spec, "operator request")
