@@ -52,7 +52,8 @@ def to_fastpath(ts: TrafficSelectorEntry) -> TrafficSelector:
 
 def ts_text(ts: TrafficSelectorEntry) -> str:
     """A selector as list-sas and the logs show it: 10.1.0.0/24, 10.1.0.0/24[6/443]."""
-    nets = list(ipaddress.summarize_address_range(ts.start, ts.end))
+    # a peer's selector may end before it starts (the explanation of a refusal shows it as sent)
+    nets = list(ipaddress.summarize_address_range(ts.start, ts.end)) if int(ts.end) >= int(ts.start) else []
     base = str(nets[0]) if len(nets) == 1 else f"{ts.start}-{ts.end}"
     if ts.proto or (ts.start_port, ts.end_port) != (0, 65535):
         ports = "" if (ts.start_port, ts.end_port) == (0, 65535) else (

@@ -186,3 +186,10 @@ def test_create_child_sa_mismatch_explained() -> None:
     assert fr.notify == Notify.NO_PROPOSAL_CHOSEN and fr.name == "second"
     assert "DH group: ours ecp384, theirs x25519" in fr.detail[3]
     assert fi.received and fi.detail[0] == "we offered child second: ESP proposals aes128gcm16-x25519"
+
+
+def test_a_selector_ending_before_its_start_is_shown_as_sent() -> None:
+    # found by the ike_codec fuzz target (tests/fuzz/crashers/ike_codec/ts-end-before-start)
+    backwards = TS(TS.from_network("10.0.0.9/32").start, TS.from_network("10.0.0.1/32").start)
+    lines = ts_mismatch([child()], [backwards], [backwards])
+    assert lines[0] == "their TSi (their side): 10.0.0.9-10.0.0.1"

@@ -208,7 +208,7 @@ class ChildCreateResponder(Responder):
         sa_p, nonce, ke, tsi, tsr = _child_payloads(msg, "request")
         transport = bool(msg.notifies(Notify.USE_TRANSPORT_MODE))
         notify, reason, data = Notify.TS_UNACCEPTABLE, "no child matches the traffic selectors", b""
-        detail = ts_mismatch(self.candidates(sa), tsi.selectors, tsr.selectors)
+        detail: list[str] | None = None     # None: no child's selectors fit (explained only then: it costs)
         for child in self.candidates(sa):
             # TSi is the initiator's side, our remote; TSr ours
             n_i, n_r = narrow(tsi.selectors, child.remote_ts), narrow(tsr.selectors, child.local_ts)
@@ -257,6 +257,8 @@ class ChildCreateResponder(Responder):
             payloads += [TSPayload(n_i, True), TSPayload(n_r, False)]
             sa.emit(event)
             return payloads
+        if detail is None:
+            detail = ts_mismatch(self.candidates(sa), tsi.selectors, tsr.selectors)
         raise IkeError(notify, reason, data, detail=detail)
 
 

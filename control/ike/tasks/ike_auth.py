@@ -287,7 +287,7 @@ class IkeAuthResponder(Responder):
         assert isinstance(sa_p, SAPayload) and isinstance(tsi, TSPayload) and isinstance(tsr, TSPayload)
         transport = bool(msg.notifies(Notify.USE_TRANSPORT_MODE))
         notify, reason, name = Notify.TS_UNACCEPTABLE, "no child matches the traffic selectors", ""
-        detail = ts_mismatch(sa.config.children, tsi.selectors, tsr.selectors)
+        detail: list[str] | None = None     # None: no child's selectors fit (explained only then: it costs)
         for child in sa.config.children:
             # TSi is the initiator's side, our remote; TSr ours
             n_i, n_r = narrow(tsi.selectors, child.remote_ts), narrow(tsr.selectors, child.local_ts)
@@ -311,6 +311,8 @@ class IkeAuthResponder(Responder):
             payloads += [SAPayload([chosen]), TSPayload(n_i, True), TSPayload(n_r, False)]
             sa.emit(event)
             return payloads
+        if detail is None:
+            detail = ts_mismatch(sa.config.children, tsi.selectors, tsr.selectors)
         sa.emit(ChildSaFailed(name, notify, reason, tuple(detail)))
         return payloads + [NotifyPayload(notify)]
 
