@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 from support.ike_pair import PSK, child, configs, handshake, up
+from support.pki import CA
 
-from control.ike.config import Identity
+from control.ike.certs import Credentials
+from control.ike.config import Identity, IkeConfig
 from control.ike.constants import Notify
 from control.ike.events import ChildSaFailed, IkeSaFailed
 from control.ike.explain import (
@@ -193,3 +195,29 @@ def test_a_selector_ending_before_its_start_is_shown_as_sent() -> None:
     backwards = TS(TS.from_network("10.0.0.9/32").start, TS.from_network("10.0.0.1/32").start)
     lines = ts_mismatch([child()], [backwards], [backwards])
     assert lines[0] == "their TSi (their side): 10.0.0.9-10.0.0.1"
+
+
+def _cert_pair(ca_i: CA, ca_r: CA) -> tuple[IkeConfig, IkeConfig]:
+    """Certificates both ways (P-256); the responder trusts ca_r only."""
+    cert_i, key_i = ca_i.issue("gw-a", "p256", ["gw-a.example"])
+    cert_r, key_r = ca_r.issue("gw-b", "p256", ["gw-b.example"])
+    ci = IkeConfig(Identity.from_string("gw-a.example"), b"", Identity.from_string("gw-b.example"),
+                   children=[child()], local_auth="pubkey", remote_auth="pubkey",
+                   credentials=Credentials(cert_i, key_i, []), cacerts=[ca_r.cert])
+    cr = IkeConfig(Identity.from_string("gw-b.example"), b"", Identity.from_string("gw-a.example"),
+                   children=[child(local="10.2.0.0/16", remote="10.1.0.0/16")], local_auth="pubkey",
+                   remote_auth="pubkey", credentials=Credentials(cert_r, key_r), cacerts=[ca_r.cert])
+    return ci, cr
+
+
+def test_certificate_chain_and_signature_failures_name_check_and_scheme() -> None:
+    ca, other = CA(), CA("some other CA")
+    (fr,) = handshake(*_cert_pair(other, ca)).of("b", IkeSaFailed)
+    assert fr.detail[0].startswith("check failed: certificate chain: ")
+    assert fr.detail[-1] == ("method: we expect a certificate signature (pubkey), the peer used digital "
+                             "signature (RFC 7427) (ECDSA-WITH-SHA2_256)")
+    ci, cr = _cert_pair(ca, ca)
+    stolen, _ = ca.issue("gw-a", "p256", ["gw-a.example"])
+    object.__setattr__(ci.credentials, "cert", stolen)      # the right CA, but signed by another key
+    (fr,) = handshake(ci, cr).of("b", IkeSaFailed)
+    assert fr.detail[0] == "check failed: signature: signature does not verify"

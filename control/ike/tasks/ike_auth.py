@@ -121,36 +121,37 @@ def _same_identity(a: Identity, b: Identity) -> bool:
     return a == b
 
 
-def _auth_failed(sa: IkeSA, reason: str, check: str, peer: Identity, method: int) -> IkeError:
+def _auth_failed(sa: IkeSA, reason: str, check: str, peer: Identity, auth: AuthPayload) -> IkeError:
+    scheme = auth_sig.scheme_name(auth.data) if auth.method == AuthMethod.DIGITAL_SIGNATURE else ""
     return IkeError(Notify.AUTHENTICATION_FAILED, reason,
-                    detail=auth_mismatch(check, peer, sa.config.remote_id, sa.config.remote_auth, method))
+                    detail=auth_mismatch(check, peer, sa.config.remote_id, sa.config.remote_auth, auth.method,
+                                         scheme))
 
 
 def _verify_signature(sa: IkeSA, msg: Message, peer_is_initiator: bool, idp: IDPayload, auth: AuthPayload,
                       peer: Identity) -> None:
     if auth.method != AuthMethod.DIGITAL_SIGNATURE:
         raise _auth_failed(sa, f"peer uses auth method {auth.method}, we expect a digital signature (RFC 7427)",
-                           "auth method", peer, auth.method)
+                           "auth method", peer, auth)
     ders = [p.data for p in msg.payloads if isinstance(p, CertPayload) and not p.request
             and p.encoding == CERT_X509_SIGNATURE]
     if not ders:
         raise _auth_failed(sa, f"{peer} sent no X.509 certificate", "certificate chain: no certificate sent",
-                           peer, auth.method)
+                           peer, auth)
     try:
         certs = [x509.load_der_x509_certificate(d) for d in ders[:4]]
         verify_chain(certs[0], certs[1:], sa.config.cacerts)
         check_key(certs[0].public_key(), "peer certificate")
     except (CertError, ValueError) as exc:
-        raise _auth_failed(sa, f"certificate of {peer}: {exc}", f"certificate chain: {exc}", peer,
-                           auth.method) from None
+        raise _auth_failed(sa, f"certificate of {peer}: {exc}", f"certificate chain: {exc}", peer, auth) from None
     if not id_matches_cert(idp.id_type, idp.data, certs[0]):
         subject = dn_to_string(certs[0].subject.public_bytes())
         raise _auth_failed(sa, f"identity {peer} is not in its certificate '{subject}' (subject or subjectAltName)",
-                           f"identity mismatch: not in the certificate of '{subject}'", peer, auth.method)
+                           f"identity mismatch: not in the certificate of '{subject}'", peer, auth)
     try:
         auth_sig.verify(certs[0].public_key(), auth.data, signed_octets(sa, peer_is_initiator, idp))  # type: ignore[arg-type]
     except auth_sig.SignatureError as exc:
-        raise _auth_failed(sa, f"signature of {peer}: {exc}", f"signature: {exc}", peer, auth.method) from None
+        raise _auth_failed(sa, f"signature of {peer}: {exc}", f"signature: {exc}", peer, auth) from None
 
 
 def _verify_peer(sa: IkeSA, msg: Message, peer_is_initiator: bool) -> Identity:
@@ -160,18 +161,16 @@ def _verify_peer(sa: IkeSA, msg: Message, peer_is_initiator: bool) -> Identity:
     assert isinstance(idp, IDPayload) and isinstance(auth, AuthPayload)
     peer = Identity(idp.id_type, idp.data)
     if sa.config.remote_id is not None and not _same_identity(peer, sa.config.remote_id):
-        raise _auth_failed(sa, f"peer identity {peer} is not the configured one", "identity mismatch", peer,
-                           auth.method)
+        raise _auth_failed(sa, f"peer identity {peer} is not the configured one", "identity mismatch", peer, auth)
     if sa.config.remote_auth == "pubkey":
         _verify_signature(sa, msg, peer_is_initiator, idp, auth, peer)
         return peer
     if auth.method != AuthMethod.PSK:
-        raise _auth_failed(sa, f"peer uses auth method {auth.method}, we expect PSK", "auth method", peer,
-                           auth.method)
+        raise _auth_failed(sa, f"peer uses auth method {auth.method}, we expect PSK", "auth method", peer, auth)
     if not hmac.compare_digest(auth.data, psk_auth(sa, peer_is_initiator, idp)):
         # never more than this: the AUTH value says nothing an operator could use, and the PSK stays out
         raise _auth_failed(sa, f"PSK authentication of {peer} failed",
-                           "PSK mismatch (the peer's AUTH does not match our PSK)", peer, auth.method)
+                           "PSK mismatch (the peer's AUTH does not match our PSK)", peer, auth)
     return peer
 
 
