@@ -22,7 +22,7 @@ from control.ike.ts_payload import TrafficSelectorEntry
 if TYPE_CHECKING:
     from control.ike.config import ChildConfig, Identity, IkeConfig
 
-__all__ = ["proposal_keywords", "proposals_text", "proposal_mismatch", "ts_mismatch", "auth_mismatch",
+__all__ = ["proposal_keywords", "proposals_text", "proposal_mismatch", "ts_mismatch", "ts_widened", "auth_mismatch",
            "identity_text", "ike_offer", "auth_offer", "child_offer"]
 
 # strongSwan's keywords for the transform IDs (IANA "IKEv2 Transform Attribute" registries); what
@@ -184,6 +184,14 @@ def ts_mismatch(children: Sequence[ChildConfig], tsi: Sequence[TrafficSelectorEn
         lines.append(f"  TSi with our remote: {_side(tsi, c.remote_ts)}")
         lines.append(f"  TSr with our local:  {_side(tsr, c.local_ts)}")
     return lines
+
+
+def ts_widened(tsi: Sequence[TrafficSelectorEntry], tsr: Sequence[TrafficSelectorEntry],
+               local: Sequence[TrafficSelectorEntry], remote: Sequence[TrafficSelectorEntry]) -> list[str]:
+    """An initiator's TS_UNACCEPTABLE: the responder answered with selectors outside what we asked for
+    (it may only narrow them, RFC 7296 §2.9)."""
+    return [f"their TSi {_ts_list(tsi)}, we asked for {_ts_list(local)}",
+            f"their TSr {_ts_list(tsr)}, we asked for {_ts_list(remote)}"]
 
 
 _ID_TYPE = {IdType.IPV4_ADDR: "IPv4 address", IdType.IPV6_ADDR: "IPv6 address", IdType.FQDN: "FQDN",

@@ -18,6 +18,7 @@ from control.ike.explain import (
     proposal_keywords,
     proposal_mismatch,
     ts_mismatch,
+    ts_widened,
 )
 from control.ike.message import TrafficSelectorEntry as TS
 from control.ike.proposals import parse_proposal, parse_proposals
@@ -221,3 +222,9 @@ def test_certificate_chain_and_signature_failures_name_check_and_scheme() -> Non
     object.__setattr__(ci.credentials, "cert", stolen)      # the right CA, but signed by another key
     (fr,) = handshake(ci, cr).of("b", IkeSaFailed)
     assert fr.detail[0] == "check failed: signature: signature does not verify"
+
+
+def test_widened_selectors_shown_against_what_we_asked() -> None:
+    lines = ts_widened([_ts("10.0.0.0/8")], [_ts("10.2.0.0/16")], [_ts("10.1.0.0/16")], [_ts("10.2.0.0/16")])
+    assert lines == ["their TSi 10.0.0.0/8, we asked for 10.1.0.0/16",
+                     "their TSr 10.2.0.0/16, we asked for 10.2.0.0/16"]
