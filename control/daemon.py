@@ -37,6 +37,7 @@ from control.ike.sa import IkeSA
 from control.ike_event_handlers import IkeEventHandlers
 from control.ike_intake import IkeIntake
 from control.ike_sa_table import IkeSaTable
+from control.initiate_outcome import OutcomeWaiters
 from control.policy_table import PolicyTable
 from control.responder_gate import AdmissionGate
 from control.sa_records import INSTALLED, REKEYED, REKEYING, ChildEntry, IkeEntry
@@ -108,6 +109,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._ctl: ControlServer | None = None
+        self.outcomes = OutcomeWaiters()        # `ipsecgw initiate` waiting for its negotiation to end
         self.started_wall = time.time()
         # the core keeps rekey and DPD timers itself when its configs carry them; else the daemon does
         self.core_timers = core_schedules_rekeys()
@@ -305,6 +307,7 @@ class Daemon:
                 raise staging_failed
             assert self.events is not None
             self.events.handle(ev, entry)
+            self.outcomes.note(entry, ev)
         except RegionError as exc:
             log.error("%s: cannot install into shared memory: %s", entry.conn.name, exc)
             if isinstance(ev, ChildSaEstablished):
@@ -327,6 +330,7 @@ class Daemon:
     def drop_entry(self, entry: IkeEntry, reason: str) -> None:
         if self.ike_sas.pop(entry.spi) is None:
             return
+        self.outcomes.dropped(entry, reason)
         timed_out = bool(entry.ike.stats.get("half_open_timeout"))
         if timed_out:
             log.info("IKE SA %s with %s did not complete within %.0f s, dropped", entry.label,

@@ -129,11 +129,22 @@ class IkeEventHandlers:
 
     @handle.register
     def _(self, ev: ChildSaFailed, entry: IkeEntry) -> None:
-        log.warning("CHILD SA %s of %s failed: %s (%s)", ev.name or "?", entry.label, notify_text(ev.notify),
-                    ev.reason)
+        log.warning("CHILD SA %s of %s failed: %s%s (%s)%s", ev.name or "?", entry.label, notify_text(ev.notify),
+                    _sender(ev.notify, ev.received, entry), ev.reason, _detail(ev.detail))
         self.installer.rekey_refused(entry)
 
     @handle.register
     def _(self, ev: IkeSaFailed, entry: IkeEntry) -> None:
-        log.warning("IKE SA %s with %s failed: %s (%s)", entry.label, entry.ike.remote[0], notify_text(ev.notify),
-                    ev.reason)
+        log.warning("IKE SA %s with %s failed: %s%s (%s)%s", entry.label, entry.ike.remote[0],
+                    notify_text(ev.notify), _sender(ev.notify, ev.received, entry), ev.reason, _detail(ev.detail))
+
+
+def _sender(notify: int, received: bool, entry: IkeEntry) -> str:
+    if received:
+        return " from the peer"
+    return " sent to the peer" if notify and not entry.ike.initiator else ""
+
+
+def _detail(lines: tuple[str, ...]) -> str:
+    # the explanation (control.ike.explain) as indented lines under the one that names the failure
+    return "".join(f"\n    {line}" for line in lines)

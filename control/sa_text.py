@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from control.ike.constants import DhGroup, Encr, Integ, Notify, Prf
-from control.ike.message import TrafficSelectorEntry
+from control.ike.ts import ts_text
 
 __all__ = ["notify_text", "ike_proposal_name", "esp_proposal_name", "ts_text"]
 
@@ -37,13 +36,3 @@ def esp_proposal_name(suite: Any) -> str:
     if getattr(suite, "proto", "esp") == "ah":
         return f"AH/{suite.integ}" + ("/ESN" if suite.esn else "")
     return suite.enc + (f"/{suite.integ}" if suite.integ else "") + ("/ESN" if suite.esn else "")
-
-
-def ts_text(ts: TrafficSelectorEntry) -> str:
-    nets = list(ipaddress.summarize_address_range(ts.start, ts.end))
-    base = str(nets[0]) if len(nets) == 1 else f"{ts.start}-{ts.end}"
-    if ts.proto or (ts.start_port, ts.end_port) != (0, 65535):
-        ports = "" if (ts.start_port, ts.end_port) == (0, 65535) else (
-            f"/{ts.start_port}" if ts.start_port == ts.end_port else f"/{ts.start_port}-{ts.end_port}")
-        base += f"[{ts.proto}{ports}]"
-    return base

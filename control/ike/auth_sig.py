@@ -170,6 +170,24 @@ def verify(public_key: PublicKey, auth_data: bytes, octets: bytes, accepted: tup
     raise SignatureError(f"unsupported signature algorithm {oid}")
 
 
+def scheme_name(auth_data: bytes) -> str:
+    """The signature scheme AUTH data of method 14 names (ECDSA-WITH-SHA2_256, RSA-PSS, ED25519), for an
+    explanation; "" when it names none we can read."""
+    try:
+        alg = auth_data[1:1 + auth_data[0]]
+        oid = oid_decode(children(read_tlv(alg)[1])[0][1])
+    except (DerError, IndexError):
+        return ""
+    if oid == ED25519_OID:
+        return "ED25519"
+    if oid == RSA_PSS_OID:
+        return "RSA-PSS"
+    for prefix, table in (("ECDSA-WITH-", _ECDSA_OIDS), ("RSA-", _RSA_OIDS)):
+        if (h := _hash_by_oid(table, oid)) is not None:
+            return prefix + h.name
+    return f"signature algorithm {oid}"
+
+
 def _accept(h: HashAlg, accepted: tuple[int, ...]) -> None:
     if h not in accepted:
         raise SignatureError(f"hash {h.name} is not accepted")

@@ -14,6 +14,7 @@ from control.ike.config import ChildConfig
 from control.ike.constants import MIN_NEGOTIATED_SPI, Notify, ProtocolId
 from control.ike.crypto import child_keymat
 from control.ike.events import ChildSaEstablished, ChildState, IkeError
+from control.ike.explain import ts_widened
 from control.ike.message import Message
 from control.ike.proposals import EspSuite, ProposalError, child_suite
 from control.ike.sa_payload import Proposal
@@ -94,7 +95,8 @@ def accept_selectors(state: ChildState, msg: Message, tsi: TSPayload, tsr: TSPay
     the selectors then become the CHILD SA's."""
     if not all(covered(t, local_ts) for t in tsi.selectors) or \
             not all(covered(t, remote_ts) for t in tsr.selectors):
-        raise IkeError(Notify.TS_UNACCEPTABLE, "responder widened the traffic selectors")
+        raise IkeError(Notify.TS_UNACCEPTABLE, "responder widened the traffic selectors",
+                       detail=ts_widened(tsi.selectors, tsr.selectors, local_ts, remote_ts))
     if bool(msg.notifies(Notify.USE_TRANSPORT_MODE)) != (mode == Mode.TRANSPORT):
         raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder did not agree on the mode")
     state.local_ts, state.remote_ts = list(tsi.selectors), list(tsr.selectors)

@@ -133,12 +133,16 @@ class ChildSaFailed:
     name: str
     notify: int
     reason: str
+    detail: tuple[str, ...] = ()    # control.ike.explain's lines: what did not match, or what we offered
+    received: bool = False          # the peer sent the notify (else we refused)
 
 
 @dataclass
 class IkeSaFailed:
     notify: int                 # the error notify that ended it (0 when none applies)
     reason: str
+    detail: tuple[str, ...] = ()
+    received: bool = False
 
 
 class State(enum.Enum):
@@ -158,12 +162,17 @@ class ChildStatus(enum.Enum):
 
 
 class IkeError(Exception):
-    """A task refuses a message; ``notify`` is the error to report (and to send, as a responder)."""
+    """A task refuses a message; ``notify`` is the error to report (and to send, as a responder).
 
-    def __init__(self, notify: int, reason: str, data: bytes = b""):
+    ``detail`` explains it (control.ike.explain); ``received`` when the peer sent the notify to us."""
+
+    def __init__(self, notify: int, reason: str, data: bytes = b"", *, detail: list[str] | tuple[str, ...] = (),
+                 received: bool = False):
         super().__init__(reason)
         self.notify = notify
         self.data = data
+        self.detail = tuple(detail)
+        self.received = received
 
 
 @dataclass

@@ -519,10 +519,11 @@ class IkeSA:
             self.dpd(now)
         self.start_queued(now)
 
-    def fail(self, notify: int, reason: str, quiet: bool = False) -> None:
+    def fail(self, notify: int, reason: str, quiet: bool = False, *, detail: tuple[str, ...] = (),
+             received: bool = False) -> None:
         """The IKE SA ends on an error: its CHILD SAs go, and (unless ``quiet``) ``IkeSaFailed`` says why."""
         if self._end(reason) and not quiet:
-            self.emit(IkeSaFailed(notify, reason))
+            self.emit(IkeSaFailed(notify, reason, detail, received))
 
 
 def version_reply(data: bytes) -> bytes | None:

@@ -146,7 +146,7 @@ class TaskManager:
             try:
                 payloads = task.build_request(sa)
             except IkeError as exc:
-                sa.fail(exc.notify, str(exc))
+                sa.fail(exc.notify, str(exc), detail=exc.detail, received=exc.received)
                 return
             if payloads is None:        # the task found nothing left to do
                 continue
@@ -238,7 +238,7 @@ class TaskManager:
             retry = task.process_response(sa, msg, now)
         except IkeError as exc:
             self._done(o)
-            sa.fail(exc.notify, str(exc))
+            sa.fail(exc.notify, str(exc), detail=exc.detail, received=exc.received)
             return
         if retry:                       # the task resent its request itself
             return
@@ -332,7 +332,7 @@ class TaskManager:
         self._reply(sa, data, mid, resp, local_port, remote)
         if fatal is not None:
             # INVALID_KE_PAYLOAD is no failure: the initiator retries on a fresh responder SA
-            sa.fail(fatal.notify, str(fatal), quiet=fatal.notify == Notify.INVALID_KE_PAYLOAD)
+            sa.fail(fatal.notify, str(fatal), quiet=fatal.notify == Notify.INVALID_KE_PAYLOAD, detail=fatal.detail)
             return
         task.after_response(sa, now)
 

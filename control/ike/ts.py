@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from cdefs.sa import TrafficSelector
 from control.ike.ts_payload import TrafficSelectorEntry
 
@@ -46,3 +48,15 @@ def covered(ts: TrafficSelectorEntry, by: list[TrafficSelectorEntry]) -> bool:
 
 def to_fastpath(ts: TrafficSelectorEntry) -> TrafficSelector:
     return TrafficSelector(ts.start, ts.end, ts.proto, ts.start_port, ts.end_port)
+
+
+def ts_text(ts: TrafficSelectorEntry) -> str:
+    """A selector as list-sas and the logs show it: 10.1.0.0/24, 10.1.0.0/24[6/443]."""
+    # a peer's selector may end before it starts (the explanation of a refusal shows it as sent)
+    nets = list(ipaddress.summarize_address_range(ts.start, ts.end)) if int(ts.end) >= int(ts.start) else []
+    base = str(nets[0]) if len(nets) == 1 else f"{ts.start}-{ts.end}"
+    if ts.proto or (ts.start_port, ts.end_port) != (0, 65535):
+        ports = "" if (ts.start_port, ts.end_port) == (0, 65535) else (
+            f"/{ts.start_port}" if ts.start_port == ts.end_port else f"/{ts.start_port}-{ts.end_port}")
+        base += f"[{ts.proto}{ports}]"
+    return base

@@ -61,6 +61,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         _add_target(v)
         v.add_argument("--json", action="store_true")
         v.set_defaults(func=_verb, verb=verb)
+        if verb == "initiate":
+            v.description += (" Waits until the IKE SA and its CHILD SA(s) are up (exit 0) or the negotiation "
+                              "failed or timed out (exit 1: the reason on the first line, what we offered "
+                              "and why it did not match after it).")
+            v.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                           help="wait at most S seconds for the outcome (default 30)")
+            v.add_argument("--no-wait", action="store_true", help="only start the negotiation")
+            v.set_defaults(func=_initiate)
     for q in queries[1:]:
         _add_query(sub, *q)
     e = sub.add_parser("export-keys", help="print SA keys for Wireshark (root only, off unless enabled)",
@@ -330,6 +338,44 @@ def _verb(args: argparse.Namespace) -> int:
         return rc
     print(json.dumps(result) if args.json else result)
     return 0
+
+
+def _initiate(args: argparse.Namespace) -> int:
+    if args.no_wait:
+        return _verb(args)
+    if not 0 < args.timeout <= 600:
+        print("ipsecgw initiate: --timeout: expected seconds, more than 0 and at most 600", file=sys.stderr)
+        return 2
+    path = socket_path(args)
+    if path is None:
+        return 2
+    try:
+        # the daemon answers when the negotiation has ended or its own wait ran out: give it that long
+        out = call(path, "initiate", timeout=args.timeout + 10, name=args.name, wait=args.timeout)
+    except ControlError as exc:
+        print(f"ipsecgw initiate: {exc}", file=sys.stderr)
+        return 1
+    if not isinstance(out, dict):       # a daemon that predates waiting answers with its text
+        print(json.dumps(out) if args.json else out)
+        return 0
+    print(json.dumps(out, indent=2) if args.json else format_outcome(args.name, out), end="\n" if args.json else "")
+    return 0 if out.get("ok") else 1
+
+
+def format_outcome(name: str, o: dict[str, Any]) -> str:
+    """``initiate``'s answer: one line saying up or why not, then the details."""
+    if o.get("ok"):
+        lines = [f"{name}: up, IKE SA {o['ike_sa']} with {o['peer']}"]
+        lines += [f"  CHILD SA {c['name']}: in 0x{c['spi_in']}, out 0x{c['spi_out']}" for c in o.get("child_sas", [])]
+        return "\n".join(lines) + "\n"
+    who = f"from {o['peer']}" if o.get("received") else f"with {o['peer']}"
+    lines = [f"{name}: failed: {o['failure']} {who} ({o['reason']})"]
+    detail = o.get("detail") or []
+    lines += [f"  {line}" for line in detail]
+    if detail and o.get("offered"):
+        lines.append("  what we offered:")
+    lines += [f"{'    ' if detail else '  '}{line}" for line in o.get("offered") or ()]
+    return "\n".join(lines) + "\n"
 
 
 def _export(args: argparse.Namespace) -> int:

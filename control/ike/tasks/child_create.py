@@ -17,6 +17,7 @@ from control.ike.config import ChildConfig
 from control.ike.constants import MIN_NEGOTIATED_SPI, ExchangeType, Notify, TransformType, notify_name
 from control.ike.crypto import CryptoError, KeyExchange
 from control.ike.events import ChildSaEstablished, ChildSaFailed, ChildState, IkeError
+from control.ike.explain import child_offer, proposal_mismatch, ts_mismatch
 from control.ike.message import Message
 from control.ike.payloads import KEPayload, NoncePayload, NotifyPayload, Payload
 from control.ike.proposals import (
@@ -120,12 +121,13 @@ class ChildCreateInitiator(Initiator):
                     self.group = group
                     sa.queue_front(self)
                     return False
-            self.failed(sa, n.notify_type, f"peer refused the CHILD SA: {notify_name(n.notify_type)}", now)
+            self.failed(sa, n.notify_type, f"peer refused the CHILD SA: {notify_name(n.notify_type)}", now,
+                        detail=tuple(child_offer(self.config)), received=True)
             return False
         try:
             event, nonce_r = self._accept(sa, msg)
         except IkeError as exc:
-            self.failed(sa, exc.notify, str(exc), now)
+            self.failed(sa, exc.notify, str(exc), now, detail=exc.detail)
             if self.state.spi_out:
                 # the peer installed what we refuse: delete it (RFC 7296 §1.3)
                 sa.queue_front(ChildDeleteInitiator([], reason=str(exc), orphans=[self.state]))
@@ -171,10 +173,11 @@ class ChildCreateInitiator(Initiator):
     def established(self, sa: IkeSA, event: ChildSaEstablished, nonce_r: bytes, now: float) -> None:
         sa.emit(event)
 
-    def failed(self, sa: IkeSA, notify: int, reason: str, now: float) -> None:
+    def failed(self, sa: IkeSA, notify: int, reason: str, now: float, *, detail: tuple[str, ...] = (),
+               received: bool = False) -> None:
         assert self.config is not None
         sa.stats["child_create_failed"] += 1
-        sa.emit(ChildSaFailed(self.config.name, notify, reason))
+        sa.emit(ChildSaFailed(self.config.name, notify, reason, detail, received))
 
 
 class ChildCreateResponder(Responder):
@@ -198,13 +201,14 @@ class ChildCreateResponder(Responder):
         except IkeError as exc:
             # a refused CHILD SA leaves the IKE SA as it is: answer with the error, no state kept
             sa.stats["child_refused"] += 1
-            sa.emit(ChildSaFailed(self.name, exc.notify, str(exc)))
+            sa.emit(ChildSaFailed(self.name, exc.notify, str(exc), exc.detail))
             return [NotifyPayload(exc.notify, exc.data)]
 
     def _negotiate(self, sa: IkeSA, msg: Message) -> list[Payload]:
         sa_p, nonce, ke, tsi, tsr = _child_payloads(msg, "request")
         transport = bool(msg.notifies(Notify.USE_TRANSPORT_MODE))
         notify, reason, data = Notify.TS_UNACCEPTABLE, "no child matches the traffic selectors", b""
+        detail: list[str] | None = None     # None: no child's selectors fit (explained only then: it costs)
         for child in self.candidates(sa):
             # TSi is the initiator's side, our remote; TSr ours
             n_i, n_r = narrow(tsi.selectors, child.remote_ts), narrow(tsr.selectors, child.local_ts)
@@ -222,11 +226,14 @@ class ChildCreateResponder(Responder):
                     group = dh_group(chosen)
                     notify, reason, data = (Notify.INVALID_KE_PAYLOAD, f"CHILD SA needs a KE of group {group}",
                                             struct.pack("!H", group))
+                    detail = []
                     break
             try:
                 suite = child_choice(child, chosen, transport, sa)
             except IkeError as exc:
                 notify, reason = exc.notify, str(exc)
+                detail = proposal_mismatch(ours, sa_p.proposals, "AH" if child.is_ah else "ESP") \
+                    if chosen is None else []
                 continue
             g_ir, my_ke = b"", None
             group = dh_group(chosen)
@@ -250,7 +257,9 @@ class ChildCreateResponder(Responder):
             payloads += [TSPayload(n_i, True), TSPayload(n_r, False)]
             sa.emit(event)
             return payloads
-        raise IkeError(notify, reason, data)
+        if detail is None:
+            detail = ts_mismatch(self.candidates(sa), tsi.selectors, tsr.selectors)
+        raise IkeError(notify, reason, data, detail=detail)
 
 
 __all__ = ["ChildCreateInitiator", "ChildCreateResponder", "dh_group"]

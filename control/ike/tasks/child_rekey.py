@@ -71,7 +71,8 @@ class ChildRekeyInitiator(ChildCreateInitiator):
                 sa.stats["child_rekey_collision_won"] += 1
             sa.queue_front(ChildDeleteInitiator([old.spi_in], reason="rekeyed"))
 
-    def failed(self, sa: IkeSA, notify: int, reason: str, now: float) -> None:
+    def failed(self, sa: IkeSA, notify: int, reason: str, now: float, *, detail: tuple[str, ...] = (),
+               received: bool = False) -> None:
         old = self.old
         if old is not None and old in sa.children:
             if old.collision is not None:
@@ -82,7 +83,7 @@ class ChildRekeyInitiator(ChildCreateInitiator):
                 if notify == Notify.TEMPORARY_FAILURE:
                     old.rekey_at = now + 2.0 + sa.config.retransmit_timeout    # RFC 7296 §2.25: retry later
             old.collision = None
-        super().failed(sa, notify, reason, now)
+        super().failed(sa, notify, reason, now, detail=detail, received=received)
 
 
 class ChildRekeyResponder(ChildCreateResponder):

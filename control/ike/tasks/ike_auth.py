@@ -33,6 +33,7 @@ from control.ike.constants import (
 )
 from control.ike.crypto import KeyedPrf, prf
 from control.ike.events import ChildSaEstablished, ChildSaFailed, ChildState, IkeError, IkeSaEstablished, State
+from control.ike.explain import auth_mismatch, auth_offer, child_offer, proposal_mismatch, ts_mismatch
 from control.ike.message import Message
 from control.ike.payloads import AuthPayload, CertPayload, IDPayload, NotifyPayload, Payload
 from control.ike.proposals import ProposalError, child_suite, proposal_acceptable, select_proposal
@@ -120,29 +121,37 @@ def _same_identity(a: Identity, b: Identity) -> bool:
     return a == b
 
 
+def _auth_failed(sa: IkeSA, reason: str, check: str, peer: Identity, auth: AuthPayload) -> IkeError:
+    scheme = auth_sig.scheme_name(auth.data) if auth.method == AuthMethod.DIGITAL_SIGNATURE else ""
+    return IkeError(Notify.AUTHENTICATION_FAILED, reason,
+                    detail=auth_mismatch(check, peer, sa.config.remote_id, sa.config.remote_auth, auth.method,
+                                         scheme))
+
+
 def _verify_signature(sa: IkeSA, msg: Message, peer_is_initiator: bool, idp: IDPayload, auth: AuthPayload,
                       peer: Identity) -> None:
     if auth.method != AuthMethod.DIGITAL_SIGNATURE:
-        raise IkeError(Notify.AUTHENTICATION_FAILED,
-                       f"peer uses auth method {auth.method}, we expect a digital signature (RFC 7427)")
+        raise _auth_failed(sa, f"peer uses auth method {auth.method}, we expect a digital signature (RFC 7427)",
+                           "auth method", peer, auth)
     ders = [p.data for p in msg.payloads if isinstance(p, CertPayload) and not p.request
             and p.encoding == CERT_X509_SIGNATURE]
     if not ders:
-        raise IkeError(Notify.AUTHENTICATION_FAILED, f"{peer} sent no X.509 certificate")
+        raise _auth_failed(sa, f"{peer} sent no X.509 certificate", "certificate chain: no certificate sent",
+                           peer, auth)
     try:
         certs = [x509.load_der_x509_certificate(d) for d in ders[:4]]
         verify_chain(certs[0], certs[1:], sa.config.cacerts)
         check_key(certs[0].public_key(), "peer certificate")
     except (CertError, ValueError) as exc:
-        raise IkeError(Notify.AUTHENTICATION_FAILED, f"certificate of {peer}: {exc}") from None
+        raise _auth_failed(sa, f"certificate of {peer}: {exc}", f"certificate chain: {exc}", peer, auth) from None
     if not id_matches_cert(idp.id_type, idp.data, certs[0]):
-        raise IkeError(Notify.AUTHENTICATION_FAILED,
-                       f"identity {peer} is not in its certificate "
-                       f"'{dn_to_string(certs[0].subject.public_bytes())}' (subject or subjectAltName)")
+        subject = dn_to_string(certs[0].subject.public_bytes())
+        raise _auth_failed(sa, f"identity {peer} is not in its certificate '{subject}' (subject or subjectAltName)",
+                           f"identity mismatch: not in the certificate of '{subject}'", peer, auth)
     try:
         auth_sig.verify(certs[0].public_key(), auth.data, signed_octets(sa, peer_is_initiator, idp))  # type: ignore[arg-type]
     except auth_sig.SignatureError as exc:
-        raise IkeError(Notify.AUTHENTICATION_FAILED, f"signature of {peer}: {exc}") from None
+        raise _auth_failed(sa, f"signature of {peer}: {exc}", f"signature: {exc}", peer, auth) from None
 
 
 def _verify_peer(sa: IkeSA, msg: Message, peer_is_initiator: bool) -> Identity:
@@ -152,14 +161,16 @@ def _verify_peer(sa: IkeSA, msg: Message, peer_is_initiator: bool) -> Identity:
     assert isinstance(idp, IDPayload) and isinstance(auth, AuthPayload)
     peer = Identity(idp.id_type, idp.data)
     if sa.config.remote_id is not None and not _same_identity(peer, sa.config.remote_id):
-        raise IkeError(Notify.AUTHENTICATION_FAILED, f"peer identity {peer} is not the configured one")
+        raise _auth_failed(sa, f"peer identity {peer} is not the configured one", "identity mismatch", peer, auth)
     if sa.config.remote_auth == "pubkey":
         _verify_signature(sa, msg, peer_is_initiator, idp, auth, peer)
         return peer
     if auth.method != AuthMethod.PSK:
-        raise IkeError(Notify.AUTHENTICATION_FAILED, f"peer uses auth method {auth.method}, we expect PSK")
+        raise _auth_failed(sa, f"peer uses auth method {auth.method}, we expect PSK", "auth method", peer, auth)
     if not hmac.compare_digest(auth.data, psk_auth(sa, peer_is_initiator, idp)):
-        raise IkeError(Notify.AUTHENTICATION_FAILED, f"PSK authentication of {peer} failed")
+        # never more than this: the AUTH value says nothing an operator could use, and the PSK stays out
+        raise _auth_failed(sa, f"PSK authentication of {peer} failed",
+                           "PSK mismatch (the peer's AUTH does not match our PSK)", peer, auth)
     return peer
 
 
@@ -212,7 +223,10 @@ class IkeAuthInitiator(Initiator):
         errors = [n for n in msg.notifies() if n.notify_type < 16384]
         fatal = [n for n in errors if n.notify_type not in CHILD_ERRORS]
         if fatal:
-            raise IkeError(fatal[0].notify_type, "IKE_AUTH refused by the peer")
+            offered = auth_offer(sa.config)
+            if self.child is not None:
+                offered += child_offer(self.child, strip_dh=True)
+            raise IkeError(fatal[0].notify_type, "IKE_AUTH refused by the peer", detail=offered, received=True)
         peer = _verify_peer(sa, msg, peer_is_initiator=False)
         note_peer_window(sa, msg)
         _established(sa, peer)
@@ -220,11 +234,12 @@ class IkeAuthInitiator(Initiator):
             return False
         try:
             if errors:
-                raise IkeError(errors[0].notify_type, "peer refused the CHILD SA")
+                raise IkeError(errors[0].notify_type, "peer refused the CHILD SA",
+                               detail=child_offer(self.child, strip_dh=True), received=True)
             sa.emit(self._child(sa, msg))
         except IkeError as exc:
             sa.stats["child_create_failed"] += 1
-            sa.emit(ChildSaFailed(self.child.name, exc.notify, str(exc)))
+            sa.emit(ChildSaFailed(self.child.name, exc.notify, str(exc), exc.detail, exc.received))
             if self.state.spi_out and not errors:
                 # the responder installed a CHILD SA we cannot accept: it must not linger there, so it
                 # is deleted with an INFORMATIONAL exchange while the IKE SA stays (RFC 7296 §1.3)
@@ -271,6 +286,7 @@ class IkeAuthResponder(Responder):
         assert isinstance(sa_p, SAPayload) and isinstance(tsi, TSPayload) and isinstance(tsr, TSPayload)
         transport = bool(msg.notifies(Notify.USE_TRANSPORT_MODE))
         notify, reason, name = Notify.TS_UNACCEPTABLE, "no child matches the traffic selectors", ""
+        detail: list[str] | None = None     # None: no child's selectors fit (explained only then: it costs)
         for child in sa.config.children:
             # TSi is the initiator's side, our remote; TSr ours
             n_i, n_r = narrow(tsi.selectors, child.remote_ts), narrow(tsr.selectors, child.local_ts)
@@ -283,6 +299,8 @@ class IkeAuthResponder(Responder):
                 suite = child_choice(child, chosen, transport, sa)
             except IkeError as exc:
                 notify, reason = exc.notify, str(exc)
+                detail = proposal_mismatch(child.proposals, sa_p.proposals, "AH" if child.is_ah else "ESP",
+                                           strip_dh=True) if chosen is None else []
                 continue
             state = ChildState(child, random_esp_spi(), int.from_bytes(chosen.spi, "big"), suite, n_r, n_i)
             event = install_child(sa, state)
@@ -292,7 +310,9 @@ class IkeAuthResponder(Responder):
             payloads += [SAPayload([chosen]), TSPayload(n_i, True), TSPayload(n_r, False)]
             sa.emit(event)
             return payloads
-        sa.emit(ChildSaFailed(name, notify, reason))
+        if detail is None:
+            detail = ts_mismatch(sa.config.children, tsi.selectors, tsr.selectors)
+        sa.emit(ChildSaFailed(name, notify, reason, tuple(detail)))
         return payloads + [NotifyPayload(notify)]
 
 

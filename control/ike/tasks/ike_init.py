@@ -15,6 +15,7 @@ from control.ike.certs import CERT_X509_SIGNATURE, certreq_data
 from control.ike.constants import ExchangeType, Notify, TransformType
 from control.ike.crypto import CryptoError, KeyExchange, derive_ike_keys
 from control.ike.events import IkeError
+from control.ike.explain import ike_offer, proposal_mismatch
 from control.ike.message import Message
 from control.ike.payloads import CertPayload, KEPayload, NoncePayload, NotifyPayload, Payload
 from control.ike.proposals import (
@@ -121,7 +122,8 @@ def select_for_ke(ours: list[Proposal], offered: list[Proposal], ke_group: int, 
     if chosen is None:
         other = select_proposal(ours, offered)
         if other is None:
-            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, f"no acceptable {what}")
+            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, f"no acceptable {what}",
+                           detail=proposal_mismatch(ours, offered, "IKE"))
         group = other.of_type(TransformType.DH)[0].id
         raise IkeError(Notify.INVALID_KE_PAYLOAD, f"initiator's KE group {ke_group} is not the chosen {group}",
                        struct.pack("!H", group))
@@ -175,13 +177,15 @@ class IkeInitInitiator(Initiator):
             return True
         err = _error_notify(msg)
         if err is not None:
-            raise IkeError(err.notify_type, "IKE_SA_INIT refused by the peer")
+            raise IkeError(err.notify_type, "IKE_SA_INIT refused by the peer",
+                           detail=ike_offer(sa.config, self.group), received=True)
         sa_p, ke, nonce = msg.get(SAPayload), msg.get(KEPayload), msg.get(NoncePayload)
         if sa_p is None or ke is None or nonce is None or msg.spi_r == bytes(8):
             raise IkeError(Notify.INVALID_SYNTAX, "IKE_SA_INIT response lacks SA, KE, Nonce or responder SPI")
         assert isinstance(sa_p, SAPayload) and isinstance(ke, KEPayload) and isinstance(nonce, NoncePayload)
         if len(sa_p.proposals) != 1 or not proposal_acceptable(sa.config.proposals, sa_p.proposals[0]):
-            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder chose a proposal we did not offer")
+            raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder chose a proposal we did not offer",
+                           detail=proposal_mismatch(sa.config.proposals, sa_p.proposals, "IKE"))
         try:
             suite = ike_suite(sa_p.proposals[0])
         except ProposalError as exc:
