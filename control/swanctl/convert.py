@@ -449,6 +449,15 @@ class _Converter:
 
     def child(self, sec: Section, path: str, c: dict[str, Any]) -> dict[str, Any] | None:
         out: dict[str, Any] = {}
+        # what is lost is listed even when the child then fails on something else
+        self.unsupported(sec, path, _CHILD_UNSUPPORTED, _CHILD_OFF)
+        known = {"mode", "local_ts", "remote_ts", "esp_proposals", "ah_proposals", "start_action", "rekey_time",
+                 "life_time", "rekey_bytes", "life_bytes", "rekey_packets", "life_packets", *_CHILD_UNSUPPORTED}
+        for key in sec.settings:
+            if key not in known:
+                self.note(f"{path}.{key}", "not a child setting swanctl.conf(5) documents")
+        for sub in sec.sections:
+            self.note(f"{path}.{sub}", "not a section swanctl.conf(5) documents in a child")
         mode = (sec.get("mode") or "tunnel").strip().lower()
         if mode not in ("tunnel", "transport"):
             self.note(f"{path}.mode", f"{mode} is not supported (tunnel or transport): child not converted")
@@ -487,14 +496,6 @@ class _Converter:
             self.duration(sec, key, path, out)
         for key in ("rekey_bytes", "life_bytes", "rekey_packets", "life_packets"):
             self.size(sec, key, path, out)
-        self.unsupported(sec, path, _CHILD_UNSUPPORTED, _CHILD_OFF)
-        known = {"mode", "local_ts", "remote_ts", "esp_proposals", "ah_proposals", "start_action", "rekey_time",
-                 "life_time", "rekey_bytes", "life_bytes", "rekey_packets", "life_packets", *_CHILD_UNSUPPORTED}
-        for key in sec.settings:
-            if key not in known:
-                self.note(f"{path}.{key}", "not a child setting swanctl.conf(5) documents")
-        for sub in sec.sections:
-            self.note(f"{path}.{sub}", "not a section swanctl.conf(5) documents in a child")
         return out
 
 

@@ -1,12 +1,13 @@
 """strongSwan's settings syntax as swanctl.conf uses it, into a tree of ``Section``s.
 
-What is read: ``name { ... }`` sections nested to any depth, ``key = value`` settings (the value is the
-rest of the line, or a double-quoted string that may span lines and holds ``\\"``, ``\\\\``, ``\\n``,
-``\\t`` escapes), ``#`` comments, ``include PATTERN`` at any level (a glob, relative to the including
-file's directory, its files read in sorted order into the section the statement is in), and a section
-that inherits another's settings (``child : base { ... }``, the base named by its dotted path from the
-top, or as a sibling).  A section or setting given twice is merged, the later value winning, as charon
-does.  Every problem is a ``SwanctlSyntaxError`` saying ``file:line: what was expected``.
+What is read: ``name { ... }`` sections nested to any depth; ``key = value`` settings, the value being
+the rest of the line up to a comment or a ``}``, or a double-quoted string that may span lines (escapes:
+backslash before a quote, a backslash, n or t); ``#`` comments; ``include PATTERN`` at any level (a
+glob, relative to the including file's directory, its files read in sorted order into the section the
+statement is in); and a section that inherits another's settings (``child : base { ... }``, the base
+named by its dotted path from the top, or as a sibling).  A section or setting given twice is merged,
+the later value winning, as charon does.  Every problem is a ``SwanctlSyntaxError`` saying
+``file:line: what was expected``.
 """
 
 from __future__ import annotations
@@ -95,12 +96,13 @@ class _Reader:
         return self.text[start:self.pos]
 
     def value(self) -> str:
-        """After ``=``: a quoted string, or the rest of the line up to a comment, trimmed."""
+        """After ``=``: a quoted string, or the rest of the line up to a comment or a ``}``, trimmed (so
+        ``net { mode = tunnel }`` fits on one line; a value holding ``}`` or ``#`` is quoted)."""
         self.skip_inline()
         if self.peek() == '"':
             return self.quoted()
         start = self.pos
-        while self.pos < len(self.text) and self.text[self.pos] not in "\n#":
+        while self.pos < len(self.text) and self.text[self.pos] not in "\n#}":
             self.pos += 1
         return self.text[start:self.pos].strip()
 

@@ -6,6 +6,7 @@ spellings) and never appears in a note.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -42,12 +43,22 @@ def convert_identity(text: str) -> tuple[str | None, str | None]:
         t = rest
     elif sep and kind in ("ipv4", "ipv6", "ipv4net", "ipv6net", "ipv4range", "ipv6range", "keyid", "der_asn1_gn"):
         return None, f"{kind}: identities are not supported (write an address without the prefix)"
+    if t.startswith(("@#", "@@")):
+        return None, "@# (key id) and @@ identities are not supported"
+    if "*" in t:
+        return None, "wildcard identities are not supported"
+    if t.startswith("@") and "=" not in t and "@" not in t[1:]:
+        # one spelling for an FQDN: ipsecgw matches secrets to connections by the id as written
+        t = t[1:]
+        try:
+            ipaddress.ip_address(t)
+            return None, "an FQDN that reads as an IP address"
+        except ValueError:
+            pass
     try:
         Identity.from_string(t)
     except ValueError as exc:
         return None, str(exc)
-    if "*" in t:
-        return None, "wildcard identities are not supported"
     return t, None
 
 
