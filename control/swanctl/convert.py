@@ -187,8 +187,9 @@ class _Converter:
                 out.append(str(ipaddress.ip_address(a)))
             except ValueError:
                 what = "a subnet or range" if any(c in a for c in "/-") else "a host name"
-                self.note(path, f"{a!r} left out: {what}; only IP addresses and %any are accepted"
-                          + (" (the peer is then accepted from any address)" if remote else ""))
+                self.note(path, f"{a!r} left out: {what}; only IP addresses and %any are accepted")
+        if remote and not out and _split(value):
+            self.note(path, "no address left: the peer is accepted from any address (%any), and not initiated to")
         if "%any" in out and len(out) > 1:
             self.note(path, "%any left out: ipsecgw takes either addresses or %any alone")
             out = [a for a in out if a != "%any"]
@@ -436,6 +437,10 @@ class _Converter:
                               "exactly one address in " + ("local_addrs" if key == "local_ts" else "remote_addrs"))
                     return None
                 text = host + t[len("dynamic"):]
+            ports = re.search(r"\[[^\]]*/([^\]]*)\]", text)
+            if ports and re.search(r"[A-Za-z]", ports.group(1)) and ports.group(1).strip() not in ("%any", "any"):
+                self.note(f"{path}.{key}", f"{t!r} left out: service names are not supported: write the port number")
+                continue
             try:
                 net = text.split("[", 1)[0].strip()
                 if "/" not in net:      # a host: ipsecgw takes the prefix spelled out

@@ -20,7 +20,8 @@ from pathlib import Path
 __all__ = ["Section", "Setting", "SwanctlSyntaxError", "load_swanctl", "parse_swanctl"]
 
 MAX_INCLUDE_DEPTH = 16      # charon's parser gives up on deeper nesting too; a cycle reaches it quickly
-MAX_FILE_BYTES = 16 << 20   # far above any real swanctl.conf; stops /dev/zero and friends
+MAX_FILE_BYTES = 4 << 20    # far above any real swanctl.conf; stops /dev/zero and friends
+MAX_NESTING = 64            # section levels; swanctl.conf has five (connections.c.children.ch, secrets.x)
 _NAME_STOP = set(" \t\r\n{}=#:,\"")
 
 
@@ -136,7 +137,7 @@ class _Parser:
     def __init__(self) -> None:
         self.files_read = 0
 
-    def file(self, path: Path, into: Section, depth: int) -> None:
+    def file(self, path: Path, into: Section, depth: int, level: int = 0) -> None:
         if depth > MAX_INCLUDE_DEPTH:
             raise SwanctlSyntaxError(f"{path}: includes nested more than {MAX_INCLUDE_DEPTH} deep (an include "
                                      "cycle?)")
@@ -153,9 +154,9 @@ class _Parser:
             line = data[:exc.start].count(b"\n") + 1
             raise SwanctlSyntaxError(f"{path}:{line}: UTF-8 text (this is not a text file)") from None
         self.files_read += 1
-        self.body(_Reader(text, str(path)), into, depth, top=True)
+        self.body(_Reader(text, str(path)), into, depth, top=True, level=level)
 
-    def body(self, r: _Reader, into: Section, depth: int, top: bool) -> None:
+    def body(self, r: _Reader, into: Section, depth: int, top: bool, level: int) -> None:
         """Statements up to the end of the file (top) or the ``}`` closing ``into``."""
         while True:
             r.skip_blank()
@@ -176,7 +177,7 @@ class _Parser:
             r.skip_inline()
             nxt = r.peek()
             if name == "include" and nxt not in ("=", "{", ":"):
-                self.include(r, r.value(), line, into, depth)
+                self.include(r, r.value(), line, into, depth, level)
                 continue
             if nxt == "=":
                 r.pos += 1
@@ -195,25 +196,27 @@ class _Parser:
             if r.peek() != "{":
                 raise r.fail(f"'=' (a setting) or '{{' (a section) after {name!r}", line)
             r.pos += 1
+            if level >= MAX_NESTING:
+                raise r.fail(f"sections nested at most {MAX_NESTING} deep", line)
             sub = Section(name, r.file, line, base=base)
-            self.body(r, sub, depth, top=False)
+            self.body(r, sub, depth, top=False, level=level + 1)
             if name in into.sections:
                 into.sections[name].merge(sub)
                 into.sections[name].base = into.sections[name].base or base
             else:
                 into.sections[name] = sub
 
-    def include(self, r: _Reader, pattern: str, line: int, into: Section, depth: int) -> None:
+    def include(self, r: _Reader, pattern: str, line: int, into: Section, depth: int, level: int) -> None:
         if not pattern:
             raise r.fail("a file or glob pattern after include", line)
         full = pattern if os.path.isabs(pattern) else os.path.join(os.path.dirname(r.file) or ".", pattern)
         if glob.has_magic(full):
             for path in sorted(glob.glob(full)):
-                self.file(Path(path), into, depth + 1)
+                self.file(Path(path), into, depth + 1, level)
         elif not os.path.exists(full):
             raise r.fail(f"an include file that exists, got {pattern!r} ({full} not found)", line)
         else:
-            self.file(Path(full), into, depth + 1)
+            self.file(Path(full), into, depth + 1, level)
 
 
 def _lookup(root: Section, dotted: str) -> Section | None:
@@ -258,6 +261,6 @@ def load_swanctl(path: str | Path) -> Section:
 def parse_swanctl(text: str, file: str = "<swanctl.conf>") -> Section:
     """``text`` as one swanctl.conf; includes are looked up relative to ``file``'s directory."""
     root = Section("", file, 1)
-    _Parser().body(_Reader(text, file), root, 0, top=True)
+    _Parser().body(_Reader(text, file), root, 0, top=True, level=0)
     _inherit(root, root, root)
     return root

@@ -91,6 +91,7 @@ def test_include_globs_relative_to_the_including_file(tmp_path: Path) -> None:
     ("a : {\n}\n", "<t>:1: the name of the section 'a' inherits from, after ':'"),
     ("a : nowhere { }\n", "<t>:1: a section named 'nowhere' for 'a' to inherit from"),
     ("a : b { }\nb : a { }\n", "<t>:1: sections that do not inherit from each other in a circle"),
+    ("a {" * 100 + "}" * 100, "<t>:1: sections nested at most 64 deep"),
 ])
 def test_syntax_errors_say_file_line_and_what_was_expected(text: str, expected: str) -> None:
     with pytest.raises(SwanctlSyntaxError) as exc:
