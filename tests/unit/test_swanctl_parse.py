@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from control.swanctl.convert import convert
 from control.swanctl.parse import SwanctlSyntaxError, load_swanctl, parse_swanctl
 
 
@@ -120,3 +123,38 @@ def test_the_installed_reference_swanctl_conf_parses() -> None:
         pytest.skip("strongswan-swanctl's /etc/swanctl/swanctl.conf is not installed")
     root = load_swanctl(path)
     assert root.settings == {} or all(s.file != str(path) for s in root.settings.values())
+
+
+SEED = """connections {
+    peer : base {
+        remote_addrs = 192.0.2.2, %any
+        local { auth = psk
+                id = "@gw.example" }
+        children { net { local_ts = 10.1.0.0/16[tcp/443]
+                         esp_proposals = aes128gcm16 } }
+    }
+    base { version = 2 }
+}
+secrets { ike-x { id-a = gw.example
+                  secret = 0x00ff } }
+pools { p { addrs = 10.9.0.0/24 } }
+"""
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(SEED) - 1), st.sampled_from(list('{}=#":,\n []/.-%@\\a0') + [""])),
+                min_size=1, max_size=8))
+def test_damaged_files_give_a_syntax_error_or_a_conversion_never_a_crash(edits: list[tuple[int, str]]) -> None:
+    """Characters of a valid file replaced, inserted or deleted: the reader answers SwanctlSyntaxError or a
+    tree, and the converter takes any tree the reader gives (control/swanctl/convert.py)."""
+    text = list(SEED)
+    for pos, ch in edits:
+        text[min(pos, len(text) - 1)] = ch
+    try:
+        root = parse_swanctl("".join(text), "/nonexistent/swanctl.conf")
+    except SwanctlSyntaxError as exc:
+        assert str(exc).startswith("/nonexistent/swanctl.conf")
+        return
+    conv = convert(root, "/nonexistent")
+    assert all(n.path and n.reason for n in conv.notes)
+    assert "00ff" not in " ".join(map(str, conv.notes))
