@@ -23,6 +23,17 @@ POLICIES = [{"index": 0, "connection": "peer", "child": "net", "src": "10.1.0.0/
              "state": "installed", "sa_slots": [4]}]
 RELOAD = {"added": ["new"], "removed": [], "changed": ["peer"], "unchanged": ["other"], "restart_needed": [],
           "routes": {"added": [], "removed": []}, "summary": "1 added, 0 removed, 1 changed, 1 unchanged"}
+CHILD = {"name": "net", "state": "INSTALLED", "mode": "tunnel", "encap": True, "proposal": "AES_GCM_16_128",
+         "spi_in": "c1a2b3c4", "spi_out": "d1e2f3a4", "slot_in": 0, "slot_out": 1, "installed": 65.0,
+         "rekey_in": 3000.0, "expire_in": 3500.0, "local_ts": ["10.1.0.0/24"], "remote_ts": ["10.2.0.0/24"],
+         "counters": {"in": {"packets": 12, "bytes": 3400, "drops": {"replay": 2}},
+                      "out": {"packets": 10, "bytes": 3000, "drops": {}}}}
+SAS = [{"name": "peer", "unique": 3, "state": "ESTABLISHED", "initiator": True, "spi_i": "0123456789abcdef",
+        "spi_r": "fedcba9876543210", "local": {"id": "gw-a.example", "addr": "192.0.2.1", "port": 4500},
+        "remote": {"id": "gw-b.example", "addr": "192.0.2.2", "port": 4500}, "proposal": "AES_GCM_16_128/X25519",
+        "nat": {"local": False, "remote": True}, "established": 70.0, "rekey_in": 14000.0, "children": [CHILD]}]
+STATUS = {"mode": "gateway", "config": "/etc/ipsecgw/gw.yaml", "ike_sas": 1, "child_sas": 1, "policies": 2,
+          "connections": ["peer"], "totals": {"in": CHILD["counters"]["in"], "out": CHILD["counters"]["out"]}}
 TABLES = {"ikev2_decryption_table": "aa,bb,cc\n", "esp_sa": '"IPv4","192.0.2.1"\n', "ah_sa": ""}
 
 
@@ -31,6 +42,8 @@ def _refuse(args: dict[str, Any], uid: int) -> str:
 
 
 HANDLERS = {
+    "list-sas": lambda args, uid: SAS,
+    "status": lambda args, uid: STATUS,
     "initiate": lambda args, uid: f"initiating {args['name']}",
     "terminate": _refuse,
     "rekey": lambda args, uid: f"rekeying 1 IKE SA(s) of {args['name']}",
@@ -85,6 +98,22 @@ def test_no_daemon_is_a_json_error_with_the_same_exit_code(capsys, tmp_path: Pat
         jrc, js, _ = _run(capsys, *argv, "--socket", absent, "--json")
         doc = json.loads(js)
         assert rc == jrc == 1 and doc["ok"] is False and doc["error"] in err and "no control socket" in doc["error"]
+
+
+def test_list_sas_and_status(capsys, sock: str) -> None:
+    rc, text, _ = _run(capsys, "list-sas", "--socket", sock)
+    jrc, js, _ = _run(capsys, "list-sas", "--socket", sock, "--json")
+    assert rc == jrc == 0 and json.loads(js) == SAS
+    ike, child = SAS[0], SAS[0]["children"][0]
+    assert f"peer: #3, ESTABLISHED, IKEv2, {ike['spi_i']}_i {ike['spi_r']}_r, initiator" in text
+    assert "remote 'gw-b.example' @ 192.0.2.2[4500]" in text and "NAT-T (remote behind NAT)" in text
+    assert f"in  0x{child['spi_in']} (slot 0), out 0x{child['spi_out']} (slot 1)" in text
+    assert "in   12 packets, 3.4 kB (dropped: replay 2)" in text
+    rc, text, _ = _run(capsys, "status", "--socket", sock)
+    jrc, js, _ = _run(capsys, "status", "--socket", sock, "--json")
+    assert rc == jrc == 0 and json.loads(js) == STATUS
+    assert "SAs: 1 IKE, 1 CHILD; 2 policies; connections: peer" in text
+    assert "traffic out: 10 packets, 3.0 kB" in text
 
 
 def test_list_policies_and_reload(capsys, sock: str) -> None:
