@@ -112,6 +112,9 @@ _AUTH_UNSUPPORTED = {
     "revocation": "revocation checks (CRL, OCSP) are not done",
     "round": "only one authentication round per side is supported",
 }
+# what control/config uses when a connection or child names no proposals
+_DEFAULT_IKE = ("aes128gcm16-prfsha256-x25519", "aes128-sha256-modp2048")
+_DEFAULT_ESP = ("aes128gcm16", "aes128-sha256")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)\s*$")
 _TRUE, _FALSE = ("yes", "true", "enabled", "1"), ("no", "false", "disabled", "0")
@@ -235,6 +238,9 @@ class _Converter:
             props = self.proposals(sec.get("proposals") or "", f"{path}.proposals", "ike")
             if props:
                 c["proposals"] = props
+        else:
+            self.note(f"{path}.proposals", "not set: strongSwan's default list is not ipsecgw's; ipsecgw's "
+                      f"defaults are used ({', '.join(_DEFAULT_IKE)})")
         for key in ("encap", "mobike"):
             v = sec.get(key)
             if v is None:
@@ -487,6 +493,9 @@ class _Converter:
             props = self.proposals(esp, f"{path}.esp_proposals", "esp")
             if props:
                 out["esp_proposals"] = props
+        else:
+            self.note(f"{path}.esp_proposals", "not set: strongSwan's default list is not ipsecgw's; ipsecgw's "
+                      f"defaults are used ({', '.join(_DEFAULT_ESP)})")
         if mode != "tunnel":
             out["mode"] = mode
         start = (sec.get("start_action") or "none").strip().lower()

@@ -221,6 +221,7 @@ secrets {
 def test_dynamic_selectors_take_the_one_ike_address(capsys, tmp_path: Path) -> None:
     text = """connections { h2h { local_addrs = 192.0.2.1
     remote_addrs = 192.0.2.2
+    proposals = aes128gcm16-prfsha256-x25519
     children { host { mode = transport
                       esp_proposals = aes128gcm16 } } } }
 secrets { ike { secret = abc } }
@@ -284,3 +285,18 @@ def test_exit_codes_and_json(capsys, tmp_path: Path) -> None:
     nosecret.write_text(good.read_text().split("secrets {")[0])
     rc, out, err = _import(capsys, nosecret)
     assert rc == 1 and "connections.peer: expected a secrets entry (ike-...)" in err
+
+
+def test_no_proposals_is_reported_with_the_defaults_ipsecgw_then_uses(capsys, tmp_path: Path) -> None:
+    """strongSwan's default proposal lists are not ipsecgw's: said so, naming the lists the result gets."""
+    text = """connections { c { remote_addrs = 192.0.2.2
+    children { net { local_ts = 10.1.0.0/24
+                     remote_ts = 10.2.0.0/24 } } } }
+secrets { ike { secret = abc } }
+"""
+    cfg, _, err = _convert_and_check(capsys, tmp_path, text)
+    conn = cfg.connections["c"]
+    ike = re.search(r"connections\.c\.proposals: not set: .* ipsecgw's defaults are used \((.*)\)$", err, re.M)
+    esp = re.search(r"connections\.c\.children\.net\.esp_proposals: not set: .* are used \((.*)\)$", err, re.M)
+    assert ike and ike.group(1).split(", ") == conn.proposals
+    assert esp and esp.group(1).split(", ") == conn.children[0].esp_proposals
