@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,27 @@ def test_damaged_files_give_a_syntax_error_or_a_conversion_never_a_crash(edits: 
     conv = convert(root, "/nonexistent")
     assert all(n.path and n.reason for n in conv.notes)
     assert "00ff" not in " ".join(map(str, conv.notes))
+
+
+def test_the_installed_strongswan_conf_tree_reads_as_charon_would() -> None:
+    """strongswan.conf uses the same settings syntax: Debian's /etc/strongswan.conf includes
+    strongswan.d/charon/*.conf inside charon.plugins.  Each plugin file's uncommented ``load = ...``
+    (found here by a plain regular expression) lands in charon.plugins.<file name>.load; and every
+    settings file strongSwan installs (the templates in /usr/share/strongswan/templates too) reads."""
+    top = Path("/etc/strongswan.conf")
+    plugin_files = sorted(Path("/etc/strongswan.d/charon").glob("*.conf"))
+    if not top.exists() or not plugin_files:
+        pytest.skip("strongSwan's /etc/strongswan.conf and strongswan.d/charon/ are not installed")
+    plugins = load_swanctl(top).sections["charon"].sections["plugins"].sections
+    found = 0
+    for f in plugin_files:
+        m = re.search(r"^\s*load\s*=\s*(\S+)\s*$", f.read_text(), re.M)
+        if m:
+            found += 1
+            assert plugins[f.stem].get("load") == m.group(1), f
+            assert plugins[f.stem].settings["load"].file == str(f)
+    assert found >= 10
+    others = sorted(Path("/usr/share/strongswan/templates").rglob("*.conf")) + sorted(Path("/etc/strongswan.d").rglob(
+        "*.conf"))
+    for f in others:
+        load_swanctl(f)
