@@ -15,7 +15,7 @@ _PROBLEM = re.compile(r"^(?::(?P<line>\d+))?: (?:(?P<field>[^\s:]+): expected (?
 
 def split_problem(file: str, text: str) -> dict[str, Any]:
     """One of ConfigError's lines (``FILE:LINE: FIELD: expected X, got Y``) as its parts; a part the line
-    does not have is null."""
+    does not have is null (a file that cannot be read or is not YAML has only text, file and line)."""
     out: dict[str, Any] = {"text": text, "file": file, "line": None, "field": None, "expected": None, "got": None}
     m = _PROBLEM.match(text[len(file):]) if text.startswith(file) else None
     if m is None:
@@ -23,8 +23,6 @@ def split_problem(file: str, text: str) -> dict[str, Any]:
     out["line"] = int(m["line"]) if m["line"] else None
     if m["field"]:
         out.update(field=m["field"], expected=m["expected"], got=m["got"])
-    else:
-        out["expected"] = m["other"]
     return out
 
 

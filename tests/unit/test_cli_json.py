@@ -173,8 +173,14 @@ secrets:
     assert first == {"text": err.splitlines()[0], "file": str(bad), "line": 3,
                      "field": "connections.peer.remote_addrs[0]",
                      "expected": "an IP address or %any (host names are not resolved)", "got": "'gw.example'"}
-    rc, _, err = _run(capsys, "check", "-c", str(tmp_path / "absent.yaml"), "--json")
-    assert rc == 2
+    rc, js, _ = _run(capsys, "check", "-c", str(tmp_path / "absent.yaml"), "--json")
+    assert rc == 2 and json.loads(js)["errors"] == [
+        {"text": f"{tmp_path / 'absent.yaml'}: cannot read: No such file or directory", "file":
+         str(tmp_path / "absent.yaml"), "line": None, "field": None, "expected": None, "got": None}]
+    bad.write_text("connections: [\n")
+    rc, js, _ = _run(capsys, "check", "-c", str(bad), "--json")
+    (err,) = json.loads(js)["errors"]
+    assert rc == 2 and err["line"] == 2 and "not valid YAML" in err["text"] and err["field"] is None
 
 
 def test_caps(capsys) -> None:
