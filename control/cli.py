@@ -45,6 +45,12 @@ def _running(sub: argparse._SubParsersAction) -> None:
     running.register(sub)
 
 
+def _import_swanctl(sub: argparse._SubParsersAction) -> None:
+    from control.verbs import import_swanctl
+
+    import_swanctl.register(sub)
+
+
 def _fastpath(sub: argparse._SubParsersAction) -> None:
     from control.verbs import fastpath
 
@@ -64,6 +70,7 @@ VERBS: dict[str, Registrar] = {
     "run": _run, "check": _run,
     "list-sas": _running, "initiate": _running, "terminate": _running, "rekey": _running, "status": _running,
     "list-policies": _running, "reload": _running, "export-keys": _running,
+    "import-swanctl": _import_swanctl,
     "fastpath": _fastpath,
     "caps": _caps,
 }

@@ -33,10 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Check a configuration file; every problem is listed with the file, line, "
                                    "the path to the field and what was expected.")
     c.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
+    c.add_argument("--json", action="store_true", help="print one JSON object: file, ok, connections, errors")
     c.set_defaults(func=_check)
 
 
 def _check(args: argparse.Namespace) -> int:
+    if args.json:
+        from control.verbs.check_json import check_json
+
+        return check_json(args.config)
     cfg = load_config_or_report(args.config)
     if cfg is None:
         return 2

@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                           "child name from the configuration.")
         v.add_argument("name", metavar="NAME")
         _add_target(v)
-        v.add_argument("--json", action="store_true")
+        v.add_argument("--json", action="store_true", help="print {command, name, ok, result} (or error)")
         v.set_defaults(func=_verb, verb=verb)
         if verb == "initiate":
             v.description += (" Waits until the IKE SA and its CHILD SA(s) are up (exit 0) or the negotiation "
@@ -80,6 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--format", choices=("wireshark",), default="wireshark")
     e.add_argument("--dir", metavar="DIR", help="write the ikev2_decryption_table, esp_sa and ah_sa files (0600) "
                                                 "into DIR instead of printing")
+    e.add_argument("--json", action="store_true", help="print one JSON object: file name -> table text "
+                                                         "(with --dir: the files written)")
     _add_target(e)
     e.set_defaults(func=_export)
 
@@ -100,6 +102,9 @@ def _call(args: argparse.Namespace, cmd: str, **kw: Any) -> tuple[int, Any]:
     try:
         return 0, call(path, cmd, **kw)
     except ControlError as exc:
+        if getattr(args, "json", False):
+            # a script reading stdout learns why too; the exit code is the same as without --json
+            print(json.dumps({"command": cmd, "ok": False, "error": str(exc)}))
         print(f"ipsecgw {cmd}: {exc}", file=sys.stderr)
         return 1, None
 
@@ -336,7 +341,10 @@ def _verb(args: argparse.Namespace) -> int:
     rc, result = _call(args, args.verb, name=args.name)
     if rc:
         return rc
-    print(json.dumps(result) if args.json else result)
+    if args.json:
+        print(json.dumps({"command": args.verb, "name": args.name, "ok": True, "result": result}))
+    else:
+        print(result)
     return 0
 
 
@@ -346,17 +354,13 @@ def _initiate(args: argparse.Namespace) -> int:
     if not 0 < args.timeout <= 600:
         print("ipsecgw initiate: --timeout: expected seconds, more than 0 and at most 600", file=sys.stderr)
         return 2
-    path = socket_path(args)
-    if path is None:
-        return 2
-    try:
-        # the daemon answers when the negotiation has ended or its own wait ran out: give it that long
-        out = call(path, "initiate", timeout=args.timeout + 10, name=args.name, wait=args.timeout)
-    except ControlError as exc:
-        print(f"ipsecgw initiate: {exc}", file=sys.stderr)
-        return 1
+    # the daemon answers when the negotiation has ended or its own wait ran out: give it that long
+    rc, out = _call(args, "initiate", timeout=args.timeout + 10, name=args.name, wait=args.timeout)
+    if rc:
+        return rc
     if not isinstance(out, dict):       # a daemon that predates waiting answers with its text
-        print(json.dumps(out) if args.json else out)
+        print(json.dumps({"command": "initiate", "name": args.name, "ok": True, "result": out}) if args.json
+              else out)
         return 0
     print(json.dumps(out, indent=2) if args.json else format_outcome(args.name, out), end="\n" if args.json else "")
     return 0 if out.get("ok") else 1
@@ -380,6 +384,8 @@ def format_outcome(name: str, o: dict[str, Any]) -> str:
 
 def _export(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
+        if args.json:
+            print(json.dumps({"command": "export-keys", "ok": False, "error": "root only"}))
         print("ipsecgw export-keys: root only", file=sys.stderr)
         return 1
     rc, tables = _call(args, "export-keys", format=args.format)
@@ -392,7 +398,11 @@ def _export(args: argparse.Namespace) -> int:
             fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(text)
-        print("wrote " + ", ".join(str(d / name) for name in tables))
+        written = [str(d / name) for name in tables]
+        print(json.dumps({"wrote": written}) if args.json else "wrote " + ", ".join(written))
+        return 0
+    if args.json:
+        print(json.dumps(tables, indent=2))
         return 0
     for name, text in tables.items():
         sys.stdout.write(f"# {name}\n{text}")

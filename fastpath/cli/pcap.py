@@ -12,6 +12,7 @@ see them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -88,6 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                             help="engine (default: best = the fastest present one that serves the SAs)")
         parser.add_argument("--batch", type=_batch_size, default=DEFAULT_BATCH, metavar="N",
                             help=f"packets per engine call (default {DEFAULT_BATCH})")
+        parser.add_argument("--json", action="store_true",
+                            help="print the counts as one JSON object (read, written, statuses, partial, non_ip)")
         parser.add_argument("input", metavar="IN.pcap")
         parser.add_argument("output", metavar="OUT.pcap")
         parser.set_defaults(func=run_decrypt if verb == "decrypt" else run_encrypt)
@@ -118,6 +121,11 @@ class _Counts:
         if self.non_ip:
             parts.append(f"non-ip {self.non_ip} (skipped)")
         return f"{self.read} packets: " + (", ".join(parts) if parts else "none")
+
+    def as_dict(self) -> dict[str, object]:
+        """The same counts as summary(), statuses by their labels (only those that occurred)."""
+        return {"read": self.read, "written": self.written, "partial": self.partial, "non_ip": self.non_ip,
+                "status": {Status(s).label: int(n) for s, n in enumerate(self.status) if n}}
 
 
 class _Batcher:
@@ -272,12 +280,18 @@ def _run(args: argparse.Namespace, direction: Direction) -> int:
     what = verb
     if direction is Direction.OUT:
         what += f" (spi 0x{chosen[0][1].spi:x})"
-    print(f"{what}: {counts.summary()}; {counts.written} written to {args.output}")
+    fine = _DECRYPT_FINE if direction is Direction.IN else (Status.OK,)
+    failed = int(counts.status.sum()) - sum(int(counts.status[s]) for s in fine)
+    if args.json:
+        doc = {"verb": verb, "spi": f"0x{chosen[0][1].spi:x}" if direction is Direction.OUT else None,
+               "output": args.output, "failed": failed, **counts.as_dict(),
+               "error": f"{args.input}: {error}" if error is not None else None}
+        print(json.dumps(doc))
+    else:
+        print(f"{what}: {counts.summary()}; {counts.written} written to {args.output}")
     if error is not None:
         _err(f"{args.input}: {error}; the {error.number - 1} packets before it were processed and written")
         return 1
-    fine = _DECRYPT_FINE if direction is Direction.IN else (Status.OK,)
-    failed = int(counts.status.sum()) - sum(int(counts.status[s]) for s in fine)
     return 1 if failed else 0
 
 

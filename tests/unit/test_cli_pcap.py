@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 import sys
@@ -371,3 +372,29 @@ def test_cpu_features_from_a_cpuinfo_file(tmp_path):
     arm.write_text("Features\t: fp asimd aes pmull sha1 sha2\n")
     assert cpu_info(arm)["features"]["sha_ni"] is True
     assert set(cpu_info(tmp_path / "none")["features"].values()) == {None}
+
+
+def test_json_carries_the_counts_of_the_text(tmp_path, capsys):
+    """pcap decrypt/encrypt --json: the same counts as the text line (statuses by label), the same exit code."""
+    sas = scapy_sas()
+    good = [sas[0x1000].encrypt(inner(i)) for i in range(3)]
+    tampered = bytearray(bytes(good[1]))
+    tampered[-1] ^= 1
+    src = tmp_path / "in.pcap"
+    wrpcap(str(src), [good[0], IP(bytes(tampered)), good[2], good[2]], linktype=LINKTYPE_RAW)
+    sa_file, out = str(write_sas(tmp_path)), tmp_path / "out.pcap"
+    code, text, _ = run("pcap", "decrypt", "--sa", sa_file, str(src), str(out), capsys=capsys)
+    jcode, js, _ = run("pcap", "decrypt", "--sa", sa_file, "--json", str(src), str(out), capsys=capsys)
+    assert code == jcode == 1
+    assert text == f"decrypt: 4 packets: ok 2, auth-failed 1, replay 1; 2 written to {out}\n"
+    assert json.loads(js) == {"verb": "decrypt", "spi": None, "output": str(out), "failed": 2, "read": 4,
+                              "written": 2, "partial": 0, "non_ip": 0,
+                              "status": {"ok": 2, "auth-failed": 1, "replay": 1}, "error": None}
+    plain = tmp_path / "plain.pcap"
+    wrpcap(str(plain), [inner(i) for i in range(3)], linktype=LINKTYPE_RAW)
+    code, text, _ = run("pcap", "encrypt", "--sa", sa_file, str(plain), str(out), capsys=capsys)
+    jcode, js, _ = run("pcap", "encrypt", "--sa", sa_file, "--json", str(plain), str(out), capsys=capsys)
+    doc = json.loads(js)
+    assert code == jcode == 0
+    assert text.startswith(f"encrypt (spi {doc['spi']}): 3 packets: ok 3;")
+    assert (doc["read"], doc["written"], doc["status"], doc["failed"]) == (3, 3, {"ok": 3}, 0)
