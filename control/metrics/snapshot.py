@@ -15,6 +15,7 @@ from control.daemon import Daemon
 from control.fastpath_view import FastpathView
 from control.ike.events import State
 from control.sa_records import INSTALLED, REKEYED, REKEYING
+from fastpath.status import Status
 
 __all__ = ["Snapshot", "SaSample", "take_snapshot", "drops_by_reason", "ADOPTED"]
 
@@ -52,9 +53,10 @@ class Snapshot:
 def drops_by_reason(totals: dict[str, Any] | None) -> dict[tuple[str, str], int]:
     """(dir, reason) -> packets from the fastpath's totals (``Totals.as_dict``'s shape): inbound by every
     engine status but ok, outbound by the verdicts that drop, and the scalar drop counters."""
-    out: dict[tuple[str, str], int] = {}
     if not totals:
-        return out
+        return {}
+    # every inbound reason from zero, so an alert on increase() sees the first drop of a kind too
+    out = {("in", s.label): 0 for s in Status if s != Status.OK}
     for label, n in (totals.get("inbound") or {}).items():
         if label != "ok" and isinstance(n, int):
             out[("in", label)] = n

@@ -185,6 +185,7 @@ def test_families_types_and_labels(tmp_path: Path) -> None:
     assert drops[(("dir", "in"), ("reason", "no-sa"))] == 3 and drops[(("dir", "in"), ("reason", "replay"))] == 1
     assert drops[(("dir", "out"), ("reason", "send-failed"))] == 4
     assert (("dir", "in"), ("reason", "ok")) not in drops           # forwarded packets are no drops
+    assert drops[(("dir", "in"), ("reason", "auth-failed"))] == 0   # every inbound reason from zero
     assert samples(m["ipsecgw_ike_messages"], "_total") == {(("dir", "in"), ("exchange", "IKE_SA_INIT")): 1}
     assert samples(m["ipsecgw_negotiation_failures"], "_total") == {(("reason", "NO_PROPOSAL_CHOSEN"),): 1}
     assert samples(m["ipsecgw_fastpath_up"]) == {(): 1}
@@ -261,3 +262,24 @@ def test_bind_failure_is_a_clear_error(tmp_path: Path) -> None:
 
         with pytest.raises(OSError, match=r"cannot serve /metrics on 127\.0\.0\.1:\d+: Address already in use"):
             asyncio.run(main())
+
+
+def test_dashboard_queries_name_only_exposed_series(tmp_path: Path) -> None:
+    import json
+    import re
+
+    from prometheus_client import ProcessCollector
+
+    dash = json.loads((Path(__file__).resolve().parents[2] / "docs/grafana/ipsecgw-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs.append(dash["templating"]["list"][1]["definition"])
+    d, view = fake_daemon(tmp_path), FakeView()
+    write_status(d.gw.shm_path, Totals(), 0.0)
+    reg = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=reg)
+    reg.register(GatewayCollector(lambda: take_snapshot(d, view, "9.9.9")))
+    exposed = {s.name for f in text_string_to_metric_families(generate_latest(reg).decode()) for s in f.samples}
+    used = {n for e in exprs for n in re.findall(r"\b((?:ipsecgw|process)_[a-z_]+)", e)}
+    assert len(used) >= 10 and used <= exposed, sorted(used - exposed)
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
