@@ -4,6 +4,7 @@ control and fastpath on each gateway, plain ESP, AES-GCM), gateway A serving ``g
 - /metrics parses with prometheus-client's own parser, each family with its HELP and TYPE;
 - the per-SA packet and byte counters equal ``list-sas``'s for the same SPIs, read at a quiet moment, and
   rise with a ping burst; the SA and IKE message families agree with ``status``;
+- a CHILD SA whose proposal the peer refuses counts once under ``NO_PROPOSAL_CHOSEN``, as in ``status``;
 - ``ipsecgw_drops_total{dir="in",reason="no-sa"}`` rises by exactly the ESP packets with unknown SPIs sent at
   the gateway;
 - 200 scrapes in 10 s while pings flow at 100 a second all answer 200 and parse, and the pings get through
@@ -34,6 +35,16 @@ FAMILIES = {"ipsecgw_ike_sas": "gauge", "ipsecgw_child_sas": "gauge", "ipsecgw_s
             "ipsecgw_sa_bytes": "counter", "ipsecgw_drops": "counter", "ipsecgw_ike_messages": "counter",
             "ipsecgw_negotiation_failures": "counter", "ipsecgw_fastpath_up": "gauge", "ipsecgw_info": "gauge",
             "process_resident_memory_bytes": "gauge", "process_cpu_seconds": "counter"}
+
+
+# a child of A's connection whose ESP proposal gateway B does not accept: asked for, it fails with
+# NO_PROPOSAL_CHOSEN (narrower selectors than net's and no trap, so the SPD is not touched)
+BAD_CHILD = """      bad:
+        local_ts: [10.1.0.0/25]
+        remote_ts: [10.2.0.0/25]
+        esp_proposals: [aes256-sha512]
+        start_action: none
+"""
 
 
 def _get(port: int) -> tuple[int, str]:
@@ -114,7 +125,7 @@ def test_metrics_endpoint_on_a_gateway_pair(tmp_path: Path) -> None:
         b = gateway_config(tmp_path, "B", encap=False, log_level="info")
         cfg_a = a[0]
         listen = f"gateway:\n  metrics: {{listen: '127.0.0.1:{port}'}}\n"
-        cfg_a.write_text(cfg_a.read_text().replace("gateway:\n", listen, 1))
+        cfg_a.write_text(cfg_a.read_text().replace("gateway:\n", listen, 1).replace("secrets:", BAD_CHILD + "secrets:"))
         with SplitGateways(net, a, b, tmp_path) as gws:
             ctl_a, fp_a = gws.ctl_a, gws.fp_a
             scr = Scraper(net.gA, port)
@@ -148,7 +159,22 @@ def test_metrics_endpoint_on_a_gateway_pair(tmp_path: Path) -> None:
                 ike["messages"]["out"]["IKE_SA_INIT"] >= 1
             assert scr.value("ipsecgw_ike_messages", exchange="IKE_AUTH", dir="in") >= 1
 
-            # 3. garbage ESP at the gateway: counted drops with their reason (the totals are written twice a second)
+            # 3. a failed negotiation is counted by its notify, as status --json counts it
+            failed0 = scr.value("ipsecgw_negotiation_failures")
+            cc0 = scr.value("ipsecgw_ike_messages", exchange="CREATE_CHILD_SA", dir="out")
+            ctl_a.call("initiate", name="bad")
+            deadline = time.monotonic() + 10
+            while scr.value("ipsecgw_negotiation_failures") == failed0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert scr.value("ipsecgw_negotiation_failures") - failed0 == 1, ctl_a.log_text()[-3000:]
+            assert scr.value("ipsecgw_negotiation_failures", reason="NO_PROPOSAL_CHOSEN") == 1
+            assert ctl_a.call("status")["ike"]["negotiation_failures"] == {"NO_PROPOSAL_CHOSEN": 1}
+            # the responder counts its refusal too
+            assert gws.ctl_b.call("status")["ike"]["negotiation_failures"] == {"NO_PROPOSAL_CHOSEN": 1}
+            assert scr.value("ipsecgw_ike_messages", exchange="CREATE_CHILD_SA", dir="out") - cc0 >= 1
+            assert installed_child(ctl_a.call("list-sas"))          # the IKE SA and net live on
+
+            # 4. garbage ESP at the gateway: counted drops with their reason (the totals are written twice a second)
             no_sa0 = scr.value("ipsecgw_drops", dir="in", reason="no-sa")
             sent = _garbage_esp(net.gB, "192.0.2.2", "192.0.2.1", 25)
             deadline = time.monotonic() + 5
@@ -158,7 +184,7 @@ def test_metrics_endpoint_on_a_gateway_pair(tmp_path: Path) -> None:
             assert scr.value("ipsecgw_drops", dir="in", reason="no-sa") - no_sa0 == sent
             assert fp_a.proc.poll() is None
 
-            # 4. 200 scrapes in 10 s while 100 pings a second flow: every scrape answers and parses, and the
+            # 5. 200 scrapes in 10 s while 100 pings a second flow: every scrape answers and parses, and the
             # pings fare as well as the same stream did without scrapes
             alone = net.ping(500, 0.01)
             results: list[Any] = []
