@@ -6,12 +6,13 @@ count as ``other``, reasons are notify names (a fixed IANA set) or one of a few 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from control.ike.constants import NON_ESP_MARKER, ExchangeType
 from control.ike.events import ChildSaFailed, IkeSaFailed
 from control.sa_text import notify_text
 
-__all__ = ["IkeCounts", "TIMEOUT"]
+__all__ = ["IkeCounts", "TIMEOUT", "status_lines"]
 
 _HEADER = 28                    # an IKE header; anything shorter is no message (the intake counts it apart)
 TIMEOUT = "timeout"             # no response after every retransmission, or a half-open SA that never completed
@@ -68,3 +69,18 @@ class IkeCounts:
         for (exchange, direction), n in sorted(self.messages.items()):
             out[direction][exchange] = n
         return {"messages": out, "negotiation_failures": dict(sorted(self.failures.items()))}
+
+
+def status_lines(ike: dict[str, Any] | None) -> list[str]:
+    """``ipsecgw status``'s text for ``as_json``'s output: messages each way by exchange, failures by reason."""
+    if not ike:
+        return []
+
+    def side(counts: dict[str, int]) -> str:
+        inner = ", ".join(f"{k} {v}" for k, v in counts.items())
+        return f"{sum(counts.values())}" + (f" ({inner})" if inner else "")
+
+    msgs = ike.get("messages") or {}
+    failed = ike.get("negotiation_failures") or {}
+    return [f"IKE messages: in {side(msgs.get('in') or {})}, out {side(msgs.get('out') or {})}; failed "
+            "negotiations: " + (", ".join(f"{k} {v}" for k, v in failed.items()) or "none")]

@@ -283,3 +283,17 @@ def test_dashboard_queries_name_only_exposed_series(tmp_path: Path) -> None:
     assert len(used) >= 10 and used <= exposed, sorted(used - exposed)
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_status_text_shows_the_counts() -> None:
+    from control.ike_counts import status_lines
+
+    c = IkeCounts()
+    assert status_lines(c.as_json()) == ["IKE messages: in 0, out 0; failed negotiations: none"]
+    c.received(full_init(), natt=False)
+    c.sent(ike_message(ExchangeType.IKE_SA_INIT, response=True), natt=False)
+    c.sent(ike_message(ExchangeType.IKE_AUTH), natt=False)
+    c.event(ChildSaFailed("net", Notify.TS_UNACCEPTABLE, "x"))
+    assert status_lines(c.as_json()) == ["IKE messages: in 1 (IKE_SA_INIT 1), out 2 (IKE_AUTH 1, IKE_SA_INIT 1); "
+                                         "failed negotiations: TS_UNACCEPTABLE 1"]
+    assert status_lines(None) == []
