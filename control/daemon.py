@@ -34,6 +34,7 @@ from control.ike.events import (
     State,
 )
 from control.ike.sa import IkeSA
+from control.ike_counts import IkeCounts
 from control.ike_event_handlers import IkeEventHandlers
 from control.ike_intake import IkeIntake
 from control.ike_sa_table import IkeSaTable
@@ -103,6 +104,7 @@ class Daemon:
         self.events: IkeEventHandlers | None = None
         self._rekeyed_inbound_delay = rekeyed_inbound_delay
         self.stats: dict[str, int] = {}
+        self.ike_counts = IkeCounts()       # messages by exchange, failures by reason (status, /metrics)
         self.socks: dict[tuple[str, int], UdpSocket] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -240,6 +242,7 @@ class Daemon:
         local_ip = s.local_ip
 
         def deliver(data: bytes, port: int, remote: tuple[str, int]) -> None:
+            self.ike_counts.received(data, port == self.gw.natt_port)
             try:
                 self.intake.received(data, local_ip, port, remote)
             except Exception:           # noqa: BLE001 - one bad datagram must never end the daemon
@@ -257,6 +260,7 @@ class Daemon:
             log.warning("no socket on %s port %d to send an IKE message from", local_ip, d.local_port)
             return
         s.send(d.data, d.remote)
+        self.ike_counts.sent(d.data, d.local_port == self.gw.natt_port)
 
     # -- driving the core ------------------------------------------------------------------------------
 
@@ -302,6 +306,7 @@ class Daemon:
         self.arm()
 
     def _act(self, entry: IkeEntry, ev: object, staging_failed: RegionError | None) -> None:
+        self.ike_counts.event(ev)
         try:
             if staging_failed is not None:
                 raise staging_failed
@@ -333,6 +338,7 @@ class Daemon:
         self.outcomes.dropped(entry, reason)
         timed_out = bool(entry.ike.stats.get("half_open_timeout"))
         if timed_out:
+            self.ike_counts.timed_out()
             log.info("IKE SA %s with %s did not complete within %.0f s, dropped", entry.label,
                      entry.ike.remote[0], entry.ike.config.half_open_timeout)
         self.gate.closed(entry.spi, timed_out=timed_out)

@@ -5,6 +5,7 @@
   processes, I/O mode, engines and totals), ``list-policies`` and ``reload`` (``control.commands``);
 - **adoption after a restart** (supervised mode only, ``control.adoption``): a crashed predecessor's
   SAs and policies keep forwarding until their children are renegotiated;
+- ``gateway.metrics.listen``: Prometheus's /metrics (``control.metrics``);
 - a rekeyed CHILD SA's inbound SA outlives the peer's Delete by ``REKEYED_INBOUND_DELAY``.
 """
 
@@ -44,6 +45,10 @@ def build_gateway(config: Config, config_path: str | None = None, *, supervised:
         reload,
         adoption,
     ]
+    if config.gateway.metrics_listen is not None:     # gateway.metrics.listen: /metrics (docs/metrics.md)
+        from control.metrics.server import MetricsServer
+
+        daemon.parts.append(MetricsServer(daemon, view, config.gateway.metrics_listen))
     return daemon
 
 

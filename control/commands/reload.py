@@ -53,6 +53,8 @@ class ReloadCommand(CommandFamily):
         restart = [k for k in ("shm_path", "capacities", "control_socket", "ike_port", "natt_port", "fastpath",
                                "cookie_threshold", "half_open_max", "half_open_per_source", "half_open_timeout")
                    if getattr(new.gateway, k) != getattr(gw, k)]
+        if new.gateway.metrics_listen != gw.metrics_listen:     # the HTTP server is bound once, at start
+            restart.append("metrics.listen")
         if new.gateway.log_level != gw.log_level:
             logging.getLogger("ipsecgw").setLevel(new.gateway.log_level.upper())
             gw.log_level = new.gateway.log_level

@@ -18,7 +18,7 @@ def daemon_status(d: Daemon) -> dict[str, Any]:
             "shm": d.gw.shm_path, "ike_sas": len(d.ike_sas), "child_sas": len(d.children),
             "policies": d.spd.count() if d.spd is not None else 0,
             "fastpath_alive": bool(d.region and d.region.fastpath_alive()), "counters": dict(d.stats),
-            "admission": d.gate.status(),
+            "admission": d.gate.status(), "ike": d.ike_counts.as_json(),
             "fastpath_totals": _fastpath_totals(d.gw.shm_path)}
 
 

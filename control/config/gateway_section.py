@@ -1,5 +1,5 @@
-"""The ``gateway:`` section: shared memory, control socket, IKE ports, logging and ``fastpath`` (with its
-``dpdk`` part), into ``GatewayConfig`` and fastpath/plan.py's dataclasses."""
+"""The ``gateway:`` section: shared memory, control socket, IKE ports, logging, ``metrics`` and ``fastpath``
+(with its ``dpdk`` part), into ``GatewayConfig`` and fastpath/plan.py's dataclasses."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import ipaddress
 import re
 
 from control.config.checker import Checker
+from control.config.metrics_section import parse_metrics
 from control.config.model import GatewayConfig
 from control.config.yaml_tree import Node
 from control.shm import Capacities
@@ -14,7 +15,7 @@ from fastpath.plan import DpdkConfig, FastpathConfig
 
 _GATEWAY_KEYS = ("shm", "control_socket", "ike_port", "natt_port", "export_keys", "log_level", "log_file",
                  "fastpath", "keep_alive", "window_size", "cookie_threshold", "half_open_max", "half_open_per_source",
-                 "half_open_timeout")
+                 "half_open_timeout", "metrics")
 _FASTPATH_KEYS = ("io", "engine", "tun", "tun_mtu", "tun_addrs", "outer_mtu", "batch", "hold", "offload", "clear",
                   "clear_interface", "dpdk")
 _CLEAR_MODES = ("tun", "af_packet")
@@ -75,6 +76,8 @@ def parse_gateway(ck: Checker, node: Node | None) -> GatewayConfig:
         n = ck.integer(m["window_size"], "gateway.window_size", 1, 64, "an integer from 1 to 64")
         if n is not None:
             g.window_size = n
+    if "metrics" in m:
+        g.metrics_listen = parse_metrics(ck, m["metrics"])
     _limits(ck, m, g)
     return g
 

@@ -34,6 +34,7 @@ class GatewayConfig:
     half_open_per_source: int = 5   # half-open IKE SAs one source may hold: an IPv4 address, an IPv6 /64
     half_open_timeout: int = 30     # seconds a responder IKE SA may stay without IKE_AUTH (charon's)
     fastpath: FastpathConfig = field(default_factory=FastpathConfig)
+    metrics_listen: tuple[str, int] | None = None   # gateway.metrics.listen (host, port); None = no /metrics
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 
 from control.config import GatewayConfig, load_config_or_report
 from control.ctl import ControlError, call
+from control.ike_counts import status_lines as ike_status_lines
 
 ENV_SOCKET = "IPSECGW_SOCKET"
 
@@ -249,6 +250,7 @@ def format_status(st: dict[str, Any]) -> str:
                  + (f", {st['adopted_sas']} adopted from a previous control" if st.get("adopted_sas") else "")
                  + f"; {st['policies']} policies; connections: {', '.join(st.get('connections', [])) or '-'}")
     lines.extend(_admission_text(st.get("admission"), st.get("counters") or {}))
+    lines.extend(ike_status_lines(st.get("ike")))
     lines.extend(_fastpath_totals_text(st.get("fastpath_totals")))
     tot = st.get("totals")
     if tot:
