@@ -51,6 +51,12 @@ def _fastpath(sub: argparse._SubParsersAction) -> None:
     fastpath.register(sub)
 
 
+def _systemd(sub: argparse._SubParsersAction) -> None:
+    from control.verbs import systemd_unit
+
+    systemd_unit.register(sub)
+
+
 def _caps(sub: argparse._SubParsersAction) -> None:
     from fastpath.cli import caps
 
@@ -66,6 +72,7 @@ VERBS: dict[str, Registrar] = {
     "list-policies": _running, "reload": _running, "export-keys": _running,
     "fastpath": _fastpath,
     "caps": _caps,
+    "systemd-unit": _systemd,
 }
 
 
