@@ -18,7 +18,7 @@ __all__ = ["LOG_FORMATS", "SA_FIELDS", "JsonFormatter", "make_formatter", "set_f
 
 LOG_FORMATS = ("text", "json")
 # the fields a record may carry about the SA it concerns (see control/log_fields.py)
-SA_FIELDS = ("conn", "ike_sa", "ike_spi", "child", "peer", "spi", "spi_out")
+SA_FIELDS = ("conn", "ike_sa", "ike_spi", "child", "peer", "spi", "spi_out", "dir", "slot")
 _TEXT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
