@@ -126,7 +126,8 @@ def test_no_key_in_any_log_and_json_lines(tmp_path: Path) -> None:
     assert {"ipsecgw.supervisor", "ipsecgw.daemon", "ipsecgw.fastpath"} <= loggers, loggers
     assert any(o["level"] == "debug" for o in objs)
     for spi in (first["spi_in"], second["spi_in"]):
-        up = [o for o in objs if "installed" in o["event"] and o.get("spi") == f"0x{spi}"]
+        up = [o for o in objs if o["logger"] == "ipsecgw.daemon" and "installed" in o["event"]
+              and o.get("spi") == f"0x{spi}"]
         assert len(up) == 1, [o for o in objs if "installed" in o["event"]]
         assert up[0]["child"] == "net" and up[0]["ike_sa"].startswith("peer[") and up[0]["conn"] == "peer"
         assert up[0]["peer"] == "192.0.2.2" and up[0]["spi_out"].startswith("0x")
