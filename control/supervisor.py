@@ -139,6 +139,7 @@ class Supervisor:
         self.notifier = Notifier()
         self.ready = False
         self.next_check = 0.0               # monotonic: the next readiness or watchdog check
+        self.up_seen: float | None = None   # monotonic: the last readiness check that saw the heartbeat
         self.reload_notes: list[str] = []   # "start" / "end", as control signalled them
 
     # -- workers ----------------------------------------------------------------------------------
@@ -293,22 +294,24 @@ class Supervisor:
 
     # -- the service manager (systemd) ----------------------------------------------------------------
 
-    def _gateway_up(self) -> tuple[bool, str]:
-        """Control answers on its socket and sees the fastpath's heartbeat in the region."""
+    def _gateway_up(self) -> tuple[bool, str, float]:
+        """Control answers on its socket and sees the fastpath's heartbeat in the region; the heartbeat's age
+        in seconds (inf when there is none)."""
         from control.ctl import ControlError, call
 
         if not self.workers["fastpath"].alive() or not self.workers["control"].alive():
-            return False, "a worker is not running"
+            return False, "a worker is not running", float("inf")
         try:
             st = call(self.config.gateway.control_socket, "status", timeout=2)
         except ControlError as exc:
-            return False, f"control does not answer: {exc}"
+            return False, f"control does not answer: {exc}", float("inf")
         fp = (st.get("processes") or {}).get("fastpath") or {} if isinstance(st, dict) else {}
-        if not fp.get("alive"):
-            return False, "no fastpath heartbeat"
+        age = fp.get("heartbeat_age")
+        if not fp.get("alive") or age is None:
+            return False, "no fastpath heartbeat", float("inf")
         ike, child = st.get("ike_sas", "?"), st.get("child_sas", "?")
         return True, (f"running: {len(st.get('connections') or [])} connection(s), {ike} IKE SA(s), "
-                      f"{child} CHILD SA(s), fastpath pid {fp.get('pid')}")
+                      f"{child} CHILD SA(s), fastpath pid {fp.get('pid')}"), float(age)
 
     def _tell_service_manager(self, now: float) -> None:
         n = self.notifier
@@ -319,14 +322,19 @@ class Supervisor:
             if self.reload_notes.pop(0) == "start":
                 n.reloading()
             else:
-                up, why = self._gateway_up()
+                up, why, _ = self._gateway_up()
                 n.ready(why if up else f"reloaded; {why}")
         if now < self.next_check:
             return
         if not self.ready:
             self.next_check = now + READY_CHECK
-            up, why = self._gateway_up()
-            if up:
+            up, why, age = self._gateway_up()
+            # the fastpath beats once when it attaches, before its TUN and sockets are set up, and then from
+            # its main loop: ready only once a beat came after a check that already saw one (half the time
+            # between the checks: the status calls' own latency must not pass for a beat)
+            moved = self.up_seen is not None and age < (now - self.up_seen) / 2
+            self.up_seen = now if up else None
+            if up and moved:
                 self.ready = True
                 n.ready(why)
                 log.info("service manager notified: ready (%s)", why)
@@ -336,7 +344,7 @@ class Supervisor:
             self.next_check = float("inf")
             return
         self.next_check = now + n.watchdog_interval
-        up, why = self._gateway_up()
+        up, why, _ = self._gateway_up()
         if up:
             n.watchdog()
         else:

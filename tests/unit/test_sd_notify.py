@@ -113,27 +113,34 @@ def test_supervisor_ready_only_once_up_then_watchdog(listener: tuple[socket.sock
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     s, path = listener
     sup = _supervisor(path, monkeypatch)
-    health = [(False, "no fastpath heartbeat")]
+    inf = float("inf")
+    health = [(False, "no fastpath heartbeat", inf)]
     monkeypatch.setattr(sup, "_gateway_up", lambda: health[0])
     sup._tell_service_manager(100.0)
     sup._tell_service_manager(100.1)           # before the next check: nothing asked, nothing sent
     assert _recv_all(s) == [] and not sup.ready
-    health[0] = (True, "running: 0 connection(s)")
+    # the fastpath attached (one beat, 0.1 s ago) but its loop has not beaten since: not ready yet
+    health[0] = (True, "running: 0 connection(s)", 0.1)
     sup._tell_service_manager(100.3)
+    health[0] = (True, "running: 0 connection(s)", 0.4)
+    sup._tell_service_manager(100.6)
+    assert _recv_all(s) == [] and not sup.ready
+    health[0] = (True, "running: 0 connection(s)", 0.02)     # a beat since the last check: the loop runs
+    sup._tell_service_manager(100.9)
     assert _recv_all(s) == ["READY=1\nSTATUS=running: 0 connection(s)"]
-    sup._tell_service_manager(100.31)          # the first watchdog ping follows at once
-    sup._tell_service_manager(100.5)           # then one per second (half of 2 s)
-    sup._tell_service_manager(101.32)
+    sup._tell_service_manager(100.91)          # the first watchdog ping follows at once
+    sup._tell_service_manager(101.1)           # then one per second (half of 2 s)
+    sup._tell_service_manager(101.92)
     assert _recv_all(s) == ["WATCHDOG=1", "WATCHDOG=1"]
-    health[0] = (False, "no fastpath heartbeat")
-    sup._tell_service_manager(102.4)
+    health[0] = (False, "no fastpath heartbeat", inf)
+    sup._tell_service_manager(103.0)
     assert _recv_all(s) == ["STATUS=degraded: no fastpath heartbeat"]
 
 
 def test_supervisor_reload_and_stop(listener: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch) -> None:
     s, path = listener
     sup = _supervisor(path, monkeypatch)
-    monkeypatch.setattr(sup, "_gateway_up", lambda: (True, "running"))
+    monkeypatch.setattr(sup, "_gateway_up", lambda: (True, "running", 0.01))
     sup.ready, sup.next_check = True, float("inf")
     sup.reload_notes += ["start", "end"]        # as control's SIGUSR1 / SIGUSR2 leave them
     sup._tell_service_manager(5.0)
