@@ -403,7 +403,7 @@ class Daemon:
             entry.ike.create_child(self._now(), spec.child_config())
             self.process(entry)
             return f"creating {spec.name} on {entry.label}"
-        log.info("%s: negotiating %s (%s)", conn.name, spec.name, why)
+        log.info("%s: negotiating %s (%s)", conn.name, spec.name, why, extra={"conn": conn.name, "child": spec.name})
         self.initiate(conn, spec)
         return f"initiating {conn.name} with {spec.name}"
 
@@ -471,7 +471,8 @@ class Daemon:
         conn = self.config.connections.get(conn_name)
         spec = spec_of(self.config, conn_name, child_name)
         if conn is not None and spec is not None:
-            log.info("ACQUIRE for %s/%s: %s -> %s proto %d", conn_name, child_name, src, dst, proto)
+            log.info("ACQUIRE for %s/%s: %s -> %s proto %d", conn_name, child_name, src, dst, proto,
+                     extra={"conn": conn_name, "child": child_name})
             self.bring_up(conn, spec, f"traffic {src} -> {dst}")
 
     def soft_expired(self, child: ChildEntry, why: str) -> None:

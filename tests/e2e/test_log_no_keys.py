@@ -134,6 +134,8 @@ def test_no_key_in_any_log_and_json_lines(tmp_path: Path) -> None:
     # the fastpath's line about the same inbound SA carries its SPI and direction
     fp = [o for o in objs if o["logger"] == "ipsecgw.fastpath" and o.get("spi") == f"0x{first['spi_in']}"]
     assert fp and fp[0]["dir"] == "in" and isinstance(fp[0]["slot"], int), fp
+    acq = [o for o in objs if o["event"].startswith("ACQUIRE for peer/net")]
+    assert acq and acq[0]["conn"] == "peer" and acq[0]["child"] == "net", acq
     est = [o for o in objs if " established with " in o["event"]]
     assert est and all(o["ike_sa"].startswith("peer[") and o["peer"] == "192.0.2.2" for o in est)
     # gateway B's text lines carry no JSON, and read as they did
