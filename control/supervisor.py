@@ -315,8 +315,10 @@ class Supervisor:
 
     def _tell_service_manager(self, now: float) -> None:
         n = self.notifier
-        if not n.enabled:
+        if not n.enabled or not self.ready:
+            # a reload during start-up: READY=1 comes once, when the gateway is up
             self.reload_notes.clear()
+        if not n.enabled:
             return
         while self.reload_notes:
             if self.reload_notes.pop(0) == "start":

@@ -116,6 +116,7 @@ def test_supervisor_ready_only_once_up_then_watchdog(listener: tuple[socket.sock
     inf = float("inf")
     health = [(False, "no fastpath heartbeat", inf)]
     monkeypatch.setattr(sup, "_gateway_up", lambda: health[0])
+    sup.reload_notes += ["start", "end"]        # a reload before the gateway is up says nothing
     sup._tell_service_manager(100.0)
     sup._tell_service_manager(100.1)           # before the next check: nothing asked, nothing sent
     assert _recv_all(s) == [] and not sup.ready
