@@ -125,9 +125,9 @@ def test_notify_protocol_of_a_running_gateway(tmp_path: Path) -> None:
             assert all(text.startswith("STATUS=") for _, _, text in m.messages()[:i_ready])
 
             # the watchdog: about two pings a second
-            time.sleep(2.6)
+            time.sleep(3.0)
             n = _pings(m, t_ready, time.time())
-            assert 3 <= n <= 7, m.messages()
+            assert 3 <= n <= 8, m.messages()
             # a frozen fastpath: its heartbeat ages past 2 s and the pings stop, then resume
             fp_pid = st["processes"]["fastpath"]["pid"]
             os.kill(fp_pid, signal.SIGSTOP)
