@@ -15,6 +15,7 @@ from cdefs.sa import Direction
 from control.config import ChildSpec, Config
 from control.ike.events import ChildSaEstablished, ChildStatus
 from control.ike_sa_table import IkeSaTable
+from control.log_fields import child_fields
 from control.policy_table import PolicyTable
 from control.sa_records import INSTALLED, REKEYED, REKEYING, ChildEntry, IkeEntry
 from control.sa_text import esp_proposal_name, ts_text
@@ -163,7 +164,7 @@ class ChildInstaller:
                  ", sending on it once the peer deletes the SA it replaces" if wait else
                  ", sending on it in a moment (the peer is installing it)" if settle else
                  ", redundant after a rekey collision" if ev.redundant else
-                 ", standing by (a rekey collision)" if reserve else "")
+                 ", standing by (a rekey collision)" if reserve else "", extra=child_fields(child, entry))
         if wait:
             child.waits_for, child.switch_at, child.expects_delete = olds, now + OUTBOUND_SWITCH_MAX, True
         elif settle:
@@ -184,7 +185,8 @@ class ChildInstaller:
             if old not in self.children or old.state == REKEYED:
                 continue
             log.info("CHILD SA %s of %s rekeyed: SPIs in 0x%08x out 0x%08x replace in 0x%08x out 0x%08x", child.name,
-                     child.conn, child.spi_in, child.spi_out, old.spi_in, old.spi_out)
+                     child.conn, child.spi_in, child.spi_out, old.spi_in, old.spi_out,
+                     extra=child_fields(child, self.ike_sas.get(child.ike_spi)))
             self._retire(old, now)
 
     def release_waiting(self, old: ChildEntry, now: float, why: str) -> None:
@@ -197,7 +199,7 @@ class ChildInstaller:
         """Stop waiting; True when the traffic moved to ``child`` (an instance it waited for still carried it)."""
         if any(self.carries(o) for o in child.waits_for):
             log.debug("CHILD SA %s of %s: outbound moves to 0x%08x (%s)", child.name, child.conn, child.spi_out,
-                      why)
+                      why, extra=child_fields(child))
             self.take_over(child, child.waits_for, now)
             return True
         child.waits_for, child.switch_at = [], None
@@ -271,7 +273,7 @@ class ChildInstaller:
         child.keys = None
         if child.state != REKEYED:
             log.info("CHILD SA %s of %s removed (%s): SPIs in 0x%08x out 0x%08x", child.name, child.conn, reason,
-                     child.spi_in, child.spi_out)
+                     child.spi_in, child.spi_out, extra=child_fields(child, self.ike_sas.get(child.ike_spi)))
             if not heirs:
                 spec = spec_of(self.config, child.conn, child.name)
                 if keep_trap and spec is not None and spec.start_action == "trap":

@@ -57,6 +57,12 @@ def _fastpath(sub: argparse._SubParsersAction) -> None:
     fastpath.register(sub)
 
 
+def _systemd(sub: argparse._SubParsersAction) -> None:
+    from control.verbs import systemd_unit
+
+    systemd_unit.register(sub)
+
+
 def _caps(sub: argparse._SubParsersAction) -> None:
     from fastpath.cli import caps
 
@@ -73,6 +79,7 @@ VERBS: dict[str, Registrar] = {
     "import-swanctl": _import_swanctl,
     "fastpath": _fastpath,
     "caps": _caps,
+    "systemd-unit": _systemd,
 }
 
 

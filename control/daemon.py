@@ -39,6 +39,7 @@ from control.ike_event_handlers import IkeEventHandlers
 from control.ike_intake import IkeIntake
 from control.ike_sa_table import IkeSaTable
 from control.initiate_outcome import OutcomeWaiters
+from control.log_fields import child_fields, ike_fields
 from control.policy_table import PolicyTable
 from control.responder_gate import AdmissionGate
 from control.sa_records import INSTALLED, REKEYED, REKEYING, ChildEntry, IkeEntry
@@ -321,7 +322,8 @@ class Daemon:
     def _refuse_child(self, entry: IkeEntry, ev: ChildSaEstablished, why: str) -> None:
         """A CHILD SA the core negotiated could not be installed here: delete it at the peer too."""
         log.warning("CHILD SA %s of %s could not be installed (%s): deleting it (SPI in 0x%08x)",
-                    ev.name, entry.label, why, ev.inbound.spi)
+                    ev.name, entry.label, why, ev.inbound.spi,
+                    extra={**ike_fields(entry), "child": ev.name, "spi": f"0x{ev.inbound.spi:08x}"})
         entry.ike.delete_child(self._now(), ev.inbound.spi)
 
     def _reconcile_entry(self, entry: IkeEntry) -> None:
@@ -340,13 +342,14 @@ class Daemon:
         if timed_out:
             self.ike_counts.timed_out()
             log.info("IKE SA %s with %s did not complete within %.0f s, dropped", entry.label,
-                     entry.ike.remote[0], entry.ike.config.half_open_timeout)
+                     entry.ike.remote[0], entry.ike.config.half_open_timeout, extra=ike_fields(entry))
         self.gate.closed(entry.spi, timed_out=timed_out)
         assert self.installer is not None
         for child in self.installer.of_ike(entry.spi):
             self.installer.remove(child, reason=reason)
         if entry.established is not None:
-            log.info("IKE SA %s with %s removed (%s)", entry.label, entry.ike.remote[0], reason)
+            log.info("IKE SA %s with %s removed (%s)", entry.label, entry.ike.remote[0], reason,
+                     extra=ike_fields(entry))
 
     def maybe_drop_replaced(self, ike_spi: bytes) -> None:
         """An IKE SA whose children were all taken over by a replacement is no longer needed."""
@@ -392,7 +395,7 @@ class Daemon:
         entry.replaces = replaces
         ike.initiate(self._now(), children=[first.child_config()] if first is not None else [])
         log.info("initiating IKE SA %s to %s:%d%s", entry.label, remote_ip, conn.remote_port,
-                 f" with child {first.name}" if first else "")
+                 f" with child {first.name}" if first else "", extra=ike_fields(entry))
         self.process(entry)
         return entry
 
@@ -410,7 +413,7 @@ class Daemon:
             entry.ike.create_child(self._now(), spec.child_config())
             self.process(entry)
             return f"creating {spec.name} on {entry.label}"
-        log.info("%s: negotiating %s (%s)", conn.name, spec.name, why)
+        log.info("%s: negotiating %s (%s)", conn.name, spec.name, why, extra={"conn": conn.name, "child": spec.name})
         self.initiate(conn, spec)
         return f"initiating {conn.name} with {spec.name}"
 
@@ -422,7 +425,7 @@ class Daemon:
         if entry is None:
             self._replace_for_rekey(child, why)
             return
-        log.info("rekeying CHILD SA %s{%s} (%s)", child.name, entry.label, why)
+        log.info("rekeying CHILD SA %s{%s} (%s)", child.name, entry.label, why, extra=child_fields(child, entry))
         child.state = REKEYING
         entry.ike.rekey_child(self._now(), child.spi_in)
         self.process(entry)
@@ -432,16 +435,16 @@ class Daemon:
         conn = self.config.connections.get(child.conn)
         if conn is None or not conn.can_initiate:
             log.warning("CHILD SA %s of %s needs a rekey (%s) but its IKE SA is gone and the peer is %%any: "
-                        "it stays until its hard lifetime", child.name, child.conn, why)
+                        "it stays until its hard lifetime", child.name, child.conn, why, extra=child_fields(child))
             return
         log.info("CHILD SA %s of %s needs a rekey (%s) but its IKE SA is gone: a new IKE SA is established and "
-                 "replaces it", child.name, child.conn, why)
+                 "replaces it", child.name, child.conn, why, extra=child_fields(child))
         child.state = REKEYING
         self.initiate(conn, spec_of(self.config, conn.name, child.name), replaces=child.ike_spi)
 
     def rekey_ike(self, entry: IkeEntry, why: str) -> None:
         entry.rekey_at = None
-        log.info("rekeying IKE SA %s (%s)", entry.label, why)
+        log.info("rekeying IKE SA %s (%s)", entry.label, why, extra=ike_fields(entry))
         entry.ike.rekey_ike(self._now())
         self.process(entry)
 
@@ -478,7 +481,8 @@ class Daemon:
         conn = self.config.connections.get(conn_name)
         spec = spec_of(self.config, conn_name, child_name)
         if conn is not None and spec is not None:
-            log.info("ACQUIRE for %s/%s: %s -> %s proto %d", conn_name, child_name, src, dst, proto)
+            log.info("ACQUIRE for %s/%s: %s -> %s proto %d", conn_name, child_name, src, dst, proto,
+                     extra={"conn": conn_name, "child": child_name})
             self.bring_up(conn, spec, f"traffic {src} -> {dst}")
 
     def soft_expired(self, child: ChildEntry, why: str) -> None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from control.log_fields import child_fields
 from control.policy_table import PolicyTable
 from control.sa_records import ChildEntry
 from control.shm import ControlRegion
@@ -67,4 +68,4 @@ class FastpathEventPump:
                 self.sink.hard_expired(child, f"{ev.kind} reported by the fastpath")
             elif ev.kind.startswith("alarm"):
                 log.warning("CHILD SA %s of %s: %s: %d drops in the alarm window (SPI 0x%08x)", child.name,
-                            child.conn, ev.kind, ev.packets, child.spi_in)
+                            child.conn, ev.kind, ev.packets, child.spi_in, extra=child_fields(child))

@@ -22,6 +22,7 @@ from control.ike.events import (
 )
 from control.ike.sa import IkeSA
 from control.ike_sa_table import IkeSaTable
+from control.log_fields import ike_fields
 from control.responder_gate import AdmissionGate
 from control.sa_records import IkeEntry
 from control.sa_text import ike_proposal_name, notify_text
@@ -49,7 +50,7 @@ class IkeEventHandlers:
 
     @singledispatchmethod
     def handle(self, ev: object, entry: IkeEntry) -> None:
-        log.info("IKE SA %s: %s", entry.label, ev.__class__.__name__)
+        log.info("IKE SA %s: %s", entry.label, ev.__class__.__name__, extra=ike_fields(entry))
 
     @handle.register
     def _(self, ev: IkeSaEstablished, entry: IkeEntry) -> None:
@@ -66,7 +67,7 @@ class IkeEventHandlers:
                  ev.remote[0], ev.remote_id, ike_proposal_name(ev.suite), ev.local_id,
                  "we initiated" if ev.initiator else "peer initiated",
                  ", NAT-T (UDP 4500)" if ev.nat_local or ev.nat_remote else "",
-                 ", IKE fragmentation (RFC 7383)" if entry.ike.peer_fragmentation else "")
+                 ", IKE fragmentation (RFC 7383)" if entry.ike.peer_fragmentation else "", extra=ike_fields(entry))
         while entry.pending:
             entry.ike.create_child(now, entry.pending.pop(0).child_config())
         if not ev.initiator:
@@ -91,14 +92,14 @@ class IkeEventHandlers:
         # come up (``rekey_of``), and the core deletes the old IKE SA after that
         n = self.ike_sas.add(entry.conn, ev.new_sa, entry.local_ip, self.host.now())
         log.info("IKE SA %s reached its reauth time: reauthenticating as %s (make before break)",
-                 entry.label, n.label)
+                 entry.label, n.label, extra=ike_fields(entry))
         self.host.process(n)
 
     @handle.register
     def _(self, ev: IkeSaReauthenticated, entry: IkeEntry) -> None:
         old = self.ike_sas.get(ev.old_sa.our_spi)
         log.info("IKE SA %s reauthenticated: it replaces %s, which is being deleted", entry.label,
-                 old.label if old is not None else "the old IKE SA")
+                 old.label if old is not None else "the old IKE SA", extra=ike_fields(entry))
         if old is not None:
             self.host.process(old)      # send its Delete
 
@@ -113,30 +114,35 @@ class IkeEventHandlers:
                                              old_est.remote_id, new.remote, new.nat_local, new.nat_remote)
             n.established_wall = time.time()
         if ev.redundant:
-            log.info("IKE SA %s: simultaneous rekey, the duplicate %s will be deleted", entry.label, n.label)
+            log.info("IKE SA %s: simultaneous rekey, the duplicate %s will be deleted", entry.label, n.label,
+                     extra=ike_fields(entry))
         else:
             for c in self.installer.children:
                 if c.ike_spi == entry.spi:
                     c.ike_spi = n.spi
             log.info("IKE SA %s rekeyed: now %s, SPIs %s_i %s_r, %s", entry.label, n.label,
-                     new.spi_i.hex(), new.spi_r.hex(), ike_proposal_name(new.suite) if new.suite else "")
+                     new.spi_i.hex(), new.spi_r.hex(), ike_proposal_name(new.suite) if new.suite else "",
+                     extra=ike_fields(n))
         self.host.process(n)
 
     @handle.register
     def _(self, ev: IkeSaDeleted, entry: IkeEntry) -> None:
         if not ev.rekeyed:
-            log.info("IKE SA %s with %s deleted: %s", entry.label, entry.ike.remote[0], ev.reason)
+            log.info("IKE SA %s with %s deleted: %s", entry.label, entry.ike.remote[0], ev.reason,
+                     extra=ike_fields(entry))
 
     @handle.register
     def _(self, ev: ChildSaFailed, entry: IkeEntry) -> None:
         log.warning("CHILD SA %s of %s failed: %s%s (%s)%s", ev.name or "?", entry.label, notify_text(ev.notify),
-                    _sender(ev.notify, ev.received, entry), ev.reason, _detail(ev.detail))
+                    _sender(ev.notify, ev.received, entry), ev.reason, _detail(ev.detail),
+                    extra={**ike_fields(entry), "child": ev.name or None})
         self.installer.rekey_refused(entry)
 
     @handle.register
     def _(self, ev: IkeSaFailed, entry: IkeEntry) -> None:
         log.warning("IKE SA %s with %s failed: %s%s (%s)%s", entry.label, entry.ike.remote[0],
-                    notify_text(ev.notify), _sender(ev.notify, ev.received, entry), ev.reason, _detail(ev.detail))
+                    notify_text(ev.notify), _sender(ev.notify, ev.received, entry), ev.reason, _detail(ev.detail),
+                    extra=ike_fields(entry))
 
 
 def _sender(notify: int, received: bool, entry: IkeEntry) -> str:

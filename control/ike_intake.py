@@ -78,7 +78,7 @@ class IkeIntake:
         if conn is None:
             self.host.count("no_connection")
             log.info("IKE_SA_INIT from %s to %s: no connection configured for this peer, ignored", remote[0],
-                     local_ip)
+                     local_ip, extra={"peer": remote[0]})
             return None
         admission = self.gate.admit(data, port, remote, self.host.now())
         if admission.reply is not None:

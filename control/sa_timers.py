@@ -10,6 +10,7 @@ from typing import Protocol
 
 from control.child_installer import OUTBOUND_SWITCH_MAX, ChildInstaller
 from control.ike_sa_table import IkeSaTable
+from control.log_fields import child_fields
 from control.sa_records import REKEYING, ChildEntry, IkeEntry
 
 __all__ = ["deadlines", "run_due", "TimerHost"]
@@ -73,7 +74,7 @@ def run_due(host: TimerHost, ike_sas: IkeSaTable, installer: ChildInstaller, now
             elif installer.end_wait(child, now, "timeout") and child.expects_delete:
                 log.warning("CHILD SA %s of %s: the peer did not delete the SA it rekeyed within %.0f s; "
                             "sending on SPI 0x%08x anyway", child.name, child.conn, OUTBOUND_SWITCH_MAX,
-                            child.spi_out)
+                            child.spi_out, extra=child_fields(child))
         if child.remove_at is not None and now >= child.remove_at:
             installer.remove(child, reason="replaced")
         elif child.expire_at is not None and now >= child.expire_at:

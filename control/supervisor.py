@@ -25,6 +25,11 @@ along.
   zeroed in the region), then the fastpath (engine keys dropped, sockets closed), then the TUN device
   is deleted (the fastpath keeps it while control's heartbeat is fresh, which it still is right after
   control stopped) and the region file removed.  SIGHUP asks control to reload the configuration.
+- **systemd** (``Type=notify``, control/systemd/ipsecgw.service, docs/systemd.md).  With ``NOTIFY_SOCKET``
+  set the supervisor reports READY=1 once control answers on its socket and sees the fastpath's heartbeat
+  (not when the processes merely exist), WATCHDOG=1 every half ``WATCHDOG_USEC`` while the fastpath is
+  healthy, RELOADING=1 then READY=1 around a reload (control signals it, SIGUSR1 / SIGUSR2, however the
+  reload was asked for: ``ipsecgw reload`` talks to control directly), and STOPPING=1 on a stop.
 - **Status.** The supervisor writes a small JSON state file (processes, pids, start times, restarts)
   that control serves through ``ipsecgw status``.
 """
@@ -44,12 +49,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from control.config import Config
+from control.sd_notify import Notifier
 
-__all__ = ["Supervisor", "STATE_ENV", "state_path"]
+__all__ = ["Supervisor", "STATE_ENV", "SUPERVISOR_PID_ENV", "state_path"]
 
 log = logging.getLogger("ipsecgw.supervisor")
 
 STATE_ENV = "IPSECGW_SUPERVISOR_STATE"
+SUPERVISOR_PID_ENV = "IPSECGW_SUPERVISOR_PID"     # control signals reload start/end to this pid
+READY_CHECK = 0.25          # seconds between checks that the gateway is up, until it is
 POLL = 0.02                 # seconds between checks of the workers: a dead fastpath is noticed at once
 STANDBY_AFTER = 2.0         # the fastpath's warm standby starts once the fastpath has run this long
 STABLE_AFTER = 3.0          # a worker that ran this long (it was up and working) is restarted without delay
@@ -108,6 +116,7 @@ class Supervisor:
     config: Config
     log_level: str | None = None
     out: IO[bytes] | None = None            # where the workers' stderr goes (None: ours)
+    log_format: str | None = None           # --log-format, passed on to the workers
     workers: dict[str, Worker] = field(default_factory=dict)
     stopping: bool = False
     reload_requested: bool = False
@@ -117,6 +126,8 @@ class Supervisor:
     def __post_init__(self) -> None:
         base = [sys.executable, "-m", "control.cli"]
         lv = ["--log-level", self.log_level] if self.log_level else []
+        if self.log_format:
+            lv += ["--log-format", self.log_format]
         self.workers["control"] = Worker("control", [*base, "run", "-c", self.config_path, "--supervised", *lv])
         self.workers["fastpath"] = Worker("fastpath", [*base, "fastpath", "-c", self.config_path, "--wait", "60",
                                                        *lv])
@@ -125,11 +136,19 @@ class Supervisor:
         fp_argv = self.workers["fastpath"].argv
         self.standby_argv = ([sys.executable, "-m", "control.standby", *fp_argv[3:]]
                              if fp_argv[1:3] == ["-m", "control.cli"] else None)
+        self.notifier = Notifier()
+        self.ready = False
+        self.next_check = 0.0               # monotonic: the next readiness or watchdog check
+        self.up_seen: float | None = None   # monotonic: the last readiness check that saw the heartbeat
+        self.reload_notes: list[str] = []   # "start" / "end", as control signalled them
 
     # -- workers ----------------------------------------------------------------------------------
 
     def _popen(self, argv: list[str], stdin: Any) -> subprocess.Popen:
-        env = dict(os.environ, **{STATE_ENV: self.state_file})
+        env = dict(os.environ, **{STATE_ENV: self.state_file, SUPERVISOR_PID_ENV: str(os.getpid())})
+        # the service manager's variables are the supervisor's: a worker must not notify in its place
+        for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            env.pop(var, None)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         err = self.out if self.out is not None else None
@@ -220,6 +239,9 @@ class Supervisor:
     def _on_hup(self, signum: int, frame: object) -> None:
         self.reload_requested = True
 
+    def _on_reload_note(self, signum: int, frame: object) -> None:
+        self.reload_notes.append("start" if signum == signal.SIGUSR1 else "end")
+
     def _reload(self) -> None:
         from control.ctl import ControlError, call
 
@@ -236,6 +258,8 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, self._on_reload_note)
         log.info("ipsecgw gateway starting from %s (supervisor pid %d)", self.config_path, os.getpid())
         self._spawn(self.workers["control"])
         self._spawn(self.workers["fastpath"])
@@ -251,6 +275,7 @@ class Supervisor:
                 self._keep_standby(now)
             if self.reload_requested:
                 self._reload()
+            self._tell_service_manager(now)
         self.shutdown()
         return self.exit_code
 
@@ -267,7 +292,70 @@ class Supervisor:
             w.proc.kill()
             w.proc.wait()
 
+    # -- the service manager (systemd) ----------------------------------------------------------------
+
+    def _gateway_up(self) -> tuple[bool, str, float]:
+        """Control answers on its socket and sees the fastpath's heartbeat in the region; the heartbeat's age
+        in seconds (inf when there is none)."""
+        from control.ctl import ControlError, call
+
+        if not self.workers["fastpath"].alive() or not self.workers["control"].alive():
+            return False, "a worker is not running", float("inf")
+        try:
+            st = call(self.config.gateway.control_socket, "status", timeout=2)
+        except ControlError as exc:
+            return False, f"control does not answer: {exc}", float("inf")
+        fp = (st.get("processes") or {}).get("fastpath") or {} if isinstance(st, dict) else {}
+        age = fp.get("heartbeat_age")
+        if not fp.get("alive") or age is None:
+            return False, "no fastpath heartbeat", float("inf")
+        ike, child = st.get("ike_sas", "?"), st.get("child_sas", "?")
+        return True, (f"running: {len(st.get('connections') or [])} connection(s), {ike} IKE SA(s), "
+                      f"{child} CHILD SA(s), fastpath pid {fp.get('pid')}"), float(age)
+
+    def _tell_service_manager(self, now: float) -> None:
+        n = self.notifier
+        if not n.enabled or not self.ready:
+            # a reload during start-up: READY=1 comes once, when the gateway is up
+            self.reload_notes.clear()
+        if not n.enabled:
+            return
+        while self.reload_notes:
+            if self.reload_notes.pop(0) == "start":
+                n.reloading()
+            else:
+                up, why, _ = self._gateway_up()
+                n.ready(why if up else f"reloaded; {why}")
+        if now < self.next_check:
+            return
+        if not self.ready:
+            self.next_check = now + READY_CHECK
+            up, why, age = self._gateway_up()
+            # the fastpath beats once when it attaches, before its TUN and sockets are set up, and then from
+            # its main loop: ready only once a beat came after a check that already saw one (half the time
+            # between the checks: the status calls' own latency must not pass for a beat)
+            moved = self.up_seen is not None and age < (now - self.up_seen) / 2
+            self.up_seen = now if up else None
+            if up and moved:
+                self.ready = True
+                n.ready(why)
+                log.info("service manager notified: ready (%s)", why)
+                self.next_check = now
+            return
+        if n.watchdog_interval is None:
+            self.next_check = float("inf")
+            return
+        self.next_check = now + n.watchdog_interval
+        up, why, _ = self._gateway_up()
+        if up:
+            n.watchdog()
+        else:
+            # no ping: if this lasts past WatchdogSec the service manager restarts the gateway
+            log.warning("watchdog ping withheld: %s", why)
+            n.status(f"degraded: {why}")
+
     def shutdown(self) -> None:
+        self.notifier.stopping()
         # control first: it sends the Deletes and removes the SAs (keys zeroed) while the fastpath still runs
         if self.standby is not None:
             _stop_standby(self.standby)
@@ -305,7 +393,8 @@ def _stop_standby(sb: subprocess.Popen) -> None:
         sb.wait()
 
 
-def run_supervisor(config_path: str, config: Config, log_level: str | None, log_file: str | None) -> int:
+def run_supervisor(config_path: str, config: Config, log_level: str | None, log_file: str | None,
+                   log_format: str | None = None) -> int:
     """``ipsecgw run`` without ``--control-only``: returns the exit code."""
     from fastpath.logs import setup_logging
 
@@ -320,9 +409,9 @@ def run_supervisor(config_path: str, config: Config, log_level: str | None, log_
             print(f"ipsecgw run: cannot open the log file {path}: {exc.strerror}", file=sys.stderr)
             return 1
         stream = open(out.fileno(), "w", buffering=1, closefd=False)   # noqa: SIM115
-    setup_logging(log_level or config.gateway.log_level, stream)
+    setup_logging(log_level or config.gateway.log_level, stream, log_format or config.gateway.log_format)
     try:
-        return Supervisor(config_path, config, log_level, out).run()
+        return Supervisor(config_path, config, log_level, out, log_format).run()
     finally:
         if out is not None:
             out.close()

@@ -37,7 +37,8 @@ def sync_region(region: FastpathRegion, engine: Engine,
         except ValueError:
             continue
         on_sa(slot, sa, direction)
-        log.info("SA slot %d installed: SPI 0x%08x %s, %s", slot, sa.spi, direction.name.lower(), sa.enc)
+        log.info("SA slot %d installed: SPI 0x%08x %s, %s", slot, sa.spi, direction.name.lower(), sa.enc,
+                 extra={"spi": f"0x{sa.spi:08x}", "dir": direction.name.lower(), "slot": slot})
     for slot, why in r.rejected.items():
         if _is_ah(region, slot):
             log.warning("SA slot %d not installed: no AH in engine %s (%s); AH traffic of this SA is dropped",

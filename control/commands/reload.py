@@ -15,6 +15,7 @@ from control.commands.base import CommandFamily
 from control.config import Config, ConfigError, ConnectionConfig, load_config
 from control.ctl import CommandError, Handler
 from control.daemon import Daemon
+from control.supervisor import SUPERVISOR_PID_ENV
 
 __all__ = ["ReloadCommand"]
 
@@ -32,13 +33,18 @@ class ReloadCommand(CommandFamily):
     async def reload(self, args: dict[str, Any], uid: int) -> dict[str, Any]:
         if not self.config_path:
             raise CommandError("this daemon was not started from a file; nothing to reload")
+        # the supervisor tells systemd RELOADING=1 / READY=1 (NotifyAccess=main: only it may notify)
+        _tell_supervisor(signal.SIGUSR1)
         try:
-            new = load_config(self.config_path)
-        except ConfigError as exc:
-            raise CommandError("configuration not reloaded:\n" + "\n".join(exc.problems)) from None
-        result = await self.apply_config(new)
-        self.count += 1
-        return result
+            try:
+                new = load_config(self.config_path)
+            except ConfigError as exc:
+                raise CommandError("configuration not reloaded:\n" + "\n".join(exc.problems)) from None
+            result = await self.apply_config(new)
+            self.count += 1
+            return result
+        finally:
+            _tell_supervisor(signal.SIGUSR2)
 
     async def apply_config(self, new: Config) -> dict[str, Any]:
         """Make the running connections those of ``new``; unchanged connections keep their SAs."""
@@ -51,7 +57,9 @@ class ReloadCommand(CommandFamily):
         changed = [n for n in new.connections if n in old_conns and new.connections[n] != old_conns[n]]
         unchanged = [n for n in new.connections if n in old_conns and n not in changed]
         restart = [k for k in ("shm_path", "capacities", "control_socket", "ike_port", "natt_port", "fastpath",
-                               "cookie_threshold", "half_open_max", "half_open_per_source", "half_open_timeout")
+                               "cookie_threshold", "half_open_max", "half_open_per_source", "half_open_timeout",
+                               # both processes log in one format; the fastpath has no way to be told
+                               "log_format")
                    if getattr(new.gateway, k) != getattr(gw, k)]
         if new.gateway.metrics_listen != gw.metrics_listen:     # the HTTP server is bound once, at start
             restart.append("metrics.listen")
@@ -129,3 +137,14 @@ class ReloadCommand(CommandFamily):
                 os.kill(pid, signal.SIGTERM)
             except OSError as exc:
                 log.warning("cannot signal the fastpath: %s", exc)
+
+
+def _tell_supervisor(sig: signal.Signals) -> None:
+    """Signal the supervisor that started us, if one did (its pid in the environment, and still our parent:
+    never a stranger that inherited the variable)."""
+    pid = os.environ.get(SUPERVISOR_PID_ENV, "")
+    if pid.isdigit() and int(pid) == os.getppid():
+        try:
+            os.kill(int(pid), sig)
+        except OSError:
+            pass

@@ -9,7 +9,8 @@ in a message or a repr: a bad secret is described by its shape only.
 Layout (see examples/ and docs/daemon.md)::
 
     gateway:      shm {path, sa_capacity, policy_capacity, ring_size}, control_socket,
-                  ike_port, natt_port, export_keys, log_level, keep_alive, window_size, metrics {listen},
+                  ike_port, natt_port, export_keys, log_level, log_format, keep_alive, window_size,
+                  metrics {listen},
                   fastpath {io, engine, clear, clear_interface, tun, tun_mtu, tun_addrs, outer_mtu, batch,
                             hold, offload}
     connections:  NAME: local_addrs (or %any), remote_addrs, remote_port, remote_natt_port, proposals,

@@ -13,7 +13,8 @@ from control.config.yaml_tree import Node
 from control.shm import Capacities
 from fastpath.plan import DpdkConfig, FastpathConfig
 
-_GATEWAY_KEYS = ("shm", "control_socket", "ike_port", "natt_port", "export_keys", "log_level", "log_file",
+_GATEWAY_KEYS = ("shm", "control_socket", "ike_port", "natt_port", "export_keys", "log_level", "log_format",
+                 "log_file",
                  "fastpath", "keep_alive", "window_size", "cookie_threshold", "half_open_max", "half_open_per_source",
                  "half_open_timeout", "metrics")
 _FASTPATH_KEYS = ("io", "engine", "tun", "tun_mtu", "tun_addrs", "outer_mtu", "batch", "hold", "offload", "clear",
@@ -24,6 +25,7 @@ _DPDK_KEYS = ("vdevs", "pci", "eal_args", "clear_port", "protected_port", "clear
                "burst", "cores", "memory_mb", "idle_sleep_us", "slice_ms")
 _SHM_KEYS = ("path", "sa_capacity", "policy_capacity", "ring_size")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_LOG_FORMATS = ("text", "json")
 
 
 def parse_gateway(ck: Checker, node: Node | None) -> GatewayConfig:
@@ -64,6 +66,10 @@ def parse_gateway(ck: Checker, node: Node | None) -> GatewayConfig:
         lv = ck.choice(m["log_level"], "gateway.log_level", _LOG_LEVELS, lower=True)
         if lv is not None:
             g.log_level = lv
+    if "log_format" in m:
+        lf = ck.choice(m["log_format"], "gateway.log_format", _LOG_FORMATS, lower=True)
+        if lf is not None:
+            g.log_format = lf
     if "log_file" in m:
         g.log_file = ck.string(m["log_file"], "gateway.log_file") or ""
     if "fastpath" in m:

@@ -25,6 +25,7 @@ class GatewayConfig:
     natt_port: int = 4500
     export_keys: bool = False
     log_level: str = "info"
+    log_format: str = "text"        # "text" or "json" (one object a line; fastpath/logs.py)
     log_file: str = ""              # `ipsecgw run` logs here (appended) instead of stderr; "" = stderr
     keep_alive: int = 20            # NAT-T keepalive interval behind a NAT, seconds (charon.keep_alive); 0 = off
     window_size: int = 1            # IKE Message ID window (charon.window_size)

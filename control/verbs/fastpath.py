@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-c", "--config", required=True, metavar="CONFIG.yaml")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    help="override gateway.log_level")
+    p.add_argument("--log-format", choices=("text", "json"), help="override gateway.log_format")
     p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
                    help="how long to wait for control to create the region (default 30)")
     p.set_defaults(func=_run)
@@ -34,7 +35,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config_or_report(args.config)
     if cfg is None:
         return 2
-    setup_logging(args.log_level or cfg.gateway.log_level)
+    setup_logging(args.log_level or cfg.gateway.log_level, fmt=args.log_format or cfg.gateway.log_format)
     plan = fastpath_plan(cfg)
     if plan.settings.io == "dpdk":       # the DPDK fastpath instead (fastpath/dpdk/daemon.py)
         from fastpath.dpdk.daemon import serve

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)   # the control worker of `run`
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    help="override gateway.log_level")
+    p.add_argument("--log-format", choices=("text", "json"),
+                   help="override gateway.log_format (json: one object a line)")
     p.add_argument("--log-file", metavar="PATH", help="append the log here instead of stderr (default: "
                                                       "gateway.log_file)")
     p.set_defaults(func=_run)
@@ -66,8 +68,8 @@ def _run(args: argparse.Namespace) -> int:
         stream = None
         if args.control_only and (args.log_file or cfg.gateway.log_file):
             stream = open(args.log_file or cfg.gateway.log_file, "a", buffering=1)  # noqa: SIM115 - process lifetime
-        setup_logging(args.log_level or cfg.gateway.log_level, stream)
+        setup_logging(args.log_level or cfg.gateway.log_level, stream, args.log_format or cfg.gateway.log_format)
         return asyncio.run(run_gateway(cfg, args.config, supervised=args.supervised))
     from control.supervisor import run_supervisor
 
-    return run_supervisor(args.config, cfg, args.log_level, args.log_file)
+    return run_supervisor(args.config, cfg, args.log_level, args.log_file, args.log_format)

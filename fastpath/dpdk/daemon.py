@@ -110,7 +110,8 @@ class DpdkFastpath:
     def _placed(slot: int, p: Placement) -> None:
         skipped = "; ".join(f"{c}: {why}" for c, why in p.skipped if c.device != "-")
         log.info("SA slot %d (SPI 0x%08x %s) on %s%s", slot, p.spi, p.direction, p.engine,
-                 f" (not on {skipped})" if skipped else "")
+                 f" (not on {skipped})" if skipped else "",
+                 extra={"spi": f"0x{p.spi:08x}", "dir": str(p.direction), "slot": slot})
 
     def sync(self) -> bool:
         """Apply control's changes; True if held packets may now find an SA."""
