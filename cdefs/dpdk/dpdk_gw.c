@@ -75,6 +75,7 @@ struct ipsg_dpdk_gw {
     uint64_t hold_ts[IPSG_GW_HOLD_MAX];
     uint32_t off[MAXB], len[MAXB], sa[MAXB];
     uint8_t status[MAXB];
+    uint8_t *slot[MAXB];    /* the batch's slots: mbuf buffers, or copies in buf (dpdk_slots.h) */
     struct rte_mbuf *rx[MAXB], *inb[MAXB];
     uint32_t ntx[2];
     struct rte_mbuf *tx[2][2 * MAXB];
@@ -125,6 +126,8 @@ struct ipsg_dpdk_gw *ipsg_dpdk_gw_new(const struct ipsg_dpdk_gw_conf *c, char *e
     g->spi_lookup = (spi_lookup_fn)c->spi_lookup;
     g->now = (now_fn)c->now_ns;
     slots_bind(&g->b, g->buf, g->off, g->len, g->sa, g->status);
+    g->b.slots = g->slot;         /* zero copy: the core works in the mbufs */
+    g->b.slot_size = SLOT_MBUF_SIZE;
     g->st.hz = rte_get_tsc_hz();
     return g;
 }
@@ -497,7 +500,10 @@ static void clear_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t
             drop(g, m, IPSG_GW_C_TOO_BIG);
             continue;
         }
-        slot_load(&g->b, k, ip, f.iplen, sa);
+        if (slot_take(&g->b, k, m, f.iplen, sa))
+            g->st.in_place++;
+        else
+            g->st.copied++;
         hts[k] = ts ? ts[i] : 0;
         g->inb[k++] = m;
     }
@@ -562,7 +568,10 @@ static void prot_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t 
             esp_drop(g, m, IPSG_ST_TOO_BIG);
             continue;
         }
-        slot_load(&g->b, k, ip, f.iplen, 0);
+        if (slot_take(&g->b, k, m, f.iplen, 0))
+            g->st.in_place++;
+        else
+            g->st.copied++;
         g->inb[k++] = m;
     }
     if (k) {
@@ -571,7 +580,7 @@ static void prot_process(struct ipsg_dpdk_gw *g, struct rte_mbuf **pk, uint32_t 
         for (i = 0; i < k; i++) {
             struct rte_mbuf *m = g->inb[i];
             uint8_t st = slot_status(&g->b, i, m);
-            const uint8_t *in = g->buf + g->off[i];
+            const uint8_t *in = slot_data(&g->b, i);
             if (st == IPSG_ST_NOT_ESP) {
                 drop(g, m, IPSG_GW_C_KERNEL);
                 continue;

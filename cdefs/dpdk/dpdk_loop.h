@@ -86,6 +86,8 @@ struct ipsg_dpdk_gw_stats {
     uint64_t polls, bursts, acquires, held, cycles, hz;
     uint64_t c[16];          /* IPSG_GW_C_* */
     uint64_t drops[16];      /* ESP drops by IPSG_ST_* (both directions) */
+    uint64_t in_place;       /* packets the core worked on in their own mbuf */
+    uint64_t copied;         /* packets copied into a slot and back (an mbuf it could not write) */
 };
 
 struct ipsg_dpdk_gw_conf {

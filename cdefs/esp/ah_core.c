@@ -427,7 +427,7 @@ static void ah_outbound(struct ipsg_engine *e, struct ipsg_batch *b, int after_e
                 continue;
             }
             c->len = b->len[pi];
-            c->st = ah_out_one(e, s, b->buf + (uint64_t)pi * b->slot_size, b->slot_size, c, nj, &e->jobs[nj]);
+            c->st = ah_out_one(e, s, batch_slot(b, pi), b->slot_size, c, nj, &e->jobs[nj]);
             if (c->st == IPSG_ST_OK)
                 c->job = nj++;
         }
@@ -441,12 +441,12 @@ static void ah_outbound(struct ipsg_engine *e, struct ipsg_batch *b, int after_e
                 const struct ipsg_job *j = &e->jobs[c->job];
                 st = j->st;
                 if (st == IPSG_ST_OK) {
-                    uint8_t *icv = b->buf + (uint64_t)p * b->slot_size + c->rel + c->o.esp + AH_FIXED;
+                    uint8_t *icv = batch_slot(b, p) + c->rel + c->o.esp + AH_FIXED;
                     const int gmac = c->s->p.integ == IPSG_INTEG_AES_GMAC;
                     if (gmac)
                         wr64(icv, c->seq); /* the IV */
                     memcpy(icv + (gmac ? 8 : 0), j->icv, j->icv_len);
-                    b->off[p] = (uint32_t)((uint64_t)p * b->slot_size + c->rel);
+                    b->off[p] = (uint32_t)(batch_base(b, p) + c->rel);
                     b->len[p] = c->len;
                 }
             }
@@ -601,7 +601,7 @@ static void ah_inbound(struct ipsg_engine *e, struct ipsg_batch *b, int after_es
                 c->st = IPSG_ST_MALFORMED;
             } else {
                 c->len = b->len[pi];
-                c->st = ah_in_prepare(e, b->buf + (uint64_t)pi * b->slot_size, c, nj, &e->jobs[nj]);
+                c->st = ah_in_prepare(e, batch_slot(b, pi), c, nj, &e->jobs[nj]);
                 if (c->st == CUT_ROUND) {
                     b->status[pi] = CUT_ROUND; /* taken already: the next round starts here */
                     break;
@@ -625,10 +625,10 @@ static void ah_inbound(struct ipsg_engine *e, struct ipsg_batch *b, int after_es
                     st = IPSG_ST_REPLAY;
                 else if (st == IPSG_ST_OK && (st = e->jobs[c->job].st) == IPSG_ST_OK) {
                     replay_accept(s, c->seq); /* only once the ICV is good */
-                    st = ah_in_finish(s, b->buf + (uint64_t)p * b->slot_size, c);
+                    st = ah_in_finish(s, batch_slot(b, p), c);
                 }
                 if (st == IPSG_ST_OK) {
-                    b->off[p] = (uint32_t)((uint64_t)p * b->slot_size + c->rel);
+                    b->off[p] = (uint32_t)(batch_base(b, p) + c->rel);
                     b->len[p] = c->len;
                 } else {
                     s->st.drops[st]++;

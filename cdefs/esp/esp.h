@@ -135,7 +135,11 @@ struct ipsg_sa_stats {
 /* A batch: n packets in a contiguous buffer of slot_size-byte slots.
  * Packet i starts at buf + off[i] inside slot i and is len[i] bytes long;
  * the engine may move it within its slot (headroom/tailroom).  sa[i] is the
- * SA index: input on outbound, output on inbound. */
+ * SA index: input on outbound, output on inbound.
+ * slots, when not NULL, gives each packet a slot of its own instead (at least
+ * slot_size bytes at slots[i], e.g. a DPDK mbuf's buffer, so the worker hands
+ * packets over without copying them); off[i] is then relative to slots[i] and
+ * buf is not used. */
 struct ipsg_batch {
     uint8_t *buf;
     uint32_t slot_size;
@@ -144,6 +148,7 @@ struct ipsg_batch {
     uint32_t *len;
     uint32_t *sa;
     uint8_t *status;
+    uint8_t **slots;
 };
 
 struct ipsg_engine;

@@ -569,7 +569,7 @@ void ipsg_esp_outbound(struct ipsg_engine *e, struct ipsg_batch *b)
                 continue;
             }
             c->len = b->len[pi];
-            c->st = out_prepare(e, s, b->buf + (uint64_t)pi * b->slot_size, b->slot_size, c, &e->jobs[nj]);
+            c->st = out_prepare(e, s, batch_slot(b, pi), b->slot_size, c, &e->jobs[nj]);
             if (c->st == IPSG_ST_OK) {
                 na += s->alt;
                 c->job = nj++;
@@ -586,10 +586,10 @@ void ipsg_esp_outbound(struct ipsg_engine *e, struct ipsg_batch *b)
             if (c->job != NO_JOB) {
                 st = e->jobs[c->job].st;
                 if (st == IPSG_ST_OK) {
-                    uint8_t *slot = b->buf + (uint64_t)pi * b->slot_size;
+                    uint8_t *slot = batch_slot(b, pi);
                     if (c->udp6)
                         udp6_checksum(slot + c->rel, slot + c->rel + c->udp6, c->len - c->udp6);
-                    b->off[pi] = (uint32_t)((uint64_t)pi * b->slot_size + c->rel);
+                    b->off[pi] = (uint32_t)(batch_base(b, pi) + c->rel);
                     b->len[pi] = c->len;
                 }
             }
@@ -776,7 +776,7 @@ void ipsg_esp_inbound(struct ipsg_engine *e, struct ipsg_batch *b)
                 continue;
             }
             c->len = b->len[pi];
-            c->st = in_prepare(e, b->buf + (uint64_t)pi * b->slot_size, c, &e->jobs[nj]);
+            c->st = in_prepare(e, batch_slot(b, pi), c, &e->jobs[nj]);
             if (c->st == CUT_ROUND)
                 break;
             if (c->st == IPSG_ST_OK) {
@@ -801,10 +801,10 @@ void ipsg_esp_inbound(struct ipsg_engine *e, struct ipsg_batch *b)
                     st = IPSG_ST_REPLAY;
                 else if (st == IPSG_ST_OK && (st = e->jobs[c->job].st) == IPSG_ST_OK) {
                     replay_accept(s, c->seq);
-                    st = in_finish(s, b->buf + (uint64_t)pi * b->slot_size, c);
+                    st = in_finish(s, batch_slot(b, pi), c);
                 }
                 if (st == IPSG_ST_OK) {
-                    b->off[pi] = (uint32_t)((uint64_t)pi * b->slot_size + c->rel);
+                    b->off[pi] = (uint32_t)(batch_base(b, pi) + c->rel);
                     b->len[pi] = c->len;
                 } else {
                     s->st.drops[st]++;

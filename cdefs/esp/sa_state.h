@@ -247,10 +247,21 @@ static int hard_bytes_exceeded(struct sa *s, uint32_t bytes)
     return 0;
 }
 
+/* Slot i of a batch: its memory, and where it starts in off[]'s terms (struct ipsg_batch). */
+static inline uint8_t *batch_slot(const struct ipsg_batch *b, uint32_t i)
+{
+    return b->slots ? b->slots[i] : b->buf + (uint64_t)i * b->slot_size;
+}
+
+static inline uint64_t batch_base(const struct ipsg_batch *b, uint32_t i)
+{
+    return b->slots ? 0 : (uint64_t)i * b->slot_size;
+}
+
 /* Whether packet i's off/len lie inside slot i; gives its offset in the slot. */
 static inline int slot_ok(const struct ipsg_batch *b, uint32_t i, uint32_t *rel)
 {
-    uint64_t base = (uint64_t)i * b->slot_size, off = b->off[i];
+    uint64_t base = batch_base(b, i), off = b->off[i];
     if (off < base || off - base > b->slot_size || b->len[i] > b->slot_size - (off - base))
         return 0;
     *rel = (uint32_t)(off - base);
@@ -268,12 +279,17 @@ static void poison_slot_tails(const struct ipsg_batch *b)
     uint32_t i, rel;
     for (i = 0; i < b->n; i++)
         if (slot_ok(b, i, &rel) && rel + b->len[i] < b->slot_size)
-            ASAN_POISON_MEMORY_REGION(b->buf + (uint64_t)i * b->slot_size + rel + b->len[i],
-                                      b->slot_size - rel - b->len[i]);
+            ASAN_POISON_MEMORY_REGION(batch_slot(b, i) + rel + b->len[i], b->slot_size - rel - b->len[i]);
 }
 static void unpoison_slots(const struct ipsg_batch *b)
 {
-    ASAN_UNPOISON_MEMORY_REGION(b->buf, (uint64_t)b->n * b->slot_size);
+    uint32_t i;
+    if (b->slots == NULL) {
+        ASAN_UNPOISON_MEMORY_REGION(b->buf, (uint64_t)b->n * b->slot_size);
+        return;
+    }
+    for (i = 0; i < b->n; i++)
+        ASAN_UNPOISON_MEMORY_REGION(b->slots[i], b->slot_size);
 }
 #else
 static inline void poison_slot_tails(const struct ipsg_batch *b) { (void)b; }
@@ -286,7 +302,7 @@ static int batch_usable(const struct ipsg_engine *e, struct ipsg_batch *b)
     uint32_t i;
     if (e == NULL || b == NULL || b->status == NULL)
         return 0;
-    if (b->buf == NULL || b->off == NULL || b->len == NULL || b->sa == NULL) {
+    if ((b->buf == NULL && b->slots == NULL) || b->off == NULL || b->len == NULL || b->sa == NULL) {
         for (i = 0; i < b->n; i++)
             b->status[i] = IPSG_ST_INTERNAL;
         return 0;

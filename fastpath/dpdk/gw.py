@@ -159,7 +159,8 @@ class GatewayWorker:
         s = self._st
         self._lib.ipsg_dpdk_gw_get_stats(self._gw, s)
         out: dict[str, Any] = {k: int(getattr(s, k)) for k in ("rx_clear", "rx_prot", "tx_clear", "tx_prot",
-                                                               "polls", "bursts", "acquires", "held")}
+                                                               "polls", "bursts", "acquires", "held", "in_place",
+                                                               "copied")}
         out.update({name: int(s.c[i]) for i, name in enumerate(OUTCOMES) if s.c[i]})
         out["esp_drops"] = {Status(i).label: int(s.drops[i]) for i in range(16)
                             if s.drops[i] and i in Status._value2member_map_}

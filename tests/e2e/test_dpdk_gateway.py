@@ -98,6 +98,9 @@ def test_acquire_ping_tcp_status(pair) -> None:
         time.sleep(0.2)
     dp = A.json("status")["io"]["dpdk"]
     assert dp["protect"] > 21 and dp["decrypted"] > 21 and dp["acquires"] >= 1
+    # zero copy: the core worked on every packet in its own mbuf, both directions (the worker's pool mbufs
+    # are direct, unshared and of the batch's slot size), none went through a copy slot
+    assert dp["in_place"] >= dp["protect"] + dp["decrypted"] and dp.get("copied", 0) == 0, dp
     assert dp.get("icmp", 0) >= 1, "1500-byte TCP segments must have met the worker's fragmentation-needed"
     # the kernel of gw A saw every frame too, but forwarded none and refused no ESP; its own traffic to the
     # remote selectors meets a blackhole instead of leaving in the clear
