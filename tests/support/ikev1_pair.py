@@ -22,8 +22,16 @@ def configs(ike: str = "aes256-sha256-modp2048", esp: str = "aes128-sha256", *, 
     return ci, cr
 
 
+NAT_PUBLIC = "198.51.100.7"
+_NAT_PORTS = {500: 40500, 4500: 44500}
+
+
 class Pair:
-    def __init__(self, ci: Ikev1Config, cr: Ikev1Config):
+    """With ``nat``, the initiator sits behind a NAT: the responder sees its datagrams come from
+    NAT_PUBLIC on other ports, and answers there."""
+
+    def __init__(self, ci: Ikev1Config, cr: Ikev1Config, nat: bool = False):
+        self.nat = nat
         self.i = Ikev1SA(ci, initiator=True, local=I_ADDR, remote=R_ADDR)
         self.r = Ikev1SA(cr, initiator=False, local=R_ADDR, remote=I_ADDR)
         self.now = 0.0
@@ -39,7 +47,14 @@ class Pair:
                 for d in src.datagrams_to_send():
                     moved = True
                     self.wire.append((name, d.data))
-                    dst.receive_datagram(d.data, (src.local[0], d.local_port), self.now, local_port=d.remote[1])
+                    if not self.nat:
+                        dst.receive_datagram(d.data, (src.local[0], d.local_port), self.now, local_port=d.remote[1])
+                    elif name == "i":
+                        dst.receive_datagram(d.data, (NAT_PUBLIC, _NAT_PORTS[d.local_port]), self.now,
+                                             local_port=d.remote[1])
+                    else:
+                        private = next(k for k, v in _NAT_PORTS.items() if v == d.remote[1])
+                        dst.receive_datagram(d.data, (src.local[0], d.local_port), self.now, local_port=private)
             self.events_i += self.i.events()
             self.events_r += self.r.events()
             if not moved:
