@@ -192,3 +192,25 @@ def test_second_quick_mode_over_the_same_isakmp_sa() -> None:
     assert len(kids_i) == 2 and kids_i[1].inbound.spi != first.inbound.spi
     assert kids_i[1].inbound.enc_key != first.inbound.enc_key
     assert len(pair.i.children) == 2 and len(pair.r.children) == 2
+
+
+def test_corrupted_messages_at_every_step_are_dropped_without_an_exception() -> None:
+    """Every message of a full exchange, bit-flipped, into SAs waiting at each step (a fresh responder, and
+    the established pair): receive_datagram counts a drop or accepts what still verifies, never raises."""
+    import random
+    rng = random.Random(2409)
+    pair = Pair(*configs(esp="aes128-sha256-modp2048"))
+    _up(pair)
+    for sender, data in pair.wire:
+        target = pair.r if sender == "i" else pair.i
+        for _ in range(40):
+            d = bytearray(data)
+            d[rng.randrange(len(d))] ^= 1 << rng.randrange(8)
+            before = target.stats["dropped"]
+            target.receive_datagram(bytes(d), ("192.0.2.9", 500), 5.0, local_port=500)
+            assert target.stats["dropped"] in (before, before + 1)
+        fresh = Ikev1SA(configs(esp="aes128-sha256-modp2048")[1], initiator=False, local=("192.0.2.2", 500),
+                        remote=("192.0.2.1", 500))
+        fresh.receive_datagram(data[:rng.randrange(len(data))], ("192.0.2.1", 500), 0.0, local_port=500)
+        assert fresh.state == "created" and fresh.stats["dropped"] == 1
+    assert pair.i.established and pair.r.established and len(pair.i.children) == 1
