@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from control.ike.certs import Credentials
 from control.ike.config import Identity
 from control.ike.ts_payload import TrafficSelectorEntry
 from control.ikev1.constants import AuthMethod
@@ -29,12 +33,29 @@ class Ikev1Config:
     retransmit_timeout: float = 2.0
     retransmit_base: float = 1.8
     retransmit_tries: int = 4
+    # "psk", or "rsa": RSA signatures in main mode (RFC 2409 §5.1), our certificate and key in credentials,
+    # the peer's certificate checked against cacerts
+    auth: str = "psk"
+    credentials: Credentials | None = None
+    cacerts: list[x509.Certificate] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not self.psk:
-            raise ValueError("psk: expected a non-empty secret")
+        if self.auth == "psk":
+            if not self.psk:
+                raise ValueError("psk: expected a non-empty secret")
+            method = AuthMethod.PSK
+        elif self.auth == "rsa":
+            if self.credentials is None or not isinstance(self.credentials.key, rsa.RSAPrivateKey):
+                raise ValueError("credentials: RSA signature authentication needs our certificate and RSA key")
+            if not self.cacerts:
+                raise ValueError("cacerts: RSA signature authentication needs at least one CA certificate")
+            if self.aggressive:
+                raise ValueError("aggressive: signature authentication is in main mode only (so far)")
+            method = AuthMethod.RSA_SIG
+        else:
+            raise ValueError(f"auth: expected psk or rsa, got {self.auth!r}")
         # parse now, so a bad proposal string fails at configuration time with the keyword named
-        self.p1_transforms = ike_transforms(self.ike_proposals, AuthMethod.PSK, self.ike_lifetime)
+        self.p1_transforms = ike_transforms(self.ike_proposals, method, self.ike_lifetime)
         esp_transforms(self.esp_proposals, self.esp_lifetime)
 
     def __repr__(self) -> str:          # the PSK never reaches a log

@@ -63,6 +63,11 @@ def skeyid_psk(suite: P1Suite, psk: bytes, ni: bytes, nr: bytes) -> bytes:
     return suite.prf(psk, ni + nr)
 
 
+def skeyid_sig(suite: P1Suite, ni: bytes, nr: bytes, g_xy: bytes) -> bytes:
+    """RFC 2409 §5: for signatures SKEYID = prf(Ni_b | Nr_b, g^xy)."""
+    return suite.prf(ni + nr, g_xy)
+
+
 def derive_phase1(suite: P1Suite, skeyid: bytes, g_xy: bytes, cky_i: bytes, cky_r: bytes) -> Phase1Keys:
     """SKEYID_d, _a and _e (RFC 2409 §5) and the cipher key (appendix B: Ka = K1 | K2 ... when SKEYID_e is
     shorter than the key, K1 = prf(SKEYID_e, 0), Kn = prf(SKEYID_e, Kn-1))."""

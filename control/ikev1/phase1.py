@@ -11,10 +11,14 @@ import hmac
 import ipaddress
 import os
 
+from cryptography.hazmat.primitives import serialization
+
 from control.ike.config import Identity
 from control.ike.crypto import KeyExchange
 from control.ike.proposals import ProposalError
+from control.ikev1 import auth_rsa
 from control.ikev1.codec import (
+    CertPayload,
     DecodeError,
     Header,
     IDPayload,
@@ -34,7 +38,7 @@ from control.ikev1.constants import (
     Protocol,
 )
 from control.ikev1.events import Address, IsakmpSaEstablished
-from control.ikev1.keys import derive_phase1, hash_i, hash_r, nat_d, phase1_iv, skeyid_psk
+from control.ikev1.keys import derive_phase1, hash_i, hash_r, nat_d, phase1_iv, skeyid_psk, skeyid_sig
 from control.ikev1.proposals import choose_p1, p1_suite
 
 _NONCE_LEN = 32
@@ -147,7 +151,39 @@ class Phase1:
 
     def _keys(self, suite, ke: KeyExchange, peer_ke: bytes, ni: bytes, nr: bytes, cky_i: bytes, cky_r: bytes):
         g_xy = ke.shared(peer_ke)
-        return g_xy, derive_phase1(suite, skeyid_psk(suite, self.config.psk, ni, nr), g_xy, cky_i, cky_r)
+        skeyid = skeyid_sig(suite, ni, nr, g_xy) if self.config.auth == "rsa" else \
+            skeyid_psk(suite, self.config.psk, ni, nr)
+        return g_xy, derive_phase1(suite, skeyid, g_xy, cky_i, cky_r)
+
+    # RSA signatures (main mode): CERTREQ in messages 3/4, ID | CERT | SIG in 5/6 instead of ID | HASH
+
+    def _certreq(self) -> list:
+        if self.config.auth != "rsa":
+            return []
+        return [CertPayload(auth_rsa.CERT_X509_SIG, ca.subject.public_bytes(), PayloadType.CERTREQ)
+                for ca in self.config.cacerts]
+
+    def _proof(self, h: bytes) -> list:
+        """What proves us in message 5 or 6: HASH with a PSK, our certificate and SIG with RSA."""
+        if self.config.auth != "rsa":
+            return [Payload(PayloadType.HASH, h)]
+        creds = self.config.credentials
+        der = creds.cert.public_bytes(serialization.Encoding.DER)
+        return [CertPayload(auth_rsa.CERT_X509_SIG, der), Payload(PayloadType.SIG, auth_rsa.sign(creds.key, h))]
+
+    def _check_proof(self, payloads: list, idp: IDPayload, want: bytes, what: str) -> None:
+        if self.config.auth != "rsa":
+            h = self._one(payloads, PayloadType.HASH, what)
+            if not hmac.compare_digest(h.data, want):
+                raise Refused(f"{'HASH_I' if not self.initiator else 'HASH_R'} does not verify "
+                              "(wrong pre-shared key?)")
+            return
+        sig = self._one(payloads, PayloadType.SIG, what)
+        certs = [p for p in payloads if p.type == PayloadType.CERT and p.encoding == auth_rsa.CERT_X509_SIG]
+        cert = auth_rsa.peer_certificate(certs[0].data if certs else None, idp.id_type, idp.data,
+                                         self.config.cacerts)
+        if not auth_rsa.verify(cert.public_key(), want, sig.data):
+            raise Refused(f"{what}: RSA signature does not verify")
 
     def _check_id(self, idp: IDPayload) -> Identity:
         got = Identity(idp.id_type, idp.data)
@@ -176,7 +212,7 @@ class Phase1:
         self.cookie_r, self.suite, self.peer_natt = hdr.cookie_r, suite, self._vids(payloads)
         self.ke = KeyExchange(suite.group)
         self.g_xi, self.nonce_i = self.ke.public, os.urandom(_NONCE_LEN)
-        out = [Payload(PayloadType.KE, self.g_xi), Payload(PayloadType.NONCE, self.nonce_i)]
+        out = [Payload(PayloadType.KE, self.g_xi), Payload(PayloadType.NONCE, self.nonce_i), *self._certreq()]
         if self.peer_natt:
             out += self._nat_d(suite, self.cookie_r)
         msg = encode_plain(self.cookie_i, self.cookie_r, Exchange.MAIN, 0, out)
@@ -197,7 +233,7 @@ class Phase1:
         cfg = self.config
         idp = IDPayload(cfg.local_id.id_type, cfg.local_id.data)
         h = hash_i(self.suite, keys.skeyid, self.g_xi, self.g_xr, self.cookie_i, self.cookie_r, self.sa_i_b, idp.body())
-        msg, self.p1_iv = self._seal(Exchange.MAIN, 0, [idp, Payload(PayloadType.HASH, h)],
+        msg, self.p1_iv = self._seal(Exchange.MAIN, 0, [idp, *self._proof(h)],
                                      phase1_iv(self.suite, self.g_xi, self.g_xr))
         self.p1_step = "mm6"
         self._arm(msg, now, "main mode message 5")
@@ -205,12 +241,10 @@ class Phase1:
 
     def _i_mm6(self, hdr, payloads, iv_after, remote, now):
         idp = self._one(payloads, PayloadType.ID, "main mode message 6")
-        h = self._one(payloads, PayloadType.HASH, "main mode message 6")
         ident = self._check_id(idp)
         want = hash_r(self.suite, self.keys.skeyid, self.g_xi, self.g_xr, self.cookie_i, self.cookie_r, self.sa_i_b,
                       idp.raw[4:])
-        if not hmac.compare_digest(h.data, want):
-            raise Refused("HASH_R does not verify (wrong pre-shared key?)")
+        self._check_proof(payloads, idp, want, "main mode message 6")
         self.remote_identity, self.last_p1_block, self._now = ident, iv_after, now
         self._established()
         return []
@@ -237,7 +271,7 @@ class Phase1:
         self.ke, self.g_xi, self.g_xr, self.g_xy, self.keys = mine, ke.data, mine.public, g_xy, keys
         self.nonce_i, self.nonce_r, self.nat_local, self.nat_remote = ni.data, nonce_r, nat_local, nat_remote
         self.p1_iv = phase1_iv(self.suite, self.g_xi, self.g_xr)
-        out = [Payload(PayloadType.KE, self.g_xr), Payload(PayloadType.NONCE, nonce_r)]
+        out = [Payload(PayloadType.KE, self.g_xr), Payload(PayloadType.NONCE, nonce_r), *self._certreq()]
         if any(p.type == PayloadType.NAT_D for p in payloads):
             out += self._nat_d(self.suite, self.cookie_r)
         self.p1_step = "mm5"
@@ -245,17 +279,15 @@ class Phase1:
 
     def _r_mm5(self, hdr, payloads, iv_after, remote, now):
         idp = self._one(payloads, PayloadType.ID, "main mode message 5")
-        h = self._one(payloads, PayloadType.HASH, "main mode message 5")
         ident = self._check_id(idp)
         want = hash_i(self.suite, self.keys.skeyid, self.g_xi, self.g_xr, self.cookie_i, self.cookie_r, self.sa_i_b,
                       idp.raw[4:])
-        if not hmac.compare_digest(h.data, want):
-            raise Refused("HASH_I does not verify (wrong pre-shared key?)")
+        self._check_proof(payloads, idp, want, "main mode message 5")
         cfg = self.config
         mine = IDPayload(cfg.local_id.id_type, cfg.local_id.data)
         hr = hash_r(self.suite, self.keys.skeyid, self.g_xi, self.g_xr, self.cookie_i, self.cookie_r, self.sa_i_b,
                     mine.body())
-        msg, self.last_p1_block = self._seal(Exchange.MAIN, 0, [mine, Payload(PayloadType.HASH, hr)], iv_after)
+        msg, self.last_p1_block = self._seal(Exchange.MAIN, 0, [mine, *self._proof(hr)], iv_after)
         self.remote_identity, self._now = ident, now
         self._established()
         return [msg]

@@ -16,9 +16,11 @@ import time
 import pytest
 from support.charon_peer import OUR_HOST, OUR_TS, PSK, THEIR_HOST, THEIR_TS, esp_in_udp, icmp_echo
 from support.ikev1_driver import UdpDriver, swanctl_conf_v1
+from support.pki import CA, pem_cert, pem_key
 from support.strongswan import SWANCTL, Charon, NetnsPair, in_netns, interop_marks
 
 from cdefs.sa import Direction
+from control.ike.certs import Credentials
 from control.ike.config import Identity
 from control.ike.events import ChildSaEstablished
 from control.ike.ts_payload import TrafficSelectorEntry
@@ -32,20 +34,33 @@ from fastpath.status import Status
 pytestmark = interop_marks()
 
 
-def _our_config(ike: str, esp: str, aggressive: bool) -> Ikev1Config:
+class Pki:
+    """A test CA (RSA) and RSA certificates for both gateways, named by their FQDN IDs."""
+
+    def __init__(self) -> None:
+        self.ca = CA("ipsecgw IKEv1 interop CA", "rsa")
+        self.ours = self.ca.issue("gw-a", "rsa", ["gw-a.example"])
+        self.theirs = self.ca.issue("gw-b", "rsa", ["gw-b.example"])
+
+
+def _our_config(ike: str, esp: str, aggressive: bool, pki: Pki | None = None) -> Ikev1Config:
+    certs = dict(auth="rsa", credentials=Credentials(*pki.ours), cacerts=[pki.ca.cert]) if pki else {}
     return Ikev1Config(Identity.from_string("gw-a.example"), PSK.encode(), Identity.from_string("gw-b.example"),
                        ike, esp, [TrafficSelectorEntry.from_network(OUR_TS)],
                        [TrafficSelectorEntry.from_network(THEIR_TS)], aggressive=aggressive,
-                       retransmit_timeout=1.0, retransmit_tries=3)
+                       retransmit_timeout=1.0, retransmit_tries=3, **certs)
 
 
-def _charon(net: NetnsPair, ike: str, esp: str, aggressive: bool) -> Charon:
+def _charon(net: NetnsPair, ike: str, esp: str, aggressive: bool, pki: Pki | None = None) -> Charon:
     net.add_lo_address(net.b, f"{THEIR_HOST}/32")
     # charon refuses to answer aggressive mode with a PSK unless told it may (the PSK caveat, docs/ikev1.md)
     extra = "i_dont_care_about_security_and_use_aggressive_mode_psk = yes" if aggressive else ""
+    files = {"x509/gw-b.pem": pem_cert(pki.theirs[0]), "private/gw-b.key": pem_key(pki.theirs[1]),
+             "x509ca/ca.pem": pem_cert(pki.ca.cert)} if pki else None
     return Charon(net.b, swanctl_conf_v1(local=net.b_ip, remote=net.a_ip, local_id="gw-b.example",
                                          remote_id="gw-a.example", psk=PSK, ike=ike, esp=esp, local_ts=THEIR_TS,
-                                         remote_ts=OUR_TS, aggressive=aggressive), charon_extra=extra)
+                                         remote_ts=OUR_TS, aggressive=aggressive, cert="gw-b.pem" if pki else ""),
+                  charon_extra=extra, files=files)
 
 
 def _ping_through(drv: UdpDriver, child: ChildSaEstablished, b_ip: str, a_ip: str) -> bytes | None:
@@ -73,8 +88,9 @@ def _ping_through(drv: UdpDriver, child: ChildSaEstablished, b_ip: str, a_ip: st
         engine.close()
 
 
-def _session(net: NetnsPair, charon: Charon, ike: str, esp: str, aggressive: bool, we_initiate: bool) -> dict:
-    cfg = _our_config(ike, esp, aggressive)
+def _session(net: NetnsPair, charon: Charon, ike: str, esp: str, aggressive: bool, we_initiate: bool,
+             pki: Pki | None = None) -> dict:
+    cfg = _our_config(ike, esp, aggressive, pki)
     out: dict = {}
 
     def body() -> None:
@@ -85,7 +101,7 @@ def _session(net: NetnsPair, charon: Charon, ike: str, esp: str, aggressive: boo
             proc = None
         else:
             drv = UdpDriver(net.a_ip, responder=cfg)
-            env = dict(os.environ)
+            env = dict(os.environ, SWANCTL_DIR=str(charon.dir))
             proc = subprocess.Popen(["ip", "netns", "exec", net.b, SWANCTL, "--initiate", "--child", "net",
                                      "--timeout", "20", "--uri", f"unix://{charon.vici}"], env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -166,3 +182,17 @@ def test_charon_initiator_with_our_responder(ike: str, esp: str, aggressive: boo
     with NetnsPair(tag) as net, _charon(net, ike, esp, aggressive) as charon:
         res = _session(net, charon, ike, esp, aggressive, we_initiate=False)
         _check(res, charon, False, aggressive)
+
+
+@pytest.mark.parametrize("we_initiate", [True, False])
+def test_rsa_certificates_with_charon(we_initiate: bool) -> None:
+    """Main mode with RSA signatures (RFC 2409 §5.1) both ways: both certificates from one test CA,
+    charon's from swanctl's x509/ and private/, ours in our Credentials; each side sends its CERT."""
+    ike, esp = "aes256-sha256-modp2048", "aes128-sha256"
+    pki = Pki()
+    tag = f"v1c{os.getpid() % 100000}"
+    with NetnsPair(tag) as net, _charon(net, ike, esp, False, pki) as charon:
+        res = _session(net, charon, ike, esp, False, we_initiate=we_initiate, pki=pki)
+        _check(res, charon, we_initiate, False)
+        up = next(e for e in res["events"] if isinstance(e, IsakmpSaEstablished))
+        assert up.suite.auth == 3       # RSA signatures were negotiated, not a PSK

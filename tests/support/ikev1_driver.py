@@ -75,9 +75,24 @@ class UdpDriver:
 
 
 def swanctl_conf_v1(*, local: str, remote: str, local_id: str, remote_id: str, psk: str, ike: str, esp: str,
-                    local_ts: str, remote_ts: str, aggressive: bool = False) -> str:
-    """One IKEv1 PSK connection "peer" with child "net"; ``encap = yes`` because kernel-libipsec carries
-    ESP in UDP only (charon then fakes its NAT-D hash, so the ISAKMP SA floats to port 4500)."""
+                    local_ts: str, remote_ts: str, aggressive: bool = False, cert: str = "") -> str:
+    """One IKEv1 connection "peer" with child "net", PSK or (``cert``: x509/<cert>, its key in private/, the
+    CA in x509ca/) RSA signatures; ``encap = yes`` because kernel-libipsec carries ESP in UDP only (charon
+    then fakes its NAT-D hash, so the ISAKMP SA floats to port 4500)."""
+    if cert:
+        local_auth = f"auth = pubkey\n            certs = {cert}"
+        remote_auth = "auth = pubkey"
+        secrets = ""
+    else:
+        local_auth = remote_auth = "auth = psk"
+        secrets = f"""secrets {{
+    ike-peer {{
+        id-a = {local_id}
+        id-b = {remote_id}
+        secret = "{psk}"
+    }}
+}}
+"""
     return f"""connections {{
     peer {{
         version = 1
@@ -87,11 +102,11 @@ def swanctl_conf_v1(*, local: str, remote: str, local_id: str, remote_id: str, p
         proposals = {ike}
         encap = yes
         local {{
-            auth = psk
+            {local_auth}
             id = {local_id}
         }}
         remote {{
-            auth = psk
+            {remote_auth}
             id = {remote_id}
         }}
         children {{
@@ -105,11 +120,4 @@ def swanctl_conf_v1(*, local: str, remote: str, local_id: str, remote_id: str, p
         }}
     }}
 }}
-secrets {{
-    ike-peer {{
-        id-a = {local_id}
-        id-b = {remote_id}
-        secret = "{psk}"
-    }}
-}}
-"""
+{secrets}"""
