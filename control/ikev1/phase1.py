@@ -200,7 +200,8 @@ class Phase1:
                                                 self.suite, self.remote_identity, self.remote, self.nat_local,
                                                 self.nat_remote))
         # the caller's receive_datagram starts the initiator's quick mode once this message's answer is out
-        self._quick_pending = self.initiator
+        if self.initiator:
+            self._after.append(lambda now: self.start_quick(now))
 
     # -- main mode, initiator ----------------------------------------------------------------------------
 

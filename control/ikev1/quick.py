@@ -52,6 +52,7 @@ class QuickState:
     g_qm: bytes = b""
     local_ts: list[TrafficSelectorEntry] = field(default_factory=list)
     remote_ts: list[TrafficSelectorEntry] = field(default_factory=list)
+    rekey_of: int | None = None         # inbound SPI of the pair this quick mode replaces
 
     def __repr__(self) -> str:
         return f"QuickState(mid=0x{self.message_id:08x}, spi_in={self.spi_in.hex()})"
@@ -99,6 +100,15 @@ class QuickMode:
         self.quick[mid] = qs
         self._send(msg)
         self._arm(msg, now, f"quick:{mid}")
+        return mid
+
+    def rekey_child(self, spi_in: int, now: float) -> int:
+        """Replace the quick mode SA pair whose inbound SPI is spi_in, make before break: a new quick mode,
+        its ``ChildSaEstablished`` with ``rekey_of`` = spi_in, then the Delete of the old pair."""
+        if not any(c.inbound.spi == spi_in for c in self.children):
+            raise KeyError(f"no quick mode SA with inbound SPI 0x{spi_in:08x}")
+        mid = self.start_quick(now)
+        self.quick[mid].rekey_of = spi_in
         return mid
 
     def _quick(self, hdr: Header, data: bytes, now: float) -> list[bytes] | None:
@@ -230,7 +240,10 @@ class QuickMode:
         outbound = SA(spi=int.from_bytes(qs.spi_out, "big"), src=local, dst=remote, enc_key=km_out[:s.enc_key_len],
                       integ_key=km_out[s.enc_key_len:], sport=ours, dport=theirs, **common)
         ev = ChildSaEstablished(self.config.child_name, inbound, outbound, s, qs.local_ts, qs.remote_ts,
-                                initiator=qs.initiator)
+                                rekey_of=qs.rekey_of, initiator=qs.initiator)
+        if qs.rekey_of is not None:
+            old = qs.rekey_of
+            self._after.append(lambda now: self.delete_child(old, "rekeyed"))
         del self.quick[qs.message_id]
         self._quick_done.add(qs.message_id)
         self.children.append(ev)

@@ -71,7 +71,8 @@ class Ikev1SA(Phase1, QuickMode):
         self._last_in = b""             # the last message we accepted and what we answered it with:
         self._last_reply: list[bytes] = []    # a peer's retransmit of it gets the same answer again
         self._retx: tuple[bytes, float, int, str] | None = None   # (message, due, tries, what it is)
-        self._quick_pending = False
+        # what must follow this message's answer on the wire (the first quick mode, a rekey's Delete)
+        self._after: list = []
         self._dpd_seq = int.from_bytes(os.urandom(2), "big")
 
     # -- the caller's side ---------------------------------------------------------------------------
@@ -148,9 +149,8 @@ class Ikev1SA(Phase1, QuickMode):
             self._last_in, self._last_reply = data, replies
             for msg in replies:
                 self._send(msg)
-        if self._quick_pending:
-            self._quick_pending = False
-            self.start_quick(now)
+        while self._after:
+            self._after.pop(0)(now)
 
     def delete(self, reason: str = "deleted by us") -> None:
         """Delete every quick mode SA and then the ISAKMP SA (informational exchanges, RFC 2408 §3.15)."""
@@ -250,6 +250,7 @@ class Ikev1SA(Phase1, QuickMode):
                 self._peer_delete(p)
             elif isinstance(p, NotifyPayload):
                 if p.notify_type == NotifyType.R_U_THERE:
+                    self.stats["dpd_answered"] += 1
                     replies.append(self._info([NotifyPayload(NotifyType.R_U_THERE_ACK, Protocol.ISAKMP,
                                                              self.cookie_i + self.cookie_r, p.data)]))
                 elif p.notify_type == NotifyType.R_U_THERE_ACK and len(p.data) == 4:

@@ -22,10 +22,10 @@ from support.strongswan import SWANCTL, Charon, NetnsPair, in_netns, interop_mar
 from cdefs.sa import Direction
 from control.ike.certs import Credentials
 from control.ike.config import Identity
-from control.ike.events import ChildSaEstablished
+from control.ike.events import ChildSaDeleted, ChildSaEstablished
 from control.ike.ts_payload import TrafficSelectorEntry
 from control.ikev1.config import Ikev1Config
-from control.ikev1.events import IsakmpSaDeleted, IsakmpSaEstablished
+from control.ikev1.events import DpdAck, IsakmpSaDeleted, IsakmpSaEstablished
 from control.ikev1.sa import Ikev1SA
 from fastpath.batch import Batch
 from fastpath.engines import create
@@ -51,15 +51,18 @@ def _our_config(ike: str, esp: str, aggressive: bool, pki: Pki | None = None) ->
                        retransmit_timeout=1.0, retransmit_tries=3, **certs)
 
 
-def _charon(net: NetnsPair, ike: str, esp: str, aggressive: bool, pki: Pki | None = None) -> Charon:
+def _charon(net: NetnsPair, ike: str, esp: str, aggressive: bool, pki: Pki | None = None,
+            conn_extra: str = "", charon_extra: str = "") -> Charon:
     net.add_lo_address(net.b, f"{THEIR_HOST}/32")
     # charon refuses to answer aggressive mode with a PSK unless told it may (the PSK caveat, docs/ikev1.md)
     extra = "i_dont_care_about_security_and_use_aggressive_mode_psk = yes" if aggressive else ""
+    extra += "\n    " + charon_extra
     files = {"x509/gw-b.pem": pem_cert(pki.theirs[0]), "private/gw-b.key": pem_key(pki.theirs[1]),
              "x509ca/ca.pem": pem_cert(pki.ca.cert)} if pki else None
     return Charon(net.b, swanctl_conf_v1(local=net.b_ip, remote=net.a_ip, local_id="gw-b.example",
                                          remote_id="gw-a.example", psk=PSK, ike=ike, esp=esp, local_ts=THEIR_TS,
-                                         remote_ts=OUR_TS, aggressive=aggressive, cert="gw-b.pem" if pki else ""),
+                                         remote_ts=OUR_TS, aggressive=aggressive, cert="gw-b.pem" if pki else "",
+                                         conn_extra=conn_extra),
                   charon_extra=extra, files=files)
 
 
@@ -196,3 +199,79 @@ def test_rsa_certificates_with_charon(we_initiate: bool) -> None:
         _check(res, charon, we_initiate, False)
         up = next(e for e in res["events"] if isinstance(e, IsakmpSaEstablished))
         assert up.suite.auth == 3       # RSA signatures were negotiated, not a PSK
+
+
+_DPD_ACK_PARSED = re.compile(r"parsed INFORMATIONAL_V1 \w+ \d+ \[ HASH N\(DPD_ACK\) \]")
+
+
+def _spis(listing: str) -> tuple[set[int], set[int]]:
+    ins = {int(x, 16) for x in re.findall(r"^\s+in\s+([0-9a-f]{8}),", listing, re.M)}
+    outs = {int(x, 16) for x in re.findall(r"^\s+out\s+([0-9a-f]{8}),", listing, re.M)}
+    return ins, outs
+
+
+def test_quick_mode_rekey_by_each_side_and_dpd_both_ways() -> None:
+    """Over one ISAKMP SA with charon: we rekey the quick mode SA (new pair, then our Delete of the old),
+    charon rekeys it (`swanctl --rekey`: its quick mode to our responder side, then its Delete of the old
+    pair), ESP runs
+    on each new pair; our R-U-THERE is acknowledged and charon's (dpd_delay) is answered."""
+    ike, esp = "aes256-sha256-modp2048", "aes128-sha256-modp2048"
+    tag = f"v1k{os.getpid() % 100000}"
+    # IKEv1 charon keeps a rekeyed pair until it expires unless delete_rekeyed: with it, its Delete follows
+    with NetnsPair(tag) as net, _charon(net, ike, esp, False, conn_extra="dpd_delay = 1s",
+                                        charon_extra="delete_rekeyed = yes") as charon:
+        out: dict = {}
+
+        def body() -> None:
+            sa = Ikev1SA(_our_config(ike, esp, False), initiator=True, local=(net.a_ip, 500),
+                         remote=(net.b_ip, 500))
+            drv = UdpDriver(net.a_ip, sa)
+            sa.initiate(time.monotonic())
+
+            def kids() -> list[ChildSaEstablished]:
+                return [e for e in drv.events if isinstance(e, ChildSaEstablished)]
+            try:
+                assert drv.pump(lambda: len(kids()) == 1, 20), (drv.events, sa.stats)
+                first = kids()[0]
+                # ours
+                sa.rekey_child(first.inbound.spi, time.monotonic())
+                assert drv.pump(lambda: len(kids()) == 2, 15), (drv.events, sa.stats)
+                ours = kids()[1]
+                deadline = time.monotonic() + 10
+                while first.outbound.spi in _spis(charon.list_sas())[0] and time.monotonic() < deadline:
+                    drv.pump(lambda: False, 0.2)
+                out["after_ours"] = charon.list_sas()
+                out["ours"], out["first"] = ours, first
+                out["ping_ours"] = _ping_through(drv, ours, net.b_ip, net.a_ip)
+                # charon's
+                subprocess.run(["ip", "netns", "exec", net.b, SWANCTL, "--rekey", "--child", "net", "--uri",
+                                f"unix://{charon.vici}"], capture_output=True, timeout=10)
+                assert drv.pump(lambda: len(kids()) == 3 and any(
+                    isinstance(e, ChildSaDeleted) and e.spi_in == ours.inbound.spi for e in drv.events), 15), \
+                    (drv.events, sa.stats)
+                out["theirs"] = kids()[2]
+                out["after_theirs"] = charon.list_sas()
+                out["ping_theirs"] = _ping_through(drv, kids()[2], net.b_ip, net.a_ip)
+                # DPD: ours acknowledged; charon's (1 s without traffic from us) answered
+                seq = sa.dpd()
+                assert drv.pump(lambda: any(isinstance(e, DpdAck) and e.sequence == seq for e in drv.events), 10)
+                out["dpd_ours_acked"] = True
+                drv.pump(lambda: _DPD_ACK_PARSED.search(charon.log_text()) is not None, 10)
+                out["children"] = [c.inbound.spi for c in sa.children]
+                out["dpd_answered"] = sa.stats["dpd_answered"]
+            finally:
+                drv.close()
+
+        in_netns(net.a, body)
+        log = charon.log_text()
+    first, ours, theirs = out["first"], out["ours"], out["theirs"]
+    assert ours.rekey_of == first.inbound.spi and ours.inbound.spi != first.inbound.spi
+    ins, outs = _spis(out["after_ours"])
+    assert ours.outbound.spi in ins and ours.inbound.spi in outs and first.outbound.spi not in ins, out["after_ours"]
+    assert out["ping_ours"] is not None and out["ping_theirs"] is not None
+    ins, outs = _spis(out["after_theirs"])
+    assert theirs.outbound.spi in ins and ours.outbound.spi not in ins, out["after_theirs"]
+    assert not theirs.initiator         # charon ran that quick mode
+    assert out["children"] == [theirs.inbound.spi]
+    # charon's R-U-THERE got our R-U-THERE-ACK, which charon parsed
+    assert out["dpd_answered"] >= 1 and _DPD_ACK_PARSED.search(log), log[-4000:]

@@ -75,7 +75,8 @@ class UdpDriver:
 
 
 def swanctl_conf_v1(*, local: str, remote: str, local_id: str, remote_id: str, psk: str, ike: str, esp: str,
-                    local_ts: str, remote_ts: str, aggressive: bool = False, cert: str = "") -> str:
+                    local_ts: str, remote_ts: str, aggressive: bool = False, cert: str = "",
+                    conn_extra: str = "") -> str:
     """One IKEv1 connection "peer" with child "net", PSK or (``cert``: x509/<cert>, its key in private/, the
     CA in x509ca/) RSA signatures; ``encap = yes`` because kernel-libipsec carries ESP in UDP only (charon
     then fakes its NAT-D hash, so the ISAKMP SA floats to port 4500)."""
@@ -101,6 +102,7 @@ def swanctl_conf_v1(*, local: str, remote: str, local_id: str, remote_id: str, p
         remote_addrs = {remote}
         proposals = {ike}
         encap = yes
+        {conn_extra}
         local {{
             {local_auth}
             id = {local_id}

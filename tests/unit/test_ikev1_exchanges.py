@@ -180,7 +180,7 @@ def test_dpd_r_u_there_is_acknowledged() -> None:
     _up(pair)
     seq = pair.r.dpd()
     pair.run()
-    assert [e.sequence for e in pair.of("r", DpdAck)] == [seq]
+    assert [e.sequence for e in pair.of("r", DpdAck)] == [seq] and pair.i.stats["dpd_answered"] == 1
 
 
 def test_second_quick_mode_over_the_same_isakmp_sa() -> None:
@@ -214,3 +214,21 @@ def test_corrupted_messages_at_every_step_are_dropped_without_an_exception() -> 
         fresh.receive_datagram(data[:rng.randrange(len(data))], ("192.0.2.1", 500), 0.0, local_port=500)
         assert fresh.state == "created" and fresh.stats["dropped"] == 1
     assert pair.i.established and pair.r.established and len(pair.i.children) == 1
+
+
+@pytest.mark.parametrize("who", ["i", "r"])
+def test_quick_mode_rekey_makes_before_it_breaks(who: str) -> None:
+    pair = Pair(*configs(esp="aes128-sha256-modp2048"))
+    ci, cr = _up(pair)
+    us, peer = (pair.i, "r") if who == "i" else (pair.r, "i")
+    old = ci if who == "i" else cr
+    n_wire = len(pair.wire)
+    us.rekey_child(old.inbound.spi, 10.0)
+    pair.run()
+    new = [e for e in pair.of(who, ChildSaEstablished) if e.rekey_of == old.inbound.spi]
+    assert len(new) == 1 and new[0].inbound.spi != old.inbound.spi
+    assert [(g.spi_in, g.spi_out) for g in pair.of(peer, ChildSaDeleted)] == [(old.outbound.spi, old.inbound.spi)]
+    assert [c.inbound.spi for c in us.children] == [new[0].inbound.spi] and len(pair.i.children) == 1
+    # on the wire: the three quick mode messages first, the Delete of the old pair after them
+    exchanges = [decode_header(d).exchange for _, d in pair.wire[n_wire:]]
+    assert exchanges == [Exchange.QUICK] * 3 + [Exchange.INFORMATIONAL]
