@@ -33,6 +33,7 @@ class Ikev1Config:
     retransmit_timeout: float = 2.0
     retransmit_base: float = 1.8
     retransmit_tries: int = 4
+    half_open_timeout: float = 30.0             # a phase 1 not completed by then is dropped (both roles)
     # "psk", or "rsa": RSA signatures in main mode (RFC 2409 §5.1), our certificate and key in credentials,
     # the peer's certificate checked against cacerts
     auth: str = "psk"

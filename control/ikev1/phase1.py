@@ -195,7 +195,7 @@ class Phase1:
     def _established(self) -> None:
         self.state = "established"
         self.p1_step = "done"
-        self._retx = None
+        self._retx = self._half_open_until = None
         self._events.append(IsakmpSaEstablished(self.cookie_i, self.cookie_r, self.initiator, self.config.aggressive,
                                                 self.suite, self.remote_identity, self.remote, self.nat_local,
                                                 self.nat_remote))

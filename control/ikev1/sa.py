@@ -73,6 +73,7 @@ class Ikev1SA(Phase1, QuickMode):
         self._retx: tuple[bytes, float, int, str] | None = None   # (message, due, tries, what it is)
         # what must follow this message's answer on the wire (the first quick mode, a rekey's Delete)
         self._after: list = []
+        self._half_open_until: float | None = None
         self._dpd_seq = int.from_bytes(os.urandom(2), "big")
 
     # -- the caller's side ---------------------------------------------------------------------------
@@ -86,9 +87,15 @@ class Ikev1SA(Phase1, QuickMode):
         return out
 
     def next_timer(self) -> float | None:
-        return self._retx[1] if self._retx is not None else None
+        times = [t for t in (self._retx[1] if self._retx is not None else None, self._half_open_until)
+                 if t is not None]
+        return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
+        if self._half_open_until is not None and now >= self._half_open_until and not self.established \
+                and self.state != "dead":
+            self._fail(f"phase 1 not completed within {self.config.half_open_timeout:g} s")
+            return
         if self._retx is None or now < self._retx[1]:
             return
         data, _, tries, what = self._retx
@@ -145,6 +152,9 @@ class Ikev1SA(Phase1, QuickMode):
         if local_port is not None and local_port == self.config.local_natt_port and self.state != "created":
             self.use_natt = True            # the peer floated (RFC 3947 §4): answer where it sent from
             self.remote = remote
+        if self.state == "connecting" and self._half_open_until is None:
+            # a responder keeps a half-open phase 1 only so long (the initiator's retransmits end its own)
+            self._half_open_until = now + self.config.half_open_timeout
         if replies is not None:
             self._last_in, self._last_reply = data, replies
             for msg in replies:

@@ -214,7 +214,8 @@ def test_quick_mode_rekey_by_each_side_and_dpd_both_ways() -> None:
     """Over one ISAKMP SA with charon: we rekey the quick mode SA (new pair, then our Delete of the old),
     charon rekeys it (`swanctl --rekey`: its quick mode to our responder side, then its Delete of the old
     pair), ESP runs
-    on each new pair; our R-U-THERE is acknowledged and charon's (dpd_delay) is answered."""
+    on each new pair; our R-U-THERE is acknowledged and charon's (dpd_delay) is answered; then charon
+    deletes the ISAKMP SA and its quick mode pair."""
     ike, esp = "aes256-sha256-modp2048", "aes128-sha256-modp2048"
     tag = f"v1k{os.getpid() % 100000}"
     # IKEv1 charon keeps a rekeyed pair until it expires unless delete_rekeyed: with it, its Delete follows
@@ -259,6 +260,12 @@ def test_quick_mode_rekey_by_each_side_and_dpd_both_ways() -> None:
                 drv.pump(lambda: _DPD_ACK_PARSED.search(charon.log_text()) is not None, 10)
                 out["children"] = [c.inbound.spi for c in sa.children]
                 out["dpd_answered"] = sa.stats["dpd_answered"]
+                # charon deletes: its Deletes of the quick mode pair and of the ISAKMP SA reach us
+                subprocess.run(["ip", "netns", "exec", net.b, SWANCTL, "--terminate", "--ike", "peer", "--timeout",
+                                "5", "--uri", f"unix://{charon.vici}"], capture_output=True, timeout=15)
+                drv.pump(lambda: any(isinstance(e, IsakmpSaDeleted) for e in drv.events), 10)
+                out["final"] = [e for e in drv.events if isinstance(e, IsakmpSaDeleted | ChildSaDeleted)]
+                out["state"] = sa.state
             finally:
                 drv.close()
 
@@ -273,5 +280,8 @@ def test_quick_mode_rekey_by_each_side_and_dpd_both_ways() -> None:
     assert theirs.outbound.spi in ins and ours.outbound.spi not in ins, out["after_theirs"]
     assert not theirs.initiator         # charon ran that quick mode
     assert out["children"] == [theirs.inbound.spi]
+    final = out["final"]
+    assert any(isinstance(e, ChildSaDeleted) and e.spi_in == theirs.inbound.spi for e in final), final
+    assert isinstance(final[-1], IsakmpSaDeleted) and out["state"] == "dead", final
     # charon's R-U-THERE got our R-U-THERE-ACK, which charon parsed
     assert out["dpd_answered"] >= 1 and _DPD_ACK_PARSED.search(log), log[-4000:]

@@ -232,3 +232,21 @@ def test_quick_mode_rekey_makes_before_it_breaks(who: str) -> None:
     # on the wire: the three quick mode messages first, the Delete of the old pair after them
     exchanges = [decode_header(d).exchange for _, d in pair.wire[n_wire:]]
     assert exchanges == [Exchange.QUICK] * 3 + [Exchange.INFORMATIONAL]
+
+
+def test_half_open_responder_is_dropped_after_its_timeout() -> None:
+    pair = Pair(*configs())
+    pair.i.initiate(0.0)
+    r = pair.r
+    r.receive_datagram(pair.i.datagrams_to_send()[0].data, ("192.0.2.1", 500), 0.0, local_port=500)
+    assert r.state == "connecting" and r.next_timer() == pytest.approx(r.config.half_open_timeout)
+    r.handle_timer(r.config.half_open_timeout - 1)
+    assert r.state == "connecting"
+    r.handle_timer(r.config.half_open_timeout)
+    assert r.state == "dead" and [type(e) for e in r.events()] == [IsakmpSaFailed]
+    # an established SA has no such timer
+    pair = Pair(*configs())
+    _up(pair)
+    assert pair.r.next_timer() is None and pair.i.next_timer() is None
+    pair.r.handle_timer(1e6)
+    assert pair.r.established
