@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from control.ike.certs import Credentials
 from control.ike.config import Identity
 from control.ike.ts_payload import TrafficSelectorEntry
+from control.ikev1.auth_sig import auth_method
 from control.ikev1.constants import AuthMethod
 from control.ikev1.proposals import esp_transforms, ike_transforms
 
@@ -34,8 +34,9 @@ class Ikev1Config:
     retransmit_base: float = 1.8
     retransmit_tries: int = 4
     half_open_timeout: float = 30.0             # a phase 1 not completed by then is dropped (both roles)
-    # "psk", or "rsa": RSA signatures in main mode (RFC 2409 §5.1), our certificate and key in credentials,
-    # the peer's certificate checked against cacerts
+    # "psk", or "pubkey": signatures in main mode (RSA, RFC 2409 §5.1; ECDSA, RFC 4754) with the method our
+    # key gives (the peer's key must be of the same kind: IKEv1 negotiates one method), our certificate and
+    # key in credentials, the peer's certificate checked against cacerts
     auth: str = "psk"
     credentials: Credentials | None = None
     cacerts: list[x509.Certificate] = field(default_factory=list)
@@ -45,16 +46,16 @@ class Ikev1Config:
             if not self.psk:
                 raise ValueError("psk: expected a non-empty secret")
             method = AuthMethod.PSK
-        elif self.auth == "rsa":
-            if self.credentials is None or not isinstance(self.credentials.key, rsa.RSAPrivateKey):
-                raise ValueError("credentials: RSA signature authentication needs our certificate and RSA key")
+        elif self.auth == "pubkey":
+            if self.credentials is None:
+                raise ValueError("credentials: signature authentication needs our certificate and key")
+            method = auth_method(self.credentials.key)
             if not self.cacerts:
-                raise ValueError("cacerts: RSA signature authentication needs at least one CA certificate")
+                raise ValueError("cacerts: signature authentication needs at least one CA certificate")
             if self.aggressive:
                 raise ValueError("aggressive: signature authentication is in main mode only (so far)")
-            method = AuthMethod.RSA_SIG
         else:
-            raise ValueError(f"auth: expected psk or rsa, got {self.auth!r}")
+            raise ValueError(f"auth: expected psk or pubkey, got {self.auth!r}")
         # parse now, so a bad proposal string fails at configuration time with the keyword named
         self.p1_transforms = ike_transforms(self.ike_proposals, method, self.ike_lifetime)
         esp_transforms(self.esp_proposals, self.esp_lifetime)

@@ -16,12 +16,14 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from control.ike.constants import Prf
 from control.ike.crypto import prf
 from control.ikev1.codec import DecodeError
-from control.ikev1.constants import P1Hash
+from control.ikev1.constants import AuthMethod, P1Hash
 
 HASH_PRF = {P1Hash.SHA1: Prf.HMAC_SHA1, P1Hash.SHA2_256: Prf.HMAC_SHA2_256,
             P1Hash.SHA2_384: Prf.HMAC_SHA2_384, P1Hash.SHA2_512: Prf.HMAC_SHA2_512}
 HASH_NAME = {P1Hash.SHA1: "sha1", P1Hash.SHA2_256: "sha256", P1Hash.SHA2_384: "sha384", P1Hash.SHA2_512: "sha512"}
 BLOCK = 16                      # AES, the one phase 1 cipher we offer
+_ECDSA_PRF = {AuthMethod.ECDSA_256: Prf.HMAC_SHA2_256, AuthMethod.ECDSA_384: Prf.HMAC_SHA2_384,
+              AuthMethod.ECDSA_521: Prf.HMAC_SHA2_512}
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,11 @@ class P1Suite:
 
     def prf(self, key: bytes, data: bytes) -> bytes:
         return prf(HASH_PRF[self.hash], key, data)
+
+    def auth_prf(self, key: bytes, data: bytes) -> bytes:
+        """The PRF of HASH_I / HASH_R: the negotiated one, but with ECDSA the HMAC of the curve's hash
+        (RFC 4754 §7: HMAC-SHA-256 with ECDSA-256, -384 with -384, -512 with -521)."""
+        return prf(_ECDSA_PRF.get(self.auth, HASH_PRF[self.hash]), key, data)
 
     def hash_fn(self, data: bytes) -> bytes:
         return hashlib.new(HASH_NAME[self.hash], data).digest()
@@ -114,13 +121,13 @@ def decrypt(key: bytes, iv: bytes, ct: bytes) -> bytes:
 def hash_i(suite: P1Suite, skeyid: bytes, g_xi: bytes, g_xr: bytes, cky_i: bytes, cky_r: bytes, sa_i: bytes,
            id_i: bytes) -> bytes:
     """HASH_I = prf(SKEYID, g^xi | g^xr | CKY-I | CKY-R | SAi_b | IDii_b)."""
-    return suite.prf(skeyid, g_xi + g_xr + cky_i + cky_r + sa_i + id_i)
+    return suite.auth_prf(skeyid, g_xi + g_xr + cky_i + cky_r + sa_i + id_i)
 
 
 def hash_r(suite: P1Suite, skeyid: bytes, g_xi: bytes, g_xr: bytes, cky_i: bytes, cky_r: bytes, sa_i: bytes,
            id_r: bytes) -> bytes:
     """HASH_R = prf(SKEYID, g^xr | g^xi | CKY-R | CKY-I | SAi_b | IDir_b)."""
-    return suite.prf(skeyid, g_xr + g_xi + cky_r + cky_i + sa_i + id_r)
+    return suite.auth_prf(skeyid, g_xr + g_xi + cky_r + cky_i + sa_i + id_r)
 
 
 def keymat(suite: P1Suite, skeyid_d: bytes, protocol: int, spi: bytes, ni: bytes, nr: bytes, length: int,

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from control.ike.config import Identity
 from control.ike.crypto import KeyExchange
 from control.ike.proposals import ProposalError
-from control.ikev1 import auth_rsa
+from control.ikev1 import auth_sig
 from control.ikev1.codec import (
     CertPayload,
     DecodeError,
@@ -151,39 +151,39 @@ class Phase1:
 
     def _keys(self, suite, ke: KeyExchange, peer_ke: bytes, ni: bytes, nr: bytes, cky_i: bytes, cky_r: bytes):
         g_xy = ke.shared(peer_ke)
-        skeyid = skeyid_sig(suite, ni, nr, g_xy) if self.config.auth == "rsa" else \
+        skeyid = skeyid_sig(suite, ni, nr, g_xy) if self.config.auth != "psk" else \
             skeyid_psk(suite, self.config.psk, ni, nr)
         return g_xy, derive_phase1(suite, skeyid, g_xy, cky_i, cky_r)
 
-    # RSA signatures (main mode): CERTREQ in messages 3/4, ID | CERT | SIG in 5/6 instead of ID | HASH
+    # signatures (main mode): CERTREQ in messages 3/4, ID | CERT | SIG in 5/6 instead of ID | HASH
 
     def _certreq(self) -> list:
-        if self.config.auth != "rsa":
+        if self.config.auth == "psk":
             return []
-        return [CertPayload(auth_rsa.CERT_X509_SIG, ca.subject.public_bytes(), PayloadType.CERTREQ)
+        return [CertPayload(auth_sig.CERT_X509_SIG, ca.subject.public_bytes(), PayloadType.CERTREQ)
                 for ca in self.config.cacerts]
 
     def _proof(self, h: bytes) -> list:
-        """What proves us in message 5 or 6: HASH with a PSK, our certificate and SIG with RSA."""
-        if self.config.auth != "rsa":
+        """What proves us in message 5 or 6: HASH with a PSK, our certificate and SIG with signatures."""
+        if self.config.auth == "psk":
             return [Payload(PayloadType.HASH, h)]
         creds = self.config.credentials
         der = creds.cert.public_bytes(serialization.Encoding.DER)
-        return [CertPayload(auth_rsa.CERT_X509_SIG, der), Payload(PayloadType.SIG, auth_rsa.sign(creds.key, h))]
+        return [CertPayload(auth_sig.CERT_X509_SIG, der), Payload(PayloadType.SIG, auth_sig.sign(creds.key, h))]
 
     def _check_proof(self, payloads: list, idp: IDPayload, want: bytes, what: str) -> None:
-        if self.config.auth != "rsa":
+        if self.config.auth == "psk":
             h = self._one(payloads, PayloadType.HASH, what)
             if not hmac.compare_digest(h.data, want):
                 raise Refused(f"{'HASH_I' if not self.initiator else 'HASH_R'} does not verify "
                               "(wrong pre-shared key?)")
             return
         sig = self._one(payloads, PayloadType.SIG, what)
-        certs = [p for p in payloads if p.type == PayloadType.CERT and p.encoding == auth_rsa.CERT_X509_SIG]
-        cert = auth_rsa.peer_certificate(certs[0].data if certs else None, idp.id_type, idp.data,
+        certs = [p for p in payloads if p.type == PayloadType.CERT and p.encoding == auth_sig.CERT_X509_SIG]
+        cert = auth_sig.peer_certificate(certs[0].data if certs else None, idp.id_type, idp.data,
                                          self.config.cacerts)
-        if not auth_rsa.verify(cert.public_key(), want, sig.data):
-            raise Refused(f"{what}: RSA signature does not verify")
+        if not auth_sig.verify(cert.public_key(), self.suite.auth, want, sig.data):
+            raise Refused(f"{what}: signature does not verify")
 
     def _check_id(self, idp: IDPayload) -> Identity:
         got = Identity(idp.id_type, idp.data)

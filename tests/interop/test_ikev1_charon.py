@@ -35,16 +35,16 @@ pytestmark = interop_marks()
 
 
 class Pki:
-    """A test CA (RSA) and RSA certificates for both gateways, named by their FQDN IDs."""
+    """A test CA (RSA) and certificates of one key kind for both gateways, named by their FQDN IDs."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str) -> None:
         self.ca = CA("ipsecgw IKEv1 interop CA", "rsa")
-        self.ours = self.ca.issue("gw-a", "rsa", ["gw-a.example"])
-        self.theirs = self.ca.issue("gw-b", "rsa", ["gw-b.example"])
+        self.ours = self.ca.issue("gw-a", kind, ["gw-a.example"])
+        self.theirs = self.ca.issue("gw-b", kind, ["gw-b.example"])
 
 
 def _our_config(ike: str, esp: str, aggressive: bool, pki: Pki | None = None) -> Ikev1Config:
-    certs = dict(auth="rsa", credentials=Credentials(*pki.ours), cacerts=[pki.ca.cert]) if pki else {}
+    certs = dict(auth="pubkey", credentials=Credentials(*pki.ours), cacerts=[pki.ca.cert]) if pki else {}
     return Ikev1Config(Identity.from_string("gw-a.example"), PSK.encode(), Identity.from_string("gw-b.example"),
                        ike, esp, [TrafficSelectorEntry.from_network(OUR_TS)],
                        [TrafficSelectorEntry.from_network(THEIR_TS)], aggressive=aggressive,
@@ -187,18 +187,20 @@ def test_charon_initiator_with_our_responder(ike: str, esp: str, aggressive: boo
         _check(res, charon, False, aggressive)
 
 
+@pytest.mark.parametrize("kind,method", [("rsa", 3), ("p256", 9), ("p384", 10)])
 @pytest.mark.parametrize("we_initiate", [True, False])
-def test_rsa_certificates_with_charon(we_initiate: bool) -> None:
-    """Main mode with RSA signatures (RFC 2409 §5.1) both ways: both certificates from one test CA,
-    charon's from swanctl's x509/ and private/, ours in our Credentials; each side sends its CERT."""
+def test_certificates_with_charon(we_initiate: bool, kind: str, method: int) -> None:
+    """Main mode with RSA (RFC 2409 §5.1) or ECDSA (RFC 4754) signatures, each side initiating: both
+    certificates from one test CA, charon's from swanctl's x509/ and private/, ours in our Credentials;
+    each side sends its CERT."""
     ike, esp = "aes256-sha256-modp2048", "aes128-sha256"
-    pki = Pki()
+    pki = Pki(kind)
     tag = f"v1c{os.getpid() % 100000}"
     with NetnsPair(tag) as net, _charon(net, ike, esp, False, pki) as charon:
         res = _session(net, charon, ike, esp, False, we_initiate=we_initiate, pki=pki)
         _check(res, charon, we_initiate, False)
         up = next(e for e in res["events"] if isinstance(e, IsakmpSaEstablished))
-        assert up.suite.auth == 3       # RSA signatures were negotiated, not a PSK
+        assert up.suite.auth == method      # the key's signature method was negotiated, not a PSK
 
 
 _DPD_ACK_PARSED = re.compile(r"parsed INFORMATIONAL_V1 \w+ \d+ \[ HASH N\(DPD_ACK\) \]")
