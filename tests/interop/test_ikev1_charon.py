@@ -164,27 +164,42 @@ def _check(res: dict, charon: Charon, we_initiate: bool, aggressive: bool) -> No
     assert "ESTABLISHED" not in res["after_delete"], res["after_delete"]
 
 
-@pytest.mark.parametrize("ike,esp,aggressive", [
-    ("aes256-sha256-modp2048", "aes128-sha256", False),
-    ("aes128-sha1-ecp256", "aes256gcm16-modp2048", False),      # ESP with PFS
-    ("aes256-sha384-ecp384", "aes256-sha256", True),
+# each case: our IKE and ESP proposals, charon's (the same when None), aggressive mode, the suite expected
+@pytest.mark.parametrize("ike,esp,theirs,aggressive,expect", [
+    ("aes256-sha256-modp2048", "aes128-sha256", None, False, (256, 4, 14)),
+    ("aes128-sha1-ecp256", "aes256gcm16-modp2048", None, False, (128, 2, 19)),     # ESP with PFS
+    ("aes256-sha384-ecp384", "aes256-sha256", None, True, (256, 5, 20)),
+    # two proposal sets offered, charon takes only the second: its choice must be honoured
+    ("aes256-sha512-ecp384,aes128-sha256-modp2048", "aes256gcm16,aes128-sha256",
+     ("aes128-sha256-modp2048", "aes128-sha256"), False, (128, 4, 14)),
 ])
-def test_our_initiator_with_charon(ike: str, esp: str, aggressive: bool) -> None:
+def test_our_initiator_with_charon(ike: str, esp: str, theirs: tuple[str, str] | None, aggressive: bool,
+                                   expect: tuple[int, int, int]) -> None:
     tag = f"v1i{os.getpid() % 100000}"
-    with NetnsPair(tag) as net, _charon(net, ike, esp, aggressive) as charon:
+    c_ike, c_esp = theirs or (ike, esp)
+    with NetnsPair(tag) as net, _charon(net, c_ike, c_esp, aggressive) as charon:
         res = _session(net, charon, ike, esp, aggressive, we_initiate=True)
         _check(res, charon, True, aggressive)
+    up = next(e for e in res["events"] if isinstance(e, IsakmpSaEstablished))
+    assert (up.suite.key_bits, up.suite.hash, up.suite.group) == expect
 
 
-@pytest.mark.parametrize("ike,esp,aggressive", [
-    ("aes256-sha256-modp2048", "aes128-sha256-modp2048", False),  # ESP with PFS
-    ("aes128-sha256-modp2048", "aes128-sha256", True),
+@pytest.mark.parametrize("ike,esp,theirs,aggressive,expect", [
+    ("aes256-sha256-modp2048", "aes128-sha256-modp2048", None, False, (256, 4, 14)),  # ESP with PFS
+    ("aes128-sha256-modp2048", "aes128-sha256", None, True, (128, 4, 14)),
+    # charon offers two sets, we accept only its second
+    ("aes256-sha256-ecp256", "aes256-sha256", ("aes128-sha1-modp2048,aes256-sha256-ecp256",
+                                               "aes128-sha256,aes256-sha256"), False, (256, 4, 19)),
 ])
-def test_charon_initiator_with_our_responder(ike: str, esp: str, aggressive: bool) -> None:
+def test_charon_initiator_with_our_responder(ike: str, esp: str, theirs: tuple[str, str] | None, aggressive: bool,
+                                             expect: tuple[int, int, int]) -> None:
     tag = f"v1r{os.getpid() % 100000}"
-    with NetnsPair(tag) as net, _charon(net, ike, esp, aggressive) as charon:
+    c_ike, c_esp = theirs or (ike, esp)
+    with NetnsPair(tag) as net, _charon(net, c_ike, c_esp, aggressive) as charon:
         res = _session(net, charon, ike, esp, aggressive, we_initiate=False)
         _check(res, charon, False, aggressive)
+    up = next(e for e in res["events"] if isinstance(e, IsakmpSaEstablished))
+    assert (up.suite.key_bits, up.suite.hash, up.suite.group) == expect
 
 
 @pytest.mark.parametrize("kind,method", [("rsa", 3), ("p256", 9), ("p384", 10)])
