@@ -127,12 +127,6 @@ class QuickMode:
             return self._i_qm2(qs, payloads, iv_after)
         return self._r_qm3(qs, payloads)
 
-    @property
-    def _quick_done(self) -> set[int]:
-        if not hasattr(self, "_quick_done_set"):
-            self._quick_done_set: set[int] = set()
-        return self._quick_done_set
-
     def _r_qm1(self, hdr: Header, data: bytes, mid: int) -> list[bytes]:
         cfg = self.config
         payloads, iv_after = self._open(hdr, data, exchange_iv(self.suite, self.last_p1_block, mid))

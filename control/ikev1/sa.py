@@ -64,6 +64,7 @@ class Ikev1SA(Phase1, QuickMode):
         self.p1_iv = b""                # CBC state of phase 1 (the next message's IV)
         self.last_p1_block = b""        # the last phase 1 CBC block, root of every later exchange's IV
         self.quick: dict[int, QuickState] = {}      # quick modes under way, by message ID
+        self._quick_done: set[int] = set()          # message IDs of finished ones: a replay is dropped
         self.children: list[ChildSaEstablished] = []
         self.stats: Counter[str] = Counter()
         self._out: list[Datagram] = []
