@@ -246,7 +246,7 @@ class Phase1:
         want = hash_r(self.suite, self.keys.skeyid, self.g_xi, self.g_xr, self.cookie_i, self.cookie_r, self.sa_i_b,
                       idp.raw[4:])
         self._check_proof(payloads, idp, want, "main mode message 6")
-        self.remote_identity, self.last_p1_block, self._now = ident, iv_after, now
+        self.remote_identity, self.last_p1_block = ident, iv_after
         self._established()
         return []
 
@@ -289,7 +289,7 @@ class Phase1:
         hr = hash_r(self.suite, self.keys.skeyid, self.g_xi, self.g_xr, self.cookie_i, self.cookie_r, self.sa_i_b,
                     mine.body())
         msg, self.last_p1_block = self._seal(Exchange.MAIN, 0, [mine, *self._proof(hr)], iv_after)
-        self.remote_identity, self._now = ident, now
+        self.remote_identity = ident
         self._established()
         return [msg]
 
@@ -350,7 +350,7 @@ class Phase1:
             self.use_natt = True
             self.remote = (self.remote[0], self.config.remote_natt_port)
         # the third message goes in the clear (RFC 2409 §5.4): the CBC chain starts from the phase 1 IV
-        self.last_p1_block, self._now = phase1_iv(suite, self.g_xi, self.g_xr), now
+        self.last_p1_block = phase1_iv(suite, self.g_xi, self.g_xr)
         self._established()
         return [msg]
 
@@ -363,7 +363,6 @@ class Phase1:
         nat_local, nat_remote = self._detect_nat(self.suite, self.cookie_r, payloads, remote)
         self.nat_local, self.nat_remote = self.nat_local or nat_local, self.nat_remote or nat_remote
         self.last_p1_block = iv_after or self.p1_iv
-        self._now = now
         self._established()
         return []
 
