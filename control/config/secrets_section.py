@@ -12,6 +12,7 @@ from control.config.checker import Checker
 from control.config.model import SecretEntry
 from control.config.validators import parse_identity
 from control.config.yaml_tree import Node, Num
+from control.ike.config import Identity
 
 
 def _parse_secret(node: Node) -> bytes | None:
@@ -65,12 +66,21 @@ def parse_secrets(ck: Checker, node: Node | None) -> list[SecretEntry]:
     return out
 
 
+def _same_identity(text: str) -> Identity | str:
+    # as strongSwan: "@gw.example" and "gw.example" are one FQDN identity, and "10.0.0.1" one address
+    try:
+        return Identity.from_string(text)
+    except ValueError:
+        return text
+
+
 def find_psk(secrets: list[SecretEntry], local_id: str, remote_id: str | None) -> bytes | None:
-    """The best secret: one whose ids name both ends, then one naming either, then one naming none."""
-    want = {local_id} | ({remote_id} if remote_id else set())
+    """The best secret: one whose ids name both ends, then one naming either, then one naming none.
+    Ids compare as identities, not as spellings."""
+    want = {_same_identity(local_id)} | ({_same_identity(remote_id)} if remote_id else set())
     best, score = None, -1
     for s in secrets:
-        ids = set(s.ids)
+        ids = {_same_identity(i) for i in s.ids}
         if ids and not ids & want:
             continue
         sc = len(ids & want) if ids else 0

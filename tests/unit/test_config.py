@@ -124,6 +124,16 @@ def test_secrets_never_echoed() -> None:
     assert any("connections.site-b: expected a secrets entry" in p for p in got), got
 
 
+def test_secret_ids_match_as_identities_not_spellings() -> None:
+    # strongSwan reads "@gw-a.example" and "gw-a.example" as one FQDN identity: the secret still applies
+    cfg = parse_config(GOOD.replace("id: [gw-a.example, gw-b.example]", "id: ['@gw-a.example', '@gw-b.example']"),
+                       "gw.yaml")
+    assert cfg.connections["site-b"].psk == bytes.fromhex("00112233445566778899")
+    # an FQDN is not the email-style identity with the same letters
+    got = problems(GOOD.replace("id: [gw-a.example, gw-b.example]", "id: [x@gw-a.example]"))
+    assert any("connections.site-b: expected a secrets entry" in p for p in got), got
+
+
 def test_structural_errors() -> None:
     assert problems("")[0] == "gw.yaml: the file is empty: expected gateway, connections and secrets sections"
     assert problems("connections: [\n")[0].startswith("gw.yaml:2: not valid YAML")
