@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x448, x25519
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -144,12 +144,28 @@ else:           # another cryptography layout: the public API, checks and all
     _x25519_generate = x25519.X25519PrivateKey.generate
     _x25519_public = x25519.X25519PublicKey.from_public_bytes
 
-# FIPS 203 ML-KEM: (private key class, encapsulation key bytes, ciphertext bytes).  ``cryptography`` 51 has
-# ML-KEM-768 and -1024 but no ML-KEM-512; a build that adds the class makes the group available here.
-_MLKEM: dict[int, tuple[Any, int, int]] = {DhGroup.MLKEM768: (mlkem.MLKEM768PrivateKey, 1184, 1088),
-                                           DhGroup.MLKEM1024: (mlkem.MLKEM1024PrivateKey, 1568, 1568)}
-if hasattr(mlkem, "MLKEM512PrivateKey"):
-    _MLKEM[DhGroup.MLKEM512] = (mlkem.MLKEM512PrivateKey, 800, 768)
+# FIPS 203 ML-KEM: group -> (private key class, public key class, encapsulation key bytes, ciphertext bytes).
+# ``cryptography`` has ML-KEM-768 since 47.0 and ML-KEM-1024 later; 51 has no ML-KEM-512.  A group is
+# offered only where the installed wheel has its classes and its backend can generate a key.
+_MLKEM_SIZES = {DhGroup.MLKEM512: ("512", 800, 768), DhGroup.MLKEM768: ("768", 1184, 1088),
+                DhGroup.MLKEM1024: ("1024", 1568, 1568)}
+
+
+def _mlkem_available() -> dict[int, tuple[Any, Any, int, int]]:
+    found = {}
+    for group, (level, ek_len, ct_len) in _MLKEM_SIZES.items():
+        priv, pub = getattr(mlkem, f"MLKEM{level}PrivateKey", None), getattr(mlkem, f"MLKEM{level}PublicKey", None)
+        if priv is None or pub is None:
+            continue
+        try:
+            priv.generate()
+        except UnsupportedAlgorithm:
+            continue
+        found[group] = (priv, pub, ek_len, ct_len)
+    return found
+
+
+_MLKEM = _mlkem_available()
 MLKEM_GROUPS = tuple(sorted(_MLKEM))
 
 SUPPORTED_GROUPS = (DhGroup.MODP_2048, DhGroup.ECP_256, DhGroup.ECP_384, DhGroup.ECP_521, DhGroup.CURVE25519,
@@ -250,12 +266,12 @@ class KeyExchange:
 
 
     def _kem_shared(self, peer: bytes) -> bytes:
-        _, ek_len, ct_len = _MLKEM[self.group]
+        _, public_cls, ek_len, ct_len = _MLKEM[self.group]
         if self.responder:
             if len(peer) != ek_len:
                 raise CryptoError(f"ML-KEM encapsulation key must be {ek_len} bytes")
             try:
-                ek = _MLKEM_PUBLIC[self.group].from_public_bytes(peer)
+                ek = public_cls.from_public_bytes(peer)
                 shared, self.public = ek.encapsulate()
             except ValueError:
                 # FIPS 203 §7.2's modulus check: a key with coefficients >= q is refused
@@ -270,10 +286,6 @@ class KeyExchange:
         except ValueError:
             raise CryptoError("invalid ML-KEM ciphertext") from None
 
-
-_MLKEM_PUBLIC: dict[int, Any] = {DhGroup.MLKEM768: mlkem.MLKEM768PublicKey, DhGroup.MLKEM1024: mlkem.MLKEM1024PublicKey}
-if hasattr(mlkem, "MLKEM512PublicKey"):
-    _MLKEM_PUBLIC[DhGroup.MLKEM512] = mlkem.MLKEM512PublicKey
 
 
 # -- transforms ------------------------------------------------------------------------
