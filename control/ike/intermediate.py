@@ -6,9 +6,9 @@ IntAuth_i for the initiator's messages and IntAuth_r for the responder's (RFC 92
     IntAuth_i(n) = prf(SK_pi(n), IntAuth_i(n-1) | IntAuth_i(n)_A | IntAuth_i(n)_P)
 
 with SK_pi(n) the key of the SA keys that protect message n, A the message from the IKE header through the
-Encrypted payload's generic header (as if it were sent whole, not in RFC 7383 fragments) and P its inner
-payloads in the clear.  The AUTH payloads then sign IntAuth_i | IntAuth_r | IKE_AUTH's Message ID after
-RFC 7296's octets, so a tampered IKE_INTERMEDIATE fails authentication.
+Encrypted payload's generic header (its lengths counting the clear inner payloads only, see
+``intauth_head``) and P those inner payloads.  The AUTH payloads then sign IntAuth_i | IntAuth_r |
+IKE_AUTH's Message ID after RFC 7296's octets, so a tampered IKE_INTERMEDIATE fails authentication.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from control.ike.message import HEADER_LEN, Message
 _SK = int(PayloadType.SK)
 
 
-def intauth_head(msg: Message, first: int, sealed_len: int) -> bytes:
-    """IntAuth_*_A of a message whose SK payload would carry ``sealed_len`` bytes of IV, ciphertext and
-    ICV: the IKE header (Next Payload SK, the unfragmented Length) and the SK payload's generic header."""
-    sk_len = 4 + sealed_len
+def intauth_head(msg: Message, first: int, plain_len: int) -> bytes:
+    """IntAuth_*_A of a message whose SK payload carries ``plain_len`` bytes of inner payloads: the IKE
+    header (Next Payload SK) and the SK payload's generic header, their Length fields counting the inner
+    payloads alone, without IV, padding and ICV.  So the value does not depend on the cipher, nor on
+    whether the message went out whole or in RFC 7383 fragments (strongSwan 6 computes it so too)."""
+    sk_len = 4 + plain_len
     return msg.header(_SK, HEADER_LEN + sk_len) + struct.pack("!BBH", first, 0, sk_len)
 
 

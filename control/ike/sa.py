@@ -445,8 +445,7 @@ class IkeSA:
             msg = Message(self.spi_i, self.spi_r, exchange, self.header_flags(response), message_id)
             first, plain = serialize_payloads(payloads)       # once, for the size check and the message
             if exchange == _X_IKE_INTERMEDIATE:
-                self._note_intermediate(self.initiator, intauth_head(
-                    msg, first, self.cipher_out.sealed_len(len(plain))), plain, message_id)
+                self._note_intermediate(self.initiator, intauth_head(msg, first, len(plain)), plain, message_id)
             if frag:
                 limit = message_limit(self.config.fragment_size, self.remote_ip.version)
                 frames = fragment_chain(self.cipher_out, msg, first, plain, limit)
@@ -484,7 +483,7 @@ class IkeSA:
                     return None
                 self.frag_first = whole.first_datagram
                 if msg.exchange == _X_IKE_INTERMEDIATE:     # as if it had come whole (RFC 9242 §3.3.2)
-                    head = intauth_head(msg, whole.first_type, self.cipher_in.sealed_len(len(whole.plain)))
+                    head = intauth_head(msg, whole.first_type, len(whole.plain))
                     self._note_intermediate(msg.from_initiator, head, whole.plain, msg.message_id)
                 msg.payloads = whole.payloads()
                 return msg
@@ -492,7 +491,8 @@ class IkeSA:
                 raise ParseError("protected exchange without an SK payload")
             if msg.exchange == _X_IKE_INTERMEDIATE:
                 plain = self.cipher_in.unprotect_plain(data, sk)
-                self._note_intermediate(msg.from_initiator, data[:len(data) - len(sk.data)], plain, msg.message_id)
+                head = intauth_head(msg, sk.first, len(plain))
+                self._note_intermediate(msg.from_initiator, head, plain, msg.message_id)
                 msg.payloads = msg.payloads[:-1] + parse_payloads(sk.first, plain)
                 return msg
             msg.payloads = msg.payloads[:-1] + self.cipher_in.unprotect(data, sk)
