@@ -155,8 +155,10 @@ def proposal_mismatch(ours: Sequence[Proposal], theirs: Sequence[Proposal], what
         lines.append("(key exchange groups are not compared: IKE_AUTH's CHILD SA has no KE)")
     elif ours and theirs and _needs_addke(ours) and not any(t.type in _ADDKE_T and t.id for p in theirs
                                                               for t in p.transforms):
+        needed = sorted({t.type for p in ours for t in p.transforms if t.type in _ADDKE_T})
         lines.append("the peer offers no additional key exchange (RFC 9370, e.g. ML-KEM) and every proposal "
-                     "of ours requires one; keN_none in our proposals would make it optional")
+                     f"of ours requires one; {', '.join(f'ke{t - 5}_none' for t in needed)} in our proposals "
+                     "would make it optional")
     return lines
 
 
