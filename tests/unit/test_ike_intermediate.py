@@ -291,3 +291,37 @@ def test_ike_rekey_after_hybrid_establishment_offers_no_additional_exchange() ->
     new_a = p.ike("a")
     assert new_a is not old_i and new_a.suite.addke == () and new_a.suite.dh == DhGroup.CURVE25519
     assert _ours(new_a.keys) == _ours(p.ike("b").keys)
+
+
+# -- the configuration file ---------------------------------------------------------------------------
+
+_YAML = """\
+gateway:
+  shm: {path: /tmp/pq.shm, sa_capacity: 64}
+  control_socket: /tmp/pq.sock
+connections:
+  site-b:
+    local_addrs: [192.0.2.1]
+    remote_addrs: 192.0.2.2
+    proposals: [PROPOSALS]
+    local: {auth: psk, id: gw-a.example}
+    remote: {auth: psk, id: gw-b.example}
+    children:
+      net: {local_ts: 10.1.0.0/16, remote_ts: 10.2.0.0/16, esp_proposals: [aes256gcm16]}
+secrets:
+  ike-b: {id: [gw-a.example, gw-b.example], secret: 0x00112233445566778899}
+"""
+
+
+def test_config_accepts_the_keywords_and_names_a_bad_one() -> None:
+    from control.config import ConfigError, parse_config
+
+    cfg = parse_config(_YAML.replace("PROPOSALS", f"{HYBRID}, {TWO}"), "gw.yaml")
+    conn = cfg.connections["site-b"]
+    assert conn.proposals == [HYBRID, TWO]
+    ike = conn.ike_config(cfg.gateway)      # what the daemon hands the IKE core
+    assert ike_suite(select_proposal(ike.proposals, ike.proposals)).addke == (DhGroup.MLKEM768,)
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_YAML.replace("PROPOSALS", "aes256gcm16-prfsha384-x25519-ke1_kyber"), "gw.yaml")
+    assert "gw.yaml:8: connections.site-b.proposals[0]: expected an IKE proposal" in str(exc.value)
+    assert "ke1_kyber: unknown key exchange method 'kyber'" in str(exc.value)
