@@ -533,7 +533,13 @@ class IkeSA:
         self._after(now)
         if self.rekey_at is not None and now >= self.rekey_at and self.reauth_by is None:
             self.rekey_at = None
-            self.rekey_ike(now)
+            if self.suite is not None and self.suite.addke:
+                # no IKE_FOLLOWUP_KE yet: a CREATE_CHILD_SA rekey could not repeat the additional key
+                # exchanges, and a peer that requires them refuses it; a make-before-break
+                # reauthentication runs them all again in IKE_INTERMEDIATE
+                self.reauth(now)
+            else:
+                self.rekey_ike(now)
         for c in list(self.children):
             if self.reauth_by is not None:
                 break               # the reauthentication re-creates them

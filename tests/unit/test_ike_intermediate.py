@@ -325,3 +325,28 @@ def test_config_accepts_the_keywords_and_names_a_bad_one() -> None:
         parse_config(_YAML.replace("PROPOSALS", "aes256gcm16-prfsha384-x25519-ke1_kyber"), "gw.yaml")
     assert "gw.yaml:8: connections.site-b.proposals[0]: expected an IKE proposal" in str(exc.value)
     assert "ke1_kyber: unknown key exchange method 'kyber'" in str(exc.value)
+
+
+class _ReauthPair(Pair):
+    """Either side answers new IKE_SA_INIT requests, and the SAs a reauthentication starts are routed."""
+
+    answering = ("a", "b")
+
+    def _collected(self, side, e) -> None:
+        new = getattr(e, "new_sa", None)
+        if new is not None and new not in self.sas[side]:
+            self.sas[side].append(new)
+
+
+def test_timed_ike_rekey_of_a_hybrid_sa_reauthenticates_with_the_additional_exchange() -> None:
+    ci, cr = configs(ike_i=HYBRID)
+    p = _ReauthPair(dataclasses.replace(ci, rekey_time=100.0, rand_time=0.0, over_time=30.0), cr).run()
+    old = p.ike("a")
+    p.clear()
+    p.run(until=140.0)
+    new_a, new_b = p.ike("a"), p.ike("b")
+    assert new_a is not old and old.state == State.DEAD
+    assert new_a.suite.addke == (DhGroup.MLKEM768,) and new_a.addke_done == new_b.addke_done == 1
+    assert _ours(new_a.keys) == _ours(new_b.keys)
+    a, b = p.of("a", ChildSaEstablished), p.of("b", ChildSaEstablished)
+    assert_esp_works(a[-1], b[-1])
