@@ -18,6 +18,8 @@ class ExchangeType(enum.IntEnum):
     IKE_AUTH = 35
     CREATE_CHILD_SA = 36
     INFORMATIONAL = 37
+    IKE_INTERMEDIATE = 43       # RFC 9242
+    IKE_FOLLOWUP_KE = 44        # RFC 9370 (not run yet: IKE SA and PFS CHILD rekeys with additional KEs)
 
 
 class PayloadType(enum.IntEnum):
@@ -57,8 +59,19 @@ class TransformType(enum.IntEnum):
     ENCR = 1
     PRF = 2
     INTEG = 3
-    DH = 4
+    DH = 4              # "Key Exchange Method" since RFC 9370
     ESN = 5
+    # RFC 9370 §3.2: Additional Key Exchange 1..7, run in IKE_INTERMEDIATE exchanges in this order
+    ADDKE1 = 6
+    ADDKE2 = 7
+    ADDKE3 = 8
+    ADDKE4 = 9
+    ADDKE5 = 10
+    ADDKE6 = 11
+    ADDKE7 = 12
+
+
+ADDKE_TYPES = tuple(range(6, 13))
 
 
 class Encr(enum.IntEnum):
@@ -102,6 +115,10 @@ class DhGroup(enum.IntEnum):
     ECP_521 = 21
     CURVE25519 = 31
     CURVE448 = 32
+    # IANA "Transform Type 4 - Key Exchange Method Transform IDs" (draft-ietf-ipsecme-ikev2-mlkem, FIPS 203)
+    MLKEM512 = 35
+    MLKEM768 = 36
+    MLKEM1024 = 37
 
 
 class Esn(enum.IntEnum):
@@ -174,6 +191,8 @@ class Notify(enum.IntEnum):
     REDIRECT_SUPPORTED = 16406
     IKEV2_FRAGMENTATION_SUPPORTED = 16430
     SIGNATURE_HASH_ALGORITHMS = 16431
+    INTERMEDIATE_EXCHANGE_SUPPORTED = 16438     # RFC 9242 §3.1
+    ADDITIONAL_KEY_EXCHANGE = 16441             # RFC 9370 §3.1 (IKE_FOLLOWUP_KE)
 
 
 def notify_name(code: int) -> str:

@@ -18,8 +18,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.asymmetric import ec, x448, x25519
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x448, x25519
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
@@ -144,16 +144,48 @@ else:           # another cryptography layout: the public API, checks and all
     _x25519_generate = x25519.X25519PrivateKey.generate
     _x25519_public = x25519.X25519PublicKey.from_public_bytes
 
+# FIPS 203 ML-KEM: group -> (private key class, public key class, encapsulation key bytes, ciphertext bytes).
+# ``cryptography`` has ML-KEM-768 since 47.0 and ML-KEM-1024 later; 51 has no ML-KEM-512.  A group is
+# offered only where the installed wheel has its classes and its backend can generate a key.
+_MLKEM_SIZES = {DhGroup.MLKEM512: ("512", 800, 768), DhGroup.MLKEM768: ("768", 1184, 1088),
+                DhGroup.MLKEM1024: ("1024", 1568, 1568)}
+
+
+def _mlkem_available() -> dict[int, tuple[Any, Any, int, int]]:
+    found = {}
+    for group, (level, ek_len, ct_len) in _MLKEM_SIZES.items():
+        priv, pub = getattr(mlkem, f"MLKEM{level}PrivateKey", None), getattr(mlkem, f"MLKEM{level}PublicKey", None)
+        if priv is None or pub is None:
+            continue
+        try:
+            priv.generate()
+        except UnsupportedAlgorithm:
+            continue
+        found[group] = (priv, pub, ek_len, ct_len)
+    return found
+
+
+_MLKEM = _mlkem_available()
+MLKEM_GROUPS = tuple(sorted(_MLKEM))
+
 SUPPORTED_GROUPS = (DhGroup.MODP_2048, DhGroup.ECP_256, DhGroup.ECP_384, DhGroup.ECP_521, DhGroup.CURVE25519,
-                    DhGroup.CURVE448)
+                    DhGroup.CURVE448, *MLKEM_GROUPS)
 
 
 class KeyExchange:
-    """One ephemeral key pair of a group: ``public`` is the KE payload's data, ``shared`` the g^ir."""
+    """One ephemeral key pair of a group: ``public`` is the KE payload's data, ``shared`` the g^ir.
 
-    def __init__(self, group: int):
+    ML-KEM is no Diffie-Hellman: the initiator's KE carries an encapsulation key, the responder's the
+    ciphertext it encapsulated to that key.  So a responder's KeyExchange (``responder=True``) of an
+    ML-KEM group has its ``public`` only once ``shared`` has run on the initiator's value."""
+
+    def __init__(self, group: int, *, responder: bool = False):
         self.group = group
-        if group == _MODP_2048:
+        self.responder = responder
+        if group in _MLKEM:
+            self._key = None if responder else _MLKEM[group][0].generate()
+            self.public = b"" if responder else self._key.public_key().public_bytes_raw()
+        elif group == _MODP_2048:
             # FFDH through cryptography is deprecated there; Python's pow does the group arithmetic.
             # 512-bit exponents: twice the group's ~112-bit strength with a wide margin (RFC 3526 §8).
             self._x = secrets.randbits(512) | (1 << 511)
@@ -178,7 +210,11 @@ class KeyExchange:
         """A fixed key pair, for known-answer tests (X25519/X448 raw keys, ECP scalar, MODP exponent)."""
         self = cls.__new__(cls)
         self.group = group
-        if group == _MODP_2048:
+        self.responder = False
+        if group in _MLKEM:         # the 64-byte seed d || z of FIPS 203 ML-KEM.KeyGen_internal
+            self._key = _MLKEM[group][0].from_seed_bytes(private)
+            self.public = self._key.public_key().public_bytes_raw()
+        elif group == _MODP_2048:
             self._x = int.from_bytes(private, "big")
             self.public = pow(2, self._x, MODP_2048_P).to_bytes(256, "big")
         elif group in _ECP:
@@ -199,6 +235,8 @@ class KeyExchange:
     def shared(self, peer: bytes) -> bytes:
         """g^ir from the peer's KE data; a value of the wrong size or off the group raises CryptoError."""
         g = self.group
+        if g in _MLKEM:
+            return self._kem_shared(peer)
         try:
             if g == _MODP_2048:
                 if len(peer) != 256:
@@ -225,6 +263,29 @@ class KeyExchange:
                 raise
             # off-curve point, or an all-zero X25519/X448 result (small-order peer value)
             raise CryptoError(f"invalid key exchange value for group {g}") from None
+
+
+    def _kem_shared(self, peer: bytes) -> bytes:
+        _, public_cls, ek_len, ct_len = _MLKEM[self.group]
+        if self.responder:
+            if len(peer) != ek_len:
+                raise CryptoError(f"ML-KEM encapsulation key must be {ek_len} bytes")
+            try:
+                ek = public_cls.from_public_bytes(peer)
+                shared, self.public = ek.encapsulate()
+            except ValueError:
+                # FIPS 203 §7.2's modulus check: a key with coefficients >= q is refused
+                raise CryptoError("invalid ML-KEM encapsulation key") from None
+            return shared
+        if len(peer) != ct_len:
+            raise CryptoError(f"ML-KEM ciphertext must be {ct_len} bytes")
+        try:
+            # decapsulation never fails on a well-sized ciphertext (implicit rejection, FIPS 203 §6.3):
+            # a forged one yields a key the peer does not have, and the next ICV check fails
+            return self._key.decapsulate(peer)
+        except ValueError:
+            raise CryptoError("invalid ML-KEM ciphertext") from None
+
 
 
 # -- transforms ------------------------------------------------------------------------
@@ -279,6 +340,7 @@ class IkeSuite:
     prf: int
     integ: int          # Integ.NONE with an AEAD
     dh: int
+    addke: tuple[int, ...] = ()     # RFC 9370: the additional key exchanges' methods, in exchange order
 
 
 # -- key schedule ----------------------------------------------------------------------
@@ -396,6 +458,10 @@ class SKCipher:
 
     def unprotect(self, data: bytes, sk: SKPayload) -> list[Payload]:
         """Verify and decrypt the SK payload that ends datagram ``data``; returns the inner payloads."""
+        return parse_payloads(sk.first, self.unprotect_plain(data, sk))
+
+    def unprotect_plain(self, data: bytes, sk: SKPayload) -> bytes:
+        """``unprotect``'s inner payload chain as bytes (RFC 9242's IntAuth covers them as sent)."""
         body = sk.data
         iv_len = self.info.iv
         icv_len = self.info.icv if self.info.aead else self.integ.icv_len  # type: ignore[union-attr]
@@ -421,7 +487,7 @@ class SKCipher:
         pad = plain[-1]
         if pad + 1 > len(plain):
             raise CryptoError("SK padding length exceeds the plaintext")
-        return parse_payloads(sk.first, plain[:len(plain) - pad - 1])
+        return plain[:len(plain) - pad - 1]
 
     # -- the same protection around a header the caller builds (RFC 7383 SKF fragments) --------------
 
@@ -467,3 +533,10 @@ class SKCipher:
         if pad + 1 > len(plain):
             raise CryptoError("padding length exceeds the plaintext")
         return plain[:len(plain) - pad - 1]
+
+
+def derive_addke_keys(suite: IkeSuite, keys: IkeKeys, ni: bytes, nr: bytes, shared: bytes, spi_i: bytes,
+                      spi_r: bytes) -> IkeKeys:
+    """RFC 9370 §2.2.2, after each additional key exchange n: SKEYSEED(n) = prf(SK_d(n-1), SK(n) | Ni | Nr),
+    and the SK_* from prf+(SKEYSEED(n), Ni | Nr | SPIi | SPIr); the nonces and SPIs are IKE_SA_INIT's."""
+    return derive_rekeyed_ike_keys(suite.prf, keys.sk_d, suite, ni, nr, shared, spi_i, spi_r)

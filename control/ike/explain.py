@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from control.ike.constants import AuthMethod, Esn, IdType, ProtocolId, TransformType
+from control.ike.constants import ADDKE_TYPES, AuthMethod, Esn, IdType, ProtocolId, TransformType
 from control.ike.sa_payload import Proposal, Transform
 from control.ike.ts import intersect, ts_text
 from control.ike.ts_payload import TrafficSelectorEntry
@@ -37,11 +37,13 @@ _PRF = {1: "prfmd5", 2: "prfsha1", 4: "prfaesxcbc", 5: "prfsha256", 6: "prfsha38
 _DH = {1: "modp768", 2: "modp1024", 5: "modp1536", 14: "modp2048", 15: "modp3072", 16: "modp4096",
        17: "modp6144", 18: "modp8192", 19: "ecp256", 20: "ecp384", 21: "ecp521", 22: "modp1024s160",
        23: "modp2048s224", 24: "modp2048s256", 25: "ecp192", 26: "ecp224", 27: "ecp224bp", 28: "ecp256bp",
-       29: "ecp384bp", 30: "ecp512bp", 31: "x25519", 32: "x448"}
+       29: "ecp384bp", 30: "ecp512bp", 31: "x25519", 32: "x448", 35: "mlkem512", 36: "mlkem768", 37: "mlkem1024"}
 # the PRF an integrity keyword implies in an IKE proposal (control.ike.proposals' rule, backwards)
 _INTEG_PRF = {1: 1, 2: 2, 5: 4, 8: 8, 12: 5, 13: 6, 14: 7}
 _TYPE_NAME = {TransformType.ENCR: "encryption", TransformType.PRF: "PRF", TransformType.INTEG: "integrity",
-              TransformType.DH: "DH group", TransformType.ESN: "ESN"}
+              TransformType.DH: "DH group", TransformType.ESN: "ESN",
+              **{t: f"additional key exchange {t - 5} (ADDKE{t - 5})" for t in ADDKE_TYPES}}
+_ADDKE_T = frozenset(ADDKE_TYPES)
 # strongSwan's order within one proposal: cipher, integrity, PRF, group, ESN
 _ORDER = (TransformType.ENCR, TransformType.INTEG, TransformType.PRF, TransformType.DH, TransformType.ESN)
 _DH_T = TransformType.DH
@@ -49,6 +51,8 @@ _PROTO = {ProtocolId.IKE: "IKE", ProtocolId.AH: "AH", ProtocolId.ESP: "ESP"}
 
 
 def _keyword(t: Transform) -> str:
+    if t.type in _ADDKE_T:          # strongSwan 6: ke1_mlkem768, ke2_none
+        return f"ke{t.type - 5}_" + (_DH.get(t.id, f"group{t.id}") if t.id else "none")
     if t.type == TransformType.ENCR:
         fmt = _ENCR.get(t.id)
         if fmt is None:
@@ -89,7 +93,9 @@ def proposals_text(proposals: Sequence[Proposal], *, strip_dh: bool = False) -> 
 
 
 def _ids(p: Proposal, ttype: int) -> set[tuple[int, int | None]]:
-    return {(t.id, t.key_length) for t in p.transforms if t.type == ttype and _counts(t)}
+    ids = {(t.id, t.key_length) for t in p.transforms if t.type == ttype and _counts(t)}
+    # RFC 9370 §2.2.1: an additional key exchange a proposal leaves out is NONE (what keN_none accepts)
+    return ids or ({(0, None)} if ttype in _ADDKE_T else ids)
 
 
 def _types(p: Proposal, strip_dh: bool) -> set[int]:
@@ -147,7 +153,19 @@ def proposal_mismatch(ours: Sequence[Proposal], theirs: Sequence[Proposal], what
                                     "each type has a common algorithm, but not one we can use"))
     if strip_dh:
         lines.append("(key exchange groups are not compared: IKE_AUTH's CHILD SA has no KE)")
+    elif ours and theirs and _needs_addke(ours) and not any(t.type in _ADDKE_T and t.id for p in theirs
+                                                              for t in p.transforms):
+        needed = sorted({t.type for p in ours for t in p.transforms if t.type in _ADDKE_T})
+        lines.append("the peer offers no additional key exchange (RFC 9370, e.g. ML-KEM) and every proposal "
+                     f"of ours requires one; {', '.join(f'ke{t - 5}_none' for t in needed)} in our proposals "
+                     "would make it optional")
     return lines
+
+
+def _needs_addke(proposals: Sequence[Proposal]) -> bool:
+    """Whether every proposal requires some additional key exchange (lists no NONE for one of its ADDKEs)."""
+    return all(any(all(t.id for t in p.transforms if t.type == tt) for tt in {t.type for t in p.transforms} & _ADDKE_T)
+               for p in proposals)
 
 
 def _why_disjoint(a: TrafficSelectorEntry, b: TrafficSelectorEntry) -> str:

@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass
 
 from cdefs.algorithms import AH_INTEG_ALGS
-from control.ike.constants import DhGroup, Encr, Esn, Integ, Prf, ProtocolId, TransformType
-from control.ike.crypto import ENCR, INTEG, SUPPORTED_GROUPS, IkeSuite, encr_key_len
+from control.ike.constants import ADDKE_TYPES, DhGroup, Encr, Esn, Integ, Prf, ProtocolId, TransformType
+from control.ike.crypto import ENCR, INTEG, MLKEM_GROUPS, SUPPORTED_GROUPS, IkeSuite, encr_key_len
 from control.ike.sa_payload import Proposal, Transform
 
 
@@ -42,7 +42,11 @@ _DH_KW = {
     "modp2048": DhGroup.MODP_2048, "ecp256": DhGroup.ECP_256, "ecp384": DhGroup.ECP_384, "ecp521": DhGroup.ECP_521,
     "curve25519": DhGroup.CURVE25519, "x25519": DhGroup.CURVE25519,
     "curve448": DhGroup.CURVE448, "x448": DhGroup.CURVE448,
+    "mlkem512": DhGroup.MLKEM512, "mlkem768": DhGroup.MLKEM768, "mlkem1024": DhGroup.MLKEM1024,
 }
+# RFC 9370 additional key exchanges in strongSwan 6's spelling: ke1_mlkem768 ... ke7_x25519, and
+# keN_none to make that additional exchange optional
+_ADDKE_RE = re.compile(r"^ke([1-7])_([a-z0-9]+)$")
 _GCM_ICV = {"8": Encr.AES_GCM_8, "64": Encr.AES_GCM_8, "12": Encr.AES_GCM_12, "96": Encr.AES_GCM_12,
             "16": Encr.AES_GCM_16, "128": Encr.AES_GCM_16}
 _AES_RE = re.compile(r"^aes(128|192|256)?(?:gcm(8|12|16|64|96|128))?$")
@@ -60,6 +64,15 @@ def _encr_keyword(kw: str) -> tuple[int, int | None] | None:
     if m:
         return Encr.NULL_AUTH_AES_GMAC, int(m.group(1))
     return None
+
+
+def _group(kw: str, name: str) -> int:
+    """The key exchange method a keyword names, refusing one this build cannot compute."""
+    group = _DH_KW[name]
+    if group not in SUPPORTED_GROUPS:
+        raise ProposalError(f"{kw}: {DhGroup(group).name} is not available (the installed cryptography "
+                            f"offers ML-KEM {', '.join(DhGroup(g).name[5:] for g in MLKEM_GROUPS)})")
+    return group
 
 
 _AH_GMAC_KW = {"aes128gmac": Integ.AES_128_GMAC, "aes192gmac": Integ.AES_192_GMAC, "aes256gmac": Integ.AES_256_GMAC}
@@ -102,8 +115,10 @@ def parse_proposal(text: str, protocol: str = "ike") -> Proposal:
     prfs: list[int] = []
     dh: list[int] = []
     esn: list[int] = []
+    addke: dict[int, list[int]] = {}
     for kw in text.strip().lower().split("-"):
         e = _encr_keyword(kw)
+        m = _ADDKE_RE.match(kw)
         if e is not None:
             if protocol == "ike" and e[0] == Encr.NULL_AUTH_AES_GMAC:
                 raise ProposalError(f"{kw}: AES-GMAC only protects ESP, not IKE")
@@ -115,7 +130,18 @@ def parse_proposal(text: str, protocol: str = "ike") -> Proposal:
                 raise ProposalError(f"{kw}: a PRF has no place in an ESP proposal")
             prfs.append(_PRF_KW[kw])
         elif kw in _DH_KW:
-            dh.append(_DH_KW[kw])
+            if protocol == "esp" and _DH_KW[kw] in MLKEM_GROUPS:
+                raise ProposalError(f"{kw}: ML-KEM for CHILD SA PFS is not supported yet")
+            dh.append(_group(kw, kw))
+        elif m is not None:
+            if protocol != "ike":
+                raise ProposalError(f"{kw}: additional key exchanges for CHILD SAs (IKE_FOLLOWUP_KE) are "
+                                    "not supported yet; only IKE proposals take ke1_..ke7_")
+            if m.group(2) != "none" and m.group(2) not in _DH_KW:
+                raise ProposalError(f"{kw}: unknown key exchange method {m.group(2)!r} "
+                                    f"(expected one of {', '.join(sorted(_DH_KW))} or none)")
+            ttype = TransformType.ADDKE1 + int(m.group(1)) - 1
+            addke.setdefault(ttype, []).append(0 if m.group(2) == "none" else _group(kw, m.group(2)))
         elif kw in ("esn", "noesn") and protocol == "esp":
             esn.append(Esn.YES if kw == "esn" else Esn.NO)
         else:
@@ -141,6 +167,8 @@ def parse_proposal(text: str, protocol: str = "ike") -> Proposal:
         ts += [Transform(TransformType.PRF, p) for p in _unique(prfs)]
         ts += [Transform(TransformType.INTEG, i) for i in _unique(integ)]
         ts += [Transform(TransformType.DH, d) for d in _unique(dh)]
+        for ttype in sorted(addke):
+            ts += [Transform(ttype, g) for g in _unique(addke[ttype])]
         return Proposal(1, ProtocolId.IKE, b"", ts)
     if is_aead and integ:
         raise ProposalError(f"{text!r}: an AEAD ESP proposal takes no integrity algorithm")
@@ -190,11 +218,31 @@ def _same(a: _TSig, b: _TSig) -> bool:
     return a[0] == b[0] and a[1] == b[1] and a[2] == b[2] and not b[3]
 
 
+_ADDKE = frozenset(ADDKE_TYPES)
+
+
 def _types(p: _PSig, strip_dh: bool) -> set[int]:
-    types = {t[0] for t in p[1]}
+    # additional key exchanges are matched on their own (_addke_choice); IKE_AUTH's CHILD SA has none
+    types = {t[0] for t in p[1]} - _ADDKE
     if strip_dh:
         types.discard(_DH)
     return types
+
+
+def _addke_choice(mine: _PSig, peer: _PSig) -> list[tuple[int, int, None]] | None:
+    """RFC 9370 §2.2.1: per Additional Key Exchange type, our first method the peer also offers, a type
+    absent from a proposal counting as NONE (so ``ke1_none`` accepts a peer without ADDKE1).  The chosen
+    NONE is kept only where the peer wrote the type; None when a type has no common method."""
+    out: list[tuple[int, int, None]] = []
+    for ttype in sorted({t[0] for t in mine[1] if t[0] in _ADDKE} | {t[0] for t in peer[1] if t[0] in _ADDKE}):
+        ours = [t[1] for t in mine[1] if t[0] == ttype] or [0]
+        theirs = [t[1] for t in peer[1] if t[0] == ttype]
+        pick = next((g for g in ours if g in (theirs or [0])), None)
+        if pick is None:
+            return None
+        if pick or theirs:
+            out.append((ttype, pick, None))
+    return out
 
 
 @functools.lru_cache(maxsize=1024)
@@ -216,7 +264,9 @@ def _select(ours: tuple[_PSig, ...], theirs: tuple[_PSig, ...], strip_dh: bool
                     break
                 chosen.append((match[0], match[1], match[2]))
             else:
-                return index, tuple(chosen)
+                extra = [] if strip_dh else _addke_choice(mine, peer)
+                if extra is not None:
+                    return index, tuple(chosen + extra)
     return None
 
 
@@ -251,6 +301,20 @@ def proposal_acceptable(ours: list[Proposal], chosen: Proposal, *, strip_dh: boo
     if len({t.type for t in chosen.transforms}) != len(chosen.transforms):
         return False
     return select_proposal(ours, [chosen], strip_dh=strip_dh) is not None
+
+
+def without_addke(proposals: list[Proposal]) -> list[Proposal]:
+    """The proposals with no additional key exchange: what an IKE SA rekey offers and accepts until
+    IKE_FOLLOWUP_KE exists (the new SKEYSEED still mixes in the old SK_d, and with it every key exchange of
+    the IKE SA's creation, RFC 7296 §2.18)."""
+    if not any(t.type in _ADDKE for p in proposals for t in p.transforms):
+        return proposals
+    return [Proposal(p.num, p.protocol, p.spi, [t for t in p.transforms if t.type not in _ADDKE]) for p in proposals]
+
+
+def wants_intermediate(proposals: list[Proposal]) -> bool:
+    """Whether any proposal has an additional key exchange other than NONE (RFC 9242 §3.1's notify then)."""
+    return any(t.type in _ADDKE and t.id for p in proposals for t in p.transforms)
 
 
 def first_dh(proposals: list[Proposal]) -> int:
@@ -290,7 +354,16 @@ def _ike_suite(sig: _PSig) -> IkeSuite:
     integ_id = integ.id if integ else Integ.NONE
     if info.aead != (integ_id == Integ.NONE) or (integ_id and integ_id not in INTEG):
         raise ProposalError("chosen IKE proposal mixes an AEAD with integrity, or lacks integrity")
-    return IkeSuite(enc.id, enc.key_length, prf_t.id, integ_id, dh.id)
+    addke = []
+    for ttype in ADDKE_TYPES:
+        ts = p.of_type(ttype)
+        if len(ts) > 1:
+            raise ProposalError("chosen IKE proposal has more than one method of one additional key exchange")
+        if ts and ts[0].id:
+            if ts[0].id not in SUPPORTED_GROUPS:
+                raise ProposalError(f"chosen additional key exchange method {ts[0].id} is not supported")
+            addke.append(ts[0].id)
+    return IkeSuite(enc.id, enc.key_length, prf_t.id, integ_id, dh.id, tuple(addke))
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,9 @@ from control.ike.events import (
     State,
 )
 from control.ike.fragment import Reassembler, fragment_chain, message_limit
+from control.ike.intermediate import IntAuth, intauth_head
 from control.ike.message import HEADER_LEN, Header, Message, parse_header
-from control.ike.payload_chain import serialize_payloads
+from control.ike.payload_chain import parse_payloads, serialize_payloads
 from control.ike.payloads import NotifyPayload, ParseError, Payload, SKFPayload, SKPayload
 from control.ike.spi import random_spi
 from control.ike.task_manager import TaskManager
@@ -78,6 +79,7 @@ _S_DEAD = State.DEAD
 _S_ESTABLISHED = State.ESTABLISHED
 _S_REKEYED = State.REKEYED
 _X_IKE_SA_INIT = int(ExchangeType.IKE_SA_INIT)
+_X_IKE_INTERMEDIATE = int(ExchangeType.IKE_INTERMEDIATE)
 # plain ints: IntFlag arithmetic runs in Python and showed in a busy responder's profile
 _RESPONSE, _INITIATOR = int(Flag.RESPONSE), int(Flag.INITIATOR)
 
@@ -109,6 +111,11 @@ class IkeSA:
         self.nonce_r = b""
         self.init_request = b""         # IKE_SA_INIT messages as sent, signed in AUTH
         self.init_response = b""
+        # RFC 9370: the additional key exchanges still to run in IKE_INTERMEDIATE (their methods, in
+        # order), how many ran, and RFC 9242's IntAuth over those messages (None: none negotiated)
+        self.addke_todo: list[int] = []
+        self.addke_done = 0
+        self.int_auth: IntAuth | None = None
         self.nat_local = False
         self.nat_remote = False
         self.remote_identity: Identity | None = None
@@ -431,18 +438,28 @@ class IkeSA:
                        payloads: list[Payload]) -> bytes | list[bytes]:
         """``encode``, or the message's RFC 7383 fragments (a list) when fragmentation was negotiated, we
         send fragments (``yes``/``force``) and the whole message would exceed the fragment size."""
-        if exchange != _X_IKE_SA_INIT and self.peer_fragmentation \
-                and self.config.fragmentation in ("yes", "force") and self.cipher_out is not None:
+        frag = exchange != _X_IKE_SA_INIT and self.peer_fragmentation \
+            and self.config.fragmentation in ("yes", "force") and self.cipher_out is not None
+        if frag or (exchange == _X_IKE_INTERMEDIATE and self.cipher_out is not None):
+            assert self.cipher_out is not None
             msg = Message(self.spi_i, self.spi_r, exchange, self.header_flags(response), message_id)
-            limit = message_limit(self.config.fragment_size, self.remote_ip.version)
             first, plain = serialize_payloads(payloads)       # once, for the size check and the message
-            frames = fragment_chain(self.cipher_out, msg, first, plain, limit)
-            if frames is not None:
-                self.stats["fragmented_messages_sent"] += 1
-                self.stats["fragments_sent"] += len(frames)
-                return frames
+            if exchange == _X_IKE_INTERMEDIATE:
+                self._note_intermediate(self.initiator, intauth_head(msg, first, len(plain)), plain, message_id)
+            if frag:
+                limit = message_limit(self.config.fragment_size, self.remote_ip.version)
+                frames = fragment_chain(self.cipher_out, msg, first, plain, limit)
+                if frames is not None:
+                    self.stats["fragmented_messages_sent"] += 1
+                    self.stats["fragments_sent"] += len(frames)
+                    return frames
             return self.cipher_out.protect_chain(msg, first, plain)
         return self.encode(exchange, message_id, response, payloads)
+
+    def _note_intermediate(self, from_initiator: bool, head: bytes, plain: bytes, mid: int) -> None:
+        # RFC 9242 §3.3.2: under the keys that protect this message, i.e. the ones in force now
+        if self.int_auth is not None and self.suite is not None and self.keys is not None:
+            self.int_auth.add(self.suite.prf, self.keys, from_initiator, head, plain, mid)
 
     def datagram(self, data: bytes) -> Datagram:
         port, remote = self.endpoint
@@ -465,10 +482,19 @@ class IkeSA:
                 if whole is None:
                     return None
                 self.frag_first = whole.first_datagram
+                if msg.exchange == _X_IKE_INTERMEDIATE:     # as if it had come whole (RFC 9242 §3.3.2)
+                    head = intauth_head(msg, whole.first_type, len(whole.plain))
+                    self._note_intermediate(msg.from_initiator, head, whole.plain, msg.message_id)
                 msg.payloads = whole.payloads()
                 return msg
             if not isinstance(sk, SKPayload) or self.cipher_in is None:
                 raise ParseError("protected exchange without an SK payload")
+            if msg.exchange == _X_IKE_INTERMEDIATE:
+                plain = self.cipher_in.unprotect_plain(data, sk)
+                head = intauth_head(msg, sk.first, len(plain))
+                self._note_intermediate(msg.from_initiator, head, plain, msg.message_id)
+                msg.payloads = msg.payloads[:-1] + parse_payloads(sk.first, plain)
+                return msg
             msg.payloads = msg.payloads[:-1] + self.cipher_in.unprotect(data, sk)
         return msg
 
@@ -507,7 +533,13 @@ class IkeSA:
         self._after(now)
         if self.rekey_at is not None and now >= self.rekey_at and self.reauth_by is None:
             self.rekey_at = None
-            self.rekey_ike(now)
+            if self.suite is not None and self.suite.addke:
+                # no IKE_FOLLOWUP_KE yet: a CREATE_CHILD_SA rekey could not repeat the additional key
+                # exchanges, and a peer that requires them refuses it; a make-before-break
+                # reauthentication runs them all again in IKE_INTERMEDIATE
+                self.reauth(now)
+            else:
+                self.rekey_ike(now)
         for c in list(self.children):
             if self.reauth_by is not None:
                 break               # the reauthentication re-creates them

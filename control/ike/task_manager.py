@@ -25,6 +25,7 @@ from control.ike.tasks.base import Initiator, Responder
 from control.ike.tasks.dispatch import dispatch
 from control.ike.tasks.ike_auth import IkeAuthResponder
 from control.ike.tasks.ike_init import IkeInitResponder
+from control.ike.tasks.ike_intermediate import IkeIntermediateResponder
 from control.ike.window import ResponderWindow, may_send
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ _X_CREATE_CHILD_SA = int(ExchangeType.CREATE_CHILD_SA)
 _X_IKE_AUTH = int(ExchangeType.IKE_AUTH)
 _X_IKE_SA_INIT = int(ExchangeType.IKE_SA_INIT)
 _X_INFORMATIONAL = int(ExchangeType.INFORMATIONAL)
+_X_IKE_INTERMEDIATE = int(ExchangeType.IKE_INTERMEDIATE)
 
 
 @dataclass
@@ -347,7 +349,14 @@ class TaskManager:
                 sa.created_at = now
             return IkeInitResponder()
         if exchange == _X_IKE_AUTH and not sa.initiator and sa.keys is not None and sa.state == _S_CONNECTING:
+            if sa.addke_todo:
+                # RFC 9370: IKE_AUTH before every negotiated additional key exchange ran is not answered
+                sa.stats["ike_auth_before_addke"] += 1
+                return None
             return IkeAuthResponder()
+        if exchange == _X_IKE_INTERMEDIATE and not sa.initiator and sa.addke_todo and sa.keys is not None \
+                and sa.state == _S_CONNECTING:
+            return IkeIntermediateResponder()
         if exchange in (_X_CREATE_CHILD_SA, _X_INFORMATIONAL) and sa.state in (_S_ESTABLISHED, _S_REKEYED,
                                                                                 _S_DELETING):
             return dispatch(sa, msg)

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from cdefs.sa import Direction
 from control.ike.config import ChildConfig, Identity, IkeConfig
@@ -37,13 +38,16 @@ def our_config(ike: str, esp: str) -> IkeConfig:
                      retransmit_timeout=1.0, retransmit_tries=3)
 
 
-def charon_peer(net: NetnsPair, ike: str, esp: str, charon_extra: str = "", **conf_extra: str) -> Charon:
+def charon_peer(net: NetnsPair, ike: str, esp: str, charon_extra: str = "", root: Path | None = None,
+                **conf_extra: str) -> Charon:
     """charon in net's namespace b as gw-b (THEIR_TS, with THEIR_HOST on its loopback); not started.
-    charon_extra: lines for strongswan.conf's charon section; conf_extra: swanctl_conf's conn/child_extra."""
+    charon_extra: lines for strongswan.conf's charon section; root: a chroot with another strongSwan
+    (support.pq_root); conf_extra: swanctl_conf's conn/child_extra."""
     net.add_lo_address(net.b, f"{THEIR_HOST}/32")
     return Charon(net.b, swanctl_conf(local=net.b_ip, remote=net.a_ip, local_id="gw-b.example",
                                       remote_id="gw-a.example", psk=PSK, ike=ike, esp=esp,
-                                      local_ts=THEIR_TS, remote_ts=OUR_TS, **conf_extra), charon_extra=charon_extra)
+                                      local_ts=THEIR_TS, remote_ts=OUR_TS, **conf_extra), charon_extra=charon_extra,
+                  root=root)
 
 
 def icmp_echo(src: str, dst: str, ident: int, seq: int, request: bool = True) -> bytes:

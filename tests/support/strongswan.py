@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -129,9 +130,12 @@ class Charon:
     """One charon-systemd instance in namespace ``ns`` with files under a private temp directory."""
 
     def __init__(self, ns: str, swanctl_conf: str, *, port: int = 500, port_nat_t: int = 4500,
-                 files: dict[str, bytes] | None = None, charon_extra: str = ""):
+                 files: dict[str, bytes] | None = None, charon_extra: str = "", root: Path | None = None):
         self.ns = ns
-        self.dir = Path(tempfile.mkdtemp(prefix="ipsecgw-charon-"))
+        # with ``root`` charon and swanctl run chrooted there (another strongSwan than the machine's, e.g.
+        # support.pq_root's 6.1): the instance's files live under the root's /tmp, named as charon sees them
+        self.root = root
+        self.dir = Path(tempfile.mkdtemp(prefix="ipsecgw-charon-", dir=root / "tmp" if root else None))
         # credentials under swanctl's layout (x509/, x509ca/, private/...): swanctl reads them from
         # SWANCTL_DIR, which then is this instance's directory
         self.files = dict(files or {})
@@ -155,7 +159,7 @@ class Charon:
     {charon_extra}
     filelog {{
         main {{
-            path = {self.log}
+            path = {self.inside(self.log)}
             time_format = %T
             append = no
             flush_line = yes
@@ -167,16 +171,30 @@ class Charon:
     }}
     plugins {{
         vici {{
-            socket = unix://{self.vici}
+            socket = unix://{self.inside(self.vici)}
         }}
     }}
 }}
 """)
         self.proc: subprocess.Popen | None = None
 
+    def inside(self, path: Path) -> str:
+        """``path`` as charon sees it (relative to its chroot, if any)."""
+        return "/" + str(path.relative_to(self.root)) if self.root else str(path)
+
+    def _cmd(self, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, *(["chroot", str(self.root)] if self.root else []), *argv]
+
     def start(self) -> None:
-        env = dict(os.environ, STRONGSWAN_CONF=str(self.dir / "strongswan.conf"))
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, CHARON], env=env,
+        env = dict(os.environ, STRONGSWAN_CONF=self.inside(self.dir / "strongswan.conf"))
+        cmd = self._cmd(CHARON)
+        if self.root:
+            # kernel-libipsec needs /dev/net/tun and charon /proc: mounted in a mount namespace of charon's
+            # own, so they go when it does (each step execs the next: the pid stays charon's)
+            r = shlex.quote(str(self.root))
+            cmd = ["ip", "netns", "exec", self.ns, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   f"mount --rbind /dev {r}/dev && mount -t proc proc {r}/proc && exec chroot {r} {CHARON}"]
+        self.proc = subprocess.Popen(cmd, env=env,
                                      stdout=open(self.dir / "stdout.log", "wb"), stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10
@@ -184,7 +202,7 @@ class Charon:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"charon did not start; log:\n{self.log_text()}")
             time.sleep(0.1)
-        self.swanctl("--load-all", "--file", str(self.conf))
+        self.swanctl("--load-all", "--file", self.inside(self.conf))
 
     def __enter__(self) -> Charon:
         try:
@@ -198,8 +216,8 @@ class Charon:
         self.stop()
 
     def swanctl(self, *args: str, timeout: float = 20) -> str:
-        env = dict(os.environ, SWANCTL_DIR=str(self.dir)) if self.files else None
-        out = subprocess.run(["ip", "netns", "exec", self.ns, SWANCTL, *args, "--uri", f"unix://{self.vici}"],
+        env = dict(os.environ, SWANCTL_DIR=self.inside(self.dir)) if self.files else None
+        out = subprocess.run(self._cmd(SWANCTL, *args, "--uri", f"unix://{self.inside(self.vici)}"),
                              capture_output=True, text=True, timeout=timeout, env=env)
         if out.returncode != 0:
             raise RuntimeError(f"swanctl {' '.join(args)} failed: {out.stdout}{out.stderr}")

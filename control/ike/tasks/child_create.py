@@ -239,7 +239,7 @@ class ChildCreateResponder(Responder):
             group = dh_group(chosen)
             if group:
                 assert isinstance(ke, KEPayload)
-                my_ke = KeyExchange(group)
+                my_ke = KeyExchange(group, responder=True)
                 try:
                     g_ir = my_ke.shared(ke.data)
                 except CryptoError as exc:

@@ -60,9 +60,11 @@ def signed_octets(sa: IkeSA, of_initiator: bool, id_payload: IDPayload) -> bytes
     """What the initiator's or the responder's AUTH covers (RFC 7296 §2.15), for PSK and signatures."""
     assert sa.suite is not None and sa.keys is not None
     p = sa.suite.prf
+    # RFC 9242 §3.3.2: after IKE_INTERMEDIATE exchanges both AUTHs also cover IntAuth_i | IntAuth_r | MID
+    int_auth = sa.int_auth.octets() if sa.int_auth is not None else b""
     if of_initiator:
-        return sa.init_request + sa.nonce_r + prf(p, sa.keys.sk_pi, id_payload.body())
-    return sa.init_response + sa.nonce_i + prf(p, sa.keys.sk_pr, id_payload.body())
+        return sa.init_request + sa.nonce_r + prf(p, sa.keys.sk_pi, id_payload.body()) + int_auth
+    return sa.init_response + sa.nonce_i + prf(p, sa.keys.sk_pr, id_payload.body()) + int_auth
 
 
 @functools.lru_cache(maxsize=256)

@@ -16,6 +16,7 @@ from control.ike.constants import ExchangeType, Notify, TransformType
 from control.ike.crypto import CryptoError, KeyExchange, derive_ike_keys
 from control.ike.events import IkeError
 from control.ike.explain import ike_offer, proposal_mismatch
+from control.ike.intermediate import IntAuth
 from control.ike.message import Message
 from control.ike.payloads import CertPayload, KEPayload, NoncePayload, NotifyPayload, Payload
 from control.ike.proposals import (
@@ -25,10 +26,13 @@ from control.ike.proposals import (
     offered_groups,
     proposal_acceptable,
     select_proposal,
+    wants_intermediate,
     with_group,
+    without_addke,
 )
 from control.ike.sa_payload import Proposal, SAPayload
 from control.ike.tasks.base import Initiator, Responder
+from control.ike.tasks.ike_intermediate import IkeIntermediateInitiator
 
 if TYPE_CHECKING:
     from control.ike.sa import IkeSA
@@ -106,6 +110,24 @@ def _note_fragmentation(sa: IkeSA, msg: Message) -> None:
         msg.notifies(Notify.IKEV2_FRAGMENTATION_SUPPORTED))
 
 
+def _intermediate(sa: IkeSA, msg: Message | None) -> list[Payload]:
+    """RFC 9242 §3.1: INTERMEDIATE_EXCHANGE_SUPPORTED from an initiator that proposes additional key
+    exchanges, and from a responder in answer to it."""
+    if msg is None:
+        return [NotifyPayload(Notify.INTERMEDIATE_EXCHANGE_SUPPORTED)] if wants_intermediate(sa.config.proposals) \
+            else []
+    return [NotifyPayload(Notify.INTERMEDIATE_EXCHANGE_SUPPORTED)] \
+        if msg.notifies(Notify.INTERMEDIATE_EXCHANGE_SUPPORTED) else []
+
+
+def _start_addke(sa: IkeSA) -> None:
+    """The chosen proposal's additional key exchanges are to run before IKE_AUTH (RFC 9370 §2.2.2)."""
+    assert sa.suite is not None
+    sa.addke_todo = list(sa.suite.addke)
+    sa.addke_done = 0
+    sa.int_auth = IntAuth() if sa.addke_todo else None
+
+
 def _certreq(sa: IkeSA) -> list[Payload]:
     """RFC 7296 §1.2: the responder may ask for certificates in IKE_SA_INIT already."""
     if sa.config.remote_auth != "pubkey" or not sa.config.cacerts:
@@ -154,7 +176,7 @@ class IkeInitInitiator(Initiator):
             payloads.append(NotifyPayload(Notify.COOKIE, self.cookie))   # RFC 7296 §2.6: first payload
         payloads += [SAPayload(props), KEPayload(self.group, sa.ke.public), NoncePayload(sa.nonce_i)]
         payloads += _natd_payloads(sa, bytes(8), (sa.local_ip, sa.config.local_port), sa.remote)
-        return payloads + _sig_hash_notify(sa) + _fragmentation(sa, None)
+        return payloads + _sig_hash_notify(sa) + _fragmentation(sa, None) + _intermediate(sa, None)
 
     def process_response(self, sa: IkeSA, msg: Message, now: float) -> bool:
         cookie = msg.notifies(Notify.COOKIE)
@@ -201,9 +223,15 @@ class IkeInitInitiator(Initiator):
         sa.nonce_r = nonce.data
         sa.suite = suite
         _detect_nat(sa, msg, sa.spi_r, (sa.local_ip, sa.config.local_port), sa.remote)
+        if suite.addke and not msg.notifies(Notify.INTERMEDIATE_EXCHANGE_SUPPORTED):
+            raise IkeError(Notify.INVALID_SYNTAX, "responder chose additional key exchanges but does not "
+                           "announce IKE_INTERMEDIATE (RFC 9242)")
         sa.set_keys(derive_ike_keys(suite, sa.nonce_i, sa.nonce_r, g_ir, sa.spi_i, sa.spi_r))
         _note_sig_hashes(sa, msg)
         _note_fragmentation(sa, msg)
+        _start_addke(sa)
+        if sa.addke_todo:
+            sa.queue_front(IkeIntermediateInitiator())
         return False
 
 
@@ -216,12 +244,15 @@ class IkeInitResponder(Responder):
             raise IkeError(Notify.INVALID_SYNTAX, "IKE_SA_INIT request lacks SA, KE or Nonce")
         assert isinstance(sa_p, SAPayload) and isinstance(ke, KEPayload) and isinstance(nonce, NoncePayload)
         ours = sa.config.proposals
-        chosen = select_for_ke(ours, sa_p.proposals, ke.group, "IKE proposal")
+        offered = sa_p.proposals
+        if not msg.notifies(Notify.INTERMEDIATE_EXCHANGE_SUPPORTED):
+            offered = without_addke(offered)    # no IKE_INTERMEDIATE: its additional exchanges cannot run
+        chosen = select_for_ke(ours, offered, ke.group, "IKE proposal")
         try:
             suite = ike_suite(chosen)
         except ProposalError as exc:
             raise IkeError(Notify.NO_PROPOSAL_CHOSEN, str(exc)) from None
-        sa.ke = KeyExchange(suite.dh)
+        sa.ke = KeyExchange(suite.dh, responder=True)
         try:
             g_ir = sa.ke.shared(ke.data)
         except CryptoError as exc:
@@ -237,4 +268,5 @@ class IkeInitResponder(Responder):
         payloads += _natd_payloads(sa, sa.spi_r, local, sa.remote)
         _note_sig_hashes(sa, msg)
         _note_fragmentation(sa, msg)
-        return payloads + _certreq(sa) + _sig_hash_notify(sa) + _fragmentation(sa, msg)
+        _start_addke(sa)
+        return payloads + _certreq(sa) + _sig_hash_notify(sa) + _fragmentation(sa, msg) + _intermediate(sa, msg)

@@ -19,7 +19,7 @@ from control.ike.crypto import CryptoError, KeyExchange, derive_rekeyed_ike_keys
 from control.ike.events import IkeError, IkeSaRekeyed, State
 from control.ike.message import Message
 from control.ike.payloads import KEPayload, NoncePayload, NotifyPayload, Payload
-from control.ike.proposals import ProposalError, ike_suite, offered_groups, proposal_acceptable
+from control.ike.proposals import ProposalError, ike_suite, offered_groups, proposal_acceptable, without_addke
 from control.ike.sa_payload import Proposal, SAPayload
 from control.ike.spi import random_spi
 from control.ike.tasks.base import Initiator, Responder
@@ -74,7 +74,8 @@ class IkeRekeyInitiator(Initiator):
         self.nonce = os.urandom(NONCE_LEN)
         self.ke = KeyExchange(group)
         sa.ike_collision = None
-        props = [Proposal(p.num, ProtocolId.IKE, self.spi, list(p.transforms)) for p in sa.config.proposals]
+        props = [Proposal(p.num, ProtocolId.IKE, self.spi, list(p.transforms))
+                 for p in without_addke(sa.config.proposals)]
         return [SAPayload(props), NoncePayload(self.nonce), KEPayload(group, self.ke.public)]
 
     def process_response(self, sa: IkeSA, msg: Message, now: float) -> bool:
@@ -122,7 +123,7 @@ class IkeRekeyInitiator(Initiator):
         if len(sa_p.proposals) != 1 or len(sa_p.proposals[0].spi) != 8 or sa_p.proposals[0].spi == bytes(8):
             raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "IKE rekey response is not one IKE proposal with an SPI")
         prop = sa_p.proposals[0]
-        ours = [Proposal(p.num, ProtocolId.IKE, b"", list(p.transforms)) for p in sa.config.proposals]
+        ours = [Proposal(p.num, ProtocolId.IKE, b"", list(p.transforms)) for p in without_addke(sa.config.proposals)]
         if prop.protocol != ProtocolId.IKE or not proposal_acceptable(ours, prop):
             raise IkeError(Notify.NO_PROPOSAL_CHOSEN, "responder chose an IKE proposal we did not offer")
         try:
@@ -177,7 +178,7 @@ class IkeRekeyResponder(Responder):
         sa_p, nonce, ke = msg.get(SAPayload), msg.get(NoncePayload), msg.get(KEPayload)
         if not isinstance(sa_p, SAPayload) or not isinstance(nonce, NoncePayload) or not isinstance(ke, KEPayload):
             raise IkeError(Notify.INVALID_SYNTAX, "IKE rekey request lacks SA, Nonce or KE")
-        ours = [Proposal(p.num, ProtocolId.IKE, b"", list(p.transforms)) for p in sa.config.proposals]
+        ours = [Proposal(p.num, ProtocolId.IKE, b"", list(p.transforms)) for p in without_addke(sa.config.proposals)]
         chosen = select_for_ke(ours, sa_p.proposals, ke.group, "IKE proposal for the rekey")
         if len(chosen.spi) != 8 or chosen.spi == bytes(8):
             raise IkeError(Notify.INVALID_SYNTAX, "IKE rekey proposal without an 8-byte SPI")
@@ -185,7 +186,7 @@ class IkeRekeyResponder(Responder):
             suite = ike_suite(chosen)
         except ProposalError as exc:
             raise IkeError(Notify.NO_PROPOSAL_CHOSEN, str(exc)) from None
-        my_ke = KeyExchange(suite.dh)
+        my_ke = KeyExchange(suite.dh, responder=True)
         try:
             g_ir = my_ke.shared(ke.data)
         except CryptoError as exc:
