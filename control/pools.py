@@ -12,9 +12,12 @@ from __future__ import annotations
 import ipaddress
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from control.ike.cp import IPAddress, Lease
+
+if TYPE_CHECKING:
+    from control.config.model import Config
 
 
 class PoolError(ValueError):
@@ -42,6 +45,14 @@ def parse_range(text: str) -> tuple[IPAddress, IPAddress]:
     # the network address (and IPv4's broadcast) are no host's: clients treat them badly
     last = net.broadcast_address - 1 if net.version == 4 and net.num_addresses > 2 else net.broadcast_address
     return net.network_address + 1, last
+
+
+def pool_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The prefixes that cover a pool (what the gateway routes towards its clients): a subnet as written,
+    a range as the fewest prefixes."""
+    if "-" not in text:
+        return [ipaddress.ip_network(text.strip(), strict=False)]
+    return list(ipaddress.summarize_address_range(*parse_range(text)))
 
 
 @dataclass
@@ -175,6 +186,11 @@ class Pools:
         return [p.as_dict() for p in self.pools.values()]
 
 
+def pools_of(config: Config) -> list[Pool]:
+    """The runtime pools of a checked configuration's ``pools:`` section."""
+    return [Pool(s.name, s.addrs, list(s.dns)) for s in config.pools.values()]
+
+
 def pools_text(pools: list[dict[str, Any]]) -> str:
     """``ipsecgw list-pools`` without --json."""
     if not pools:
@@ -188,4 +204,4 @@ def pools_text(pools: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PoolError", "parse_range", "PoolLease", "Pool", "Pools", "pools_text"]
+__all__ = ["PoolError", "parse_range", "pool_networks", "PoolLease", "Pool", "Pools", "pools_of", "pools_text"]

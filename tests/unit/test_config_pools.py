@@ -97,3 +97,11 @@ def test_client_mistakes(old: str, new: str, want: str) -> None:
     assert old in CLIENT
     got = "\n".join(problems(CLIENT.replace(old, new, 1)))
     assert want in got
+
+
+def test_dynamic_children_route_the_pools_not_everything() -> None:
+    from control.fastpath_plan import tun_routes
+
+    routes = tun_routes(parse_config(GW, "gw.yaml"))
+    assert routes == ["10.99.0.0/24", "fd00:99::10/124", "fd00:99::20/123", "fd00:99::40/122",
+                      "fd00:99::80/121"]
