@@ -32,14 +32,16 @@ def parse_range(text: str) -> tuple[IPAddress, IPAddress]:
         if "-" in text:
             a, _, b = text.partition("-")
             lo, hi = ipaddress.ip_address(a.strip()), ipaddress.ip_address(b.strip())
-            if lo.version != hi.version:
-                raise PoolError(f"{text!r}: both ends must be of one IP version")
-            if int(hi) < int(lo):
-                raise PoolError(f"{text!r}: the range ends before it starts")
-            return lo, hi
-        net = ipaddress.ip_network(text, strict=False)
+        else:
+            net = ipaddress.ip_network(text, strict=False)
     except ValueError as exc:
         raise PoolError(f"{text!r}: {exc}") from None
+    if "-" in text:
+        if lo.version != hi.version:
+            raise PoolError(f"{text!r}: both ends must be of one IP version")
+        if int(hi) < int(lo):
+            raise PoolError(f"{text!r}: the range ends before it starts")
+        return lo, hi
     if net.num_addresses == 1:
         return net.network_address, net.network_address
     # the network address (and IPv4's broadcast) are no host's: clients treat them badly

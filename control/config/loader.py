@@ -33,9 +33,9 @@ def parse_config(text: str, file: str = "<config>") -> Config:
             if c is not None:
                 conns[name] = c
     secrets = parse_secrets(ck, top.get("secrets"))
-    pools = parse_pools(ck, top.get("pools"))
+    pools, pool_names = parse_pools(ck, top.get("pools"))
     for conn in conns.values():
-        check_conn_pools(ck, top["connections"].value[conn.name], conn, pools)
+        check_conn_pools(ck, top["connections"].value[conn.name], conn, pool_names)
     child_names: dict[str, str] = {}
     for conn in conns.values():
         for c in conn.children:

@@ -14,11 +14,13 @@ _POOL_KEYS = ("addrs", "dns")
 _ADDRS = "a subnet (10.99.0.0/24), a range (10.99.0.10-10.99.0.200) or an IPv6 one (fd00:99::/112)"
 
 
-def parse_pools(ck: Checker, node: Node | None) -> dict[str, PoolSpec]:
+def parse_pools(ck: Checker, node: Node | None) -> tuple[dict[str, PoolSpec], set[str]]:
+    """The valid pools, and the names of all (a connection naming a broken pool is not a second error)."""
     out: dict[str, PoolSpec] = {}
     if node is None:
-        return out
-    for name, pnode in ck.mapping(node, "pools", None).items():
+        return out, set()
+    entries = ck.mapping(node, "pools", None)
+    for name, pnode in entries.items():
         path = f"pools.{name}"
         m = ck.mapping(pnode, path, _POOL_KEYS)
         if not isinstance(pnode.value, dict):
@@ -43,13 +45,13 @@ def parse_pools(ck: Checker, node: Node | None) -> dict[str, PoolSpec]:
                 except ValueError:
                     ck.error(item, p, "an IP address of a DNS server", repr(t))
         out[name] = PoolSpec(name, text.strip(), first.version, dns)
-    return out
+    return out, set(entries)
 
 
-def check_conn_pools(ck: Checker, conn_node: Node, conn: ConnectionConfig, pools: dict[str, PoolSpec]) -> None:
+def check_conn_pools(ck: Checker, conn_node: Node, conn: ConnectionConfig, names: set[str]) -> None:
     """Each name in ``connections.<name>.pools`` is a pool of the ``pools:`` section."""
     for name in conn.pools:
-        if name not in pools:
-            known = ", ".join(sorted(pools)) or "none configured"
+        if name not in names:
+            known = ", ".join(sorted(names)) or "none configured"
             ck.error(conn_node.value.get("pools", conn_node), f"connections.{conn.name}.pools",
                      f"the name of a pool in the pools section ({known})", repr(name))
