@@ -110,3 +110,19 @@ def test_ike_rekey_keeps_the_addresses():
     (ev,) = p.of("a", IkeSaRekeyed)
     assert ev.new_sa.vips == [ip("10.99.0.1")]
     assert p.ike("b").vips == [ip("10.99.0.1")]
+
+
+def test_later_children_and_rekeys_stay_on_the_lease():
+    # CREATE_CHILD_SA after IKE_AUTH: a client proposing 0.0.0.0/0 again still gets only its address
+    pools = Pools([Pool("rw", "10.99.0.0/24")])
+    p = Pair(*_configs(pools)).run()
+    (first,) = p.of("a", ChildSaEstablished)
+    p.clear()
+    p.i.rekey_child(p.now, first.inbound.spi)
+    p.i.create_child(p.now, child("net", local="0.0.0.0/0", remote="10.2.0.0/16"))
+    p.run()
+    got = p.of("b", ChildSaEstablished)
+    assert len(got) == 2
+    lease = [TS(ip("10.99.0.1"), ip("10.99.0.1"))]
+    assert all(c.remote_ts == lease for c in got), [c.remote_ts for c in got]
+    assert any(c.rekey_of is not None for c in got)
