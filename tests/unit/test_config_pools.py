@@ -107,3 +107,14 @@ def test_dynamic_children_route_the_pools_not_everything() -> None:
     routes = tun_routes(parse_config(GW, "gw.yaml"))
     assert routes == ["10.99.0.0/24", "fd00:99::10/124", "fd00:99::20/123", "fd00:99::40/122",
                       "fd00:99::80/121"]
+
+
+def test_check_lists_the_pools(tmp_path, capsys) -> None:
+    from control.cli import main
+
+    f = tmp_path / "gw.yaml"
+    f.write_text(GW)
+    assert main(["check", "-c", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "  pool rw: 10.99.0.0/24 (254 address(es), dns 10.2.0.53, fd00::53)" in out
+    assert "  pool rw6: fd00:99::10-fd00:99::ff (240 address(es))" in out
