@@ -3,8 +3,9 @@ two-address pool (docs/remote-access.md).
 
 Shown: each of the first two gets a distinct address of the pool and the DNS server in its CFG_REPLY, and
 pings the LAN host behind the gateway from it; ``list-sas --json`` shows the vips and ``list-pools`` the
-leases; the third is refused with INTERNAL_ADDRESS_FAILURE and holds no lease; a client that disconnects
-is shown offline and gets the same address when it connects again.
+leases; the third is refused with INTERNAL_ADDRESS_FAILURE and holds no lease; the second client's IKE
+and CHILD SA rekeys keep its lease and its traffic; a client that disconnects is shown offline and gets
+the same address when it connects again.
 """
 
 from __future__ import annotations
@@ -87,6 +88,18 @@ def test_road_warriors_get_distinct_pool_addresses(tmp_path: Path) -> None:
         assert "INTERNAL_ADDRESS_FAILURE" in charons[2].log_text(), charons[2].log_text()[-3000:]
         assert set(_leases(gw)) == {client_id(1), client_id(2)}
         assert "no free address in pool(s) rw" in gw.text()
+
+        # client 2 rekeys its IKE SA (new SPIs: the lease moves with it) and its CHILD SA
+        old_spi = by_id[client_id(2)]["spi_i"]
+        charons[1].swanctl("--rekey", "--ike", "peer", timeout=30)
+        _wait(lambda: any(ike.get("remote", {}).get("id") == client_id(2) and ike["spi_i"] != old_spi
+                          and ike["state"] == "ESTABLISHED" for ike in gw.json("list-sas")), "rw2's IKE rekey", gw)
+        charons[1].swanctl("--rekey", "--child", "net", timeout=30)
+        time.sleep(1.0)
+        assert _leases(gw)[client_id(2)] == {"address": vips[2], "identity": client_id(2), "online": True}
+        (ike2,) = [ike for ike in gw.json("list-sas") if ike.get("remote", {}).get("id") == client_id(2)]
+        assert ike2["vips"] == [vips[2]] and ike2["spi_i"] != old_spi
+        _ping_ok(net, gw, charons[1], 2, vips[2])
 
         # disconnect: the lease stays, offline; reconnect: the same address, and traffic again
         charons[0].swanctl("--terminate", "--ike", "peer", timeout=30)
