@@ -81,6 +81,8 @@ class Pool:
         self._next = 0                                  # offsets below this were leased at least once
         self.leases: dict[IPAddress, PoolLease] = {}    # insertion order: oldest first
         self._by_identity: dict[str, PoolLease] = {}
+        # owner -> its leases: an IKE SA's release must not scan a big pool (100k leases: 4 ms a scan)
+        self._by_owner: dict[bytes, list[PoolLease]] = {}
         self.refused = 0
 
     @property
@@ -94,8 +96,13 @@ class Pool:
             if lease is None:
                 self.refused += 1
                 return None
-        lease.owners.add(owner)
+        self._own(lease, owner)
         return Lease(lease.address, self.name, self.dns)
+
+    def _own(self, lease: PoolLease, owner: bytes) -> None:
+        if owner not in lease.owners:
+            lease.owners.add(owner)
+            self._by_owner.setdefault(owner, []).append(lease)
 
     def _fresh(self, identity: str) -> PoolLease | None:
         if self._next < self.size:
@@ -114,12 +121,16 @@ class Pool:
 
     def release(self, owner: bytes) -> list[IPAddress]:
         out = []
-        for lease in self.leases.values():
-            if owner in lease.owners:
-                lease.owners.discard(owner)
-                if not lease.online:
-                    out.append(lease.address)
+        for lease in self._by_owner.pop(owner, []):
+            lease.owners.discard(owner)
+            if not lease.online:
+                out.append(lease.address)
         return out
+
+    def transfer(self, old: bytes, new: bytes) -> None:
+        for lease in self._by_owner.pop(old, []):
+            lease.owners.discard(old)
+            self._own(lease, new)
 
     def adopt(self, address: IPAddress, identity: str, owner: bytes) -> bool:
         """Take back a lease an IKE SA already holds (restored state); False if it is not ours or taken."""
@@ -135,7 +146,7 @@ class Pool:
             lease = self.leases[address] = self._by_identity[identity] = PoolLease(address, identity)
             # addresses below the adopted one stay unused ones: count from the highest offset handed out
             self._next = max(self._next, int(address) - int(self.first) + 1)
-        lease.owners.add(owner)
+        self._own(lease, owner)
         return True
 
     def as_dict(self) -> dict[str, Any]:
@@ -168,10 +179,7 @@ class Pools:
     def transfer(self, old: bytes, new: bytes) -> None:
         """An IKE rekey: the new IKE SA (``new`` SPI) holds what the old one held."""
         for p in self.pools.values():
-            for lease in p.leases.values():
-                if old in lease.owners:
-                    lease.owners.discard(old)
-                    lease.owners.add(new)
+            p.transfer(old, new)
 
     def adopt(self, address: IPAddress, identity: str, owner: bytes, pools: tuple[str, ...]) -> bool:
         return any(self.pools[n].adopt(address, identity, owner) for n in pools if n in self.pools)
