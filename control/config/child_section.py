@@ -118,6 +118,9 @@ def parse_child(ck: Checker, name: str, node: Node, path: str) -> ChildSpec | No
         s, h = getattr(spec, soft), getattr(spec, hard)
         if s and h and h <= s:
             ck.error(m.get(hard), f"{path}.{hard}", f"more than {soft} ({s})", str(h))
+    if spec.remote_dynamic and spec.start_action == "trap":
+        # a trap on dynamic would be a policy for every address: the peer's address is known only once up
+        ck.error(m.get("start_action"), f"{path}.start_action", "none or start (remote_ts is dynamic)", "trap")
     if spec.mode == Mode.TRANSPORT and spec.start_action == "trap":
         pass    # fine: a host-to-host policy
     return spec

@@ -94,6 +94,8 @@ def test_pool_mistakes(old: str, new: str, want: str) -> None:
     ("vips: [0.0.0.0]", "vips: [10.99.0.5]", "connections.home.vips[0]: expected 0.0.0.0 (ask for an IPv4 "
                                              "address) or :: (an IPv6 one), got '10.99.0.5'"),
     ("    vips: [0.0.0.0]\n", "", "children.home.local_ts: expected subnets (local_ts: dynamic needs vips"),
+    ("remote_ts: 10.2.0.0/16", "remote_ts: dynamic\n        start_action: trap",
+     "children.home.start_action: expected none or start (remote_ts is dynamic), got trap"),
 ])
 def test_client_mistakes(old: str, new: str, want: str) -> None:
     assert old in CLIENT
