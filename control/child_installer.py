@@ -65,7 +65,10 @@ class ChildInstaller:
 
     def live(self, conn: str, name: str) -> list[ChildEntry]:
         """The instances of a connection's child that are not yet replaced, oldest first."""
-        return [c for c in self.children if (c.conn, c.name) == (conn, name) and c.state != REKEYED]
+        return self._live((conn, name))
+
+    def _live(self, key: tuple[str, str]) -> list[ChildEntry]:
+        return [c for c in self.children if c.key == key and c.state != REKEYED]
 
     def child_up(self, conn: str, name: str) -> ChildEntry | None:
         return next(iter(self.live(conn, name)), None)
@@ -84,7 +87,7 @@ class ChildInstaller:
 
     def carries(self, c: ChildEntry) -> bool:
         """Whether the SPD sends ``c``'s traffic on ``c``'s outbound SA."""
-        return c.slot_out >= 0 and c in self.children and self.spd.bound.get((c.conn, c.name)) == (c.slot_out,)
+        return c.slot_out >= 0 and c in self.children and self.spd.bound.get(c.key) == (c.slot_out,)
 
     # -- installing ------------------------------------------------------------------------------------
 
@@ -132,6 +135,8 @@ class ChildInstaller:
                            h_in.sa_id, h_out.sa_id, esp_proposal_name(suite) if suite else outbound.enc,
                            str(outbound.mode), outbound.udp_encap, list(ev.local_ts), list(ev.remote_ts),
                            time.time(), now, rekey_at, expire_at)
+        if spec is not None and spec.remote_dynamic and entry.ike.remote_identity is not None:
+            child.peer = str(entry.ike.remote_identity)
         if self.config.gateway.export_keys:
             child.keys = (inbound, outbound)
         # the older instance(s) of this child (a rekey or a replacement): outbound moves to the new SA now,
@@ -139,7 +144,7 @@ class ChildInstaller:
         if ev.rekey_of is not None:
             olds = [c for c in self.children if c.spi_in == ev.rekey_of and c.state != REKEYED]
         else:
-            olds = self.live(child.conn, child.name)
+            olds = self._live(child.key)
         self.children.append(child)
         self.slot_child[h_in.slot] = child
         self.slot_child[h_out.slot] = child
@@ -180,7 +185,7 @@ class ChildInstaller:
     def take_over(self, child: ChildEntry, olds: list[ChildEntry], now: float) -> None:
         """Outbound traffic moves to ``child``; the instances it replaces are retired."""
         child.waits_for, child.switch_at = [], None
-        self.spd.set_protect((child.conn, child.name), child.local_ts, child.remote_ts, child.slot_out)
+        self.spd.set_protect(child.key, child.local_ts, child.remote_ts, child.slot_out)
         for old in olds:
             if old not in self.children or old.state == REKEYED:
                 continue
@@ -255,8 +260,8 @@ class ChildInstaller:
         self.release_waiting(child, now, reason)
         carried = self.carries(child)
         self.children.remove(child)
-        key = (child.conn, child.name)
-        heirs = self.live(*key)
+        key = child.key
+        heirs = self._live(key)
         if carried and heirs:
             # it carried the outbound traffic while a sibling lives on (e.g. after a rekey collision the
             # redundant pair is deleted): move the traffic before its slot is freed, never leave the SPD

@@ -75,7 +75,7 @@ VERBS: dict[str, Registrar] = {
     "bench": _bench,
     "run": _run, "check": _run,
     "list-sas": _running, "initiate": _running, "terminate": _running, "rekey": _running, "status": _running,
-    "list-policies": _running, "reload": _running, "export-keys": _running,
+    "list-policies": _running, "list-pools": _running, "reload": _running, "export-keys": _running,
     "import-swanctl": _import_swanctl,
     "fastpath": _fastpath,
     "caps": _caps,

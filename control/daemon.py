@@ -41,6 +41,7 @@ from control.ike_sa_table import IkeSaTable
 from control.initiate_outcome import OutcomeWaiters
 from control.log_fields import child_fields, ike_fields
 from control.policy_table import PolicyTable
+from control.pools import Pools, pools_of
 from control.responder_gate import AdmissionGate
 from control.sa_records import INSTALLED, REKEYED, REKEYING, ChildEntry, IkeEntry
 from control.sa_timers import deadlines, run_due
@@ -100,6 +101,10 @@ class Daemon:
         self.region: ControlRegion | None = None
         self.ike_sas = IkeSaTable()
         self.intake = IkeIntake(self, config, self.ike_sas, self.gate)
+        # virtual IPs of road warriors (docs/remote-access.md): leased by the core through the intake's
+        # IKE configs, released here when their IKE SA is gone
+        self.pools = Pools(pools_of(config))
+        self.intake.addresses = self.pools
         self.spd: PolicyTable | None = None
         self.installer: ChildInstaller | None = None
         self.events: IkeEventHandlers | None = None
@@ -204,7 +209,8 @@ class Daemon:
         self.installer = ChildInstaller(self, self.config, region, self.spd, self.ike_sas,
                                         core_timers=self.core_timers,
                                         rekeyed_inbound_delay=self._rekeyed_inbound_delay)
-        self.events = IkeEventHandlers(self, self.ike_sas, self.installer, self.gate, core_timers=self.core_timers)
+        self.events = IkeEventHandlers(self, self.ike_sas, self.installer, self.gate, core_timers=self.core_timers,
+                                       pools=self.pools)
 
     async def listen(self, ips: list[str], error: type[Exception]) -> list[str]:
         """Bind the IKE and NAT-T ports on each of ips; a bind failure raises error.  ``%any`` stands for
@@ -337,6 +343,7 @@ class Daemon:
     def drop_entry(self, entry: IkeEntry, reason: str) -> None:
         if self.ike_sas.pop(entry.spi) is None:
             return
+        self._release_leases(entry)
         self.outcomes.dropped(entry, reason)
         timed_out = bool(entry.ike.stats.get("half_open_timeout"))
         if timed_out:
@@ -368,6 +375,12 @@ class Daemon:
             if c.ike_spi == ike_spi:
                 c.ike_spi = b""             # keep the overlapping inbound slots until their time
         self.ike_sas.pop(ike_spi)
+        self._release_leases(entry)
+
+    def _release_leases(self, entry: IkeEntry) -> None:
+        for addr in self.pools.release(entry.spi):
+            log.info("IKE SA %s: virtual IP %s released (kept for %s)", entry.label, addr,
+                     entry.ike.remote_identity, extra=ike_fields(entry))
 
     # -- initiating, rekeying, deleting ---------------------------------------------------------------
 

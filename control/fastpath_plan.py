@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 
 from control.config import Config
+from control.pools import pool_networks
 from fastpath.classify import inner_mtu
 from fastpath.io.tun import remote_routes
 from fastpath.plan import FastpathPlan
@@ -47,6 +48,13 @@ def tun_routes(config: Config) -> list[str]:
     nets = []
     for conn in config.connections.values():
         for child in conn.children:
+            if child.remote_dynamic:
+                # the peers' addresses are the leases: route the pools (a peer's IKE address, which
+                # dynamic means without a pool, must never go into the TUN)
+                for name in conn.pools:
+                    if name in config.pools:
+                        nets.extend(str(n) for n in pool_networks(config.pools[name].addrs))
+                continue
             for ts in child.remote_ts:
                 nets.extend(str(n) for n in ipaddress.summarize_address_range(ts.start, ts.end))
     return remote_routes(nets)

@@ -16,6 +16,7 @@ from control.commands.gateway_status import GatewayStatus
 from control.commands.keys import KeyExport
 from control.commands.lifecycle import LifecycleCommands
 from control.commands.policies import PolicyListing
+from control.commands.pools import PoolListing
 from control.commands.reload import ReloadCommand
 from control.commands.sas import SaListing
 from control.config import Config
@@ -42,6 +43,7 @@ def build_gateway(config: Config, config_path: str | None = None, *, supervised:
         KeyExport(daemon),
         GatewayStatus(daemon, view, config_path, lambda: reload.count),
         PolicyListing(daemon, adoption),
+        PoolListing(daemon),
         reload,
         adoption,
     ]

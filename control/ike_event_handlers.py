@@ -23,6 +23,7 @@ from control.ike.events import (
 from control.ike.sa import IkeSA
 from control.ike_sa_table import IkeSaTable
 from control.log_fields import ike_fields
+from control.pools import Pools
 from control.responder_gate import AdmissionGate
 from control.sa_records import IkeEntry
 from control.sa_text import ike_proposal_name, notify_text
@@ -44,8 +45,9 @@ class EventHost(Protocol):
 
 class IkeEventHandlers:
     def __init__(self, host: EventHost, ike_sas: IkeSaTable, installer: ChildInstaller, gate: AdmissionGate, *,
-                 core_timers: bool):
+                 core_timers: bool, pools: Pools | None = None):
         self.host, self.ike_sas, self.installer, self.gate = host, ike_sas, installer, gate
+        self.pools = pools
         self.core_timers = core_timers
 
     @singledispatchmethod
@@ -68,6 +70,9 @@ class IkeEventHandlers:
                  "we initiated" if ev.initiator else "peer initiated",
                  ", NAT-T (UDP 4500)" if ev.nat_local or ev.nat_remote else "",
                  ", IKE fragmentation (RFC 7383)" if entry.ike.peer_fragmentation else "", extra=ike_fields(entry))
+        if ev.vips:
+            log.info("IKE SA %s: virtual IP %s %s %s", entry.label, ", ".join(map(str, ev.vips)),
+                     "assigned to us by" if ev.initiator else "leased to", ev.remote_id, extra=ike_fields(entry))
         while entry.pending:
             entry.ike.create_child(now, entry.pending.pop(0).child_config())
         if not ev.initiator:
@@ -111,7 +116,8 @@ class IkeEventHandlers:
         old_est = entry.established
         if old_est is not None and new.suite is not None:
             n.established = IkeSaEstablished(new.spi_i, new.spi_r, new.initiator, new.suite, old_est.local_id,
-                                             old_est.remote_id, new.remote, new.nat_local, new.nat_remote)
+                                             old_est.remote_id, new.remote, new.nat_local, new.nat_remote,
+                                             tuple(new.vips))
             n.established_wall = time.time()
         if ev.redundant:
             log.info("IKE SA %s: simultaneous rekey, the duplicate %s will be deleted", entry.label, n.label,
@@ -120,6 +126,8 @@ class IkeEventHandlers:
             for c in self.installer.children:
                 if c.ike_spi == entry.spi:
                     c.ike_spi = n.spi
+            if self.pools is not None:
+                self.pools.transfer(entry.spi, n.spi)
             log.info("IKE SA %s rekeyed: now %s, SPIs %s_i %s_r, %s", entry.label, n.label,
                      new.spi_i.hex(), new.spi_r.hex(), ike_proposal_name(new.suite) if new.suite else "",
                      extra=ike_fields(n))

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from control.config import Config
 from control.ike.constants import NATT_KEEPALIVE, NON_ESP_MARKER, ExchangeType
+from control.ike.cp import AddressProvider
 from control.ike.events import Address, Datagram
 from control.ike.sa import IkeSA
 from control.ike_sa_table import IkeSaTable
@@ -35,6 +36,7 @@ class IntakeHost(Protocol):
 class IkeIntake:
     def __init__(self, host: IntakeHost, config: Config, ike_sas: IkeSaTable, gate: AdmissionGate):
         self.host, self.config, self.ike_sas, self.gate = host, config, ike_sas, gate
+        self.addresses: AddressProvider | None = None      # the daemon's pools: virtual IPs for responders
 
     def received(self, data: bytes, local_ip: str, port: int, remote: Address) -> None:
         natt = port == self.config.gateway.natt_port
@@ -87,8 +89,8 @@ class IkeIntake:
             self.host.count(admission.refused)
         if not admission.let_in:
             return None
-        ike = IkeSA(conn.ike_config(self.config.gateway, local_ip=local_ip), initiator=False, local=(local_ip, port),
-                    remote=remote)
+        ike = IkeSA(conn.ike_config(self.config.gateway, local_ip=local_ip, addresses=self.addresses),
+                    initiator=False, local=(local_ip, port), remote=remote)
         entry = self.ike_sas.add(conn, ike, local_ip, self.host.now())
         self.gate.opened(spi_i, remote, entry.spi, verified=admission.verified)
         return entry

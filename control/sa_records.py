@@ -44,6 +44,14 @@ class ChildEntry:
     switch_at: float | None = None      # ... and sends on this one at the latest then
     expects_delete: bool = False        # ... waiting for a rekey initiator's Delete (not a short settle)
     keys: tuple[SA, SA] | None = field(default=None, repr=False)   # only with gateway.export_keys
+    # a road warrior's identity (remote_ts: dynamic): each client's instance of the child is its own, with
+    # its own policies; "" for a site's child, whose instances replace one another
+    peer: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What its policies are filed under in the SPD, and which instances hand over to each other."""
+        return (self.conn, f"{self.name}@{self.peer}" if self.peer else self.name)
 
 
 @dataclass(eq=False)

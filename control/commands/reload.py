@@ -15,6 +15,7 @@ from control.commands.base import CommandFamily
 from control.config import Config, ConfigError, ConnectionConfig, load_config
 from control.ctl import CommandError, Handler
 from control.daemon import Daemon
+from control.pools import pools_of
 from control.supervisor import SUPERVISOR_PID_ENV
 
 __all__ = ["ReloadCommand"]
@@ -80,6 +81,8 @@ class ReloadCommand(CommandFamily):
         for name, conn in new.connections.items():
             conns[name] = old_conns[name] if name in unchanged else conn
         d.config.connections = conns
+        d.config.pools = new.pools
+        d.pools.reconfigure(pools_of(new))     # unchanged pools keep their leases
         # %any is served by the sockets bound per host address at start-up, not a new address
         new_ips = sorted({a for c in conns.values() for a in c.local_addrs if a != "%any"}
                          - {ip for ip, _ in d.socks})

@@ -52,6 +52,8 @@ class SaListing(CommandFamily):
                 "nat": {"local": est.nat_local, "remote": est.nat_remote} if est else None,
                 "established": round(wall - e.established_wall, 1) if est else None,
                 "rekey_in": until(e.rekey_at if not d.core_timers else ike.rekey_at),
+                # RFC 7296 §3.15: leased to the peer (responder) or given us (initiator)
+                "vips": [str(a) for a in ike.vips],
                 "children": [],
             }
             for c in [c for c in d.children if c.ike_spi == e.spi]:

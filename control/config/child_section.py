@@ -21,7 +21,7 @@ _CHILD_KEYS = ("local_ts", "remote_ts", "esp_proposals", "ah_proposals",
 
 
 def _parse_ts(text: str) -> TrafficSelectorEntry:
-    """``10.1.0.0/16``, ``10.1.0.5``, ``10.1.0.0/16[tcp/443]``, ``0.0.0.0/0[udp/5000-5100]``, ``dynamic`` excluded."""
+    """``10.1.0.0/16``, ``10.1.0.5``, ``10.1.0.0/16[tcp/443]``, ``0.0.0.0/0[udp/5000-5100]``, ``dynamic`` apart."""
     m = re.match(r"^([^\[\]]+?)\s*(?:\[([^\]]*)\])?$", text)
     if not m:
         raise ValueError("unbalanced [...]")
@@ -49,9 +49,17 @@ def _parse_ts(text: str) -> TrafficSelectorEntry:
     return TrafficSelectorEntry(net[0], net[-1], proto, lo, hi)
 
 
+# ``dynamic`` stands for any address of either family; narrowing (control/ike/vip.py) makes it one host
+_DYNAMIC = [TrafficSelectorEntry.from_network("0.0.0.0/0"), TrafficSelectorEntry.from_network("::/0")]
+
+
 def _ts_list(ck: Checker, node: Node, path: str) -> tuple[list[TrafficSelectorEntry], list[str]]:
     out, texts = [], []
     for text, item, p in ck.str_list(node, path, comma=True):
+        if text == "dynamic":
+            out += [t for t in _DYNAMIC if t not in out]
+            texts.append(text)
+            continue
         try:
             out.append(_parse_ts(text))
             texts.append(text)
@@ -71,8 +79,11 @@ def parse_child(ck: Checker, name: str, node: Node, path: str) -> ChildSpec | No
             ck.error(node, f"{path}.{side}", "the traffic selectors (subnets) of this side", "nothing")
             continue
         ts, texts = _ts_list(ck, m[side], f"{path}.{side}")
+        if "dynamic" in texts and len(texts) > 1:
+            ck.error(m[side], f"{path}.{side}", "either dynamic alone or subnets", ", ".join(texts))
         setattr(spec, side, ts)
         setattr(spec, f"{side}_text", texts)
+        setattr(spec, f"{side.split('_')[0]}_dynamic", texts == ["dynamic"])
     if "esp_proposals" in m and "ah_proposals" in m:
         # one protocol per child, as in swanctl.conf (AH+ESP bundles are not supported)
         ck.error(m["ah_proposals"], f"{path}.ah_proposals", "either esp_proposals or ah_proposals, not both",
@@ -107,6 +118,9 @@ def parse_child(ck: Checker, name: str, node: Node, path: str) -> ChildSpec | No
         s, h = getattr(spec, soft), getattr(spec, hard)
         if s and h and h <= s:
             ck.error(m.get(hard), f"{path}.{hard}", f"more than {soft} ({s})", str(h))
+    if spec.remote_dynamic and spec.start_action == "trap":
+        # a trap on dynamic would be a policy for every address: the peer's address is known only once up
+        ck.error(m.get("start_action"), f"{path}.start_action", "none or start (remote_ts is dynamic)", "trap")
     if spec.mode == Mode.TRANSPORT and spec.start_action == "trap":
         pass    # fine: a host-to-host policy
     return spec

@@ -15,7 +15,7 @@ from control.ike.certs import dn_to_string
 
 _CONN_KEYS = ("local_addrs", "remote_addrs", "remote_port", "remote_natt_port", "proposals", "encap", "dpd_delay",
               "rekey_time", "reauth_time", "over_time", "rand_time", "local", "remote", "children", "version", "mobike",
-              "fragmentation", "fragment_size")
+              "fragmentation", "fragment_size", "pools", "vips")
 
 
 def _addrs(ck: Checker, node: Node, path: str, allow_any: bool) -> list[str]:
@@ -52,6 +52,20 @@ def _fragmentation(ck: Checker, m: dict[str, Node], path: str, conn: ConnectionC
             conn.fragment_size = n
 
 
+def _remote_access(ck: Checker, m: dict[str, Node], path: str, conn: ConnectionConfig) -> None:
+    """pools (responder: virtual IPs from these) and vips (initiator: ask for 0.0.0.0 and/or ::)."""
+    if "pools" in m:
+        conn.pools = [t for t, _, _ in ck.str_list(m["pools"], f"{path}.pools", comma=True)]
+    if "vips" in m:
+        for text, item, p in ck.str_list(m["vips"], f"{path}.vips", comma=True):
+            v = {"0.0.0.0": 4, "::": 6}.get(text)
+            if v is None:
+                # a specific address to ask for is not offered: RFC 7296 §3.15.1 lets the responder ignore it
+                ck.error(item, p, "0.0.0.0 (ask for an IPv4 address) or :: (an IPv6 one)", repr(text))
+            elif v not in conn.vips:
+                conn.vips.append(v)
+
+
 def parse_connection(ck: Checker, name: str, node: Node, gw: GatewayConfig) -> ConnectionConfig | None:
     path = f"connections.{name}"
     m = ck.mapping(node, path, _CONN_KEYS)
@@ -82,6 +96,7 @@ def parse_connection(ck: Checker, name: str, node: Node, gw: GatewayConfig) -> C
     if "encap" in m:
         conn.encap = bool(ck.boolean(m["encap"], f"{path}.encap"))
     _fragmentation(ck, m, path, conn)
+    _remote_access(ck, m, path, conn)
     for key in ("dpd_delay", "rekey_time", "reauth_time", "over_time", "rand_time"):
         if key in m:
             d = ck.duration(m[key], f"{path}.{key}")
@@ -115,6 +130,9 @@ def parse_connection(ck: Checker, name: str, node: Node, gw: GatewayConfig) -> C
             ck.error(m["children"], f"{path}.children", "at least one child", "an empty mapping")
         for cname, cnode in kids.items():
             c = parse_child(ck, cname, cnode, f"{path}.children.{cname}")
+            if c is not None and c.local_dynamic and not conn.vips:
+                ck.error(kids[cname].value.get("local_ts"), f"{path}.children.{cname}.local_ts",
+                         "subnets (local_ts: dynamic needs vips on the connection)", "dynamic")
             if c is not None:
                 conn.children.append(c)
         if not conn.can_initiate:

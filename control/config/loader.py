@@ -11,6 +11,7 @@ from control.config.connection_section import parse_connection
 from control.config.errors import ConfigError
 from control.config.gateway_section import parse_gateway
 from control.config.model import Config, ConnectionConfig
+from control.config.pools_section import check_conn_pools, parse_pools
 from control.config.secrets_section import find_psk, parse_secrets
 from control.config.yaml_tree import compose
 
@@ -21,7 +22,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     ck = Checker(file)
     if tree is None:
         raise ConfigError([f"{file}: the file is empty: expected gateway, connections and secrets sections"])
-    top = ck.mapping(tree, "", ("gateway", "connections", "secrets"))
+    top = ck.mapping(tree, "", ("gateway", "connections", "secrets", "pools"))
     gw = parse_gateway(ck, top.get("gateway"))
     conns: dict[str, ConnectionConfig] = {}
     if "connections" not in top:
@@ -32,6 +33,9 @@ def parse_config(text: str, file: str = "<config>") -> Config:
             if c is not None:
                 conns[name] = c
     secrets = parse_secrets(ck, top.get("secrets"))
+    pools, pool_names = parse_pools(ck, top.get("pools"))
+    for conn in conns.values():
+        check_conn_pools(ck, top["connections"].value[conn.name], conn, pool_names)
     child_names: dict[str, str] = {}
     for conn in conns.values():
         for c in conn.children:
@@ -53,7 +57,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
                 conn.psk = psk
     if ck.problems:
         raise ConfigError(ck.problems)
-    return Config(file, gw, conns, secrets)
+    return Config(file, gw, conns, secrets, pools)
 
 
 def load_config(path: str | Path) -> Config:

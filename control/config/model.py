@@ -11,6 +11,7 @@ from cryptography import x509
 from cdefs.sa import Mode
 from control.ike.certs import Credentials
 from control.ike.config import ChildConfig, Identity, IkeConfig
+from control.ike.cp import AddressProvider, IPAddress
 from control.ike.message import TrafficSelectorEntry
 from control.shm import Capacities
 from fastpath.plan import FastpathConfig
@@ -55,6 +56,10 @@ class ChildSpec:
     rekey_packets: int = 0
     life_packets: int = 0
     ah_proposals: list[str] = field(default_factory=list)     # set: an AH child (esp_proposals then empty)
+    # ``dynamic`` in local_ts/remote_ts (swanctl): the remote side narrows to the peer's virtual IP (or
+    # IKE address); the local side, with vips, is whatever address the responder gives us
+    local_dynamic: bool = False
+    remote_dynamic: bool = False
 
     @property
     def protocol(self) -> str:
@@ -67,7 +72,8 @@ class ChildSpec:
             extra = {"rekey_time": float(self.rekey_time), "rand_time": self.rekey_time * 0.1}
         return ChildConfig(self.name, list(self.local_ts), list(self.remote_ts),
                            esp_proposals=",".join(self.esp_proposals) or "aes128gcm16",
-                           ah_proposals=",".join(self.ah_proposals), mode=self.mode, **extra)
+                           ah_proposals=",".join(self.ah_proposals), mode=self.mode,
+                           remote_dynamic=self.remote_dynamic, **extra)
 
     @property
     def hard_seconds(self) -> int:
@@ -101,6 +107,8 @@ class ConnectionConfig:
     rsa_pss: bool = False
     fragmentation: str = "yes"          # RFC 7383, as swanctl: yes | accept | force | no
     fragment_size: int = 1280           # IP datagram size of a fragment (charon.fragment_size); 0 = per family
+    pools: list[str] = field(default_factory=list)     # responder: CFG_REQUESTs are answered from these
+    vips: list[int] = field(default_factory=list)      # initiator: IP versions of the virtual IPs we ask for
 
     def __repr__(self) -> str:
         return (f"ConnectionConfig({self.name!r}, local={self.local_addrs}, remote={self.remote_addrs}, "
@@ -131,9 +139,10 @@ class ConnectionConfig:
         return "%any" in self.local_addrs
 
     def ike_config(self, gateway: GatewayConfig, children: list[ChildSpec] | None = None,
-                   local_ip: str | None = None) -> IkeConfig:
+                   local_ip: str | None = None, addresses: AddressProvider | None = None) -> IkeConfig:
         """The sans-IO core's view of this connection (our ports from the gateway section).  ``local_ip``:
-        the address this IKE SA uses, our identity when none is configured (local_addrs %any)."""
+        the address this IKE SA uses, our identity when none is configured (local_addrs %any).  ``addresses``:
+        the daemon's pools, which lease virtual IPs for ``pools``."""
         kids = self.children if children is None else children
         extra = {}
         if core_schedules_rekeys():
@@ -150,7 +159,19 @@ class ConnectionConfig:
                          encap=self.encap, local_auth=self.local_auth, remote_auth=self.remote_auth,
                          credentials=self.credentials, cacerts=list(self.cacerts), rsa_pss=self.rsa_pss,
                          fragmentation=self.fragmentation, fragment_size=self.fragment_size,
-                         half_open_timeout=float(gateway.half_open_timeout), **extra)
+                         half_open_timeout=float(gateway.half_open_timeout),
+                         pools=tuple(self.pools), addresses=addresses if self.pools else None,
+                         vips=tuple(self.vips), **extra)
+
+
+@dataclass
+class PoolSpec:
+    """One entry of ``pools:`` (control/pools.py makes the runtime pool of it)."""
+
+    name: str
+    addrs: str
+    version: int
+    dns: list[IPAddress] = field(default_factory=list)
 
 
 @dataclass
@@ -166,6 +187,7 @@ class Config:
     gateway: GatewayConfig
     connections: dict[str, ConnectionConfig]
     secrets: list[SecretEntry] = field(repr=False)
+    pools: dict[str, PoolSpec] = field(default_factory=dict)
 
     def child(self, name: str) -> tuple[ConnectionConfig, ChildSpec] | None:
         for conn in self.connections.values():

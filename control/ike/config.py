@@ -10,6 +10,7 @@ from cryptography import x509
 from cdefs.sa import Mode
 from control.ike.certs import Credentials, dn_from_string, dn_to_string
 from control.ike.constants import IdType, ProtocolId
+from control.ike.cp import AddressProvider
 from control.ike.payloads import IDPayload
 from control.ike.proposals import parse_proposals
 from control.ike.ts_payload import TrafficSelectorEntry
@@ -62,6 +63,9 @@ class ChildConfig:
     # AH instead of ESP (RFC 4302): when set, the child negotiates protocol ID AH with these proposals and
     # esp_proposals is not used (the YAML loader refuses a child that names both)
     ah_proposals: str = ""
+    # remote_ts: [dynamic] (swanctl): the responder narrows the initiator's selectors to the virtual IP it
+    # leased in this IKE_AUTH, or to the peer's IKE address when it leased none
+    remote_dynamic: bool = False
 
     def __post_init__(self) -> None:
         self.protocol = ProtocolId.AH if self.ah_proposals else ProtocolId.ESP
@@ -110,9 +114,17 @@ class IkeConfig:
     # fragment_size: the whole IP datagram of a fragment, as charon.fragment_size (0: 576 IPv4, 1280 IPv6)
     fragmentation: str = "yes"
     fragment_size: int = 1280
+    # remote access (RFC 7296 §3.15, docs/remote-access.md): as responder, the pools a CFG_REQUEST is
+    # answered from, through ``addresses`` (the daemon's leases: the core asks, never decides); as
+    # initiator, the IP versions (4, 6) of the virtual addresses we ask for (swanctl's vips)
+    pools: tuple[str, ...] = ()
+    addresses: AddressProvider | None = None
+    vips: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self.proposals = parse_proposals(self.ike_proposals, "ike")
+        if any(v not in (4, 6) for v in self.vips):
+            raise ValueError(f"vips: expected IP versions 4 or 6, got {self.vips}")
         for what, auth in (("local_auth", self.local_auth), ("remote_auth", self.remote_auth)):
             if auth not in ("psk", "pubkey"):
                 raise ValueError(f"{what}: expected psk or pubkey, got {auth!r}")

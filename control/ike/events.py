@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from cdefs.sa import SA
 from control.ike.config import ChildConfig, Identity
+from control.ike.cp import IPAddress
 from control.ike.crypto import IkeSuite
 from control.ike.proposals import EspSuite
 from control.ike.ts_payload import TrafficSelectorEntry
@@ -42,6 +43,8 @@ class IkeSaEstablished:
     remote: Address
     nat_local: bool
     nat_remote: bool
+    # virtual IPs (RFC 7296 §3.15): the ones we leased the peer as responder, got as initiator
+    vips: tuple[IPAddress, ...] = ()
 
 
 @dataclass

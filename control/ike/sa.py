@@ -26,6 +26,7 @@ from collections import Counter, deque
 
 from control.ike.config import ChildConfig, Identity, IkeConfig
 from control.ike.constants import NATT_KEEPALIVE, NON_ESP_MARKER, ExchangeType, Flag, Notify
+from control.ike.cp import IPAddress
 from control.ike.crypto import IkeKeys, IkeSuite, KeyExchange, SKCipher
 from control.ike.events import (
     Address,
@@ -119,6 +120,8 @@ class IkeSA:
         self.nat_local = False
         self.nat_remote = False
         self.remote_identity: Identity | None = None
+        self.vips: list[IPAddress] = []     # leased to the peer (responder) or given us (initiator), §3.15
+        self.dns: list[IPAddress] = []      # DNS servers a CFG_REPLY gave us (initiator)
         self.children: list[ChildState] = []
         self.cipher_out: SKCipher | None = None     # SK protection of what we send, set with the keys
         self.cipher_in: SKCipher | None = None

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 
 from control.config import load_config_or_report
+from control.pools import pools_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,6 +54,9 @@ def _check(args: argparse.Namespace) -> int:
         for child in conn.children:
             props = child.ah_proposals or child.esp_proposals
             print(f"  {conn.name}/{child.name}: {child.protocol.upper()} {child.mode}, {', '.join(props)}")
+    for pool in pools_of(cfg):
+        dns = f", dns {', '.join(map(str, pool.dns))}" if pool.dns else ""
+        print(f"  pool {pool.name}: {pool.addrs} ({pool.size} address(es){dns})")
     return 0
 
 

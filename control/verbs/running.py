@@ -14,6 +14,7 @@ from typing import Any
 from control.config import GatewayConfig, load_config_or_report
 from control.ctl import ControlError, call
 from control.ike_counts import status_lines as ike_status_lines
+from control.pools import pools_text
 
 ENV_SOCKET = "IPSECGW_SOCKET"
 
@@ -45,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
          "Show the security policies control installed in the fastpath's SPD: selectors, action, priority "
          "(lower wins) and the SA each is bound to (or trap: the first matching packet raises an ACQUIRE).",
          _list_policies),
+        ("list-pools", "the virtual IP pools of the running gateway and their leases",
+         "Show each address pool (pools: in the configuration): its range, size, how many addresses are "
+         "leased to an IKE SA now (used), and every lease: address, identity, online (an offline lease is "
+         "offered to the same identity again when it comes back).", _list_pools),
         ("reload", "apply a changed configuration file without dropping unaffected SAs",
          "Make the daemon re-read the configuration file it was started with: new connections are added, "
          "removed ones terminated (Deletes sent), changed ones terminated and added again; unchanged "
@@ -123,6 +128,10 @@ def _list_sas(args: argparse.Namespace) -> int:
     return _show(args, "list-sas", format_sas)
 
 
+def _list_pools(args: argparse.Namespace) -> int:
+    return _show(args, "list-pools", lambda pools: pools_text(pools) + "\n")
+
+
 def _dur(s: float | None) -> str:
     if s is None:
         return "-"
@@ -164,6 +173,8 @@ def format_sas(sas: list[dict[str, Any]]) -> str:
                     else ""
                 lines.append(f"  {ike['proposal']}{natt}")
                 lines.append(f"  established {_dur(ike['established'])} ago, rekeying in {_dur(ike['rekey_in'])}")
+            if ike.get("vips"):
+                lines.append(f"  virtual IP(s) {', '.join(ike['vips'])}")
         for c in ike["children"]:
             enc = ", UDP-encapsulated" if c["encap"] else ""
             lines.append(f"  {c['name']}: {c['state']}, {c['mode'].upper()}{enc}, {c['proposal']}")

@@ -34,6 +34,7 @@ from control.ike.tasks.base import Initiator, Responder
 from control.ike.tasks.child_delete import ChildDeleteInitiator
 from control.ike.ts import narrow
 from control.ike.ts_payload import TrafficSelectorEntry, TSPayload
+from control.ike.vip import remote_policy
 
 if TYPE_CHECKING:
     from control.ike.sa import IkeSA
@@ -211,7 +212,7 @@ class ChildCreateResponder(Responder):
         detail: list[str] | None = None     # None: no child's selectors fit (explained only then: it costs)
         for child in self.candidates(sa):
             # TSi is the initiator's side, our remote; TSr ours
-            n_i, n_r = narrow(tsi.selectors, child.remote_ts), narrow(tsr.selectors, child.local_ts)
+            n_i, n_r = narrow(tsi.selectors, remote_policy(sa, child)), narrow(tsr.selectors, child.local_ts)
             if not n_i or not n_r:
                 continue
             self.name = child.name

@@ -43,6 +43,7 @@ from control.ike.tasks.base import Initiator, Responder
 from control.ike.tasks.child_delete import ChildDeleteInitiator
 from control.ike.ts import narrow
 from control.ike.ts_payload import TrafficSelectorEntry, TSPayload
+from control.ike.vip import lease_for_request, remote_policy, request_payloads, take_reply
 from control.ike.window import note_peer_window, window_payloads
 
 if TYPE_CHECKING:
@@ -181,7 +182,7 @@ def _established(sa: IkeSA, peer: Identity) -> None:
     sa.state = State.ESTABLISHED
     sa.remote_identity = peer
     sa.emit(IkeSaEstablished(sa.spi_i, sa.spi_r, sa.initiator, sa.suite, sa.config.local_id, peer, sa.remote,
-                             sa.nat_local, sa.nat_remote))
+                             sa.nat_local, sa.nat_remote, tuple(sa.vips)))
 
 
 def _esp_offer(child: ChildConfig, spi: int) -> list[Proposal]:
@@ -206,6 +207,7 @@ class IkeAuthInitiator(Initiator):
         if sa.config.remote_id is not None:
             payloads.append(sa.config.remote_id.payload(False))
         payloads.append(ours[-1])
+        payloads += request_payloads(sa)
         payloads += window_payloads(sa)
         if self.child is not None and ah_blocked(sa, self.child):
             # NAT detection in IKE_SA_INIT found a NAT (or encap is forced): AH could not reach the peer
@@ -230,6 +232,7 @@ class IkeAuthInitiator(Initiator):
                 offered += child_offer(self.child, strip_dh=True)
             raise IkeError(fatal[0].notify_type, "IKE_AUTH refused by the peer", detail=offered, received=True)
         peer = _verify_peer(sa, msg, peer_is_initiator=False)
+        take_reply(sa, msg)
         note_peer_window(sa, msg)
         _established(sa, peer)
         if self.child is None or self.state is None:
@@ -275,8 +278,11 @@ class IkeAuthResponder(Responder):
 
     def process_request(self, sa: IkeSA, msg: Message, now: float) -> list[Payload]:
         peer = _verify_peer(sa, msg, peer_is_initiator=True)
+        sa.remote_identity = peer           # the leases are the identity's
+        cfg_reply, no_address = lease_for_request(sa, msg)
         idr = _local_id(sa, False)
-        payloads: list[Payload] = [idr, *_our_auth(sa, False, idr), *window_payloads(sa)]
+        # RFC 7296 §1.2 order: IDr, [CERT+], AUTH, [CP(CFG_REPLY)], then the CHILD SA's payloads
+        payloads: list[Payload] = [idr, *_our_auth(sa, False, idr), *cfg_reply, *window_payloads(sa)]
         note_peer_window(sa, msg)
         _established(sa, peer)
         sa_p, tsi, tsr = msg.get(SAPayload), msg.get(TSPayload, initiator=True), msg.get(TSPayload, initiator=False)
@@ -286,12 +292,17 @@ class IkeAuthResponder(Responder):
             sa.emit(ChildSaFailed("", Notify.INVALID_SYNTAX, "CHILD SA request without TSi/TSr"))
             return payloads + [NotifyPayload(Notify.INVALID_SYNTAX)]
         assert isinstance(sa_p, SAPayload) and isinstance(tsi, TSPayload) and isinstance(tsr, TSPayload)
+        if no_address:
+            # §3.15.4: no address to give, so no CHILD SA either; the IKE SA holds no lease
+            sa.emit(ChildSaFailed("", Notify.INTERNAL_ADDRESS_FAILURE,
+                                  f"no free address in pool(s) {', '.join(sa.config.pools)} for {peer}"))
+            return payloads + [NotifyPayload(Notify.INTERNAL_ADDRESS_FAILURE)]
         transport = bool(msg.notifies(Notify.USE_TRANSPORT_MODE))
         notify, reason, name = Notify.TS_UNACCEPTABLE, "no child matches the traffic selectors", ""
         detail: list[str] | None = None     # None: no child's selectors fit (explained only then: it costs)
         for child in sa.config.children:
             # TSi is the initiator's side, our remote; TSr ours
-            n_i, n_r = narrow(tsi.selectors, child.remote_ts), narrow(tsr.selectors, child.local_ts)
+            n_i, n_r = narrow(tsi.selectors, remote_policy(sa, child)), narrow(tsr.selectors, child.local_ts)
             if not n_i or not n_r:
                 continue
             name = child.name

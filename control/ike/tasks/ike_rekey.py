@@ -36,6 +36,7 @@ MAX_KE_RETRIES = 2
 def move_to(old: IkeSA, new: IkeSA) -> None:
     """CHILD SAs and queued work go to the new IKE SA (another IKE rekey is pointless there)."""
     new.children, old.children = old.children, []
+    new.vips, new.dns = old.vips, old.dns       # a rekey keeps the addresses (the daemon moves the leases)
     new.adopt_tasks([t for t in old.take_tasks() if not isinstance(t, IkeRekeyInitiator)])
 
 
