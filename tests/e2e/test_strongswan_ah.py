@@ -160,8 +160,8 @@ def test_kernel_libipsec_fakes_a_nat_so_we_refuse_its_ah_child(tmp_path: Path, e
             assert "configured proposals: AH:HMAC_SHA2_256_128/NO_EXT_SEQ" in log
             assert "received NO_PROPOSAL_CHOSEN notify, no CHILD_SA built" in log
             assert "failed to establish CHILD_SA, keeping IKE_SA" in log
-            _wait_for(gw.text, r"CHILD SA net of peer\[\d+\] failed: NO_PROPOSAL_CHOSEN \(AH cannot traverse NAT: "
-                      r"CHILD SA net is AH and a NAT was detected", "our refusal")
+            _wait_for(gw.text, r"CHILD SA net of peer\[\d+\] failed: NO_PROPOSAL_CHOSEN sent to the peer "
+                      r"\(AH cannot traverse NAT: CHILD SA net is AH and a NAT was detected", "our refusal")
             ike = _established_ike(gw)
             assert ike["children"] == [] and ike["nat"]["remote"] and ike["remote"]["port"] == 4500
             assert "ESTABLISHED" in charon.list_sas()
@@ -182,8 +182,8 @@ def test_we_initiate_ah_and_charon_answers_no_proposal_chosen_after_its_failed_i
         charon = _charon(t, "ah_proposals = sha384,sha256", encap=False, libipsec=False)
         with gateway_a_with_charon(t, cfg, sock, tmp_path / "gwA.log", charon) as gw:
             assert not t.ping(1, 0.5)["got"]
-            _wait_for(gw.text, r"CHILD SA net of peer\[\d+\] failed: NO_PROPOSAL_CHOSEN \(peer refused the CHILD SA\)",
-                      "our refused child")
+            _wait_for(gw.text, r"CHILD SA net of peer\[\d+\] failed: NO_PROPOSAL_CHOSEN from the peer "
+                      r"\(peer refused the CHILD SA\)", "our refused child")
             log = charon.log_text()
             assert "received proposals: AH:HMAC_SHA2_512_256/NO_EXT_SEQ, AH:HMAC_SHA2_256_128/NO_EXT_SEQ" in log, log
             assert re.search(r"selected proposal: AH:HMAC_SHA2_256_128/NO_EXT_SEQ$", log, re.M), log
@@ -220,8 +220,8 @@ def test_ah_against_esp_is_no_proposal_chosen_in_both_logs(tmp_path: Path, their
             assert "parsed IKE_AUTH response 1 [ IDr AUTH N(NO_PROP) ]" in log
             assert "received NO_PROPOSAL_CHOSEN notify, no CHILD_SA built" in log
             assert "failed to establish CHILD_SA, keeping IKE_SA" in log
-            _wait_for(gw.text, rf"CHILD SA net of peer\[\d+\] failed: NO_PROPOSAL_CHOSEN \({our_reason}\)",
-                      "our refusal")
+            _wait_for(gw.text, rf"CHILD SA net of peer\[\d+\] failed: NO_PROPOSAL_CHOSEN sent to the peer "
+                      rf"\({our_reason}\)", "our refusal")
             ike = _established_ike(gw)
             assert ike["children"] == [] and ike["nat"] == {"local": False, "remote": False}
             assert "ESTABLISHED" in charon.list_sas()
