@@ -18,7 +18,7 @@ PY     := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv python3-dev gcc make pkg-config libssl-dev libipsec-mb-dev \
 	iproute2 procps ethtool nftables tcpdump tshark iputils-ping iperf3 \
 	charon-systemd strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins \
-	libstrongswan-extra-plugins dpdk dpdk-dev libdpdk-dev
+	libstrongswan-extra-plugins dpdk dpdk-dev libdpdk-dev systemd
 # what the virtualenv must be able to import before it is trusted (a half-made one is rebuilt)
 VENV_CHECK := import cffi, cryptography, numpy, yaml, pytest, scapy, importlinter, atheris, control.cli, fastpath
 
